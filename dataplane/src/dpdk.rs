@@ -1,0 +1,1 @@
+//! The DPDK adapter (written once dpdk-sys lands).

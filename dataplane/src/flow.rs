@@ -1,0 +1,119 @@
+//! Flow keys, family-generic: IPv4 addresses are stored as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+
+use crate::hash::mix64;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IP address of either family in one comparable, hashable word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Addr(pub u128);
+
+impl Addr {
+    pub const fn v4(a: Ipv4Addr) -> Addr {
+        Addr(0xffff_0000_0000 | u32::from_be_bytes(a.octets()) as u128)
+    }
+
+    pub fn as_v4(self) -> Option<Ipv4Addr> {
+        (self.0 >> 32 == 0xffff).then(|| Ipv4Addr::from((self.0 as u32).to_be_bytes()))
+    }
+
+    pub fn to_ip(self) -> IpAddr {
+        match self.as_v4() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(self.0)),
+        }
+    }
+
+    #[inline(always)]
+    fn fold(self) -> u64 {
+        (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29)
+    }
+}
+
+impl From<Ipv4Addr> for Addr {
+    fn from(a: Ipv4Addr) -> Addr {
+        Addr::v4(a)
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(a: IpAddr) -> Addr {
+        match a {
+            IpAddr::V4(v4) => Addr::v4(v4),
+            IpAddr::V6(v6) => Addr(u128::from(v6)),
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_ip().fmt(f)
+    }
+}
+
+/// A transport 5-tuple as the client sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+}
+
+/// The seed of the backend-selection hash. Fixed: appliances must agree.
+pub const SELECT_SEED: u64 = 0x5c1c_e5ee_d000_0001;
+
+impl FlowKey {
+    /// The hash that picks a backend (Maglev). Deterministic across processes and hosts.
+    #[inline]
+    pub fn hash(&self, seed: u64) -> u64 {
+        let ports = u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.protocol);
+        mix64(mix64(mix64(seed ^ self.src.fold()) ^ self.dst.fold()) ^ ports)
+    }
+
+    /// The hash of the source address alone (the `ip_hash` scheduler, session persistence).
+    #[inline]
+    pub fn src_hash(&self, seed: u64) -> u64 {
+        mix64(mix64(seed ^ self.src.fold()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapping_round_trips() {
+        let a = Ipv4Addr::new(198, 18, 0, 7);
+        let m = Addr::v4(a);
+        assert_eq!(m.as_v4(), Some(a));
+        assert_eq!(m.to_ip(), IpAddr::V4(a));
+        assert_eq!(Addr::from(IpAddr::V6("::ffff:198.18.0.7".parse().unwrap())), m);
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(Addr::from(IpAddr::V6(v6)).as_v4(), None);
+        assert_eq!(m.to_string(), "198.18.0.7");
+    }
+
+    #[test]
+    fn every_field_moves_the_hash() {
+        let k = FlowKey {
+            src: Addr::v4(Ipv4Addr::new(198, 18, 0, 2)),
+            dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 1)),
+            src_port: 40000,
+            dst_port: 80,
+            protocol: 6,
+        };
+        let h = k.hash(SELECT_SEED);
+        let variants = [
+            FlowKey { src: Addr::v4(Ipv4Addr::new(198, 18, 0, 3)), ..k },
+            FlowKey { dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)), ..k },
+            FlowKey { src_port: 40001, ..k },
+            FlowKey { dst_port: 81, ..k },
+            FlowKey { protocol: 17, ..k },
+        ];
+        for v in variants {
+            assert_ne!(v.hash(SELECT_SEED), h, "{v:?}");
+        }
+        assert_eq!(k.src_hash(1), FlowKey { src_port: 1, ..k }.src_hash(1));
+    }
+}

@@ -1,0 +1,19 @@
+//! Sluice's packet path.
+//!
+//! The core (everything but the `dpdk` module) does no I/O and does not link DPDK: wire
+//! formats, service lookup, Maglev, the per-packet pipeline and the worker loop are plain Rust
+//! over byte buffers, tested, fuzzed and benchmarked without a NIC.
+
+pub mod flow;
+pub mod hash;
+pub mod io;
+pub mod maglev;
+pub mod pipeline;
+pub mod snapshot;
+pub mod stats;
+pub mod table;
+pub mod wire;
+pub mod worker;
+
+#[cfg(feature = "dpdk")]
+pub mod dpdk;

@@ -1,0 +1,244 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016), with weights.
+//!
+//! Each backend has a permutation of the table's slots, derived from a hash of its identity
+//! alone; backends take turns claiming their next free slot until the table is full. Because
+//! the permutations do not depend on the other backends, adding or removing one backend moves
+//! few slots, and every appliance given the same backend set builds the same table.
+//!
+//! Weights follow the credit scheme of Katran's Maglev v2: each round, a backend earns its
+//! weight in credit and claims one slot per `max_weight` of credit, so its share of the table
+//! is proportional to its weight within a slot or two. Weight 0 means no slots (drain).
+//!
+//! Turn order is by identity, not by position in the config, so two appliances whose configs
+//! list the same backends in a different order still agree.
+
+use crate::hash::{hash_bytes, reduce};
+
+/// The table size Maglev's paper uses; a prime.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// Backend indexes are `u16`; this one marks an unfilled slot.
+const EMPTY: u16 = u16::MAX;
+/// At most this many backends per table.
+pub const MAX_BACKENDS: usize = EMPTY as usize;
+
+const OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
+const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
+
+/// One backend as Maglev sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct MaglevInput<'a> {
+    /// Stable identity bytes (e.g. the backend's address and port); must be unique in the set.
+    pub id: &'a [u8],
+    pub weight: u32,
+}
+
+/// A built lookup table: slot → index into the backend list given to [`Maglev::build`].
+#[derive(Clone)]
+pub struct Maglev {
+    table: Box<[u16]>,
+    size: u32,
+    has_backends: bool,
+}
+
+impl std::fmt::Debug for Maglev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maglev").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// Whether `n` is prime (table sizes are checked at config time).
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+impl Maglev {
+    /// Builds the table. `size` must be a prime larger than the number of backends and
+    /// `backends.len()` at most [`MAX_BACKENDS`] (the config layer checks both).
+    pub fn build(backends: &[MaglevInput<'_>], size: u32) -> Maglev {
+        assert!(is_prime(size), "Maglev table size {size} is not prime");
+        assert!(backends.len() < size as usize && backends.len() <= MAX_BACKENDS);
+        let m = size as usize;
+        let mut table = vec![EMPTY; m].into_boxed_slice();
+
+        // Backends that take part, in identity order.
+        let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+        order.sort_by(|&a, &b| backends[a].id.cmp(backends[b].id));
+        if order.is_empty() {
+            return Maglev { table, size, has_backends: false };
+        }
+
+        struct Turn {
+            index: u16,
+            pos: u32,
+            skip: u32,
+            weight: u32,
+            credit: u32,
+        }
+        let mut turns: Vec<Turn> = order
+            .iter()
+            .map(|&i| Turn {
+                index: i as u16,
+                pos: (hash_bytes(backends[i].id, OFFSET_SEED) % u64::from(size)) as u32,
+                skip: (hash_bytes(backends[i].id, SKIP_SEED) % u64::from(size - 1)) as u32 + 1,
+                weight: backends[i].weight,
+                credit: 0,
+            })
+            .collect();
+        let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
+
+        let mut filled = 0usize;
+        'fill: loop {
+            for t in &mut turns {
+                t.credit += t.weight;
+                if t.credit < max_weight {
+                    continue;
+                }
+                t.credit -= max_weight;
+                // Walk this backend's permutation to its next free slot. The permutation
+                // visits every slot (size is prime), so a free one is always found.
+                loop {
+                    let slot = t.pos as usize;
+                    t.pos += t.skip;
+                    if t.pos >= size {
+                        t.pos -= size;
+                    }
+                    if table[slot] == EMPTY {
+                        table[slot] = t.index;
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+        Maglev { table, size, has_backends: true }
+    }
+
+    /// The backend index for a flow hash, or `None` when no backend has a positive weight.
+    #[inline]
+    pub fn lookup(&self, hash: u64) -> Option<u16> {
+        if !self.has_backends {
+            return None;
+        }
+        // `reduce` returns < size == table.len(), so `get` never misses; it avoids a panic path.
+        self.table.get(reduce(hash, self.size) as usize).copied()
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The slots, for tests and diagnostics.
+    pub fn slots(&self) -> &[u16] {
+        &self.table
+    }
+
+    /// How many slots each backend holds, indexed like the input list.
+    pub fn shares(&self, n_backends: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; n_backends];
+        if self.has_backends {
+            for &s in self.table.iter() {
+                counts[usize::from(s)] += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("198.19.{}.{}:80", i / 250, i % 250 + 1).into_bytes()).collect()
+    }
+
+    fn inputs<'a>(ids: &'a [Vec<u8>], weights: &[u32]) -> Vec<MaglevInput<'a>> {
+        ids.iter().zip(weights).map(|(id, &weight)| MaglevInput { id, weight }).collect()
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65537) && is_prime(2) && is_prime(16381) && is_prime(251));
+        assert!(!is_prime(65536) && !is_prime(1) && !is_prime(0) && !is_prime(65535));
+    }
+
+    #[test]
+    fn equal_weights_within_one_percent() {
+        let ids = ids(100);
+        let m = Maglev::build(&inputs(&ids, &[1; 100]), DEFAULT_TABLE_SIZE);
+        let ideal = f64::from(DEFAULT_TABLE_SIZE) / 100.0;
+        for (i, &c) in m.shares(100).iter().enumerate() {
+            let err = (f64::from(c) - ideal).abs() / ideal;
+            assert!(err <= 0.01, "backend {i}: {c} slots, ideal {ideal:.1}, error {err:.4}");
+        }
+    }
+
+    #[test]
+    fn weighted_shares_within_one_percent() {
+        // 100 backends with weights 1..=4: the smallest ideal share is 262 slots.
+        let ids = ids(100);
+        let weights: Vec<u32> = (0..100).map(|i| 1 + (i % 4) as u32).collect();
+        let total: u32 = weights.iter().sum();
+        let m = Maglev::build(&inputs(&ids, &weights), DEFAULT_TABLE_SIZE);
+        for (i, &c) in m.shares(100).iter().enumerate() {
+            let ideal = f64::from(DEFAULT_TABLE_SIZE) * f64::from(weights[i]) / f64::from(total);
+            let err = (f64::from(c) - ideal).abs() / ideal;
+            assert!(err <= 0.01, "backend {i} weight {}: {c} slots, ideal {ideal:.1}", weights[i]);
+        }
+    }
+
+    #[test]
+    fn removing_one_backend_moves_little() {
+        for n in [5usize, 10, 100] {
+            let ids = ids(n);
+            let before = Maglev::build(&inputs(&ids, &vec![1; n]), DEFAULT_TABLE_SIZE);
+            let mut weights = vec![1; n];
+            weights[n / 2] = 0; // gone
+            let after = Maglev::build(&inputs(&ids, &weights), DEFAULT_TABLE_SIZE);
+            let moved = before.slots().iter().zip(after.slots()).filter(|(a, b)| a != b).count();
+            let frac = moved as f64 / f64::from(DEFAULT_TABLE_SIZE);
+            let bound = 1.0 / n as f64 + 0.01;
+            assert!(frac <= bound, "n={n}: {frac:.4} of slots moved, bound {bound:.4}");
+            // The removed backend's slots must all have moved; no slot may still name it.
+            assert!(after.slots().iter().all(|&s| usize::from(s) != n / 2));
+        }
+    }
+
+    #[test]
+    fn config_order_does_not_matter() {
+        let ids = ids(20);
+        let weights: Vec<u32> = (0..20).map(|i| 1 + i % 3).collect();
+        let a = Maglev::build(&inputs(&ids, &weights), 251);
+        let mut rev_ids = ids.clone();
+        rev_ids.reverse();
+        let mut rev_w = weights.clone();
+        rev_w.reverse();
+        let b = Maglev::build(&inputs(&rev_ids, &rev_w), 251);
+        for (sa, sb) in a.slots().iter().zip(b.slots()) {
+            assert_eq!(ids[usize::from(*sa)], rev_ids[usize::from(*sb)]);
+        }
+    }
+
+    #[test]
+    fn no_positive_weight_means_no_backend() {
+        let ids = ids(3);
+        let m = Maglev::build(&inputs(&ids, &[0, 0, 0]), 251);
+        assert_eq!(m.lookup(12345), None);
+        assert_eq!(Maglev::build(&[], 251).lookup(1), None);
+        let one = Maglev::build(&inputs(&ids, &[0, 7, 0]), 251);
+        assert!(one.slots().iter().all(|&s| s == 1));
+    }
+}

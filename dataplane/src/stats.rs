@@ -1,0 +1,173 @@
+//! Per-worker counters. Each worker owns one `WorkerStats` (cache-line aligned, so workers
+//! never share a line) and is its only writer; the control thread reads and sums them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter with one writer. `add` is a relaxed load and store, not a locked read-modify-write:
+/// correct because only the owning worker writes it; readers may see a slightly old value.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $name:ident = $label:literal, )*) => {
+        /// Why a packet was dropped. Indexes the per-worker drop counters.
+        #[repr(u8)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason { $( $(#[doc = $doc])* $name, )* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The metric label, snake_case.
+            pub fn label(self) -> &'static str {
+                match self { $(DropReason::$name => $label,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header (or its 802.1Q tag).
+    EthTruncated = "eth_truncated",
+    /// Unicast to a MAC that is not the port's.
+    ForeignMac = "foreign_mac",
+    /// Tagged when the port is untagged, untagged when it is tagged, or another VLAN.
+    VlanMismatch = "vlan_mismatch",
+    /// An EtherType the appliance does not handle (QinQ, IPv6 until it lands, ...).
+    EthertypeUnsupported = "ethertype_unsupported",
+    /// ARP shorter than 28 bytes.
+    ArpTruncated = "arp_truncated",
+    /// ARP for another hardware or protocol type, or another operation.
+    ArpUnsupported = "arp_unsupported",
+    /// ARP asking for an address that is neither a VIP nor this port's.
+    ArpNotForUs = "arp_not_for_us",
+    /// IPv4 header longer than the frame, or total length past the frame's end.
+    Ipv4Truncated = "ipv4_truncated",
+    /// Version not 4, header length under 20, or total length under the header length.
+    Ipv4Malformed = "ipv4_malformed",
+    Ipv4BadChecksum = "ipv4_bad_checksum",
+    /// A fragment for a VIP (fragments are not reassembled yet).
+    Ipv4Fragment = "ipv4_fragment",
+    /// Destination neither a VIP nor an address of the appliance.
+    NotForUs = "not_for_us",
+    /// A VIP, but no service on that port and protocol.
+    NoService = "no_service",
+    /// The service has no backend with a positive weight.
+    NoBackend = "no_backend",
+    /// TCP/UDP header shorter than its minimum.
+    L4Truncated = "l4_truncated",
+    /// TCP data offset under 5, UDP length under 8.
+    L4Malformed = "l4_malformed",
+    /// An IP protocol other than TCP, UDP or ICMP to a VIP.
+    ProtocolUnsupported = "protocol_unsupported",
+    IcmpTruncated = "icmp_truncated",
+    IcmpBadChecksum = "icmp_bad_checksum",
+    /// ICMP other than an echo request to a VIP or appliance address.
+    IcmpUnsupported = "icmp_unsupported",
+    /// TCP or UDP to an appliance address (the appliance has no local stack there).
+    LocalUnsupported = "local_unsupported",
+    /// The next hop's MAC is not known yet (an ARP request has been sent).
+    NeighborUnresolved = "neighbor_unresolved",
+    /// The encapsulated packet would exceed the egress port's MTU.
+    MtuExceeded = "mtu_exceeded",
+    /// Not enough headroom in the buffer for the tunnel headers.
+    NoHeadroom = "no_headroom",
+    /// The packet spans several buffers.
+    MultiSegment = "multi_segment",
+    /// The TX queue was full.
+    TxFull = "tx_full",
+}
+
+/// Per-port counters kept by each worker for the queue it owns.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+}
+
+/// Most ports a worker polls.
+pub const MAX_PORTS: usize = 8;
+
+/// One worker's counters.
+#[repr(align(64))]
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub ports: [PortCounters; MAX_PORTS],
+    pub drops: [Counter; DropReason::COUNT],
+    /// Packets sent into a tunnel toward a backend.
+    pub tunneled: Counter,
+    pub arp_replies: Counter,
+    pub arp_requests: Counter,
+    pub icmp_echo_replies: Counter,
+    pub neighbors_learned: Counter,
+    /// Loop iterations, and those that received at least one packet (the busy ratio).
+    pub polls: Counter,
+    pub busy_polls: Counter,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            ports: Default::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            tunneled: Counter::default(),
+            arp_replies: Counter::default(),
+            arp_requests: Counter::default(),
+            icmp_echo_replies: Counter::default(),
+            neighbors_learned: Counter::default(),
+            polls: Counter::default(),
+            busy_polls: Counter::default(),
+        }
+    }
+}
+
+impl WorkerStats {
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].add(n);
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            assert!(seen.insert(r.label()), "duplicate {}", r.label());
+            assert!(r.label().chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+            assert_eq!(DropReason::ALL[*r as usize], *r);
+        }
+    }
+
+    #[test]
+    fn stats_are_cache_line_aligned() {
+        assert_eq!(std::mem::align_of::<WorkerStats>(), 64);
+        let s = WorkerStats::default();
+        s.count_drop(DropReason::TxFull, 3);
+        s.count_drop(DropReason::TxFull, 1);
+        assert_eq!(s.dropped(DropReason::TxFull), 4);
+        assert_eq!(s.dropped(DropReason::NoBackend), 0);
+    }
+}

@@ -1,0 +1,118 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// Adds `data` as big-endian 16-bit words to a 32-bit accumulator (odd trailing byte padded).
+pub fn sum(data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        // Four 16-bit words at a time; the 64-bit accumulator cannot overflow for any frame.
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]))
+            + u64::from(u16::from_be_bytes([c[2], c[3]]))
+            + u64::from(u16::from_be_bytes([c[4], c[5]]))
+            + u64::from(u16::from_be_bytes([c[6], c[7]]));
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = rest.remainder() {
+        acc += u64::from(*b) << 8;
+    }
+    fold64(acc)
+}
+
+fn fold64(mut acc: u64) -> u32 {
+    while acc > 0xffff_ffff {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Folds a 32-bit accumulator into 16 bits (ones' complement addition).
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum field value for `data` (with the checksum field itself zeroed).
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data))
+}
+
+/// Combines partial sums.
+pub fn combine(a: u32, b: u32) -> u32 {
+    fold64(u64::from(a) + u64::from(b))
+}
+
+/// Sum of the IPv4 pseudo-header for TCP/UDP checksums.
+pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -> u32 {
+    let mut acc = u32::from(u16::from_be_bytes([src[0], src[1]]));
+    acc += u32::from(u16::from_be_bytes([src[2], src[3]]));
+    acc += u32::from(u16::from_be_bytes([dst[0], dst[1]]));
+    acc += u32::from(u16::from_be_bytes([dst[2], dst[3]]));
+    acc += u32::from(protocol);
+    acc += u32::from(length);
+    acc
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    !fold(acc)
+}
+
+/// As [`update16`] for a 32-bit field (an IPv4 address, a sequence number).
+pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
+    let c = update16(csum, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 1071 section 3 example: words 0001 f203 f4f5 f6f7 sum to 0xddf2.
+    #[test]
+    fn rfc1071_example() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(fold(sum(&[0x12, 0x34, 0x56])), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn known_ipv4_header() {
+        // A classic example header; its checksum is 0xb861.
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01,
+            0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&h), 0xb861);
+        h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert_eq!(checksum(&h), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn incremental_update_matches_recompute(
+            mut data in proptest::collection::vec(proptest::num::u8::ANY, 20..64),
+            at in 0usize..8, new in proptest::num::u32::ANY,
+        ) {
+            let at = at * 2; // 16-bit aligned field position, not the checksum at [18..20]
+            data[18] = 0; data[19] = 0;
+            let c0 = checksum(&data);
+            let old = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+            data[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            let inc = update32(c0, old, new);
+            let full = checksum(&data);
+            // 0x0000 and 0xffff are the same value in ones' complement.
+            proptest::prop_assert!(inc == full || (inc ^ full) == 0xffff, "{inc:#x} vs {full:#x}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! IPv4 (RFC 791).
+
+use super::{checksum, read_u16, write_u16, WireError};
+use std::net::Ipv4Addr;
+
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const LENGTH: usize = 2;
+    pub const IDENT: usize = 4;
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: core::ops::Range<usize> = 12..16;
+    pub const DST: core::ops::Range<usize> = 16..20;
+}
+
+pub const HEADER_LEN: usize = 20;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_GRE: u8 = 47;
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const FRAG_OFFSET_MASK: u16 = 0x1fff;
+
+/// A view of an IPv4 packet. The buffer may be longer than the packet (link padding):
+/// `total_len()` is authoritative and `payload()` stops there.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Checks version 4, 20 <= header length <= total length <= buffer length.
+    /// The checksum is checked separately by [`Ipv4Packet::verify_checksum`].
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let ihl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
+        let total = usize::from(read_u16(b, field::LENGTH));
+        if ihl < HEADER_LEN || total < ihl {
+            return Err(WireError::Malformed);
+        }
+        if total > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[field::TOS]
+    }
+
+    pub fn total_len(&self) -> usize {
+        usize::from(read_u16(self.buffer.as_ref(), field::LENGTH))
+    }
+
+    pub fn ident(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::IDENT)
+    }
+
+    pub fn dont_frag(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG) & FLAG_DF != 0
+    }
+
+    /// True for any fragment (more-fragments set or a non-zero offset).
+    pub fn is_fragment(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    pub fn src(&self) -> Ipv4Addr {
+        let b = &self.buffer.as_ref()[field::SRC];
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
+    }
+
+    pub fn dst(&self) -> Ipv4Addr {
+        let b = &self.buffer.as_ref()[field::DST];
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
+    }
+
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::sum(&self.buffer.as_ref()[..self.header_len()])) == 0xffff
+    }
+
+    /// The bytes after the header, up to `total_len()` (link padding excluded).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.buffer.as_mut()[field::TTL] = ttl;
+    }
+
+    pub fn set_src(&mut self, a: Ipv4Addr) {
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
+    }
+
+    pub fn set_dst(&mut self, a: Ipv4Addr) {
+        self.buffer.as_mut()[field::DST].copy_from_slice(&a.octets());
+    }
+
+    pub fn set_checksum(&mut self, c: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// Recomputes the header checksum from scratch.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = checksum::checksum(&self.buffer.as_ref()[..self.header_len()]);
+        self.set_checksum(c);
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.buffer.as_mut()[h..t]
+    }
+}
+
+/// The fields of a 20-byte IPv4 header (no options), for building one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// Length of everything after this header.
+    pub payload_len: usize,
+    pub tos: u8,
+    pub ident: u16,
+    pub dont_frag: bool,
+    pub ttl: u8,
+}
+
+impl Ipv4Repr {
+    /// Writes the header with a correct checksum into the first 20 bytes of `b`.
+    /// The caller ensures `payload_len + 20` fits in 16 bits.
+    pub fn emit(&self, b: &mut [u8]) {
+        b[field::VER_IHL] = 0x45;
+        b[field::TOS] = self.tos;
+        write_u16(b, field::LENGTH, (HEADER_LEN + self.payload_len) as u16);
+        write_u16(b, field::IDENT, self.ident);
+        write_u16(b, field::FLAGS_FRAG, if self.dont_frag { FLAG_DF } else { 0 });
+        b[field::TTL] = self.ttl;
+        b[field::PROTOCOL] = self.protocol;
+        write_u16(b, field::CHECKSUM, 0);
+        b[field::SRC].copy_from_slice(&self.src.octets());
+        b[field::DST].copy_from_slice(&self.dst.octets());
+        let c = checksum::checksum(&b[..HEADER_LEN]);
+        write_u16(b, field::CHECKSUM, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 192.168.0.1 -> 192.168.0.199, UDP, total length 0x73, DF, TTL 64, checksum 0xb861.
+    const HEADER: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
+        0xa8, 0x00, 0xc7,
+    ];
+
+    fn packet() -> Vec<u8> {
+        let mut p = HEADER.to_vec();
+        p.resize(0x73, 0xab);
+        p
+    }
+
+    #[test]
+    fn parse_fields() {
+        let p = packet();
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!(ip.header_len(), 20);
+        assert_eq!(ip.total_len(), 0x73);
+        assert!(ip.dont_frag());
+        assert!(!ip.is_fragment());
+        assert_eq!(ip.ttl(), 64);
+        assert_eq!(ip.protocol(), PROTO_UDP);
+        assert_eq!(ip.src(), Ipv4Addr::new(192, 168, 0, 1));
+        assert_eq!(ip.dst(), Ipv4Addr::new(192, 168, 0, 199));
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.payload().len(), 0x73 - 20);
+    }
+
+    #[test]
+    fn padding_is_not_payload() {
+        let mut p = packet();
+        p.extend_from_slice(&[0; 6]);
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!(ip.payload().len(), 0x73 - 20);
+    }
+
+    #[test]
+    fn refuses_bad_headers() {
+        let p = packet();
+        assert_eq!(Ipv4Packet::new_checked(&p[..19]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Ipv4Packet::new_checked(&p[..0x72]).unwrap_err(), WireError::Truncated);
+        let mut v6 = p.clone();
+        v6[0] = 0x65;
+        assert_eq!(Ipv4Packet::new_checked(&v6[..]).unwrap_err(), WireError::Malformed);
+        let mut ihl4 = p.clone();
+        ihl4[0] = 0x44;
+        assert_eq!(Ipv4Packet::new_checked(&ihl4[..]).unwrap_err(), WireError::Malformed);
+        let mut short_total = p.clone();
+        short_total[3] = 19;
+        assert_eq!(Ipv4Packet::new_checked(&short_total[..]).unwrap_err(), WireError::Malformed);
+        let mut ihl_past_total = p.clone();
+        ihl_past_total[0] = 0x4f; // 60-byte header
+        ihl_past_total[2] = 0;
+        ihl_past_total[3] = 40;
+        assert_eq!(Ipv4Packet::new_checked(&ihl_past_total[..]).unwrap_err(), WireError::Malformed);
+    }
+
+    #[test]
+    fn bad_checksum_detected() {
+        let mut p = packet();
+        p[11] ^= 1;
+        assert!(!Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn fragments() {
+        let mut p = packet();
+        p[6] = 0x20; // MF
+        assert!(Ipv4Packet::new_checked(&p[..]).unwrap().is_fragment());
+        p[6] = 0x00;
+        p[7] = 0x10; // offset 16*8
+        assert!(Ipv4Packet::new_checked(&p[..]).unwrap().is_fragment());
+    }
+
+    #[test]
+    fn emit_matches_literal() {
+        let r = Ipv4Repr {
+            src: Ipv4Addr::new(192, 168, 0, 1),
+            dst: Ipv4Addr::new(192, 168, 0, 199),
+            protocol: PROTO_UDP,
+            payload_len: 0x73 - 20,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
+            ttl: 64,
+        };
+        let mut b = [0u8; 20];
+        r.emit(&mut b);
+        assert_eq!(b, HEADER);
+    }
+}

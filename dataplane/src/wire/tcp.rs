@@ -1,0 +1,142 @@
+//! TCP (RFC 9293): header fields and checksum.
+
+use super::{checksum, read_u16, read_u32, write_u16, WireError};
+use std::net::Ipv4Addr;
+
+pub const HEADER_LEN: usize = 20;
+
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    pub const OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: usize = 14;
+    pub const CHECKSUM: usize = 16;
+}
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// A view of a TCP segment (the whole IP payload).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Checks that the fixed header fits and that 20 <= data offset <= segment length.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let off = usize::from(b[field::OFFSET] >> 4) * 4;
+        if off < HEADER_LEN {
+            return Err(WireError::Malformed);
+        }
+        if off > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
+    }
+
+    pub fn seq(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::SEQ)
+    }
+
+    pub fn ack(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::ACK)
+    }
+
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::OFFSET] >> 4) * 4
+    }
+
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    pub fn window(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::WINDOW)
+    }
+
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+
+    /// Verifies the checksum over the IPv4 pseudo-header and the whole segment.
+    pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        let b = self.buffer.as_ref();
+        let ph = checksum::pseudo_header_v4(src.octets(), dst.octets(), 6, b.len() as u16);
+        checksum::fold(checksum::combine(ph, checksum::sum(b))) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    pub fn set_checksum(&mut self, c: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// Recomputes the checksum over the IPv4 pseudo-header and the whole segment.
+    pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let b = self.buffer.as_ref();
+        let ph = checksum::pseudo_header_v4(src.octets(), dst.octets(), 6, b.len() as u16);
+        let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 198.18.0.2:40000 -> 198.18.10.1:80 SYN, seq 1, window 64240, no options.
+    fn syn() -> Vec<u8> {
+        let mut s = vec![0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xfa, 0xf0, 0, 0, 0, 0];
+        let mut p = TcpPacket::new_checked(&mut s[..]).unwrap();
+        p.fill_checksum_v4(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 10, 1));
+        s
+    }
+
+    #[test]
+    fn fields() {
+        let s = syn();
+        let p = TcpPacket::new_checked(&s[..]).unwrap();
+        assert_eq!((p.src_port(), p.dst_port()), (40000, 80));
+        assert_eq!(p.seq(), 1);
+        assert_eq!(p.flags(), SYN);
+        assert_eq!(p.window(), 64240);
+        assert!(p.verify_checksum_v4(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 10, 1)));
+        assert!(!p.verify_checksum_v4(Ipv4Addr::new(198, 18, 0, 3), Ipv4Addr::new(198, 18, 10, 1)));
+    }
+
+    #[test]
+    fn refuses_bad_offsets() {
+        let s = syn();
+        assert_eq!(TcpPacket::new_checked(&s[..19]).unwrap_err(), WireError::Truncated);
+        let mut small = s.clone();
+        small[12] = 0x40;
+        assert_eq!(TcpPacket::new_checked(&small[..]).unwrap_err(), WireError::Malformed);
+        let mut big = s.clone();
+        big[12] = 0x60; // 24 bytes claimed, 20 present
+        assert_eq!(TcpPacket::new_checked(&big[..]).unwrap_err(), WireError::Truncated);
+    }
+}

@@ -1,0 +1,169 @@
+//! The worker loop: poll every port's queue, decide each packet, send in bursts.
+//!
+//! Generic over [`Io`], so the same loop runs on DPDK queues in `sluiced` and on in-memory
+//! queues in tests and benchmarks.
+
+use crate::io::{Burst, Frame, Io};
+use crate::pipeline::{build_arp_request, process, Ctx, Resolve, Verdict};
+use crate::snapshot::Snapshot;
+use crate::stats::{DropReason, WorkerStats, MAX_PORTS};
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How often worker 0 walks the next hops to resolve or refresh them ahead of traffic.
+pub const NEIGHBOR_SCAN_NS: u64 = 100_000_000;
+
+pub struct Worker<I: Io> {
+    pub id: usize,
+    io: I,
+    n_ports: u16,
+    config: Arc<ArcSwap<Snapshot>>,
+    stats: Arc<WorkerStats>,
+    tx: [Burst<I::Frame>; MAX_PORTS],
+    next_scan_ns: u64,
+}
+
+impl<I: Io> Worker<I> {
+    /// A worker polling ports `0..n_ports` through `io`.
+    pub fn new(
+        id: usize,
+        io: I,
+        n_ports: u16,
+        config: Arc<ArcSwap<Snapshot>>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        assert!(usize::from(n_ports) <= MAX_PORTS);
+        Worker { id, io, n_ports, config, stats, tx: std::array::from_fn(|_| Burst::new()), next_scan_ns: 0 }
+    }
+
+    pub fn io(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Runs until `stop` is set. `clock` returns monotonic nanoseconds.
+    pub fn run(&mut self, stop: &AtomicBool, clock: impl Fn() -> u64) {
+        while !stop.load(Ordering::Relaxed) {
+            self.poll(clock());
+        }
+        self.flush_all();
+    }
+
+    /// One pass over every port. Returns the number of packets received.
+    pub fn poll(&mut self, now_ns: u64) -> usize {
+        // Load the snapshot once for the whole pass, and hold it no longer.
+        let config = Arc::clone(&self.config);
+        let guard = config.load();
+        let snap: &Snapshot = &guard;
+        let mut resolve = Resolve::new();
+        let mut received = 0;
+
+        for p in 0..self.n_ports {
+            let mut rx: Burst<I::Frame> = Burst::new();
+            self.io.rx_burst(p, &mut rx);
+            if rx.is_empty() {
+                continue;
+            }
+            received += rx.len();
+            let bytes: usize = rx.iter().map(|f| f.data().len()).sum();
+            let pc = &self.stats.ports[usize::from(p)];
+            pc.rx_packets.add(rx.len() as u64);
+            pc.rx_bytes.add(bytes as u64);
+
+            let mut cx = Ctx { snap, now_ns, resolve: &mut resolve, learned: 0 };
+            let (mut arp, mut echo, mut tunneled) = (0u64, 0u64, 0u64);
+            for mut frame in rx.drain(..) {
+                let out = match process(&mut cx, p, &mut frame) {
+                    Verdict::ArpReply { port } => {
+                        arp += 1;
+                        port
+                    }
+                    Verdict::EchoReply { port } => {
+                        echo += 1;
+                        port
+                    }
+                    Verdict::Tunnel { port, .. } => {
+                        tunneled += 1;
+                        port
+                    }
+                    Verdict::Consumed => continue,
+                    Verdict::Drop(reason) => {
+                        self.stats.count_drop(reason, 1);
+                        continue;
+                    }
+                };
+                self.enqueue(out, frame);
+            }
+            self.stats.neighbors_learned.add(u64::from(cx.learned));
+            self.stats.arp_replies.add(arp);
+            self.stats.icmp_echo_replies.add(echo);
+            self.stats.tunneled.add(tunneled);
+        }
+
+        if self.id == 0 && now_ns >= self.next_scan_ns {
+            self.next_scan_ns = now_ns + NEIGHBOR_SCAN_NS;
+            for (i, nh) in snap.nexthops.iter().enumerate() {
+                if resolve.is_full() {
+                    break;
+                }
+                if nh.claim_request(now_ns) {
+                    resolve.push(i as u16);
+                }
+            }
+        }
+        for &nh in &resolve {
+            let Some(mut frame) = self.io.alloc() else { break };
+            if let Some(port) = build_arp_request(snap, nh, &mut frame) {
+                self.stats.arp_requests.add(1);
+                self.enqueue(port, frame);
+            }
+        }
+
+        self.flush_all();
+        self.stats.polls.add(1);
+        if received > 0 {
+            self.stats.busy_polls.add(1);
+        }
+        received
+    }
+
+    fn enqueue(&mut self, port: u16, frame: I::Frame) {
+        let p = usize::from(port);
+        if p >= usize::from(self.n_ports) {
+            self.stats.count_drop(DropReason::NotForUs, 1);
+            return;
+        }
+        if self.tx[p].is_full() {
+            self.flush(port);
+        }
+        // After a flush the buffer is empty, so this push cannot fail.
+        let _ = self.tx[p].try_push(frame);
+    }
+
+    fn flush_all(&mut self) {
+        for p in 0..self.n_ports {
+            if !self.tx[usize::from(p)].is_empty() {
+                self.flush(p);
+            }
+        }
+    }
+
+    fn flush(&mut self, port: u16) {
+        let buf = &mut self.tx[usize::from(port)];
+        let bytes: usize = buf.iter().map(|f| f.data().len()).sum();
+        let offered = buf.len();
+        let sent = self.io.tx_burst(port, buf);
+        let unsent_bytes: usize = buf.iter().map(|f| f.data().len()).sum();
+        let pc = &self.stats.ports[usize::from(port)];
+        pc.tx_packets.add(sent as u64);
+        pc.tx_bytes.add((bytes - unsent_bytes) as u64);
+        if sent < offered {
+            self.stats.count_drop(DropReason::TxFull, (offered - sent) as u64);
+            buf.clear();
+        }
+    }
+}

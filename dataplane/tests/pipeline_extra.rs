@@ -1,0 +1,275 @@
+//! Pipeline behaviour beyond single golden frames: buffer limits, TX back-pressure, neighbour
+//! learning, backend spread, and robustness against arbitrary bytes.
+
+use arc_swap::ArcSwap;
+use proptest::prelude::*;
+use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
+use sluice_dataplane::io::{Frame, MemIo, VecFrame};
+use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+use sluice_dataplane::snapshot::*;
+use sluice_dataplane::stats::{DropReason, WorkerStats};
+use sluice_dataplane::worker::Worker;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const INT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+
+fn snapshot(backends: &[([u8; 4], u32)], neighbors: &[([u8; 4], [u8; 6])]) -> Snapshot {
+    let spec = SnapshotSpec {
+        generation: 1,
+        ports: vec![
+            PortSpec {
+                name: "ext".into(),
+                mac: EXT_MAC,
+                address: [198, 18, 0, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: vec![],
+            },
+            PortSpec {
+                name: "int".into(),
+                mac: INT_MAC,
+                address: [198, 19, 0, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: neighbors.iter().map(|&(ip, m)| (ip.into(), m)).collect(),
+            },
+        ],
+        tunnel_source: Some([198, 19, 0, 100].into()),
+        services: vec![ServiceSpec {
+            name: "web".into(),
+            vip: [198, 18, 10, 1].into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            forwarding: Forwarding::Dsr,
+            tunnel: Tunnel::Ipip,
+            scheduler: Scheduler::Maglev,
+            table_size: 65537,
+            backends: backends.iter().map(|&(a, weight)| BackendSpec { address: a.into(), weight }).collect(),
+        }],
+    };
+    Snapshot::build(&spec, None).unwrap()
+}
+
+/// A TCP SYN from 198.18.0.2:`sport` to 198.18.10.1:80, with valid checksums.
+fn syn(sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 54];
+    f[0..6].copy_from_slice(&EXT_MAC);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip.copy_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 10, 1]);
+    let c = sluice_dataplane::wire::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x02;
+    f
+}
+
+fn run(snap: &Snapshot, port: u16, f: &mut VecFrame) -> Verdict {
+    let mut resolve = Resolve::new();
+    let mut cx = Ctx { snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+    process(&mut cx, port, f)
+}
+
+struct Chained(VecFrame);
+
+impl Frame for Chained {
+    fn data(&self) -> &[u8] {
+        self.0.data()
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0.data_mut()
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        self.0.prepend(n)
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        self.0.adj(n)
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        self.0.trim(n)
+    }
+    fn append(&mut self, n: usize) -> bool {
+        self.0.append(n)
+    }
+    fn is_contiguous(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn multi_segment_frames_are_dropped() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+    let mut resolve = Resolve::new();
+    let mut cx = Ctx { snap: &snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+    let mut f = Chained(VecFrame::new(&syn(1000)));
+    assert_eq!(process(&mut cx, 0, &mut f), Verdict::Drop(DropReason::MultiSegment));
+}
+
+#[test]
+fn missing_headroom_is_a_drop_not_a_panic() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+    // IPIP needs 20 more bytes in front.
+    let mut tight = VecFrame::with_headroom(&syn(1000), 19);
+    assert_eq!(run(&snap, 0, &mut tight), Verdict::Drop(DropReason::NoHeadroom));
+    let mut enough = VecFrame::with_headroom(&syn(1000), 20);
+    assert!(matches!(run(&snap, 0, &mut enough), Verdict::Tunnel { port: 1, .. }));
+    assert_eq!(enough.data().len(), 54 + 20);
+    assert_eq!(&enough.data()[26..30], &[198, 19, 0, 100], "configured tunnel source");
+}
+
+#[test]
+fn full_tx_queue_counts_tx_full() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+    let stats = Arc::new(WorkerStats::default());
+    let mut io = MemIo::new(2);
+    io.tx_limit = Some(3);
+    for i in 0..10 {
+        io.rx[0].push_back(VecFrame::new(&syn(1000 + i)));
+    }
+    let mut w = Worker::new(1, io, 2, Arc::new(ArcSwap::from_pointee(snap)), Arc::clone(&stats));
+    assert_eq!(w.poll(1), 10);
+    assert_eq!(w.io().tx[1].len(), 3);
+    assert_eq!(stats.ports[1].tx_packets.get(), 3);
+    assert_eq!(stats.dropped(DropReason::TxFull), 7);
+    assert_eq!(stats.tunneled.get(), 10);
+}
+
+#[test]
+fn neighbor_learned_from_arp_then_traffic_flows() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
+    let config = Arc::new(ArcSwap::from_pointee(snap));
+    let stats = Arc::new(WorkerStats::default());
+    let mut w = Worker::new(0, MemIo::new(2), 2, Arc::clone(&config), Arc::clone(&stats));
+
+    // Worker 0 asks for the backend's MAC ahead of any traffic.
+    w.poll(1);
+    let req = w.io().tx[1].pop().expect("an ARP request on the backend port");
+    let b = req.data();
+    assert_eq!((&b[0..6], &b[12..14], &b[20..22]), (&[0xff; 6][..], &[8, 6][..], &[0, 1][..]));
+    assert_eq!(&b[38..42], &[198, 19, 0, 10]);
+    assert_eq!(stats.arp_requests.get(), 1);
+
+    // A packet before the answer is dropped; no second request within the retry interval.
+    w.io().rx[0].push_back(VecFrame::new(&syn(1000)));
+    w.poll(2);
+    assert_eq!(stats.dropped(DropReason::NeighborUnresolved), 1);
+    assert!(w.io().tx[1].is_empty());
+
+    // The backend answers.
+    let bmac = [2, 0, 0, 0, 1, 10];
+    let mut reply = vec![0u8; 42];
+    reply[0..6].copy_from_slice(&INT_MAC);
+    reply[6..12].copy_from_slice(&bmac);
+    reply[12..14].copy_from_slice(&[8, 6]);
+    sluice_dataplane::wire::arp::emit(
+        &mut reply[14..],
+        2,
+        bmac,
+        Ipv4Addr::new(198, 19, 0, 10),
+        INT_MAC,
+        Ipv4Addr::new(198, 19, 0, 1),
+    );
+    w.io().rx[1].push_back(VecFrame::new(&reply));
+    w.poll(3);
+    assert_eq!(stats.neighbors_learned.get(), 1);
+    assert_eq!(stats.drops.iter().map(|c| c.get()).sum::<u64>(), 1, "the reply is consumed, not dropped");
+
+    w.io().rx[0].push_back(VecFrame::new(&syn(1000)));
+    w.poll(4);
+    let out = w.io().tx[1].pop().expect("forwarded");
+    assert_eq!(&out.data()[0..6], &bmac);
+    assert_eq!(stats.tunneled.get(), 1);
+}
+
+#[test]
+fn arp_from_strangers_teaches_nothing() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
+    // An unsolicited reply claiming to be a host we do not send to.
+    let mut f = vec![0u8; 42];
+    f[0..6].copy_from_slice(&INT_MAC);
+    f[12..14].copy_from_slice(&[8, 6]);
+    sluice_dataplane::wire::arp::emit(
+        &mut f[14..],
+        2,
+        [2, 9, 9, 9, 9, 9],
+        Ipv4Addr::new(198, 19, 0, 66),
+        INT_MAC,
+        Ipv4Addr::new(198, 19, 0, 1),
+    );
+    assert_eq!(run(&snap, 1, &mut VecFrame::new(&f)), Verdict::Drop(DropReason::ArpNotForUs));
+    assert_eq!(snap.nexthops.iter().filter(|n| n.mac().is_some()).count(), 0);
+}
+
+#[test]
+fn flows_spread_over_backends_by_weight_and_stick() {
+    let backends: Vec<([u8; 4], u32)> = (0..4).map(|i| ([198, 19, 0, 10 + i], 1 + u32::from(i))).collect();
+    let neighbors: Vec<([u8; 4], [u8; 6])> =
+        (0..4).map(|i| ([198, 19, 0, 10 + i], [2, 0, 0, 0, 1, 10 + i])).collect();
+    let snap = snapshot(&backends, &neighbors);
+    let mut counts = [0u32; 4];
+    for sport in 0..20_000u16 {
+        let mut f = VecFrame::new(&syn(sport));
+        let Verdict::Tunnel { backend, .. } = run(&snap, 0, &mut f) else { panic!("not forwarded") };
+        counts[usize::from(backend)] += 1;
+        // The outer destination is the chosen backend, and the same flow picks it again.
+        assert_eq!(&f.data()[30..34], &backends[usize::from(backend)].0);
+        let mut again = VecFrame::new(&syn(sport));
+        assert_eq!(run(&snap, 0, &mut again), Verdict::Tunnel { port: 1, service: 0, backend });
+        let key = FlowKey {
+            src: Addr::v4(Ipv4Addr::new(198, 18, 0, 2)),
+            dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 1)),
+            src_port: sport,
+            dst_port: 80,
+            protocol: 6,
+        };
+        assert_eq!(snap.services[0].maglev.lookup(key.hash(SELECT_SEED)), Some(backend));
+    }
+    // Weights 1:2:3:4 of 20000 flows: 2000, 4000, 6000, 8000 expected; allow 5% sampling noise.
+    for (i, &c) in counts.iter().enumerate() {
+        let want = 2000.0 * (i + 1) as f64;
+        assert!((f64::from(c) - want).abs() / want < 0.05, "backend {i}: {c} flows, want ~{want}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    /// Any bytes on any port: a verdict, never a panic, and never a frame that grew past what
+    /// a tunnel adds.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), port in 0u16..3) {
+        let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+        let mut f = VecFrame::new(&bytes);
+        let v = run(&snap, port, &mut f);
+        prop_assert!(f.data().len() <= bytes.len() + 24);
+        if port == 2 {
+            prop_assert_eq!(v, Verdict::Drop(DropReason::NotForUs));
+        }
+    }
+
+    /// A valid SYN with bytes flipped or cut: never a panic; if forwarded, the outer header
+    /// is valid and carries the inner packet unchanged.
+    #[test]
+    fn mutated_packets_never_panic(flips in proptest::collection::vec((0usize..54, any::<u8>()), 0..4), cut in 0usize..60) {
+        let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+        let mut b = syn(4242);
+        for (at, x) in flips { b[at] ^= x; }
+        b.truncate(cut.max(1).min(b.len()));
+        let mut f = VecFrame::new(&b);
+        if let Verdict::Tunnel { .. } = run(&snap, 0, &mut f) {
+            let out = f.data();
+            let outer = sluice_dataplane::wire::Ipv4Packet::new_checked(&out[14..]).unwrap();
+            prop_assert!(outer.verify_checksum());
+            prop_assert_eq!(outer.payload(), &b[14..14 + outer.payload().len()]);
+        }
+    }
+}
