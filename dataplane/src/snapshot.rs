@@ -311,7 +311,7 @@ impl Snapshot {
             for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
                 if !ports[pi].contains(ip) {
                     return Err(err(
-                        format!("ports[{pi}].neighbors[{ni}].ip"),
+                        format!("ports[{pi}].neighbors[{ni}].address"),
                         format!("{ip} is not inside the port's prefix {}/{}", p.address, p.prefix_len),
                     ));
                 }

@@ -1,0 +1,528 @@
+//! The YAML pipeline config: parsed, validated and turned into a dataplane snapshot spec.
+//!
+//! Every refusal names the file, line, column and field. Unknown keys are refused.
+//! See docs/config.md for the reference.
+
+use crate::locate::{Locations, Pos};
+use serde::Deserialize;
+use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
+use sluice_dataplane::snapshot::{
+    BackendSpec, Forwarding, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot, SnapshotSpec, Tunnel,
+};
+use sluice_dataplane::stats::MAX_PORTS;
+use sluice_dataplane::wire::{parse_mac, Mac};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+// ---- the file, as written --------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    dpdk: RawDpdk,
+    #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
+    ports: Vec<RawPort>,
+    #[serde(default)]
+    tunnel: RawTunnelGlobal,
+    #[serde(default)]
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDpdk {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    vdevs: Vec<String>,
+    mbufs: Option<u32>,
+    rx_desc: Option<u16>,
+    tx_desc: Option<u16>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    #[serde(default)]
+    cores: Vec<usize>,
+    control_core: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: String,
+    device: String,
+    address: String,
+    mac: Option<String>,
+    mtu: Option<u16>,
+    vlan: Option<u16>,
+    gateway: Option<String>,
+    #[serde(default)]
+    neighbors: Vec<RawNeighbor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbor {
+    address: String,
+    mac: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTunnelGlobal {
+    source: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawForwarding {
+    #[default]
+    Dsr,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawTunnel {
+    #[default]
+    Ipip,
+    Gre,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawScheduler {
+    #[default]
+    Maglev,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    vip: String,
+    port: u16,
+    protocol: RawProtocol,
+    #[serde(default)]
+    forwarding: RawForwarding,
+    #[serde(default)]
+    tunnel: RawTunnel,
+    gre_key: Option<u32>,
+    #[serde(default)]
+    scheduler: RawScheduler,
+    table_size: Option<u32>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: String,
+    weight: Option<u32>,
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+/// One refusal: where, which field, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub pos: Option<Pos>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}: ", self.file, p.line, p.col)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// All refusals found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---- the validated config ----------------------------------------------------------------------
+
+/// A port as the runtime needs it: which DPDK device, and the dataplane's view of it.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub device: String,
+    /// A MAC to program into the device; otherwise the device's own is used.
+    pub mac: Option<Mac>,
+    pub spec: PortSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    /// EAL arguments after the program name: `dpdk.args` then one `--vdev` per `dpdk.vdevs`.
+    pub eal_args: Vec<String>,
+    pub mbufs: Option<u32>,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub worker_cores: Vec<usize>,
+    pub control_core: Option<usize>,
+    pub ports: Vec<PortConfig>,
+    pub tunnel_source: Option<Ipv4Addr>,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                pos: None,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Validates config text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = match serde_yaml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => return Err(ConfigErrors(vec![serde_error(file, &e)])),
+        };
+        let locations = Locations::index(text);
+        let mut v = Validator { file, locations: &locations, errors: Vec::new() };
+        let config = v.config(raw);
+        if !v.errors.is_empty() {
+            return Err(ConfigErrors(v.errors));
+        }
+        // The dataplane's own checks (duplicates, routes, table sizes) run on a trial build.
+        if let Err(e) = Snapshot::build(&config.snapshot_spec(0, None), None) {
+            return Err(ConfigErrors(vec![v.error(&e.path, e.message)]));
+        }
+        Ok(config)
+    }
+
+    /// The dataplane spec, with port MACs from the devices where the config sets none.
+    pub fn snapshot_spec(&self, generation: u64, device_macs: Option<&[Mac]>) -> SnapshotSpec {
+        let mut ports: Vec<PortSpec> = self.ports.iter().map(|p| p.spec.clone()).collect();
+        if let Some(macs) = device_macs {
+            for (p, m) in ports.iter_mut().zip(macs) {
+                p.mac = *m;
+            }
+        }
+        SnapshotSpec { generation, ports, tunnel_source: self.tunnel_source, services: self.services.clone() }
+    }
+}
+
+fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
+    // serde_yaml's message is "<path>: <what> at line L column C"; keep path and what.
+    let msg = e.to_string();
+    let msg = match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let (field, message) = match msg.split_once(": ") {
+        Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
+        _ => (String::new(), msg),
+    };
+    ConfigError {
+        file: file.to_string(),
+        pos: e.location().map(|l| Pos { line: l.line(), col: l.column() }),
+        field,
+        message,
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    locations: &'a Locations,
+    errors: Vec<ConfigError>,
+}
+
+const DEFAULT_MTU: u16 = 1500;
+const MAX_WEIGHT: u32 = 1000;
+const MAX_TABLE_SIZE: u32 = 4_194_301;
+
+impl Validator<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            pos: self.locations.find(field),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn refuse(&mut self, field: &str, message: impl Into<String>) {
+        let e = self.error(field, message);
+        self.errors.push(e);
+    }
+
+    fn ipv4(&mut self, field: &str, s: &str) -> Option<Ipv4Addr> {
+        match s.parse::<Ipv4Addr>() {
+            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+                self.refuse(field, format!("{a} is not a unicast address"));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.refuse(field, format!("{s:?} is not an IPv4 address"));
+                None
+            }
+        }
+    }
+
+    fn mac(&mut self, field: &str, s: &str) -> Option<Mac> {
+        match parse_mac(s) {
+            Some(m) if m[0] & 1 == 0 && m != [0; 6] => Some(m),
+            Some(_) => {
+                self.refuse(field, format!("{s} is not a unicast MAC address"));
+                None
+            }
+            None => {
+                self.refuse(field, format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let mut eal_args = raw.dpdk.args;
+        for v in &raw.dpdk.vdevs {
+            eal_args.push("--vdev".into());
+            eal_args.push(v.clone());
+        }
+        if raw.dpdk.mbufs.is_some_and(|n| n < 1024) {
+            self.refuse("dpdk.mbufs", "at least 1024 mbufs");
+        }
+        let desc_ok = |d: Option<u16>| d.is_none_or(|d| (32..=8192).contains(&d) && d.is_power_of_two());
+        if !desc_ok(raw.dpdk.rx_desc) {
+            self.refuse("dpdk.rx_desc", "a power of two from 32 to 8192");
+        }
+        if !desc_ok(raw.dpdk.tx_desc) {
+            self.refuse("dpdk.tx_desc", "a power of two from 32 to 8192");
+        }
+
+        let mut cores = raw.workers.cores;
+        if cores.is_empty() {
+            cores.push(1);
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in cores.iter().enumerate() {
+            if !seen.insert(*c) {
+                self.refuse(&format!("workers.cores[{i}]"), format!("core {c} listed twice"));
+            }
+        }
+        if cores.len() > 64 {
+            self.refuse("workers.cores", "at most 64 workers");
+        }
+
+        if raw.ports.is_empty() {
+            self.refuse("ports", "at least one port is needed");
+        }
+        if raw.ports.len() > MAX_PORTS {
+            self.refuse("ports", format!("at most {MAX_PORTS} ports"));
+        }
+        let mut ports = Vec::new();
+        let mut names = HashSet::new();
+        let mut devices = HashSet::new();
+        for (i, p) in raw.ports.iter().enumerate() {
+            let f = |k: &str| format!("ports[{i}].{k}");
+            if p.name.is_empty() || !names.insert(p.name.clone()) {
+                self.refuse(&f("name"), format!("port name {:?} is empty or used twice", p.name));
+            }
+            if p.device.is_empty() || !devices.insert(p.device.clone()) {
+                self.refuse(&f("device"), format!("device {:?} is empty or used by two ports", p.device));
+            }
+            let (address, prefix_len) = match p.address.split_once('/') {
+                Some((a, l)) => match (self.ipv4(&f("address"), a), l.parse::<u8>()) {
+                    (Some(a), Ok(l)) if (1..=32).contains(&l) => (a, l),
+                    (Some(_), _) => {
+                        self.refuse(
+                            &f("address"),
+                            format!("prefix length in {:?} must be 1 to 32", p.address),
+                        );
+                        continue;
+                    }
+                    (None, _) => continue,
+                },
+                None => {
+                    self.refuse(
+                        &f("address"),
+                        format!("{:?} needs a prefix length, as in 198.18.0.1/24", p.address),
+                    );
+                    continue;
+                }
+            };
+            let mac = p.mac.as_deref().and_then(|m| self.mac(&f("mac"), m));
+            let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
+            if !(576..=9000).contains(&mtu) {
+                self.refuse(&f("mtu"), format!("{mtu} is outside 576..=9000"));
+            }
+            if p.vlan.is_some_and(|v| !(1..=4094).contains(&v)) {
+                self.refuse(&f("vlan"), "a VLAN id from 1 to 4094");
+            }
+            let mask = u32::MAX << (32 - u32::from(prefix_len));
+            let inside = |a: Ipv4Addr| u32::from(a) & mask == u32::from(address) & mask;
+            let gateway = p.gateway.as_deref().and_then(|g| self.ipv4(&f("gateway"), g));
+            if let Some(g) = gateway {
+                if !inside(g) {
+                    self.refuse(&f("gateway"), format!("{g} is not inside {}", p.address));
+                }
+            }
+            let mut neighbors = Vec::new();
+            for (n, nb) in p.neighbors.iter().enumerate() {
+                let a = self.ipv4(&f(&format!("neighbors[{n}].address")), &nb.address);
+                let m = self.mac(&f(&format!("neighbors[{n}].mac")), &nb.mac);
+                if let (Some(a), Some(m)) = (a, m) {
+                    if !inside(a) {
+                        self.refuse(
+                            &f(&format!("neighbors[{n}].address")),
+                            format!("{a} is not inside {}", p.address),
+                        );
+                    }
+                    neighbors.push((a, m));
+                }
+            }
+            ports.push(PortConfig {
+                device: p.device.clone(),
+                mac,
+                spec: PortSpec {
+                    name: p.name.clone(),
+                    mac: mac.unwrap_or([0x02, 0, 0, 0, 0, i as u8 + 1]),
+                    address,
+                    prefix_len,
+                    mtu,
+                    vlan: p.vlan,
+                    gateway,
+                    neighbors,
+                },
+            });
+        }
+
+        let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.ipv4("tunnel.source", s));
+
+        let mut services = Vec::new();
+        let mut service_names = HashSet::new();
+        for (i, s) in raw.services.iter().enumerate() {
+            let f = |k: &str| format!("services[{i}].{k}");
+            if s.name.is_empty() || !service_names.insert(s.name.clone()) {
+                self.refuse(&f("name"), format!("service name {:?} is empty or used twice", s.name));
+            }
+            let vip = self.ipv4(&f("vip"), &s.vip);
+            if let Some(v) = vip {
+                if ports.iter().any(|p| p.spec.address == v) {
+                    self.refuse(&f("vip"), format!("{v} is a port address"));
+                }
+            }
+            if s.port == 0 {
+                self.refuse(&f("port"), "port 0 is not a service port");
+            }
+            let tunnel = match (s.tunnel, s.gre_key) {
+                (RawTunnel::Ipip, Some(_)) => {
+                    self.refuse(&f("gre_key"), "gre_key needs tunnel: gre");
+                    Tunnel::Ipip
+                }
+                (RawTunnel::Ipip, None) => Tunnel::Ipip,
+                (RawTunnel::Gre, key) => Tunnel::Gre { key },
+            };
+            let table_size = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+            if !is_prime(table_size) || table_size > MAX_TABLE_SIZE {
+                self.refuse(
+                    &f("table_size"),
+                    format!("{table_size} must be a prime no larger than {MAX_TABLE_SIZE}"),
+                );
+            } else if s.backends.len() * 100 > table_size as usize {
+                // Maglev's paper: M > 100 N keeps the imbalance near 1%.
+                self.refuse(
+                    &f("table_size"),
+                    format!(
+                        "{table_size} slots for {} backends: keep table_size above 100 x backends",
+                        s.backends.len()
+                    ),
+                );
+            }
+            if s.backends.len() > MAX_BACKENDS {
+                self.refuse(&f("backends"), format!("at most {MAX_BACKENDS} backends"));
+            }
+            let mut backends = Vec::new();
+            for (b, be) in s.backends.iter().enumerate() {
+                let bf = format!("services[{i}].backends[{b}]");
+                let weight = be.weight.unwrap_or(1);
+                if weight > MAX_WEIGHT {
+                    self.refuse(&format!("{bf}.weight"), format!("{weight} is outside 0..={MAX_WEIGHT}"));
+                }
+                if let Some(address) = self.ipv4(&format!("{bf}.address"), &be.address) {
+                    backends.push(BackendSpec { address, weight });
+                }
+            }
+            let (Some(vip), RawForwarding::Dsr, RawScheduler::Maglev) = (vip, s.forwarding, s.scheduler)
+            else {
+                continue;
+            };
+            services.push(ServiceSpec {
+                name: s.name.clone(),
+                vip,
+                port: s.port,
+                protocol: match s.protocol {
+                    RawProtocol::Tcp => Protocol::Tcp,
+                    RawProtocol::Udp => Protocol::Udp,
+                },
+                forwarding: Forwarding::Dsr,
+                tunnel,
+                scheduler: Scheduler::Maglev,
+                table_size,
+                backends,
+            });
+        }
+
+        Config {
+            file: self.file.to_string(),
+            eal_args,
+            mbufs: raw.dpdk.mbufs,
+            rx_desc: raw.dpdk.rx_desc.unwrap_or(1024),
+            tx_desc: raw.dpdk.tx_desc.unwrap_or(1024),
+            worker_cores: cores,
+            control_core: raw.workers.control_core,
+            ports,
+            tunnel_source,
+            services,
+        }
+    }
+}

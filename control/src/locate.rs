@@ -1,0 +1,174 @@
+//! Where each value of a YAML document is: config paths (`services[1].backends[0].weight`,
+//! the same form serde_yaml uses in its messages) mapped to line and column, so that a refusal
+//! found after deserialization can still point into the file.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A position in the file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Locations {
+    values: HashMap<String, Pos>,
+}
+
+impl Locations {
+    /// Indexes `text`. Text that does not parse yields an empty index (serde_yaml reports the
+    /// syntax error with its own position).
+    pub fn index(text: &str) -> Locations {
+        let mut rx = Receiver::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut rx, false).is_err() {
+            return Locations::default();
+        }
+        Locations { values: rx.values }
+    }
+
+    /// The position of `path`, or of its nearest ancestor that exists (a missing field points
+    /// at the mapping that lacks it).
+    pub fn find(&self, path: &str) -> Option<Pos> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.values.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+enum Container {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+#[derive(Default)]
+struct Receiver {
+    stack: Vec<Container>,
+    values: HashMap<String, Pos>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Receiver {
+    /// The path of the node that starts now, or `None` when it is a mapping key.
+    fn next_path(&mut self) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Container::Map { key: None, .. }) => None,
+            Some(Container::Map { path, key: Some(k) }) => Some(join(path, k)),
+            Some(Container::Seq { path, index }) => Some(format!("{path}[{index}]")),
+        }
+    }
+
+    /// A value finished: the parent moves to its next key or item.
+    fn advance(&mut self) {
+        match self.stack.last_mut() {
+            Some(Container::Map { key, .. }) => *key = None,
+            Some(Container::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
+
+    fn record(&mut self, path: &str, mark: Marker) {
+        self.values.entry(path.to_string()).or_insert(Pos { line: mark.line(), col: mark.col() + 1 });
+    }
+}
+
+impl MarkedEventReceiver for Receiver {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => match self.next_path() {
+                None => {
+                    // A key: remember it, and point the (future) value path at the key first;
+                    // the value's own position replaces it only if absent, so keys win for
+                    // `key:` lines with the value on the next line.
+                    let here = Pos { line: mark.line(), col: mark.col() + 1 };
+                    if let Some(Container::Map { path, key }) = self.stack.last_mut() {
+                        // A block mapping's start mark sits after its first key; point the
+                        // mapping at that key instead (flow mappings keep their `{`).
+                        if let Some(m) = self.values.get_mut(path.as_str()) {
+                            if m.line == here.line && here.col < m.col {
+                                *m = here;
+                            }
+                        }
+                        let p = join(path, &value);
+                        *key = Some(value);
+                        self.values.insert(p, here);
+                    }
+                }
+                Some(p) => {
+                    self.record(&p, mark);
+                    self.advance();
+                }
+            },
+            Event::Alias(_) => {
+                if let Some(p) = self.next_path() {
+                    self.record(&p, mark);
+                }
+                self.advance();
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let path = self.next_path().unwrap_or_default();
+                self.record(&path, mark);
+                self.stack.push(if matches!(ev, Event::MappingStart(..)) {
+                    Container::Map { path, key: None }
+                } else {
+                    Container::Seq { path, index: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                self.advance();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+ports:
+  - name: ext
+    address: 198.18.0.1/24
+services:
+  - name: web
+    backends:
+      - { address: 198.19.0.10, weight: 3 }
+      - address: 198.19.0.11
+        weight: 9
+";
+
+    #[test]
+    fn finds_nested_values() {
+        let l = Locations::index(DOC);
+        assert_eq!(l.find("ports[0].address"), Some(Pos { line: 3, col: 5 }));
+        assert_eq!(l.find("services[0].backends[0].weight"), Some(Pos { line: 7, col: 33 }));
+        assert_eq!(l.find("services[0].backends[1].weight"), Some(Pos { line: 9, col: 9 }));
+        assert_eq!(l.find("services[0].backends[1]").map(|p| p.line), Some(8));
+    }
+
+    #[test]
+    fn missing_paths_fall_back_to_the_parent() {
+        let l = Locations::index(DOC);
+        assert_eq!(l.find("services[0].backends[1].port").map(|p| p.line), Some(8));
+        assert_eq!(l.find("services[0].tunnel").map(|p| p.line), Some(5));
+        assert_eq!(l.find("nothing.here"), None);
+    }
+}

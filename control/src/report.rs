@@ -1,0 +1,125 @@
+//! Sums the workers' counters (at read time, never on the packet path) and renders them.
+
+use sluice_dataplane::stats::{DropReason, WorkerStats};
+use std::fmt::Write;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortTotals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub ports: Vec<PortTotals>,
+    pub drops: Vec<u64>,
+    pub tunneled: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub icmp_echo_replies: u64,
+    pub neighbors_learned: u64,
+    pub polls: u64,
+    pub busy_polls: u64,
+}
+
+impl Totals {
+    pub fn sum(workers: &[Arc<WorkerStats>], n_ports: usize) -> Totals {
+        let mut t = Totals {
+            ports: vec![PortTotals::default(); n_ports],
+            drops: vec![0; DropReason::COUNT],
+            ..Totals::default()
+        };
+        for w in workers {
+            for (p, pc) in t.ports.iter_mut().zip(&w.ports) {
+                p.rx_packets += pc.rx_packets.get();
+                p.rx_bytes += pc.rx_bytes.get();
+                p.tx_packets += pc.tx_packets.get();
+                p.tx_bytes += pc.tx_bytes.get();
+            }
+            for (d, c) in t.drops.iter_mut().zip(&w.drops) {
+                *d += c.get();
+            }
+            t.tunneled += w.tunneled.get();
+            t.arp_replies += w.arp_replies.get();
+            t.arp_requests += w.arp_requests.get();
+            t.icmp_echo_replies += w.icmp_echo_replies.get();
+            t.neighbors_learned += w.neighbors_learned.get();
+            t.polls += w.polls.get();
+            t.busy_polls += w.busy_polls.get();
+        }
+        t
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// A short line for the periodic log.
+    pub fn one_line(&self) -> String {
+        let rx: u64 = self.ports.iter().map(|p| p.rx_packets).sum();
+        let tx: u64 = self.ports.iter().map(|p| p.tx_packets).sum();
+        let mut s = format!("rx {rx} tx {tx} tunneled {} dropped {}", self.tunneled, self.dropped());
+        let mut top: Vec<(u64, &str)> = DropReason::ALL
+            .iter()
+            .map(|r| (self.drops[*r as usize], r.label()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        top.sort_by(|a, b| b.cmp(a));
+        if !top.is_empty() {
+            s.push_str(" (");
+            for (i, (n, l)) in top.iter().take(4).enumerate() {
+                let _ = write!(s, "{}{l} {n}", if i > 0 { ", " } else { "" });
+            }
+            s.push(')');
+        }
+        s
+    }
+
+    /// Every counter, one `name{labels} value` line each (Prometheus text style).
+    pub fn render(&self, port_names: &[String]) -> String {
+        let mut s = String::new();
+        for (p, name) in self.ports.iter().zip(port_names) {
+            let _ = writeln!(s, "sluice_port_rx_packets_total{{port=\"{name}\"}} {}", p.rx_packets);
+            let _ = writeln!(s, "sluice_port_rx_bytes_total{{port=\"{name}\"}} {}", p.rx_bytes);
+            let _ = writeln!(s, "sluice_port_tx_packets_total{{port=\"{name}\"}} {}", p.tx_packets);
+            let _ = writeln!(s, "sluice_port_tx_bytes_total{{port=\"{name}\"}} {}", p.tx_bytes);
+        }
+        let _ = writeln!(s, "sluice_tunneled_packets_total {}", self.tunneled);
+        let _ = writeln!(s, "sluice_arp_replies_total {}", self.arp_replies);
+        let _ = writeln!(s, "sluice_arp_requests_total {}", self.arp_requests);
+        let _ = writeln!(s, "sluice_icmp_echo_replies_total {}", self.icmp_echo_replies);
+        let _ = writeln!(s, "sluice_neighbors_learned_total {}", self.neighbors_learned);
+        for r in DropReason::ALL {
+            let _ = writeln!(s, "sluice_drops_total{{reason=\"{}\"}} {}", r.label(), self.drops[*r as usize]);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_across_workers() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        a.ports[1].rx_packets.add(3);
+        b.ports[1].rx_packets.add(4);
+        a.count_drop(DropReason::NotForUs, 2);
+        b.count_drop(DropReason::NotForUs, 5);
+        b.tunneled.add(9);
+        let t = Totals::sum(&[a, b], 2);
+        assert_eq!(t.ports[1].rx_packets, 7);
+        assert_eq!(t.drops[DropReason::NotForUs as usize], 7);
+        assert_eq!(t.dropped(), 7);
+        let text = t.render(&["ext".into(), "int".into()]);
+        assert!(text.contains("sluice_port_rx_packets_total{port=\"int\"} 7\n"));
+        assert!(text.contains("sluice_drops_total{reason=\"not_for_us\"} 7\n"));
+        assert!(text.contains("sluice_tunneled_packets_total 9\n"));
+        assert_eq!(t.one_line(), "rx 7 tx 0 tunneled 9 dropped 7 (not_for_us 7)");
+    }
+}

@@ -1,0 +1,139 @@
+//! Config validation: good configs load; each broken one is refused with file, line and field.
+
+use sluice_control::config::Config;
+
+const GOOD: &str = "\
+dpdk:
+  args: [--no-huge, -m, '512', --no-pci]
+  vdevs: [net_null0]
+workers:
+  cores: [1]
+ports:
+  - name: ext
+    device: net_null0
+    address: 198.18.0.1/24
+    mac: 02:00:00:00:00:01
+    neighbors:
+      - { address: 198.18.0.10, mac: 02:00:00:00:00:0a }
+services:
+  - name: web
+    vip: 198.18.10.1
+    port: 80
+    protocol: tcp
+    tunnel: gre
+    gre_key: 7
+    backends:
+      - { address: 198.18.0.10, weight: 3 }
+      - address: 198.18.0.11
+";
+
+/// Replaces the first occurrence of `from` in GOOD and returns the single error line.
+fn refuse(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from:?} not in GOOD");
+    let text = GOOD.replacen(from, to, 1);
+    let errs = Config::parse(&text, "p.yaml").expect_err(&format!("{from:?} -> {to:?} was accepted"));
+    errs.to_string()
+}
+
+#[test]
+fn good_config_loads() {
+    let c = Config::parse(GOOD, "p.yaml").unwrap();
+    assert_eq!(c.eal_args, ["--no-huge", "-m", "512", "--no-pci", "--vdev", "net_null0"]);
+    assert_eq!(c.worker_cores, [1]);
+    assert_eq!(c.ports[0].mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!(c.ports[0].spec.neighbors.len(), 1);
+    let s = &c.services[0];
+    assert_eq!(s.tunnel, sluice_dataplane::snapshot::Tunnel::Gre { key: Some(7) });
+    assert_eq!(s.table_size, 65537);
+    assert_eq!(s.backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 1]);
+}
+
+#[test]
+fn unknown_key_names_line_and_field() {
+    let e = refuse("weight: 3", "wieght: 3");
+    assert!(e.starts_with("p.yaml:21:"), "{e}");
+    assert!(e.contains("services[0].backends[0]"), "{e}");
+    assert!(e.contains("unknown field `wieght`"), "{e}");
+}
+
+#[test]
+fn bad_address() {
+    let e = refuse("vip: 198.18.10.1", "vip: 198.18.10.300");
+    assert_eq!(e, "p.yaml:15:5: services[0].vip: \"198.18.10.300\" is not an IPv4 address");
+}
+
+#[test]
+fn weight_out_of_range() {
+    let e = refuse("weight: 3", "weight: 5000");
+    assert_eq!(e, "p.yaml:21:33: services[0].backends[0].weight: 5000 is outside 0..=1000");
+}
+
+#[test]
+fn wrong_type() {
+    let e = refuse("port: 80", "port: eighty");
+    assert!(e.starts_with("p.yaml:16:"), "{e}");
+    assert!(e.contains("services[0].port"), "{e}");
+}
+
+#[test]
+fn duplicate_service_is_refused_at_the_second() {
+    let text = format!(
+        "{GOOD}  - name: web2\n    vip: 198.18.10.1\n    port: 80\n    protocol: tcp\n    backends: [{{ address: 198.18.0.12 }}]\n"
+    );
+    let e = Config::parse(&text, "p.yaml").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "p.yaml:23:5: services[1]: duplicate service 198.18.10.1:80 Tcp: services[0] already uses it"
+    );
+}
+
+#[test]
+fn unroutable_backend() {
+    let e = refuse("- address: 198.18.0.11", "- address: 203.0.113.9");
+    assert_eq!(
+        e,
+        "p.yaml:22:9: services[0].backends[1].address: no route to 203.0.113.9: no port's prefix holds it and no port has a gateway"
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let text = GOOD
+        .replacen("port: 80", "port: 0", 1)
+        .replacen("    gre_key: 7\n", "", 1)
+        .replacen("tunnel: gre", "tunnel: ipip\n    gre_key: 1", 1)
+        .replacen("mac: 02:00:00:00:00:01", "mac: 01:00:00:00:00:01", 1);
+    let e = Config::parse(&text, "p.yaml").unwrap_err();
+    let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["ports[0].mac", "services[0].port", "services[0].gre_key"], "{e}");
+}
+
+#[test]
+fn other_refusals() {
+    for (from, to, field) in [
+        ("address: 198.18.0.1/24", "address: 198.18.0.1", "ports[0].address"),
+        ("address: 198.18.0.1/24", "address: 198.18.0.1/33", "ports[0].address"),
+        ("mac: 02:00:00:00:00:0a", "mac: 02:00:00:00:0a", "ports[0].neighbors[0].mac"),
+        ("{ address: 198.18.0.10, mac", "{ address: 198.19.0.10, mac", "ports[0].neighbors[0].address"),
+        ("cores: [1]", "cores: [1, 1]", "workers.cores[1]"),
+        ("protocol: tcp", "protocol: sctp", "services[0].protocol"),
+        ("tunnel: gre", "tunnel: vxlan", "services[0].tunnel"),
+        ("name: web", "name: ext\n    table_size: 65536", "services[0].table_size"),
+        ("vip: 198.18.10.1", "vip: 198.18.0.1", "services[0].vip"),
+        ("vip: 198.18.10.1", "vip: 224.0.0.1", "services[0].vip"),
+    ] {
+        let e = refuse(from, to);
+        assert!(
+            e.contains(&format!(": {field}:")) || e.contains(&format!(" {field}: ")),
+            "{from} -> {to}: {e}"
+        );
+        assert!(e.starts_with("p.yaml:"), "{e}");
+    }
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = refuse("  - name: web\n", "  - name: web\n   bad indent: [\n");
+    assert!(e.starts_with("p.yaml:"), "{e}");
+    assert!(e.chars().nth(7).unwrap().is_ascii_digit(), "{e}");
+}
