@@ -5,3 +5,4 @@ pub mod config;
 pub mod locate;
 pub mod report;
 pub mod runtime;
+pub mod simulate;

@@ -2,10 +2,13 @@
 //!
 //!   sluiced --config FILE     run the pipeline in FILE
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
+//!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
+//!                             the backend any appliance running FILE picks for that flow
 
 use clap::{Parser, Subcommand};
 use sluice_control::config::Config;
 use sluice_control::runtime::{run, RunOptions};
+use sluice_control::simulate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -32,6 +35,17 @@ struct Cli {
 enum Command {
     /// Validate a pipeline config and exit: 0 if valid, 1 with the errors if not.
     Check { file: PathBuf },
+    /// Print the service and backend a flow gets under a config (what every appliance running
+    /// it would pick for a new flow).
+    Which {
+        file: PathBuf,
+        /// tcp or udp
+        protocol: String,
+        /// Client ADDRESS:PORT
+        source: String,
+        /// VIP ADDRESS:PORT
+        destination: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +70,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        (Some(Command::Which { file, protocol, source, destination }), _) => {
+            let config = match Config::load(&file) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match simulate::parse_flow(&protocol, &source, &destination)
+                .and_then(|f| simulate::which(&config, &f))
+            {
+                Ok(c) => {
+                    println!("{} {} tunnel {} out {}", c.service, c.backend, c.tunnel, c.port);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluiced which: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         (None, Some(path)) => {
             let config = match Config::load(&path) {
                 Ok(c) => c,

@@ -1,0 +1,78 @@
+//! "Which backend gets this flow?" answered from a config file alone, the way every
+//! appliance with that config would answer it.
+
+use crate::config::Config;
+use sluice_dataplane::flow::{Addr, FlowKey};
+use sluice_dataplane::snapshot::{ServiceKey, Snapshot, Tunnel};
+use std::net::SocketAddrV4;
+
+/// The decision for one flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub service: String,
+    pub backend: std::net::Ipv4Addr,
+    pub tunnel: String,
+    pub port: String,
+}
+
+/// Parses `tcp|udp`, `SRC:PORT`, `DST:PORT` into a flow key.
+pub fn parse_flow(proto: &str, src: &str, dst: &str) -> Result<FlowKey, String> {
+    let protocol = match proto {
+        "tcp" => 6,
+        "udp" => 17,
+        p => return Err(format!("protocol {p:?}: tcp or udp")),
+    };
+    let s: SocketAddrV4 = src.parse().map_err(|_| format!("{src:?} is not ADDRESS:PORT"))?;
+    let d: SocketAddrV4 = dst.parse().map_err(|_| format!("{dst:?} is not ADDRESS:PORT"))?;
+    Ok(FlowKey {
+        src: Addr::v4(*s.ip()),
+        dst: Addr::v4(*d.ip()),
+        src_port: s.port(),
+        dst_port: d.port(),
+        protocol,
+    })
+}
+
+pub fn which(config: &Config, flow: &FlowKey) -> Result<Choice, String> {
+    let snap = Snapshot::build(&config.snapshot_spec(0, None), None).map_err(|e| e.to_string())?;
+    let si = snap.service(ServiceKey::new(flow.dst, flow.dst_port, flow.protocol)).ok_or_else(|| {
+        format!("no service at {}:{} for protocol {}", flow.dst, flow.dst_port, flow.protocol)
+    })?;
+    let svc = &snap.services[usize::from(si)];
+    let bi =
+        svc.select(flow).ok_or_else(|| format!("service {}: no backend with a positive weight", svc.name))?;
+    let b = &svc.backends[usize::from(bi)];
+    let nh = &snap.nexthops[usize::from(b.nexthop)];
+    Ok(Choice {
+        service: svc.name.clone(),
+        backend: b.address,
+        tunnel: match svc.tunnel {
+            Tunnel::Ipip => "ipip".into(),
+            Tunnel::Gre { key: Some(k) } => format!("gre key {k}"),
+            Tunnel::Gre { key: None } => "gre".into(),
+        },
+        port: format!("{} via {}", snap.ports[usize::from(nh.port)].name, nh.ip),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_like_the_dataplane() {
+        let yaml = "ports:\n  - { name: ext, device: d0, address: 198.18.0.1/24 }\nservices:\n  - name: web\n    vip: 198.18.10.1\n    port: 80\n    protocol: tcp\n    backends: [{ address: 198.18.0.10 }, { address: 198.18.0.11 }]\n";
+        let c = Config::parse(yaml, "t.yaml").unwrap();
+        let snap = Snapshot::build(&c.snapshot_spec(0, None), None).unwrap();
+        for port in 1000..1100u16 {
+            let f = parse_flow("tcp", &format!("198.18.0.2:{port}"), "198.18.10.1:80").unwrap();
+            let want = snap.services[0].backends[usize::from(snap.services[0].select(&f).unwrap())].address;
+            let got = which(&c, &f).unwrap();
+            assert_eq!((got.backend, got.service.as_str(), got.tunnel.as_str()), (want, "web", "ipip"));
+        }
+        let udp = parse_flow("udp", "198.18.0.2:1", "198.18.10.1:80").unwrap();
+        assert!(which(&c, &udp).unwrap_err().contains("no service"));
+        assert!(parse_flow("sctp", "1.2.3.4:1", "1.2.3.4:2").is_err());
+        assert!(parse_flow("tcp", "1.2.3.4", "1.2.3.4:2").is_err());
+    }
+}
