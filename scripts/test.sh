@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: format and lint checks, unit and property tests, golden
+# packets, DPDK integration tests (net_ring, net_null, net_pcap vdevs), and the end-to-end
+# tests in network namespaces with real kernel TCP/IP stacks. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+echo "== end-to-end tests (namespace lab)"
+SLUICED="$PWD/target/release/sluiced" /usr/bin/python3 -m pytest -q -p no:cacheprovider scripts/e2e
+echo "== all tests passed"
