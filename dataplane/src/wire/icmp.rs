@@ -56,9 +56,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 }
 
+/// Writes an echo request or reply header into `b` (payload after 8 bytes) with its checksum.
+pub fn emit_echo(b: &mut [u8], msg_type: u8, ident: u16, seq: u16) {
+    b[field::TYPE] = msg_type;
+    b[field::CODE] = 0;
+    write_u16(b, field::CHECKSUM, 0);
+    write_u16(b, 4, ident);
+    write_u16(b, 6, seq);
+    let c = checksum::checksum(b);
+    write_u16(b, field::CHECKSUM, c);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emit_echo_matches_scapy() {
+        // scapy: ICMP(type=8, id=0x77, seq=3) / "ping"
+        let mut b = [0u8; 12];
+        b[8..].copy_from_slice(b"ping");
+        emit_echo(&mut b, TYPE_ECHO_REQUEST, 0x77, 3);
+        assert_eq!(b, [0x08, 0x00, 0x18, 0xb5, 0x00, 0x77, 0x00, 0x03, 0x70, 0x69, 0x6e, 0x67]);
+    }
 
     // Echo request id 0x1234 seq 1, payload "abcd", checksum 0x0f1c... computed below.
     fn echo_request() -> Vec<u8> {

@@ -18,8 +18,8 @@ pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use gre::{GrePacket, GreRepr};
 pub use icmp::IcmpPacket;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
-pub use tcp::TcpPacket;
-pub use udp::UdpPacket;
+pub use tcp::{TcpPacket, TcpRepr};
+pub use udp::{UdpPacket, UdpRepr};
 
 /// Why bytes were refused by a checked constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

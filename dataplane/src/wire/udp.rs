@@ -1,6 +1,7 @@
 //! UDP (RFC 768).
 
-use super::{read_u16, WireError};
+use super::{checksum, read_u16, write_u16, WireError};
+use std::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 8;
 
@@ -59,9 +60,45 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+/// The fields of a UDP header, for building a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRepr {
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl UdpRepr {
+    /// Writes the header into `b`, whose bytes after the 8-byte header are the payload, with
+    /// the length of all of `b` and a checksum over it (0 is sent as 0xffff, RFC 768).
+    pub fn emit_v4(&self, b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+        let len = b.len() as u16;
+        write_u16(b, field::SRC_PORT, self.src_port);
+        write_u16(b, field::DST_PORT, self.dst_port);
+        write_u16(b, field::LENGTH, len);
+        write_u16(b, field::CHECKSUM, 0);
+        let ph = checksum::pseudo_header_v4(src.octets(), dst.octets(), 17, len);
+        let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
+        write_u16(b, field::CHECKSUM, if c == 0 { 0xffff } else { c });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emit_matches_scapy() {
+        // scapy: UDP(sport=5353, dport=53) / "query", 198.18.0.2 -> 198.18.10.1
+        let want = [0x14, 0xe9, 0x00, 0x35, 0x00, 0x0d, 0x04, 0xa6, 0x71, 0x75, 0x65, 0x72, 0x79];
+        let mut b = [0u8; 13];
+        b[8..].copy_from_slice(b"query");
+        UdpRepr { src_port: 5353, dst_port: 53 }.emit_v4(
+            &mut b,
+            Ipv4Addr::new(198, 18, 0, 2),
+            Ipv4Addr::new(198, 18, 10, 1),
+        );
+        assert_eq!(b, want);
+    }
 
     const DGRAM: [u8; 12] = [0x9c, 0x40, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'p', b'i', b'n', b'g'];
 
