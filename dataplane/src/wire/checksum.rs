@@ -58,9 +58,17 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -
 }
 
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
+///
+/// When the data now sums to zero the equation can give 0x0000, which fails verification if
+/// the data is all zeros (a receiver sums to +0, not -0); 0xffff verifies in every zero-sum
+/// case, so that is what is returned. (Found by the `pipeline` fuzz target: an echo request
+/// with id, sequence and data all zero got a reply with checksum 0.)
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     let acc = u32::from(!csum) + u32::from(!old) + u32::from(new);
-    !fold(acc)
+    match !fold(acc) {
+        0 => 0xffff,
+        c => c,
+    }
 }
 
 /// As [`update16`] for a 32-bit field (an IPv4 address, a sequence number).
@@ -96,6 +104,20 @@ mod tests {
         assert_eq!(checksum(&h), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
         assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn update_to_all_zero_data_gives_ffff() {
+        // An echo request 08 00 <csum> 00 00 00 00 turned into a reply: all zeros but the
+        // checksum, which must then be 0xffff to verify.
+        let mut m = [8u8, 0, 0, 0, 0, 0, 0, 0];
+        let c = checksum(&m);
+        assert_eq!(c, 0xf7ff);
+        m[0] = 0;
+        let u = update16(c, 0x0800, 0x0000);
+        assert_eq!(u, 0xffff);
+        m[2..4].copy_from_slice(&u.to_be_bytes());
+        assert_eq!(fold(sum(&m)), 0xffff, "verifies");
     }
 
     proptest::proptest! {

@@ -75,6 +75,9 @@ def echo_reply(src, payload=b"sluice-ping-0123456789"):
 case("ping of a VIP is answered", 0, echo(VIP), echo_reply(VIP), "echo_reply:0")
 case("ping of the port address is answered", 0, echo(EXT_IP), echo_reply(EXT_IP), "echo_reply:0")
 case("ping of a VIP with an odd payload and link padding", 0, raw(echo(VIP, b"abc")) + b"\0" * 15, raw(echo_reply(VIP, b"abc")) + b"\0" * 15, "echo_reply:0")
+zero_req = eth_in() / IP(src=CLI_IP, dst=VIP, ttl=64, id=0, flags="DF") / ICMP(type=8, id=0, seq=0)
+zero_rep = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP, dst=CLI_IP, ttl=64, id=0, flags="DF") / ICMP(type=0, id=0, seq=0)
+case("ping with id, sequence and data all zero (reply checksum must be 0xffff)", 0, zero_req, zero_rep, "echo_reply:0")
 bad = bytearray(raw(echo(VIP)))
 bad[14 + 20 + 2] ^= 0x5a
 case("ping with a bad icmp checksum", 0, bytes(bad), None, "drop:icmp_bad_checksum")
