@@ -1,0 +1,281 @@
+//! The appliance the `pipeline` and `worker` targets run against, and the checks of the
+//! pipeline's contract shared by both.
+//!
+//! It follows `golden_snapshot()` in `dataplane/tests/golden.rs` (same addresses and MACs, so
+//! the golden frames are good seeds), folded onto three ports so that one rx port index of
+//! the four a selector byte can name (3) does not exist:
+//!
+//! | port | name | address         | MAC               | VLAN | MTU  | neighbours (static)          |
+//! |------|------|-----------------|-------------------|------|------|------------------------------|
+//! | 0    | ext  | 198.18.0.1/24   | 02:00:00:00:00:01 | -    | 1500 | -                            |
+//! | 1    | int  | 198.19.0.1/24   | 02:00:00:00:01:01 | -    | 1500 | .10 -> :01:0a, .11 -> :01:0b |
+//! | 2    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 576  | .10 -> :03:0a                |
+//!
+//! Services (Maglev, table 251):
+//! - 198.18.10.1:80/tcp  IPIP           -> 198.19.0.10 (static)
+//! - 198.18.10.1:53/udp  GRE key 1001   -> 198.19.0.11 (static)
+//! - 198.18.10.2:80/tcp  GRE no key     -> 198.19.0.10 (static)
+//! - 198.18.10.3:80/tcp  IPIP           -> 198.19.0.10 weight 0 (no backend)
+//! - 198.18.10.4:80/tcp  IPIP           -> 198.19.0.99 (unresolved until an ARP reply)
+//! - 198.18.10.5:80/tcp  GRE key 7      -> 198.21.0.10 on the tagged, small-MTU port
+//!
+//! The unresolved neighbour can be learned from an ARP reply on port 1; learning mutates the
+//! snapshot, so the targets rebuild it whenever a call learned something (each input then
+//! starts from the same state and the fuzzer sees deterministic behaviour).
+
+#![allow(dead_code)]
+
+use sluice_dataplane::pipeline::Verdict;
+use sluice_dataplane::snapshot::*;
+use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
+use sluice_dataplane::wire::{ipv4, GrePacket, Ipv4Packet};
+use std::net::Ipv4Addr;
+
+/// Number of ports in the snapshot; rx port indexes at or past it do not exist.
+pub const N_PORTS: u16 = 3;
+
+/// The most a frame may grow: untagged in, tagged out (4), outer IPv4 (20), GRE with a key (8).
+pub const MAX_GROWTH: usize = (ethernet::VLAN_HEADER_LEN - ethernet::HEADER_LEN) + ipv4::HEADER_LEN + 8;
+
+/// `VecFrame::new` holds at most this many bytes (it asserts; a harness limit, not a bug).
+pub const MAX_FRAME: usize = 2048;
+
+fn port(
+    name: &str,
+    mac: [u8; 6],
+    addr: [u8; 4],
+    mtu: u16,
+    vlan: Option<u16>,
+    neighbors: &[([u8; 4], [u8; 6])],
+) -> PortSpec {
+    PortSpec {
+        name: name.into(),
+        mac,
+        address: addr.into(),
+        prefix_len: 24,
+        mtu,
+        vlan,
+        gateway: None,
+        neighbors: neighbors.iter().map(|&(ip, m)| (Ipv4Addr::from(ip), m)).collect(),
+    }
+}
+
+fn service(
+    vip: [u8; 4],
+    port: u16,
+    protocol: Protocol,
+    tunnel: Tunnel,
+    backends: &[([u8; 4], u32)],
+) -> ServiceSpec {
+    ServiceSpec {
+        name: format!("{vip:?}:{port}"),
+        vip: vip.into(),
+        port,
+        protocol,
+        forwarding: Forwarding::Dsr,
+        tunnel,
+        scheduler: Scheduler::Maglev,
+        table_size: 251,
+        backends: backends.iter().map(|&(a, weight)| BackendSpec { address: a.into(), weight }).collect(),
+    }
+}
+
+pub fn spec() -> SnapshotSpec {
+    SnapshotSpec {
+        generation: 1,
+        ports: vec![
+            port("ext", [2, 0, 0, 0, 0, 1], [198, 18, 0, 1], 1500, None, &[]),
+            port(
+                "int",
+                [2, 0, 0, 0, 1, 1],
+                [198, 19, 0, 1],
+                1500,
+                None,
+                &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 0x0a]), ([198, 19, 0, 11], [2, 0, 0, 0, 1, 0x0b])],
+            ),
+            port(
+                "tag",
+                [2, 0, 0, 0, 3, 1],
+                [198, 21, 0, 1],
+                576,
+                Some(100),
+                &[([198, 21, 0, 10], [2, 0, 0, 0, 3, 0x0a])],
+            ),
+        ],
+        tunnel_source: None,
+        services: vec![
+            service([198, 18, 10, 1], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]),
+            service(
+                [198, 18, 10, 1],
+                53,
+                Protocol::Udp,
+                Tunnel::Gre { key: Some(1001) },
+                &[([198, 19, 0, 11], 1)],
+            ),
+            service([198, 18, 10, 2], 80, Protocol::Tcp, Tunnel::Gre { key: None }, &[([198, 19, 0, 10], 1)]),
+            service([198, 18, 10, 3], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 0)]),
+            service([198, 18, 10, 4], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 99], 1)]),
+            service(
+                [198, 18, 10, 5],
+                80,
+                Protocol::Tcp,
+                Tunnel::Gre { key: Some(7) },
+                &[([198, 21, 0, 10], 1)],
+            ),
+        ],
+    }
+}
+
+pub fn snapshot() -> Snapshot {
+    Snapshot::build(&spec(), None).expect("the fuzz snapshot builds")
+}
+
+/// Asserts the pipeline's contract for one call: `input` went in on `rx_port`, `out` is the
+/// frame after `process` returned `v`. Panics (a libFuzzer crash) on any violation.
+pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, out: &[u8]) {
+    if rx_port >= N_PORTS {
+        assert!(
+            v == Verdict::Drop(sluice_dataplane::stats::DropReason::NotForUs),
+            "rx port {rx_port} does not exist, got {v:?}"
+        );
+    }
+    assert!(out.len() <= input.len() + MAX_GROWTH, "frame grew {} -> {} ({v:?})", input.len(), out.len());
+    match v {
+        Verdict::Tunnel { port, service, backend } => check_tunnel(snap, input, out, port, service, backend),
+        Verdict::ArpReply { port } | Verdict::EchoReply { port } => {
+            assert_eq!(port, rx_port, "a reply leaves by the port it came in ({v:?})");
+            assert_eq!(out.len(), input.len(), "a reply is built in place ({v:?})");
+            check_reply(snap, rx_port, input, out, v);
+        }
+        Verdict::Consumed | Verdict::Drop(_) => {
+            assert!(
+                out.len() <= input.len(),
+                "a frame not sent grew {} -> {} ({v:?})",
+                input.len(),
+                out.len()
+            );
+        }
+    }
+}
+
+fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, bi: u16) {
+    // The input: Ethernet (tagged or not) and a valid IPv4 packet to the service's VIP.
+    let in_eth = EthernetFrame::new_checked(input).expect("tunnelled input has an Ethernet header");
+    let l2_in = in_eth.header_len();
+    let in_ip = Ipv4Packet::new_checked(&input[l2_in..]).expect("tunnelled input is IPv4");
+    assert!(in_ip.verify_checksum(), "tunnelled an inner packet with a bad checksum");
+    let inner = &input[l2_in..l2_in + in_ip.total_len()];
+
+    let svc = snap.services.get(usize::from(si)).expect("verdict names an existing service");
+    let be = svc.backends.get(usize::from(bi)).expect("verdict names an existing backend");
+    assert!(be.weight > 0, "tunnelled to a drained backend");
+    assert_eq!(in_ip.dst(), svc.vip, "inner destination is the service's VIP");
+    let nh = &snap.nexthops[usize::from(be.nexthop)];
+    assert_eq!(nh.port, port, "sent out of the next hop's port");
+    let out_port = snap.ports.get(usize::from(port)).expect("verdict names an existing port");
+
+    // Outer Ethernet.
+    let eth = EthernetFrame::new_checked(out).expect("tunnel output has an Ethernet header");
+    assert_eq!(eth.vlan(), out_port.vlan, "egress VLAN tag");
+    assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV4);
+    assert_eq!(Some(eth.dst()), nh.mac(), "destination MAC is the next hop's");
+    assert_eq!(eth.src(), out_port.mac, "source MAC is the egress port's");
+    let l2_out = eth.header_len();
+
+    // Outer IPv4: valid, checksum verifies, no options, exactly the rest of the frame.
+    let outer = Ipv4Packet::new_checked(&out[l2_out..]).expect("tunnel output is a valid IPv4 packet");
+    assert!(
+        outer.verify_checksum(),
+        "outer IPv4 checksum does not verify: {}",
+        hex(&out[l2_out..l2_out + 20])
+    );
+    assert_eq!(outer.header_len(), ipv4::HEADER_LEN);
+    assert_eq!(outer.total_len(), out.len() - l2_out, "outer total length covers the frame, no padding");
+    assert!(outer.total_len() <= usize::from(out_port.mtu), "outer packet over the egress MTU");
+    assert!(!outer.is_fragment());
+    assert_eq!(outer.ttl(), sluice_dataplane::pipeline::DEFAULT_TTL);
+    assert_eq!(outer.src(), be.tunnel_source);
+    assert_eq!(outer.dst(), be.address);
+    assert_eq!(outer.tos(), in_ip.tos(), "tos copied");
+    assert_eq!(outer.ident(), in_ip.ident(), "ident copied");
+    assert_eq!(outer.dont_frag(), in_ip.dont_frag(), "DF copied");
+
+    // The carried packet: the input's IP packet, byte for byte (padding dropped).
+    let gre_len = match svc.tunnel {
+        Tunnel::Ipip => {
+            assert_eq!(outer.protocol(), ipv4::PROTO_IPIP);
+            0
+        }
+        Tunnel::Gre { key } => {
+            assert_eq!(outer.protocol(), ipv4::PROTO_GRE);
+            let g = GrePacket::new_checked(outer.payload()).expect("a valid GRE header");
+            assert_eq!(g.protocol(), ethernet::ETHERTYPE_IPV4);
+            assert_eq!(g.key(), key, "GRE key is the service's");
+            assert!(!g.has_checksum() && g.sequence().is_none());
+            g.header_len()
+        }
+    };
+    let tunnel_len = ipv4::HEADER_LEN + gre_len;
+    let carried = &outer.payload()[gre_len..];
+    assert!(carried == inner, "inner packet changed:\n in  {}\n out {}", hex(inner), hex(carried));
+    assert_eq!(out.len(), l2_out + tunnel_len + inner.len());
+    assert!(out.len() - inner.len() - l2_in <= MAX_GROWTH);
+}
+
+fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdict) {
+    let port = &snap.ports[usize::from(rx_port)];
+    let eth = EthernetFrame::new_checked(out).expect("reply has an Ethernet header");
+    assert_eq!(eth.vlan(), port.vlan, "reply keeps the port's VLAN");
+    assert_eq!(eth.src(), port.mac);
+    let l2 = eth.header_len();
+    match v {
+        Verdict::ArpReply { .. } => {
+            let a = sluice_dataplane::wire::ArpPacket::new_checked(&out[l2..]).expect("a valid ARP reply");
+            assert_eq!(a.operation(), sluice_dataplane::wire::arp::OP_REPLY);
+            assert_eq!(a.sender_mac(), port.mac);
+            assert!(
+                a.sender_ip() == port.address || snap.is_vip(a.sender_ip()),
+                "answered for a foreign address"
+            );
+            assert_eq!(&out[l2 + 28..], &input[l2 + 28..], "padding after the ARP packet is kept");
+        }
+        Verdict::EchoReply { .. } => {
+            let ip = Ipv4Packet::new_checked(&out[l2..]).expect("a valid IPv4 echo reply");
+            assert!(ip.verify_checksum(), "echo reply IPv4 checksum does not verify");
+            let in_ip = Ipv4Packet::new_checked(&input[l2..]).expect("echoed input is IPv4");
+            assert_eq!((ip.src(), ip.dst()), (in_ip.dst(), in_ip.src()), "addresses swapped");
+            let icmp =
+                sluice_dataplane::wire::IcmpPacket::new_checked(ip.payload()).expect("an ICMP message");
+            assert_eq!(icmp.msg_type(), sluice_dataplane::wire::icmp::TYPE_ECHO_REPLY);
+            assert!(icmp.verify_checksum(), "echo reply ICMP checksum does not verify: {}", hex(ip.payload()));
+            assert_eq!(&ip.payload()[4..], &in_ip.payload()[4..], "echo id, sequence and data kept");
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Makes the IPv4 header checksum (and an ICMP message's checksum) of an Ethernet frame valid,
+/// so that mutations behind the checksums reach the code after them. Returns the frame.
+pub fn fix_checksums(frame: &mut [u8]) -> &mut [u8] {
+    let l2 = match EthernetFrame::new_checked(&*frame) {
+        Ok(e) if e.ethertype() == ethernet::ETHERTYPE_IPV4 => e.header_len(),
+        _ => return frame,
+    };
+    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut frame[l2..]) {
+        ip.fill_checksum();
+        if ip.protocol() == ipv4::PROTO_ICMP {
+            let icmp = ip.payload_mut();
+            if icmp.len() >= 8 {
+                icmp[2] = 0;
+                icmp[3] = 0;
+                let c = sluice_dataplane::wire::checksum::checksum(icmp);
+                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+    }
+    frame
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
