@@ -61,6 +61,65 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
+/// One backend's place in the population.
+struct Turn {
+    index: u16,
+    /// The next slot of its permutation to look at.
+    pos: u32,
+    skip: u32,
+    weight: u32,
+    credit: u32,
+    /// skip⁻¹ mod M, computed when first needed (phase 2).
+    inverse: u32,
+}
+
+#[inline(always)]
+fn step(pos: u32, skip: u32, size: u32) -> u32 {
+    let next = pos + skip;
+    if next >= size {
+        next - size
+    } else {
+        next
+    }
+}
+
+/// `x mod m` for `x < 2^64` without a division: Barrett reduction with `floor(2^64 / m)`;
+/// the quotient estimate is off by at most one, fixed by one conditional subtraction.
+struct Barrett {
+    m: u64,
+    magic: u64,
+}
+
+impl Barrett {
+    fn new(m: u32) -> Barrett {
+        Barrett { m: u64::from(m), magic: u64::MAX / u64::from(m) }
+    }
+
+    #[inline(always)]
+    fn rem(&self, x: u64) -> u64 {
+        let q = ((u128::from(x) * u128::from(self.magic)) >> 64) as u64;
+        let r = x - q * self.m;
+        if r >= self.m {
+            r - self.m
+        } else {
+            r
+        }
+    }
+}
+
+fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
+    let mut acc = 1u64;
+    base %= m;
+    while exp > 0 {
+        if exp & 1 == 1 {
+            acc = acc * base % m;
+        }
+        base = base * base % m;
+        exp >>= 1;
+    }
+    acc
+}
+
 impl Maglev {
     /// Builds the table. `size` must be a prime larger than the number of backends and
     /// `backends.len()` at most [`MAX_BACKENDS`] (the config layer checks both).
@@ -77,13 +136,6 @@ impl Maglev {
             return Maglev { table, size, has_backends: false };
         }
 
-        struct Turn {
-            index: u16,
-            pos: u32,
-            skip: u32,
-            weight: u32,
-            credit: u32,
-        }
         let mut turns: Vec<Turn> = order
             .iter()
             .map(|&i| Turn {
@@ -92,36 +144,83 @@ impl Maglev {
                 skip: (hash_bytes(backends[i].id, SKIP_SEED) % u64::from(size - 1)) as u32 + 1,
                 weight: backends[i].weight,
                 credit: 0,
+                inverse: 0,
             })
             .collect();
         let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
+        let n_turns = turns.len();
 
-        let mut filled = 0usize;
-        'fill: loop {
-            for t in &mut turns {
-                t.credit += t.weight;
-                if t.credit < max_weight {
-                    continue;
+        // Phase 1: walk the permutations, probing a bitmap of taken slots (8 KiB for
+        // M = 65537, so it stays in L1).
+        let mut taken = vec![0u64; m.div_ceil(64)];
+        let is_free = |taken: &[u64], slot: u32| taken[slot as usize / 64] & (1 << (slot % 64)) == 0;
+        // Switch to phase 2 when this few slots are left: a walk then costs about M / free
+        // probes, a scan of the free list `free` steps; they cross near sqrt(M).
+        let tail = ((f64::from(size)).sqrt() as usize).max(1);
+        let mut free_left = m;
+        let mut next = 0usize;
+        while free_left > tail {
+            let t = &mut turns[next];
+            next = if next + 1 == n_turns { 0 } else { next + 1 };
+            t.credit += t.weight;
+            if t.credit < max_weight {
+                continue;
+            }
+            t.credit -= max_weight;
+            // The permutation visits every slot (size is prime): a free one is always found.
+            let slot = loop {
+                let slot = t.pos;
+                t.pos = step(slot, t.skip, size);
+                if is_free(&taken, slot) {
+                    break slot;
                 }
-                t.credit -= max_weight;
-                // Walk this backend's permutation to its next free slot. The permutation
-                // visits every slot (size is prime), so a free one is always found.
-                loop {
-                    let slot = t.pos as usize;
-                    t.pos += t.skip;
-                    if t.pos >= size {
-                        t.pos -= size;
-                    }
-                    if table[slot] == EMPTY {
-                        table[slot] = t.index;
-                        filled += 1;
-                        break;
-                    }
+            };
+            taken[slot as usize / 64] |= 1 << (slot % 64);
+            table[slot as usize] = t.index;
+            free_left -= 1;
+        }
+
+        // Phase 2, the tail (where most probes of a plain walk would go): a backend's next
+        // free slot is the free slot it would reach in the fewest steps, and the number of
+        // steps from `pos` to `slot` is (slot - pos) / skip mod M, with the inverse of skip
+        // mod M (M is prime). Same table, far fewer steps.
+        let mut free: Vec<u32> = Vec::with_capacity(free_left);
+        for (w, &word) in taken.iter().enumerate() {
+            let mut open = !word;
+            while open != 0 {
+                let slot = w as u32 * 64 + open.trailing_zeros();
+                if slot < size {
+                    free.push(slot);
                 }
-                if filled == m {
-                    break 'fill;
+                open &= open - 1;
+            }
+        }
+        let reduce = Barrett::new(size);
+        while !free.is_empty() {
+            let t = &mut turns[next];
+            next = if next + 1 == n_turns { 0 } else { next + 1 };
+            t.credit += t.weight;
+            if t.credit < max_weight {
+                continue;
+            }
+            t.credit -= max_weight;
+            if t.inverse == 0 {
+                t.inverse = mod_pow(u64::from(t.skip), u64::from(size) - 2, u64::from(size)) as u32;
+            }
+            let (m64, pos, inv) = (u64::from(size), u64::from(t.pos), u64::from(t.inverse));
+            let steps = |slot: u32| reduce.rem((u64::from(slot) + m64 - pos) * inv);
+            let mut best = 0;
+            let mut best_steps = u64::MAX;
+            for (k, &slot) in free.iter().enumerate() {
+                let d = steps(slot);
+                if d < best_steps {
+                    best_steps = d;
+                    best = k;
                 }
             }
+            let slot = free.swap_remove(best);
+            t.pos = step(slot, t.skip, size);
+            table[slot as usize] = t.index;
         }
         Maglev { table, size, has_backends: true }
     }
@@ -167,6 +266,80 @@ mod tests {
 
     fn inputs<'a>(ids: &'a [Vec<u8>], weights: &[u32]) -> Vec<MaglevInput<'a>> {
         ids.iter().zip(weights).map(|(id, &weight)| MaglevInput { id, weight }).collect()
+    }
+
+    /// Maglev's population written the plain way (the paper's pseudo-code, with the credit
+    /// scheme for weights), to check the optimised build against.
+    fn reference(backends: &[MaglevInput<'_>], size: u32) -> Vec<u16> {
+        let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+        order.sort_by(|&a, &b| backends[a].id.cmp(backends[b].id));
+        let offset: Vec<u64> =
+            order.iter().map(|&i| hash_bytes(backends[i].id, OFFSET_SEED) % u64::from(size)).collect();
+        let skip: Vec<u64> =
+            order.iter().map(|&i| hash_bytes(backends[i].id, SKIP_SEED) % u64::from(size - 1) + 1).collect();
+        let max_w = order.iter().map(|&i| backends[i].weight).max().unwrap_or(1);
+        let mut next = vec![0u64; order.len()];
+        let mut credit = vec![0u32; order.len()];
+        let mut table = vec![EMPTY; size as usize];
+        let mut filled = 0;
+        while filled < size as usize && !order.is_empty() {
+            for (k, &i) in order.iter().enumerate() {
+                credit[k] += backends[i].weight;
+                if credit[k] < max_w {
+                    continue;
+                }
+                credit[k] -= max_w;
+                let mut c = (offset[k] + next[k] * skip[k]) % u64::from(size);
+                while table[c as usize] != EMPTY {
+                    next[k] += 1;
+                    c = (offset[k] + next[k] * skip[k]) % u64::from(size);
+                }
+                table[c as usize] = i as u16;
+                next[k] += 1;
+                filled += 1;
+                if filled == size as usize {
+                    break;
+                }
+            }
+        }
+        table
+    }
+
+    #[test]
+    fn same_table_as_the_plain_algorithm() {
+        for (n, size) in [(1usize, 7u32), (3, 13), (10, 251), (37, 4099), (100, 65537), (1000, 65537)] {
+            let ids = ids(n);
+            for weights in [vec![1; n], (0..n).map(|i| (i % 7) as u32).collect::<Vec<u32>>()] {
+                let inputs = inputs(&ids, &weights);
+                assert_eq!(
+                    Maglev::build(&inputs, size).slots(),
+                    &reference(&inputs, size)[..],
+                    "n={n} M={size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn barrett_matches_division() {
+        for m in [7u32, 251, 65537, 4_194_301] {
+            let b = Barrett::new(m);
+            for x in [
+                0u64,
+                1,
+                u64::from(m) - 1,
+                u64::from(m),
+                u64::from(m) * u64::from(m) - 1,
+                u64::MAX,
+                0x1234_5678_9abc,
+            ] {
+                assert_eq!(b.rem(x), x % u64::from(m), "{x} mod {m}");
+            }
+            for i in 0..10_000u64 {
+                let x = crate::hash::mix64(i) >> (i % 40);
+                assert_eq!(b.rem(x), x % u64::from(m));
+            }
+        }
     }
 
     #[test]
