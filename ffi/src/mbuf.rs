@@ -135,25 +135,27 @@ impl Mbuf {
         })
     }
 
-    /// Grow the packet by `n` bytes at the front (`rte_pktmbuf_prepend`); the
-    /// new bytes are zeroed. Returns false, with the packet unchanged, if the
-    /// headroom is smaller than `n`.
+    /// Grow the packet by `n` bytes at the front (`rte_pktmbuf_prepend`).
+    /// Returns false, with the packet unchanged, if the headroom is smaller
+    /// than `n`.
+    ///
+    /// The new bytes are **not** cleared: they hold whatever the buffer held
+    /// (an earlier packet's headroom), so the caller writes all of them, as
+    /// a header builder does. Clearing them cost a `memset` call per packet
+    /// on the tunnel path. (Use [`Mbuf::append`] where stale bytes could
+    /// reach the wire unwritten, e.g. padding: it zeroes.)
     #[inline]
     pub fn prepend(&mut self, n: usize) -> bool {
         let Ok(n16) = u16::try_from(n) else {
             return false;
         };
         // SAFETY: valid mbuf we own exclusively; prepend checks the headroom
-        // and either returns NULL without changes or the new data start, with
-        // `n` bytes inside the buffer that we zero before anyone reads them.
-        unsafe {
-            let p = raw::shim_rte_pktmbuf_prepend(self.ptr.as_ptr(), n16);
-            if p.is_null() {
-                return false;
-            }
-            std::ptr::write_bytes(p.cast::<u8>(), 0, n);
-        }
-        true
+        // and either returns NULL without changes or moves the data start back
+        // by `n` bytes inside the buffer. Those bytes are initialised memory:
+        // the pool's memory comes from the OS zero-filled (hugepages or
+        // anonymous mmap) and DPDK only ever writes it, so exposing them
+        // through `data_mut` reads no uninitialised memory.
+        !unsafe { raw::shim_rte_pktmbuf_prepend(self.ptr.as_ptr(), n16) }.is_null()
     }
 
     /// Remove `n` bytes from the front (`rte_pktmbuf_adj`). Returns false,

@@ -343,15 +343,15 @@ fn mbuf_edit_semantics() {
     assert_eq!(m.headroom(), head + 5);
     consistent(&m);
 
-    // prepend grows at the front, zeroed.
+    // prepend grows at the front; the new bytes are the buffer's old ones (not cleared).
     m.data_mut()[0] = 0xEE;
     assert!(m.prepend(3));
-    assert_eq!(&m.data()[..4], &[0, 0, 0, 0xEE]);
+    assert_eq!(m.data()[3], 0xEE);
     assert_eq!(m.len(), 88);
     m.data_mut()[..3].fill(0xBB);
     assert!(m.adj(3));
     assert!(m.prepend(3));
-    assert_eq!(&m.data()[..3], &[0, 0, 0], "prepend must zero");
+    assert_eq!(&m.data()[..4], &[0xBB, 0xBB, 0xBB, 0xEE], "prepend exposes the old bytes, unchanged");
     consistent(&m);
 
     // Refusals leave the packet unchanged.
