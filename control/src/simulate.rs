@@ -39,8 +39,9 @@ pub fn which(config: &Config, flow: &FlowKey) -> Result<Choice, String> {
         format!("no service at {}:{} for protocol {}", flow.dst, flow.dst_port, flow.protocol)
     })?;
     let svc = &snap.services[usize::from(si)];
-    let bi =
-        svc.select(flow).ok_or_else(|| format!("service {}: no backend with a positive weight", svc.name))?;
+    let bi = svc
+        .select_flow(flow)
+        .ok_or_else(|| format!("service {}: no backend with a positive weight", svc.name))?;
     let b = &svc.backends[usize::from(bi)];
     let nh = &snap.nexthops[usize::from(b.nexthop)];
     Ok(Choice {
@@ -66,7 +67,8 @@ mod tests {
         let snap = Snapshot::build(&c.snapshot_spec(0, None), None).unwrap();
         for port in 1000..1100u16 {
             let f = parse_flow("tcp", &format!("198.18.0.2:{port}"), "198.18.10.1:80").unwrap();
-            let want = snap.services[0].backends[usize::from(snap.services[0].select(&f).unwrap())].address;
+            let want =
+                snap.services[0].backends[usize::from(snap.services[0].select_flow(&f).unwrap())].address;
             let got = which(&c, &f).unwrap();
             assert_eq!((got.backend, got.service.as_str(), got.tunnel.as_str()), (want, "web", "ipip"));
         }

@@ -302,7 +302,7 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
     let snap = Snapshot::build(&config.snapshot_spec(1, None), None).unwrap();
     let expected_backend = |k: &FlowKey| -> (Ipv4Addr, usize) {
         let si = snap.services.iter().position(|s| Addr::v4(s.vip) == k.dst && s.port == k.dst_port).unwrap();
-        let b = snap.services[si].select(k).unwrap();
+        let b = snap.services[si].select_flow(k).unwrap();
         (snap.services[si].backends[usize::from(b)].address, si)
     };
     let backend_mac: HashMap<Ipv4Addr, [u8; 6]> = config.ports[0].spec.neighbors.iter().copied().collect();

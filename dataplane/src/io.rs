@@ -15,6 +15,8 @@ pub trait Frame {
     fn data(&self) -> &[u8];
     fn data_mut(&mut self) -> &mut [u8];
     /// Grows the packet by `n` bytes at the front; false (and no change) if there is no room.
+    /// The new bytes' contents are unspecified (DPDK leaves an earlier packet's bytes there):
+    /// the caller writes every one of them.
     fn prepend(&mut self, n: usize) -> bool;
     /// Removes `n` bytes from the front; false (and no change) if the packet is shorter.
     fn adj(&mut self, n: usize) -> bool;
@@ -80,6 +82,14 @@ impl VecFrame {
 
     pub fn headroom(&self) -> usize {
         self.start
+    }
+
+    /// Makes this frame hold `bytes` after the default headroom again (reusing the buffer).
+    pub fn reset(&mut self, bytes: &[u8]) {
+        let end = VEC_HEADROOM + bytes.len().min(self.buf.len() - VEC_HEADROOM);
+        self.buf[VEC_HEADROOM..end].copy_from_slice(&bytes[..end - VEC_HEADROOM]);
+        self.start = VEC_HEADROOM;
+        self.end = end;
     }
 }
 
@@ -187,6 +197,8 @@ mod tests {
         assert!(f.append(2));
         assert_eq!(f.data(), &[2, 3, 0, 0]);
         assert!(!f.adj(5) && !f.trim(5));
+        f.reset(&[7, 7, 7]);
+        assert_eq!((f.data(), f.headroom()), (&[7u8, 7, 7][..], VEC_HEADROOM));
         let mut tight = VecFrame::with_headroom(&[9], 4);
         assert_eq!(tight.headroom(), 4);
         assert!(!tight.prepend(5));

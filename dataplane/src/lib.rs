@@ -9,6 +9,7 @@ pub mod hash;
 pub mod io;
 pub mod maglev;
 pub mod pipeline;
+pub mod prefetch;
 pub mod snapshot;
 pub mod stats;
 pub mod table;

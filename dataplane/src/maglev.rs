@@ -235,6 +235,12 @@ impl Maglev {
         self.table.get(reduce(hash, self.size) as usize).copied()
     }
 
+    /// Prefetches the slot [`Maglev::lookup`] will read for `hash`.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        crate::prefetch::prefetch_index(&self.table, reduce(hash, self.size) as usize);
+    }
+
     pub fn size(&self) -> u32 {
         self.size
     }

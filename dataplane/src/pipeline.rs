@@ -3,7 +3,7 @@
 //! Pure: takes a frame, the snapshot and the time; no I/O, no allocation, no locks, no logging.
 //! Every malformed input ends in `Verdict::Drop(reason)`; nothing here panics on any bytes.
 
-use crate::flow::{Addr, FlowKey};
+use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
 use crate::snapshot::{Port, ServiceKey, Snapshot, Tunnel};
 use crate::stats::DropReason;
@@ -54,32 +54,68 @@ pub struct Ctx<'a> {
 
 use Verdict::Drop;
 
-/// Decides the fate of one frame received on `rx_port`, rewriting it in place when it is sent.
+/// A packet bound for a service, as the first pass left it: enough to finish it without
+/// parsing again.
+#[derive(Debug, Clone, Copy)]
+pub struct ToService {
+    pub flow: FlowKey,
+    /// The flow's backend-selection hash.
+    pub hash: u64,
+    pub service: u16,
+    l2: u8,
+    inner_len: u16,
+    tos: u8,
+    ident: u16,
+    dont_frag: bool,
+}
+
+/// The outcome of the first pass over a packet.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// Decided (and rewritten, if it is sent).
+    Done(Verdict),
+    /// For a service: the backend choice and encapsulation are left to [`finish`], so a worker
+    /// can classify a whole burst, prefetch every packet's table entries, then finish them.
+    Service(ToService),
+}
+
+/// Decides the fate of one frame received on `rx_port`, rewriting it in place when it is sent:
+/// [`classify`] then [`finish`].
 pub fn process<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Verdict {
+    match classify(cx, rx_port, frame) {
+        Stage::Done(v) => v,
+        Stage::Service(p) => finish(cx, frame, &p),
+    }
+}
+
+/// The first pass: parse and classify; answer ARP and echo; find the service and the flow's
+/// hash for traffic to a service.
+pub fn classify<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Stage {
+    use Stage::Done;
     if !frame.is_contiguous() {
-        return Drop(DropReason::MultiSegment);
+        return Done(Drop(DropReason::MultiSegment));
     }
     let Some(port) = cx.snap.ports.get(usize::from(rx_port)) else {
-        return Drop(DropReason::NotForUs);
+        return Done(Drop(DropReason::NotForUs));
     };
     let (l2_len, ethertype) = {
         let Ok(eth) = EthernetFrame::new_checked(frame.data()) else {
-            return Drop(DropReason::EthTruncated);
+            return Done(Drop(DropReason::EthTruncated));
         };
         let dst = eth.dst();
         // Unicast must be ours; broadcast and multicast go on (ARP, then not_for_us).
         if dst != port.mac && dst[0] & 1 == 0 {
-            return Drop(DropReason::ForeignMac);
+            return Done(Drop(DropReason::ForeignMac));
         }
         if eth.vlan() != port.vlan {
-            return Drop(DropReason::VlanMismatch);
+            return Done(Drop(DropReason::VlanMismatch));
         }
         (eth.header_len(), eth.ethertype())
     };
     match ethertype {
-        ethernet::ETHERTYPE_ARP => handle_arp(cx, rx_port, port, frame, l2_len),
+        ethernet::ETHERTYPE_ARP => Done(handle_arp(cx, rx_port, port, frame, l2_len)),
         ethernet::ETHERTYPE_IPV4 => handle_ipv4(cx, rx_port, port, frame, l2_len),
-        _ => Drop(DropReason::EthertypeUnsupported),
+        _ => Done(Drop(DropReason::EthertypeUnsupported)),
     }
 }
 
@@ -117,29 +153,71 @@ fn handle_arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mut
     }
 }
 
-fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> Verdict {
+fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> Stage {
+    use Stage::Done;
     let ip = match Ipv4Packet::new_checked(&frame.data()[l2..]) {
         Ok(ip) => ip,
-        Err(WireError::Truncated) => return Drop(DropReason::Ipv4Truncated),
-        Err(_) => return Drop(DropReason::Ipv4Malformed),
+        Err(WireError::Truncated) => return Done(Drop(DropReason::Ipv4Truncated)),
+        Err(_) => return Done(Drop(DropReason::Ipv4Malformed)),
     };
     if !ip.verify_checksum() {
-        return Drop(DropReason::Ipv4BadChecksum);
+        return Done(Drop(DropReason::Ipv4BadChecksum));
     }
-    let dst = ip.dst();
+    let (dst, proto) = (ip.dst(), ip.protocol());
+    let l4 = proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP;
+
+    // Fast path: unfragmented TCP/UDP to a service, found with one lookup.
+    let mut l4_error = None;
+    if l4 && !ip.is_fragment() {
+        let ports = if proto == ipv4::PROTO_TCP {
+            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port()))
+        } else {
+            UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port()))
+        };
+        match ports {
+            Ok((src_port, dst_port)) => {
+                if let Some(service) = cx.snap.service(ServiceKey::new(Addr::v4(dst), dst_port, proto)) {
+                    let flow = FlowKey {
+                        src: Addr::v4(ip.src()),
+                        dst: Addr::v4(dst),
+                        src_port,
+                        dst_port,
+                        protocol: proto,
+                    };
+                    return Stage::Service(ToService {
+                        flow,
+                        hash: flow.hash(SELECT_SEED),
+                        service,
+                        l2: l2 as u8,
+                        inner_len: ip.total_len() as u16,
+                        tos: ip.tos(),
+                        ident: ip.ident(),
+                        dont_frag: ip.dont_frag(),
+                    });
+                }
+            }
+            Err(e) => l4_error = Some(e),
+        }
+    }
+
+    // Everything else.
     let vip = cx.snap.is_vip(dst);
     if !vip && !cx.snap.is_local(dst) {
-        return Drop(DropReason::NotForUs);
+        return Done(Drop(DropReason::NotForUs));
     }
     if ip.is_fragment() {
-        return Drop(DropReason::Ipv4Fragment);
+        return Done(Drop(DropReason::Ipv4Fragment));
     }
-    match ip.protocol() {
+    Done(match proto {
         ipv4::PROTO_ICMP => echo_reply(rx_port, port, frame, l2),
-        ipv4::PROTO_TCP | ipv4::PROTO_UDP if vip => to_service(cx, frame, l2),
-        ipv4::PROTO_TCP | ipv4::PROTO_UDP => Drop(DropReason::LocalUnsupported),
+        _ if l4 && vip => match l4_error {
+            Some(WireError::Truncated) => Drop(DropReason::L4Truncated),
+            Some(_) => Drop(DropReason::L4Malformed),
+            None => Drop(DropReason::NoService),
+        },
+        _ if l4 => Drop(DropReason::LocalUnsupported),
         _ => Drop(DropReason::ProtocolUnsupported),
-    }
+    })
 }
 
 fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> Verdict {
@@ -175,35 +253,14 @@ fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> 
     Verdict::EchoReply { port: rx_port }
 }
 
-fn to_service<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, l2: usize) -> Verdict {
-    let (flow, inner_len, tos, ident, dont_frag) = {
-        // Re-parse cheaply: the header was validated by the caller.
-        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[l2..]) else {
-            return Drop(DropReason::Ipv4Malformed);
-        };
-        let proto = ip.protocol();
-        let ports = if proto == ipv4::PROTO_TCP {
-            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port()))
-        } else {
-            UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port()))
-        };
-        let (src_port, dst_port) = match ports {
-            Ok(p) => p,
-            Err(WireError::Truncated) => return Drop(DropReason::L4Truncated),
-            Err(_) => return Drop(DropReason::L4Malformed),
-        };
-        let flow =
-            FlowKey { src: Addr::v4(ip.src()), dst: Addr::v4(ip.dst()), src_port, dst_port, protocol: proto };
-        (flow, ip.total_len(), ip.tos(), ip.ident(), ip.dont_frag())
-    };
+/// The second pass for a packet to a service: choose the backend, encapsulate.
+pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     let snap = cx.snap;
-    let Some(si) = snap.service(ServiceKey::new(flow.dst, flow.dst_port, flow.protocol)) else {
+    let (l2, inner_len) = (usize::from(p.l2), usize::from(p.inner_len));
+    let Some(svc) = snap.services.get(usize::from(p.service)) else {
         return Drop(DropReason::NoService);
     };
-    let Some(svc) = snap.services.get(usize::from(si)) else {
-        return Drop(DropReason::NoService);
-    };
-    let Some(bi) = svc.select(&flow) else {
+    let Some(bi) = svc.select(&p.flow, p.hash) else {
         return Drop(DropReason::NoBackend);
     };
     let Some(backend) = svc.backends.get(usize::from(bi)) else {
@@ -252,16 +309,16 @@ fn to_service<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, l2: usize) -> Verdict {
         dst: backend.address,
         protocol: if gre.is_some() { ipv4::PROTO_GRE } else { ipv4::PROTO_IPIP },
         payload_len: tunnel_len - ipv4::HEADER_LEN + inner_len,
-        tos,
-        ident,
-        dont_frag,
+        tos: p.tos,
+        ident: p.ident,
+        dont_frag: p.dont_frag,
         ttl: DEFAULT_TTL,
     };
     outer.emit(&mut b[l2_out..l2_out + ipv4::HEADER_LEN]);
     if let Some(g) = gre {
         g.emit(&mut b[l2_out + ipv4::HEADER_LEN..l2_out + tunnel_len]);
     }
-    Verdict::Tunnel { port: nh.port, service: si, backend: bi }
+    Verdict::Tunnel { port: nh.port, service: p.service, backend: bi }
 }
 
 /// Writes an ARP request for next hop `nh` into an empty frame. False if the frame has no room

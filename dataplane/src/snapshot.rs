@@ -217,11 +217,26 @@ pub struct Service {
 }
 
 impl Service {
-    /// The backend for a new flow, or `None` when no backend has a positive weight.
+    /// The backend for a new flow whose selection hash is `hash` (`flow.hash(SELECT_SEED)`),
+    /// or `None` when no backend has a positive weight.
     #[inline]
-    pub fn select(&self, flow: &FlowKey) -> Option<u16> {
+    pub fn select(&self, flow: &FlowKey, hash: u64) -> Option<u16> {
+        let _ = flow;
         match self.scheduler {
-            Scheduler::Maglev => self.maglev.lookup(flow.hash(SELECT_SEED)),
+            Scheduler::Maglev => self.maglev.lookup(hash),
+        }
+    }
+
+    /// As [`Service::select`], computing the hash.
+    pub fn select_flow(&self, flow: &FlowKey) -> Option<u16> {
+        self.select(flow, flow.hash(SELECT_SEED))
+    }
+
+    /// Prefetches what [`Service::select`] will read for `hash`.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        match self.scheduler {
+            Scheduler::Maglev => self.maglev.prefetch(hash),
         }
     }
 }
@@ -240,7 +255,7 @@ impl ServiceKey {
 impl MapKey for ServiceKey {
     #[inline]
     fn key_hash(&self) -> u64 {
-        (self.0 ^ (u128::from(self.1) << 96)).key_hash()
+        (self.0 ^ (u128::from(self.1) << 32)).key_hash()
     }
 }
 

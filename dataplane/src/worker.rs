@@ -3,11 +3,13 @@
 //! Generic over [`Io`], so the same loop runs on DPDK queues in `sluiced` and on in-memory
 //! queues in tests and benchmarks.
 
-use crate::io::{Burst, Frame, Io};
-use crate::pipeline::{build_arp_request, process, Ctx, Resolve, Verdict};
+use crate::io::{Burst, Frame, Io, BURST};
+use crate::pipeline::{build_arp_request, classify, finish, Ctx, Resolve, Stage, Verdict};
+use crate::prefetch::prefetch_write;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats, MAX_PORTS};
 use arc_swap::ArcSwap;
+use arrayvec::ArrayVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -69,15 +71,35 @@ impl<I: Io> Worker<I> {
                 continue;
             }
             received += rx.len();
-            let bytes: usize = rx.iter().map(|f| f.data().len()).sum();
-            let pc = &self.stats.ports[usize::from(p)];
-            pc.rx_packets.add(rx.len() as u64);
-            pc.rx_bytes.add(bytes as u64);
+            let mut bytes = 0;
 
             let mut cx = Ctx { snap, now_ns, resolve: &mut resolve, learned: 0 };
+            // Pass 1: classify the burst; for packets to a service, prefetch the table slot
+            // that picks their backend and the line in front of the packet where the tunnel
+            // headers go, so that pass 2 finds them in cache.
+            let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
+            for frame in rx.iter_mut() {
+                bytes += frame.data().len();
+                let stage = classify(&mut cx, p, frame);
+                if let Stage::Service(t) = &stage {
+                    if let Some(svc) = snap.services.get(usize::from(t.service)) {
+                        svc.prefetch(t.hash);
+                    }
+                    prefetch_write(frame.data().as_ptr().wrapping_sub(64));
+                }
+                stages.push(stage);
+            }
+            let pc = &self.stats.ports[usize::from(p)];
+            pc.rx_packets.add(stages.len() as u64);
+            pc.rx_bytes.add(bytes as u64);
+            // Pass 2: finish and dispatch.
             let (mut arp, mut echo, mut tunneled) = (0u64, 0u64, 0u64);
-            for mut frame in rx.drain(..) {
-                let out = match process(&mut cx, p, &mut frame) {
+            for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
+                let verdict = match stage {
+                    Stage::Done(v) => *v,
+                    Stage::Service(t) => finish(&mut cx, &mut frame, t),
+                };
+                let out = match verdict {
                     Verdict::ArpReply { port } => {
                         arp += 1;
                         port

@@ -114,6 +114,7 @@ impl EthernetRepr {
     }
 
     /// Writes the header to the front of `b`, which must hold at least `header_len()` bytes.
+    #[inline]
     pub fn emit(&self, b: &mut [u8]) {
         b[field::DST].copy_from_slice(&self.dst);
         b[field::SRC].copy_from_slice(&self.src);

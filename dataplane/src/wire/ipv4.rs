@@ -165,19 +165,30 @@ pub struct Ipv4Repr {
 impl Ipv4Repr {
     /// Writes the header with a correct checksum into the first 20 bytes of `b`.
     /// The caller ensures `payload_len + 20` fits in 16 bits.
+    #[inline]
     pub fn emit(&self, b: &mut [u8]) {
-        b[field::VER_IHL] = 0x45;
-        b[field::TOS] = self.tos;
-        write_u16(b, field::LENGTH, (HEADER_LEN + self.payload_len) as u16);
-        write_u16(b, field::IDENT, self.ident);
-        write_u16(b, field::FLAGS_FRAG, if self.dont_frag { FLAG_DF } else { 0 });
-        b[field::TTL] = self.ttl;
-        b[field::PROTOCOL] = self.protocol;
-        write_u16(b, field::CHECKSUM, 0);
+        let words = [
+            0x4500 | u16::from(self.tos),
+            (HEADER_LEN + self.payload_len) as u16,
+            self.ident,
+            if self.dont_frag { FLAG_DF } else { 0 },
+            u16::from_be_bytes([self.ttl, self.protocol]),
+        ];
+        let (src, dst) = (u32::from(self.src), u32::from(self.dst));
+        // The checksum is summed from the values, not read back from `b`: reading 16-bit
+        // words just written as bytes stalls store forwarding (it was most of this function).
+        let sum = words.iter().map(|&w| u32::from(w)).sum::<u32>()
+            + (src >> 16)
+            + (src & 0xffff)
+            + (dst >> 16)
+            + (dst & 0xffff);
+        let b = &mut b[..HEADER_LEN];
+        for (i, w) in words.iter().enumerate() {
+            write_u16(b, 2 * i, *w);
+        }
+        write_u16(b, field::CHECKSUM, !checksum::fold(sum));
         b[field::SRC].copy_from_slice(&self.src.octets());
         b[field::DST].copy_from_slice(&self.dst.octets());
-        let c = checksum::checksum(&b[..HEADER_LEN]);
-        write_u16(b, field::CHECKSUM, c);
     }
 }
 
