@@ -78,6 +78,23 @@ impl Totals {
         s
     }
 
+    /// Packet rates between `earlier` and these totals, `elapsed` apart:
+    /// `rx_pps=.. tx_pps=.. tunneled_pps=.. drop_pps=.. busy=..%`.
+    pub fn rates_since(&self, earlier: &Totals, elapsed: std::time::Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+        let sum = |t: &Totals, f: fn(&PortTotals) -> u64| t.ports.iter().map(f).sum::<u64>();
+        let polls = self.polls.saturating_sub(earlier.polls).max(1);
+        format!(
+            "rx_pps={:.0} tx_pps={:.0} tunneled_pps={:.0} drop_pps={:.0} busy={:.1}%",
+            rate(sum(self, |p| p.rx_packets), sum(earlier, |p| p.rx_packets)),
+            rate(sum(self, |p| p.tx_packets), sum(earlier, |p| p.tx_packets)),
+            rate(self.tunneled, earlier.tunneled),
+            rate(self.dropped(), earlier.dropped()),
+            100.0 * self.busy_polls.saturating_sub(earlier.busy_polls) as f64 / polls as f64,
+        )
+    }
+
     /// Every counter, one `name{labels} value` line each (Prometheus text style).
     pub fn render(&self, port_names: &[String]) -> String {
         let mut s = String::new();
@@ -121,5 +138,14 @@ mod tests {
         assert!(text.contains("sluice_drops_total{reason=\"not_for_us\"} 7\n"));
         assert!(text.contains("sluice_tunneled_packets_total 9\n"));
         assert_eq!(t.one_line(), "rx 7 tx 0 tunneled 9 dropped 7 (not_for_us 7)");
+        let earlier = Totals {
+            ports: vec![PortTotals::default(); 2],
+            drops: vec![0; DropReason::COUNT],
+            ..Totals::default()
+        };
+        assert_eq!(
+            t.rates_since(&earlier, std::time::Duration::from_millis(500)),
+            "rx_pps=14 tx_pps=0 tunneled_pps=18 drop_pps=14 busy=0.0%"
+        );
     }
 }

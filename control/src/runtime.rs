@@ -179,6 +179,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
 
     let names: Vec<String> = config.ports.iter().map(|p| p.spec.name.clone()).collect();
     let mut next_report = Instant::now() + opts.stats_interval;
+    let mut last = (Instant::now(), Totals::sum(&stats, ports.len()));
     let mut failed = None;
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(50));
@@ -188,7 +189,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         }
         if !opts.stats_interval.is_zero() && Instant::now() >= next_report {
             next_report += opts.stats_interval;
-            info!("{}", Totals::sum(&stats, ports.len()).one_line());
+            let now = (Instant::now(), Totals::sum(&stats, ports.len()));
+            info!("{} | {}", now.1.one_line(), now.1.rates_since(&last.1, now.0 - last.0));
+            last = now;
         }
     }
 

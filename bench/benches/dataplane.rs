@@ -1,0 +1,163 @@
+//! Micro-benchmarks of the packet path, without DPDK. `cargo bench -p sluice-bench`.
+//! Figures and method: docs/performance.md.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice_bench::{FlowWalk, Template, Traffic};
+use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
+use sluice_dataplane::io::{Frame, VecFrame};
+use sluice_dataplane::maglev::{Maglev, MaglevInput, DEFAULT_TABLE_SIZE};
+use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+use sluice_dataplane::snapshot::*;
+use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn snapshot(backends: u32) -> Snapshot {
+    let spec = SnapshotSpec {
+        generation: 1,
+        ports: vec![
+            PortSpec {
+                name: "ext".into(),
+                mac: PORT_MAC,
+                address: [198, 18, 0, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: vec![],
+            },
+            PortSpec {
+                name: "int".into(),
+                mac: [2, 0, 0, 0, 1, 1],
+                address: [198, 19, 0, 1].into(),
+                prefix_len: 16,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: (0..backends)
+                    .map(|i| {
+                        (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), [2, 0, 0, 1, 0, i as u8])
+                    })
+                    .collect(),
+            },
+        ],
+        tunnel_source: None,
+        services: vec![ServiceSpec {
+            name: "web".into(),
+            vip: [198, 18, 10, 1].into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            forwarding: Forwarding::Dsr,
+            tunnel: Tunnel::Ipip,
+            scheduler: Scheduler::Maglev,
+            table_size: DEFAULT_TABLE_SIZE,
+            backends: (0..backends)
+                .map(|i| BackendSpec {
+                    address: Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i),
+                    weight: 1,
+                })
+                .collect(),
+        }],
+    };
+    Snapshot::build(&spec, None).unwrap()
+}
+
+fn packets(n: usize) -> Vec<[u8; 60]> {
+    let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
+    let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
+    (0..n)
+        .map(|_| {
+            let mut b = [0u8; 60];
+            t.fill(&mut walk, &mut b);
+            b
+        })
+        .collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let pkts = packets(1024);
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("eth_ipv4_tcp_checked", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let p = &pkts[i];
+            let eth = EthernetFrame::new_checked(&p[..]).unwrap();
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let ok = ip.verify_checksum();
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            black_box((ok, tcp.src_port(), tcp.dst_port(), ip.src()))
+        })
+    });
+    g.finish();
+}
+
+fn maglev(c: &mut Criterion) {
+    let snap = snapshot(100);
+    let svc = &snap.services[0];
+    let keys: Vec<FlowKey> = packets(4096)
+        .iter()
+        .map(|p| FlowKey {
+            src: Addr::v4(Ipv4Addr::new(p[26], p[27], p[28], p[29])),
+            dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 1)),
+            src_port: u16::from_be_bytes([p[34], p[35]]),
+            dst_port: 80,
+            protocol: 6,
+        })
+        .collect();
+    let mut g = c.benchmark_group("maglev");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("flow_hash_and_lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            black_box(svc.maglev.lookup(black_box(&keys[i]).hash(SELECT_SEED)))
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("maglev_build");
+    g.sample_size(20);
+    for n in [100usize, 1000] {
+        let ids: Vec<[u8; 4]> =
+            (0..n as u32).map(|i| (u32::from_be_bytes([198, 19, 0, 0]) + i).to_be_bytes()).collect();
+        let inputs: Vec<MaglevInput<'_>> = ids.iter().map(|id| MaglevInput { id, weight: 1 }).collect();
+        g.bench_with_input(BenchmarkId::new("backends_m65537", n), &inputs, |b, inputs| {
+            b.iter(|| black_box(Maglev::build(inputs, DEFAULT_TABLE_SIZE)))
+        });
+    }
+    g.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let snap = snapshot(100);
+    let pkts = packets(1024);
+    let mut frames: Vec<VecFrame> = pkts.iter().map(|p| VecFrame::new(p)).collect();
+    let mut resolve = Resolve::new();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("dsr_ipip_encap", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let f = &mut frames[i];
+            let mut cx = Ctx { snap: &snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+            let v = process(&mut cx, 0, f);
+            debug_assert!(matches!(v, Verdict::Tunnel { .. }));
+            // Undo the encapsulation for the next round: drop the 20 prepended bytes and put
+            // the original Ethernet header back (a 14-byte copy, included in the figure).
+            f.adj(20);
+            f.data_mut()[..14].copy_from_slice(&pkts[i][..14]);
+            let pad = 60 - f.data().len();
+            f.append(pad);
+            black_box(v)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, maglev, pipeline);
+criterion_main!(benches);
