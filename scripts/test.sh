@@ -12,6 +12,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== loom model checks (session table)"
+scripts/loom.sh
 echo "== end-to-end tests (namespace lab)"
 SLUICED="$PWD/target/release/sluiced" /usr/bin/python3 -m pytest -q -p no:cacheprovider scripts/e2e
 echo "== all tests passed"

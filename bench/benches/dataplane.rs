@@ -7,6 +7,8 @@ use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, VecFrame};
 use sluice_dataplane::maglev::{Maglev, MaglevInput, DEFAULT_TABLE_SIZE};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 use std::hint::black_box;
@@ -44,22 +46,15 @@ fn snapshot(backends: u32) -> Snapshot {
             },
         ],
         tunnel_source: None,
-        services: vec![ServiceSpec {
-            name: "web".into(),
-            vip: [198, 18, 10, 1].into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            forwarding: Forwarding::Dsr,
-            tunnel: Tunnel::Ipip,
-            scheduler: Scheduler::Maglev,
-            table_size: DEFAULT_TABLE_SIZE,
-            backends: (0..backends)
-                .map(|i| BackendSpec {
-                    address: Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i),
-                    weight: 1,
-                })
+        services: vec![ServiceSpec::dsr(
+            "web",
+            [198, 18, 10, 1].into(),
+            80,
+            Protocol::Tcp,
+            (0..backends)
+                .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
                 .collect(),
-        }],
+        )],
     };
     Snapshot::build(&spec, None).unwrap()
 }
@@ -137,6 +132,8 @@ fn pipeline(c: &mut Criterion) {
     let pkts = packets(1024);
     let mut frames: Vec<VecFrame> = pkts.iter().map(|p| VecFrame::new(p)).collect();
     let mut resolve = Resolve::new();
+    let table = SessionTable::new(1 << 21, Timeouts::default(), 1);
+    let mut sched = SchedState::new(0, 1);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
     let mut i = 0;
@@ -144,7 +141,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 1023;
             let f = &mut frames[i];
-            let mut cx = Ctx { snap: &snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+            let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
             let v = process(&mut cx, 0, f);
             debug_assert!(matches!(v, Verdict::Tunnel { .. }));
             // Undo the encapsulation for the next round: drop the 20 prepended bytes and put

@@ -5,6 +5,7 @@
 use arc_swap::ArcSwap;
 use sluice_bench::{FlowWalk, Template, Traffic};
 use sluice_dataplane::io::{MemIo, VecFrame};
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::worker::Worker;
@@ -40,21 +41,24 @@ fn main() {
             },
         ],
         tunnel_source: None,
-        services: vec![ServiceSpec {
-            name: "web".into(),
-            vip: [198, 18, 10, 1].into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            forwarding: Forwarding::Dsr,
-            tunnel: Tunnel::Ipip,
-            scheduler: Scheduler::Maglev,
-            table_size: 65537,
-            backends: neighbors.iter().map(|&(a, _)| BackendSpec { address: a, weight: 1 }).collect(),
-        }],
+        services: vec![ServiceSpec::dsr(
+            "web",
+            [198, 18, 10, 1].into(),
+            80,
+            Protocol::Tcp,
+            neighbors.iter().map(|&(a, _)| BackendSpec::new(a, 1)).collect(),
+        )],
     };
     let config = Arc::new(ArcSwap::from_pointee(Snapshot::build(&spec, None).unwrap()));
     let stats = Arc::new(WorkerStats::default());
-    let mut w = Worker::new(1, MemIo::new(2), 2, config, Arc::clone(&stats));
+    let mut w = Worker::new(
+        (1, 2),
+        MemIo::new(2),
+        2,
+        config,
+        Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)),
+        Arc::clone(&stats),
+    );
     let t =
         Template::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });

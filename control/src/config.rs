@@ -6,8 +6,10 @@
 use crate::locate::{Locations, Pos};
 use serde::Deserialize;
 use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
+use sluice_dataplane::session::Timeouts;
 use sluice_dataplane::snapshot::{
-    BackendSpec, Forwarding, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot, SnapshotSpec, Tunnel,
+    BackendSpec, Forwarding, OnRemoved, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot, SnapshotSpec,
+    Tunnel,
 };
 use sluice_dataplane::stats::MAX_PORTS;
 use sluice_dataplane::wire::{parse_mac, Mac};
@@ -31,6 +33,26 @@ struct RawConfig {
     tunnel: RawTunnelGlobal,
     #[serde(default)]
     services: Vec<RawService>,
+    #[serde(default)]
+    sessions: RawSessions,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    capacity: Option<u64>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp_syn: Option<u32>,
+    tcp_established: Option<u32>,
+    tcp_closing: Option<u32>,
+    tcp_closed: Option<u32>,
+    udp: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -92,12 +114,12 @@ enum RawProtocol {
 enum RawForwarding {
     #[default]
     Dsr,
+    Nat,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum RawTunnel {
-    #[default]
     Ipip,
     Gre,
 }
@@ -107,6 +129,17 @@ enum RawTunnel {
 enum RawScheduler {
     #[default]
     Maglev,
+    IpHash,
+    RoundRobin,
+    LeastConn,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawOnRemoved {
+    #[default]
+    Remap,
+    Reset,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,11 +151,14 @@ struct RawService {
     protocol: RawProtocol,
     #[serde(default)]
     forwarding: RawForwarding,
-    #[serde(default)]
-    tunnel: RawTunnel,
+    tunnel: Option<RawTunnel>,
     gre_key: Option<u32>,
+    vpc: Option<u32>,
     #[serde(default)]
     scheduler: RawScheduler,
+    persistence: Option<u32>,
+    #[serde(default)]
+    on_backend_removed: RawOnRemoved,
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -132,6 +168,8 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: String,
+    port: Option<u16>,
+    host: Option<String>,
     weight: Option<u32>,
 }
 
@@ -202,6 +240,9 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     pub tunnel_source: Option<Ipv4Addr>,
     pub services: Vec<ServiceSpec>,
+    /// Most sessions the table holds (it has twice as many slots).
+    pub session_capacity: usize,
+    pub timeouts: Timeouts,
 }
 
 impl Config {
@@ -276,6 +317,10 @@ struct Validator<'a> {
 }
 
 const DEFAULT_MTU: u16 = 1500;
+/// Sessions by default: 4 M (8 M slots of 64 bytes: 512 MiB, touched as they fill).
+pub const DEFAULT_SESSIONS: u64 = 4_000_000;
+/// Most sessions a table may be configured for: 2^27 slots (8 GiB).
+pub const MAX_SESSIONS: u64 = 1 << 26;
 const MAX_WEIGHT: u32 = 1000;
 const MAX_TABLE_SIZE: u32 = 4_194_301;
 
@@ -454,13 +499,30 @@ impl Validator<'_> {
             if s.port == 0 {
                 self.refuse(&f("port"), "port 0 is not a service port");
             }
-            let tunnel = match (s.tunnel, s.gre_key) {
-                (RawTunnel::Ipip, Some(_)) => {
+            let nat = matches!(s.forwarding, RawForwarding::Nat);
+            let tunnel = match (s.tunnel, s.gre_key, s.vpc) {
+                (_, _, Some(_)) if !nat => {
+                    self.refuse(&f("vpc"), "vpc needs forwarding: nat");
+                    Tunnel::Ipip
+                }
+                (_, Some(_), Some(_)) => {
+                    self.refuse(&f("gre_key"), "a NAT service's GRE key is its vpc; give only vpc");
+                    Tunnel::Ipip
+                }
+                (Some(RawTunnel::Ipip), _, Some(_)) => {
+                    self.refuse(
+                        &f("tunnel"),
+                        "a VPC is reached over GRE (its id is the key); IPIP is the physical network",
+                    );
+                    Tunnel::Ipip
+                }
+                (_, None, Some(vpc)) => Tunnel::Gre { key: Some(vpc) },
+                (None | Some(RawTunnel::Ipip), Some(_), None) => {
                     self.refuse(&f("gre_key"), "gre_key needs tunnel: gre");
                     Tunnel::Ipip
                 }
-                (RawTunnel::Ipip, None) => Tunnel::Ipip,
-                (RawTunnel::Gre, key) => Tunnel::Gre { key },
+                (None | Some(RawTunnel::Ipip), None, None) => Tunnel::Ipip,
+                (Some(RawTunnel::Gre), key, None) => Tunnel::Gre { key },
             };
             let table_size = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
             if !is_prime(table_size) || table_size > MAX_TABLE_SIZE {
@@ -488,15 +550,52 @@ impl Validator<'_> {
                 if weight > MAX_WEIGHT {
                     self.refuse(&format!("{bf}.weight"), format!("{weight} is outside 0..={MAX_WEIGHT}"));
                 }
-                if let Some(address) = self.ipv4(&format!("{bf}.address"), &be.address) {
-                    backends.push(BackendSpec { address, weight });
+                if !nat {
+                    if be.port.is_some() {
+                        self.refuse(
+                            &format!("{bf}.port"),
+                            "a DSR backend answers on the service's port; port is for forwarding: nat",
+                        );
+                    }
+                    if be.host.is_some() {
+                        self.refuse(
+                            &format!("{bf}.host"),
+                            "host is for forwarding: nat (a DSR backend's address is its host)",
+                        );
+                    }
+                }
+                if be.port == Some(0) {
+                    self.refuse(&format!("{bf}.port"), "port 0 is not a backend port");
+                }
+                let host = be.host.as_deref().map(|h| self.ipv4(&format!("{bf}.host"), h));
+                if let (Some(address), Some(host)) = (
+                    self.ipv4(&format!("{bf}.address"), &be.address),
+                    host.unwrap_or(Some(Ipv4Addr::UNSPECIFIED)),
+                ) {
+                    let mut spec = BackendSpec::new(address, weight);
+                    spec.port = be.port;
+                    spec.host = be.host.as_ref().map(|_| host);
+                    backends.push(spec);
                 }
             }
-            let (Some(vip), RawForwarding::Dsr, RawScheduler::Maglev) = (vip, s.forwarding, s.scheduler)
-            else {
+            let scheduler = match s.scheduler {
+                RawScheduler::Maglev => Scheduler::Maglev,
+                RawScheduler::IpHash => Scheduler::IpHash,
+                RawScheduler::RoundRobin => Scheduler::RoundRobin,
+                RawScheduler::LeastConn => Scheduler::LeastConn,
+            };
+            let persistence = s.persistence.unwrap_or(0);
+            if persistence > 0 && scheduler != Scheduler::IpHash {
+                self.refuse(&f("persistence"), "persistence needs scheduler: ip_hash");
+            }
+            if persistence > 86_400 {
+                self.refuse(&f("persistence"), format!("{persistence} s is more than a day"));
+            }
+            let Some(vip) = vip else {
                 continue;
             };
             services.push(ServiceSpec {
+                id: None,
                 name: s.name.clone(),
                 vip,
                 port: s.port,
@@ -504,12 +603,45 @@ impl Validator<'_> {
                     RawProtocol::Tcp => Protocol::Tcp,
                     RawProtocol::Udp => Protocol::Udp,
                 },
-                forwarding: Forwarding::Dsr,
+                forwarding: match s.forwarding {
+                    RawForwarding::Dsr => Forwarding::Dsr,
+                    RawForwarding::Nat => Forwarding::Nat,
+                },
                 tunnel,
-                scheduler: Scheduler::Maglev,
+                scheduler,
+                persistence,
+                on_backend_removed: match s.on_backend_removed {
+                    RawOnRemoved::Remap => OnRemoved::Remap,
+                    RawOnRemoved::Reset => OnRemoved::Reset,
+                },
                 table_size,
                 backends,
             });
+        }
+
+        let capacity = raw.sessions.capacity.unwrap_or(DEFAULT_SESSIONS);
+        if !(1..=MAX_SESSIONS).contains(&capacity) {
+            self.refuse("sessions.capacity", format!("{capacity} is outside 1..={MAX_SESSIONS}"));
+        }
+        let d = Timeouts::default();
+        let t = &raw.sessions.timeouts;
+        let timeouts = Timeouts {
+            tcp_syn: t.tcp_syn.unwrap_or(d.tcp_syn),
+            tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
+            tcp_closing: t.tcp_closing.unwrap_or(d.tcp_closing),
+            tcp_closed: t.tcp_closed.unwrap_or(d.tcp_closed),
+            udp: t.udp.unwrap_or(d.udp),
+        };
+        for (name, v) in [
+            ("tcp_syn", timeouts.tcp_syn),
+            ("tcp_established", timeouts.tcp_established),
+            ("tcp_closing", timeouts.tcp_closing),
+            ("tcp_closed", timeouts.tcp_closed),
+            ("udp", timeouts.udp),
+        ] {
+            if !(1..=86_400).contains(&v) {
+                self.refuse(&format!("sessions.timeouts.{name}"), format!("{v} s is outside 1..=86400"));
+            }
         }
 
         Config {
@@ -523,6 +655,8 @@ impl Validator<'_> {
             ports,
             tunnel_source,
             services,
+            session_capacity: capacity as usize,
+            timeouts,
         }
     }
 }

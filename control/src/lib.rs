@@ -2,6 +2,7 @@
 //! and the counters it reports.
 
 pub mod config;
+pub mod ids;
 pub mod locate;
 pub mod report;
 pub mod runtime;

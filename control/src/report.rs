@@ -17,10 +17,20 @@ pub struct Totals {
     pub ports: Vec<PortTotals>,
     pub drops: Vec<u64>,
     pub tunneled: u64,
+    pub nat_replies: u64,
     pub arp_replies: u64,
     pub arp_requests: u64,
     pub icmp_echo_replies: u64,
     pub neighbors_learned: u64,
+    pub sessions_created: u64,
+    pub session_hits: u64,
+    pub sessions_fallback: u64,
+    pub sessions_remapped: u64,
+    pub resets_sent: u64,
+    /// From the control thread's sweep, not the workers: live sessions at the last full pass
+    /// (or exact at exit), and sessions expired so far.
+    pub sessions_live: u64,
+    pub sessions_expired: u64,
     pub polls: u64,
     pub busy_polls: u64,
 }
@@ -43,10 +53,16 @@ impl Totals {
                 *d += c.get();
             }
             t.tunneled += w.tunneled.get();
+            t.nat_replies += w.nat_replies.get();
             t.arp_replies += w.arp_replies.get();
             t.arp_requests += w.arp_requests.get();
             t.icmp_echo_replies += w.icmp_echo_replies.get();
             t.neighbors_learned += w.neighbors_learned.get();
+            t.sessions_created += w.sessions_created.get();
+            t.session_hits += w.session_hits.get();
+            t.sessions_fallback += w.sessions_fallback.get();
+            t.sessions_remapped += w.sessions_remapped.get();
+            t.resets_sent += w.resets_sent.get();
             t.polls += w.polls.get();
             t.busy_polls += w.busy_polls.get();
         }
@@ -61,7 +77,14 @@ impl Totals {
     pub fn one_line(&self) -> String {
         let rx: u64 = self.ports.iter().map(|p| p.rx_packets).sum();
         let tx: u64 = self.ports.iter().map(|p| p.tx_packets).sum();
-        let mut s = format!("rx {rx} tx {tx} tunneled {} dropped {}", self.tunneled, self.dropped());
+        let mut s = format!(
+            "rx {rx} tx {tx} tunneled {} dropped {} sessions {} (+{} -{})",
+            self.tunneled,
+            self.dropped(),
+            self.sessions_live,
+            self.sessions_created,
+            self.sessions_expired
+        );
         let mut top: Vec<(u64, &str)> = DropReason::ALL
             .iter()
             .map(|r| (self.drops[*r as usize], r.label()))
@@ -105,10 +128,18 @@ impl Totals {
             let _ = writeln!(s, "sluice_port_tx_bytes_total{{port=\"{name}\"}} {}", p.tx_bytes);
         }
         let _ = writeln!(s, "sluice_tunneled_packets_total {}", self.tunneled);
+        let _ = writeln!(s, "sluice_nat_replies_total {}", self.nat_replies);
         let _ = writeln!(s, "sluice_arp_replies_total {}", self.arp_replies);
         let _ = writeln!(s, "sluice_arp_requests_total {}", self.arp_requests);
         let _ = writeln!(s, "sluice_icmp_echo_replies_total {}", self.icmp_echo_replies);
         let _ = writeln!(s, "sluice_neighbors_learned_total {}", self.neighbors_learned);
+        let _ = writeln!(s, "sluice_sessions_created_total {}", self.sessions_created);
+        let _ = writeln!(s, "sluice_session_hits_total {}", self.session_hits);
+        let _ = writeln!(s, "sluice_sessions_fallback_total {}", self.sessions_fallback);
+        let _ = writeln!(s, "sluice_sessions_remapped_total {}", self.sessions_remapped);
+        let _ = writeln!(s, "sluice_resets_sent_total {}", self.resets_sent);
+        let _ = writeln!(s, "sluice_sessions_expired_total {}", self.sessions_expired);
+        let _ = writeln!(s, "sluice_sessions {}", self.sessions_live);
         for r in DropReason::ALL {
             let _ = writeln!(s, "sluice_drops_total{{reason=\"{}\"}} {}", r.label(), self.drops[*r as usize]);
         }
@@ -137,7 +168,7 @@ mod tests {
         assert!(text.contains("sluice_port_rx_packets_total{port=\"int\"} 7\n"));
         assert!(text.contains("sluice_drops_total{reason=\"not_for_us\"} 7\n"));
         assert!(text.contains("sluice_tunneled_packets_total 9\n"));
-        assert_eq!(t.one_line(), "rx 7 tx 0 tunneled 9 dropped 7 (not_for_us 7)");
+        assert_eq!(t.one_line(), "rx 7 tx 0 tunneled 9 dropped 7 sessions 0 (+0 -0) (not_for_us 7)");
         let earlier = Totals {
             ports: vec![PortTotals::default(); 2],
             drops: vec![0; DropReason::COUNT],

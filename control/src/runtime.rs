@@ -2,12 +2,14 @@
 //! stop cleanly.
 
 use crate::config::Config;
+use crate::ids::Registry;
 use crate::report::Totals;
 use arc_swap::ArcSwap;
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
 use log::{info, warn};
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::io::BURST;
+use sluice_dataplane::session::{tick, SessionTable};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::worker::Worker;
@@ -36,6 +38,41 @@ fn default_mbufs(config: &Config) -> u32 {
     let queues = (config.ports.len() * config.worker_cores.len()) as u32;
     let need = queues * (u32::from(config.rx_desc) + u32::from(config.tx_desc) + 2 * BURST as u32) + 1024;
     need.next_power_of_two().max(4096) - 1
+}
+
+/// Walks the session table in slices from the control thread: a full pass a second, expiring
+/// idle sessions; each full pass counts the live ones and sets the table's "full" flag.
+#[derive(Debug, Default)]
+struct Sweeper {
+    cursor: usize,
+    live_in_pass: usize,
+    live: usize,
+    expired: u64,
+}
+
+/// Slices per full pass (the control loop runs every 50 ms).
+const SWEEP_SLICES: usize = 20;
+
+impl Sweeper {
+    fn step(&mut self, table: &SessionTable, now: u32) {
+        let slots = table.slot_count();
+        let chunk = slots.div_ceil(SWEEP_SLICES);
+        let s = table.sweep(now, self.cursor, chunk, |_, _| {});
+        self.expired += s.expired as u64;
+        self.live_in_pass += s.live;
+        self.cursor += chunk;
+        if self.cursor >= slots {
+            self.cursor = 0;
+            self.live = self.live_in_pass;
+            self.live_in_pass = 0;
+            table.set_full(self.live >= table.capacity());
+        }
+    }
+
+    fn report(&self, t: &mut Totals) {
+        t.sessions_live = self.live as u64;
+        t.sessions_expired = self.expired;
+    }
 }
 
 /// Pins the calling thread to one CPU. (Not via `core_affinity::get_core_ids`, which only
@@ -136,8 +173,22 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         ports.push(port);
     }
 
-    let snapshot = Snapshot::build(&config.snapshot_spec(1, Some(&macs)), None).map_err(|e| e.to_string())?;
+    let mut registry = Registry::default();
+    let mut spec = config.snapshot_spec(1, Some(&macs));
+    registry.assign(&mut spec)?;
+    let snapshot = Snapshot::build(&spec, None).map_err(|e| e.to_string())?;
     let config_cell = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    // The hash seed is secret and per process: clients must not be able to aim collisions.
+    let seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
+    let sessions = Arc::new(SessionTable::new(config.session_capacity, config.timeouts, seed));
+    info!(
+        "session table: {} sessions, {} slots, {} MiB",
+        config.session_capacity,
+        sessions.slot_count(),
+        sessions.memory_bytes() >> 20
+    );
 
     // Queue q of every port goes to worker q.
     let mut per_worker: Vec<(Vec<_>, Vec<_>)> = (0..n_workers).map(|_| (Vec::new(), Vec::new())).collect();
@@ -159,6 +210,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         stats.push(Arc::clone(&st));
         let io = DpdkIo::new(rx, tx, pool.clone());
         let cell = Arc::clone(&config_cell);
+        let table = Arc::clone(&sessions);
         let stop_flag = Arc::clone(&worker_stop);
         let n_ports = ports.len() as u16;
         let h = thread::Builder::new()
@@ -167,7 +219,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
                 pin(core)?;
                 let lcore = Eal::register_thread().map_err(|e| format!("worker {w}: {e}"))?;
                 info!("worker {w} on core {core} (lcore {lcore})");
-                let mut worker = Worker::new(w, io, n_ports, cell, st);
+                let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, table, st);
                 worker.run(&stop_flag, || epoch.elapsed().as_nanos() as u64);
                 Eal::unregister_thread();
                 Ok(())
@@ -181,15 +233,18 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let mut next_report = Instant::now() + opts.stats_interval;
     let mut last = (Instant::now(), Totals::sum(&stats, ports.len()));
     let mut failed = None;
+    let mut sweeper = Sweeper::default();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(50));
+        sweeper.step(&sessions, tick(epoch.elapsed().as_nanos() as u64));
         if handles.iter().any(|h| h.is_finished()) {
             failed = Some("a worker stopped unexpectedly".to_string());
             break;
         }
         if !opts.stats_interval.is_zero() && Instant::now() >= next_report {
             next_report += opts.stats_interval;
-            let now = (Instant::now(), Totals::sum(&stats, ports.len()));
+            let mut now = (Instant::now(), Totals::sum(&stats, ports.len()));
+            sweeper.report(&mut now.1);
             info!("{} | {}", now.1.one_line(), now.1.rates_since(&last.1, now.0 - last.0));
             last = now;
         }
@@ -204,7 +259,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
             Err(_) => failed = Some(format!("worker {w} panicked")),
         }
     }
-    let totals = Totals::sum(&stats, ports.len());
+    let mut totals = Totals::sum(&stats, ports.len());
+    sweeper.report(&mut totals);
+    totals.sessions_live = sessions.len() as u64;
     info!("{}", totals.one_line());
     for (port, name) in ports.iter().zip(&names) {
         let s = port.stats();

@@ -2,15 +2,16 @@
 //! appliance with that config would answer it.
 
 use crate::config::Config;
-use sluice_dataplane::flow::{Addr, FlowKey};
-use sluice_dataplane::snapshot::{ServiceKey, Snapshot, Tunnel};
+use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
+use sluice_dataplane::snapshot::{Forwarding, Scheduler, ServiceKey, Snapshot, Tunnel};
 use std::net::SocketAddrV4;
 
 /// The decision for one flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
     pub service: String,
-    pub backend: std::net::Ipv4Addr,
+    /// DSR: the backend (host) address; NAT: `address:port host HOST`.
+    pub backend: String,
     pub tunnel: String,
     pub port: String,
 }
@@ -39,14 +40,24 @@ pub fn which(config: &Config, flow: &FlowKey) -> Result<Choice, String> {
         format!("no service at {}:{} for protocol {}", flow.dst, flow.dst_port, flow.protocol)
     })?;
     let svc = &snap.services[usize::from(si)];
+    let hash = match svc.scheduler {
+        Scheduler::Maglev => flow.hash(SELECT_SEED),
+        Scheduler::IpHash => flow.src_hash(SELECT_SEED),
+        Scheduler::RoundRobin | Scheduler::LeastConn => {
+            return Err(format!("service {}: its scheduler does not choose by the flow alone", svc.name))
+        }
+    };
     let bi = svc
-        .select_flow(flow)
+        .maglev_choice(hash)
         .ok_or_else(|| format!("service {}: no backend with a positive weight", svc.name))?;
     let b = &svc.backends[usize::from(bi)];
     let nh = &snap.nexthops[usize::from(b.nexthop)];
     Ok(Choice {
         service: svc.name.clone(),
-        backend: b.address,
+        backend: match svc.forwarding {
+            Forwarding::Dsr => b.address.to_string(),
+            Forwarding::Nat => format!("{}:{} host {}", b.address, b.port, b.host),
+        },
         tunnel: match svc.tunnel {
             Tunnel::Ipip => "ipip".into(),
             Tunnel::Gre { key: Some(k) } => format!("gre key {k}"),
@@ -70,7 +81,10 @@ mod tests {
             let want =
                 snap.services[0].backends[usize::from(snap.services[0].select_flow(&f).unwrap())].address;
             let got = which(&c, &f).unwrap();
-            assert_eq!((got.backend, got.service.as_str(), got.tunnel.as_str()), (want, "web", "ipip"));
+            assert_eq!(
+                (got.backend, got.service.as_str(), got.tunnel.as_str()),
+                (want.to_string(), "web", "ipip")
+            );
         }
         let udp = parse_flow("udp", "198.18.0.2:1", "198.18.10.1:80").unwrap();
         assert!(which(&c, &udp).unwrap_err().contains("no service"));

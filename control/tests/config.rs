@@ -46,6 +46,33 @@ fn good_config_loads() {
     assert_eq!(s.tunnel, sluice_dataplane::snapshot::Tunnel::Gre { key: Some(7) });
     assert_eq!(s.table_size, 65537);
     assert_eq!(s.backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(c.session_capacity, 4_000_000);
+    assert_eq!(c.timeouts, sluice_dataplane::session::Timeouts::default());
+}
+
+#[test]
+fn schedulers_and_session_settings() {
+    let text = GOOD.replacen(
+        "tunnel: gre",
+        "tunnel: gre\n    scheduler: ip_hash\n    persistence: 90\n    on_backend_removed: reset",
+        1,
+    ) + "sessions:\n  capacity: 1000\n  timeouts: { tcp_established: 60, udp: 5 }\n";
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    let s = &c.services[0];
+    use sluice_dataplane::snapshot::{OnRemoved, Scheduler};
+    assert_eq!((s.scheduler, s.persistence, s.on_backend_removed), (Scheduler::IpHash, 90, OnRemoved::Reset));
+    assert_eq!(
+        (c.session_capacity, c.timeouts.tcp_established, c.timeouts.udp, c.timeouts.tcp_syn),
+        (1000, 60, 5, 30)
+    );
+    for (name, want) in [
+        ("round_robin", Scheduler::RoundRobin),
+        ("least_conn", Scheduler::LeastConn),
+        ("maglev", Scheduler::Maglev),
+    ] {
+        let text = GOOD.replacen("tunnel: gre", &format!("tunnel: gre\n    scheduler: {name}"), 1);
+        assert_eq!(Config::parse(&text, "p.yaml").unwrap().services[0].scheduler, want);
+    }
 }
 
 #[test]
@@ -121,6 +148,18 @@ fn other_refusals() {
         ("name: web", "name: ext\n    table_size: 65536", "services[0].table_size"),
         ("vip: 198.18.10.1", "vip: 198.18.0.1", "services[0].vip"),
         ("vip: 198.18.10.1", "vip: 224.0.0.1", "services[0].vip"),
+        ("tunnel: gre", "tunnel: gre\n    persistence: 60", "services[0].persistence"),
+        ("tunnel: gre", "tunnel: gre\n    scheduler: fastest", "services[0].scheduler"),
+        ("tunnel: gre", "tunnel: gre\n    on_backend_removed: keep", "services[0].on_backend_removed"),
+        ("services:", "sessions: { capacity: 0 }\nservices:", "sessions.capacity"),
+        ("services:", "sessions: { timeouts: { udp: 0 } }\nservices:", "sessions.timeouts.udp"),
+        ("services:", "sessions: { timeouts: { tcp_fin: 5 } }\nservices:", "sessions.timeouts"),
+        ("tunnel: gre", "tunnel: gre\n    vpc: 9", "services[0].vpc"),
+        ("tunnel: gre", "forwarding: nat\n    vpc: 9", "services[0].gre_key"),
+        ("tunnel: gre\n    gre_key: 7", "tunnel: ipip\n    forwarding: nat\n    vpc: 9", "services[0].tunnel"),
+        ("{ address: 198.18.0.10, weight: 3 }", "{ address: 198.18.0.10, port: 8080 }", "services[0].backends[0].port"),
+        ("{ address: 198.18.0.10, weight: 3 }", "{ address: 198.18.0.10, host: 198.18.0.11 }", "services[0].backends[0].host"),
+        ("tunnel: gre", "tunnel: gre\n    forwarding: snat", "services[0].forwarding"),
     ] {
         let e = refuse(from, to);
         assert!(
@@ -136,4 +175,23 @@ fn syntax_error_has_a_line() {
     let e = refuse("  - name: web\n", "  - name: web\n   bad indent: [\n");
     assert!(e.starts_with("p.yaml:"), "{e}");
     assert!(e.chars().nth(7).unwrap().is_ascii_digit(), "{e}");
+}
+
+#[test]
+fn nat_service_loads() {
+    let text = GOOD.replacen(
+        "    tunnel: gre\n    gre_key: 7\n    backends:\n      - { address: 198.18.0.10, weight: 3 }\n      - address: 198.18.0.11\n",
+        "    forwarding: nat\n    vpc: 100\n    backends:\n      - { address: 192.0.2.10, port: 8080, host: 198.18.0.10 }\n      - { address: 192.0.2.10, port: 8081, host: 198.18.0.11, weight: 2 }\n",
+        1,
+    );
+    assert_ne!(text, GOOD);
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.forwarding, sluice_dataplane::snapshot::Forwarding::Nat);
+    assert_eq!(s.tunnel, sluice_dataplane::snapshot::Tunnel::Gre { key: Some(100) });
+    assert_eq!(s.backends[1].port, Some(8081));
+    assert_eq!(s.backends[1].host, Some("198.18.0.11".parse().unwrap()));
+    // A NAT backend's host must be routable like a DSR backend's address.
+    let e = Config::parse(&text.replacen("host: 198.18.0.10", "host: 203.0.113.1", 1), "p.yaml").unwrap_err();
+    assert!(e.to_string().contains("services[0].backends[0].host"), "{e}");
 }

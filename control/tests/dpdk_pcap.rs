@@ -397,6 +397,10 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
     assert_eq!(c["sluice_tunneled_packets_total"], input.tunneled.len() as u64);
     assert_eq!(c["sluice_arp_replies_total"], input.arp_replies as u64);
     assert_eq!(c["sluice_icmp_echo_replies_total"], input.echo_replies as u64);
+    // One session per flow (600 TCP, 200 UDP); every later packet of a flow found it.
+    assert_eq!(c["sluice_sessions_created_total"], 800);
+    assert_eq!(c["sluice_session_hits_total"], input.tunneled.len() as u64 - 800);
+    assert_eq!(c["sluice_sessions"], 800, "all still live at exit (timeouts are minutes)");
     for (k, v) in c.iter().filter(|(k, _)| k.starts_with("sluice_drops_total")) {
         let reason = k.trim_start_matches("sluice_drops_total{reason=\"").trim_end_matches("\"}");
         assert_eq!(*v, input.drops.get(reason).copied().unwrap_or(0), "drops for {reason}");

@@ -5,13 +5,16 @@
 
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
-use crate::snapshot::{Port, ServiceKey, Snapshot, Tunnel};
+use crate::sched::{self, SchedState};
+use crate::session::{self, Insert, Session, SessionKey, SessionTable, TcpState};
+use crate::snapshot::{Forwarding, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel};
 use crate::stats::DropReason;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
-use crate::wire::{checksum, GreRepr, TcpPacket, UdpPacket, WireError, BROADCAST_MAC};
+use crate::wire::tcp;
+use crate::wire::{checksum, GrePacket, GreRepr, TcpPacket, TcpRepr, UdpPacket, WireError, BROADCAST_MAC};
 use arrayvec::ArrayVec;
 use std::net::Ipv4Addr;
 
@@ -35,6 +38,17 @@ pub enum Verdict {
         service: u16,
         backend: u16,
     },
+    /// A NAT reply from a backend, out of its tunnel and translated back to VIP:port; send it
+    /// out of `port` toward the client.
+    NatReply {
+        port: u16,
+        service: u16,
+    },
+    /// A TCP RST to the client, built in place (its session's backend was removed and the
+    /// service's policy is `reset`); send it out of `port`.
+    Reset {
+        port: u16,
+    },
     /// Used up with nothing to send (an ARP reply or announcement the appliance learned from).
     Consumed,
     Drop(DropReason),
@@ -43,13 +57,39 @@ pub enum Verdict {
 /// Next hops whose MAC a worker should ask for after the burst (ARP requests).
 pub type Resolve = ArrayVec<u16, 16>;
 
-/// Per-call context: the snapshot loaded for this burst, the time, and side requests.
+/// Session events of a burst, added to the worker's counters after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEvents {
+    pub created: u32,
+    pub hits: u32,
+    pub fallback: u32,
+    pub remapped: u32,
+}
+
+/// Per-call context: the snapshot loaded for this burst, the shared session table, the
+/// worker's scheduler state, the time, and side requests.
 pub struct Ctx<'a> {
     pub snap: &'a Snapshot,
+    pub sessions: &'a SessionTable,
+    pub sched: &'a mut SchedState,
     pub now_ns: u64,
     pub resolve: &'a mut Resolve,
     /// Number of next-hop MACs learned during this call.
     pub learned: u32,
+    pub events: SessionEvents,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        snap: &'a Snapshot,
+        sessions: &'a SessionTable,
+        sched: &'a mut SchedState,
+        now_ns: u64,
+        resolve: &'a mut Resolve,
+    ) -> Ctx<'a> {
+        sched.prepare(snap);
+        Ctx { snap, sessions, sched, now_ns, resolve, learned: 0, events: SessionEvents::default() }
+    }
 }
 
 use Verdict::Drop;
@@ -59,14 +99,28 @@ use Verdict::Drop;
 #[derive(Debug, Clone, Copy)]
 pub struct ToService {
     pub flow: FlowKey,
-    /// The flow's backend-selection hash.
-    pub hash: u64,
     pub service: u16,
+    /// The stable id of the service (half of the session key).
+    pub service_id: u16,
+    /// The session slot hash (the backend-selection hash is computed only if there is no
+    /// session: most packets have one and never need it).
+    pub session_hash: u64,
+    /// TCP flags (`None` for UDP).
+    pub tcp_flags: Option<u8>,
+    rx_port: u16,
     l2: u8,
     inner_len: u16,
     tos: u8,
     ident: u16,
     dont_frag: bool,
+}
+
+impl ToService {
+    /// The key of the flow's session.
+    #[inline]
+    pub fn session_key(&self) -> SessionKey {
+        SessionKey::flow(self.flow.src, self.flow.src_port, self.service_id)
+    }
 }
 
 /// The outcome of the first pass over a packet.
@@ -170,13 +224,17 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
     let mut l4_error = None;
     if l4 && !ip.is_fragment() {
         let ports = if proto == ipv4::PROTO_TCP {
-            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port()))
+            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
         } else {
-            UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port()))
+            UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None))
         };
         match ports {
-            Ok((src_port, dst_port)) => {
-                if let Some(service) = cx.snap.service(ServiceKey::new(Addr::v4(dst), dst_port, proto)) {
+            Ok((src_port, dst_port, tcp_flags)) => {
+                let snap = cx.snap;
+                let found = snap.service(ServiceKey::new(Addr::v4(dst), dst_port, proto));
+                if let Some((service, svc)) =
+                    found.and_then(|i| Some((i, snap.services.get(usize::from(i))?)))
+                {
                     let flow = FlowKey {
                         src: Addr::v4(ip.src()),
                         dst: Addr::v4(dst),
@@ -184,10 +242,14 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
                         dst_port,
                         protocol: proto,
                     };
+                    let session = SessionKey::flow(flow.src, src_port, svc.id);
                     return Stage::Service(ToService {
                         flow,
-                        hash: flow.hash(SELECT_SEED),
                         service,
+                        service_id: svc.id,
+                        session_hash: cx.sessions.hash(&session),
+                        tcp_flags,
+                        rx_port,
                         l2: l2 as u8,
                         inner_len: ip.total_len() as u16,
                         tos: ip.tos(),
@@ -198,6 +260,16 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
             }
             Err(e) => l4_error = Some(e),
         }
+    }
+
+    // A NAT reply: a backend's host tunnels it to the appliance's address.
+    if (proto == ipv4::PROTO_GRE || proto == ipv4::PROTO_IPIP)
+        && cx.snap.has_nat
+        && !ip.is_fragment()
+        && cx.snap.is_local(dst)
+    {
+        let (ihl, total) = (ip.header_len(), ip.total_len());
+        return Done(nat_reply(cx, frame, l2, ihl, total, proto));
     }
 
     // Everything else.
@@ -253,15 +325,69 @@ fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> 
     Verdict::EchoReply { port: rx_port }
 }
 
-/// The second pass for a packet to a service: choose the backend, encapsulate.
+/// The second pass for a packet to a service: find its session or choose a backend and make
+/// one, then encapsulate.
 pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     let snap = cx.snap;
+    let table = cx.sessions;
     let (l2, inner_len) = (usize::from(p.l2), usize::from(p.inner_len));
-    let Some(svc) = snap.services.get(usize::from(p.service)) else {
+    let si = usize::from(p.service);
+    let Some(svc) = snap.services.get(si) else {
         return Drop(DropReason::NoService);
     };
-    let Some(bi) = svc.select(&p.flow, p.hash) else {
-        return Drop(DropReason::NoBackend);
+    let now = session::tick(cx.now_ns);
+    let key = p.session_key();
+
+    let mut chosen = None;
+    if let Some((slot, s)) = table.lookup(&key, p.session_hash) {
+        let fresh_syn = p.tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK) == tcp::SYN)
+            && matches!(s.state, TcpState::Closing | TcpState::Closed);
+        if fresh_syn {
+            // A new connection on the 5-tuple of a finished one: it starts over.
+            table.remove(slot, &key);
+        } else if let Some(bi) = svc.backend_by_id(s.backend) {
+            table.touch(slot, &s, now, TcpState::next(Some(s.state), p.tcp_flags));
+            cx.events.hits += 1;
+            chosen = Some(bi);
+        } else {
+            // Its backend left the config.
+            match svc.on_backend_removed {
+                OnRemoved::Remap => {
+                    let Some(bi) = choose_new(cx, svc, si, p, now) else {
+                        return Drop(DropReason::NoBackend);
+                    };
+                    let id = svc.backends.get(usize::from(bi)).map_or(0, |b| b.id);
+                    table.set_backend(slot, &key, id, now);
+                    cx.events.remapped += 1;
+                    chosen = Some(bi);
+                }
+                OnRemoved::Reset => {
+                    table.remove(slot, &key);
+                    return reset_client(cx.snap, frame, p);
+                }
+            }
+        }
+    }
+    let bi = match chosen {
+        Some(bi) => bi,
+        None => {
+            let Some(mut bi) = choose_new(cx, svc, si, p, now) else {
+                return Drop(DropReason::NoBackend);
+            };
+            let id = svc.backends.get(usize::from(bi)).map_or(0, |b| b.id);
+            if table.is_full() {
+                cx.events.fallback += 1;
+            } else {
+                let s = Session::new(id, TcpState::next(None, p.tcp_flags), now);
+                match table.insert(&key, p.session_hash, &s) {
+                    Insert::Inserted(_) => cx.events.created += 1,
+                    // Someone else (a peer's sync, another queue) made it first: theirs holds.
+                    Insert::Exists(_, other) => bi = svc.backend_by_id(other.backend).unwrap_or(bi),
+                    Insert::Full => cx.events.fallback += 1,
+                }
+            }
+            bi
+        }
     };
     let Some(backend) = svc.backends.get(usize::from(bi)) else {
         return Drop(DropReason::NoBackend);
@@ -289,6 +415,11 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     if inner_len + tunnel_len > usize::from(out.mtu) {
         return Drop(DropReason::MtuExceeded);
     }
+    if svc.forwarding == Forwarding::Nat
+        && !rewrite(frame.data_mut(), l2, Field::Dst, backend.address, backend.port)
+    {
+        return Drop(DropReason::L4Truncated);
+    }
     let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
     let l2_out = eth.header_len();
 
@@ -306,7 +437,7 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     eth.emit(&mut b[..l2_out]);
     let outer = Ipv4Repr {
         src: backend.tunnel_source,
-        dst: backend.address,
+        dst: backend.host,
         protocol: if gre.is_some() { ipv4::PROTO_GRE } else { ipv4::PROTO_IPIP },
         payload_len: tunnel_len - ipv4::HEADER_LEN + inner_len,
         tos: p.tos,
@@ -319,6 +450,251 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
         g.emit(&mut b[l2_out + ipv4::HEADER_LEN..l2_out + tunnel_len]);
     }
     Verdict::Tunnel { port: nh.port, service: p.service, backend: bi }
+}
+
+/// Which end of a packet [`rewrite`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Src,
+    Dst,
+}
+
+/// Sets the source or destination address and port of the IPv4 TCP/UDP packet at `b[ip..]`,
+/// updating the IPv4 and TCP/UDP checksums for the change (RFC 1624; a UDP checksum of zero,
+/// "none", stays zero). False, with nothing changed, if the headers are not all there.
+fn rewrite(b: &mut [u8], ip: usize, which: Field, addr: Ipv4Addr, port: u16) -> bool {
+    let Some(&vihl) = b.get(ip) else { return false };
+    let (ihl, proto) = (usize::from(vihl & 0x0f) * 4, b.get(ip + 9).copied().unwrap_or(0));
+    let (a_at, p_at) = match which {
+        Field::Src => (ip + 12, ip + ihl),
+        Field::Dst => (ip + 16, ip + ihl + 2),
+    };
+    let c_at = match proto {
+        ipv4::PROTO_TCP => ip + ihl + 16,
+        ipv4::PROTO_UDP => ip + ihl + 6,
+        _ => return false,
+    };
+    if b.len() < c_at + 2 || ihl < ipv4::HEADER_LEN {
+        return false;
+    }
+    let word = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let old_addr = u32::from_be_bytes([b[a_at], b[a_at + 1], b[a_at + 2], b[a_at + 3]]);
+    let new_addr = u32::from(addr);
+    let old_port = word(b, p_at);
+    b[a_at..a_at + 4].copy_from_slice(&addr.octets());
+    b[p_at..p_at + 2].copy_from_slice(&port.to_be_bytes());
+    let ip_sum = checksum::update32(word(b, ip + 10), old_addr, new_addr);
+    b[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    let l4_sum = word(b, c_at);
+    if !(proto == ipv4::PROTO_UDP && l4_sum == 0) {
+        let c = checksum::update16(checksum::update32(l4_sum, old_addr, new_addr), old_port, port);
+        b[c_at..c_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    true
+}
+
+/// A packet a backend's host tunneled back to the appliance (`nat` services): find the
+/// session it answers by (VPC, backend address and port, client address and port), take it out
+/// of the tunnel, give it the VIP and service port as source, and send it toward the client.
+fn nat_reply<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    l2: usize,
+    outer_ihl: usize,
+    outer_len: usize,
+    proto: u8,
+) -> Verdict {
+    let snap = cx.snap;
+    let Some(outer) = frame.data().get(l2..l2 + outer_len) else {
+        return Drop(DropReason::Ipv4Truncated);
+    };
+    // The tunnel: GRE's key is the VPC; IPIP is the physical network.
+    let (vpc, tunnel_len) = if proto == ipv4::PROTO_GRE {
+        let Ok(g) = GrePacket::new_checked(&outer[outer_ihl..]) else {
+            return Drop(DropReason::TunnelMalformed);
+        };
+        if g.protocol() != ethernet::ETHERTYPE_IPV4 || !g.verify_checksum() {
+            return Drop(DropReason::TunnelMalformed);
+        }
+        (g.key(), outer_ihl + g.header_len())
+    } else {
+        (None, outer_ihl)
+    };
+    // The reply itself: backend -> client, TCP or UDP, whole.
+    let (backend, client, bport, cport, iproto, flags, inner_len) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&outer[tunnel_len..]) else {
+            return Drop(DropReason::NatReplyMalformed);
+        };
+        if !ip.verify_checksum() || ip.is_fragment() {
+            return Drop(DropReason::NatReplyMalformed);
+        }
+        let ports = match ip.protocol() {
+            ipv4::PROTO_TCP => {
+                TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
+            }
+            ipv4::PROTO_UDP => {
+                UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None))
+            }
+            _ => return Drop(DropReason::NatReplyMalformed),
+        };
+        let Ok((sport, dport, flags)) = ports else {
+            return Drop(DropReason::NatReplyMalformed);
+        };
+        (ip.src(), ip.dst(), sport, dport, ip.protocol(), flags, ip.total_len())
+    };
+    // Its session: one of the services this backend serves, keyed by the client.
+    let now = session::tick(cx.now_ns);
+    let mut found = None;
+    for &si in snap.nat_services(vpc, Addr::v4(backend), bport, iproto) {
+        let Some(svc) = snap.services.get(usize::from(si)) else { continue };
+        let key = SessionKey::flow(Addr::v4(client), cport, svc.id);
+        let Some((slot, s)) = cx.sessions.lookup(&key, cx.sessions.hash(&key)) else { continue };
+        let owner = svc.backend_by_id(s.backend).and_then(|i| svc.backends.get(usize::from(i)));
+        if owner.is_some_and(|b| b.address == backend && b.port == bport) {
+            cx.sessions.touch(slot, &s, now, TcpState::after_reply(s.state, flags));
+            found = Some((si, svc));
+            break;
+        }
+    }
+    let Some((si, svc)) = found else {
+        return Drop(DropReason::NatNoSession);
+    };
+    // Toward the client.
+    let Some(nhi) = snap.route_to(client) else {
+        return Drop(DropReason::NoRouteToClient);
+    };
+    let Some(nh) = snap.nexthops.get(usize::from(nhi)) else {
+        return Drop(DropReason::NoRouteToClient);
+    };
+    let mac = nh.mac();
+    if nh.claim_request(cx.now_ns) {
+        let _ = cx.resolve.try_push(nhi);
+    }
+    let Some(mac) = mac else {
+        return Drop(DropReason::NeighborUnresolved);
+    };
+    let Some(out) = snap.ports.get(usize::from(nh.port)) else {
+        return Drop(DropReason::NoRouteToClient);
+    };
+    if inner_len > usize::from(out.mtu) {
+        return Drop(DropReason::MtuExceeded);
+    }
+    let inner_at = l2 + tunnel_len;
+    if !rewrite(frame.data_mut(), inner_at, Field::Src, svc.vip, svc.port) {
+        return Drop(DropReason::NatReplyMalformed);
+    }
+    // Out of the tunnel: drop what is before the inner packet but room for Ethernet, and
+    // anything after it.
+    let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
+    let l2_out = eth.header_len();
+    if !frame.adj(inner_at - l2_out) {
+        return Drop(DropReason::Ipv4Truncated);
+    }
+    let extra = frame.data().len().saturating_sub(l2_out + inner_len);
+    if !frame.trim(extra) {
+        return Drop(DropReason::Ipv4Truncated);
+    }
+    eth.emit(&mut frame.data_mut()[..l2_out]);
+    Verdict::NatReply { port: nh.port, service: si }
+}
+
+/// A backend for a flow without a session: the scheduler's choice, or for `ip_hash` with
+/// persistence the client's remembered backend (kept as a `Persist` session, refreshed by
+/// each new flow of the client).
+fn choose_new(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u32) -> Option<u16> {
+    let table = cx.sessions;
+    if svc.scheduler == Scheduler::IpHash && svc.persistence_ticks > 0 {
+        let key = SessionKey::persist(p.flow.src, svc.id);
+        let hash = table.hash(&key);
+        if let Some((slot, s)) = table.lookup(&key, hash) {
+            match svc.backend_by_id(s.backend) {
+                Some(bi) if svc.backends.get(usize::from(bi)).is_some_and(|b| b.weight > 0) => {
+                    table.touch(slot, &s, now, TcpState::NotTcp);
+                    return Some(bi);
+                }
+                _ => {
+                    table.remove(slot, &key);
+                }
+            }
+        }
+        let bi = sched::choose(svc, si, &p.flow, p.flow.hash(SELECT_SEED), cx.sched, table)?;
+        let id = svc.backends.get(usize::from(bi))?.id;
+        let s = Session { timeout: svc.persistence_ticks, ..Session::new(id, TcpState::NotTcp, now) };
+        table.insert(&key, hash, &s);
+        return Some(bi);
+    }
+    sched::choose(svc, si, &p.flow, p.flow.hash(SELECT_SEED), cx.sched, table)
+}
+
+/// Turns a client's TCP segment into the RST that ends its connection (RFC 9293 3.10.7.1:
+/// the reset takes its sequence number from the segment's ACK, or acknowledges the segment),
+/// addressed back to the sender from the VIP. UDP is dropped.
+fn reset_client<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict {
+    let Some(flags) = p.tcp_flags else {
+        return Drop(DropReason::BackendRemoved);
+    };
+    if flags & tcp::RST != 0 {
+        return Drop(DropReason::BackendRemoved);
+    }
+    let Some(port) = snap.ports.get(usize::from(p.rx_port)) else {
+        return Drop(DropReason::BackendRemoved);
+    };
+    let l2 = usize::from(p.l2);
+    let (seq, ack, seg_len, ihl) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[l2..]) else {
+            return Drop(DropReason::BackendRemoved);
+        };
+        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+            return Drop(DropReason::BackendRemoved);
+        };
+        let syn_fin = u32::from(flags & tcp::SYN != 0) + u32::from(flags & tcp::FIN != 0);
+        (t.seq(), t.ack(), t.payload().len() as u32 + syn_fin, ip.header_len())
+    };
+    let (rst_seq, rst_ack, rst_flags) = if flags & tcp::ACK != 0 {
+        (ack, 0, tcp::RST)
+    } else {
+        (0, seq.wrapping_add(seg_len), tcp::RST | tcp::ACK)
+    };
+    // Keep Ethernet, a 20-byte IP header and a 20-byte TCP header; drop options and data.
+    let t_old = l2 + ihl;
+    let keep = l2 + ipv4::HEADER_LEN + tcp::HEADER_LEN;
+    let b = frame.data_mut();
+    let dst_mac = [b[6], b[7], b[8], b[9], b[10], b[11]];
+    b[0..6].copy_from_slice(&dst_mac);
+    b[6..12].copy_from_slice(&port.mac);
+    if ihl != ipv4::HEADER_LEN {
+        b.copy_within(t_old..t_old + tcp::HEADER_LEN, l2 + ipv4::HEADER_LEN);
+    }
+    let (client, vip) = (
+        p.flow.src.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        p.flow.dst.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    );
+    let ip_hdr = Ipv4Repr {
+        src: vip,
+        dst: client,
+        protocol: ipv4::PROTO_TCP,
+        payload_len: tcp::HEADER_LEN,
+        tos: 0,
+        ident: 0,
+        dont_frag: true,
+        ttl: DEFAULT_TTL,
+    };
+    ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
+    let rst = TcpRepr {
+        src_port: p.flow.dst_port,
+        dst_port: p.flow.src_port,
+        seq: rst_seq,
+        ack: rst_ack,
+        flags: rst_flags,
+        window: 0,
+        options: &[],
+    };
+    rst.emit_v4(&mut b[l2 + ipv4::HEADER_LEN..keep], vip, client);
+    let len = frame.data().len();
+    if !frame.trim(len - keep) {
+        return Drop(DropReason::BackendRemoved);
+    }
+    Verdict::Reset { port: p.rx_port }
 }
 
 /// Writes an ARP request for next hop `nh` into an empty frame. False if the frame has no room

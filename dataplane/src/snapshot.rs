@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub enum Forwarding {
     /// Encapsulate the client's packet unchanged; the backend answers the client directly.
     Dsr,
+    /// TGW VPC: rewrite the destination to the backend's address and port (DNAT), tunnel it to
+    /// the backend's host (GRE keyed by the VPC id, or IPIP on the physical network); the host
+    /// agent tunnels replies back and the appliance reverses the rewrite toward the client.
+    Nat,
 }
 
 /// The tunnel toward backends' hosts.
@@ -26,11 +30,39 @@ pub enum Tunnel {
     Gre { key: Option<u32> },
 }
 
-/// How a service picks a backend for a new flow.
+impl Tunnel {
+    /// The VPC a NAT service's backends are in: its GRE key (`None`: the physical network).
+    #[inline]
+    pub fn vpc(self) -> Option<u32> {
+        match self {
+            Tunnel::Gre { key } => key,
+            Tunnel::Ipip => None,
+        }
+    }
+}
+
+/// How a service picks a backend for a new flow (`sched::choose`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduler {
     /// Maglev over the 5-tuple: every appliance picks the same backend without shared state.
     Maglev,
+    /// Maglev over the client address alone: a client's flows all go to one backend (and with
+    /// `persistence`, keep going there for that long even if the backend set changes).
+    IpHash,
+    /// Weighted round robin (smooth), per worker: not the same choice across appliances.
+    RoundRobin,
+    /// The backend with the fewest sessions per unit of weight, counted in this appliance.
+    LeastConn,
+}
+
+/// What happens to the sessions of a backend that left the config (or, later, failed its
+/// health checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRemoved {
+    /// The next packet picks a new backend (the scheduler's choice) and the session moves.
+    Remap,
+    /// The session ends: a TCP client gets a RST; UDP is dropped until a new session starts.
+    Reset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +98,34 @@ pub struct PortSpec {
 
 #[derive(Debug, Clone)]
 pub struct BackendSpec {
-    /// The backend host's address: the tunnel's outer destination.
+    /// Stable id (sessions refer to backends by it, across config changes); `None`: numbered
+    /// in order by `Snapshot::build` (tests, configs loaded once).
+    pub id: Option<u32>,
+    /// DSR: the backend host's address, the tunnel's outer destination. NAT: the backend's own
+    /// address (in its VPC), the client packets' new destination.
     pub address: Ipv4Addr,
+    /// NAT: the backend's port (`None`: the service's port). DSR cannot change ports.
+    pub port: Option<u16>,
+    /// NAT: the host the backend runs on, the tunnel's outer destination (`None`: `address`).
+    pub host: Option<Ipv4Addr>,
     pub weight: u32,
+}
+
+impl BackendSpec {
+    pub fn new(address: Ipv4Addr, weight: u32) -> BackendSpec {
+        BackendSpec { id: None, address, port: None, host: None, weight }
+    }
+
+    /// A NAT backend: `address:port` on host `host`.
+    pub fn nat(address: Ipv4Addr, port: u16, host: Ipv4Addr, weight: u32) -> BackendSpec {
+        BackendSpec { id: None, address, port: Some(port), host: Some(host), weight }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ServiceSpec {
+    /// Stable id (part of every session key); `None`: numbered in order.
+    pub id: Option<u16>,
     pub name: String,
     pub vip: Ipv4Addr,
     pub port: u16,
@@ -80,8 +133,37 @@ pub struct ServiceSpec {
     pub forwarding: Forwarding,
     pub tunnel: Tunnel,
     pub scheduler: Scheduler,
+    /// `IpHash` only: seconds a client stays with its backend after its last packet (0: none).
+    pub persistence: u32,
+    pub on_backend_removed: OnRemoved,
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
+}
+
+impl ServiceSpec {
+    /// A Maglev DSR service over IPIP with default settings (tests, examples).
+    pub fn dsr(
+        name: &str,
+        vip: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+        backends: Vec<BackendSpec>,
+    ) -> ServiceSpec {
+        ServiceSpec {
+            id: None,
+            name: name.into(),
+            vip,
+            port,
+            protocol,
+            forwarding: Forwarding::Dsr,
+            tunnel: Tunnel::Ipip,
+            scheduler: Scheduler::Maglev,
+            persistence: 0,
+            on_backend_removed: OnRemoved::Remap,
+            table_size: crate::maglev::DEFAULT_TABLE_SIZE,
+            backends,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -196,7 +278,13 @@ impl NextHop {
 
 #[derive(Debug, Clone)]
 pub struct Backend {
+    pub id: u32,
+    /// The backend's address: DSR, its host; NAT, the DNAT destination.
     pub address: Ipv4Addr,
+    /// The destination port toward the backend (the service's port for DSR).
+    pub port: u16,
+    /// The tunnel's outer destination (the same as `address` for DSR).
+    pub host: Ipv4Addr,
     pub weight: u32,
     pub nexthop: u16,
     /// Outer source address of the tunnel toward this backend.
@@ -205,6 +293,7 @@ pub struct Backend {
 
 #[derive(Debug, Clone)]
 pub struct Service {
+    pub id: u16,
     pub name: String,
     pub vip: Ipv4Addr,
     pub port: u16,
@@ -212,32 +301,77 @@ pub struct Service {
     pub forwarding: Forwarding,
     pub tunnel: Tunnel,
     pub scheduler: Scheduler,
+    /// `IpHash` persistence in session ticks (0: none).
+    pub persistence_ticks: u32,
+    pub on_backend_removed: OnRemoved,
     pub backends: Vec<Backend>,
     pub maglev: Maglev,
+    /// Backend indexes in smooth weighted round-robin order (`RoundRobin`).
+    pub rr: Box<[u16]>,
+    backend_ids: StaticMap<u64, u16>,
 }
 
 impl Service {
-    /// The backend for a new flow whose selection hash is `hash` (`flow.hash(SELECT_SEED)`),
-    /// or `None` when no backend has a positive weight.
+    /// The index of the backend with stable id `id`, if it is still in this service.
     #[inline]
-    pub fn select(&self, flow: &FlowKey, hash: u64) -> Option<u16> {
-        let _ = flow;
-        match self.scheduler {
-            Scheduler::Maglev => self.maglev.lookup(hash),
-        }
+    pub fn backend_by_id(&self, id: u32) -> Option<u16> {
+        self.backend_ids.get(&u64::from(id))
     }
 
-    /// As [`Service::select`], computing the hash.
+    /// The Maglev choice for a flow (`hash` = `flow.hash(SELECT_SEED)`), ignoring the
+    /// service's scheduler: what every appliance picks. `None` without a positive weight.
+    #[inline]
+    pub fn maglev_choice(&self, hash: u64) -> Option<u16> {
+        self.maglev.lookup(hash)
+    }
+
+    /// The Maglev choice for a flow, computing the hash (tools, tests).
     pub fn select_flow(&self, flow: &FlowKey) -> Option<u16> {
-        self.select(flow, flow.hash(SELECT_SEED))
+        self.maglev.lookup(flow.hash(SELECT_SEED))
     }
 
-    /// Prefetches what [`Service::select`] will read for `hash`.
+    /// Prefetches what a Maglev choice for `hash` reads.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        match self.scheduler {
-            Scheduler::Maglev => self.maglev.prefetch(hash),
+        self.maglev.prefetch(hash)
+    }
+}
+
+/// Smooth weighted round robin (as nginx): over any window of `sum(weights)` turns each
+/// backend gets its weight's worth, spread out. Weights are scaled to a sequence of at most
+/// 4096 turns.
+fn rr_sequence(weights: &[u32]) -> Box<[u16]> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 {
+        return Box::new([]);
+    }
+    let g = weights.iter().filter(|&&w| w > 0).fold(0u64, |g, &w| gcd(g, u64::from(w)));
+    let mut w: Vec<i64> = weights.iter().map(|&x| (u64::from(x) / g) as i64).collect();
+    let sum: i64 = w.iter().sum();
+    if sum > 4096 {
+        for x in w.iter_mut().filter(|x| **x > 0) {
+            *x = (*x * 4096 / sum).max(1);
         }
+    }
+    let sum: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    (0..sum)
+        .map(|_| {
+            for (c, &x) in current.iter_mut().zip(&w) {
+                *c += x;
+            }
+            let best = (0..w.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+            current[best] -= sum;
+            best as u16
+        })
+        .collect()
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -281,7 +415,17 @@ pub struct Snapshot {
     pub ports: Vec<Port>,
     pub services: Vec<Service>,
     pub nexthops: Vec<NextHop>,
+    /// The next hop for destinations outside every port's prefix (the first port with a
+    /// gateway): where NAT replies to clients go.
+    pub default_nexthop: Option<u16>,
+    /// True if any service uses NAT (tunneled replies are looked at only then).
+    pub has_nat: bool,
+    /// NAT replies: (VPC, backend address, port, protocol) -> the services with that backend,
+    /// as (start << 8 | count) into `nat_services`.
+    nat_map: StaticMap<NatKey, u32>,
+    nat_services: Vec<u16>,
     service_map: StaticMap<ServiceKey, u16>,
+    service_ids: StaticMap<u64, u16>,
     vips: StaticMap<u128, ()>,
     nexthop_map: StaticMap<NeighborKey, u16>,
 }
@@ -336,7 +480,17 @@ impl Snapshot {
 
         let mut services = Vec::with_capacity(spec.services.len());
         let mut keys = std::collections::HashMap::new();
+        let mut service_ids = std::collections::HashMap::new();
+        let mut backend_ids = std::collections::HashMap::new();
+        let mut next_backend_id = 0u32;
         for (si, s) in spec.services.iter().enumerate() {
+            let id = s.id.unwrap_or(si as u16);
+            if let Some(first) = service_ids.insert(id, si) {
+                return Err(err(
+                    format!("services[{si}]"),
+                    format!("service id {id} is also services[{first}]'s"),
+                ));
+            }
             let key = ServiceKey::new(Addr::v4(s.vip), s.port, s.protocol.number());
             if let Some(first) = keys.insert(key, si) {
                 return Err(err(
@@ -358,44 +512,87 @@ impl Snapshot {
             }
             let mut backends = Vec::with_capacity(s.backends.len());
             let mut seen = std::collections::HashSet::new();
+            let nat = s.forwarding == Forwarding::Nat;
             for (bi, b) in s.backends.iter().enumerate() {
-                if !seen.insert(b.address) {
+                if !nat && (b.port.is_some() || b.host.is_some()) {
                     return Err(err(
-                        format!("services[{si}].backends[{bi}].address"),
-                        format!("backend {} is listed twice", b.address),
+                        format!("services[{si}].backends[{bi}]"),
+                        "port and host are for forwarding: nat (DSR keeps the packet as sent)".into(),
                     ));
                 }
-                let route =
-                    ports.iter().position(|p| p.contains(b.address)).map(|pi| (pi, b.address)).or_else(
-                        || {
-                            spec.ports
-                                .iter()
-                                .position(|p| p.gateway.is_some())
-                                .map(|pi| (pi, spec.ports[pi].gateway.unwrap_or(b.address)))
-                        },
-                    );
-                let Some((pi, via)) = route else {
+                let port = b.port.unwrap_or(s.port);
+                let host = b.host.unwrap_or(b.address);
+                if port == 0 {
+                    return Err(err(format!("services[{si}].backends[{bi}].port"), "port 0".into()));
+                }
+                if !seen.insert((b.address, port)) {
                     return Err(err(
                         format!("services[{si}].backends[{bi}].address"),
-                        format!(
-                            "no route to {}: no port's prefix holds it and no port has a gateway",
-                            b.address
-                        ),
+                        format!("backend {}:{port} is listed twice", b.address),
+                    ));
+                }
+                let route = ports.iter().position(|p| p.contains(host)).map(|pi| (pi, host)).or_else(|| {
+                    spec.ports
+                        .iter()
+                        .position(|p| p.gateway.is_some())
+                        .map(|pi| (pi, spec.ports[pi].gateway.unwrap_or(host)))
+                });
+                let field = if b.host.is_some() { "host" } else { "address" };
+                let Some((pi, via)) = route else {
+                    return Err(err(
+                        format!("services[{si}].backends[{bi}].{field}"),
+                        format!("no route to {host}: no port's prefix holds it and no port has a gateway"),
                     ));
                 };
                 let nexthop = add_nexthop(pi as u16, via, None);
+                let id = b.id.unwrap_or(next_backend_id);
+                next_backend_id = next_backend_id.max(id) + 1;
+                if id as usize >= crate::session::MAX_BACKEND_IDS {
+                    return Err(err(
+                        format!("services[{si}].backends[{bi}]"),
+                        format!("backend id {id} is too large"),
+                    ));
+                }
+                if let Some(first) = backend_ids.insert(id, (si, bi)) {
+                    return Err(err(
+                        format!("services[{si}].backends[{bi}]"),
+                        format!("backend id {id} is also services[{}].backends[{}]'s", first.0, first.1),
+                    ));
+                }
                 backends.push(Backend {
+                    id,
                     address: b.address,
+                    port,
+                    host,
                     weight: b.weight,
                     nexthop,
                     tunnel_source: spec.tunnel_source.unwrap_or(ports[pi].address),
                 });
             }
-            let ids: Vec<[u8; 4]> = backends.iter().map(|b| b.address.octets()).collect();
+            // Maglev names a backend by its address (DSR) or address and port (NAT): the same
+            // on every appliance with this config.
+            let ids: Vec<Vec<u8>> = backends
+                .iter()
+                .map(|b| {
+                    let mut id = b.address.octets().to_vec();
+                    if nat {
+                        id.extend_from_slice(&b.port.to_be_bytes());
+                    }
+                    id
+                })
+                .collect();
             let inputs: Vec<MaglevInput<'_>> =
                 ids.iter().zip(&backends).map(|(id, b)| MaglevInput { id, weight: b.weight }).collect();
             let maglev = Maglev::build(&inputs, s.table_size);
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let by_id =
+                StaticMap::build(backends.iter().enumerate().map(|(i, b)| (u64::from(b.id), i as u16)));
             services.push(Service {
+                id,
+                persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
+                on_backend_removed: s.on_backend_removed,
+                rr: rr_sequence(&weights),
+                backend_ids: by_id,
                 name: s.name.clone(),
                 vip: s.vip,
                 port: s.port,
@@ -407,6 +604,34 @@ impl Snapshot {
                 maglev,
             });
         }
+        // NAT replies arrive from (VPC, backend address, port); a backend may serve several
+        // services (two VIPs or ports toward one server), at most NAT_SHARE of them.
+        let mut nat_groups: std::collections::BTreeMap<NatKey, Vec<u16>> = Default::default();
+        for (si, s) in services.iter().enumerate().filter(|(_, s)| s.forwarding == Forwarding::Nat) {
+            for b in &s.backends {
+                let key = NatKey::new(s.tunnel.vpc(), Addr::v4(b.address), b.port, s.protocol.number());
+                let group = nat_groups.entry(key).or_default();
+                group.push(si as u16);
+                if group.len() > NAT_SHARE {
+                    return Err(err(
+                        format!("services[{si}].backends"),
+                        format!("{}:{} serves more than {NAT_SHARE} NAT services", b.address, b.port),
+                    ));
+                }
+            }
+        }
+        let mut nat_services = Vec::new();
+        let nat_map = StaticMap::build(nat_groups.into_iter().map(|(k, group)| {
+            let start = nat_services.len() as u32;
+            nat_services.extend_from_slice(&group);
+            (k, start << 8 | group.len() as u32)
+        }));
+        let default_nexthop = spec
+            .ports
+            .iter()
+            .enumerate()
+            .find_map(|(pi, p)| p.gateway.map(|g| add_nexthop(pi as u16, g, None)));
+
         if nexthops.len() > usize::from(u16::MAX) {
             return Err(err("services".into(), "more than 65535 next hops".into()));
         }
@@ -427,15 +652,23 @@ impl Snapshot {
                 .map(|(i, s)| (ServiceKey::new(Addr::v4(s.vip), s.port, s.protocol.number()), i as u16)),
         );
         let vips = StaticMap::build(spec.services.iter().map(|s| (Addr::v4(s.vip).0, ())));
+        let service_ids =
+            StaticMap::build(services.iter().enumerate().map(|(i, s)| (u64::from(s.id), i as u16)));
         let nexthop_map = StaticMap::build(
             nexthops.iter().enumerate().map(|(i, n)| (NeighborKey::new(n.port, n.ip), i as u16)),
         );
+        let has_nat = services.iter().any(|s| s.forwarding == Forwarding::Nat);
         Ok(Snapshot {
             generation: spec.generation,
             ports,
             services,
             nexthops,
+            default_nexthop,
+            has_nat,
+            nat_map,
+            nat_services,
             service_map,
+            service_ids,
             vips,
             nexthop_map,
         })
@@ -444,6 +677,11 @@ impl Snapshot {
     #[inline]
     pub fn service(&self, key: ServiceKey) -> Option<u16> {
         self.service_map.get(&key)
+    }
+
+    /// The service with stable id `id`.
+    pub fn service_by_id(&self, id: u16) -> Option<&Service> {
+        self.service_ids.get(&u64::from(id)).and_then(|i| self.services.get(usize::from(i)))
     }
 
     #[inline]
@@ -463,6 +701,48 @@ impl Snapshot {
 
     pub fn nexthop_index(&self, port: u16, ip: Ipv4Addr) -> Option<u16> {
         self.nexthop_map.get(&NeighborKey::new(port, ip))
+    }
+
+    /// The NAT services (indexes) with backend `addr:port` for `protocol` in `vpc`: a reply
+    /// from it belongs to a session of one of them.
+    #[inline]
+    pub fn nat_services(&self, vpc: Option<u32>, addr: Addr, port: u16, protocol: u8) -> &[u16] {
+        let Some(v) = self.nat_map.get(&NatKey::new(vpc, addr, port, protocol)) else {
+            return &[];
+        };
+        let (start, n) = ((v >> 8) as usize, (v & 0xff) as usize);
+        self.nat_services.get(start..start + n).unwrap_or(&[])
+    }
+
+    /// The next hop toward a client address: a neighbour configured on a port whose prefix
+    /// holds it, else the default gateway.
+    #[inline]
+    pub fn route_to(&self, a: Ipv4Addr) -> Option<u16> {
+        match self.ports.iter().position(|p| p.contains(a)) {
+            Some(pi) => self.nexthop_index(pi as u16, a),
+            None => self.default_nexthop,
+        }
+    }
+}
+
+/// Most NAT services one backend (address, port, VPC) may serve.
+pub const NAT_SHARE: usize = 8;
+
+/// (VPC or none, backend address, port, protocol) of a NAT backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct NatKey(u128, u64);
+
+impl NatKey {
+    fn new(vpc: Option<u32>, addr: Addr, port: u16, protocol: u8) -> NatKey {
+        let vpc = vpc.map_or(0, |v| 1 << 32 | u64::from(v));
+        NatKey(addr.0, vpc << 24 | u64::from(port) << 8 | u64::from(protocol))
+    }
+}
+
+impl MapKey for NatKey {
+    #[inline]
+    fn key_hash(&self) -> u64 {
+        (self.0 ^ u128::from(self.1).rotate_left(40)).key_hash()
     }
 }
 
@@ -484,16 +764,10 @@ mod tests {
     }
 
     fn service(vip: [u8; 4], port: u16, backends: &[[u8; 4]]) -> ServiceSpec {
+        let backends = backends.iter().map(|&a| BackendSpec::new(a.into(), 1)).collect();
         ServiceSpec {
-            name: format!("svc{port}"),
-            vip: vip.into(),
-            port,
-            protocol: Protocol::Tcp,
-            forwarding: Forwarding::Dsr,
-            tunnel: Tunnel::Ipip,
-            scheduler: Scheduler::Maglev,
             table_size: 251,
-            backends: backends.iter().map(|&a| BackendSpec { address: a.into(), weight: 1 }).collect(),
+            ..ServiceSpec::dsr(&format!("svc{port}"), vip.into(), port, Protocol::Tcp, backends)
         }
     }
 
@@ -570,6 +844,41 @@ mod tests {
         assert_eq!(gw.mac(), Some([2, 0, 0, 0, 0, 0xfe]));
         let b = Snapshot::build(&sp, Some(&a)).unwrap();
         assert_eq!(b.nexthop(1, Ipv4Addr::new(198, 19, 0, 10)).unwrap().mac(), Some([2, 0, 0, 0, 0, 10]));
+    }
+
+    #[test]
+    fn ids_are_numbered_or_given_and_must_be_unique() {
+        let mut sp = spec(vec![
+            service([198, 18, 10, 1], 80, &[[198, 19, 0, 10], [198, 19, 0, 11]]),
+            service([198, 18, 10, 1], 81, &[[198, 19, 0, 12]]),
+        ]);
+        let s = Snapshot::build(&sp, None).unwrap();
+        assert_eq!((s.services[0].id, s.services[1].id), (0, 1));
+        let ids: Vec<u32> = s.services.iter().flat_map(|v| v.backends.iter().map(|b| b.id)).collect();
+        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(s.services[0].backend_by_id(1), Some(1));
+        assert_eq!(s.services[0].backend_by_id(2), None, "another service's backend");
+        assert_eq!(s.service_by_id(1).map(|v| v.port), Some(81));
+        sp.services[0].id = Some(7);
+        sp.services[1].backends[0].id = Some(40);
+        let s = Snapshot::build(&sp, None).unwrap();
+        assert_eq!(s.service_by_id(7).map(|v| v.port), Some(80));
+        assert_eq!(s.services[1].backend_by_id(40), Some(0));
+        sp.services[1].id = Some(7);
+        assert_eq!(Snapshot::build(&sp, None).unwrap_err().path, "services[1]");
+        sp.services[1].id = None;
+        sp.services[1].backends[0].id = Some(1);
+        assert_eq!(Snapshot::build(&sp, None).unwrap_err().path, "services[1].backends[0]");
+    }
+
+    #[test]
+    fn rr_sequence_is_smooth_and_scaled() {
+        assert_eq!(&rr_sequence(&[5, 1, 1])[..], &[0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(&rr_sequence(&[2, 4])[..], &[1, 0, 1], "divided by the gcd");
+        assert!(rr_sequence(&[0, 0]).is_empty());
+        let big = rr_sequence(&[1000, 1000, 7]);
+        assert!(big.len() <= 4096 + 3);
+        assert!(big.contains(&2), "a small weight keeps at least one turn");
     }
 
     #[test]

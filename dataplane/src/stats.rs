@@ -89,6 +89,18 @@ drop_reasons! {
     MultiSegment = "multi_segment",
     /// The TX queue was full.
     TxFull = "tx_full",
+    /// UDP of a session whose backend left the config, with the `reset` policy.
+    BackendRemoved = "backend_removed",
+    /// A tunneled packet to the appliance (a NAT reply) that is not IPIP or GRE version 0
+    /// carrying IPv4, or whose GRE checksum fails.
+    TunnelMalformed = "tunnel_malformed",
+    /// A tunneled NAT reply whose inner packet is not unfragmented TCP/UDP IPv4 with a valid
+    /// header.
+    NatReplyMalformed = "nat_reply_malformed",
+    /// A tunneled reply that matches no NAT session (expired, never made, or another VPC's).
+    NatNoSession = "nat_no_session",
+    /// No next hop toward the client of a NAT reply (no port holds it and no gateway).
+    NoRouteToClient = "no_route_to_client",
 }
 
 /// Per-port counters kept by each worker for the queue it owns.
@@ -111,10 +123,20 @@ pub struct WorkerStats {
     pub drops: [Counter; DropReason::COUNT],
     /// Packets sent into a tunnel toward a backend.
     pub tunneled: Counter,
+    /// NAT replies from backends, reverse-translated and sent toward their clients.
+    pub nat_replies: Counter,
     pub arp_replies: Counter,
     pub arp_requests: Counter,
     pub icmp_echo_replies: Counter,
     pub neighbors_learned: Counter,
+    /// Sessions created, packets that found their session, new flows forwarded without a
+    /// session because the table was full, sessions moved off a removed backend, and TCP
+    /// resets sent for sessions whose backend was removed.
+    pub sessions_created: Counter,
+    pub session_hits: Counter,
+    pub sessions_fallback: Counter,
+    pub sessions_remapped: Counter,
+    pub resets_sent: Counter,
     /// Loop iterations, and those that received at least one packet (the busy ratio).
     pub polls: Counter,
     pub busy_polls: Counter,
@@ -126,10 +148,16 @@ impl Default for WorkerStats {
             ports: Default::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             tunneled: Counter::default(),
+            nat_replies: Counter::default(),
             arp_replies: Counter::default(),
             arp_requests: Counter::default(),
             icmp_echo_replies: Counter::default(),
             neighbors_learned: Counter::default(),
+            sessions_created: Counter::default(),
+            session_hits: Counter::default(),
+            sessions_fallback: Counter::default(),
+            sessions_remapped: Counter::default(),
+            resets_sent: Counter::default(),
             polls: Counter::default(),
             busy_polls: Counter::default(),
         }

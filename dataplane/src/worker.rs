@@ -5,7 +5,8 @@
 
 use crate::io::{Burst, Frame, Io, BURST};
 use crate::pipeline::{build_arp_request, classify, finish, Ctx, Resolve, Stage, Verdict};
-use crate::prefetch::prefetch_write;
+use crate::sched::SchedState;
+use crate::session::SessionTable;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats, MAX_PORTS};
 use arc_swap::ArcSwap;
@@ -21,22 +22,35 @@ pub struct Worker<I: Io> {
     io: I,
     n_ports: u16,
     config: Arc<ArcSwap<Snapshot>>,
+    sessions: Arc<SessionTable>,
+    sched: SchedState,
     stats: Arc<WorkerStats>,
     tx: [Burst<I::Frame>; MAX_PORTS],
     next_scan_ns: u64,
 }
 
 impl<I: Io> Worker<I> {
-    /// A worker polling ports `0..n_ports` through `io`.
+    /// Worker `id` of `workers`, polling ports `0..n_ports` through `io`.
     pub fn new(
-        id: usize,
+        (id, workers): (usize, usize),
         io: I,
         n_ports: u16,
         config: Arc<ArcSwap<Snapshot>>,
+        sessions: Arc<SessionTable>,
         stats: Arc<WorkerStats>,
     ) -> Self {
         assert!(usize::from(n_ports) <= MAX_PORTS);
-        Worker { id, io, n_ports, config, stats, tx: std::array::from_fn(|_| Burst::new()), next_scan_ns: 0 }
+        Worker {
+            id,
+            io,
+            n_ports,
+            config,
+            sessions,
+            sched: SchedState::new(id, workers),
+            stats,
+            tx: std::array::from_fn(|_| Burst::new()),
+            next_scan_ns: 0,
+        }
     }
 
     pub fn io(&mut self) -> &mut I {
@@ -61,6 +75,9 @@ impl<I: Io> Worker<I> {
         let config = Arc::clone(&self.config);
         let guard = config.load();
         let snap: &Snapshot = &guard;
+        let sessions = Arc::clone(&self.sessions);
+        // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
+        let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
         let mut received = 0;
 
@@ -73,7 +90,7 @@ impl<I: Io> Worker<I> {
             received += rx.len();
             let mut bytes = 0;
 
-            let mut cx = Ctx { snap, now_ns, resolve: &mut resolve, learned: 0 };
+            let mut cx = Ctx::new(snap, &sessions, &mut sched, now_ns, &mut resolve);
             // Pass 1: classify the burst; for packets to a service, prefetch the table slot
             // that picks their backend and the line in front of the packet where the tunnel
             // headers go, so that pass 2 finds them in cache.
@@ -82,10 +99,7 @@ impl<I: Io> Worker<I> {
                 bytes += frame.data().len();
                 let stage = classify(&mut cx, p, frame);
                 if let Stage::Service(t) = &stage {
-                    if let Some(svc) = snap.services.get(usize::from(t.service)) {
-                        svc.prefetch(t.hash);
-                    }
-                    prefetch_write(frame.data().as_ptr().wrapping_sub(64));
+                    cx.sessions.prefetch(t.session_hash);
                 }
                 stages.push(stage);
             }
@@ -93,7 +107,7 @@ impl<I: Io> Worker<I> {
             pc.rx_packets.add(stages.len() as u64);
             pc.rx_bytes.add(bytes as u64);
             // Pass 2: finish and dispatch.
-            let (mut arp, mut echo, mut tunneled) = (0u64, 0u64, 0u64);
+            let (mut arp, mut echo, mut tunneled, mut resets, mut nat) = (0u64, 0u64, 0u64, 0u64, 0u64);
             for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
                 let verdict = match stage {
                     Stage::Done(v) => *v,
@@ -112,6 +126,14 @@ impl<I: Io> Worker<I> {
                         tunneled += 1;
                         port
                     }
+                    Verdict::Reset { port } => {
+                        resets += 1;
+                        port
+                    }
+                    Verdict::NatReply { port, .. } => {
+                        nat += 1;
+                        port
+                    }
                     Verdict::Consumed => continue,
                     Verdict::Drop(reason) => {
                         self.stats.count_drop(reason, 1);
@@ -121,9 +143,16 @@ impl<I: Io> Worker<I> {
                 self.enqueue(out, frame);
             }
             self.stats.neighbors_learned.add(u64::from(cx.learned));
+            let ev = cx.events;
+            self.stats.sessions_created.add(u64::from(ev.created));
+            self.stats.session_hits.add(u64::from(ev.hits));
+            self.stats.sessions_fallback.add(u64::from(ev.fallback));
+            self.stats.sessions_remapped.add(u64::from(ev.remapped));
+            self.stats.resets_sent.add(resets);
             self.stats.arp_replies.add(arp);
             self.stats.icmp_echo_replies.add(echo);
             self.stats.tunneled.add(tunneled);
+            self.stats.nat_replies.add(nat);
         }
 
         if self.id == 0 && now_ns >= self.next_scan_ns {
@@ -145,6 +174,7 @@ impl<I: Io> Worker<I> {
             }
         }
 
+        self.sched = sched;
         self.flush_all();
         self.stats.polls.add(1);
         if received > 0 {

@@ -6,6 +6,8 @@
 use arc_swap::ArcSwap;
 use sluice_dataplane::io::{Frame, MemIo, VecFrame};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::wire::parse_mac;
@@ -19,6 +21,8 @@ struct Case {
     input: Vec<u8>,
     output: Option<Vec<u8>>,
     verdict: String,
+    /// A frame (and its port) processed first on the same session table.
+    pre: Option<(u16, Vec<u8>)>,
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -42,6 +46,10 @@ fn cases() -> Vec<Case> {
             input: hex(&field("in")),
             output: (o != "-").then(|| hex(&o)),
             verdict: field("verdict"),
+            pre: rec.lines().find_map(|l| l.strip_prefix("pre: ")).map(|p| {
+                let (port, bytes) = p.split_once(' ').unwrap();
+                (port.parse().unwrap(), hex(bytes))
+            }),
         });
     }
     assert!(out.len() >= 40, "only {} golden cases parsed", out.len());
@@ -79,16 +87,28 @@ fn service(
     tunnel: Tunnel,
     backends: &[([u8; 4], u32)],
 ) -> ServiceSpec {
-    ServiceSpec {
-        name: format!("{vip:?}:{port}"),
-        vip: vip.into(),
-        port,
-        protocol,
-        forwarding: Forwarding::Dsr,
-        tunnel,
-        scheduler: Scheduler::Maglev,
-        table_size: 251,
-        backends: backends.iter().map(|&(a, weight)| BackendSpec { address: a.into(), weight }).collect(),
+    let backends = backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect();
+    let mut s = ServiceSpec::dsr(&format!("{vip:?}:{port}"), vip.into(), port, protocol, backends);
+    s.tunnel = tunnel;
+    s.table_size = 251;
+    s
+}
+
+fn nat_service(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: BackendSpec) -> ServiceSpec {
+    let mut s = service(vip, port, protocol, tunnel, &[]);
+    s.forwarding = Forwarding::Nat;
+    s.backends = vec![b];
+    s
+}
+
+/// Runs a case's `pre` frame, if any, through `process` on `table`.
+fn run_pre(c: &Case, snap: &Snapshot, table: &SessionTable) {
+    if let Some((port, bytes)) = &c.pre {
+        let mut resolve = Resolve::new();
+        let mut sched = SchedState::new(0, 1);
+        let mut cx = Ctx::new(snap, table, &mut sched, 1, &mut resolve);
+        let v = process(&mut cx, *port, &mut VecFrame::new(bytes));
+        assert!(matches!(v, Verdict::Tunnel { .. }), "case {:?}: pre gave {v:?}", c.name);
     }
 }
 
@@ -97,7 +117,14 @@ fn golden_snapshot() -> Snapshot {
     let spec = SnapshotSpec {
         generation: 1,
         ports: vec![
-            port("ext", "02:00:00:00:00:01", [198, 18, 0, 1], 1500, None, &[]),
+            port(
+                "ext",
+                "02:00:00:00:00:01",
+                [198, 18, 0, 1],
+                1500,
+                None,
+                &[([198, 18, 0, 2], "02:00:00:00:00:99")],
+            ),
             port(
                 "int",
                 "02:00:00:00:01:01",
@@ -130,6 +157,20 @@ fn golden_snapshot() -> Snapshot {
             service([198, 18, 10, 3], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 0)]),
             service([198, 18, 10, 4], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 99], 1)]),
             service([198, 18, 10, 5], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 20, 0, 10], 1)]),
+            nat_service(
+                [198, 18, 10, 6],
+                80,
+                Protocol::Tcp,
+                Tunnel::Gre { key: Some(7) },
+                BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 10].into(), 1),
+            ),
+            nat_service(
+                [198, 18, 10, 6],
+                53,
+                Protocol::Udp,
+                Tunnel::Ipip,
+                BackendSpec::nat([192, 0, 2, 20].into(), 5353, [198, 19, 0, 11].into(), 1),
+            ),
         ],
     };
     Snapshot::build(&spec, None).unwrap()
@@ -140,6 +181,8 @@ fn verdict_string(v: Verdict) -> String {
         Verdict::ArpReply { port } => format!("arp_reply:{port}"),
         Verdict::EchoReply { port } => format!("echo_reply:{port}"),
         Verdict::Tunnel { port, .. } => format!("tunnel:{port}"),
+        Verdict::Reset { port } => format!("reset:{port}"),
+        Verdict::NatReply { port, .. } => format!("nat_reply:{port}"),
         Verdict::Consumed => "consumed".into(),
         Verdict::Drop(r) => format!("drop:{}", r.label()),
     }
@@ -154,7 +197,10 @@ fn golden_through_process() {
     for c in cases() {
         let snap = golden_snapshot();
         let mut resolve = Resolve::new();
-        let mut cx = Ctx { snap: &snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+        let table = SessionTable::new(1024, Timeouts::default(), 1);
+        run_pre(&c, &snap, &table);
+        let mut sched = SchedState::new(0, 1);
+        let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
         let mut f = VecFrame::new(&c.input);
         let v = process(&mut cx, c.port, &mut f);
         assert_eq!(verdict_string(v), c.verdict, "case {:?}", c.name);
@@ -168,11 +214,13 @@ fn golden_through_process() {
 fn golden_through_worker_counts_every_drop() {
     for c in cases() {
         let config = Arc::new(ArcSwap::from_pointee(golden_snapshot()));
+        let table = Arc::new(SessionTable::new(1024, Timeouts::default(), 1));
+        run_pre(&c, &config.load(), &table);
         let stats = Arc::new(WorkerStats::default());
         let mut io = MemIo::new(4);
         io.rx[usize::from(c.port)].push_back(VecFrame::new(&c.input));
         // Worker 1: the neighbour scan of worker 0 would add ARP requests of its own.
-        let mut w = Worker::new(1, io, 4, Arc::clone(&config), Arc::clone(&stats));
+        let mut w = Worker::new((1, 2), io, 4, Arc::clone(&config), table, Arc::clone(&stats));
         assert_eq!(w.poll(1), 1, "case {:?}", c.name);
 
         let mut sent: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -215,8 +263,10 @@ fn golden_through_worker_counts_every_drop() {
 fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
     let cases = cases();
     // Reasons that need conditions a single frame cannot make: a chained buffer, a full TX
-    // queue, missing headroom. Their tests are in pipeline_extra.rs.
-    let elsewhere = [DropReason::MultiSegment, DropReason::TxFull, DropReason::NoHeadroom];
+    // queue, missing headroom (tests in pipeline_extra.rs); a session whose backend left the
+    // config (sessions.rs).
+    let elsewhere =
+        [DropReason::MultiSegment, DropReason::TxFull, DropReason::NoHeadroom, DropReason::BackendRemoved];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());
         assert!(cases.iter().any(|c| c.verdict == v), "no golden case for {v}");

@@ -6,6 +6,8 @@ use proptest::prelude::*;
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, MemIo, VecFrame};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::worker::Worker;
@@ -42,15 +44,14 @@ fn snapshot(backends: &[([u8; 4], u32)], neighbors: &[([u8; 4], [u8; 6])]) -> Sn
         ],
         tunnel_source: Some([198, 19, 0, 100].into()),
         services: vec![ServiceSpec {
-            name: "web".into(),
-            vip: [198, 18, 10, 1].into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            forwarding: Forwarding::Dsr,
-            tunnel: Tunnel::Ipip,
-            scheduler: Scheduler::Maglev,
             table_size: 65537,
-            backends: backends.iter().map(|&(a, weight)| BackendSpec { address: a.into(), weight }).collect(),
+            ..ServiceSpec::dsr(
+                "web",
+                [198, 18, 10, 1].into(),
+                80,
+                Protocol::Tcp,
+                backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect(),
+            )
         }],
     };
     Snapshot::build(&spec, None).unwrap()
@@ -75,7 +76,9 @@ fn syn(sport: u16) -> Vec<u8> {
 
 fn run(snap: &Snapshot, port: u16, f: &mut VecFrame) -> Verdict {
     let mut resolve = Resolve::new();
-    let mut cx = Ctx { snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+    let table = SessionTable::new(1024, Timeouts::default(), 1);
+    let mut sched = SchedState::new(0, 1);
+    let mut cx = Ctx::new(snap, &table, &mut sched, 1, &mut resolve);
     process(&mut cx, port, f)
 }
 
@@ -109,7 +112,9 @@ impl Frame for Chained {
 fn multi_segment_frames_are_dropped() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
     let mut resolve = Resolve::new();
-    let mut cx = Ctx { snap: &snap, now_ns: 1, resolve: &mut resolve, learned: 0 };
+    let table = SessionTable::new(1024, Timeouts::default(), 1);
+    let mut sched = SchedState::new(0, 1);
+    let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
     let mut f = Chained(VecFrame::new(&syn(1000)));
     assert_eq!(process(&mut cx, 0, &mut f), Verdict::Drop(DropReason::MultiSegment));
 }
@@ -135,7 +140,14 @@ fn full_tx_queue_counts_tx_full() {
     for i in 0..10 {
         io.rx[0].push_back(VecFrame::new(&syn(1000 + i)));
     }
-    let mut w = Worker::new(1, io, 2, Arc::new(ArcSwap::from_pointee(snap)), Arc::clone(&stats));
+    let mut w = Worker::new(
+        (1, 2),
+        io,
+        2,
+        Arc::new(ArcSwap::from_pointee(snap)),
+        Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+        Arc::clone(&stats),
+    );
     assert_eq!(w.poll(1), 10);
     assert_eq!(w.io().tx[1].len(), 3);
     assert_eq!(stats.ports[1].tx_packets.get(), 3);
@@ -148,7 +160,14 @@ fn neighbor_learned_from_arp_then_traffic_flows() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
     let config = Arc::new(ArcSwap::from_pointee(snap));
     let stats = Arc::new(WorkerStats::default());
-    let mut w = Worker::new(0, MemIo::new(2), 2, Arc::clone(&config), Arc::clone(&stats));
+    let mut w = Worker::new(
+        (0, 2),
+        MemIo::new(2),
+        2,
+        Arc::clone(&config),
+        Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+        Arc::clone(&stats),
+    );
 
     // Worker 0 asks for the backend's MAC ahead of any traffic.
     w.poll(1);
@@ -231,7 +250,7 @@ fn flows_spread_over_backends_by_weight_and_stick() {
             dst_port: 80,
             protocol: 6,
         };
-        assert_eq!(snap.services[0].maglev.lookup(key.hash(SELECT_SEED)), Some(backend));
+        assert_eq!(snap.services[0].maglev_choice(key.hash(SELECT_SEED)), Some(backend));
     }
     // Weights 1:2:3:4 of 20000 flows: 2000, 4000, 6000, 8000 expected; allow 5% sampling noise.
     for (i, &c) in counts.iter().enumerate() {

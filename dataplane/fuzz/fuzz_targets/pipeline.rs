@@ -16,6 +16,8 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sluice_dataplane::io::{Frame, VecFrame};
+use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve};
 use sluice_dataplane::snapshot::Snapshot;
 use std::cell::RefCell;
@@ -42,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         let mut resolve = Resolve::new();
         let learned = {
             let snap = cell.borrow();
-            let mut cx = Ctx { snap: &snap, now_ns: 1_000_000_000, resolve: &mut resolve, learned: 0 };
+            // A fresh table per input keeps runs reproducible.
+            let table = SessionTable::new(64, Timeouts::default(), 1);
+            let mut sched = SchedState::new(0, 1);
+            let mut cx = Ctx::new(&snap, &table, &mut sched, 1_000_000_000, &mut resolve);
             let v = process(&mut cx, rx_port, &mut f);
             let learned = cx.learned;
             common::check_contract(&snap, rx_port, frame, v, f.data());

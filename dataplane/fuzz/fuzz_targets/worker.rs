@@ -27,6 +27,7 @@ use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ArpPacket, Ipv4Packet};
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::worker::Worker;
 use std::sync::Arc;
 
@@ -39,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let mut io = MemIo::new(usize::from(IO_PORTS));
     io.tx_limit = [None, Some(0), Some(1), Some(2)][usize::from((setup >> 1) & 3)];
     io.can_alloc = setup & 8 == 0;
-    let mut w = Worker::new(usize::from(setup & 1), io, IO_PORTS, Arc::clone(&config), Arc::clone(&stats));
+    let sessions = Arc::new(SessionTable::new(256, Timeouts::default(), 1));
+    let mut w = Worker::new((usize::from(setup & 1), 2), io, IO_PORTS, Arc::clone(&config), sessions, Arc::clone(&stats));
 
     let mut now: u64 = 1;
     let (mut frames, mut bytes, mut received) = (0u64, 0u64, 0u64);

@@ -18,16 +18,23 @@ TINY_MAC, TINY_IP = "02:00:00:00:02:01", "198.20.0.1"  # port 2, 198.20.0.0/24, 
 TAG_MAC, TAG_IP = "02:00:00:00:03:01", "198.21.0.1"    # port 3, 198.21.0.0/24, VLAN 100
 B10_MAC, B11_MAC = "02:00:00:00:01:0a", "02:00:00:00:01:0b"  # static neighbours on port 1
 VIP, VIP2, VIP_DEAD, VIP_UNRES, VIP_TINY = "198.18.10.1", "198.18.10.2", "198.18.10.3", "198.18.10.4", "198.18.10.5"
+# NAT: tcp 80 -> 192.0.2.10:8080 in VPC 7 on host 198.19.0.10 (GRE key 7); udp 53 ->
+# 192.0.2.20:5353 on the physical network, host 198.19.0.11 (IPIP).
+VIP_NAT, NAT_BE, NAT_BE_UDP = "198.18.10.6", "192.0.2.10", "192.0.2.20"
 # A client on port 0's segment
 CLI_MAC, CLI_IP = "02:00:00:00:00:99", "198.18.0.2"
 
 cases = []
 
 
-def case(name, port, frame, out, verdict):
+def case(name, port, frame, out, verdict, pre=None):
+    """`pre`: (port, frame) processed first on the same session table (its outcome is not
+    checked here), e.g. the client packet that makes the session a NAT reply belongs to."""
     inp = frame if isinstance(frame, bytes) else raw(frame)
     outb = b"" if out is None else (out if isinstance(out, bytes) else raw(out))
-    cases.append((name, port, inp, outb, verdict))
+    if pre is not None:
+        pre = (pre[0], pre[1] if isinstance(pre[1], bytes) else raw(pre[1]))
+    cases.append((name, port, inp, outb, verdict, pre))
 
 
 def eth_in(dst=EXT_MAC):
@@ -115,6 +122,44 @@ case("ip broadcast", 0, Ether(dst="ff:ff:ff:ff:ff:ff", src=CLI_MAC) / IP(src=CLI
 case("unicast to another MAC", 0, eth_in(dst="02:00:00:00:00:42") / syn, None, "drop:foreign_mac")
 case("ipv6 ethertype", 0, eth_in() / Raw(bytes.fromhex("6000000000083a40") + b"\0" * 40), None, "drop:ethertype_unsupported")
 
+# ---- NAT (TGW VPC) -------------------------------------------------------------------------
+nat_syn = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=0x4242, flags="DF") / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64240)
+nat_syn_dnat = IP(src=CLI_IP, dst=NAT_BE, ttl=63, id=0x4242, flags="DF") / TCP(sport=40000, dport=8080, flags="S", seq=1000, window=64240)
+case("tcp syn to a NAT VIP: DNAT to the backend's port, GRE keyed with the VPC", 0, eth_in() / nat_syn, gre(nat_syn_dnat, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
+nat_dns = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=7) / UDP(sport=5555, dport=53) / Raw(b"query")
+nat_dns_dnat = IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=7) / UDP(sport=5555, dport=5353) / Raw(b"query")
+case("udp to a NAT VIP on the physical network: DNAT in IPIP", 0, eth_in() / nat_dns, ipip(nat_dns_dnat, "198.19.0.11", B11_MAC), "tunnel:1")
+nat_dns0 = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=8) / UDP(sport=5556, dport=53, chksum=0) / Raw(b"query")
+nat_dns0_dnat = IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=8) / UDP(sport=5556, dport=5353, chksum=0) / Raw(b"query")
+case("udp without a checksum stays without one through DNAT", 0, eth_in() / nat_dns0, ipip(nat_dns0_dnat, "198.19.0.11", B11_MAC), "tunnel:1")
+
+
+def from_host(inner, host="198.19.0.10", mac=B10_MAC, key=7, proto=47):
+    g = GRE(proto=0x0800, key_present=1, key=key) if key is not None else GRE(proto=0x0800)
+    outer = IP(src=host, dst=INT_IP, proto=proto, ttl=64)
+    return Ether(dst=INT_MAC, src=mac) / (outer / g / inner if proto == 47 else outer / inner)
+
+
+synack = IP(src=NAT_BE, dst=CLI_IP, ttl=64, id=0x99) / TCP(sport=8080, dport=40000, flags="SA", seq=5000, ack=1001, window=65160) / Raw(b"hello")
+synack_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=0x99) / TCP(sport=80, dport=40000, flags="SA", seq=5000, ack=1001, window=65160) / Raw(b"hello")
+pre_syn = (0, eth_in() / nat_syn)
+case("nat reply in the VPC's GRE: out of the tunnel, source back to VIP:port, to the client", 1, from_host(synack), synack_out, "nat_reply:0", pre=pre_syn)
+case("nat reply with link padding after the tunnel", 1, raw(from_host(synack)) + b"\0" * 9, synack_out, "nat_reply:0", pre=pre_syn)
+dns_reply = IP(src=NAT_BE_UDP, dst=CLI_IP, ttl=64, id=3) / UDP(sport=5353, dport=5555) / Raw(b"answer")
+dns_reply_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=3) / UDP(sport=53, dport=5555) / Raw(b"answer")
+case("nat reply over IPIP (physical network)", 1, from_host(dns_reply, "198.19.0.11", B11_MAC, None, 4), dns_reply_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
+case("nat reply without a session", 1, from_host(synack), None, "drop:nat_no_session")
+case("nat reply in another VPC's tunnel", 1, from_host(synack, key=8), None, "drop:nat_no_session", pre=pre_syn)
+case("nat reply from another backend port", 1, from_host(IP(src=NAT_BE, dst=CLI_IP) / TCP(sport=8081, dport=40000, flags="A")), None, "drop:nat_no_session", pre=pre_syn)
+bad_gre = bytearray(raw(Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=47) / GRE(proto=0x0800, chksum_present=1, key_present=1, key=7) / synack))
+bad_gre[14 + 20 + 4] ^= 0xff
+case("nat reply with a bad GRE checksum", 1, bytes(bad_gre), None, "drop:tunnel_malformed", pre=pre_syn)
+case("GRE carrying something other than IPv4", 1, Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=47) / GRE(proto=0x86dd, key_present=1, key=7) / Raw(b"\0" * 40), None, "drop:tunnel_malformed")
+case("nat reply whose inner packet is truncated", 1, from_host(Raw(raw(synack)[:30])), None, "drop:nat_reply_malformed", pre=pre_syn)
+far_syn = IP(src="203.0.113.9", dst=VIP_NAT, ttl=63) / TCP(sport=41000, dport=80, flags="S")
+far_reply = IP(src=NAT_BE, dst="203.0.113.9") / TCP(sport=8080, dport=41000, flags="SA")
+case("nat reply to a client with no route back", 1, from_host(far_reply), None, "drop:no_route_to_client", pre=(0, eth_in() / far_syn))
+
 # ---- malformed -----------------------------------------------------------------------------
 good = raw(eth_in() / syn)
 
@@ -143,9 +188,11 @@ case("udp length below 8", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(sport=1, 
 case("udp length past the datagram", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(sport=1, dport=53, len=40) / Raw(b"x" * 4), None, "drop:l4_truncated")
 
 print("# Generated by gen.py (scapy); do not edit by hand. Format: blank-line separated records.")
-for name, port, inp, out, verdict in cases:
+for name, port, inp, out, verdict, pre in cases:
     print()
     print(f"case: {name}")
+    if pre is not None:
+        print(f"pre: {pre[0]} {pre[1].hex()}")
     print(f"port: {port}")
     print(f"in: {inp.hex()}")
     print(f"out: {out.hex() if out else '-'}")

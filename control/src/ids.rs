@@ -1,0 +1,103 @@
+//! Stable ids for services and backends. Sessions name their service and backend by id, so an
+//! id must keep meaning the same thing across config changes: a service is identified by
+//! (VIP, port, protocol), a backend by (its service's id, address, NAT port). Ids are never reused in a
+//! process: an id freed by a removed backend and given to a new one would send the removed
+//! backend's sessions to the newcomer.
+
+use sluice_dataplane::session::MAX_BACKEND_IDS;
+use sluice_dataplane::snapshot::{Protocol, SnapshotSpec};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: HashMap<(Ipv4Addr, u16, u8), u16>,
+    backends: HashMap<(u16, Ipv4Addr, u16), u32>,
+    next_service: u32,
+    next_backend: u32,
+}
+
+impl Registry {
+    /// Gives every service and backend in `spec` its id, the one it had before if it existed.
+    pub fn assign(&mut self, spec: &mut SnapshotSpec) -> Result<(), String> {
+        for s in spec.services.iter_mut() {
+            let key = (s.vip, s.port, if s.protocol == Protocol::Tcp { 6 } else { 17 });
+            let id = match self.services.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = u16::try_from(self.next_service)
+                        .map_err(|_| "more than 65536 services over this run")?;
+                    self.next_service += 1;
+                    self.services.insert(key, id);
+                    id
+                }
+            };
+            s.id = Some(id);
+            for b in s.backends.iter_mut() {
+                let id = match self.backends.get(&(id, b.address, b.port.unwrap_or(0))) {
+                    Some(&bid) => bid,
+                    None => {
+                        if self.next_backend as usize >= MAX_BACKEND_IDS {
+                            return Err(format!("more than {MAX_BACKEND_IDS} backends over this run"));
+                        }
+                        let bid = self.next_backend;
+                        self.next_backend += 1;
+                        self.backends.insert((id, b.address, b.port.unwrap_or(0)), bid);
+                        bid
+                    }
+                };
+                b.id = Some(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_dataplane::snapshot::{BackendSpec, ServiceSpec};
+
+    fn spec(services: Vec<(u16, Vec<u8>)>) -> SnapshotSpec {
+        SnapshotSpec {
+            generation: 1,
+            ports: vec![],
+            tunnel_source: None,
+            services: services
+                .into_iter()
+                .map(|(port, bs)| {
+                    ServiceSpec::dsr(
+                        "s",
+                        Ipv4Addr::new(198, 18, 10, 1),
+                        port,
+                        Protocol::Tcp,
+                        bs.into_iter().map(|b| BackendSpec::new(Ipv4Addr::new(198, 19, 0, b), 1)).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn ids(s: &SnapshotSpec) -> Vec<(u16, Vec<u32>)> {
+        s.services
+            .iter()
+            .map(|v| (v.id.unwrap(), v.backends.iter().map(|b| b.id.unwrap()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn ids_follow_identity_not_position() {
+        let mut r = Registry::default();
+        let mut a = spec(vec![(80, vec![1, 2, 3]), (81, vec![1])]);
+        r.assign(&mut a).unwrap();
+        assert_eq!(ids(&a), [(0, vec![0, 1, 2]), (1, vec![3])]);
+        // Reordered, one backend removed, one added, a service added in front.
+        let mut b = spec(vec![(443, vec![9]), (81, vec![1]), (80, vec![3, 4, 1])]);
+        r.assign(&mut b).unwrap();
+        assert_eq!(ids(&b), [(2, vec![4]), (1, vec![3]), (0, vec![2, 5, 0])]);
+        // The removed backend (port 80, .2) comes back: its old id.
+        let mut c = spec(vec![(80, vec![2])]);
+        r.assign(&mut c).unwrap();
+        assert_eq!(ids(&c), [(0, vec![1])]);
+    }
+}

@@ -1,0 +1,1192 @@
+//! The session table: one table shared by all workers and the control thread, no locks.
+//!
+//! Open addressing with linear probing over 64-byte slots (one cache line each), a power of two
+//! of them, at most half full. Each slot is eight atomic words guarded by a per-slot seqlock:
+//!
+//! ```text
+//! w0  meta: sequence (32) | state (8) | tag (16)        state: EMPTY, BUSY, LIVE, TOMB
+//! w1  key: client address, low 64 bits
+//! w2  key: client address, high 64 bits
+//! w3  key: client port (16) | kind (8) | ident (32: service id)
+//! w4  backend id (32) | created tick (32)
+//! w5  activity: last-seen tick (32) | TCP state (8) | flags (8)
+//! w6  SYN-proxy deltas: sequence (32) | timestamp (32)
+//! w7  timeout override in ticks (32; 0: by state)
+//! ```
+//!
+//! A writer owns a slot by a compare-and-swap of `meta` to BUSY (sequence + 1), writes the
+//! words, and publishes with a release store of LIVE (sequence + 1 again). A reader loads
+//! `meta` (acquire), the words, fences, and loads `meta` again: equal means no writer came in
+//! between. Key and backend never change while a slot is LIVE (a remap rewrites it under BUSY);
+//! the activity word changes on packets, by a plain relaxed store of the worker that owns the
+//! flow, and any value of it is valid. Slots are never freed (the array is allocated once), so
+//! no memory reclamation is needed.
+//!
+//! Expiry is the control thread's sweep: a LIVE slot whose last-seen tick is older than its
+//! timeout becomes TOMB; a TOMB followed by EMPTY becomes EMPTY (sweeping backwards lets that
+//! cascade). Inserts reuse the first TOMB or EMPTY slot of the probe sequence after checking
+//! that the key is not LIVE further on.
+//!
+//! Known races, both rare and both harmless to forwarding (a flow that misses its session gets
+//! a new one, and Maglev gives it the same backend unless the backend set changed): two inserts
+//! of the same key at the same moment can both succeed (the later copy is never found and
+//! expires); and an insert can land just past a slot whose tombstone the sweep clears at that
+//! moment, which hides it the same way.
+//!
+//! Memory: 64 bytes per slot, slots = the next power of two at or above twice the configured
+//! capacity; at full capacity that is 128 to 256 bytes per session (16 M sessions: 2 GiB).
+
+use crate::flow::Addr;
+use crate::hash::mix64;
+use crate::prefetch::prefetch;
+use crate::sync::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+
+/// Ticks are 2^26 ns (about 67 ms): coarse enough that the activity word rarely changes, fine
+/// enough for timeouts. A `u32` of them lasts 9 years.
+pub const TICK_SHIFT: u32 = 26;
+
+/// The tick of a monotonic nanosecond time.
+#[inline]
+pub fn tick(now_ns: u64) -> u32 {
+    (now_ns >> TICK_SHIFT) as u32
+}
+
+/// Seconds to ticks (rounded up).
+pub fn ticks(secs: u32) -> u32 {
+    ((u64::from(secs) * 1_000_000_000).div_ceil(1 << TICK_SHIFT)) as u32
+}
+
+/// Last-seen is refreshed when it is this old (~1 s): timeouts can run up to a second long.
+pub const TOUCH_TICKS: u32 = 16;
+
+/// Probes per lookup or insert before giving up. At half load linear probing keeps most keys
+/// home: filling 1 M sessions into 2 M slots put 75% at home, 99.5% within 7 slots, the worst
+/// 41 away. Lookups of absent keys stop at the first empty slot, so this only caps pathology.
+pub const MAX_PROBE: usize = 256;
+
+/// Backend ids are below this (they index the per-backend connection counts).
+pub const MAX_BACKEND_IDS: usize = 1 << 16;
+
+const EMPTY: u64 = 0;
+const BUSY: u64 = 1;
+const LIVE: u64 = 2;
+const TOMB: u64 = 3;
+
+#[inline]
+fn meta(seq: u32, state: u64, tag: u16) -> u64 {
+    u64::from(seq) << 32 | state << 24 | u64::from(tag)
+}
+
+#[inline]
+fn seq_of(m: u64) -> u32 {
+    (m >> 32) as u32
+}
+
+#[inline]
+fn state_of(m: u64) -> u64 {
+    (m >> 24) & 0xff
+}
+
+#[inline]
+fn tag_of(m: u64) -> u16 {
+    m as u16
+}
+
+/// What a key names.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// A connection: client address and port, service id.
+    Flow = 1,
+    /// A client's persistence to a backend (`ip_hash` with a timeout): client address, port 0.
+    Persist = 2,
+}
+
+/// The key of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub addr: Addr,
+    pub port: u16,
+    pub kind: KeyKind,
+    /// The service id for `Flow` and `Persist`.
+    pub ident: u32,
+}
+
+impl SessionKey {
+    pub fn flow(addr: Addr, port: u16, service_id: u16) -> SessionKey {
+        SessionKey { addr, port, kind: KeyKind::Flow, ident: u32::from(service_id) }
+    }
+
+    pub fn persist(addr: Addr, service_id: u16) -> SessionKey {
+        SessionKey { addr, port: 0, kind: KeyKind::Persist, ident: u32::from(service_id) }
+    }
+
+    #[inline]
+    fn words(&self) -> [u64; 3] {
+        [
+            self.addr.0 as u64,
+            (self.addr.0 >> 64) as u64,
+            u64::from(self.port) | u64::from(self.kind as u8) << 16 | u64::from(self.ident) << 32,
+        ]
+    }
+
+    fn from_words(w: [u64; 3]) -> Option<SessionKey> {
+        let kind = match (w[2] >> 16) as u8 {
+            1 => KeyKind::Flow,
+            2 => KeyKind::Persist,
+            _ => return None,
+        };
+        Some(SessionKey {
+            addr: Addr(u128::from(w[0]) | u128::from(w[1]) << 64),
+            port: w[2] as u16,
+            kind,
+            ident: (w[2] >> 32) as u32,
+        })
+    }
+}
+
+/// TCP as the appliance sees it (client to server; with DSR it never sees the other half).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpState {
+    /// Not TCP (UDP, persistence entries).
+    NotTcp = 0,
+    SynSent = 1,
+    Established = 2,
+    /// A FIN was seen.
+    Closing = 3,
+    /// A RST was seen.
+    Closed = 4,
+}
+
+impl TcpState {
+    fn from_u8(v: u8) -> TcpState {
+        match v {
+            1 => TcpState::SynSent,
+            2 => TcpState::Established,
+            3 => TcpState::Closing,
+            4 => TcpState::Closed,
+            _ => TcpState::NotTcp,
+        }
+    }
+
+    /// The state after a packet with `flags` (TCP flag bits; `None` for UDP).
+    pub fn next(current: Option<TcpState>, flags: Option<u8>) -> TcpState {
+        use crate::wire::tcp::{ACK, FIN, RST, SYN};
+        let Some(f) = flags else { return TcpState::NotTcp };
+        if f & RST != 0 {
+            TcpState::Closed
+        } else if f & FIN != 0 {
+            TcpState::Closing
+        } else if f & SYN != 0 && f & ACK == 0 {
+            match current {
+                Some(TcpState::Established) => TcpState::Established,
+                _ => TcpState::SynSent,
+            }
+        } else {
+            match current {
+                Some(s @ (TcpState::Closing | TcpState::Closed)) => s,
+                _ => TcpState::Established,
+            }
+        }
+    }
+}
+
+impl TcpState {
+    /// The state after a packet from the server (NAT sees replies): a RST closes, a FIN starts
+    /// closing, anything else leaves the state as the client's packets made it.
+    pub fn after_reply(current: TcpState, flags: Option<u8>) -> TcpState {
+        use crate::wire::tcp::{FIN, RST};
+        match flags {
+            None => current,
+            Some(f) if f & RST != 0 => TcpState::Closed,
+            Some(f) if f & FIN != 0 && current != TcpState::Closed => TcpState::Closing,
+            Some(_) => current,
+        }
+    }
+}
+
+/// Flags of a session.
+pub mod flags {
+    /// Installed from a peer appliance, not created here.
+    pub const SYNCED: u8 = 1;
+}
+
+/// What a session holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The stable id of the backend (see `snapshot::BackendSpec::id`).
+    pub backend: u32,
+    pub state: TcpState,
+    pub flags: u8,
+    pub created: u32,
+    pub last_seen: u32,
+    /// SYN proxy: added to the sequence number toward the backend (0 without SYN proxy).
+    pub seq_delta: u32,
+    pub ts_delta: u32,
+    /// A timeout in ticks that overrides the state's (0: none).
+    pub timeout: u32,
+}
+
+impl Session {
+    pub fn new(backend: u32, state: TcpState, now: u32) -> Session {
+        Session {
+            backend,
+            state,
+            flags: 0,
+            created: now,
+            last_seen: now,
+            seq_delta: 0,
+            ts_delta: 0,
+            timeout: 0,
+        }
+    }
+
+    fn words(&self) -> [u64; 4] {
+        [
+            u64::from(self.backend) | u64::from(self.created) << 32,
+            activity(self.last_seen, self.state, self.flags),
+            u64::from(self.seq_delta) | u64::from(self.ts_delta) << 32,
+            u64::from(self.timeout),
+        ]
+    }
+
+    fn from_words(w: [u64; 4]) -> Session {
+        Session {
+            backend: w[0] as u32,
+            created: (w[0] >> 32) as u32,
+            last_seen: w[1] as u32,
+            state: TcpState::from_u8((w[1] >> 32) as u8),
+            flags: (w[1] >> 40) as u8,
+            seq_delta: w[2] as u32,
+            ts_delta: (w[2] >> 32) as u32,
+            timeout: w[3] as u32,
+        }
+    }
+}
+
+#[inline]
+fn activity(last_seen: u32, state: TcpState, flags: u8) -> u64 {
+    u64::from(last_seen) | u64::from(state as u8) << 32 | u64::from(flags) << 40
+}
+
+/// Idle timeouts by state, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn: u32,
+    pub tcp_established: u32,
+    pub tcp_closing: u32,
+    pub tcp_closed: u32,
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tcp_syn: 30, tcp_established: 900, tcp_closing: 30, tcp_closed: 10, udp: 120 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TimeoutTicks([u32; 5]);
+
+impl TimeoutTicks {
+    fn new(t: &Timeouts) -> TimeoutTicks {
+        TimeoutTicks([
+            ticks(t.udp),
+            ticks(t.tcp_syn),
+            ticks(t.tcp_established),
+            ticks(t.tcp_closing),
+            ticks(t.tcp_closed),
+        ])
+    }
+
+    fn of(&self, s: &Session) -> u32 {
+        if s.timeout != 0 {
+            s.timeout
+        } else {
+            self.0[s.state as usize]
+        }
+    }
+}
+
+#[repr(C, align(64))]
+struct Slot {
+    w: [AtomicU64; 8],
+}
+
+impl Slot {
+    #[cfg(loom)]
+    fn new() -> Slot {
+        Slot { w: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+/// The slot array. Large tables are an anonymous mapping aligned to 2 MiB and marked for
+/// transparent huge pages: the OS provides zero-filled pages only when touched, so a large
+/// table costs memory as it fills; and huge pages let a 2 GiB table be mapped by ~1000 TLB
+/// entries instead of half a million 4 KiB ones, so a random slot costs one DRAM access rather
+/// than a page walk and then one. Small tables come from the heap, zeroed.
+#[cfg(not(loom))]
+struct Slots {
+    ptr: std::ptr::NonNull<Slot>,
+    len: usize,
+    /// `Some(bytes)` when mapped (munmap on drop), `None` when from the heap.
+    mapped: Option<usize>,
+}
+
+#[cfg(not(loom))]
+const HUGE_PAGE: usize = 2 << 20;
+
+#[cfg(not(loom))]
+impl Slots {
+    fn zeroed(n: usize) -> Slots {
+        let layout = std::alloc::Layout::array::<Slot>(n).expect("session table size overflows");
+        let size = layout.size();
+        if size < HUGE_PAGE {
+            // SAFETY: a non-zero size (n >= 64 slots).
+            let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+            let Some(ptr) = std::ptr::NonNull::new(raw.cast::<Slot>()) else {
+                std::alloc::handle_alloc_error(layout);
+            };
+            return Slots { ptr, len: n, mapped: None };
+        }
+        // Map one huge page more than needed, then give back the ends to leave an aligned run.
+        let len = size + HUGE_PAGE;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            std::alloc::handle_alloc_error(layout);
+        }
+        let start = raw as usize;
+        let aligned = (start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+        // SAFETY: both ranges lie inside the mapping just made and outside [aligned, +size),
+        // which is what we keep; munmap of an empty range is skipped.
+        unsafe {
+            if aligned > start {
+                libc::munmap(raw, aligned - start);
+            }
+            let end = aligned + size;
+            if start + len > end {
+                libc::munmap(end as *mut libc::c_void, start + len - end);
+            }
+            // A hint about backing, never about contents; without THP it fails harmlessly.
+            libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        }
+        let ptr = std::ptr::NonNull::new(aligned as *mut Slot)
+            .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Slots { ptr, len: n, mapped: Some(size) }
+    }
+}
+
+#[cfg(not(loom))]
+impl std::ops::Deref for Slots {
+    type Target = [Slot];
+    fn deref(&self) -> &[Slot] {
+        // SAFETY: `ptr` points to `len` zeroed Slots (anonymous mappings and alloc_zeroed are
+        // all-zero; an all-zero Slot is eight AtomicU64 of value 0, an EMPTY slot), owned by
+        // this value until `drop`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Slots {
+    fn drop(&mut self) {
+        // SAFETY: releases exactly what `zeroed` made, once. AtomicU64 needs no drop.
+        unsafe {
+            match self.mapped {
+                Some(size) => {
+                    libc::munmap(self.ptr.as_ptr().cast(), size);
+                }
+                None => std::alloc::dealloc(
+                    self.ptr.as_ptr().cast(),
+                    std::alloc::Layout::array::<Slot>(self.len).unwrap_or(std::alloc::Layout::new::<Slot>()),
+                ),
+            }
+        }
+    }
+}
+
+// SAFETY: Slots owns its memory exclusively, like a Box<[Slot]>; Slot is Send + Sync (atomics).
+#[cfg(not(loom))]
+unsafe impl Send for Slots {}
+// SAFETY: as above: shared access only hands out &[Slot], and Slot is Sync.
+#[cfg(not(loom))]
+unsafe impl Sync for Slots {}
+
+#[cfg(not(loom))]
+fn zeroed_slots(n: usize) -> Slots {
+    Slots::zeroed(n)
+}
+
+/// `n` counters at zero, from a zeroed allocation (touched only where used).
+fn zeroed_counts(n: usize) -> Box<[AtomicU32]> {
+    let counts = Box::<[AtomicU32]>::new_zeroed_slice(n);
+    // SAFETY: AtomicU32 has the layout of u32, and all-zero bytes are the valid value 0.
+    unsafe { counts.assume_init() }
+}
+
+#[cfg(loom)]
+fn zeroed_slots(n: usize) -> Box<[Slot]> {
+    (0..n).map(|_| Slot::new()).collect()
+}
+
+/// A consistent read of a LIVE slot.
+struct Read {
+    meta: u64,
+    key: [u64; 3],
+    value: [u64; 4],
+}
+
+/// Where an insert went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Inserted at this slot.
+    Inserted(usize),
+    /// The key is already there (at this slot, with this session).
+    Exists(usize, Session),
+    /// No free slot within `MAX_PROBE` of its home.
+    Full,
+}
+
+/// What one sweep step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub scanned: usize,
+    /// LIVE slots seen (and kept).
+    pub live: usize,
+    pub expired: usize,
+    /// Tombstones turned back into empty slots.
+    pub cleared: usize,
+}
+
+#[cfg(loom)]
+type Slots = Box<[Slot]>;
+
+/// The shared session table. `Send + Sync`; all methods take `&self`.
+pub struct SessionTable {
+    slots: Slots,
+    mask: usize,
+    capacity: usize,
+    seeds: [u64; 3],
+    timeouts: TimeoutTicks,
+    full: AtomicBool,
+    /// Sessions per backend id (least-connections): +1 when a flow session is created, -1
+    /// when it is removed or moved off the backend.
+    active: Box<[AtomicU32]>,
+}
+
+impl std::fmt::Debug for SessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTable")
+            .field("slots", &self.slots.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl SessionTable {
+    /// A table for `capacity` sessions (rounded up: slots = next power of two >= 2 x capacity).
+    /// `seed` keys the hash (use a random one: clients must not be able to aim collisions).
+    pub fn new(capacity: usize, timeouts: Timeouts, seed: u64) -> SessionTable {
+        let n = (capacity.max(1) * 2).next_power_of_two().max(64);
+        SessionTable {
+            slots: zeroed_slots(n),
+            mask: n - 1,
+            capacity,
+            seeds: [mix64(seed ^ 1), mix64(seed ^ 2), mix64(seed ^ 3)],
+            timeouts: TimeoutTicks::new(&timeouts),
+            full: AtomicBool::new(false),
+            active: zeroed_counts(MAX_BACKEND_IDS),
+        }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of the slot array.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    /// The slot-choosing hash of a key.
+    #[inline]
+    pub fn hash(&self, key: &SessionKey) -> u64 {
+        let w = key.words();
+        mix64(
+            (w[0] ^ self.seeds[0]).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ (w[1] ^ self.seeds[1]).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+                ^ (w[2] ^ self.seeds[2]).wrapping_mul(0x1656_67b1_9e37_79f9),
+        )
+    }
+
+    /// Brings the key's home slot into cache ahead of a lookup.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(s) = self.slots.get(hash as usize & self.mask) {
+            prefetch(s as *const Slot);
+        }
+    }
+
+    /// Whether new sessions should not be created (set by the sweep; see [`SessionTable::sweep`]).
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.full.load(Relaxed)
+    }
+
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Relaxed);
+    }
+
+    /// Sessions on a backend id now.
+    pub fn active(&self, backend: u32) -> u32 {
+        self.active.get(backend as usize).map_or(0, |a| a.load(Relaxed))
+    }
+
+    fn count(&self, backend: u32, up: bool) {
+        if let Some(a) = self.active.get(backend as usize) {
+            if up {
+                a.fetch_add(1, Relaxed);
+            } else {
+                // Never below zero, whatever order decrements and increments arrive in.
+                let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+            }
+        }
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> &Slot {
+        &self.slots[i & self.mask]
+    }
+
+    /// A consistent read of slot `i`: `Ok(read)` if LIVE, `Err(state)` otherwise. A slot
+    /// being written (BUSY) is waited for, briefly.
+    fn read(&self, i: usize) -> Result<Read, u64> {
+        let s = self.slot(i);
+        for _ in 0..64 {
+            let m1 = s.w[0].load(Ordering::Acquire);
+            match state_of(m1) {
+                LIVE => {}
+                BUSY => {
+                    std::hint::spin_loop();
+                    #[cfg(loom)]
+                    loom::thread::yield_now();
+                    continue;
+                }
+                other => return Err(other),
+            }
+            let key = [
+                s.w[1].load(Ordering::Relaxed),
+                s.w[2].load(Ordering::Relaxed),
+                s.w[3].load(Ordering::Relaxed),
+            ];
+            let value = [
+                s.w[4].load(Ordering::Relaxed),
+                s.w[5].load(Ordering::Relaxed),
+                s.w[6].load(Ordering::Relaxed),
+                s.w[7].load(Ordering::Relaxed),
+            ];
+            fence(Ordering::Acquire);
+            if s.w[0].load(Ordering::Relaxed) == m1 {
+                return Ok(Read { meta: m1, key, value });
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Finds a key. Returns its slot and session.
+    #[inline]
+    pub fn lookup(&self, key: &SessionKey, hash: u64) -> Option<(usize, Session)> {
+        let (want, tag) = (key.words(), (hash >> 48) as u16);
+        let home = hash as usize & self.mask;
+        for d in 0..MAX_PROBE {
+            let i = (home + d) & self.mask;
+            match self.read(i) {
+                Ok(r) if tag_of(r.meta) == tag && r.key == want => {
+                    return Some((i, Session::from_words(r.value)))
+                }
+                Ok(_) | Err(TOMB) | Err(BUSY) => {}
+                Err(_) => return None, // EMPTY ends the probe sequence
+            }
+        }
+        None
+    }
+
+    /// Inserts a session unless its key is already there.
+    pub fn insert(&self, key: &SessionKey, hash: u64, session: &Session) -> Insert {
+        let (want, tag) = (key.words(), (hash >> 48) as u16);
+        let home = hash as usize & self.mask;
+        'retry: for _ in 0..4 {
+            let mut free: Option<(usize, u64)> = None;
+            for d in 0..MAX_PROBE {
+                let i = (home + d) & self.mask;
+                match self.read(i) {
+                    Ok(r) if tag_of(r.meta) == tag && r.key == want => {
+                        return Insert::Exists(i, Session::from_words(r.value));
+                    }
+                    Ok(_) | Err(BUSY) => {}
+                    Err(state) => {
+                        if free.is_none() {
+                            free = Some((i, self.slot(i).w[0].load(Ordering::Relaxed)));
+                        }
+                        if state == EMPTY {
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some((i, m)) = free else { return Insert::Full };
+            if !matches!(state_of(m), EMPTY | TOMB) {
+                continue 'retry;
+            }
+            let s = self.slot(i);
+            if s.w[0]
+                .compare_exchange(
+                    m,
+                    meta(seq_of(m).wrapping_add(1), BUSY, 0),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue 'retry;
+            }
+            for (k, w) in want.iter().enumerate() {
+                s.w[1 + k].store(*w, Ordering::Relaxed);
+            }
+            for (k, w) in session.words().iter().enumerate() {
+                s.w[4 + k].store(*w, Ordering::Relaxed);
+            }
+            s.w[0].store(meta(seq_of(m).wrapping_add(2), LIVE, tag), Ordering::Release);
+            if key.kind == KeyKind::Flow {
+                self.count(session.backend, true);
+            }
+            return Insert::Inserted(i);
+        }
+        Insert::Full
+    }
+
+    /// Records a packet on the session at `slot` (found by `lookup`): last-seen tick and state.
+    /// A relaxed store, and only when the state changed or last-seen is [`TOUCH_TICKS`] old:
+    /// storing on every packet would dirty (and later write back) a cache line per packet, for
+    /// timeouts measured in seconds.
+    #[inline]
+    pub fn touch(&self, slot: usize, seen: &Session, now: u32, state: TcpState) {
+        if now.wrapping_sub(seen.last_seen) >= TOUCH_TICKS || seen.state != state {
+            self.slot(slot).w[5].store(activity(now, state, seen.flags), Ordering::Relaxed);
+        }
+    }
+
+    /// Rewrites a session's backend (a remap), if the slot still holds `key`. True on success.
+    pub fn set_backend(&self, slot: usize, key: &SessionKey, backend: u32, now: u32) -> bool {
+        let s = self.slot(slot);
+        let Ok(r) = self.read(slot) else { return false };
+        if r.key != key.words() {
+            return false;
+        }
+        if s.w[0]
+            .compare_exchange(
+                r.meta,
+                meta(seq_of(r.meta).wrapping_add(1), BUSY, 0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let old = Session::from_words(r.value);
+        let new = Session { backend, last_seen: now, ..old };
+        for (k, w) in new.words().iter().enumerate() {
+            s.w[4 + k].store(*w, Ordering::Relaxed);
+        }
+        s.w[0].store(meta(seq_of(r.meta).wrapping_add(2), LIVE, tag_of(r.meta)), Ordering::Release);
+        if key.kind == KeyKind::Flow {
+            self.count(old.backend, false);
+            self.count(backend, true);
+        }
+        true
+    }
+
+    /// Removes the session at `slot` if it still holds `key`. True if this call removed it.
+    pub fn remove(&self, slot: usize, key: &SessionKey) -> bool {
+        let Ok(r) = self.read(slot) else { return false };
+        if r.key != key.words() {
+            return false;
+        }
+        self.kill(slot, &r)
+    }
+
+    /// LIVE -> TOMB for a read slot, if unchanged since.
+    fn kill(&self, slot: usize, r: &Read) -> bool {
+        let ok = self.slot(slot).w[0]
+            .compare_exchange(
+                r.meta,
+                meta(seq_of(r.meta).wrapping_add(1), TOMB, 0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if ok && SessionKey::from_words(r.key).is_some_and(|k| k.kind == KeyKind::Flow) {
+            self.count(Session::from_words(r.value).backend, false);
+        }
+        ok
+    }
+
+    /// Expires idle sessions in slots `start..start + count` (wrapping), scanning backwards so
+    /// that clearing tombstones cascades. `expired` is told of each session removed.
+    pub fn sweep(
+        &self,
+        now: u32,
+        start: usize,
+        count: usize,
+        mut expired: impl FnMut(&SessionKey, &Session),
+    ) -> Sweep {
+        let mut out = Sweep::default();
+        for k in (0..count.min(self.slots.len())).rev() {
+            let i = (start + k) & self.mask;
+            out.scanned += 1;
+            match self.read(i) {
+                Ok(r) => {
+                    let s = Session::from_words(r.value);
+                    if now.wrapping_sub(s.last_seen) > self.timeouts.of(&s) && self.kill(i, &r) {
+                        out.expired += 1;
+                        if let Some(key) = SessionKey::from_words(r.key) {
+                            expired(&key, &s);
+                        }
+                    } else {
+                        out.live += 1;
+                    }
+                }
+                Err(TOMB) => {
+                    let next = self.slot(i + 1).w[0].load(Ordering::Acquire);
+                    if state_of(next) == EMPTY {
+                        let m = self.slot(i).w[0].load(Ordering::Relaxed);
+                        if state_of(m) == TOMB
+                            && self.slot(i).w[0]
+                                .compare_exchange(
+                                    m,
+                                    meta(seq_of(m).wrapping_add(1), EMPTY, 0),
+                                    Ordering::AcqRel,
+                                    Ordering::Relaxed,
+                                )
+                                .is_ok()
+                        {
+                            out.cleared += 1;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Calls `f` with every LIVE session (a consistent read of each; the table keeps changing
+    /// meanwhile).
+    pub fn for_each(&self, mut f: impl FnMut(&SessionKey, &Session)) {
+        for i in 0..self.slots.len() {
+            if let Ok(r) = self.read(i) {
+                if let Some(k) = SessionKey::from_words(r.key) {
+                    f(&k, &Session::from_words(r.value));
+                }
+            }
+        }
+    }
+
+    /// Counts LIVE sessions (walks the whole table).
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        self.for_each(|_, _| n += 1);
+        n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    fn key(i: u32) -> SessionKey {
+        SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_0000 + i)), (i % 60000) as u16 + 1, (i % 3) as u16)
+    }
+
+    #[test]
+    fn slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+        let t = SessionTable::new(1000, Timeouts::default(), 7);
+        assert_eq!(t.slot_count(), 2048);
+        assert_eq!(t.memory_bytes(), 2048 * 64);
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let k = SessionKey::flow(Addr(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210), 443, 7);
+        assert_eq!(SessionKey::from_words(k.words()), Some(k));
+        let p = SessionKey::persist(Addr::v4(Ipv4Addr::new(198, 18, 0, 2)), 65535);
+        assert_eq!(SessionKey::from_words(p.words()), Some(p));
+        let s = Session {
+            backend: 0xdead_beef,
+            state: TcpState::Closing,
+            flags: flags::SYNCED,
+            created: 5,
+            last_seen: u32::MAX,
+            seq_delta: 0x8000_0001,
+            ts_delta: 9,
+            timeout: 44,
+        };
+        assert_eq!(Session::from_words(s.words()), s);
+    }
+
+    #[test]
+    fn insert_lookup_remove() {
+        let t = SessionTable::new(100, Timeouts::default(), 1);
+        let k = key(1);
+        let h = t.hash(&k);
+        assert_eq!(t.lookup(&k, h), None);
+        let s = Session::new(42, TcpState::SynSent, 10);
+        let Insert::Inserted(i) = t.insert(&k, h, &s) else { panic!() };
+        assert_eq!(t.lookup(&k, h), Some((i, s)));
+        assert_eq!(t.insert(&k, h, &Session::new(43, TcpState::SynSent, 11)), Insert::Exists(i, s));
+        assert_eq!(t.active(42), 1);
+        t.touch(i, &s, 12, TcpState::Established);
+        let (_, now) = t.lookup(&k, h).unwrap();
+        assert_eq!(
+            (now.last_seen, now.state, now.backend),
+            (12, TcpState::Established, 42),
+            "state changed: stored"
+        );
+        t.touch(i, &now, 13, TcpState::Established);
+        assert_eq!(t.lookup(&k, h).unwrap().1.last_seen, 12, "same state, 1 tick later: not stored");
+        t.touch(i, &now, 12 + TOUCH_TICKS, TcpState::Established);
+        assert_eq!(t.lookup(&k, h).unwrap().1.last_seen, 12 + TOUCH_TICKS, "a second later: stored");
+        assert!(t.set_backend(i, &k, 7, 13));
+        assert_eq!(t.lookup(&k, h).unwrap().1.backend, 7);
+        assert_eq!((t.active(42), t.active(7)), (0, 1));
+        assert!(!t.remove(i, &key(2)), "another key: refused");
+        assert!(t.remove(i, &k));
+        assert!(!t.remove(i, &k));
+        assert_eq!(t.lookup(&k, h), None);
+        assert_eq!(t.active(7), 0);
+    }
+
+    #[test]
+    fn state_machine() {
+        use crate::wire::tcp::{ACK, FIN, PSH, RST, SYN};
+        use TcpState::*;
+        assert_eq!(TcpState::next(None, Some(SYN)), SynSent);
+        assert_eq!(TcpState::next(Some(SynSent), Some(ACK)), Established);
+        assert_eq!(TcpState::next(Some(Established), Some(ACK | PSH)), Established);
+        assert_eq!(TcpState::next(Some(Established), Some(SYN)), Established, "a retransmitted SYN");
+        assert_eq!(TcpState::next(Some(Established), Some(FIN | ACK)), Closing);
+        assert_eq!(TcpState::next(Some(Closing), Some(ACK)), Closing);
+        assert_eq!(TcpState::next(Some(Established), Some(RST)), Closed);
+        assert_eq!(TcpState::next(None, Some(ACK)), Established, "mid-flow: established");
+        assert_eq!(TcpState::next(None, None), TcpState::NotTcp);
+    }
+
+    #[test]
+    fn sweep_expires_by_state_and_clears_tombstones() {
+        let to = Timeouts { tcp_syn: 1, tcp_established: 10, tcp_closing: 1, tcp_closed: 1, udp: 5 };
+        let t = SessionTable::new(1000, to, 3);
+        let t0 = 100;
+        let mk = |i: u32, st: TcpState| {
+            let k = key(i);
+            let h = t.hash(&k);
+            assert!(matches!(t.insert(&k, h, &Session::new(i, st, t0)), Insert::Inserted(_)));
+            (k, h)
+        };
+        let syn = mk(1, TcpState::SynSent);
+        let est = mk(2, TcpState::Established);
+        let udp = mk(3, TcpState::NotTcp);
+        let mut gone = Vec::new();
+        // After 2 s: the SYN (1 s) is gone, established (10 s) and UDP (5 s) stay.
+        let s1 = t.sweep(t0 + ticks(2), 0, t.slot_count(), |k, _| gone.push(*k));
+        assert_eq!((s1.expired, s1.live), (1, 2));
+        assert_eq!(gone, [syn.0]);
+        assert!(t.lookup(&syn.0, syn.1).is_none() && t.lookup(&est.0, est.1).is_some());
+        let s2 = t.sweep(t0 + ticks(6), 0, t.slot_count(), |_, _| {});
+        assert_eq!((s2.expired, s2.live), (1, 1));
+        assert!(t.lookup(&udp.0, udp.1).is_none());
+        let s3 = t.sweep(t0 + ticks(60), 0, t.slot_count(), |_, _| {});
+        assert_eq!((s3.expired, s3.live), (1, 0));
+        // A slot expired in a pass is cleared in a later one; all three end up empty again.
+        let s4 = t.sweep(t0 + ticks(60), 0, t.slot_count(), |_, _| {});
+        assert_eq!(s1.cleared + s2.cleared + s3.cleared + s4.cleared, 3);
+        let tombs = t.slots.iter().filter(|s| state_of(s.w[0].load(Ordering::Relaxed)) == TOMB).count();
+        assert_eq!(tombs, 0);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_per_session_timeout_overrides_the_state() {
+        let t = SessionTable::new(10, Timeouts::default(), 3);
+        let k = SessionKey::persist(Addr::v4(Ipv4Addr::new(198, 18, 0, 9)), 1);
+        let h = t.hash(&k);
+        let s = Session { timeout: ticks(3), ..Session::new(5, TcpState::NotTcp, 0) };
+        t.insert(&k, h, &s);
+        assert_eq!(t.sweep(ticks(2), 0, t.slot_count(), |_, _| {}).expired, 0);
+        assert_eq!(t.sweep(ticks(4), 0, t.slot_count(), |_, _| {}).expired, 1);
+    }
+
+    #[test]
+    fn full_neighbourhood_is_reported_not_hidden() {
+        // A tiny table: 64 slots. Fill every slot, then an insert has nowhere to go.
+        let t = SessionTable::new(1, Timeouts::default(), 9);
+        let mut n = 0;
+        let mut i = 0;
+        while n < t.slot_count() && i < 100_000 {
+            let k = key(i);
+            if matches!(t.insert(&k, t.hash(&k), &Session::new(1, TcpState::NotTcp, 0)), Insert::Inserted(_))
+            {
+                n += 1;
+            }
+            i += 1;
+        }
+        assert_eq!(n, t.slot_count());
+        let k = key(1_000_000);
+        assert_eq!(t.insert(&k, t.hash(&k), &Session::new(1, TcpState::NotTcp, 0)), Insert::Full);
+        assert_eq!(t.len(), 64);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u32, u32),
+        Lookup(u32),
+        Remove(u32),
+        Touch(u32, u32),
+        Advance(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..200, 0u32..50).prop_map(|(k, b)| Op::Insert(k, b)),
+            (0u32..200).prop_map(Op::Lookup),
+            (0u32..200).prop_map(Op::Remove),
+            (0u32..200, 0u32..40).prop_map(|(k, d)| Op::Touch(k, d)),
+            (0u32..40).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// The table against a HashMap model: inserts, lookups, removes, activity and expiry
+        /// (UDP timeout 1 s = 15 ticks) in any order give the same answers.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..400)) {
+            let to = Timeouts { udp: 1, ..Timeouts::default() };
+            let limit = ticks(1);
+            let t = SessionTable::new(64, to, 11);
+            let mut model: HashMap<u32, (u32, u32)> = HashMap::new(); // key -> (backend, last_seen)
+            let mut now = 0u32;
+            for op in ops {
+                match op {
+                    Op::Insert(k, b) => {
+                        let sk = key(k);
+                        let r = t.insert(&sk, t.hash(&sk), &Session::new(b, TcpState::NotTcp, now));
+                        match model.get(&k) {
+                            Some(&(mb, _)) => prop_assert!(matches!(r, Insert::Exists(_, s) if s.backend == mb)),
+                            None => {
+                                prop_assert!(matches!(r, Insert::Inserted(_)));
+                                model.insert(k, (b, now));
+                            }
+                        }
+                    }
+                    Op::Lookup(k) => {
+                        let sk = key(k);
+                        let got = t.lookup(&sk, t.hash(&sk)).map(|(_, s)| (s.backend, s.last_seen));
+                        prop_assert_eq!(got, model.get(&k).copied());
+                    }
+                    Op::Remove(k) => {
+                        let sk = key(k);
+                        if let Some((i, _)) = t.lookup(&sk, t.hash(&sk)) {
+                            prop_assert!(t.remove(i, &sk));
+                        }
+                        model.remove(&k);
+                    }
+                    Op::Touch(k, d) => {
+                        let sk = key(k);
+                        if let Some((i, s)) = t.lookup(&sk, t.hash(&sk)) {
+                            t.touch(i, &s, now + d, TcpState::NotTcp);
+                            // Stored only when at least TOUCH_TICKS newer.
+                            if (now + d).wrapping_sub(s.last_seen) >= TOUCH_TICKS {
+                                model.insert(k, (s.backend, now + d));
+                            }
+                        }
+                    }
+                    Op::Advance(d) => {
+                        now += d;
+                        let mut expired = Vec::new();
+                        t.sweep(now, 0, t.slot_count(), |sk, _| expired.push(*sk));
+                        let want: Vec<u32> =
+                            model.iter().filter(|(_, &(_, seen))| now.wrapping_sub(seen) > limit).map(|(&k, _)| k).collect();
+                        prop_assert_eq!(expired.len(), want.len());
+                        for k in want {
+                            prop_assert!(expired.contains(&key(k)));
+                            model.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The control thread inserts while workers look up: every key a worker looks up after the
+    /// insert returned is found, with the inserted session, never torn.
+    #[test]
+    fn concurrent_insert_and_lookup() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let t = Arc::new(SessionTable::new(200_000, Timeouts::default(), 5));
+        let published = Arc::new(AtomicUsize::new(0));
+        let n = 100_000u32;
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (t, published) = (Arc::clone(&t), Arc::clone(&published));
+                std::thread::spawn(move || {
+                    let mut checked = 0u64;
+                    loop {
+                        let upto = published.load(std::sync::atomic::Ordering::Acquire);
+                        for i in (r as usize..upto).step_by(97) {
+                            let k = key(i as u32);
+                            let (_, s) = t.lookup(&k, t.hash(&k)).expect("published key found");
+                            assert_eq!((s.backend, s.created), (i as u32, i as u32 ^ 0x5555), "torn read");
+                            checked += 1;
+                        }
+                        if upto == n as usize {
+                            return checked;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 0..n {
+            let k = key(i);
+            let s = Session { created: i ^ 0x5555, ..Session::new(i, TcpState::Established, 0) };
+            assert!(matches!(t.insert(&k, t.hash(&k), &s), Insert::Inserted(_)));
+            published.store(i as usize + 1, std::sync::atomic::Ordering::Release);
+        }
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        assert_eq!(t.len(), n as usize);
+    }
+}
+
+/// Model checks of the slot protocol (`RUSTFLAGS="--cfg loom" cargo test -p sluice-dataplane
+/// --lib --release session::loom`): every interleaving loom explores.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use std::net::Ipv4Addr;
+
+    fn small() -> SessionTable {
+        SessionTable {
+            slots: (0..4).map(|_| Slot::new()).collect(),
+            mask: 3,
+            capacity: 2,
+            seeds: [1, 2, 3],
+            timeouts: TimeoutTicks::new(&Timeouts::default()),
+            full: AtomicBool::new(false),
+            active: (0..4).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn key(i: u32) -> SessionKey {
+        SessionKey::flow(Addr::v4(Ipv4Addr::from(i)), 1, 0)
+    }
+
+    /// A reader racing an insert sees nothing or the whole session, never a mix. The reader
+    /// polls with yields so that loom tries it at every point of the writer's progress.
+    #[test]
+    fn lookup_during_insert_is_never_torn() {
+        loom::model(|| {
+            let t = Arc::new(small());
+            let t2 = Arc::clone(&t);
+            let k = key(9);
+            let h = t.hash(&k);
+            let w = loom::thread::spawn(move || {
+                let s = Session { created: 77, seq_delta: 88, ..Session::new(3, TcpState::SynSent, 5) };
+                t2.insert(&k, h, &s);
+            });
+            loop {
+                if let Some((_, s)) = t.lookup(&k, h) {
+                    assert_eq!((s.backend, s.created, s.seq_delta, s.last_seen), (3, 77, 88, 5));
+                    break;
+                }
+                loom::thread::yield_now();
+            }
+            w.join().unwrap();
+        });
+    }
+
+    /// A remap racing a lookup: the reader sees the old backend or the new, whole.
+    #[test]
+    fn lookup_during_remap_sees_old_or_new() {
+        loom::model(|| {
+            let t = Arc::new(small());
+            let k = key(4);
+            let h = t.hash(&k);
+            let Insert::Inserted(i) =
+                t.insert(&k, h, &Session { created: 1, ..Session::new(1, TcpState::Established, 1) })
+            else {
+                panic!()
+            };
+            let t2 = Arc::clone(&t);
+            // The remap changes two words (backend and last-seen); a torn read would mix them.
+            let w = loom::thread::spawn(move || assert!(t2.set_backend(i, &k, 2, 9)));
+            loop {
+                if let Some((_, s)) = t.lookup(&k, h) {
+                    let seen = (s.backend, s.last_seen);
+                    assert!(seen == (1, 1) || seen == (2, 9), "torn: {seen:?}");
+                    if s.backend == 2 {
+                        break;
+                    }
+                }
+                loom::thread::yield_now();
+            }
+            w.join().unwrap();
+        });
+    }
+
+    /// Two threads removing the same session: exactly one succeeds, the count drops once.
+    #[test]
+    fn one_remove_wins() {
+        loom::model(|| {
+            let t = Arc::new(small());
+            let k = key(5);
+            let h = t.hash(&k);
+            let Insert::Inserted(i) = t.insert(&k, h, &Session::new(1, TcpState::Established, 1)) else {
+                panic!()
+            };
+            let t2 = Arc::clone(&t);
+            let w = loom::thread::spawn(move || t2.remove(i, &k));
+            let mine = t.remove(i, &k);
+            let theirs = w.join().unwrap();
+            assert!(mine ^ theirs);
+            assert_eq!(t.active(1), 0);
+        });
+    }
+}
