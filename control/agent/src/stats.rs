@@ -1,0 +1,130 @@
+//! The agent's counters: relaxed atomics bumped by the packet threads, printed in the
+//! Prometheus text form (`sluice_agent_<name>{labels} <value>`) when the agent stops.
+
+use crate::tunnel::DropReason;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one TUN.
+#[derive(Debug, Default)]
+pub struct TunStats {
+    /// Tunneled packets stripped and written into this TUN.
+    pub decapsulated_packets: AtomicU64,
+    pub decapsulated_bytes: AtomicU64,
+    /// Packets read out of this TUN (what the local kernel sent).
+    pub read_packets: AtomicU64,
+    /// Of those, tunneled back to an appliance.
+    pub replies_tunneled: AtomicU64,
+    pub replies_bytes: AtomicU64,
+}
+
+/// Every counter of the agent.
+#[derive(Debug)]
+pub struct Stats {
+    /// (TUN name, its counters), in the agent's TUN order.
+    pub tuns: Vec<(String, TunStats)>,
+    pub received_ipip: AtomicU64,
+    pub received_gre: AtomicU64,
+    /// Flows remembered for the first time (not refreshes).
+    pub flows_remembered: AtomicU64,
+    /// New flows not remembered because the flow memory was full.
+    pub flows_not_remembered: AtomicU64,
+    pub flows_expired: AtomicU64,
+    /// Socket or TUN read errors.
+    pub read_errors: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// Adds one.
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n`.
+pub fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn new(tun_names: &[String]) -> Stats {
+        Stats {
+            tuns: tun_names.iter().map(|n| (n.clone(), TunStats::default())).collect(),
+            received_ipip: AtomicU64::new(0),
+            received_gre: AtomicU64::new(0),
+            flows_remembered: AtomicU64::new(0),
+            flows_not_remembered: AtomicU64::new(0),
+            flows_expired: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    pub fn tun(&self, i: usize) -> &TunStats {
+        &self.tuns[i].1
+    }
+
+    pub fn count_drop(&self, r: DropReason) {
+        bump(&self.drops[r as usize]);
+    }
+
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every counter, one per line; `flows` is the number of flows remembered now.
+    pub fn render(&self, flows: usize) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut s = String::new();
+        let _ =
+            writeln!(s, "sluice_agent_received_packets_total{{proto=\"ipip\"}} {}", get(&self.received_ipip));
+        let _ =
+            writeln!(s, "sluice_agent_received_packets_total{{proto=\"gre\"}} {}", get(&self.received_gre));
+        for (name, t) in &self.tuns {
+            let rows = [
+                ("decapsulated_packets_total", &t.decapsulated_packets),
+                ("decapsulated_bytes_total", &t.decapsulated_bytes),
+                ("tun_read_packets_total", &t.read_packets),
+                ("replies_tunneled_total", &t.replies_tunneled),
+                ("replies_tunneled_bytes_total", &t.replies_bytes),
+            ];
+            for (metric, c) in rows {
+                let _ = writeln!(s, "sluice_agent_{metric}{{tun=\"{name}\"}} {}", get(c));
+            }
+        }
+        let _ = writeln!(s, "sluice_agent_flows {flows}");
+        let _ = writeln!(s, "sluice_agent_flows_remembered_total {}", get(&self.flows_remembered));
+        let _ = writeln!(s, "sluice_agent_flows_not_remembered_total {}", get(&self.flows_not_remembered));
+        let _ = writeln!(s, "sluice_agent_flows_expired_total {}", get(&self.flows_expired));
+        let _ = writeln!(s, "sluice_agent_read_errors_total {}", get(&self.read_errors));
+        for r in DropReason::ALL {
+            let _ = writeln!(s, "sluice_agent_drops_total{{reason=\"{}\"}} {}", r.label(), self.drops(r));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_and_every_drop_reason() {
+        let s = Stats::new(&["sl-phys".to_string(), "sl-v100".to_string()]);
+        add(&s.tun(1).decapsulated_packets, 42);
+        bump(&s.tun(1).replies_tunneled);
+        s.count_drop(DropReason::NoFlow);
+        s.count_drop(DropReason::NoFlow);
+        let text = s.render(3);
+        assert!(text.contains("sluice_agent_decapsulated_packets_total{tun=\"sl-v100\"} 42\n"), "{text}");
+        assert!(text.contains("sluice_agent_decapsulated_packets_total{tun=\"sl-phys\"} 0\n"));
+        assert!(text.contains("sluice_agent_replies_tunneled_total{tun=\"sl-v100\"} 1\n"));
+        assert!(text.contains("sluice_agent_drops_total{reason=\"no_flow\"} 2\n"));
+        assert!(text.contains("sluice_agent_flows 3\n"));
+        for r in DropReason::ALL {
+            assert!(
+                text.contains(&format!("sluice_agent_drops_total{{reason=\"{}\"}} ", r.label())),
+                "{r:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Smoke test of sluice-agent, for real, in two throwaway network namespaces (root only).
+#
+#   agt-test-app (the "appliance")          agt-test (the backend host)
+#   agt-veth1 198.19.255.2/30  <── veth ──>  agt-veth0 198.19.255.1/30
+#                                            sluice-agent --address 198.19.255.1
+#                                                         --vpc 7=agt7 --physical agtp
+#                                            agtp 10.99.0.10/24, route 198.51.100.0/24 via agtp
+#                                            UDP listener on 10.99.0.10:5300
+#                                                 │ agt7 moved (ip link set agt7 netns agt-test-vm)
+#                                            agt-test-vm (a VM of VPC 7)
+#                                            agt7 192.0.2.10/24, route 203.0.113.0/24 via agt7
+#                                            UDP listener on 192.0.2.10:5300
+#
+# From agt-test-app, python sends a GRE (key 7) packet carrying UDP 203.0.113.5:40000 ->
+# 192.0.2.10:5300; the listener must get it and answer, and the answer must come back to
+# agt-test-app GRE-encapsulated with key 7 (the NAT return path). The same over IPIP to
+# 10.99.0.10 through the physical TUN, answered in IPIP. A GRE packet with key 8 must be
+# dropped as unknown_vpc. Then the agent is stopped with SIGTERM and its counters checked.
+#
+# Uses $SLUICE_AGENT if set, else builds target/debug/sluice-agent with cargo.
+# Exits 0 when not root (skipped). Everything it creates is removed on exit, also on failure.
+
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+    echo "smoke.sh: skipped: needs root (network namespaces, TUN devices, raw sockets)"
+    exit 0
+fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+if [ -z "${SLUICE_AGENT:-}" ]; then
+    (cd "$root" && cargo build -q -p sluice-agent)
+    SLUICE_AGENT=$root/target/debug/sluice-agent
+fi
+python=${PYTHON:-/usr/bin/python3}
+
+NS=agt-test
+APP=agt-test-app
+VM=agt-test-vm
+work=$(mktemp -d /tmp/agt-test.XXXXXX)
+agent_pid=
+listener_pids=
+
+cleanup() {
+    local rc=$?
+    for pid in $listener_pids $agent_pid; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    for ns in "$NS" "$APP" "$VM"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [ "$rc" != 0 ]; then
+        echo "smoke.sh: FAILED (exit $rc); agent output:" >&2
+        cat "$work/agent.log" >&2 2>/dev/null || true
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "smoke.sh: $*" >&2
+    exit 1
+}
+
+in_ns() { ip netns exec "$NS" "$@"; }
+in_app() { ip netns exec "$APP" "$@"; }
+in_vm() { ip netns exec "$VM" "$@"; }
+
+# Leftovers of an interrupted earlier run.
+for ns in "$NS" "$APP" "$VM"; do
+    ip netns del "$ns" 2>/dev/null || true
+done
+
+for ns in "$NS" "$APP" "$VM"; do
+    ip netns add "$ns"
+done
+ip link add agt-veth0 netns "$NS" type veth peer name agt-veth1 netns "$APP"
+in_ns ip addr add 198.19.255.1/30 dev agt-veth0
+in_app ip addr add 198.19.255.2/30 dev agt-veth1
+for ns in "$NS" "$APP" "$VM"; do
+    ip netns exec "$ns" ip link set lo up
+    ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+done
+in_ns ip link set agt-veth0 up
+in_app ip link set agt-veth1 up
+in_ns sysctl -qw net.ipv4.conf.agt-veth0.rp_filter=0
+in_app sysctl -qw net.ipv4.conf.agt-veth1.rp_filter=0
+
+# The agent, in the backend namespace (ip netns exec execs it: $! is the agent itself).
+RUST_LOG=info ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --vpc 7=agt7 --physical agtp \
+    >"$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 100); do
+    grep -q 'running:' "$work/agent.log" && break
+    kill -0 "$agent_pid" 2>/dev/null || fail "sluice-agent exited before running"
+    sleep 0.1
+done
+grep -q 'running:' "$work/agent.log" || fail "sluice-agent did not print running: within 10 s"
+
+# The lab's part: address, up, a route back to the client through the TUN; VPC 7's TUN moved
+# into its VM's namespace first (the agent keeps using its file).
+in_ns ip link set agt7 netns "$VM"
+in_vm ip addr add 192.0.2.10/24 dev agt7
+in_vm ip link set agt7 up
+in_vm ip route add 203.0.113.0/24 dev agt7
+in_vm sysctl -qw net.ipv4.conf.agt7.rp_filter=0
+in_ns ip addr add 10.99.0.10/24 dev agtp
+in_ns ip link set agtp up
+in_ns ip route add 198.51.100.0/24 dev agtp
+in_ns sysctl -qw net.ipv4.conf.agtp.rp_filter=0
+
+# The backend application: answers one datagram with "pong:" + what it got.
+cat >"$work/listener.py" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 5300))
+s.settimeout(10)
+open(sys.argv[1], "w").close()  # bound: tell the script
+data, peer = s.recvfrom(2048)
+s.sendto(b"pong:" + data, peer)
+print(f"{peer[0]}:{peer[1]} {data.decode()}", flush=True)
+EOF
+for where in "$VM 192.0.2.10" "$NS 10.99.0.10"; do
+    read -r ns addr <<<"$where"
+    ip netns exec "$ns" "$python" "$work/listener.py" "$work/listening.$addr" "$addr" \
+        >"$work/listener.$addr" 2>&1 &
+    listener_pids="$listener_pids $!"
+    for _ in $(seq 50); do
+        [ -e "$work/listening.$addr" ] && break
+        sleep 0.1
+    done
+    [ -e "$work/listening.$addr" ] || fail "UDP listener on $addr did not start"
+done
+
+# The appliance: sends GRE (key 7), GRE (key 8) and IPIP packets with UDP inside, then waits
+# for the answers to come back the way their requests went.
+cat >"$work/appliance.py" <<'EOF'
+import select, socket, struct, sys, time
+
+AGENT, ME = "198.19.255.1", "198.19.255.2"
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+def udp_in_ipv4(src, sport, dst, dport, payload):
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, ulen)
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    c = csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0x1234, 0x4000, 64, 17, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+    return hdr + udp
+
+def parse_udp(ip):
+    ihl = (ip[0] & 0x0F) * 4
+    sport, dport, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
+    src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+    return (src, sport, dst, dport, ip[9], ip[ihl + 8:ihl + ulen])
+
+def gre(key, inner):
+    return struct.pack("!HHI", 0x2000, 0x0800, key) + inner
+
+gre_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+ipip_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+for s in (gre_sock, ipip_sock):
+    s.bind((ME, 0))
+
+gre_inner = udp_in_ipv4("203.0.113.5", 40000, "192.0.2.10", 5300, b"hello-gre")
+ipip_inner = udp_in_ipv4("198.51.100.5", 40001, "10.99.0.10", 5300, b"hello-ipip")
+gre_sock.sendto(gre(8, gre_inner), (AGENT, 0))  # no VPC 8: dropped as unknown_vpc
+gre_sock.sendto(gre(7, gre_inner), (AGENT, 0))
+ipip_sock.sendto(ipip_inner, (AGENT, 0))
+
+want = {
+    "gre": (7, ("192.0.2.10", 5300, "203.0.113.5", 40000, 17, b"pong:hello-gre")),
+    "ipip": (None, ("10.99.0.10", 5300, "198.51.100.5", 40001, 17, b"pong:hello-ipip")),
+}
+deadline = time.time() + 5
+while want and time.time() < deadline:
+    ready, _, _ = select.select([gre_sock, ipip_sock], [], [], 0.2)
+    for s in ready:
+        pkt = s.recv(65535)
+        if socket.inet_ntoa(pkt[12:16]) != AGENT:
+            continue
+        ihl = (pkt[0] & 0x0F) * 4
+        if s is gre_sock:
+            flags, proto = struct.unpack("!HH", pkt[ihl:ihl + 4])
+            if flags != 0x2000 or proto != 0x0800:
+                sys.exit(f"GRE reply: flags {flags:#06x} protocol {proto:#06x}, want key only, IPv4")
+            (key,) = struct.unpack("!I", pkt[ihl + 4:ihl + 8])
+            got, kind = (key, parse_udp(pkt[ihl + 8:])), "gre"
+        else:
+            got, kind = (None, parse_udp(pkt[ihl:])), "ipip"
+        if want.get(kind) != got:
+            sys.exit(f"{kind} reply: got {got}, want {want.get(kind)}")
+        del want[kind]
+        src, sport, dst, dport, _, payload = got[1]
+        print(f"{kind} reply back (key {got[0]}): {src}:{sport} -> {dst}:{dport} {payload.decode()}")
+if want:
+    sys.exit(f"no reply within 5 s for: {', '.join(want)}")
+EOF
+in_app "$python" "$work/appliance.py" || fail "the appliance did not get the answers back"
+
+for pid in $listener_pids; do
+    wait "$pid" || fail "a UDP listener failed: $(cat "$work"/listener.*)"
+done
+listener_pids=
+grep -qx '203.0.113.5:40000 hello-gre' "$work/listener.192.0.2.10" ||
+    fail "listener on 192.0.2.10 got: $(cat "$work/listener.192.0.2.10")"
+grep -qx '198.51.100.5:40001 hello-ipip' "$work/listener.10.99.0.10" ||
+    fail "listener on 10.99.0.10 got: $(cat "$work/listener.10.99.0.10")"
+echo "listeners got: $(cat "$work/listener.192.0.2.10") / $(cat "$work/listener.10.99.0.10")"
+
+# Stop the agent: it prints its counters and exits 0.
+kill -TERM "$agent_pid"
+wait "$agent_pid" || fail "sluice-agent exited with $? on SIGTERM"
+agent_pid=
+expect() {
+    grep -qxF "$1" "$work/agent.log" || fail "counter missing or wrong: want '$1'"
+}
+expect 'sluice_agent_received_packets_total{proto="gre"} 2'
+expect 'sluice_agent_received_packets_total{proto="ipip"} 1'
+expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 1'
+expect 'sluice_agent_decapsulated_packets_total{tun="agtp"} 1'
+expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 1'
+expect 'sluice_agent_replies_tunneled_total{tun="agtp"} 1'
+expect 'sluice_agent_drops_total{reason="unknown_vpc"} 1'
+expect 'sluice_agent_drops_total{reason="no_flow"} 0'
+expect 'sluice_agent_flows 2'
+if in_vm ip link show agt7 >/dev/null 2>&1; then fail "agt7 outlived the agent"; fi
+if in_ns ip link show agtp >/dev/null 2>&1; then fail "agtp outlived the agent"; fi
+grep "^sluice_agent_" "$work/agent.log" | grep -v " 0$" || true
+echo "smoke.sh: ok"
