@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: set up, build, bring up the namespace lab, run sluiced with
-# pipelines/lab-dsr.yaml, send real traffic from the client namespace through the VIPs, print
-# what reached which backend, stop and remove everything. Needs root.
+# The main job: set up, build, bring up the namespace lab, run sluiced with pipelines/lab.yaml
+# and sluice-agent on the backend hosts, send real traffic (HTTP with curl and wrk, UDP, a 10 MB
+# download) from client namespaces through DSR and NAT VIPs, print what went where, stop and
+# remove everything. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

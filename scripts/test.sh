@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: format and lint checks, unit and property tests, golden
 # packets, DPDK integration tests (net_ring, net_null, net_pcap vdevs), and the end-to-end
-# tests in network namespaces with real kernel TCP/IP stacks. Needs root.
+# tests in network namespaces with real kernel TCP/IP stacks (curl, wrk, hping3), sluiced
+# and sluice-agent. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,6 +15,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== loom model checks (session table)"
 scripts/loom.sh
+echo "== host agent smoke test (namespaces, GRE/IPIP from python raw sockets)"
+SLUICE_AGENT="$PWD/target/release/sluice-agent" control/agent/tests/smoke.sh
 echo "== end-to-end tests (namespace lab)"
 SLUICED="$PWD/target/release/sluiced" /usr/bin/python3 -m pytest -q -p no:cacheprovider scripts/e2e
 echo "== all tests passed"

@@ -130,12 +130,25 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     for (i, pc) in config.ports.iter().enumerate() {
         let field = |k: &str| format!("{}: ports[{i}].{k}", config.file);
         let id = dpdk_sys::port_by_name(&pc.device).map_err(|e| format!("{}: {e}", field("device")))?;
+        // net_af_packet reports a 1518-byte frame limit to DPDK whatever its ring's frames
+        // hold (2048 bytes by default): above 1500, the kernel interface's MTU is what counts
+        // (the lab sets it with `ip link`), so the appliance's own MTU is the config's.
+        let af_packet = dpdk_sys::port_info(id).is_ok_and(|i| i.driver == "net_af_packet");
+        let device_mtu = if af_packet && pc.spec.mtu > 1500 {
+            info!(
+                "port {}: net_af_packet; MTU {} is the kernel interface's to carry, not set in DPDK",
+                pc.spec.name, pc.spec.mtu
+            );
+            None
+        } else {
+            Some(pc.spec.mtu)
+        };
         let cfg = PortConfig {
             rx_queues: n_workers,
             tx_queues: n_workers,
             rx_desc: config.rx_desc,
             tx_desc: config.tx_desc,
-            mtu: Some(pc.spec.mtu),
+            mtu: device_mtu,
             rss: true,
             promiscuous: true,
         };

@@ -156,9 +156,21 @@ fn other_refusals() {
         ("services:", "sessions: { timeouts: { tcp_fin: 5 } }\nservices:", "sessions.timeouts"),
         ("tunnel: gre", "tunnel: gre\n    vpc: 9", "services[0].vpc"),
         ("tunnel: gre", "forwarding: nat\n    vpc: 9", "services[0].gre_key"),
-        ("tunnel: gre\n    gre_key: 7", "tunnel: ipip\n    forwarding: nat\n    vpc: 9", "services[0].tunnel"),
-        ("{ address: 198.18.0.10, weight: 3 }", "{ address: 198.18.0.10, port: 8080 }", "services[0].backends[0].port"),
-        ("{ address: 198.18.0.10, weight: 3 }", "{ address: 198.18.0.10, host: 198.18.0.11 }", "services[0].backends[0].host"),
+        (
+            "tunnel: gre\n    gre_key: 7",
+            "tunnel: ipip\n    forwarding: nat\n    vpc: 9",
+            "services[0].tunnel",
+        ),
+        (
+            "{ address: 198.18.0.10, weight: 3 }",
+            "{ address: 198.18.0.10, port: 8080 }",
+            "services[0].backends[0].port",
+        ),
+        (
+            "{ address: 198.18.0.10, weight: 3 }",
+            "{ address: 198.18.0.10, host: 198.18.0.11 }",
+            "services[0].backends[0].host",
+        ),
         ("tunnel: gre", "tunnel: gre\n    forwarding: snat", "services[0].forwarding"),
     ] {
         let e = refuse(from, to);

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A lab backend: an HTTP server and a UDP responder that say who they are and log who asked.
+
+    lab_server.py --name be1 --http 80 --udp 53 --log DIR/be1.access
+
+HTTP: `GET /` answers "<name>\\n"; `GET /blob` answers BLOB_SIZE bytes of a fixed pseudo-random
+stream (so a download can be checked byte for byte); anything else is 404. HTTP/1.0, one request
+per connection, so every request is a new flow. UDP: a datagram is answered with
+"<name>:<datagram>". Each request, either kind, is one line in the log:
+"<name> <proto> <client-ip> <client-port> <path or bytes>", flushed at once.
+"""
+import argparse
+import hashlib
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+
+BLOB_SIZE = 10 * 1024 * 1024
+
+
+def blob():
+    """BLOB_SIZE bytes: SHA-256 in counter mode over a fixed seed (the tests rebuild it)."""
+    out = bytearray()
+    i = 0
+    while len(out) < BLOB_SIZE:
+        out += hashlib.sha256(b"sluice-lab-blob-%d" % i).digest()
+        i += 1
+    return bytes(out[:BLOB_SIZE])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--http", type=int)
+    ap.add_argument("--udp", type=int)
+    ap.add_argument("--log", required=True)
+    args = ap.parse_args()
+    log = open(args.log, "a", buffering=1)
+    lock = threading.Lock()
+
+    def record(line):
+        with lock:
+            log.write(f"{args.name} {line}\n")
+
+    data = blob()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            if self.path == "/":
+                body = (args.name + "\n").encode()
+            elif self.path == "/blob":
+                body = data
+            else:
+                self.send_error(404)
+                return
+            record(f"tcp {self.client_address[0]} {self.client_address[1]} {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *a):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        request_queue_size = 512
+        allow_reuse_address = True
+
+    threads = []
+    if args.http:
+        httpd = Server(("0.0.0.0", args.http), Handler)
+        threads.append(threading.Thread(target=httpd.serve_forever, daemon=True))
+    if args.udp:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", args.udp))
+
+        def udp_loop():
+            while True:
+                msg, peer = sock.recvfrom(65535)
+                record(f"udp {peer[0]} {peer[1]} {len(msg)}")
+                sock.sendto(args.name.encode() + b":" + msg, peer)
+
+        threads.append(threading.Thread(target=udp_loop, daemon=True))
+    for t in threads:
+        t.start()
+    print(f"{args.name} serving: http {args.http} udp {args.udp}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
