@@ -7,7 +7,9 @@ use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
 use crate::sched::{self, SchedState};
 use crate::session::{self, Insert, Session, SessionKey, SessionTable, TcpState};
-use crate::snapshot::{Forwarding, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel};
+use crate::snapshot::{
+    Forwarding, NoBackend, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel,
+};
 use crate::stats::DropReason;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
@@ -47,6 +49,11 @@ pub enum Verdict {
     /// A TCP RST to the client, built in place (its session's backend was removed and the
     /// service's policy is `reset`); send it out of `port`.
     Reset {
+        port: u16,
+    },
+    /// ICMP destination unreachable to the client, built in place (no backend, policy
+    /// `icmp_unreachable`); send it out of `port`.
+    Unreachable {
         port: u16,
     },
     /// Used up with nothing to send (an ARP reply or announcement the appliance learned from).
@@ -345,16 +352,20 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
         if fresh_syn {
             // A new connection on the 5-tuple of a finished one: it starts over.
             table.remove(slot, &key);
-        } else if let Some(bi) = svc.backend_by_id(s.backend) {
+        } else if let Some(bi) = svc
+            .backend_by_id(s.backend)
+            .filter(|&i| svc.backends.get(usize::from(i)).is_some_and(|b| !b.down))
+        {
             table.touch(slot, &s, now, TcpState::next(Some(s.state), p.tcp_flags));
             cx.events.hits += 1;
             chosen = Some(bi);
         } else {
-            // Its backend left the config.
+            // Its backend left the config, or failed its health checks.
             match svc.on_backend_removed {
                 OnRemoved::Remap => {
                     let Some(bi) = choose_new(cx, svc, si, p, now) else {
-                        return Drop(DropReason::NoBackend);
+                        table.remove(slot, &key);
+                        return no_backend(cx.snap, svc, frame, p);
                     };
                     let id = svc.backends.get(usize::from(bi)).map_or(0, |b| b.id);
                     table.set_backend(slot, &key, id, now);
@@ -372,7 +383,7 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
         Some(bi) => bi,
         None => {
             let Some(mut bi) = choose_new(cx, svc, si, p, now) else {
-                return Drop(DropReason::NoBackend);
+                return no_backend(cx.snap, svc, frame, p);
             };
             let id = svc.backends.get(usize::from(bi)).map_or(0, |b| b.id);
             if table.is_full() {
@@ -608,7 +619,7 @@ fn choose_new(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u3
         let hash = table.hash(&key);
         if let Some((slot, s)) = table.lookup(&key, hash) {
             match svc.backend_by_id(s.backend) {
-                Some(bi) if svc.backends.get(usize::from(bi)).is_some_and(|b| b.weight > 0) => {
+                Some(bi) if svc.backends.get(usize::from(bi)).is_some_and(|b| b.takes_new_flows()) => {
                     table.touch(slot, &s, now, TcpState::NotTcp);
                     return Some(bi);
                 }
@@ -624,6 +635,71 @@ fn choose_new(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u3
         return Some(bi);
     }
     sched::choose(svc, si, &p.flow, p.flow.hash(SELECT_SEED), cx.sched, table)
+}
+
+/// A new flow that no backend can take: what the service's `on_no_backend` says.
+fn no_backend<F: Frame>(snap: &Snapshot, svc: &Service, frame: &mut F, p: &ToService) -> Verdict {
+    match svc.on_no_backend {
+        NoBackend::Drop => Drop(DropReason::NoBackend),
+        NoBackend::Reset if p.tcp_flags.is_some() => match reset_client(snap, frame, p) {
+            Verdict::Drop(_) => Drop(DropReason::NoBackend),
+            v => v,
+        },
+        NoBackend::Reset => Drop(DropReason::NoBackend),
+        NoBackend::IcmpUnreachable => unreachable_client(snap, frame, p),
+    }
+}
+
+/// Turns a client's packet into ICMP destination unreachable, port unreachable (RFC 792),
+/// from the VIP: the original IP header and the first 8 bytes after it are quoted.
+fn unreachable_client<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict {
+    let Some(port) = snap.ports.get(usize::from(p.rx_port)) else {
+        return Drop(DropReason::NoBackend);
+    };
+    let l2 = usize::from(p.l2);
+    let ihl = match Ipv4Packet::new_checked(&frame.data()[l2..]) {
+        Ok(ip) => ip.header_len(),
+        Err(_) => return Drop(DropReason::NoBackend),
+    };
+    let quoted = ihl + 8; // TCP and UDP headers are at least 8 bytes: classify checked them
+    let reply_len = ipv4::HEADER_LEN + 8 + quoted;
+    let grow = reply_len.saturating_sub(usize::from(p.inner_len));
+    if grow > 0 && !frame.append(grow) {
+        return Drop(DropReason::NoBackend);
+    }
+    let b = frame.data_mut();
+    if b.len() < l2 + reply_len {
+        return Drop(DropReason::NoBackend);
+    }
+    // Move the quoted bytes behind the new IP and ICMP headers.
+    b.copy_within(l2..l2 + quoted, l2 + ipv4::HEADER_LEN + 8);
+    let dst_mac = [b[6], b[7], b[8], b[9], b[10], b[11]];
+    b[0..6].copy_from_slice(&dst_mac);
+    b[6..12].copy_from_slice(&port.mac);
+    let (client, vip) = (
+        p.flow.src.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        p.flow.dst.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    );
+    let ip_hdr = Ipv4Repr {
+        src: vip,
+        dst: client,
+        protocol: ipv4::PROTO_ICMP,
+        payload_len: 8 + quoted,
+        tos: 0,
+        ident: 0,
+        dont_frag: false,
+        ttl: DEFAULT_TTL,
+    };
+    ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
+    let icmp = &mut b[l2 + ipv4::HEADER_LEN..l2 + reply_len];
+    icmp[..8].copy_from_slice(&[icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_PORT_UNREACHABLE, 0, 0, 0, 0, 0, 0]);
+    let c = checksum::checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let len = frame.data().len();
+    if !frame.trim(len - (l2 + reply_len)) {
+        return Drop(DropReason::NoBackend);
+    }
+    Verdict::Unreachable { port: p.rx_port }
 }
 
 /// Turns a client's TCP segment into the RST that ends its connection (RFC 9293 3.10.7.1:

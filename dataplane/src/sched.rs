@@ -64,7 +64,7 @@ pub fn choose(
         Scheduler::LeastConn => {
             // Fewest sessions per unit of weight: a/wa < b/wb  <=>  a*wb < b*wa.
             let mut best: Option<(u16, u64, u64)> = None;
-            for (i, b) in svc.backends.iter().enumerate().filter(|(_, b)| b.weight > 0) {
+            for (i, b) in svc.backends.iter().enumerate().filter(|(_, b)| b.takes_new_flows()) {
                 let n = u64::from(sessions.active(b.id));
                 let w = u64::from(b.weight);
                 if best.is_none_or(|(_, bn, bw)| n * bw < bn * w) {

@@ -484,6 +484,8 @@ pub struct SessionTable {
     /// Sessions per backend id (least-connections): +1 when a flow session is created, -1
     /// when it is removed or moved off the backend.
     active: Box<[AtomicU32]>,
+    /// Sessions made per backend id since start (metrics: new sessions per backend).
+    created: Box<[crate::stats::Counter]>,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -508,6 +510,7 @@ impl SessionTable {
             timeouts: TimeoutTicks::new(&timeouts),
             full: AtomicBool::new(false),
             active: zeroed_counts(MAX_BACKEND_IDS),
+            created: crate::stats::counters(MAX_BACKEND_IDS),
         }
     }
 
@@ -556,6 +559,11 @@ impl SessionTable {
     /// Sessions on a backend id now.
     pub fn active(&self, backend: u32) -> u32 {
         self.active.get(backend as usize).map_or(0, |a| a.load(Relaxed))
+    }
+
+    /// Sessions made for a backend id since the table was created.
+    pub fn created(&self, backend: u32) -> u64 {
+        self.created.get(backend as usize).map_or(0, |c| c.get())
     }
 
     fn count(&self, backend: u32, up: bool) {
@@ -675,6 +683,10 @@ impl SessionTable {
             s.w[0].store(meta(seq_of(m).wrapping_add(2), LIVE, tag), Ordering::Release);
             if key.kind == KeyKind::Flow {
                 self.count(session.backend, true);
+                if let Some(c) = self.created.get(session.backend as usize) {
+                    // Any thread may insert: an atomic add, not the one-writer `Counter::add`.
+                    c.fetch_add(1);
+                }
             }
             return Insert::Inserted(i);
         }

@@ -65,6 +65,17 @@ pub enum OnRemoved {
     Reset,
 }
 
+/// What a service does with a new flow when no backend can take it (all weight 0 or down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend {
+    /// Drop it (`no_backend`).
+    Drop,
+    /// TCP: answer with a RST from the VIP; UDP is dropped.
+    Reset,
+    /// Answer with ICMP destination unreachable (port unreachable) from the VIP.
+    IcmpUnreachable,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Tcp,
@@ -109,16 +120,19 @@ pub struct BackendSpec {
     /// NAT: the host the backend runs on, the tunnel's outer destination (`None`: `address`).
     pub host: Option<Ipv4Addr>,
     pub weight: u32,
+    /// Failed its health checks: out of the Maglev table, and its sessions go by the
+    /// service's `on_backend_removed` policy.
+    pub down: bool,
 }
 
 impl BackendSpec {
     pub fn new(address: Ipv4Addr, weight: u32) -> BackendSpec {
-        BackendSpec { id: None, address, port: None, host: None, weight }
+        BackendSpec { id: None, address, port: None, host: None, weight, down: false }
     }
 
     /// A NAT backend: `address:port` on host `host`.
     pub fn nat(address: Ipv4Addr, port: u16, host: Ipv4Addr, weight: u32) -> BackendSpec {
-        BackendSpec { id: None, address, port: Some(port), host: Some(host), weight }
+        BackendSpec { id: None, address, port: Some(port), host: Some(host), weight, down: false }
     }
 }
 
@@ -136,6 +150,7 @@ pub struct ServiceSpec {
     /// `IpHash` only: seconds a client stays with its backend after its last packet (0: none).
     pub persistence: u32,
     pub on_backend_removed: OnRemoved,
+    pub on_no_backend: NoBackend,
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
 }
@@ -160,6 +175,7 @@ impl ServiceSpec {
             scheduler: Scheduler::Maglev,
             persistence: 0,
             on_backend_removed: OnRemoved::Remap,
+            on_no_backend: NoBackend::Drop,
             table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             backends,
         }
@@ -285,10 +301,20 @@ pub struct Backend {
     pub port: u16,
     /// The tunnel's outer destination (the same as `address` for DSR).
     pub host: Ipv4Addr,
+    /// The configured weight; a backend that is `down` takes no new flows whatever it is.
     pub weight: u32,
+    pub down: bool,
     pub nexthop: u16,
     /// Outer source address of the tunnel toward this backend.
     pub tunnel_source: Ipv4Addr,
+}
+
+impl Backend {
+    /// True if new flows may go here: a positive weight and not down.
+    #[inline]
+    pub fn takes_new_flows(&self) -> bool {
+        self.weight > 0 && !self.down
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +330,7 @@ pub struct Service {
     /// `IpHash` persistence in session ticks (0: none).
     pub persistence_ticks: u32,
     pub on_backend_removed: OnRemoved,
+    pub on_no_backend: NoBackend,
     pub backends: Vec<Backend>,
     pub maglev: Maglev,
     /// Backend indexes in smooth weighted round-robin order (`RoundRobin`).
@@ -565,6 +592,7 @@ impl Snapshot {
                     port,
                     host,
                     weight: b.weight,
+                    down: b.down,
                     nexthop,
                     tunnel_source: spec.tunnel_source.unwrap_or(ports[pi].address),
                 });
@@ -581,16 +609,20 @@ impl Snapshot {
                     id
                 })
                 .collect();
-            let inputs: Vec<MaglevInput<'_>> =
-                ids.iter().zip(&backends).map(|(id, b)| MaglevInput { id, weight: b.weight }).collect();
+            let inputs: Vec<MaglevInput<'_>> = ids
+                .iter()
+                .zip(&backends)
+                .map(|(id, b)| MaglevInput { id, weight: if b.down { 0 } else { b.weight } })
+                .collect();
             let maglev = Maglev::build(&inputs, s.table_size);
-            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let weights: Vec<u32> = backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect();
             let by_id =
                 StaticMap::build(backends.iter().enumerate().map(|(i, b)| (u64::from(b.id), i as u16)));
             services.push(Service {
                 id,
                 persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
                 on_backend_removed: s.on_backend_removed,
+                on_no_backend: s.on_no_backend,
                 rr: rr_sequence(&weights),
                 backend_ids: by_id,
                 name: s.name.clone(),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// A counter with one writer. `add` is a relaxed load and store, not a locked read-modify-write:
 /// correct because only the owning worker writes it; readers may see a slightly old value.
 #[derive(Debug, Default)]
+#[repr(transparent)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
@@ -17,6 +18,12 @@ impl Counter {
     #[inline(always)]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
+    }
+
+    /// An atomic add, for counters that several threads write (rare paths only).
+    #[inline]
+    pub fn fetch_add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
     }
 }
 
@@ -137,6 +144,14 @@ pub struct WorkerStats {
     pub sessions_fallback: Counter,
     pub sessions_remapped: Counter,
     pub resets_sent: Counter,
+    /// ICMP unreachables sent for new flows no backend could take (`icmp_unreachable`).
+    pub unreachables_sent: Counter,
+    /// Packets and bytes (as sent, tunnel headers included) toward each service and backend,
+    /// indexed by their stable ids.
+    pub service_packets: Box<[Counter]>,
+    pub service_bytes: Box<[Counter]>,
+    pub backend_packets: Box<[Counter]>,
+    pub backend_bytes: Box<[Counter]>,
     /// Loop iterations, and those that received at least one packet (the busy ratio).
     pub polls: Counter,
     pub busy_polls: Counter,
@@ -158,13 +173,47 @@ impl Default for WorkerStats {
             sessions_fallback: Counter::default(),
             sessions_remapped: Counter::default(),
             resets_sent: Counter::default(),
+            unreachables_sent: Counter::default(),
+            service_packets: counters(MAX_SERVICE_IDS),
+            service_bytes: counters(MAX_SERVICE_IDS),
+            backend_packets: counters(crate::session::MAX_BACKEND_IDS),
+            backend_bytes: counters(crate::session::MAX_BACKEND_IDS),
             polls: Counter::default(),
             busy_polls: Counter::default(),
         }
     }
 }
 
+/// Service ids are below this (they are u16).
+pub const MAX_SERVICE_IDS: usize = 1 << 16;
+
+/// `n` counters at zero, from a zeroed allocation: large arrays (per service and backend id)
+/// cost no time to make and no memory until touched.
+pub fn counters(n: usize) -> Box<[Counter]> {
+    let c = Box::<[Counter]>::new_zeroed_slice(n);
+    // SAFETY: Counter is a transparent AtomicU64, which has the layout of u64 and for which
+    // all-zero bytes are the valid value 0.
+    unsafe { c.assume_init() }
+}
+
 impl WorkerStats {
+    /// Counts a packet of `bytes` sent toward backend `backend` of service `service` (ids).
+    #[inline]
+    pub fn count_forward(&self, service: u16, backend: u32, bytes: u64) {
+        if let Some(c) = self.service_packets.get(usize::from(service)) {
+            c.add(1);
+        }
+        if let Some(c) = self.service_bytes.get(usize::from(service)) {
+            c.add(bytes);
+        }
+        if let Some(c) = self.backend_packets.get(backend as usize) {
+            c.add(1);
+        }
+        if let Some(c) = self.backend_bytes.get(backend as usize) {
+            c.add(bytes);
+        }
+    }
+
     #[inline]
     pub fn count_drop(&self, reason: DropReason, n: u64) {
         self.drops[reason as usize].add(n);

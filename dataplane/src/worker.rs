@@ -107,7 +107,8 @@ impl<I: Io> Worker<I> {
             pc.rx_packets.add(stages.len() as u64);
             pc.rx_bytes.add(bytes as u64);
             // Pass 2: finish and dispatch.
-            let (mut arp, mut echo, mut tunneled, mut resets, mut nat) = (0u64, 0u64, 0u64, 0u64, 0u64);
+            let (mut arp, mut echo, mut tunneled, mut resets, mut nat, mut unreach) =
+                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
             for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
                 let verdict = match stage {
                     Stage::Done(v) => *v,
@@ -122,8 +123,12 @@ impl<I: Io> Worker<I> {
                         echo += 1;
                         port
                     }
-                    Verdict::Tunnel { port, .. } => {
+                    Verdict::Tunnel { port, service, backend } => {
                         tunneled += 1;
+                        if let Some(s) = snap.services.get(usize::from(service)) {
+                            let b = s.backends.get(usize::from(backend)).map_or(u32::MAX, |b| b.id);
+                            self.stats.count_forward(s.id, b, frame.data().len() as u64);
+                        }
                         port
                     }
                     Verdict::Reset { port } => {
@@ -132,6 +137,10 @@ impl<I: Io> Worker<I> {
                     }
                     Verdict::NatReply { port, .. } => {
                         nat += 1;
+                        port
+                    }
+                    Verdict::Unreachable { port } => {
+                        unreach += 1;
                         port
                     }
                     Verdict::Consumed => continue,
@@ -153,6 +162,7 @@ impl<I: Io> Worker<I> {
             self.stats.icmp_echo_replies.add(echo);
             self.stats.tunneled.add(tunneled);
             self.stats.nat_replies.add(nat);
+            self.stats.unreachables_sent.add(unreach);
         }
 
         if self.id == 0 && now_ns >= self.next_scan_ns {

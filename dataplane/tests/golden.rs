@@ -101,6 +101,14 @@ fn nat_service(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: B
     s
 }
 
+/// Port 80 with one backend that failed its health checks.
+fn down_service(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSpec {
+    let mut s = service(vip, 80, protocol, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]);
+    s.backends[0].down = true;
+    s.on_no_backend = on_no_backend;
+    s
+}
+
 /// Runs a case's `pre` frame, if any, through `process` on `table`.
 fn run_pre(c: &Case, snap: &Snapshot, table: &SessionTable) {
     if let Some((port, bytes)) = &c.pre {
@@ -164,6 +172,10 @@ fn golden_snapshot() -> Snapshot {
                 Tunnel::Gre { key: Some(7) },
                 BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 10].into(), 1),
             ),
+            down_service([198, 18, 10, 7], Protocol::Tcp, NoBackend::Reset),
+            down_service([198, 18, 10, 7], Protocol::Udp, NoBackend::Reset),
+            down_service([198, 18, 10, 8], Protocol::Tcp, NoBackend::IcmpUnreachable),
+            down_service([198, 18, 10, 8], Protocol::Udp, NoBackend::IcmpUnreachable),
             nat_service(
                 [198, 18, 10, 6],
                 53,
@@ -183,6 +195,7 @@ fn verdict_string(v: Verdict) -> String {
         Verdict::Tunnel { port, .. } => format!("tunnel:{port}"),
         Verdict::Reset { port } => format!("reset:{port}"),
         Verdict::NatReply { port, .. } => format!("nat_reply:{port}"),
+        Verdict::Unreachable { port } => format!("unreachable:{port}"),
         Verdict::Consumed => "consumed".into(),
         Verdict::Drop(r) => format!("drop:{}", r.label()),
     }

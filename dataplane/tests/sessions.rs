@@ -41,6 +41,16 @@ fn snapshot_persist(
     scheduler: Scheduler,
     persistence: u32,
 ) -> Snapshot {
+    Snapshot::build(&spec(generation, backends, on_removed, scheduler, persistence), None).unwrap()
+}
+
+fn spec(
+    generation: u64,
+    backends: &[(u32, u32)],
+    on_removed: OnRemoved,
+    scheduler: Scheduler,
+    persistence: u32,
+) -> SnapshotSpec {
     let neighbors: Vec<(Ipv4Addr, [u8; 6])> =
         (0..8).map(|i| (backend_addr(i), [2, 0, 0, 0, 1, 10 + i])).collect();
     let mut svc = ServiceSpec::dsr(
@@ -64,7 +74,7 @@ fn snapshot_persist(
     for b in udp.backends.iter_mut() {
         b.id = b.id.map(|i| i + 100);
     }
-    let spec = SnapshotSpec {
+    SnapshotSpec {
         generation,
         ports: vec![
             PortSpec {
@@ -90,8 +100,7 @@ fn snapshot_persist(
         ],
         tunnel_source: None,
         services: vec![svc, udp],
-    };
-    Snapshot::build(&spec, None).unwrap()
+    }
 }
 
 /// An Ethernet/IPv4/TCP (or UDP when `flags` is None) packet from client `c`:`port` to the
@@ -249,6 +258,33 @@ fn removed_backend_remap_moves_sessions_to_the_new_choice() {
     // The remapped sessions hold their new backend from now on.
     let third = rig.backends_of(flows.iter().map(|&(c, p)| packet(c, p, Some(ACK), 3, b"")).collect());
     assert_eq!(again, third);
+}
+
+#[test]
+fn a_backend_marked_down_by_health_checks_loses_its_sessions_to_the_policy_and_comes_back() {
+    let mut rig =
+        Rig::new(snapshot(1, &[(0, 1), (1, 1)], OnRemoved::Remap, Scheduler::Maglev), Timeouts::default());
+    let flows: Vec<(u32, u16)> = (0..400).map(|i| (i, 6000)).collect();
+    let first = rig.backends_of(flows.iter().map(|&(c, p)| packet(c, p, Some(SYN), 1, b"")).collect());
+    let on_1 = first.iter().filter(|a| **a == backend_addr(1)).count();
+    assert!(on_1 > 100);
+    // Backend 1 stays in the config but is down.
+    let mut down = spec(2, &[(0, 1), (1, 1)], OnRemoved::Remap, Scheduler::Maglev, 0);
+    down.services[0].backends[1].down = true;
+    rig.config.store(Arc::new(Snapshot::build(&down, Some(&rig.config.load())).unwrap()));
+    let again = rig.backends_of(flows.iter().map(|&(c, p)| packet(c, p, Some(ACK), 2, b"")).collect());
+    assert!(again.iter().all(|a| *a == backend_addr(0)), "nothing goes to a down backend");
+    assert_eq!(rig.stats.sessions_remapped.get(), on_1 as u64);
+    let fresh: Vec<(u32, u16)> = (0..100).map(|i| (i, 7000)).collect();
+    let new = rig.backends_of(fresh.iter().map(|&(c, p)| packet(c, p, Some(SYN), 1, b"")).collect());
+    assert!(new.iter().all(|a| *a == backend_addr(0)));
+    // Up again: new flows reach it again; remapped sessions stay where they went.
+    rig.config.store(Arc::new(snapshot(3, &[(0, 1), (1, 1)], OnRemoved::Remap, Scheduler::Maglev)));
+    let later: Vec<(u32, u16)> = (0..400).map(|i| (i, 8000)).collect();
+    let back = rig.backends_of(later.iter().map(|&(c, p)| packet(c, p, Some(SYN), 1, b"")).collect());
+    assert!(back.iter().filter(|a| **a == backend_addr(1)).count() > 100);
+    let still = rig.backends_of(flows.iter().map(|&(c, p)| packet(c, p, Some(ACK), 3, b"")).collect());
+    assert_eq!(still, again);
 }
 
 #[test]

@@ -5,6 +5,8 @@ use super::{checksum, read_u16, write_u16, WireError};
 pub const HEADER_LEN: usize = 8;
 pub const TYPE_ECHO_REPLY: u8 = 0;
 pub const TYPE_ECHO_REQUEST: u8 = 8;
+pub const TYPE_DEST_UNREACHABLE: u8 = 3;
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
 
 mod field {
     pub const TYPE: usize = 0;

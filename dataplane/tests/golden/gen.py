@@ -21,6 +21,8 @@ VIP, VIP2, VIP_DEAD, VIP_UNRES, VIP_TINY = "198.18.10.1", "198.18.10.2", "198.18
 # NAT: tcp 80 -> 192.0.2.10:8080 in VPC 7 on host 198.19.0.10 (GRE key 7); udp 53 ->
 # 192.0.2.20:5353 on the physical network, host 198.19.0.11 (IPIP).
 VIP_NAT, NAT_BE, NAT_BE_UDP = "198.18.10.6", "192.0.2.10", "192.0.2.20"
+# Services whose only backend failed its health checks: on_no_backend reset (.7), icmp (.8).
+VIP_DOWN_RST, VIP_DOWN_ICMP = "198.18.10.7", "198.18.10.8"
 # A client on port 0's segment
 CLI_MAC, CLI_IP = "02:00:00:00:00:99", "198.18.0.2"
 
@@ -159,6 +161,18 @@ case("nat reply whose inner packet is truncated", 1, from_host(Raw(raw(synack)[:
 far_syn = IP(src="203.0.113.9", dst=VIP_NAT, ttl=63) / TCP(sport=41000, dport=80, flags="S")
 far_reply = IP(src=NAT_BE, dst="203.0.113.9") / TCP(sport=8080, dport=41000, flags="SA")
 case("nat reply to a client with no route back", 1, from_host(far_reply), None, "drop:no_route_to_client", pre=(0, eth_in() / far_syn))
+
+# ---- no backend can take a new flow: on_no_backend ----------------------------------------
+down_syn = IP(src=CLI_IP, dst=VIP_DOWN_RST, ttl=63, id=0x1111) / TCP(sport=40100, dport=80, flags="S", seq=7000)
+down_rst = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_DOWN_RST, dst=CLI_IP, ttl=64, id=0, flags="DF") / TCP(sport=80, dport=40100, flags="RA", seq=0, ack=7001, window=0)
+case("new tcp flow, every backend down, on_no_backend reset: RST from the VIP", 0, eth_in() / down_syn, down_rst, "reset:0")
+case("new udp flow, every backend down, on_no_backend reset: dropped", 0, eth_in() / IP(src=CLI_IP, dst=VIP_DOWN_RST) / UDP(sport=1, dport=80), None, "drop:no_backend")
+icmp_syn = IP(src=CLI_IP, dst=VIP_DOWN_ICMP, ttl=63, id=0x2222) / TCP(sport=40200, dport=80, flags="S", seq=9) / Raw(b"data")
+unreach = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_DOWN_ICMP, dst=CLI_IP, ttl=64, id=0) / ICMP(type=3, code=3) / raw(icmp_syn)[:28]
+case("new tcp flow, every backend down, on_no_backend icmp_unreachable", 0, eth_in() / icmp_syn, unreach, "unreachable:0")
+small_udp = IP(src=CLI_IP, dst=VIP_DOWN_ICMP, ttl=63, id=5) / UDP(sport=7, dport=80)
+unreach_udp = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_DOWN_ICMP, dst=CLI_IP, ttl=64, id=0) / ICMP(type=3, code=3) / raw(small_udp)[:28]
+case("a minimal udp datagram grows into its icmp unreachable", 0, eth_in() / small_udp, unreach_udp, "unreachable:0")
 
 # ---- malformed -----------------------------------------------------------------------------
 good = raw(eth_in() / syn)
