@@ -1,0 +1,1106 @@
+//! The Prometheus scrape endpoint.
+//!
+//! [`SluiceCollector`] implements the `prometheus` crate's `Collector`. The counters stay where
+//! they are, per core, each written by its worker only; at every scrape `collect` reads them
+//! and sums them (with [`Totals::sum`], as `--print-stats` does), reads the session table, the
+//! config snapshot in effect (for per-service and per-backend series) and the control thread's
+//! [`ApplyState`], and builds the metric families on the spot. Nothing on the packet path
+//! changes and nothing is cached between scrapes except each worker's poll counts (for the
+//! busy ratio).
+//!
+//! [`serve`] answers `GET /metrics` on a TCP address with the text exposition format.
+//!
+//! Adding a family: declare it in the `families!` list below (constant, type, name, label
+//! names, help), then emit it from `collect`. Per-service and per-backend families take one
+//! line each through `per_service` and `per_backend`, which label a sample with the service's
+//! name and the backend's address (DSR) or `address:port` (NAT) from the current snapshot.
+//! For example, once `WorkerStats` counts packets per service id:
+//!
+//! ```ignore
+//! let packets = |id: u16| self.source.stats.iter().map(|w| w.service_packets[usize::from(id)].get()).sum::<u64>();
+//! self.per_service(snap, &SERVICE_PACKETS, |s| Some(packets(s.id) as f64)).push_to(out);
+//! ```
+
+use crate::report::Totals;
+use arc_swap::ArcSwap;
+use log::{debug, warn};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Registry, TextEncoder, TEXT_FORMAT};
+use sluice_dataplane::session::SessionTable;
+use sluice_dataplane::snapshot::{Backend, Forwarding, Service, Snapshot};
+use sluice_dataplane::stats::{DropReason, WorkerStats, MAX_PORTS};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ---- what the control thread shares ---------------------------------------------------------
+
+/// What the control thread last did with a config, for the `sluice_config_*` metrics. The
+/// control thread records each attempt; scrapes read it. The fields are separate atomics: a
+/// scrape that races an apply may see one field new and another still old.
+#[derive(Debug, Default)]
+pub struct ApplyState {
+    /// The generation of the config in effect (the snapshot's).
+    generation: AtomicU64,
+    /// `NONE`, `APPLIED` or `REFUSED`: the last attempt's outcome.
+    last_result: AtomicU8,
+    /// Unix time of the last attempt, in seconds (`f64` bits).
+    last_time: AtomicU64,
+    applied: AtomicU64,
+    refused: AtomicU64,
+}
+
+const NONE: u8 = 0;
+const APPLIED: u8 = 1;
+const REFUSED: u8 = 2;
+
+impl ApplyState {
+    /// Nothing attempted yet, generation 0.
+    pub fn new() -> ApplyState {
+        ApplyState::default()
+    }
+
+    /// A config was applied, now: `generation` is in effect. (The config sluiced starts with
+    /// counts too: record it once its snapshot is built.)
+    pub fn record_applied(&self, generation: u64) {
+        self.record_applied_at(generation, SystemTime::now());
+    }
+
+    pub fn record_applied_at(&self, generation: u64, at: SystemTime) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        self.last_time.store(unix_seconds(at).to_bits(), Ordering::Relaxed);
+        self.last_result.store(APPLIED, Ordering::Release);
+    }
+
+    /// A config was refused, now: the running one, and its generation, stay.
+    pub fn record_refused(&self) {
+        self.record_refused_at(SystemTime::now());
+    }
+
+    pub fn record_refused_at(&self, at: SystemTime) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.last_time.store(unix_seconds(at).to_bits(), Ordering::Relaxed);
+        self.last_result.store(REFUSED, Ordering::Release);
+    }
+
+    /// The generation of the config in effect (0 before the first apply).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last attempt applied its config; `None` before the first attempt.
+    pub fn last_success(&self) -> Option<bool> {
+        match self.last_result.load(Ordering::Acquire) {
+            NONE => None,
+            r => Some(r == APPLIED),
+        }
+    }
+
+    /// Unix time of the last attempt in seconds; `None` before the first attempt.
+    pub fn last_time(&self) -> Option<f64> {
+        self.last_success().map(|_| f64::from_bits(self.last_time.load(Ordering::Relaxed)))
+    }
+
+    pub fn applied_count(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn refused_count(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Reads the NICs' own counters (`rte_eth_stats`), one entry per port in `port_names` order.
+pub type NicStatsFn = Box<dyn Fn() -> Vec<dpdk_sys::PortStats> + Send + Sync>;
+
+/// The health hook: a backend's health by its stable id, `None` if it is not checked. There
+/// are no health checks yet; when they land, this is where `sluice_backend_healthy` comes from.
+pub type HealthFn = Box<dyn Fn(u32) -> Option<bool> + Send + Sync>;
+
+/// Everything a scrape reads. All of it is shared with the running appliance.
+pub struct MetricsSource {
+    /// One per worker, in worker order. Worker `q` serves queue `q` of every port.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// The ports, in port index order (at most `MAX_PORTS`).
+    pub port_names: Vec<String>,
+    pub sessions: Arc<SessionTable>,
+    /// The config snapshot in effect.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub apply: Arc<ApplyState>,
+    /// The sweeper's live-session count at its last full pass (walking the table at every
+    /// scrape would cost a pass over all of it).
+    pub sessions_live: Arc<AtomicU64>,
+    /// Sessions the sweeper has expired so far.
+    pub sessions_expired: Arc<AtomicU64>,
+    /// The NICs' counters (`sluice_nic_*`); `None`: not exported.
+    pub nic_stats: Option<NicStatsFn>,
+    /// Backend health (`sluice_backend_healthy`); `None` (today): not exported.
+    pub health: Option<HealthFn>,
+}
+
+// ---- the families -----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A metric family's name, type, label names and help.
+#[derive(Debug)]
+struct Def {
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+}
+
+macro_rules! families {
+    ($( $id:ident: $kind:ident $name:literal [$($label:literal),*] $help:literal; )*) => {
+        $( const $id: Def = Def { name: $name, kind: Kind::$kind, labels: &[$($label),*], help: $help }; )*
+        /// Every family the collector may emit.
+        const FAMILIES: &[&Def] = &[$(&$id),*];
+    };
+}
+
+families! {
+    PORT_RX_PACKETS: Counter "sluice_port_rx_packets_total" ["port"]
+        "Packets the workers received on the port.";
+    PORT_RX_BYTES: Counter "sluice_port_rx_bytes_total" ["port"]
+        "Bytes the workers received on the port.";
+    PORT_TX_PACKETS: Counter "sluice_port_tx_packets_total" ["port"]
+        "Packets the driver accepted for sending on the port.";
+    PORT_TX_BYTES: Counter "sluice_port_tx_bytes_total" ["port"]
+        "Bytes the driver accepted for sending on the port.";
+    QUEUE_RX_PACKETS: Counter "sluice_queue_rx_packets_total" ["port", "queue"]
+        "Packets received on the port's queue (worker N serves queue N of every port).";
+    QUEUE_RX_BYTES: Counter "sluice_queue_rx_bytes_total" ["port", "queue"]
+        "Bytes received on the port's queue.";
+    QUEUE_TX_PACKETS: Counter "sluice_queue_tx_packets_total" ["port", "queue"]
+        "Packets the driver accepted on the port's queue.";
+    QUEUE_TX_BYTES: Counter "sluice_queue_tx_bytes_total" ["port", "queue"]
+        "Bytes the driver accepted on the port's queue.";
+    NIC_RX_PACKETS: Counter "sluice_nic_rx_packets_total" ["port"]
+        "Packets the NIC received (rte_eth_stats ipackets).";
+    NIC_RX_BYTES: Counter "sluice_nic_rx_bytes_total" ["port"]
+        "Bytes the NIC received (ibytes; some virtual drivers do not count bytes).";
+    NIC_TX_PACKETS: Counter "sluice_nic_tx_packets_total" ["port"]
+        "Packets the NIC sent (opackets).";
+    NIC_TX_BYTES: Counter "sluice_nic_tx_bytes_total" ["port"]
+        "Bytes the NIC sent (obytes).";
+    NIC_RX_MISSED: Counter "sluice_nic_rx_missed_packets_total" ["port"]
+        "Packets the NIC dropped because its RX ring was full (imissed).";
+    NIC_RX_ERRORS: Counter "sluice_nic_rx_errors_total" ["port"]
+        "Erroneous packets the NIC received (ierrors).";
+    NIC_TX_ERRORS: Counter "sluice_nic_tx_errors_total" ["port"]
+        "Packets the NIC failed to send (oerrors).";
+    NIC_RX_NO_MBUF: Counter "sluice_nic_rx_mbuf_allocation_failures_total" ["port"]
+        "RX buffer allocation failures (rx_nombuf).";
+    TUNNELED: Counter "sluice_tunneled_packets_total" []
+        "Packets encapsulated toward a backend.";
+    NAT_REPLIES: Counter "sluice_nat_replies_total" []
+        "NAT replies from backends translated and sent toward clients.";
+    ARP_REPLIES: Counter "sluice_arp_replies_total" []
+        "ARP requests answered for VIPs and port addresses.";
+    ARP_REQUESTS: Counter "sluice_arp_requests_total" []
+        "ARP requests sent to resolve next hops.";
+    ICMP_ECHO_REPLIES: Counter "sluice_icmp_echo_replies_total" []
+        "ICMP echo requests answered for VIPs and port addresses.";
+    NEIGHBORS_LEARNED: Counter "sluice_neighbors_learned_total" []
+        "Next-hop MAC addresses learned or changed from ARP.";
+    DROPS: Counter "sluice_drops_total" ["reason"]
+        "Packets dropped, by reason.";
+    SESSIONS: Gauge "sluice_sessions" []
+        "Live sessions at the control thread's last full sweep of the session table.";
+    SESSION_CAPACITY: Gauge "sluice_session_capacity" []
+        "Sessions the table is sized for; new flows go without a session beyond it.";
+    SESSION_SLOTS: Gauge "sluice_session_slots" []
+        "Slots in the session table (a power of two, at least twice the capacity).";
+    SESSION_TABLE_FULL: Gauge "sluice_session_table_full" []
+        "1 while the table is full and new flows are forwarded without a session.";
+    SESSIONS_CREATED: Counter "sluice_sessions_created_total" []
+        "Sessions created.";
+    SESSION_HITS: Counter "sluice_session_hits_total" []
+        "Packets that found their session.";
+    SESSIONS_FALLBACK: Counter "sluice_sessions_fallback_total" []
+        "New flows forwarded without a session because the table was full.";
+    SESSIONS_REMAPPED: Counter "sluice_sessions_remapped_total" []
+        "Sessions moved off a backend that left the config.";
+    SESSIONS_EXPIRED: Counter "sluice_sessions_expired_total" []
+        "Sessions the sweep removed as idle.";
+    RESETS_SENT: Counter "sluice_resets_sent_total" []
+        "TCP resets sent for sessions whose backend left the config.";
+    UNREACHABLES_SENT: Counter "sluice_unreachables_sent_total" []
+        "ICMP unreachables sent for new flows no backend could take.";
+    WORKER_POLLS: Counter "sluice_worker_polls_total" ["worker"]
+        "Iterations of the worker's poll loop.";
+    WORKER_BUSY_POLLS: Counter "sluice_worker_busy_polls_total" ["worker"]
+        "Iterations of the worker's poll loop that received at least one packet.";
+    WORKER_BUSY_RATIO: Gauge "sluice_worker_busy_ratio" ["worker"]
+        "Share of the worker's polls that received packets since the previous scrape (since start at the first).";
+    SERVICE_USABLE_BACKENDS: Gauge "sluice_service_usable_backends" ["service"]
+        "Backends of the service with a positive weight, which can take new flows.";
+    BACKEND_ACTIVE_SESSIONS: Gauge "sluice_backend_active_sessions" ["service", "backend"]
+        "Sessions on the backend now.";
+    BACKEND_WEIGHT: Gauge "sluice_backend_weight" ["service", "backend"]
+        "The backend's weight in the config in effect (0: drained or disabled).";
+    BACKEND_HEALTHY: Gauge "sluice_backend_healthy" ["service", "backend"]
+        "1 if the backend passes its health checks, 0 if not.";
+    SERVICE_PACKETS: Counter "sluice_service_packets_total" ["service"]
+        "Packets sent toward the service's backends.";
+    SERVICE_BYTES: Counter "sluice_service_bytes_total" ["service"]
+        "Bytes sent toward the service's backends, tunnel headers included.";
+    SERVICE_NEW_SESSIONS: Counter "sluice_service_sessions_created_total" ["service"]
+        "Sessions made for the service's current backends.";
+    BACKEND_PACKETS: Counter "sluice_backend_packets_total" ["service", "backend"]
+        "Packets sent toward the backend.";
+    BACKEND_BYTES: Counter "sluice_backend_bytes_total" ["service", "backend"]
+        "Bytes sent toward the backend, tunnel headers included.";
+    BACKEND_NEW_SESSIONS: Counter "sluice_backend_sessions_created_total" ["service", "backend"]
+        "Sessions made for the backend.";
+    CONFIG_GENERATION: Gauge "sluice_config_generation" []
+        "Generation of the config in effect.";
+    CONFIG_LAST_SUCCESS: Gauge "sluice_config_last_apply_success" []
+        "1 if the last config apply succeeded, 0 if it was refused.";
+    CONFIG_LAST_TIME: Gauge "sluice_config_last_apply_timestamp_seconds" []
+        "Unix time of the last config apply, successful or not.";
+    CONFIG_APPLIES: Counter "sluice_config_applies_total" ["result"]
+        "Config applies, by result (applied, refused).";
+    BUILD_INFO: Gauge "sluice_build_info" ["version", "profile"]
+        "Always 1; the labels say which build of sluiced runs.";
+}
+
+/// The samples of one family, built at scrape time.
+struct Family {
+    def: &'static Def,
+    metrics: Vec<proto::Metric>,
+}
+
+impl Family {
+    fn new(def: &'static Def) -> Family {
+        Family { def, metrics: Vec::new() }
+    }
+
+    /// A sample; `labels` are the values of the family's label names, in order.
+    fn add(&mut self, labels: &[&str], value: f64) {
+        debug_assert_eq!(labels.len(), self.def.labels.len(), "{}", self.def.name);
+        let pairs = self
+            .def
+            .labels
+            .iter()
+            .zip(labels)
+            .map(|(name, value)| {
+                let mut l = LabelPair::default();
+                l.set_name((*name).to_string());
+                l.set_value((*value).to_string());
+                l
+            })
+            .collect();
+        let mut m = proto::Metric::from_label(pairs);
+        match self.def.kind {
+            Kind::Counter => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            Kind::Gauge => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.metrics.push(m);
+    }
+
+    /// Appends the family to `out` unless it has no samples.
+    fn push_to(self, out: &mut Vec<MetricFamily>) {
+        if self.metrics.is_empty() {
+            return;
+        }
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.def.name.to_string());
+        mf.set_help(self.def.help.to_string());
+        mf.set_field_type(match self.def.kind {
+            Kind::Counter => MetricType::COUNTER,
+            Kind::Gauge => MetricType::GAUGE,
+        });
+        mf.set_metric(self.metrics);
+        out.push(mf);
+    }
+}
+
+/// A family with one unlabelled sample.
+fn single(def: &'static Def, value: f64, out: &mut Vec<MetricFamily>) {
+    let mut f = Family::new(def);
+    f.add(&[], value);
+    f.push_to(out);
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// A backend's `backend` label: its address for DSR, `address:port` for NAT (as `sluicectl`
+/// names it).
+pub fn backend_label(service: &Service, backend: &Backend) -> String {
+    match service.forwarding {
+        Forwarding::Dsr => backend.address.to_string(),
+        Forwarding::Nat => format!("{}:{}", backend.address, backend.port),
+    }
+}
+
+/// The backends of a snapshot with their labels. A (service, backend) label pair seen twice is
+/// kept once: a duplicate series would make Prometheus refuse the whole scrape. (Validated
+/// configs have unique service names and backends.)
+fn labelled_backends(snap: &Snapshot) -> Vec<(&Service, &Backend, String)> {
+    let mut seen = HashSet::new();
+    let mut v = Vec::new();
+    for s in &snap.services {
+        for b in &s.backends {
+            let label = backend_label(s, b);
+            if seen.insert((s.name.as_str(), label.clone())) {
+                v.push((s, b, label));
+            } else {
+                debug!("metrics: backend {label} of service {} listed twice; exported once", s.name);
+            }
+        }
+    }
+    v
+}
+
+// ---- the collector ---------------------------------------------------------------------------
+
+/// The `prometheus` collector over a running appliance's state (see the module docs).
+pub struct SluiceCollector {
+    source: MetricsSource,
+    descs: Vec<Desc>,
+    /// Each worker's (polls, busy polls) at the previous scrape, for the busy ratio.
+    previous_polls: Mutex<Vec<(u64, u64)>>,
+}
+
+impl SluiceCollector {
+    pub fn new(source: MetricsSource) -> prometheus::Result<SluiceCollector> {
+        let descs = FAMILIES
+            .iter()
+            .map(|d| {
+                Desc::new(
+                    d.name.to_string(),
+                    d.help.to_string(),
+                    d.labels.iter().map(|l| (*l).to_string()).collect(),
+                    HashMap::new(),
+                )
+            })
+            .collect::<prometheus::Result<Vec<Desc>>>()?;
+        Ok(SluiceCollector { source, descs, previous_polls: Mutex::new(Vec::new()) })
+    }
+
+    fn n_ports(&self) -> usize {
+        self.source.port_names.len().min(MAX_PORTS)
+    }
+
+    fn ports(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
+        let mut rx_p = Family::new(&PORT_RX_PACKETS);
+        let mut rx_b = Family::new(&PORT_RX_BYTES);
+        let mut tx_p = Family::new(&PORT_TX_PACKETS);
+        let mut tx_b = Family::new(&PORT_TX_BYTES);
+        for (p, name) in t.ports.iter().zip(&self.source.port_names) {
+            rx_p.add(&[name], p.rx_packets as f64);
+            rx_b.add(&[name], p.rx_bytes as f64);
+            tx_p.add(&[name], p.tx_packets as f64);
+            tx_b.add(&[name], p.tx_bytes as f64);
+        }
+        for f in [rx_p, rx_b, tx_p, tx_b] {
+            f.push_to(out);
+        }
+    }
+
+    fn queues(&self, out: &mut Vec<MetricFamily>) {
+        let mut rx_p = Family::new(&QUEUE_RX_PACKETS);
+        let mut rx_b = Family::new(&QUEUE_RX_BYTES);
+        let mut tx_p = Family::new(&QUEUE_TX_PACKETS);
+        let mut tx_b = Family::new(&QUEUE_TX_BYTES);
+        for (q, w) in self.source.stats.iter().enumerate() {
+            let queue = q.to_string();
+            for (pc, name) in w.ports.iter().zip(&self.source.port_names[..self.n_ports()]) {
+                rx_p.add(&[name, &queue], pc.rx_packets.get() as f64);
+                rx_b.add(&[name, &queue], pc.rx_bytes.get() as f64);
+                tx_p.add(&[name, &queue], pc.tx_packets.get() as f64);
+                tx_b.add(&[name, &queue], pc.tx_bytes.get() as f64);
+            }
+        }
+        for f in [rx_p, rx_b, tx_p, tx_b] {
+            f.push_to(out);
+        }
+    }
+
+    fn nics(&self, out: &mut Vec<MetricFamily>) {
+        let Some(read) = &self.source.nic_stats else { return };
+        let stats = read();
+        type Get = fn(&dpdk_sys::PortStats) -> u64;
+        let fields: [(&'static Def, Get); 8] = [
+            (&NIC_RX_PACKETS, |s| s.ipackets),
+            (&NIC_RX_BYTES, |s| s.ibytes),
+            (&NIC_TX_PACKETS, |s| s.opackets),
+            (&NIC_TX_BYTES, |s| s.obytes),
+            (&NIC_RX_MISSED, |s| s.imissed),
+            (&NIC_RX_ERRORS, |s| s.ierrors),
+            (&NIC_TX_ERRORS, |s| s.oerrors),
+            (&NIC_RX_NO_MBUF, |s| s.rx_nombuf),
+        ];
+        for (def, get) in fields {
+            let mut f = Family::new(def);
+            for (s, name) in stats.iter().zip(&self.source.port_names) {
+                f.add(&[name], get(s) as f64);
+            }
+            f.push_to(out);
+        }
+    }
+
+    fn packets(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
+        single(&TUNNELED, t.tunneled as f64, out);
+        single(&NAT_REPLIES, t.nat_replies as f64, out);
+        single(&ARP_REPLIES, t.arp_replies as f64, out);
+        single(&ARP_REQUESTS, t.arp_requests as f64, out);
+        single(&ICMP_ECHO_REPLIES, t.icmp_echo_replies as f64, out);
+        single(&NEIGHBORS_LEARNED, t.neighbors_learned as f64, out);
+    }
+
+    /// Every reason, 0 included: a series that appears only at its first drop makes
+    /// `rate()` and `increase()` miss that drop.
+    fn drops(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
+        let mut f = Family::new(&DROPS);
+        for r in DropReason::ALL {
+            f.add(&[r.label()], t.drops[*r as usize] as f64);
+        }
+        f.push_to(out);
+    }
+
+    fn sessions(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
+        let table = &self.source.sessions;
+        single(&SESSIONS, t.sessions_live as f64, out);
+        single(&SESSION_CAPACITY, table.capacity() as f64, out);
+        single(&SESSION_SLOTS, table.slot_count() as f64, out);
+        single(&SESSION_TABLE_FULL, flag(table.is_full()), out);
+        single(&SESSIONS_CREATED, t.sessions_created as f64, out);
+        single(&SESSION_HITS, t.session_hits as f64, out);
+        single(&SESSIONS_FALLBACK, t.sessions_fallback as f64, out);
+        single(&SESSIONS_REMAPPED, t.sessions_remapped as f64, out);
+        single(&SESSIONS_EXPIRED, t.sessions_expired as f64, out);
+        single(&RESETS_SENT, t.resets_sent as f64, out);
+        single(&UNREACHABLES_SENT, t.unreachables_sent as f64, out);
+    }
+
+    /// Poll counters, and the busy ratio since the previous scrape (whoever made it: two
+    /// Prometheus servers scraping the same sluiced each see a shorter interval). For a ratio
+    /// over a chosen window, use `rate(sluice_worker_busy_polls_total[W]) /
+    /// rate(sluice_worker_polls_total[W])`.
+    fn workers(&self, out: &mut Vec<MetricFamily>) {
+        let mut polls = Family::new(&WORKER_POLLS);
+        let mut busy = Family::new(&WORKER_BUSY_POLLS);
+        let mut ratio = Family::new(&WORKER_BUSY_RATIO);
+        let mut previous = self.previous_polls.lock().unwrap_or_else(PoisonError::into_inner);
+        previous.resize(self.source.stats.len(), (0, 0));
+        for (w, (st, prev)) in self.source.stats.iter().zip(previous.iter_mut()).enumerate() {
+            let worker = w.to_string();
+            // Busy first: the worker counts a poll before it counts it busy, so busy <= polls.
+            let b = st.busy_polls.get();
+            let n = st.polls.get();
+            let (dn, db) = (n.saturating_sub(prev.0), b.saturating_sub(prev.1));
+            *prev = (n, b);
+            polls.add(&[&worker], n as f64);
+            busy.add(&[&worker], b as f64);
+            ratio.add(&[&worker], if dn == 0 { 0.0 } else { (db as f64 / dn as f64).min(1.0) });
+        }
+        drop(previous);
+        for f in [polls, busy, ratio] {
+            f.push_to(out);
+        }
+    }
+
+    /// One sample per service of the snapshot (`value` `None`: none for that service).
+    fn per_service(
+        &self,
+        snap: &Snapshot,
+        def: &'static Def,
+        value: impl Fn(&Service) -> Option<f64>,
+    ) -> Family {
+        let mut f = Family::new(def);
+        let mut seen = HashSet::new();
+        for s in snap.services.iter().filter(|s| seen.insert(s.name.as_str())) {
+            if let Some(v) = value(s) {
+                f.add(&[&s.name], v);
+            }
+        }
+        f
+    }
+
+    /// One sample per backend of the snapshot (`value` `None`: none for that backend).
+    fn per_backend(
+        &self,
+        backends: &[(&Service, &Backend, String)],
+        def: &'static Def,
+        value: impl Fn(&Service, &Backend) -> Option<f64>,
+    ) -> Family {
+        let mut f = Family::new(def);
+        for (s, b, label) in backends {
+            if let Some(v) = value(s, b) {
+                f.add(&[&s.name, label], v);
+            }
+        }
+        f
+    }
+
+    fn services(&self, snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+        self.per_service(snap, &SERVICE_USABLE_BACKENDS, |s| {
+            Some(s.backends.iter().filter(|b| b.takes_new_flows()).count() as f64)
+        })
+        .push_to(out);
+        let backends = labelled_backends(snap);
+        let table = &self.source.sessions;
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.source.stats.iter().map(|w| f(w)).sum::<u64>();
+        let at = |c: &[sluice_dataplane::stats::Counter], i: usize| c.get(i).map_or(0, |c| c.get());
+        let sid = |s: &Service| usize::from(s.id);
+        self.per_service(snap, &SERVICE_PACKETS, |s| Some(sum(&|w| at(&w.service_packets, sid(s))) as f64))
+            .push_to(out);
+        self.per_service(snap, &SERVICE_BYTES, |s| Some(sum(&|w| at(&w.service_bytes, sid(s))) as f64))
+            .push_to(out);
+        self.per_service(snap, &SERVICE_NEW_SESSIONS, |s| {
+            Some(s.backends.iter().map(|b| table.created(b.id)).sum::<u64>() as f64)
+        })
+        .push_to(out);
+        self.per_backend(&backends, &BACKEND_PACKETS, |_, b| {
+            Some(sum(&|w| at(&w.backend_packets, b.id as usize)) as f64)
+        })
+        .push_to(out);
+        self.per_backend(&backends, &BACKEND_BYTES, |_, b| {
+            Some(sum(&|w| at(&w.backend_bytes, b.id as usize)) as f64)
+        })
+        .push_to(out);
+        self.per_backend(&backends, &BACKEND_NEW_SESSIONS, |_, b| Some(table.created(b.id) as f64))
+            .push_to(out);
+        self.per_backend(&backends, &BACKEND_ACTIVE_SESSIONS, |_, b| Some(f64::from(table.active(b.id))))
+            .push_to(out);
+        self.per_backend(&backends, &BACKEND_WEIGHT, |_, b| Some(f64::from(b.weight))).push_to(out);
+        if let Some(health) = &self.source.health {
+            self.per_backend(&backends, &BACKEND_HEALTHY, |_, b| health(b.id).map(flag)).push_to(out);
+        }
+    }
+
+    fn config(&self, out: &mut Vec<MetricFamily>) {
+        let a = &self.source.apply;
+        single(&CONFIG_GENERATION, a.generation() as f64, out);
+        if let Some(ok) = a.last_success() {
+            single(&CONFIG_LAST_SUCCESS, flag(ok), out);
+        }
+        if let Some(t) = a.last_time() {
+            single(&CONFIG_LAST_TIME, t, out);
+        }
+        let mut f = Family::new(&CONFIG_APPLIES);
+        f.add(&["applied"], a.applied_count() as f64);
+        f.add(&["refused"], a.refused_count() as f64);
+        f.push_to(out);
+    }
+}
+
+fn build_info(out: &mut Vec<MetricFamily>) {
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let mut f = Family::new(&BUILD_INFO);
+    f.add(&[env!("CARGO_PKG_VERSION"), profile], 1.0);
+    f.push_to(out);
+}
+
+impl Collector for SluiceCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let src = &self.source;
+        let mut t = Totals::sum(&src.stats, self.n_ports());
+        t.sessions_live = src.sessions_live.load(Ordering::Relaxed);
+        t.sessions_expired = src.sessions_expired.load(Ordering::Relaxed);
+        let snap = src.snapshot.load();
+        let mut out = Vec::with_capacity(FAMILIES.len());
+        self.ports(&t, &mut out);
+        self.queues(&mut out);
+        self.nics(&mut out);
+        self.packets(&t, &mut out);
+        self.drops(&t, &mut out);
+        self.sessions(&t, &mut out);
+        self.workers(&mut out);
+        self.services(&snap, &mut out);
+        self.config(&mut out);
+        build_info(&mut out);
+        out
+    }
+}
+
+/// A registry with a [`SluiceCollector`] over `source` in it.
+pub fn registry(source: MetricsSource) -> prometheus::Result<Registry> {
+    let r = Registry::new();
+    r.register(Box::new(SluiceCollector::new(source)?))?;
+    Ok(r)
+}
+
+// ---- the HTTP endpoint -----------------------------------------------------------------------
+
+/// Longest request head (request line and headers) read; longer gets 431.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Time a client has to send its request head, and each write may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and how much, to read after answering before closing (see `linger`).
+const LINGER: Duration = Duration::from_millis(200);
+const MAX_LINGER_BYTES: usize = 64 * 1024;
+/// How often the accept loop looks at `stop` while idle.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
+/// Serves `registry` at `http://LISTEN/metrics` until `stop` is set: one thread, one
+/// connection at a time, each closed after its answer (`GET` and `HEAD /metrics`: the text
+/// exposition format; other paths 404, other methods 405, malformed requests 400, a request
+/// head over [`MAX_REQUEST_HEAD`] 431). Returns the bound address (`listen` may have port 0)
+/// and the thread, which ends within 20 ms of `stop` when idle, or once the request in hand is
+/// answered (a client gets 5 s to send its request).
+pub fn serve(
+    listen: SocketAddr,
+    registry: Registry,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let handle = thread::Builder::new().name("sluice-metrics".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if let Err(e) = handle(stream, &registry) {
+                        debug!("metrics: {peer}: {e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    warn!("metrics: accept on {bound}: {e}");
+                    thread::sleep(ACCEPT_POLL * 10);
+                }
+            }
+        }
+    })?;
+    Ok((bound, handle))
+}
+
+/// An HTTP response, ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Response {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    /// HEAD: the headers of the GET answer, without its body.
+    head_only: bool,
+}
+
+impl Response {
+    fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: format!("{body}\n").into_bytes(),
+            head_only: false,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            _ => "Internal Server Error",
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, self.reason());
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
+        let mut bytes = head.into_bytes();
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
+    }
+}
+
+/// How reading a request head ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// Up to and including the blank line.
+    Complete(Vec<u8>),
+    TooLarge,
+    /// The client closed first (with this much sent).
+    Closed(Vec<u8>),
+}
+
+fn end_of_head(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Reads a request head from `stream` by `deadline`.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request head not sent in time"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(Head::Closed(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // Only the new bytes (and 3 before them) can complete the blank line.
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = end_of_head(&buf[from..]) {
+            buf.truncate(from + end);
+            return Ok(if buf.len() > MAX_REQUEST_HEAD { Head::TooLarge } else { Head::Complete(buf) });
+        }
+        if buf.len() > MAX_REQUEST_HEAD {
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let response = match read_head(&mut stream, Instant::now() + IO_TIMEOUT)? {
+        Head::Complete(head) => route(&head, registry),
+        Head::TooLarge => Response::text(431, "request head too large"),
+        Head::Closed(sent) if sent.is_empty() => return Ok(()),
+        Head::Closed(_) => Response::text(400, "incomplete request"),
+    };
+    stream.write_all(&response.to_bytes())?;
+    stream.flush()?;
+    // Tell the client we are done; it may already have gone.
+    let _ = stream.shutdown(Shutdown::Write);
+    linger(&mut stream);
+    Ok(())
+}
+
+/// Reads (and drops) what the client still sends, until it closes or for a short while:
+/// closing a socket with unread input resets the connection, and the client may then lose
+/// the answer (a 431 to a client still sending its head, a request with a body).
+fn linger(stream: &mut TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut left = MAX_LINGER_BYTES;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The method and path (without query) of a request head's request line.
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || method.is_empty() || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    if !method.bytes().all(|b| b.is_ascii_uppercase()) || !target.starts_with('/') {
+        return None;
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    Some((method, path))
+}
+
+/// The answer to one request.
+fn route(head: &[u8], registry: &Registry) -> Response {
+    let Some((method, path)) = request_line(head) else {
+        return Response::text(400, "malformed request line");
+    };
+    if path != "/metrics" {
+        return Response::text(404, "not found; metrics are at /metrics");
+    }
+    if method != "GET" && method != "HEAD" {
+        let mut r = Response::text(405, "only GET and HEAD");
+        r.headers.push(("Allow", "GET, HEAD".into()));
+        return r;
+    }
+    let mut body = String::new();
+    match TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
+        Ok(()) => Response {
+            status: 200,
+            headers: vec![("Content-Type", TEXT_FORMAT.to_string())],
+            body: body.into_bytes(),
+            head_only: method == "HEAD",
+        },
+        Err(e) => {
+            warn!("metrics: encoding: {e}");
+            Response::text(500, "cannot encode the metrics")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_dataplane::session::{Session, SessionKey, TcpState, Timeouts};
+    use sluice_dataplane::snapshot::{BackendSpec, PortSpec, Protocol, ServiceSpec, SnapshotSpec, Tunnel};
+    use std::net::Ipv4Addr;
+
+    fn snapshot(services: Vec<ServiceSpec>) -> Snapshot {
+        let spec = SnapshotSpec {
+            generation: 4,
+            ports: vec![PortSpec {
+                name: "ext".into(),
+                mac: [2, 0, 0, 0, 0, 1],
+                address: Ipv4Addr::new(198, 19, 0, 1),
+                prefix_len: 24,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: vec![],
+            }],
+            tunnel_source: None,
+            services,
+        };
+        Snapshot::build(&spec, None).expect("snapshot")
+    }
+
+    fn source(snap: Snapshot, n_workers: usize) -> MetricsSource {
+        MetricsSource {
+            stats: (0..n_workers).map(|_| Arc::new(WorkerStats::default())).collect(),
+            port_names: vec!["ext".into()],
+            sessions: Arc::new(SessionTable::new(100, Timeouts::default(), 1)),
+            snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+            apply: Arc::new(ApplyState::new()),
+            sessions_live: Arc::new(AtomicU64::new(0)),
+            sessions_expired: Arc::new(AtomicU64::new(0)),
+            nic_stats: None,
+            health: None,
+        }
+    }
+
+    fn web() -> ServiceSpec {
+        ServiceSpec::dsr(
+            "web",
+            Ipv4Addr::new(198, 18, 10, 1),
+            80,
+            Protocol::Tcp,
+            vec![
+                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 11), 1),
+                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 12), 0),
+            ],
+        )
+    }
+
+    fn gauge(mfs: &[MetricFamily], name: &str, labels: &[&str]) -> Option<f64> {
+        let mf = mfs.iter().find(|m| m.name() == name)?;
+        mf.get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().map(|l| l.value()).eq(labels.iter().copied()))
+            .map(|m| match mf.get_field_type() {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                _ => m.get_gauge().get_value(),
+            })
+    }
+
+    #[test]
+    fn every_family_is_declared_with_its_labels_and_type() {
+        let mut src = source(snapshot(vec![web()]), 2);
+        src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
+        src.health = Some(Box::new(|_| Some(true)));
+        src.apply.record_refused();
+        let c = SluiceCollector::new(src).expect("collector");
+        let mfs = c.collect();
+        let mut emitted = HashSet::new();
+        for mf in &mfs {
+            let def =
+                FAMILIES.iter().find(|d| d.name == mf.name()).unwrap_or_else(|| panic!("{}", mf.name()));
+            assert!(emitted.insert(mf.name()), "{} emitted twice", mf.name());
+            let kind = if def.kind == Kind::Counter { MetricType::COUNTER } else { MetricType::GAUGE };
+            assert_eq!(mf.get_field_type(), kind, "{}", def.name);
+            assert_eq!(def.kind == Kind::Counter, def.name.ends_with("_total"), "{}", def.name);
+            for m in mf.get_metric() {
+                let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
+                assert_eq!(names, def.labels, "{}", def.name);
+            }
+        }
+        // With every hook set and an apply recorded, every declared family shows up.
+        let missing: Vec<&str> = FAMILIES.iter().map(|d| d.name).filter(|n| !emitted.contains(n)).collect();
+        assert!(missing.is_empty(), "never emitted: {missing:?}");
+        assert_eq!(c.desc().len(), FAMILIES.len());
+    }
+
+    #[test]
+    fn hooks_absent_means_no_nic_or_health_series() {
+        let c = SluiceCollector::new(source(snapshot(vec![web()]), 1)).expect("collector");
+        let mfs = c.collect();
+        for mf in &mfs {
+            assert!(!mf.name().starts_with("sluice_nic_"), "{}", mf.name());
+            assert_ne!(mf.name(), "sluice_backend_healthy");
+            // Nothing attempted yet: no apply result or time to report.
+            assert_ne!(mf.name(), "sluice_config_last_apply_success");
+            assert_ne!(mf.name(), "sluice_config_last_apply_timestamp_seconds");
+        }
+    }
+
+    #[test]
+    fn health_hook_labels_backends_and_skips_unchecked_ones() {
+        let mut src = source(snapshot(vec![web()]), 1);
+        src.health = Some(Box::new(|id| (id == 0).then_some(false)));
+        let mfs = SluiceCollector::new(src).expect("collector").collect();
+        assert_eq!(gauge(&mfs, "sluice_backend_healthy", &["web", "198.19.0.11"]), Some(0.0));
+        assert_eq!(gauge(&mfs, "sluice_backend_healthy", &["web", "198.19.0.12"]), None);
+    }
+
+    #[test]
+    fn busy_ratio_is_since_the_previous_scrape() {
+        let src = source(snapshot(vec![web()]), 2);
+        let w0 = Arc::clone(&src.stats[0]);
+        let c = SluiceCollector::new(src).expect("collector");
+        w0.polls.add(100);
+        w0.busy_polls.add(25);
+        let first = c.collect();
+        assert_eq!(gauge(&first, "sluice_worker_busy_ratio", &["0"]), Some(0.25));
+        // No polls at all on worker 1: 0, not NaN.
+        assert_eq!(gauge(&first, "sluice_worker_busy_ratio", &["1"]), Some(0.0));
+        w0.polls.add(10);
+        w0.busy_polls.add(10);
+        let second = c.collect();
+        assert_eq!(gauge(&second, "sluice_worker_busy_ratio", &["0"]), Some(1.0));
+        assert_eq!(gauge(&second, "sluice_worker_polls_total", &["0"]), Some(110.0));
+        assert_eq!(gauge(&second, "sluice_worker_busy_polls_total", &["0"]), Some(35.0));
+    }
+
+    #[test]
+    fn nat_backends_are_labelled_address_and_port() {
+        let mut nat = ServiceSpec::dsr(
+            "tenant",
+            Ipv4Addr::new(198, 18, 10, 2),
+            8080,
+            Protocol::Tcp,
+            vec![BackendSpec::nat(Ipv4Addr::new(10, 0, 0, 5), 8000, Ipv4Addr::new(198, 19, 0, 21), 3)],
+        );
+        nat.forwarding = Forwarding::Nat;
+        nat.tunnel = Tunnel::Gre { key: Some(100) };
+        let src = source(snapshot(vec![web(), nat]), 1);
+        let table = Arc::clone(&src.sessions);
+        let key = SessionKey::flow(sluice_dataplane::flow::Addr::v4(Ipv4Addr::new(1, 2, 3, 4)), 999, 1);
+        // Backend ids are numbered in order: web's two, then tenant's.
+        table.insert(&key, table.hash(&key), &Session::new(2, TcpState::Established, 0));
+        let mfs = SluiceCollector::new(src).expect("collector").collect();
+        assert_eq!(gauge(&mfs, "sluice_backend_weight", &["tenant", "10.0.0.5:8000"]), Some(3.0));
+        assert_eq!(gauge(&mfs, "sluice_backend_active_sessions", &["tenant", "10.0.0.5:8000"]), Some(1.0));
+        assert_eq!(gauge(&mfs, "sluice_backend_active_sessions", &["web", "198.19.0.11"]), Some(0.0));
+        assert_eq!(gauge(&mfs, "sluice_service_usable_backends", &["web"]), Some(1.0));
+        assert_eq!(gauge(&mfs, "sluice_service_usable_backends", &["tenant"]), Some(1.0));
+    }
+
+    #[test]
+    fn duplicate_service_names_are_exported_once() {
+        let mut other = web();
+        other.port = 81;
+        let mfs = SluiceCollector::new(source(snapshot(vec![web(), other]), 1)).expect("collector").collect();
+        let weights = mfs.iter().find(|m| m.name() == "sluice_backend_weight").expect("weights");
+        assert_eq!(weights.get_metric().len(), 2);
+        let usable = mfs.iter().find(|m| m.name() == "sluice_service_usable_backends").expect("usable");
+        assert_eq!(usable.get_metric().len(), 1);
+    }
+
+    #[test]
+    fn apply_state_records_attempts() {
+        let a = ApplyState::new();
+        assert_eq!((a.generation(), a.last_success(), a.last_time()), (0, None, None));
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        a.record_applied_at(3, t);
+        assert_eq!((a.generation(), a.last_success(), a.last_time()), (3, Some(true), Some(1_700_000_000.5)));
+        a.record_refused_at(t + Duration::from_secs(2));
+        assert_eq!(
+            (a.generation(), a.last_success(), a.last_time()),
+            (3, Some(false), Some(1_700_000_002.5))
+        );
+        assert_eq!((a.applied_count(), a.refused_count()), (1, 1));
+    }
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(("GET", "/metrics")));
+        assert_eq!(request_line(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Some(("GET", "/metrics")));
+        assert_eq!(request_line(b"POST /x HTTP/1.1\r\n\r\n"), Some(("POST", "/x")));
+        for bad in [
+            &b"GET /metrics\r\n\r\n"[..],
+            b"GET  /metrics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1 x\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\n",
+            b"get /metrics HTTP/1.1\r\n\r\n",
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
+            b"",
+        ] {
+            assert_eq!(request_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let r = Registry::new();
+        let c = SluiceCollector::new(source(snapshot(vec![web()]), 1)).expect("collector");
+        r.register(Box::new(c)).expect("register");
+        let get = route(b"GET /metrics HTTP/1.1\r\n\r\n", &r);
+        assert_eq!(get.status, 200);
+        assert_eq!(get.headers, vec![("Content-Type", "text/plain; version=0.0.4".to_string())]);
+        let body = String::from_utf8(get.body.clone()).expect("utf-8");
+        assert!(body.contains("\nsluice_drops_total{reason=\"no_backend\"} 0\n"), "{body}");
+        let head = route(b"HEAD /metrics HTTP/1.1\r\n\r\n", &r);
+        assert_eq!(head.status, 200);
+        let bytes = String::from_utf8(head.to_bytes()).expect("utf-8");
+        assert!(bytes.ends_with("\r\n\r\n"), "{bytes}");
+        assert!(bytes.contains(&format!("Content-Length: {}\r\n", get.body.len())));
+        let post = route(b"POST /metrics HTTP/1.1\r\n\r\n", &r);
+        assert_eq!(post.status, 405);
+        assert!(post.headers.contains(&("Allow", "GET, HEAD".into())));
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n", &r).status, 404);
+        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n", &r).status, 404);
+        assert_eq!(route(b"nonsense\r\n\r\n", &r).status, 400);
+    }
+
+    #[test]
+    fn end_of_head_needs_the_blank_line() {
+        assert_eq!(end_of_head(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(end_of_head(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+    }
+}
