@@ -49,6 +49,7 @@ CLIENT_IP = CLIENT_IPS[0]
 RTR_CLI_IP, RTR_EXT_IP, RTR_INT_IP = "198.18.1.1", "198.18.0.254", "198.19.0.254"
 GW_EXT_IP = "198.18.0.1"
 GW_INT_IP = "198.19.0.1"
+GW_MGMT_IP = "198.19.0.2"   # the appliance's kernel on the backend network: health checks
 INT_MTU = 1600
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
@@ -138,6 +139,11 @@ class Lab:
         self._bridge("sw", "br0", INT_MTU)
         self._veth("gw", "gw-int", "sw", "sw-gw", INT_MTU)
         self.sh("sw", "ip", "link", "set", "sw-gw", "master", "br0")
+        # The appliance's management path: its own kernel's interface on the backend network,
+        # which health checks leave from (DPDK owns gw-int).
+        self._veth("gw", "mgmt0", "sw", "sw-mgmt", INT_MTU)
+        self.sh("sw", "ip", "link", "set", "sw-mgmt", "master", "br0")
+        self.sh("gw", "ip", "addr", "add", f"{GW_MGMT_IP}/24", "dev", "mgmt0")
         self._veth("rtr", "r-sw", "sw", "sw-rtr", INT_MTU)
         self.sh("sw", "ip", "link", "set", "sw-rtr", "master", "br0")
         self.sh("rtr", "ip", "addr", "add", f"{RTR_INT_IP}/24", "dev", "r-sw")
@@ -196,7 +202,9 @@ class Lab:
         raise RuntimeError(f"{text!r} not seen in {p.log_path}:\n{p.log_path.read_text(errors='replace')}")
 
     def start_sluiced(self, sluiced, config=CONFIG, extra=()):
-        p = self.spawn("gw", [str(sluiced), "--config", str(config), "--stats-interval", "2", *extra], "sluiced.log")
+        self.admin_socket = self.run_dir / "admin.sock"
+        p = self.spawn("gw", [str(sluiced), "--config", str(config), "--stats-interval", "2",
+                              "--admin-socket", str(self.admin_socket), *extra], "sluiced.log")
         self.wait_for_log(p, "running:")
         return p
 
@@ -225,16 +233,26 @@ class Lab:
         """HTTP and UDP servers: DSR ones in the backend hosts (ports 80, 53), NAT ones in the
         tenant VMs (8080, 5353). Returns {name: access log path}."""
         logs = {}
+        self.servers = {}
         server = str(ROOT / "scripts" / "lab_server.py")
         places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53"]) for i in range(1, self.backends + 1)]
         places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353"]) for h, v, _, name in VMS]
         for ns, name, ports in places:
             log = self.run_dir / f"{name}.access"
             log.write_text("")
-            p = self.spawn(ns, [sys.executable, server, "--name", name, *ports, "--log", str(log)], f"{name}.log")
-            self.wait_for_log(p, "serving:")
+            self.server_args = getattr(self, "server_args", {})
+            self.server_args[name] = (ns, [sys.executable, server, "--name", name, *ports, "--log", str(log)])
+            self.start_server(name)
             logs[name] = log
         return logs
+
+    def start_server(self, name):
+        """(Re)starts the lab server `name` as start_servers did."""
+        ns, cmd = self.server_args[name]
+        p = self.spawn(ns, cmd, f"{name}.log")
+        self.wait_for_log(p, "serving:")
+        self.servers[name] = p
+        return p
 
     def capture(self, name, dev, pcap, bpf):
         p = self.spawn(name, ["tcpdump", "-i", dev, "-n", "-U", "-w", str(self.run_dir / pcap), bpf], pcap + ".log")

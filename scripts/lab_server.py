@@ -49,6 +49,12 @@ def main():
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
 
+        def do_HEAD(self):
+            # Health checks: headers only, not logged as requests.
+            self.send_response(200 if self.path in ("/", "/blob") else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_GET(self):
             if self.path == "/":
                 body = (args.name + "\n").encode()

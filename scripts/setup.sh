@@ -14,7 +14,7 @@ PACKAGES=(
     # DPDK 22.11 (shared libraries, PMDs, dpdk-testpmd) and what bindgen/cc need
     dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config libpcap-dev
     # the namespace lab and the end-to-end tests
-    iproute2 ethtool iputils-ping tcpdump hping3 curl wrk python3 python3-pytest
+    iproute2 ethtool iputils-ping tcpdump hping3 curl wrk python3 python3-pytest prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

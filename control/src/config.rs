@@ -8,8 +8,8 @@ use serde::Deserialize;
 use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
 use sluice_dataplane::session::Timeouts;
 use sluice_dataplane::snapshot::{
-    BackendSpec, Forwarding, OnRemoved, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot, SnapshotSpec,
-    Tunnel,
+    BackendSpec, Forwarding, NoBackend, OnRemoved, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot,
+    SnapshotSpec, Tunnel,
 };
 use sluice_dataplane::stats::MAX_PORTS;
 use sluice_dataplane::wire::{parse_mac, Mac};
@@ -35,6 +35,13 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     sessions: RawSessions,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -142,6 +149,48 @@ enum RawOnRemoved {
     Reset,
 }
 
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawNoBackend {
+    #[default]
+    Drop,
+    Reset,
+    IcmpUnreachable,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawCheckType {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawMethod {
+    #[default]
+    Head,
+    Get,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(rename = "type", default)]
+    kind: RawCheckType,
+    port: Option<u16>,
+    #[serde(default)]
+    method: RawMethod,
+    path: Option<String>,
+    host: Option<String>,
+    status: Option<u16>,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
@@ -159,6 +208,9 @@ struct RawService {
     persistence: Option<u32>,
     #[serde(default)]
     on_backend_removed: RawOnRemoved,
+    #[serde(default)]
+    on_no_backend: RawNoBackend,
+    health: Option<RawHealth>,
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -243,6 +295,10 @@ pub struct Config {
     /// Most sessions the table holds (it has twice as many slots).
     pub session_capacity: usize,
     pub timeouts: Timeouts,
+    /// Health checks per service (by index into `services`; `None`: not checked).
+    pub health: Vec<Option<crate::health::HealthSpec>>,
+    /// Where the Prometheus endpoint listens (`None`: no endpoint).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -262,6 +318,26 @@ impl Config {
 
     /// Validates config text; `file` is only used in messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_with(text, file, None)
+    }
+
+    /// Reads and validates a config file to replace `running` without a restart: on top of
+    /// the usual checks, every setting that only a restart can change (DPDK, workers, ports'
+    /// devices, MACs and MTUs, the session table) must be as it runs now.
+    pub fn load_for_apply(path: &Path, running: &Config) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                pos: None,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse_with(&text, &file, Some(running))
+    }
+
+    fn parse_with(text: &str, file: &str, running: Option<&Config>) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = match serde_yaml::from_str(text) {
             Ok(r) => r,
             Err(e) => return Err(ConfigErrors(vec![serde_error(file, &e)])),
@@ -269,6 +345,9 @@ impl Config {
         let locations = Locations::index(text);
         let mut v = Validator { file, locations: &locations, errors: Vec::new() };
         let config = v.config(raw);
+        if let Some(old) = running {
+            v.same_as_running(&config, old);
+        }
         if !v.errors.is_empty() {
             return Err(ConfigErrors(v.errors));
         }
@@ -325,6 +404,117 @@ const MAX_WEIGHT: u32 = 1000;
 const MAX_TABLE_SIZE: u32 = 4_194_301;
 
 impl Validator<'_> {
+    /// A service's `health` section, checked.
+    fn health(
+        &mut self,
+        i: usize,
+        h: &RawHealth,
+        vip: Option<Ipv4Addr>,
+    ) -> Option<crate::health::HealthSpec> {
+        use crate::health::{Check, HealthSpec};
+        let f = |k: &str| format!("services[{i}].health.{k}");
+        let secs = |v: &mut Self, k: &str, x: Option<f64>, default: f64| -> f64 {
+            let x = x.unwrap_or(default);
+            if !(0.05..=3600.0).contains(&x) {
+                v.refuse(&f(k), format!("{x} s is outside 0.05..=3600"));
+            }
+            x
+        };
+        let interval = secs(self, "interval", h.interval, 2.0);
+        let timeout = secs(self, "timeout", h.timeout, 1.0);
+        if timeout > interval {
+            self.refuse(&f("timeout"), format!("{timeout} s is longer than the interval ({interval} s)"));
+        }
+        let (rise, fall) = (h.rise.unwrap_or(2), h.fall.unwrap_or(3));
+        for (k, v) in [("rise", rise), ("fall", fall)] {
+            if !(1..=100).contains(&v) {
+                self.refuse(&f(k), format!("{v} is outside 1..=100"));
+            }
+        }
+        if h.port == Some(0) {
+            self.refuse(&f("port"), "port 0");
+        }
+        let check = match h.kind {
+            RawCheckType::Tcp => {
+                for (k, given) in [
+                    ("path", h.path.is_some()),
+                    ("host", h.host.is_some()),
+                    ("status", h.status.is_some()),
+                    ("method", h.method != RawMethod::Head),
+                ] {
+                    if given {
+                        self.refuse(&f(k), "is for type: http");
+                    }
+                }
+                Check::Tcp
+            }
+            RawCheckType::Http => {
+                let path = h.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.refuse(&f("path"), format!("{path:?}: an absolute path without spaces or controls"));
+                }
+                let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, |v| v.to_string()));
+                if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.refuse(&f("host"), format!("{host:?}: no spaces or controls"));
+                }
+                let status = h.status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    self.refuse(&f("status"), format!("{status} is not an HTTP status"));
+                }
+                Check::Http { get: h.method == RawMethod::Get, path, host, status }
+            }
+        };
+        Some(HealthSpec {
+            check,
+            port: h.port,
+            interval: std::time::Duration::from_secs_f64(interval),
+            timeout: std::time::Duration::from_secs_f64(timeout),
+            rise,
+            fall,
+        })
+    }
+
+    /// Refuses every change a running sluiced cannot take without a restart.
+    fn same_as_running(&mut self, new: &Config, old: &Config) {
+        const WHY: &str = "cannot change while sluiced runs (restart it for that); the running value stays";
+        if new.eal_args != old.eal_args || new.mbufs != old.mbufs {
+            self.refuse("dpdk", WHY);
+        }
+        if (new.rx_desc, new.tx_desc) != (old.rx_desc, old.tx_desc) {
+            self.refuse("dpdk", WHY);
+        }
+        if new.worker_cores != old.worker_cores || new.control_core != old.control_core {
+            self.refuse("workers", WHY);
+        }
+        if new.ports.len() != old.ports.len() {
+            self.refuse("ports", format!("{} ports instead of {}: {WHY}", new.ports.len(), old.ports.len()));
+        }
+        for (i, (n, o)) in new.ports.iter().zip(&old.ports).enumerate() {
+            let f = |k: &str| format!("ports[{i}].{k}");
+            if n.spec.name != o.spec.name {
+                self.refuse(&f("name"), WHY);
+            }
+            if n.device != o.device {
+                self.refuse(&f("device"), WHY);
+            }
+            if n.mac != o.mac {
+                self.refuse(&f("mac"), WHY);
+            }
+            if n.spec.mtu != o.spec.mtu {
+                self.refuse(&f("mtu"), WHY);
+            }
+        }
+        if new.metrics_listen != old.metrics_listen {
+            self.refuse("metrics.listen", WHY);
+        }
+        if new.session_capacity != old.session_capacity {
+            self.refuse("sessions.capacity", WHY);
+        }
+        if new.timeouts != old.timeouts {
+            self.refuse("sessions.timeouts", WHY);
+        }
+    }
+
     fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
@@ -484,6 +674,7 @@ impl Validator<'_> {
         let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.ipv4("tunnel.source", s));
 
         let mut services = Vec::new();
+        let mut health = Vec::new();
         let mut service_names = HashSet::new();
         for (i, s) in raw.services.iter().enumerate() {
             let f = |k: &str| format!("services[{i}].{k}");
@@ -591,9 +782,11 @@ impl Validator<'_> {
             if persistence > 86_400 {
                 self.refuse(&f("persistence"), format!("{persistence} s is more than a day"));
             }
+            let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
             let Some(vip) = vip else {
                 continue;
             };
+            health.push(health_spec.flatten());
             services.push(ServiceSpec {
                 id: None,
                 name: s.name.clone(),
@@ -614,11 +807,24 @@ impl Validator<'_> {
                     RawOnRemoved::Remap => OnRemoved::Remap,
                     RawOnRemoved::Reset => OnRemoved::Reset,
                 },
+                on_no_backend: match s.on_no_backend {
+                    RawNoBackend::Drop => NoBackend::Drop,
+                    RawNoBackend::Reset => NoBackend::Reset,
+                    RawNoBackend::IcmpUnreachable => NoBackend::IcmpUnreachable,
+                },
                 table_size,
                 backends,
             });
         }
 
+        let metrics_listen =
+            raw.metrics.as_ref().and_then(|m| match m.listen.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.refuse("metrics.listen", format!("{:?} is not ADDRESS:PORT", m.listen));
+                    None
+                }
+            });
         let capacity = raw.sessions.capacity.unwrap_or(DEFAULT_SESSIONS);
         if !(1..=MAX_SESSIONS).contains(&capacity) {
             self.refuse("sessions.capacity", format!("{capacity} is outside 1..={MAX_SESSIONS}"));
@@ -657,6 +863,8 @@ impl Validator<'_> {
             services,
             session_capacity: capacity as usize,
             timeouts,
+            health,
+            metrics_listen,
         }
     }
 }

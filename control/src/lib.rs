@@ -1,9 +1,12 @@
 //! Sluice's control plane: the pipeline config, the runtime that starts ports and workers,
 //! and the counters it reports.
 
+pub mod admin;
 pub mod config;
+pub mod health;
 pub mod ids;
 pub mod locate;
+pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod simulate;

@@ -27,6 +27,7 @@ pub struct Totals {
     pub sessions_fallback: u64,
     pub sessions_remapped: u64,
     pub resets_sent: u64,
+    pub unreachables_sent: u64,
     /// From the control thread's sweep, not the workers: live sessions at the last full pass
     /// (or exact at exit), and sessions expired so far.
     pub sessions_live: u64,
@@ -63,6 +64,7 @@ impl Totals {
             t.sessions_fallback += w.sessions_fallback.get();
             t.sessions_remapped += w.sessions_remapped.get();
             t.resets_sent += w.resets_sent.get();
+            t.unreachables_sent += w.unreachables_sent.get();
             t.polls += w.polls.get();
             t.busy_polls += w.busy_polls.get();
         }
@@ -138,6 +140,7 @@ impl Totals {
         let _ = writeln!(s, "sluice_sessions_fallback_total {}", self.sessions_fallback);
         let _ = writeln!(s, "sluice_sessions_remapped_total {}", self.sessions_remapped);
         let _ = writeln!(s, "sluice_resets_sent_total {}", self.resets_sent);
+        let _ = writeln!(s, "sluice_unreachables_sent_total {}", self.unreachables_sent);
         let _ = writeln!(s, "sluice_sessions_expired_total {}", self.sessions_expired);
         let _ = writeln!(s, "sluice_sessions {}", self.sessions_live);
         for r in DropReason::ALL {

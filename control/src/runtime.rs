@@ -1,8 +1,11 @@
 //! `sluiced`'s life: start DPDK, set up ports, start pinned workers, watch signals and report,
 //! stop cleanly.
 
+use crate::admin::{self, Pending, Request, Response};
 use crate::config::Config;
+use crate::health;
 use crate::ids::Registry;
+use crate::metrics;
 use crate::report::Totals;
 use arc_swap::ArcSwap;
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
@@ -10,10 +13,14 @@ use log::{info, warn};
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::io::BURST;
 use sluice_dataplane::session::{tick, SessionTable};
-use sluice_dataplane::snapshot::Snapshot;
+use sluice_dataplane::snapshot::{Forwarding, Snapshot};
 use sluice_dataplane::stats::WorkerStats;
+use sluice_dataplane::wire::Mac;
 use sluice_dataplane::worker::Worker;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +30,236 @@ use std::time::{Duration, Instant};
 pub struct RunOptions {
     /// Log a counter summary this often (0: never).
     pub stats_interval: Duration,
+    /// The file the config came from: SIGHUP and `sluicectl apply` without a file re-read it.
+    pub config_path: Option<PathBuf>,
+    /// Where the admin API listens (`None`: no admin API).
+    pub admin_socket: Option<PathBuf>,
+    /// Set by SIGHUP: re-read and apply `config_path`.
+    pub reload: Arc<AtomicBool>,
+}
+
+impl RunOptions {
+    /// No admin API, no reload source (tests, tools).
+    pub fn plain(stats_interval: Duration) -> RunOptions {
+        RunOptions {
+            stats_interval,
+            config_path: None,
+            admin_socket: None,
+            reload: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// A backend's label in the admin API: its address for DSR, `address:port` for NAT.
+pub fn backend_label(forwarding: Forwarding, address: std::net::Ipv4Addr, port: u16) -> String {
+    match forwarding {
+        Forwarding::Dsr => address.to_string(),
+        Forwarding::Nat => format!("{address}:{port}"),
+    }
+}
+
+/// What the control thread keeps to change the running pipeline: the config it runs, how it
+/// turns into snapshots, and the operator's drains.
+struct Control {
+    config: Config,
+    config_path: Option<PathBuf>,
+    registry: Registry,
+    generation: u64,
+    macs: Vec<Mac>,
+    /// (service name, backend label) given weight 0 by `drain`.
+    drained: BTreeSet<(String, String)>,
+    /// Health: each checked backend's standing and last result; the probing threads.
+    health: std::collections::BTreeMap<(String, String), (health::State, String)>,
+    health_stop: Arc<AtomicBool>,
+    health_threads: Vec<thread::JoinHandle<()>>,
+    health_tx: mpsc::Sender<health::Report>,
+    cell: Arc<ArcSwap<Snapshot>>,
+    last_apply: String,
+    /// For the metrics endpoint: apply results, and each checked backend's standing by id.
+    apply_state: Arc<metrics::ApplyState>,
+    health_by_id: Arc<std::sync::Mutex<std::collections::HashMap<u32, bool>>>,
+}
+
+impl Control {
+    /// Builds a snapshot of `config` with the drains applied, off the workers, and publishes
+    /// it. On error nothing changes.
+    fn publish(&mut self, config: Config) -> Result<(), String> {
+        let mut spec = config.snapshot_spec(self.generation + 1, Some(&self.macs));
+        for s in spec.services.iter_mut() {
+            for b in s.backends.iter_mut() {
+                let label = backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port));
+                let key = (s.name.clone(), label);
+                if self.drained.contains(&key) {
+                    b.weight = 0;
+                }
+                if self.health.get(&key).is_some_and(|(h, _)| !h.up) {
+                    b.down = true;
+                }
+            }
+        }
+        self.registry.assign(&mut spec)?;
+        let snap =
+            Snapshot::build(&spec, Some(&self.cell.load())).map_err(|e| format!("{}: {e}", config.file))?;
+        let mut by_id = std::collections::HashMap::new();
+        for s in &snap.services {
+            for b in &s.backends {
+                let key = (s.name.clone(), backend_label(s.forwarding, b.address, b.port));
+                if let Some((h, _)) = self.health.get(&key) {
+                    by_id.insert(b.id, h.up);
+                }
+            }
+        }
+        self.cell.store(Arc::new(snap));
+        self.generation += 1;
+        self.apply_state.record_applied(self.generation);
+        let checks_changed = config.health != self.config.health
+            || config.services.iter().map(|s| (&s.name, s.backends.len())).ne(self
+                .config
+                .services
+                .iter()
+                .map(|s| (&s.name, s.backends.len())));
+        self.config = config;
+        if checks_changed || self.health_threads.is_empty() {
+            self.restart_checks();
+        }
+        *self.health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = by_id;
+        Ok(())
+    }
+
+    /// (Re)starts the probing threads for the running config. Standings of backends that are
+    /// still checked carry over.
+    fn restart_checks(&mut self) {
+        self.health_stop.store(true, Ordering::Relaxed);
+        for h in self.health_threads.drain(..) {
+            let _ = h.join();
+        }
+        self.health_stop = Arc::new(AtomicBool::new(false));
+        let mut targets = Vec::new();
+        for (s, spec) in self.config.services.iter().zip(&self.config.health) {
+            let Some(spec) = spec else { continue };
+            for b in &s.backends {
+                let port = spec.port.or(b.port).unwrap_or(s.port);
+                let label = backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port));
+                targets.push((
+                    s.name.clone(),
+                    label,
+                    std::net::SocketAddrV4::new(b.address, port),
+                    spec.clone(),
+                ));
+            }
+        }
+        let keep: BTreeSet<(String, String)> =
+            targets.iter().map(|(s, b, _, _)| (s.clone(), b.clone())).collect();
+        self.health.retain(|k, _| keep.contains(k));
+        for k in keep {
+            self.health.entry(k).or_insert((health::State::new(), "not checked yet".into()));
+        }
+        if !targets.is_empty() {
+            info!("health checks: {} backend(s)", targets.len());
+        }
+        self.health_threads = health::start(targets, self.health_tx.clone(), Arc::clone(&self.health_stop));
+    }
+
+    /// One probe result: counts it, and when a backend's standing changes, publishes.
+    fn health_report(&mut self, r: health::Report) {
+        let key = (r.service.clone(), r.backend.clone());
+        let Some(spec) = self
+            .config
+            .services
+            .iter()
+            .position(|s| s.name == r.service)
+            .and_then(|i| self.config.health[i].clone())
+        else {
+            return;
+        };
+        let Some((state, last)) = self.health.get_mut(&key) else { return };
+        *last = match &r.result {
+            Ok(()) => "ok".into(),
+            Err(e) => e.clone(),
+        };
+        if let Some(up) = state.observe(r.result.is_ok(), spec.rise, spec.fall) {
+            if up {
+                info!("health: {} {} is up", r.service, r.backend);
+            } else {
+                warn!("health: {} {} is down: {}", r.service, r.backend, last);
+            }
+            let config = self.config.clone();
+            if let Err(e) = self.publish(config) {
+                warn!("health: publishing the change failed: {e}");
+            }
+        }
+    }
+
+    /// Validates `path` against the running config and applies it; the answer says what
+    /// happened (the errors with file, line and field when refused).
+    fn apply(&mut self, path: Option<&str>) -> Response {
+        let path = match path.map(PathBuf::from).or_else(|| self.config_path.clone()) {
+            Some(p) => p,
+            None => return Response::Refused { text: "no config file to re-read: give one".into() },
+        };
+        let result = Config::load_for_apply(&path, &self.config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.publish(c));
+        let when =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match result {
+            Ok(()) => {
+                self.config_path = Some(path.clone());
+                self.last_apply =
+                    format!("applied {} as generation {} at {when}", path.display(), self.generation);
+                info!("{}", self.last_apply);
+                Response::Ok { text: self.last_apply.clone() }
+            }
+            Err(e) => {
+                self.apply_state.record_refused();
+                self.last_apply =
+                    format!("refused {} at {when}; generation {} runs", path.display(), self.generation);
+                warn!("config refused, the running one stays:\n{e}");
+                Response::Refused {
+                    text: format!("{e}\nrefused: generation {} keeps running", self.generation),
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, service: &str, backend: &str, on: bool) -> Response {
+        let svc = self.config.services.iter().find(|s| s.name == service);
+        let Some(svc) = svc else {
+            return Response::Refused { text: format!("no service {service:?}") };
+        };
+        let exists = svc
+            .backends
+            .iter()
+            .any(|b| backend_label(svc.forwarding, b.address, b.port.unwrap_or(svc.port)) == backend);
+        if !exists {
+            return Response::Refused { text: format!("service {service} has no backend {backend:?}") };
+        }
+        let key = (service.to_string(), backend.to_string());
+        let changed = if on { self.drained.insert(key.clone()) } else { self.drained.remove(&key) };
+        if !changed {
+            return Response::Ok {
+                text: format!("{service} {backend}: already {}", if on { "drained" } else { "in service" }),
+            };
+        }
+        let config = self.config.clone();
+        match self.publish(config) {
+            Ok(()) => Response::Ok {
+                text: format!(
+                    "{service} {backend}: {} (generation {})",
+                    if on { "drained: no new flows, its sessions stay" } else { "restored" },
+                    self.generation
+                ),
+            },
+            Err(e) => {
+                if on {
+                    self.drained.remove(&key)
+                } else {
+                    self.drained.insert(key)
+                };
+                Response::Refused { text: e }
+            }
+        }
+    }
 }
 
 /// What a finished run reports.
@@ -48,6 +285,9 @@ struct Sweeper {
     live_in_pass: usize,
     live: usize,
     expired: u64,
+    /// The same two figures, for the metrics endpoint.
+    shared_live: Arc<std::sync::atomic::AtomicU64>,
+    shared_expired: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Slices per full pass (the control loop runs every 50 ms).
@@ -59,11 +299,13 @@ impl Sweeper {
         let chunk = slots.div_ceil(SWEEP_SLICES);
         let s = table.sweep(now, self.cursor, chunk, |_, _| {});
         self.expired += s.expired as u64;
+        self.shared_expired.store(self.expired, Ordering::Relaxed);
         self.live_in_pass += s.live;
         self.cursor += chunk;
         if self.cursor >= slots {
             self.cursor = 0;
             self.live = self.live_in_pass;
+            self.shared_live.store(self.live as u64, Ordering::Relaxed);
             self.live_in_pass = 0;
             table.set_full(self.live >= table.capacity());
         }
@@ -191,6 +433,25 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     registry.assign(&mut spec)?;
     let snapshot = Snapshot::build(&spec, None).map_err(|e| e.to_string())?;
     let config_cell = Arc::new(ArcSwap::from_pointee(snapshot));
+    let (health_tx, health_rx) = mpsc::channel::<health::Report>();
+    let mut control = Control {
+        config: config.clone(),
+        config_path: opts.config_path.clone(),
+        registry,
+        generation: 1,
+        macs: macs.clone(),
+        drained: BTreeSet::new(),
+        health: Default::default(),
+        health_stop: Arc::new(AtomicBool::new(false)),
+        health_threads: Vec::new(),
+        health_tx,
+        cell: Arc::clone(&config_cell),
+        last_apply: "started with generation 1".into(),
+        apply_state: Arc::new(metrics::ApplyState::new()),
+        health_by_id: Default::default(),
+    };
+    control.apply_state.record_applied(1);
+    control.restart_checks();
 
     // The hash seed is secret and per process: clients must not be able to aim collisions.
     let seed =
@@ -243,13 +504,99 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     info!("running: {} worker(s), {} port(s), {} service(s)", n_workers, ports.len(), config.services.len());
 
     let names: Vec<String> = config.ports.iter().map(|p| p.spec.name.clone()).collect();
+    let admin_stop = Arc::new(AtomicBool::new(false));
+    let (admin_tx, admin_rx) = mpsc::channel::<Pending>();
+    let admin_thread = match &opts.admin_socket {
+        Some(path) => match admin::serve(path, admin_tx, Arc::clone(&admin_stop)) {
+            Ok(h) => {
+                info!("admin API on {}", path.display());
+                Some(h)
+            }
+            Err(e) => {
+                warn!("admin API: {}: {e}; running without it", path.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let started = Instant::now();
     let mut next_report = Instant::now() + opts.stats_interval;
     let mut last = (Instant::now(), Totals::sum(&stats, ports.len()));
     let mut failed = None;
     let mut sweeper = Sweeper::default();
-    while !stop.load(Ordering::Relaxed) {
+
+    // The Prometheus endpoint: reads the workers' counters, the table and the snapshot at
+    // each scrape, on its own thread.
+    let ports = Arc::new(ports);
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let mut metrics_thread = None;
+    if let Some(listen) = config.metrics_listen {
+        let nic_ports = Arc::clone(&ports);
+        let health_by_id = Arc::clone(&control.health_by_id);
+        let source = metrics::MetricsSource {
+            stats: stats.clone(),
+            port_names: names.clone(),
+            sessions: Arc::clone(&sessions),
+            snapshot: Arc::clone(&config_cell),
+            apply: Arc::clone(&control.apply_state),
+            sessions_live: Arc::clone(&sweeper.shared_live),
+            sessions_expired: Arc::clone(&sweeper.shared_expired),
+            nic_stats: Some(Box::new(move || nic_ports.iter().map(|p| p.stats()).collect())),
+            health: Some(Box::new(move |id| {
+                health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
+            })),
+        };
+        match metrics::registry(source)
+            .map_err(|e| e.to_string())
+            .and_then(|r| metrics::serve(listen, r, Arc::clone(&metrics_stop)).map_err(|e| e.to_string()))
+        {
+            Ok((addr, h)) => {
+                info!("metrics on http://{addr}/metrics");
+                metrics_thread = Some(h);
+            }
+            Err(e) => failed = Some(format!("{}: metrics.listen: {listen}: {e}", config.file)),
+        }
+    }
+
+    while !stop.load(Ordering::Relaxed) && failed.is_none() {
         thread::sleep(Duration::from_millis(50));
         sweeper.step(&sessions, tick(epoch.elapsed().as_nanos() as u64));
+        if opts.reload.swap(false, Ordering::Relaxed) {
+            info!("SIGHUP: applying the config file again");
+            control.apply(None);
+        }
+        for r in health_rx.try_iter().collect::<Vec<_>>() {
+            control.health_report(r);
+        }
+        for (req, back) in admin::pending(&admin_rx) {
+            let answer = match req {
+                Request::Apply { file } => control.apply(file.as_deref()),
+                Request::Drain { service, backend } => control.drain(&service, &backend, true),
+                Request::Restore { service, backend } => control.drain(&service, &backend, false),
+                Request::Status => Response::Ok {
+                    text: format!(
+                        "config {}\ngeneration {}\nlast apply: {}\nworkers {}\nuptime {} s\nsessions {} of {}\n",
+                        control.config_path.as_ref().map_or("-".into(), |p| p.display().to_string()),
+                        control.generation,
+                        control.last_apply,
+                        n_workers,
+                        started.elapsed().as_secs(),
+                        sweeper.live,
+                        sessions.capacity()
+                    ),
+                },
+                Request::Services => Response::Ok { text: list_services(&config_cell.load(), &sessions, &control) },
+                Request::Sessions { service, backend, client, limit } => {
+                    list_sessions(&config_cell.load(), &sessions, service, backend, client, limit, epoch)
+                }
+                Request::Counters => {
+                    let mut t = Totals::sum(&stats, ports.len());
+                    sweeper.report(&mut t);
+                    Response::Ok { text: t.render(&names) }
+                }
+            };
+            let _ = back.send(answer);
+        }
         if handles.iter().any(|h| h.is_finished()) {
             failed = Some("a worker stopped unexpectedly".to_string());
             break;
@@ -264,6 +611,18 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     }
 
     info!("stopping");
+    admin_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = admin_thread {
+        let _ = h.join();
+    }
+    metrics_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = metrics_thread {
+        let _ = h.join();
+    }
+    control.health_stop.store(true, Ordering::Relaxed);
+    for h in control.health_threads.drain(..) {
+        let _ = h.join();
+    }
     worker_stop.store(true, Ordering::Relaxed);
     for (w, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -288,4 +647,104 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         Some(e) => Err(e),
         None => Ok(RunReport { totals, port_names: names }),
     }
+}
+
+/// `sluicectl services`: one line per service, then one per backend.
+fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "generation {}", snap.generation);
+    for s in &snap.services {
+        let _ = writeln!(
+            out,
+            "service {} {}:{} {:?} {:?} scheduler {:?} tunnel {:?}",
+            s.name, s.vip, s.port, s.protocol, s.forwarding, s.scheduler, s.tunnel
+        );
+        for b in &s.backends {
+            let label = backend_label(s.forwarding, b.address, b.port);
+            let key = (s.name.clone(), label.clone());
+            let state = if b.down {
+                "down"
+            } else if control.drained.contains(&key) {
+                "drained"
+            } else if b.weight == 0 {
+                "weight-0"
+            } else {
+                "up"
+            };
+            let check = control
+                .health
+                .get(&key)
+                .map_or_else(|| "unchecked".to_string(), |(_, last)| format!("check: {last}"));
+            let _ = writeln!(
+                out,
+                "  backend {label} host {} weight {} {state} sessions {} {check}",
+                b.host,
+                b.weight,
+                sessions.active(b.id)
+            );
+        }
+    }
+    out
+}
+
+/// `sluicectl sessions`: live flow sessions, filtered.
+fn list_sessions(
+    snap: &Snapshot,
+    sessions: &SessionTable,
+    service: Option<String>,
+    backend: Option<String>,
+    client: Option<String>,
+    limit: Option<usize>,
+    epoch: Instant,
+) -> Response {
+    use sluice_dataplane::session::KeyKind;
+    use std::fmt::Write;
+    let client = match client.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => {
+            return Response::Refused {
+                text: format!("{:?} is not an IPv4 address", client.unwrap_or_default()),
+            }
+        }
+        None => None,
+    };
+    let limit = limit.unwrap_or(100);
+    let now = tick(epoch.elapsed().as_nanos() as u64);
+    let (mut shown, mut matched) = (0usize, 0usize);
+    let mut out = String::new();
+    sessions.for_each(|k, s| {
+        if k.kind != KeyKind::Flow {
+            return;
+        }
+        let Some(svc) = snap.service_by_id(k.ident as u16) else { return };
+        let be = svc.backend_by_id(s.backend).and_then(|i| svc.backends.get(usize::from(i)));
+        let label = be.map_or_else(
+            || format!("(removed #{})", s.backend),
+            |b| backend_label(svc.forwarding, b.address, b.port),
+        );
+        let addr = k.addr.as_v4();
+        if service.as_ref().is_some_and(|n| *n != svc.name)
+            || backend.as_ref().is_some_and(|b| *b != label)
+            || client.is_some_and(|c| addr != Some(c))
+        {
+            return;
+        }
+        matched += 1;
+        if shown < limit {
+            shown += 1;
+            let idle = now.wrapping_sub(s.last_seen) as u64 * (1u64 << sluice_dataplane::session::TICK_SHIFT)
+                / 1_000_000_000;
+            let _ = writeln!(
+                out,
+                "{} {}:{} -> {label} {:?} idle {idle}s",
+                svc.name,
+                addr.map_or("?".into(), |a| a.to_string()),
+                k.port,
+                s.state
+            );
+        }
+    });
+    let _ = writeln!(out, "{matched} sessions matched, {shown} shown");
+    Response::Ok { text: out }
 }

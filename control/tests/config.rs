@@ -155,6 +155,12 @@ fn other_refusals() {
         ("services:", "sessions: { timeouts: { udp: 0 } }\nservices:", "sessions.timeouts.udp"),
         ("services:", "sessions: { timeouts: { tcp_fin: 5 } }\nservices:", "sessions.timeouts"),
         ("tunnel: gre", "tunnel: gre\n    vpc: 9", "services[0].vpc"),
+        ("services:", "metrics: { listen: nowhere }\nservices:", "metrics.listen"),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: tcp, path: /x }", "services[0].health.path"),
+        ("tunnel: gre", "tunnel: gre\n    health: { fall: 0 }", "services[0].health.fall"),
+        ("tunnel: gre", "tunnel: gre\n    health: { interval: 1, timeout: 2 }", "services[0].health.timeout"),
+        ("tunnel: gre", "tunnel: gre\n    health: { status: 42 }", "services[0].health.status"),
+        ("tunnel: gre", "tunnel: gre\n    on_no_backend: explode", "services[0].on_no_backend"),
         ("tunnel: gre", "forwarding: nat\n    vpc: 9", "services[0].gre_key"),
         (
             "tunnel: gre\n    gre_key: 7",
@@ -206,4 +212,25 @@ fn nat_service_loads() {
     // A NAT backend's host must be routable like a DSR backend's address.
     let e = Config::parse(&text.replacen("host: 198.18.0.10", "host: 203.0.113.1", 1), "p.yaml").unwrap_err();
     assert!(e.to_string().contains("services[0].backends[0].host"), "{e}");
+}
+
+#[test]
+fn live_apply_refuses_what_needs_a_restart_with_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("sluice-apply-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let running = Config::parse(GOOD, "p.yaml").unwrap();
+    let file = dir.join("new.yaml");
+    // Services may change live.
+    std::fs::write(&file, GOOD.replace("weight: 3", "weight: 5")).unwrap();
+    assert!(Config::load_for_apply(&file, &running).is_ok());
+    // A port's device and the worker cores may not; each is named with its line.
+    std::fs::write(
+        &file,
+        GOOD.replace("device: net_null0", "device: net_null1").replace("cores: [1]", "cores: [2]"),
+    )
+    .unwrap();
+    let e = Config::load_for_apply(&file, &running).unwrap_err().to_string();
+    assert!(e.contains("new.yaml:8:5: ports[0].device: cannot change while sluiced runs"), "{e}");
+    assert!(e.contains("workers: cannot change"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! sluiced: the Sluice appliance.
 //!
-//!   sluiced --config FILE     run the pipeline in FILE
+//!   sluiced --config FILE     run the pipeline in FILE (SIGHUP: apply FILE again; admin API
+//!                             on --admin-socket for sluicectl)
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
 //!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
 //!                             the backend any appliance running FILE picks for that flow
@@ -27,6 +28,9 @@ struct Cli {
     /// Print every counter to standard output when stopping.
     #[arg(long)]
     print_stats: bool,
+    /// The admin API's Unix socket (`sluicectl --socket`); "none" for no admin API.
+    #[arg(long, default_value = sluice_control::admin::DEFAULT_SOCKET)]
+    admin_socket: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -106,7 +110,18 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            let opts = RunOptions { stats_interval: Duration::from_secs(cli.stats_interval) };
+            // SIGHUP: apply the config file again (validated first; refused, the running one stays).
+            let reload = Arc::new(AtomicBool::new(false));
+            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)) {
+                eprintln!("cannot handle SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+            let opts = RunOptions {
+                stats_interval: Duration::from_secs(cli.stats_interval),
+                config_path: Some(path.clone()),
+                admin_socket: (cli.admin_socket.as_os_str() != "none").then_some(cli.admin_socket),
+                reload,
+            };
             match run(&config, &opts, stop) {
                 Ok(report) => {
                     if cli.print_stats {
