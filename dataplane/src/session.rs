@@ -1123,6 +1123,7 @@ mod loom_tests {
             timeouts: TimeoutTicks::new(&Timeouts::default()),
             full: AtomicBool::new(false),
             active: (0..4).map(|_| AtomicU32::new(0)).collect(),
+            created: crate::stats::counters(4),
         }
     }
 
