@@ -156,5 +156,38 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, maglev, pipeline);
+/// SYN cookies: making one (per SYN of a flood) and checking one (per ACK).
+fn cookies(c: &mut Criterion) {
+    use sluice_dataplane::cookie::{CookieKeys, SynOptions};
+    let keys = CookieKeys::new([1, 2], [[3, 4], [5, 6]]);
+    let opts = SynOptions::from_syn(Some(1460), Some(7), true, true);
+    let mut g = c.benchmark_group("syn_cookie");
+    g.throughput(Throughput::Elements(1));
+    let mut port = 0u16;
+    g.bench_function("make", |b| {
+        b.iter(|| {
+            port = port.wrapping_add(1);
+            let f = FlowKey {
+                src: Addr::v4(Ipv4Addr::new(198, 18, 1, 10)),
+                dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)),
+                src_port: port,
+                dst_port: 80,
+                protocol: 6,
+            };
+            black_box(keys.make(&f, 12345, 1000, opts))
+        })
+    });
+    let f = FlowKey {
+        src: Addr::v4(Ipv4Addr::new(198, 18, 1, 10)),
+        dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)),
+        src_port: 40000,
+        dst_port: 80,
+        protocol: 6,
+    };
+    let cookie = keys.make(&f, 12345, 1000, opts);
+    g.bench_function("check", |b| b.iter(|| black_box(keys.check(&f, 12346, cookie.wrapping_add(1), 1000))));
+    g.finish();
+}
+
+criterion_group!(benches, parse, maglev, pipeline, cookies);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 //! formats, service lookup, Maglev, the per-packet pipeline and the worker loop are plain Rust
 //! over byte buffers, tested, fuzzed and benchmarked without a NIC.
 
+pub mod cookie;
 pub mod flow;
 pub mod hash;
 pub mod io;
