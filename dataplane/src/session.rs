@@ -207,6 +207,14 @@ impl TcpState {
     }
 }
 
+/// Ticks from `then` to `now`; 0 if `then` is later. (A worker may stamp a session with a
+/// tick newer than the `now` a sweep started with: read as a wrapped difference, that session
+/// would look four billion ticks idle and be expired while in use.)
+#[inline]
+pub fn idle(now: u32, then: u32) -> u32 {
+    (now.wrapping_sub(then) as i32).max(0) as u32
+}
+
 /// Flags of a session.
 pub mod flags {
     /// Installed from a peer appliance, not created here.
@@ -776,7 +784,7 @@ impl SessionTable {
             match self.read(i) {
                 Ok(r) => {
                     let s = Session::from_words(r.value);
-                    if now.wrapping_sub(s.last_seen) > self.timeouts.of(&s) && self.kill(i, &r) {
+                    if idle(now, s.last_seen) > self.timeouts.of(&s) && self.kill(i, &r) {
                         out.expired += 1;
                         if let Some(key) = SessionKey::from_words(r.key) {
                             expired(&key, &s);
@@ -1103,6 +1111,27 @@ mod tests {
             assert!(r.join().unwrap() > 0);
         }
         assert_eq!(t.len(), n as usize);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod idle_tests {
+    use super::*;
+    use crate::flow::Addr;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_session_stamped_after_the_sweep_began_is_not_expired() {
+        let t = SessionTable::new(16, Timeouts::default(), 1);
+        let k = SessionKey::flow(Addr::v4(Ipv4Addr::new(198, 18, 1, 10)), 4000, 1);
+        let now = 1000;
+        // A worker stamped it one tick after the sweep read the clock.
+        t.insert(&k, t.hash(&k), &Session::new(1, TcpState::Established, now + 1));
+        let s = t.sweep(now, 0, t.slot_count(), |_, _| {});
+        assert_eq!((s.expired, s.live), (0, 1));
+        assert_eq!(idle(now, now + 1), 0);
+        assert_eq!(idle(now + 5, now), 5);
+        assert_eq!(idle(3, u32::MAX), 4, "across the wrap");
     }
 }
 
