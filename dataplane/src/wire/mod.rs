@@ -11,6 +11,7 @@ pub mod gre;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
+pub mod tcp_options;
 pub mod udp;
 
 pub use arp::ArpPacket;

@@ -1,0 +1,257 @@
+//! TCP options (RFC 9293 3.1; MSS, window scale and timestamps RFC 7323; SACK RFC 2018): read
+//! from a segment's option bytes, written for a SYN or SYN-ACK, and shifted in place (the SYN
+//! proxy moves sequence numbers and timestamps between the two halves of a connection).
+
+use super::WireError;
+use arrayvec::ArrayVec;
+
+pub const KIND_END: u8 = 0;
+pub const KIND_NOP: u8 = 1;
+pub const KIND_MSS: u8 = 2;
+pub const KIND_WSCALE: u8 = 3;
+pub const KIND_SACK_PERM: u8 = 4;
+pub const KIND_SACK: u8 = 5;
+pub const KIND_TIMESTAMP: u8 = 8;
+
+/// The options of one segment that matter to a proxy, and where the shiftable ones are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_perm: bool,
+    /// (TSval, TSecr).
+    pub timestamps: Option<(u32, u32)>,
+    /// Offset of the timestamp option's TSval within the option bytes.
+    pub ts_at: Option<usize>,
+    /// SACK blocks (left, right edges).
+    pub sack: ArrayVec<(u32, u32), 4>,
+    /// Offset of the first SACK block's left edge within the option bytes.
+    pub sack_at: Option<usize>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Reads the option bytes of a segment (what follows the 20-byte header, up to the data
+/// offset). Unknown options are skipped by their length; a length that is too short for its
+/// kind or runs past the end is `Malformed`.
+pub fn parse(b: &[u8]) -> Result<TcpOptions, WireError> {
+    let mut o = TcpOptions::default();
+    let mut i = 0;
+    while i < b.len() {
+        let kind = b[i];
+        match kind {
+            KIND_END => break,
+            KIND_NOP => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = b.get(i + 1) else { return Err(WireError::Malformed) };
+        let len = usize::from(len);
+        if len < 2 || i + len > b.len() {
+            return Err(WireError::Malformed);
+        }
+        let body = &b[i + 2..i + len];
+        match (kind, body.len()) {
+            (KIND_MSS, 2) => o.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+            (KIND_WSCALE, 1) => o.wscale = Some(body[0]),
+            (KIND_SACK_PERM, 0) => o.sack_perm = true,
+            (KIND_TIMESTAMP, 8) => {
+                o.timestamps = Some((u32_at(body, 0), u32_at(body, 4)));
+                o.ts_at = Some(i + 2);
+            }
+            (KIND_SACK, n) if n % 8 == 0 && n <= 32 => {
+                o.sack_at = Some(i + 2);
+                for k in 0..n / 8 {
+                    o.sack.push((u32_at(body, 8 * k), u32_at(body, 8 * k + 4)));
+                }
+            }
+            (KIND_MSS | KIND_WSCALE | KIND_SACK_PERM | KIND_TIMESTAMP | KIND_SACK, _) => {
+                return Err(WireError::Malformed)
+            }
+            _ => {}
+        }
+        i += len;
+    }
+    Ok(o)
+}
+
+/// What a SYN or SYN-ACK offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynOffer {
+    pub mss: u16,
+    pub wscale: Option<u8>,
+    pub sack_perm: bool,
+    /// (TSval, TSecr).
+    pub timestamps: Option<(u32, u32)>,
+}
+
+/// Longest [`emit_syn`] output.
+pub const SYN_OPTIONS_MAX: usize = 20;
+
+/// Writes a SYN's options in the order and padding Linux uses (MSS; SACK-permitted with the
+/// timestamp, or NOP NOP SACK-permitted without; NOP window scale), returning their length,
+/// a multiple of 4.
+pub fn emit_syn(o: &SynOffer, out: &mut [u8; SYN_OPTIONS_MAX]) -> usize {
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        out[n..n + bytes.len()].copy_from_slice(bytes);
+        n += bytes.len();
+    };
+    put(&[KIND_MSS, 4]);
+    put(&o.mss.to_be_bytes());
+    match (o.sack_perm, o.timestamps) {
+        (true, Some((val, ecr))) => {
+            put(&[KIND_SACK_PERM, 2, KIND_TIMESTAMP, 10]);
+            put(&val.to_be_bytes());
+            put(&ecr.to_be_bytes());
+        }
+        (false, Some((val, ecr))) => {
+            put(&[KIND_NOP, KIND_NOP, KIND_TIMESTAMP, 10]);
+            put(&val.to_be_bytes());
+            put(&ecr.to_be_bytes());
+        }
+        (true, None) => put(&[KIND_NOP, KIND_NOP, KIND_SACK_PERM, 2]),
+        (false, None) => {}
+    }
+    if let Some(ws) = o.wscale {
+        put(&[KIND_NOP, KIND_WSCALE, 3, ws]);
+    }
+    n
+}
+
+/// Adds `delta` to every SACK edge in the option bytes `b` (as read by [`parse`]). Returns the
+/// 32-bit words changed, (old, new), for the checksum update.
+pub fn shift_sack(b: &mut [u8], o: &TcpOptions, delta: u32) -> ArrayVec<(u32, u32), 8> {
+    let mut changed = ArrayVec::new();
+    let Some(at) = o.sack_at else { return changed };
+    for k in 0..o.sack.len() * 2 {
+        let p = at + 4 * k;
+        let Some(w) = b.get_mut(p..p + 4) else { break };
+        let old = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
+        let new = old.wrapping_add(delta);
+        w.copy_from_slice(&new.to_be_bytes());
+        changed.push((old, new));
+    }
+    changed
+}
+
+/// Replaces the timestamp option's TSval (`val`) and/or TSecr (`ecr`) with f(old). Returns the
+/// words changed, (old, new).
+pub fn shift_timestamps(
+    b: &mut [u8],
+    o: &TcpOptions,
+    val: impl Fn(u32) -> u32,
+    ecr: impl Fn(u32) -> u32,
+) -> ArrayVec<(u32, u32), 2> {
+    let mut changed = ArrayVec::new();
+    let Some(at) = o.ts_at else { return changed };
+    for (p, f) in [(at, &val as &dyn Fn(u32) -> u32), (at + 4, &ecr)] {
+        let Some(w) = b.get_mut(p..p + 4) else { break };
+        let old = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
+        let new = f(old);
+        if new != old {
+            w.copy_from_slice(&new.to_be_bytes());
+            changed.push((old, new));
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // The option bytes of a SYN in Linux's layout, as scapy builds them from [('MSS', 1460),
+    // ('SAckOK', b''), ('Timestamp', (2216879245, 0)), ('NOP', None), ('WScale', 7)].
+    const LINUX_SYN: [u8; 20] = [
+        0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x84, 0x22, 0xe4, 0x8d, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x03, 0x03, 0x07,
+    ];
+
+    #[test]
+    fn reads_a_linux_syn() {
+        let o = parse(&LINUX_SYN).unwrap();
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.wscale, Some(7));
+        assert!(o.sack_perm);
+        assert_eq!(o.timestamps, Some((0x8422_e48d, 0)));
+        assert_eq!(o.ts_at, Some(8));
+    }
+
+    #[test]
+    fn writes_a_syn_as_linux_does() {
+        let offer =
+            SynOffer { mss: 1460, wscale: Some(7), sack_perm: true, timestamps: Some((0x8422_e48d, 0)) };
+        let mut out = [0u8; SYN_OPTIONS_MAX];
+        let n = emit_syn(&offer, &mut out);
+        assert_eq!(&out[..n], &LINUX_SYN);
+        // Without timestamps (Linux: MSS, NOP NOP SACK-permitted, NOP window scale).
+        let offer = SynOffer { timestamps: None, ..offer };
+        let n = emit_syn(&offer, &mut out);
+        assert_eq!(&out[..n], &[2, 4, 5, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7]);
+        for o in [
+            SynOffer { mss: 536, wscale: None, sack_perm: false, timestamps: None },
+            SynOffer { mss: 1400, wscale: None, sack_perm: false, timestamps: Some((1, 2)) },
+            SynOffer { mss: 1400, wscale: Some(14), sack_perm: true, timestamps: None },
+        ] {
+            let n = emit_syn(&o, &mut out);
+            assert_eq!(n % 4, 0);
+            let back = parse(&out[..n]).unwrap();
+            assert_eq!(
+                (back.mss, back.wscale, back.sack_perm, back.timestamps),
+                (Some(o.mss), o.wscale, o.sack_perm, o.timestamps)
+            );
+        }
+    }
+
+    #[test]
+    fn sack_blocks_and_timestamps_shift_in_place() {
+        // NOP NOP TS(100, 200) NOP NOP SACK(1000-2000, 3000-4000)
+        let mut b = vec![1, 1, 8, 10, 0, 0, 0, 100, 0, 0, 0, 200, 1, 1, 5, 18];
+        for v in [1000u32, 2000, 3000, 4000] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        let o = parse(&b).unwrap();
+        assert_eq!(o.sack.as_slice(), &[(1000, 2000), (3000, 4000)]);
+        let changed = shift_sack(&mut b, &o, 5u32.wrapping_neg());
+        assert_eq!(changed.len(), 4);
+        let ts = shift_timestamps(&mut b, &o, |v| v, |e| e + 7);
+        assert_eq!(ts.as_slice(), &[(200, 207)]);
+        let again = parse(&b).unwrap();
+        assert_eq!(again.sack.as_slice(), &[(995, 1995), (2995, 3995)]);
+        assert_eq!(again.timestamps, Some((100, 207)));
+    }
+
+    #[test]
+    fn malformed_options_are_refused() {
+        for bad in [
+            &[2u8][..],                   // kind without length
+            &[2, 1],                      // length under 2
+            &[2, 4, 5],                   // past the end
+            &[2, 3, 5],                   // MSS of the wrong length
+            &[8, 9, 0, 0, 0, 0, 0, 0, 0], // timestamp of the wrong length
+            &[5, 6, 0, 0, 0, 0],          // SACK not a multiple of 8
+        ] {
+            assert_eq!(parse(bad), Err(WireError::Malformed), "{bad:?}");
+        }
+        // Unknown options are skipped; END stops.
+        let o = parse(&[30, 4, 0, 0, 3, 3, 2, 0, 2, 4, 1, 1]).unwrap();
+        assert_eq!((o.wscale, o.mss), (Some(2), None));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..44), d in any::<u32>()) {
+            let mut b = b;
+            if let Ok(o) = parse(&b) {
+                shift_sack(&mut b, &o, d);
+                shift_timestamps(&mut b, &o, |v| v ^ d, |e| e.wrapping_add(d));
+            }
+        }
+    }
+}
