@@ -67,10 +67,14 @@ SCENARIOS = {
         "workers": 2,
         "modes": ["local"],
     },
+    "nat": {
+        "what": "1M established TCP flows (ACK) to a NAT VIP: DNAT to backend:8080, GRE keyed by VPC 100, "
+                "one worker (client-to-backend direction)",
+        "gen": ["--flows", "1000000", "--tcp-flags", "10", "--vip", "198.18.10.2"],
+    },
 }
 # Scenarios that need more than this machine has are listed in the report as not run.
 NOT_RUN = {
-    "nat": "nat mode is not implemented yet",
     "syn-proxy-flood": "SYN proxy is not implemented yet",
     "isolation": "token-bucket isolation is not implemented yet",
 }
@@ -101,6 +105,8 @@ def sluiced_config(vdev, mode, n_workers=1):
     neighbors = "\n".join(
         f"      - {{ address: 198.19.0.{10 + i}, mac: '02:00:00:00:01:{10 + i:02x}' }}" for i in range(4))
     backends = "\n".join(f"      - {{ address: 198.19.0.{10 + i} }}" for i in range(4))
+    nat_backends = "\n".join(f"      - {{ address: 192.0.2.{10 + i}, port: 8080, host: 198.19.0.{10 + i} }}"
+                             for i in range(4))
     return f"""\
 dpdk:
   args: [--no-huge, -m, "{MEMORY[mode]}", --no-pci, --no-telemetry, --file-prefix, sluice-bench-dut,
@@ -129,6 +135,14 @@ services:
     tunnel: ipip
     backends:
 {backends}
+  - name: tenant
+    vip: 198.18.10.2
+    port: 80
+    protocol: tcp
+    forwarding: nat
+    vpc: 100
+    backends:
+{nat_backends}
 """
 
 
