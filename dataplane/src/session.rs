@@ -1060,7 +1060,7 @@ mod tests {
                         let mut expired = Vec::new();
                         t.sweep(now, 0, t.slot_count(), |sk, _| expired.push(*sk));
                         let want: Vec<u32> =
-                            model.iter().filter(|(_, &(_, seen))| now.wrapping_sub(seen) > limit).map(|(&k, _)| k).collect();
+                            model.iter().filter(|(_, &(_, seen))| idle(now, seen) > limit).map(|(&k, _)| k).collect();
                         prop_assert_eq!(expired.len(), want.len());
                         for k in want {
                             prop_assert!(expired.contains(&key(k)));
