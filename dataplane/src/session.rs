@@ -794,22 +794,44 @@ impl SessionTable {
                     }
                 }
                 Err(TOMB) => {
-                    let next = self.slot(i + 1).w[0].load(Ordering::Acquire);
-                    if state_of(next) == EMPTY {
-                        let m = self.slot(i).w[0].load(Ordering::Relaxed);
-                        if state_of(m) == TOMB
-                            && self.slot(i).w[0]
-                                .compare_exchange(
-                                    m,
-                                    meta(seq_of(m).wrapping_add(1), EMPTY, 0),
-                                    Ordering::AcqRel,
-                                    Ordering::Relaxed,
-                                )
-                                .is_ok()
-                        {
-                            out.cleared += 1;
-                        }
+                    // A tombstone before an empty slot can become empty: no key lives past it
+                    // on behalf of a home before it. But an insert may have scanned past this
+                    // slot while it was still live and be about to claim the empty one after
+                    // it; emptying this slot under it would strand its key. So fence the next
+                    // slot first (a tombstone with a new sequence number: that insert's claim
+                    // fails and it scans again, and finds this slot), empty this one, and lift
+                    // the fence unless someone took the slot meanwhile.
+                    let next_slot = self.slot(i + 1);
+                    let next = next_slot.w[0].load(Ordering::Acquire);
+                    if state_of(next) != EMPTY {
+                        continue;
                     }
+                    let fence = meta(seq_of(next).wrapping_add(1), TOMB, 0);
+                    if next_slot.w[0]
+                        .compare_exchange(next, fence, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let m = self.slot(i).w[0].load(Ordering::Relaxed);
+                    if state_of(m) == TOMB
+                        && self.slot(i).w[0]
+                            .compare_exchange(
+                                m,
+                                meta(seq_of(m).wrapping_add(1), EMPTY, 0),
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            )
+                            .is_ok()
+                    {
+                        out.cleared += 1;
+                    }
+                    let _ = next_slot.w[0].compare_exchange(
+                        fence,
+                        meta(seq_of(fence).wrapping_add(1), EMPTY, 0),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
                 }
                 Err(_) => {}
             }
@@ -1210,6 +1232,29 @@ mod loom_tests {
                 loom::thread::yield_now();
             }
             w.join().unwrap();
+        });
+    }
+
+    /// An insert that scanned past a live session, racing that session's removal and a sweep
+    /// that clears its tombstone: the new key must stay reachable from its home.
+    #[test]
+    fn an_insert_is_not_stranded_by_a_sweep_clearing_the_slot_before_it() {
+        loom::model(|| {
+            let t = Arc::new(small());
+            let (a, b) = (key(1), key(2));
+            // Both keys get home slot 1 (the hash is the caller's to give).
+            let Insert::Inserted(i) = t.insert(&a, 1, &Session::new(1, TcpState::Established, 1)) else {
+                panic!()
+            };
+            let t2 = Arc::clone(&t);
+            let sweeper = loom::thread::spawn(move || {
+                assert!(t2.remove(i, &a));
+                t2.sweep(1, 1, 1, |_, _| {});
+            });
+            let r = t.insert(&b, 1, &Session::new(2, TcpState::Established, 1));
+            assert!(matches!(r, Insert::Inserted(_)), "{r:?}");
+            sweeper.join().unwrap();
+            assert!(t.lookup(&b, 1).is_some(), "the key inserted is found from its home");
         });
     }
 
