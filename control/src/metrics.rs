@@ -17,7 +17,7 @@
 //! For example, once `WorkerStats` counts packets per service id:
 //!
 //! ```ignore
-//! let packets = |id: u16| self.source.stats.iter().map(|w| w.service_packets[usize::from(id)].get()).sum::<u64>();
+//! let packets = |id: u16| self.source.stats.iter().map(|w| w.per_service[usize::from(id)].packets.get()).sum::<u64>();
 //! self.per_service(snap, &SERVICE_PACKETS, |s| Some(packets(s.id) as f64)).push_to(out);
 //! ```
 
@@ -572,22 +572,27 @@ impl SluiceCollector {
         let backends = labelled_backends(snap);
         let table = &self.source.sessions;
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.source.stats.iter().map(|w| f(w)).sum::<u64>();
-        let at = |c: &[sluice_dataplane::stats::Counter], i: usize| c.get(i).map_or(0, |c| c.get());
+        use sluice_dataplane::stats::Traffic;
+        let at = |c: &[Traffic], i: usize, f: fn(&Traffic) -> u64| c.get(i).map_or(0, f);
+        type Read = fn(&Traffic) -> u64;
+        let (packets, bytes): (Read, Read) = (|t| t.packets.get(), |t| t.bytes.get());
         let sid = |s: &Service| usize::from(s.id);
-        self.per_service(snap, &SERVICE_PACKETS, |s| Some(sum(&|w| at(&w.service_packets, sid(s))) as f64))
-            .push_to(out);
-        self.per_service(snap, &SERVICE_BYTES, |s| Some(sum(&|w| at(&w.service_bytes, sid(s))) as f64))
+        self.per_service(snap, &SERVICE_PACKETS, |s| {
+            Some(sum(&|w| at(&w.per_service, sid(s), packets)) as f64)
+        })
+        .push_to(out);
+        self.per_service(snap, &SERVICE_BYTES, |s| Some(sum(&|w| at(&w.per_service, sid(s), bytes)) as f64))
             .push_to(out);
         self.per_service(snap, &SERVICE_NEW_SESSIONS, |s| {
             Some(s.backends.iter().map(|b| table.created(b.id)).sum::<u64>() as f64)
         })
         .push_to(out);
         self.per_backend(&backends, &BACKEND_PACKETS, |_, b| {
-            Some(sum(&|w| at(&w.backend_packets, b.id as usize)) as f64)
+            Some(sum(&|w| at(&w.per_backend, b.id as usize, packets)) as f64)
         })
         .push_to(out);
         self.per_backend(&backends, &BACKEND_BYTES, |_, b| {
-            Some(sum(&|w| at(&w.backend_bytes, b.id as usize)) as f64)
+            Some(sum(&|w| at(&w.per_backend, b.id as usize, bytes)) as f64)
         })
         .push_to(out);
         self.per_backend(&backends, &BACKEND_NEW_SESSIONS, |_, b| Some(table.created(b.id) as f64))

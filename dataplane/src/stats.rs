@@ -148,10 +148,8 @@ pub struct WorkerStats {
     pub unreachables_sent: Counter,
     /// Packets and bytes (as sent, tunnel headers included) toward each service and backend,
     /// indexed by their stable ids.
-    pub service_packets: Box<[Counter]>,
-    pub service_bytes: Box<[Counter]>,
-    pub backend_packets: Box<[Counter]>,
-    pub backend_bytes: Box<[Counter]>,
+    pub per_service: Box<[Traffic]>,
+    pub per_backend: Box<[Traffic]>,
     /// Loop iterations, and those that received at least one packet (the busy ratio).
     pub polls: Counter,
     pub busy_polls: Counter,
@@ -174,10 +172,8 @@ impl Default for WorkerStats {
             sessions_remapped: Counter::default(),
             resets_sent: Counter::default(),
             unreachables_sent: Counter::default(),
-            service_packets: counters(MAX_SERVICE_IDS),
-            service_bytes: counters(MAX_SERVICE_IDS),
-            backend_packets: counters(crate::session::MAX_BACKEND_IDS),
-            backend_bytes: counters(crate::session::MAX_BACKEND_IDS),
+            per_service: traffic(MAX_SERVICE_IDS),
+            per_backend: traffic(crate::session::MAX_BACKEND_IDS),
             polls: Counter::default(),
             busy_polls: Counter::default(),
         }
@@ -196,21 +192,33 @@ pub fn counters(n: usize) -> Box<[Counter]> {
     unsafe { c.assume_init() }
 }
 
+/// Packets and bytes toward one service or backend: side by side, one line to touch.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct Traffic {
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+/// `n` [`Traffic`] pairs at zero, from a zeroed allocation.
+fn traffic(n: usize) -> Box<[Traffic]> {
+    let c = Box::<[Traffic]>::new_zeroed_slice(n);
+    // SAFETY: Traffic is two transparent AtomicU64s (repr(C)), for which all-zero bytes are
+    // the valid value 0.
+    unsafe { c.assume_init() }
+}
+
 impl WorkerStats {
     /// Counts a packet of `bytes` sent toward backend `backend` of service `service` (ids).
     #[inline]
     pub fn count_forward(&self, service: u16, backend: u32, bytes: u64) {
-        if let Some(c) = self.service_packets.get(usize::from(service)) {
-            c.add(1);
+        if let Some(c) = self.per_service.get(usize::from(service)) {
+            c.packets.add(1);
+            c.bytes.add(bytes);
         }
-        if let Some(c) = self.service_bytes.get(usize::from(service)) {
-            c.add(bytes);
-        }
-        if let Some(c) = self.backend_packets.get(backend as usize) {
-            c.add(1);
-        }
-        if let Some(c) = self.backend_bytes.get(backend as usize) {
-            c.add(bytes);
+        if let Some(c) = self.per_backend.get(backend as usize) {
+            c.packets.add(1);
+            c.bytes.add(bytes);
         }
     }
 

@@ -462,3 +462,21 @@ fn ip_hash_sends_a_client_to_one_backend_and_persistence_keeps_it_there() {
         }
     }
 }
+
+#[test]
+fn packets_and_bytes_are_counted_per_service_and_backend_id() {
+    let mut rig =
+        Rig::new(snapshot(1, &[(0, 1), (1, 1)], OnRemoved::Remap, Scheduler::Maglev), Timeouts::default());
+    let (_, int) = rig.send((0..50).map(|c| packet(c, 9000, Some(SYN), 1, b"")).collect());
+    assert_eq!(int.len(), 50);
+    let to = |a: Ipv4Addr| {
+        int.iter().filter(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().dst() == a).count() as u64
+    };
+    let bytes: u64 = int.iter().map(|f| f.len() as u64).sum();
+    // Service id 3 (see `spec`); backend ids 0 and 1 at backend_addr(0) and backend_addr(1).
+    assert_eq!(rig.stats.per_service[3].packets.get(), 50);
+    assert_eq!(rig.stats.per_service[3].bytes.get(), bytes);
+    assert_eq!(rig.stats.per_backend[0].packets.get(), to(backend_addr(0)));
+    assert_eq!(rig.stats.per_backend[1].packets.get(), to(backend_addr(1)));
+    assert_eq!(rig.table.created(0) + rig.table.created(1), 50);
+}
