@@ -2,62 +2,16 @@
 //! Figures and method: docs/performance.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_bench::{FlowWalk, Template, Traffic};
+use sluice_bench::{dsr_snapshot as snapshot, FlowWalk, Template, Traffic, PORT_MAC};
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, VecFrame};
 use sluice_dataplane::maglev::{Maglev, MaglevInput, DEFAULT_TABLE_SIZE};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
 use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
-use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-
-const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-fn snapshot(backends: u32) -> Snapshot {
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            PortSpec {
-                name: "ext".into(),
-                mac: PORT_MAC,
-                address: [198, 18, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: vec![],
-            },
-            PortSpec {
-                name: "int".into(),
-                mac: [2, 0, 0, 0, 1, 1],
-                address: [198, 19, 0, 1].into(),
-                prefix_len: 16,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: (0..backends)
-                    .map(|i| {
-                        (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), [2, 0, 0, 1, 0, i as u8])
-                    })
-                    .collect(),
-            },
-        ],
-        tunnel_source: None,
-        services: vec![ServiceSpec::dsr(
-            "web",
-            [198, 18, 10, 1].into(),
-            80,
-            Protocol::Tcp,
-            (0..backends)
-                .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
-                .collect(),
-        )],
-    };
-    Snapshot::build(&spec, None).unwrap()
-}
 
 fn packets(n: usize) -> Vec<[u8; 60]> {
     let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));

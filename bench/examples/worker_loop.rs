@@ -3,10 +3,9 @@
 //! (instruction counts per packet, without DPDK).
 
 use arc_swap::ArcSwap;
-use sluice_bench::{FlowWalk, Template, Traffic};
+use sluice_bench::{dsr_snapshot, FlowWalk, Template, Traffic, PORT_MAC};
 use sluice_dataplane::io::{MemIo, VecFrame};
 use sluice_dataplane::session::{SessionTable, Timeouts};
-use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::worker::Worker;
 use std::net::Ipv4Addr;
@@ -14,42 +13,7 @@ use std::sync::Arc;
 
 fn main() {
     let packets: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let neighbors: Vec<(Ipv4Addr, [u8; 6])> =
-        (0..4).map(|i| (Ipv4Addr::new(198, 19, 0, 10 + i), [2, 0, 0, 1, 0, i])).collect();
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            PortSpec {
-                name: "ext".into(),
-                mac: [2, 0, 0, 0, 0, 1],
-                address: [198, 18, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: vec![],
-            },
-            PortSpec {
-                name: "int".into(),
-                mac: [2, 0, 0, 0, 1, 1],
-                address: [198, 19, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: neighbors.clone(),
-            },
-        ],
-        tunnel_source: None,
-        services: vec![ServiceSpec::dsr(
-            "web",
-            [198, 18, 10, 1].into(),
-            80,
-            Protocol::Tcp,
-            neighbors.iter().map(|&(a, _)| BackendSpec::new(a, 1)).collect(),
-        )],
-    };
-    let config = Arc::new(ArcSwap::from_pointee(Snapshot::build(&spec, None).unwrap()));
+    let config = Arc::new(ArcSwap::from_pointee(dsr_snapshot(4)));
     let stats = Arc::new(WorkerStats::default());
     let mut w = Worker::new(
         (1, 2),
@@ -59,8 +23,7 @@ fn main() {
         Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)),
         Arc::clone(&stats),
     );
-    let t =
-        Template::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
+    let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
     let mut b = [0u8; 60];
     let mut done = 0;

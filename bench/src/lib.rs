@@ -1,6 +1,7 @@
 //! Shared pieces of Sluice's benchmarks: the flow space the generator walks and the packets it
 //! builds, kept here so the criterion benchmarks and the generator agree.
 
+use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::checksum;
 use std::net::Ipv4Addr;
 
@@ -132,6 +133,54 @@ impl Template {
         let c = checksum::update32(self.ip_csum, CLIENT_BASE, addr);
         out[IP_CSUM_AT..IP_CSUM_AT + 2].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// The appliance's port MAC in the benchmarks' snapshot.
+pub const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+/// A two-port appliance with one DSR service (198.18.10.1:80 TCP, IPIP) over `backends`
+/// backends at 198.19.1.0 and up, each a static neighbour of port `int` (198.19.0.0/16).
+pub fn dsr_snapshot(backends: u32) -> Snapshot {
+    let spec = SnapshotSpec {
+        generation: 1,
+        ports: vec![
+            PortSpec {
+                name: "ext".into(),
+                mac: PORT_MAC,
+                address: [198, 18, 0, 1].into(),
+                prefix_len: 24,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: vec![],
+            },
+            PortSpec {
+                name: "int".into(),
+                mac: [2, 0, 0, 0, 1, 1],
+                address: [198, 19, 0, 1].into(),
+                prefix_len: 16,
+                mtu: 1500,
+                vlan: None,
+                gateway: None,
+                neighbors: (0..backends)
+                    .map(|i| {
+                        (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), [2, 0, 0, 1, 0, i as u8])
+                    })
+                    .collect(),
+            },
+        ],
+        tunnel_source: None,
+        services: vec![ServiceSpec::dsr(
+            "web",
+            [198, 18, 10, 1].into(),
+            80,
+            Protocol::Tcp,
+            (0..backends)
+                .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
+                .collect(),
+        )],
+    };
+    Snapshot::build(&spec, None).unwrap()
 }
 
 #[cfg(test)]

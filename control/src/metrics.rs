@@ -28,7 +28,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder, TEXT_FORMAT};
 use sluice_dataplane::session::SessionTable;
-use sluice_dataplane::snapshot::{Backend, Forwarding, Service, Snapshot};
+use sluice_dataplane::snapshot::{Backend, Service, Snapshot};
 use sluice_dataplane::stats::{DropReason, WorkerStats, MAX_PORTS};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -354,15 +354,6 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// A backend's `backend` label: its address for DSR, `address:port` for NAT (as `sluicectl`
-/// names it).
-pub fn backend_label(service: &Service, backend: &Backend) -> String {
-    match service.forwarding {
-        Forwarding::Dsr => backend.address.to_string(),
-        Forwarding::Nat => format!("{}:{}", backend.address, backend.port),
-    }
-}
-
 /// The backends of a snapshot with their labels. A (service, backend) label pair seen twice is
 /// kept once: a duplicate series would make Prometheus refuse the whole scrape. (Validated
 /// configs have unique service names and backends.)
@@ -371,7 +362,8 @@ fn labelled_backends(snap: &Snapshot) -> Vec<(&Service, &Backend, String)> {
     let mut v = Vec::new();
     for s in &snap.services {
         for b in &s.backends {
-            let label = backend_label(s, b);
+            // As `sluicectl` names it: the address for DSR, `address:port` for NAT.
+            let label = crate::runtime::backend_label(s.forwarding, b.address, b.port);
             if seen.insert((s.name.as_str(), label.clone())) {
                 v.push((s, b, label));
             } else {
@@ -1020,7 +1012,7 @@ mod tests {
             Protocol::Tcp,
             vec![BackendSpec::nat(Ipv4Addr::new(10, 0, 0, 5), 8000, Ipv4Addr::new(198, 19, 0, 21), 3)],
         );
-        nat.forwarding = Forwarding::Nat;
+        nat.forwarding = sluice_dataplane::snapshot::Forwarding::Nat;
         nat.tunnel = Tunnel::Gre { key: Some(100) };
         let src = source(snapshot(vec![web(), nat]), 1);
         let table = Arc::clone(&src.sessions);

@@ -58,6 +58,14 @@ pub fn backend_label(forwarding: Forwarding, address: std::net::Ipv4Addr, port: 
     }
 }
 
+/// [`backend_label`] of a backend in the config (its port defaults to the service's).
+fn spec_label(
+    s: &sluice_dataplane::snapshot::ServiceSpec,
+    b: &sluice_dataplane::snapshot::BackendSpec,
+) -> String {
+    backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port))
+}
+
 /// What the control thread keeps to change the running pipeline: the config it runs, how it
 /// turns into snapshots, and the operator's drains.
 struct Control {
@@ -86,9 +94,9 @@ impl Control {
     fn publish(&mut self, config: Config) -> Result<(), String> {
         let mut spec = config.snapshot_spec(self.generation + 1, Some(&self.macs));
         for s in spec.services.iter_mut() {
+            let (forwarding, port) = (s.forwarding, s.port);
             for b in s.backends.iter_mut() {
-                let label = backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port));
-                let key = (s.name.clone(), label);
+                let key = (s.name.clone(), backend_label(forwarding, b.address, b.port.unwrap_or(port)));
                 if self.drained.contains(&key) {
                     b.weight = 0;
                 }
@@ -139,7 +147,7 @@ impl Control {
             let Some(spec) = spec else { continue };
             for b in &s.backends {
                 let port = spec.port.or(b.port).unwrap_or(s.port);
-                let label = backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port));
+                let label = spec_label(s, b);
                 targets.push((
                     s.name.clone(),
                     label,
@@ -227,10 +235,7 @@ impl Control {
         let Some(svc) = svc else {
             return Response::Refused { text: format!("no service {service:?}") };
         };
-        let exists = svc
-            .backends
-            .iter()
-            .any(|b| backend_label(svc.forwarding, b.address, b.port.unwrap_or(svc.port)) == backend);
+        let exists = svc.backends.iter().any(|b| spec_label(svc, b) == backend);
         if !exists {
             return Response::Refused { text: format!("service {service} has no backend {backend:?}") };
         }

@@ -2,6 +2,7 @@
 //! appliance with that config would answer it.
 
 use crate::config::Config;
+use crate::runtime::backend_label;
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::snapshot::{Forwarding, Scheduler, ServiceKey, Snapshot, Tunnel};
 use std::net::SocketAddrV4;
@@ -55,8 +56,10 @@ pub fn which(config: &Config, flow: &FlowKey) -> Result<Choice, String> {
     Ok(Choice {
         service: svc.name.clone(),
         backend: match svc.forwarding {
-            Forwarding::Dsr => b.address.to_string(),
-            Forwarding::Nat => format!("{}:{} host {}", b.address, b.port, b.host),
+            Forwarding::Dsr => backend_label(svc.forwarding, b.address, b.port),
+            Forwarding::Nat => {
+                format!("{} host {}", backend_label(svc.forwarding, b.address, b.port), b.host)
+            }
         },
         tunnel: match svc.tunnel {
             Tunnel::Ipip => "ipip".into(),

@@ -91,9 +91,8 @@ impl<I: Io> Worker<I> {
             let mut bytes = 0;
 
             let mut cx = Ctx::new(snap, &sessions, &mut sched, now_ns, &mut resolve);
-            // Pass 1: classify the burst; for packets to a service, prefetch the table slot
-            // that picks their backend and the line in front of the packet where the tunnel
-            // headers go, so that pass 2 finds them in cache.
+            // Pass 1: classify the burst; for packets to a service, prefetch the session slot,
+            // so that pass 2 finds it in cache.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
                 bytes += frame.data().len();
