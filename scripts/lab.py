@@ -44,6 +44,7 @@ CONFIG = ROOT / "pipelines" / "lab.yaml"
 VIP = "198.18.10.1"          # DSR: web tcp/80 (IPIP), dns udp/53 (GRE)
 VIP_A = "198.18.10.2"        # NAT, tenant A (VPC 100): web tcp/80 -> :8080, dns udp/53 -> :5353
 VIP_B = "198.18.10.3"        # NAT, tenant B (VPC 200): web tcp/80 -> :8080
+VIP_S = "198.18.10.4"        # NAT, tenant A (VPC 100) behind the SYN proxy: web tcp/80 -> :8080
 CLIENT_IPS = ["198.18.1.10", "198.18.1.11"]
 CLIENT_IP = CLIENT_IPS[0]
 RTR_CLI_IP, RTR_EXT_IP, RTR_INT_IP = "198.18.1.1", "198.18.0.254", "198.19.0.254"
@@ -255,7 +256,7 @@ class Lab:
         return p
 
     def capture(self, name, dev, pcap, bpf):
-        p = self.spawn(name, ["tcpdump", "-i", dev, "-n", "-U", "-w", str(self.run_dir / pcap), bpf], pcap + ".log")
+        p = self.spawn(name, ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", str(self.run_dir / pcap), bpf], pcap + ".log")
         self.wait_for_log(p, "listening on")
         return p
 

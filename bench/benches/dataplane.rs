@@ -87,6 +87,7 @@ fn pipeline(c: &mut Criterion) {
     let mut frames: Vec<VecFrame> = pkts.iter().map(|p| VecFrame::new(p)).collect();
     let mut resolve = Resolve::new();
     let table = SessionTable::new(1 << 21, Timeouts::default(), 1);
+    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
     let mut sched = SchedState::new(0, 1);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
@@ -95,7 +96,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 1023;
             let f = &mut frames[i];
-            let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
+            let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
             let v = process(&mut cx, 0, f);
             debug_assert!(matches!(v, Verdict::Tunnel { .. }));
             // Undo the encapsulation for the next round: drop the 20 prepended bytes and put

@@ -20,7 +20,10 @@ fn main() {
         MemIo::new(2),
         2,
         config,
-        Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)),
+        (
+            Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)),
+            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+        ),
         Arc::clone(&stats),
     );
     let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));

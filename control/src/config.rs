@@ -210,6 +210,8 @@ struct RawService {
     on_backend_removed: RawOnRemoved,
     #[serde(default)]
     on_no_backend: RawNoBackend,
+    #[serde(default)]
+    synproxy: bool,
     health: Option<RawHealth>,
     table_size: Option<u32>,
     #[serde(default)]
@@ -782,6 +784,15 @@ impl Validator<'_> {
             if persistence > 86_400 {
                 self.refuse(&f("persistence"), format!("{persistence} s is more than a day"));
             }
+            if s.synproxy && !nat {
+                self.refuse(
+                    &f("synproxy"),
+                    "SYN proxy needs forwarding: nat: with DSR the backend answers the client \
+                     directly, so the appliance cannot translate its sequence numbers",
+                );
+            } else if s.synproxy && !matches!(s.protocol, RawProtocol::Tcp) {
+                self.refuse(&f("synproxy"), "SYN proxy is for TCP services");
+            }
             let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
             let Some(vip) = vip else {
                 continue;
@@ -812,6 +823,7 @@ impl Validator<'_> {
                     RawNoBackend::Reset => NoBackend::Reset,
                     RawNoBackend::IcmpUnreachable => NoBackend::IcmpUnreachable,
                 },
+                synproxy: s.synproxy,
                 table_size,
                 backends,
             });

@@ -242,6 +242,16 @@ families! {
         "TCP resets sent for sessions whose backend left the config.";
     UNREACHABLES_SENT: Counter "sluice_unreachables_sent_total" []
         "ICMP unreachables sent for new flows no backend could take.";
+    SYNPROXY_COOKIES: Counter "sluice_synproxy_cookies_sent_total" []
+        "SYN proxy: SYN-ACKs with a cookie sent (no state kept).";
+    SYNPROXY_ACKS_VALID: Counter "sluice_synproxy_acks_valid_total" []
+        "SYN proxy: ACKs with a valid cookie (invalid ones: drops, reasons syn_cookie_invalid and syn_cookie_stale).";
+    SYNPROXY_HANDSHAKES: Counter "sluice_synproxy_handshakes_total" []
+        "SYN proxy: backend handshakes completed (connections handed to a backend).";
+    SYNPROXY_BACKEND_FAILURES: Counter "sluice_synproxy_backend_failures_total" []
+        "SYN proxy: backends that refused (RST) or could not be chosen or kept for a client with a valid cookie.";
+    SYNPROXY_HELD: Counter "sluice_synproxy_held_total" []
+        "SYN proxy: client segments held until the backend's handshake completed.";
     WORKER_POLLS: Counter "sluice_worker_polls_total" ["worker"]
         "Iterations of the worker's poll loop.";
     WORKER_BUSY_POLLS: Counter "sluice_worker_busy_polls_total" ["worker"]
@@ -494,6 +504,11 @@ impl SluiceCollector {
         single(&SESSIONS_EXPIRED, t.sessions_expired as f64, out);
         single(&RESETS_SENT, t.resets_sent as f64, out);
         single(&UNREACHABLES_SENT, t.unreachables_sent as f64, out);
+        single(&SYNPROXY_COOKIES, t.synproxy_cookies as f64, out);
+        single(&SYNPROXY_ACKS_VALID, t.synproxy_acks_valid as f64, out);
+        single(&SYNPROXY_HANDSHAKES, t.synproxy_handshakes as f64, out);
+        single(&SYNPROXY_BACKEND_FAILURES, t.synproxy_backend_failures as f64, out);
+        single(&SYNPROXY_HELD, t.synproxy_held as f64, out);
     }
 
     /// Poll counters, and the busy ratio since the previous scrape (whoever made it: two

@@ -28,6 +28,13 @@ pub struct Totals {
     pub sessions_remapped: u64,
     pub resets_sent: u64,
     pub unreachables_sent: u64,
+    /// SYN proxy: cookies sent, valid ACKs, backend handshakes completed, backend failures,
+    /// segments held.
+    pub synproxy_cookies: u64,
+    pub synproxy_acks_valid: u64,
+    pub synproxy_handshakes: u64,
+    pub synproxy_backend_failures: u64,
+    pub synproxy_held: u64,
     /// From the control thread's sweep, not the workers: live sessions at the last full pass
     /// (or exact at exit), and sessions expired so far.
     pub sessions_live: u64,
@@ -65,6 +72,11 @@ impl Totals {
             t.sessions_remapped += w.sessions_remapped.get();
             t.resets_sent += w.resets_sent.get();
             t.unreachables_sent += w.unreachables_sent.get();
+            t.synproxy_cookies += w.synproxy.cookies_sent.get();
+            t.synproxy_acks_valid += w.synproxy.acks_valid.get();
+            t.synproxy_handshakes += w.synproxy.handshakes.get();
+            t.synproxy_backend_failures += w.synproxy.backend_failures.get();
+            t.synproxy_held += w.synproxy.held.get();
             t.polls += w.polls.get();
             t.busy_polls += w.busy_polls.get();
         }
@@ -141,6 +153,11 @@ impl Totals {
         let _ = writeln!(s, "sluice_sessions_remapped_total {}", self.sessions_remapped);
         let _ = writeln!(s, "sluice_resets_sent_total {}", self.resets_sent);
         let _ = writeln!(s, "sluice_unreachables_sent_total {}", self.unreachables_sent);
+        let _ = writeln!(s, "sluice_synproxy_cookies_sent_total {}", self.synproxy_cookies);
+        let _ = writeln!(s, "sluice_synproxy_acks_valid_total {}", self.synproxy_acks_valid);
+        let _ = writeln!(s, "sluice_synproxy_handshakes_total {}", self.synproxy_handshakes);
+        let _ = writeln!(s, "sluice_synproxy_backend_failures_total {}", self.synproxy_backend_failures);
+        let _ = writeln!(s, "sluice_synproxy_held_total {}", self.synproxy_held);
         let _ = writeln!(s, "sluice_sessions_expired_total {}", self.sessions_expired);
         let _ = writeln!(s, "sluice_sessions {}", self.sessions_live);
         for r in DropReason::ALL {

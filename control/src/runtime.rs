@@ -10,11 +10,13 @@ use crate::report::Totals;
 use arc_swap::ArcSwap;
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
 use log::{info, warn};
+use sluice_dataplane::cookie;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::io::BURST;
 use sluice_dataplane::session::{tick, SessionTable};
 use sluice_dataplane::snapshot::{Forwarding, Snapshot};
 use sluice_dataplane::stats::WorkerStats;
+use sluice_dataplane::synproxy::SynProxy;
 use sluice_dataplane::wire::Mac;
 use sluice_dataplane::worker::Worker;
 use std::collections::BTreeSet;
@@ -48,6 +50,20 @@ impl RunOptions {
             reload: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// Two random words from the kernel (`/dev/urandom`): secrets such as cookie keys.
+fn random_words() -> Result<[u64; 2], String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let (lo, hi) = b.split_at(8);
+    Ok([
+        u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+    ])
 }
 
 /// A backend's label in the admin API: its address for DSR, `address:port` for NAT.
@@ -462,6 +478,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
     let sessions = Arc::new(SessionTable::new(config.session_capacity, config.timeouts, seed));
+    // SYN cookie keys: from the kernel's random source, rotated below.
+    let proxy = Arc::new(SynProxy::new(random_words()?, [random_words()?, random_words()?]));
+    let mut last_rotated = None;
     info!(
         "session table: {} sessions, {} slots, {} MiB",
         config.session_capacity,
@@ -489,7 +508,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         stats.push(Arc::clone(&st));
         let io = DpdkIo::new(rx, tx, pool.clone());
         let cell = Arc::clone(&config_cell);
-        let table = Arc::clone(&sessions);
+        let shared = (Arc::clone(&sessions), Arc::clone(&proxy));
         let stop_flag = Arc::clone(&worker_stop);
         let n_ports = ports.len() as u16;
         let h = thread::Builder::new()
@@ -498,7 +517,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
                 pin(core)?;
                 let lcore = Eal::register_thread().map_err(|e| format!("worker {w}: {e}"))?;
                 info!("worker {w} on core {core} (lcore {lcore})");
-                let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, table, st);
+                let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, shared, st);
                 worker.run(&stop_flag, || epoch.elapsed().as_nanos() as u64);
                 Eal::unregister_thread();
                 Ok(())
@@ -566,6 +585,15 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     while !stop.load(Ordering::Relaxed) && failed.is_none() {
         thread::sleep(Duration::from_millis(50));
         sweeper.step(&sessions, tick(epoch.elapsed().as_nanos() as u64));
+        let period = cookie::period(epoch.elapsed().as_secs());
+        if proxy.keys.rotation_due(period, last_rotated) {
+            match random_words() {
+                Ok(fresh) => {
+                    proxy.keys.rotate(period, fresh, &mut last_rotated);
+                }
+                Err(e) => warn!("SYN cookie keys not rotated: {e}"),
+            }
+        }
         if opts.reload.swap(false, Ordering::Relaxed) {
             info!("SIGHUP: applying the config file again");
             control.apply(None);

@@ -209,6 +209,12 @@ fn nat_service_loads() {
     assert_eq!(s.tunnel, sluice_dataplane::snapshot::Tunnel::Gre { key: Some(100) });
     assert_eq!(s.backends[1].port, Some(8081));
     assert_eq!(s.backends[1].host, Some("198.18.0.11".parse().unwrap()));
+    // The SYN proxy: on for NAT; refused for DSR (line and field of the key).
+    let proxied = text.replacen("    forwarding: nat\n", "    forwarding: nat\n    synproxy: true\n", 1);
+    assert!(Config::parse(&proxied, "p.yaml").unwrap().services[0].synproxy);
+    let e = refuse("    tunnel: gre\n", "    synproxy: true\n    tunnel: gre\n");
+    assert!(e.starts_with("p.yaml:18:5:"), "{e}");
+    assert!(e.contains("services[0].synproxy") && e.contains("needs forwarding: nat"), "{e}");
     // A NAT backend's host must be routable like a DSR backend's address.
     let e = Config::parse(&text.replacen("host: 198.18.0.10", "host: 203.0.113.1", 1), "p.yaml").unwrap_err();
     assert!(e.to_string().contains("services[0].backends[0].host"), "{e}");

@@ -83,7 +83,8 @@ impl SynOptions {
 /// Why an ACK's cookie was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieError {
-    /// Made more than `MAX_AGE` periods ago (or claims a future period).
+    /// Made by the appliance for this flow, but one period too long ago. (Older cookies
+    /// cannot be told from forgeries and are `Invalid`.)
     Stale,
     /// Not one the appliance made for this flow and sequence number.
     Invalid,
@@ -118,14 +119,21 @@ impl CookieKeys {
         (s[0].load(Relaxed), s[1].load(Relaxed))
     }
 
+    /// Whether [`CookieKeys::rotate`] would put a fresh key in now (so one need be made only
+    /// then).
+    pub fn rotation_due(&self, now_t: u32, last_rotated: Option<u64>) -> bool {
+        let next_start = (u64::from(now_t) / KEY_PERIODS + 1) * KEY_PERIODS;
+        next_start - u64::from(now_t) <= u64::from(MAX_AGE) + 1 && last_rotated != Some(next_start)
+    }
+
     /// Call at least once per period with the current period and a fresh random key: if the
     /// next key period starts within `MAX_AGE + 1` periods, its slot (the one not in use, and
     /// holding a key no valid cookie uses any more) gets `fresh`. Returns true if it did.
     pub fn rotate(&self, now_t: u32, fresh: [u64; 2], last_rotated: &mut Option<u64>) -> bool {
-        let next_start = (u64::from(now_t) / KEY_PERIODS + 1) * KEY_PERIODS;
-        if next_start - u64::from(now_t) > u64::from(MAX_AGE) + 1 || *last_rotated == Some(next_start) {
+        if !self.rotation_due(now_t, *last_rotated) {
             return false;
         }
+        let next_start = (u64::from(now_t) / KEY_PERIODS + 1) * KEY_PERIODS;
         let s = &self.slots[((next_start / KEY_PERIODS) % 2) as usize];
         s[0].store(fresh[0], Relaxed);
         s[1].store(fresh[1], Relaxed);
@@ -170,14 +178,18 @@ impl CookieKeys {
         let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
         let v = cookie.wrapping_sub(self.h1(flow)).wrapping_sub(client_isn);
         let age = (now_t & 0xff).wrapping_sub(v >> 24) & 0xff;
-        if age > MAX_AGE {
-            // Within the last half of the 8-bit clock: old; else a period not yet come.
-            return Err(if age < 128 { CookieError::Stale } else { CookieError::Invalid });
+        // One period past the window the cookie can still be checked (its key is kept at least
+        // that long): a genuine late cookie is `Stale`. Anything else outside is `Invalid`.
+        if age > MAX_AGE + 1 {
+            return Err(CookieError::Invalid);
         }
         let t = now_t.wrapping_sub(age);
         let o = v & ((1 << OPTION_BITS) - 1);
         if v & 0x00ff_ffff != o | self.mac(flow, t, client_isn, o) {
             return Err(CookieError::Invalid);
+        }
+        if age > MAX_AGE {
+            return Err(CookieError::Stale);
         }
         SynOptions::decode(o).ok_or(CookieError::Invalid)
     }
@@ -281,7 +293,10 @@ mod tests {
         // Period 6: key slot 1 (periods 4..8) is current; the next key period starts at 8,
         // within MAX_AGE + 1 = 2 periods: slot 0 (periods 8..12) gets the fresh key.
         let c6 = k.make(&flow(5), 100, 6, o);
+        assert!(!k.rotation_due(5, None), "three periods before the next key period: not yet");
+        assert!(k.rotation_due(6, None));
         assert!(k.rotate(6, [42, 43], &mut last));
+        assert!(!k.rotation_due(7, last), "done for this key period");
         assert!(!k.rotate(6, [44, 45], &mut last), "once per key period");
         assert_eq!(k.check(&flow(5), 101, c6.wrapping_add(1), 7), Ok(o), "slot 1 untouched");
         // Period 8 uses the new key; a cookie of period 7 (old key) is still checked with it.

@@ -16,6 +16,7 @@ pub mod session;
 pub mod snapshot;
 pub mod stats;
 pub mod sync;
+pub mod synproxy;
 pub mod table;
 pub mod wire;
 pub mod worker;

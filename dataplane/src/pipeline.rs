@@ -3,6 +3,7 @@
 //! Pure: takes a frame, the snapshot and the time; no I/O, no allocation, no locks, no logging.
 //! Every malformed input ends in `Verdict::Drop(reason)`; nothing here panics on any bytes.
 
+use crate::cookie::{self, CookieError, SynOptions};
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
 use crate::sched::{self, SchedState};
@@ -11,11 +12,13 @@ use crate::snapshot::{
     Forwarding, NoBackend, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel,
 };
 use crate::stats::DropReason;
+use crate::synproxy::{self, SynProxy, HOLD_BYTES};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::tcp;
+use crate::wire::tcp_options::{self, SynOffer, TcpOptions, SYN_OPTIONS_MAX};
 use crate::wire::{checksum, GrePacket, GreRepr, TcpPacket, TcpRepr, UdpPacket, WireError, BROADCAST_MAC};
 use arrayvec::ArrayVec;
 use std::net::Ipv4Addr;
@@ -56,6 +59,11 @@ pub enum Verdict {
     Unreachable {
         port: u16,
     },
+    /// SYN proxy: the SYN-ACK with a cookie answering a client's SYN, built in place; send it
+    /// out of `port`.
+    SynAck {
+        port: u16,
+    },
     /// Used up with nothing to send (an ARP reply or announcement the appliance learned from).
     Consumed,
     Drop(DropReason),
@@ -71,6 +79,14 @@ pub struct SessionEvents {
     pub hits: u32,
     pub fallback: u32,
     pub remapped: u32,
+    /// SYN proxy: cookies sent, valid ACKs, backend handshakes completed, backends that
+    /// refused or could not be reached, segments held and segments that could not be.
+    pub cookies: u32,
+    pub acks_valid: u32,
+    pub handshakes: u32,
+    pub backend_failures: u32,
+    pub held: u32,
+    pub not_held: u32,
 }
 
 /// Per-call context: the snapshot loaded for this burst, the shared session table, the
@@ -78,6 +94,7 @@ pub struct SessionEvents {
 pub struct Ctx<'a> {
     pub snap: &'a Snapshot,
     pub sessions: &'a SessionTable,
+    pub proxy: &'a SynProxy,
     pub sched: &'a mut SchedState,
     pub now_ns: u64,
     pub resolve: &'a mut Resolve,
@@ -90,12 +107,13 @@ impl<'a> Ctx<'a> {
     pub fn new(
         snap: &'a Snapshot,
         sessions: &'a SessionTable,
+        proxy: &'a SynProxy,
         sched: &'a mut SchedState,
         now_ns: u64,
         resolve: &'a mut Resolve,
     ) -> Ctx<'a> {
         sched.prepare(snap);
-        Ctx { snap, sessions, sched, now_ns, resolve, learned: 0, events: SessionEvents::default() }
+        Ctx { snap, sessions, proxy, sched, now_ns, resolve, learned: 0, events: SessionEvents::default() }
     }
 }
 
@@ -333,7 +351,7 @@ fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> 
 }
 
 /// The second pass for a packet to a service: find its session or choose a backend and make
-/// one, then encapsulate.
+/// one, then encapsulate. SYN-proxied services answer handshakes themselves ([`proxy_first`]).
 pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     let snap = cx.snap;
     let table = cx.sessions;
@@ -345,8 +363,30 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     let now = session::tick(cx.now_ns);
     let key = p.session_key();
 
+    let found = table.lookup(&key, p.session_hash);
+    if let Some(flags) = p.tcp_flags {
+        let fresh_syn = flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
+        match found {
+            Some((slot, s)) if s.state == TcpState::Connecting => {
+                return proxy_connecting(cx, frame, p, svc, slot, &s, flags);
+            }
+            Some((slot, s))
+                if svc.synproxy_mss.is_some()
+                    && fresh_syn
+                    && matches!(s.state, TcpState::Closing | TcpState::Closed) =>
+            {
+                table.remove(slot, &key);
+                return proxy_first(cx, frame, p, svc, flags);
+            }
+            None if svc.synproxy_mss.is_some() => return proxy_first(cx, frame, p, svc, flags),
+            _ => {}
+        }
+    }
+
     let mut chosen = None;
-    if let Some((slot, s)) = table.lookup(&key, p.session_hash) {
+    // A SYN-proxied session's sequence and timestamp offsets.
+    let mut proxied = None;
+    if let Some((slot, s)) = found {
         let fresh_syn = p.tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK) == tcp::SYN)
             && matches!(s.state, TcpState::Closing | TcpState::Closed);
         if fresh_syn {
@@ -359,10 +399,14 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
             table.touch(slot, &s, now, TcpState::next(Some(s.state), p.tcp_flags));
             cx.events.hits += 1;
             chosen = Some(bi);
+            if s.flags & session::flags::PROXIED != 0 {
+                proxied = Some((s.seq_delta, s.ts_delta));
+            }
         } else {
             // Its backend left the config, or failed its health checks.
             match svc.on_backend_removed {
-                OnRemoved::Remap => {
+                // Another backend cannot take over a proxied connection's sequence numbers.
+                OnRemoved::Remap if s.flags & session::flags::PROXIED == 0 => {
                     let Some(bi) = choose_new(cx, svc, si, p, now) else {
                         table.remove(slot, &key);
                         return no_backend(cx.snap, svc, frame, p);
@@ -372,7 +416,7 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
                     cx.events.remapped += 1;
                     chosen = Some(bi);
                 }
-                OnRemoved::Reset => {
+                _ => {
                     table.remove(slot, &key);
                     return reset_client(cx.snap, frame, p);
                 }
@@ -400,6 +444,47 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
             bi
         }
     };
+    if svc.forwarding == Forwarding::Nat {
+        let Some(backend) = svc.backends.get(usize::from(bi)) else {
+            return Drop(DropReason::NoBackend);
+        };
+        let b = frame.data_mut();
+        if !rewrite(b, l2, Field::Dst, backend.address, backend.port) {
+            return Drop(DropReason::L4Truncated);
+        }
+        if let Some((seq_delta, ts_delta)) = proxied {
+            if synproxy::client_to_backend(b, l2, seq_delta, ts_delta).is_err() {
+                return Drop(DropReason::SynproxyMalformed);
+            }
+        }
+    }
+    let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: p.dont_frag };
+    encapsulate(cx, frame, l2, inner_len, outer, svc, p.service, bi)
+}
+
+/// The outer IPv4 header's copies of the inner packet's fields.
+#[derive(Debug, Clone, Copy)]
+struct Outer {
+    tos: u8,
+    ident: u16,
+    dont_frag: bool,
+}
+
+/// Puts the inner packet at `frame[l2..l2 + inner_len]` into the service's tunnel toward
+/// backend `bi`: Ethernet to the next hop, outer IPv4 (and GRE). Anything after the inner
+/// packet (link padding) is dropped.
+#[allow(clippy::too_many_arguments)]
+fn encapsulate<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    l2: usize,
+    inner_len: usize,
+    o: Outer,
+    svc: &Service,
+    service: u16,
+    bi: u16,
+) -> Verdict {
+    let snap = cx.snap;
     let Some(backend) = svc.backends.get(usize::from(bi)) else {
         return Drop(DropReason::NoBackend);
     };
@@ -426,22 +511,16 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     if inner_len + tunnel_len > usize::from(out.mtu) {
         return Drop(DropReason::MtuExceeded);
     }
-    if svc.forwarding == Forwarding::Nat
-        && !rewrite(frame.data_mut(), l2, Field::Dst, backend.address, backend.port)
-    {
-        return Drop(DropReason::L4Truncated);
-    }
     let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
     let l2_out = eth.header_len();
 
     // Drop link padding after the inner packet, then make room in front of it.
-    let padding = frame.data().len() - (l2 + inner_len);
+    let padding = frame.data().len().saturating_sub(l2 + inner_len);
     if !frame.trim(padding) {
         return Drop(DropReason::Ipv4Truncated);
     }
-    let grow = l2_out + tunnel_len - l2; // >= 14 + 20 - 18 > 0
+    let grow = l2_out + tunnel_len - l2; // l2 <= 18 < 14 + 20
     if !frame.prepend(grow) {
-        // Put the padding back? It carries no data; the frame is dropped anyway.
         return Drop(DropReason::NoHeadroom);
     }
     let b = frame.data_mut();
@@ -451,16 +530,16 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
         dst: backend.host,
         protocol: if gre.is_some() { ipv4::PROTO_GRE } else { ipv4::PROTO_IPIP },
         payload_len: tunnel_len - ipv4::HEADER_LEN + inner_len,
-        tos: p.tos,
-        ident: p.ident,
-        dont_frag: p.dont_frag,
+        tos: o.tos,
+        ident: o.ident,
+        dont_frag: o.dont_frag,
         ttl: DEFAULT_TTL,
     };
     outer.emit(&mut b[l2_out..l2_out + ipv4::HEADER_LEN]);
     if let Some(g) = gre {
         g.emit(&mut b[l2_out + ipv4::HEADER_LEN..l2_out + tunnel_len]);
     }
-    Verdict::Tunnel { port: nh.port, service: p.service, backend: bi }
+    Verdict::Tunnel { port: nh.port, service, backend: bi }
 }
 
 /// Which end of a packet [`rewrite`] changes.
@@ -507,6 +586,8 @@ fn rewrite(b: &mut [u8], ip: usize, which: Field, addr: Ipv4Addr, port: u16) -> 
 /// A packet a backend's host tunneled back to the appliance (`nat` services): find the
 /// session it answers by (VPC, backend address and port, client address and port), take it out
 /// of the tunnel, give it the VIP and service port as source, and send it toward the client.
+/// SYN-proxied sessions have theirs translated, and the backend's SYN-ACK is answered here
+/// ([`proxy_backend_answer`]).
 fn nat_reply<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &mut F,
@@ -559,18 +640,57 @@ fn nat_reply<F: Frame>(
     for &si in snap.nat_services(vpc, Addr::v4(backend), bport, iproto) {
         let Some(svc) = snap.services.get(usize::from(si)) else { continue };
         let key = SessionKey::flow(Addr::v4(client), cport, svc.id);
-        let Some((slot, s)) = cx.sessions.lookup(&key, cx.sessions.hash(&key)) else { continue };
-        let owner = svc.backend_by_id(s.backend).and_then(|i| svc.backends.get(usize::from(i)));
-        if owner.is_some_and(|b| b.address == backend && b.port == bport) {
-            cx.sessions.touch(slot, &s, now, TcpState::after_reply(s.state, flags));
-            found = Some((si, svc));
+        let hash = cx.sessions.hash(&key);
+        let Some((slot, s)) = cx.sessions.lookup(&key, hash) else { continue };
+        let owner = svc.backend_by_id(s.backend);
+        if owner
+            .and_then(|i| svc.backends.get(usize::from(i)))
+            .is_some_and(|b| b.address == backend && b.port == bport)
+        {
+            found = Some((si, svc, owner.unwrap_or(0), key, hash, slot, s));
             break;
         }
     }
-    let Some((si, svc)) = found else {
+    let Some((si, svc, bi, key, hash, slot, s)) = found else {
         return Drop(DropReason::NatNoSession);
     };
-    // Toward the client.
+    let inner_at = l2 + tunnel_len;
+    if s.state == TcpState::Connecting {
+        let at = Held { slot, hash };
+        return proxy_backend_answer(cx, frame, inner_at, svc, si, bi, (&key, at), &s);
+    }
+    cx.sessions.touch(slot, &s, now, TcpState::after_reply(s.state, flags));
+    if s.flags & session::flags::PROXIED != 0 {
+        let f = flags.unwrap_or(0);
+        if f & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN | tcp::ACK {
+            // The backend did not get the ACK that completed its handshake: again.
+            return backend_ack(cx, frame, inner_at, svc, si, bi, &s);
+        }
+        let client_ws = s.flags & session::flags::CLIENT_WSCALE != 0;
+        let scales = client_ws.then(|| (backend_wscale(s.flags), synproxy::WSCALE));
+        let b = frame.data_mut();
+        if synproxy::backend_to_client(b, inner_at, s.seq_delta, s.ts_delta, scales).is_err() {
+            return Drop(DropReason::SynproxyMalformed);
+        }
+    }
+    if !rewrite(frame.data_mut(), inner_at, Field::Src, svc.vip, svc.port) {
+        return Drop(DropReason::NatReplyMalformed);
+    }
+    toward_client(cx, frame, inner_at, inner_len, client, si)
+}
+
+/// Sends the IPv4 packet at `frame[inner_at..inner_at + inner_len]` to `client`: everything
+/// before it but room for Ethernet, and everything after it, goes; Ethernet toward the
+/// client's next hop is written.
+fn toward_client<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    inner_at: usize,
+    inner_len: usize,
+    client: Ipv4Addr,
+    si: u16,
+) -> Verdict {
+    let snap = cx.snap;
     let Some(nhi) = snap.route_to(client) else {
         return Drop(DropReason::NoRouteToClient);
     };
@@ -590,15 +710,13 @@ fn nat_reply<F: Frame>(
     if inner_len > usize::from(out.mtu) {
         return Drop(DropReason::MtuExceeded);
     }
-    let inner_at = l2 + tunnel_len;
-    if !rewrite(frame.data_mut(), inner_at, Field::Src, svc.vip, svc.port) {
-        return Drop(DropReason::NatReplyMalformed);
-    }
-    // Out of the tunnel: drop what is before the inner packet but room for Ethernet, and
-    // anything after it.
     let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
     let l2_out = eth.header_len();
-    if !frame.adj(inner_at - l2_out) {
+    if inner_at < l2_out {
+        if !frame.prepend(l2_out - inner_at) {
+            return Drop(DropReason::NoHeadroom);
+        }
+    } else if !frame.adj(inner_at - l2_out) {
         return Drop(DropReason::Ipv4Truncated);
     }
     let extra = frame.data().len().saturating_sub(l2_out + inner_len);
@@ -607,6 +725,506 @@ fn nat_reply<F: Frame>(
     }
     eth.emit(&mut frame.data_mut()[..l2_out]);
     Verdict::NatReply { port: nh.port, service: si }
+}
+
+// ---- SYN proxy -------------------------------------------------------------------------------
+
+/// Where a session's held segment is: its table slot and hash.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    slot: usize,
+    hash: u64,
+}
+
+/// The backend's window scale kept in a proxied session's flags.
+fn backend_wscale(flags: u8) -> u8 {
+    (flags & session::flags::BACKEND_WSCALE) >> session::flags::BACKEND_WSCALE_SHIFT
+}
+
+/// The cookie period now.
+fn cookie_period(now_ns: u64) -> u32 {
+    cookie::period(now_ns / 1_000_000_000)
+}
+
+/// The parts of a TCP segment the proxy reads.
+#[derive(Debug, Clone)]
+struct SegView {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload_len: usize,
+    opts: TcpOptions,
+}
+
+/// Reads the TCP/IPv4 packet at `b[at..]` (its headers were checked by the first pass).
+fn read_segment(b: &[u8], at: usize) -> Result<SegView, WireError> {
+    let ip = Ipv4Packet::new_checked(b.get(at..).ok_or(WireError::Truncated)?)?;
+    let t = TcpPacket::new_checked(ip.payload())?;
+    let opts = tcp_options::parse(&ip.payload()[tcp::HEADER_LEN..t.header_len()])?;
+    Ok(SegView {
+        seq: t.seq(),
+        ack: t.ack(),
+        flags: t.flags(),
+        window: t.window(),
+        payload_len: t.payload().len(),
+        opts,
+    })
+}
+
+/// Sizes the frame to `len` bytes (appending zeros or trimming the end).
+fn resize<F: Frame>(frame: &mut F, len: usize) -> bool {
+    let cur = frame.data().len();
+    if len >= cur {
+        frame.append(len - cur)
+    } else {
+        frame.trim(cur - len)
+    }
+}
+
+/// Writes a TCP/IPv4 segment without data at `frame[at..]`, making the frame end with it; its
+/// length.
+fn write_segment<F: Frame>(
+    frame: &mut F,
+    at: usize,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    (tos, ident): (u8, u16),
+    t: &TcpRepr<'_>,
+) -> Option<usize> {
+    let len = ipv4::HEADER_LEN + t.header_len();
+    if !resize(frame, at + len) {
+        return None;
+    }
+    let b = frame.data_mut();
+    let ip = Ipv4Repr {
+        src,
+        dst,
+        protocol: ipv4::PROTO_TCP,
+        payload_len: t.header_len(),
+        tos,
+        ident,
+        dont_frag: true,
+        ttl: DEFAULT_TTL,
+    };
+    ip.emit(&mut b[at..at + ipv4::HEADER_LEN]);
+    t.emit_v4(&mut b[at + ipv4::HEADER_LEN..at + len], src, dst);
+    Some(len)
+}
+
+/// A client's segment to a SYN-proxied service that has no session: a SYN is answered with
+/// a cookie; an ACK carrying a valid cookie makes the session and becomes the SYN to the
+/// backend; anything else is dropped. Nothing is kept for a SYN.
+fn proxy_first<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    p: &ToService,
+    svc: &Service,
+    flags: u8,
+) -> Verdict {
+    if flags & tcp::RST != 0 || flags & (tcp::SYN | tcp::ACK) != tcp::SYN && flags & tcp::ACK == 0 {
+        return Drop(DropReason::SynproxyNoSession);
+    }
+    if flags & tcp::SYN != 0 {
+        if flags & tcp::ACK != 0 {
+            return Drop(DropReason::SynproxyNoSession);
+        }
+        return cookie_reply(cx, frame, p, svc);
+    }
+    // An ACK: the handshake's last segment, if its cookie says so.
+    let l2 = usize::from(p.l2);
+    let seg = match read_segment(frame.data(), l2) {
+        Ok(s) => s,
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    let opts = match cx.proxy.keys.check(&p.flow, seg.seq, seg.ack, cookie_period(cx.now_ns)) {
+        Ok(o) => o,
+        Err(CookieError::Stale) => return Drop(DropReason::SynCookieStale),
+        Err(CookieError::Invalid) => return Drop(DropReason::SynCookieInvalid),
+    };
+    cx.events.acks_valid += 1;
+    let (si, now, table) = (usize::from(p.service), session::tick(cx.now_ns), cx.sessions);
+    let Some(bi) = choose_new(cx, svc, si, p, now) else {
+        cx.events.backend_failures += 1;
+        return no_backend(cx.snap, svc, frame, p);
+    };
+    let Some(backend) = svc.backends.get(usize::from(bi)) else {
+        return Drop(DropReason::NoBackend);
+    };
+    if table.is_full() {
+        return Drop(DropReason::SynproxyTableFull);
+    }
+    use session::flags::{CLIENT_TS, CLIENT_WSCALE, PROXIED};
+    let s = Session {
+        flags: PROXIED
+            | if opts.wscale.is_some() { CLIENT_WSCALE } else { 0 }
+            | if opts.timestamps { CLIENT_TS } else { 0 },
+        seq_delta: seg.ack.wrapping_sub(1),
+        ts_delta: seg.opts.timestamps.map_or(0, |(_, ecr)| ecr),
+        client_isn: seg.seq.wrapping_sub(1),
+        client_window: seg.window,
+        ..Session::new(backend.id, TcpState::Connecting, now)
+    };
+    let key = p.session_key();
+    let slot = match table.insert(&key, p.session_hash, &s) {
+        Insert::Inserted(slot) => {
+            cx.events.created += 1;
+            slot
+        }
+        // Made meanwhile (a duplicate of this ACK on another queue): carry on with it.
+        Insert::Exists(slot, other) if other.state == TcpState::Connecting => {
+            return proxy_connecting(cx, frame, p, svc, slot, &other, flags);
+        }
+        Insert::Exists(..) => return Drop(DropReason::SynproxyNoSession),
+        Insert::Full => return Drop(DropReason::SynproxyTableFull),
+    };
+    if seg.payload_len > 0 || flags & tcp::FIN != 0 {
+        // Data with the handshake's ACK: kept for the backend.
+        let inner = &frame.data()[l2..l2 + usize::from(p.inner_len)];
+        match cx.proxy.hold.hold(slot, p.session_hash, inner, now) {
+            Ok(()) => cx.events.held += 1,
+            Err(_) => cx.events.not_held += 1,
+        }
+    }
+    let tsval = seg.opts.timestamps.map(|(val, _)| val);
+    backend_syn(cx, frame, p, svc, bi, &s, opts, tsval)
+}
+
+/// Turns a client's SYN into the SYN-ACK that answers it: the cookie as sequence number, the
+/// options the client offered acknowledged (MSS the service's, window scale
+/// [`synproxy::WSCALE`], SACK, timestamps on the appliance's clock), and a window of one
+/// segment.
+fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &Service) -> Verdict {
+    let l2 = usize::from(p.l2);
+    let Some(port) = cx.snap.ports.get(usize::from(p.rx_port)) else {
+        return Drop(DropReason::NotForUs);
+    };
+    let seg = match read_segment(frame.data(), l2) {
+        Ok(s) => s,
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    let o = &seg.opts;
+    let opts = SynOptions::from_syn(o.mss, o.wscale, o.sack_perm, o.timestamps.is_some());
+    let cookie = cx.proxy.keys.make(&p.flow, seg.seq, cookie_period(cx.now_ns), opts);
+    let mss = svc.synproxy_mss.unwrap_or(536);
+    let offer = SynOffer {
+        mss,
+        wscale: opts.wscale.map(|_| synproxy::WSCALE),
+        sack_perm: opts.sack,
+        timestamps: o.timestamps.map(|(val, _)| (synproxy::ts_clock(cx.now_ns), val)),
+    };
+    let mut options = [0u8; SYN_OPTIONS_MAX];
+    let n = tcp_options::emit_syn(&offer, &mut options);
+    let (client, vip) = (
+        p.flow.src.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        p.flow.dst.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    );
+    let synack = TcpRepr {
+        src_port: p.flow.dst_port,
+        dst_port: p.flow.src_port,
+        seq: cookie,
+        ack: seg.seq.wrapping_add(1),
+        flags: tcp::SYN | tcp::ACK,
+        window: mss,
+        options: &options[..n],
+    };
+    {
+        let b = frame.data_mut();
+        let dst_mac = [b[6], b[7], b[8], b[9], b[10], b[11]];
+        b[0..6].copy_from_slice(&dst_mac);
+        b[6..12].copy_from_slice(&port.mac);
+    }
+    if write_segment(frame, l2, (vip, client), (0, 0), &synack).is_none() {
+        return Drop(DropReason::NoHeadroom);
+    }
+    cx.events.cookies += 1;
+    Verdict::SynAck { port: p.rx_port }
+}
+
+/// Turns a client's segment into the SYN that opens the backend's connection on the client's
+/// behalf: the client's initial sequence number and the options its SYN offered (and its
+/// current timestamp), to the backend's address and port.
+#[allow(clippy::too_many_arguments)]
+fn backend_syn<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    p: &ToService,
+    svc: &Service,
+    bi: u16,
+    s: &Session,
+    opts: SynOptions,
+    tsval: Option<u32>,
+) -> Verdict {
+    let Some(backend) = svc.backends.get(usize::from(bi)) else {
+        return Drop(DropReason::NoBackend);
+    };
+    let offer = SynOffer {
+        // The backend's segments come through the tunnel too: no larger than the path allows.
+        mss: opts.mss.min(svc.synproxy_mss.unwrap_or(opts.mss)),
+        wscale: opts.wscale,
+        sack_perm: opts.sack,
+        timestamps: if opts.timestamps { tsval.map(|v| (v, 0)) } else { None },
+    };
+    let mut options = [0u8; SYN_OPTIONS_MAX];
+    let n = tcp_options::emit_syn(&offer, &mut options);
+    let syn = TcpRepr {
+        src_port: p.flow.src_port,
+        dst_port: backend.port,
+        seq: s.client_isn,
+        ack: 0,
+        flags: tcp::SYN,
+        window: s.client_window,
+        options: &options[..n],
+    };
+    let client = p.flow.src.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let l2 = usize::from(p.l2);
+    let Some(len) = write_segment(frame, l2, (client, backend.address), (p.tos, p.ident), &syn) else {
+        return Drop(DropReason::NoHeadroom);
+    };
+    let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: true };
+    encapsulate(cx, frame, l2, len, outer, svc, p.service, bi)
+}
+
+/// A client's segment while the backend's handshake is under way (`Connecting`): the first
+/// data segment is held; a retransmission or bare ACK sends the backend's SYN again; a RST
+/// ends both halves; a SYN starts over.
+fn proxy_connecting<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    p: &ToService,
+    svc: &Service,
+    slot: usize,
+    s: &Session,
+    flags: u8,
+) -> Verdict {
+    let key = p.session_key();
+    let l2 = usize::from(p.l2);
+    let seg = match read_segment(frame.data(), l2) {
+        Ok(s) => s,
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    let backend = svc.backend_by_id(s.backend).filter(|&i| svc.backends.get(usize::from(i)).is_some());
+    if flags & tcp::RST != 0 {
+        cx.sessions.remove(slot, &key);
+        cx.proxy.hold.take(slot, p.session_hash, None);
+        let Some(bi) = backend else { return Drop(DropReason::BackendRemoved) };
+        let Some(b) = svc.backends.get(usize::from(bi)) else { return Drop(DropReason::BackendRemoved) };
+        // The backend's half-open connection ends too (its receive window starts at the
+        // client's ISN + 1, where the client's sequence numbers are).
+        let rst = TcpRepr {
+            src_port: p.flow.src_port,
+            dst_port: b.port,
+            seq: seg.seq,
+            ack: 0,
+            flags: tcp::RST,
+            window: 0,
+            options: &[],
+        };
+        let client = p.flow.src.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let Some(len) = write_segment(frame, l2, (client, b.address), (p.tos, p.ident), &rst) else {
+            return Drop(DropReason::NoHeadroom);
+        };
+        let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: true };
+        return encapsulate(cx, frame, l2, len, outer, svc, p.service, bi);
+    }
+    if flags & tcp::SYN != 0 {
+        if flags & tcp::ACK != 0 {
+            return Drop(DropReason::SynproxyNoSession);
+        }
+        if seg.seq != s.client_isn {
+            // Another connection on the same ports: this one is over.
+            cx.sessions.remove(slot, &key);
+            cx.proxy.hold.take(slot, p.session_hash, None);
+        }
+        return cookie_reply(cx, frame, p, svc);
+    }
+    let Some(bi) = backend.filter(|&i| svc.backends.get(usize::from(i)).is_some_and(|b| !b.down)) else {
+        // Its backend went away before answering.
+        cx.sessions.remove(slot, &key);
+        cx.proxy.hold.take(slot, p.session_hash, None);
+        cx.events.backend_failures += 1;
+        return reset_client(cx.snap, frame, p);
+    };
+    if seg.payload_len > 0 || flags & tcp::FIN != 0 {
+        let inner = &frame.data()[l2..l2 + usize::from(p.inner_len)];
+        match cx.proxy.hold.hold(slot, p.session_hash, inner, session::tick(cx.now_ns)) {
+            Ok(()) => {
+                cx.events.held += 1;
+                // If the backend answered meanwhile, it may have looked for a held segment
+                // before this one was there. Both sides publish, fence, then look at the
+                // other's; whoever takes the segment sends it (loom: synproxy::loom_tests).
+                crate::sync::fence(crate::sync::Ordering::SeqCst);
+                let answered = cx
+                    .sessions
+                    .lookup(&key, p.session_hash)
+                    .is_some_and(|(_, now)| now.state != TcpState::Connecting);
+                if answered && cx.proxy.hold.take(slot, p.session_hash, None).is_some() {
+                    return finish(cx, frame, p);
+                }
+                return Verdict::Consumed;
+            }
+            // A retransmission of the held segment: ask the backend again, below.
+            Err(_) if cx.proxy.hold.holds(slot, p.session_hash) => {}
+            Err(_) => return Drop(DropReason::SynproxyNotHeld),
+        }
+    }
+    // The backend has not answered: send its SYN again.
+    let opts = match cx.proxy.keys.check(
+        &p.flow,
+        s.client_isn.wrapping_add(1),
+        s.seq_delta.wrapping_add(1),
+        cookie_period(cx.now_ns),
+    ) {
+        Ok(o) => o,
+        Err(_) => return Drop(DropReason::SynCookieStale),
+    };
+    let tsval = seg.opts.timestamps.map(|(val, _)| val);
+    backend_syn(cx, frame, p, svc, bi, s, opts, tsval)
+}
+
+/// The backend's answer to the appliance's SYN (the session is `Connecting`): a SYN-ACK for
+/// the client's ISN completes the session and is answered with the held data (or a bare
+/// ACK); a RST is passed to the client as the end of its connection.
+#[allow(clippy::too_many_arguments)]
+fn proxy_backend_answer<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    inner_at: usize,
+    svc: &Service,
+    si: u16,
+    bi: u16,
+    (key, held): (&SessionKey, Held),
+    s: &Session,
+) -> Verdict {
+    let seg = match read_segment(frame.data(), inner_at) {
+        Ok(s) => s,
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    let client = key.addr.as_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    if seg.flags & tcp::RST != 0 {
+        // Refused: the client's connection (established, as far as it knows) is reset, in
+        // the appliance's sequence space.
+        cx.sessions.remove(held.slot, key);
+        cx.proxy.hold.take(held.slot, held.hash, None);
+        cx.events.backend_failures += 1;
+        let rst = TcpRepr {
+            src_port: svc.port,
+            dst_port: key.port,
+            seq: s.seq_delta.wrapping_add(1),
+            ack: 0,
+            flags: tcp::RST,
+            window: 0,
+            options: &[],
+        };
+        let Some(len) = write_segment(frame, inner_at, (svc.vip, client), (0, 0), &rst) else {
+            return Drop(DropReason::NoHeadroom);
+        };
+        return toward_client(cx, frame, inner_at, len, client, si);
+    }
+    if seg.flags & (tcp::SYN | tcp::ACK) != tcp::SYN | tcp::ACK || seg.ack != s.client_isn.wrapping_add(1) {
+        return Drop(DropReason::SynproxyBackendUnexpected);
+    }
+    use session::flags::{BACKEND_WSCALE_SHIFT, CLIENT_TS};
+    let ts_delta = match seg.opts.timestamps {
+        Some((val, _)) if s.flags & CLIENT_TS != 0 => val.wrapping_sub(s.ts_delta),
+        _ => 0,
+    };
+    let ws = seg.opts.wscale.unwrap_or(0).min(14);
+    let done = cx.sessions.replace(held.slot, key, |now| {
+        (now.state == TcpState::Connecting).then(|| Session {
+            state: TcpState::Established,
+            seq_delta: seg.seq.wrapping_sub(s.seq_delta),
+            ts_delta,
+            flags: now.flags | ws << BACKEND_WSCALE_SHIFT,
+            ..*now
+        })
+    });
+    let Some(done) = done else {
+        return Drop(DropReason::SynproxyBackendUnexpected);
+    };
+    cx.events.handshakes += 1;
+    // The client's held segment, if any (see `proxy_connecting` for the other side).
+    crate::sync::fence(crate::sync::Ordering::SeqCst);
+    let mut buf = [0u8; HOLD_BYTES];
+    let Some(n) = cx.proxy.hold.take(held.slot, held.hash, Some(&mut buf)) else {
+        return backend_ack(cx, frame, inner_at, svc, si, bi, &done);
+    };
+    let Some(backend) = svc.backends.get(usize::from(bi)) else {
+        return Drop(DropReason::NoBackend);
+    };
+    // Out of the tunnel, then the held packet in its place, translated as any later one.
+    if !frame.adj(inner_at) || !resize(frame, n) {
+        return Drop(DropReason::NoHeadroom);
+    }
+    let b = frame.data_mut();
+    b.copy_from_slice(&buf[..n]);
+    if !rewrite(b, 0, Field::Dst, backend.address, backend.port)
+        || synproxy::client_to_backend(b, 0, done.seq_delta, done.ts_delta).is_err()
+    {
+        return Drop(DropReason::SynproxyMalformed);
+    }
+    let outer = match Ipv4Packet::new_checked(&b[..]) {
+        Ok(ip) => Outer { tos: ip.tos(), ident: ip.ident(), dont_frag: ip.dont_frag() },
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    encapsulate(cx, frame, 0, n, outer, svc, si, bi)
+}
+
+/// Turns the backend's SYN-ACK (at `frame[inner_at..]`) into the ACK that completes its
+/// handshake, from the client: the client's window, and the timestamps the SYN-ACK carries
+/// reflected (its echo is the client's last timestamp, the backend has seen it).
+fn backend_ack<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    inner_at: usize,
+    svc: &Service,
+    si: u16,
+    bi: u16,
+    s: &Session,
+) -> Verdict {
+    let seg = match read_segment(frame.data(), inner_at) {
+        Ok(s) => s,
+        Err(_) => return Drop(DropReason::SynproxyMalformed),
+    };
+    let (client, cport, backend, bport) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[inner_at..]) else {
+            return Drop(DropReason::SynproxyMalformed);
+        };
+        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+            return Drop(DropReason::SynproxyMalformed);
+        };
+        (ip.dst(), t.dst_port(), ip.src(), t.src_port())
+    };
+    let mut ts = [0u8; 12];
+    let options: &[u8] = match seg.opts.timestamps {
+        Some((val, ecr)) => {
+            ts[..4].copy_from_slice(&[
+                tcp_options::KIND_NOP,
+                tcp_options::KIND_NOP,
+                tcp_options::KIND_TIMESTAMP,
+                10,
+            ]);
+            ts[4..8].copy_from_slice(&ecr.to_be_bytes());
+            ts[8..].copy_from_slice(&val.to_be_bytes());
+            &ts
+        }
+        None => &[],
+    };
+    let ack = TcpRepr {
+        src_port: cport,
+        dst_port: bport,
+        seq: seg.ack,
+        ack: seg.seq.wrapping_add(1),
+        flags: tcp::ACK,
+        window: s.client_window,
+        options,
+    };
+    if !frame.adj(inner_at) {
+        return Drop(DropReason::Ipv4Truncated);
+    }
+    let Some(len) = write_segment(frame, 0, (client, backend), (0, 0), &ack) else {
+        return Drop(DropReason::NoHeadroom);
+    };
+    encapsulate(cx, frame, 0, len, Outer { tos: 0, ident: 0, dont_frag: true }, svc, si, bi)
 }
 
 /// A backend for a flow without a session: the scheduler's choice, or for `ip_hash` with

@@ -9,9 +9,9 @@
 //! w2  key: client address, high 64 bits
 //! w3  key: client port (16) | kind (8) | ident (32: service id)
 //! w4  backend id (32) | created tick (32)
-//! w5  activity: last-seen tick (32) | TCP state (8) | flags (8)
+//! w5  activity: last-seen tick (32) | TCP state (8) | flags (8) | client window (16)
 //! w6  SYN-proxy deltas: sequence (32) | timestamp (32)
-//! w7  timeout override in ticks (32; 0: by state)
+//! w7  timeout override in ticks (32; 0: by state) | SYN proxy: the client's ISN (32)
 //! ```
 //!
 //! A writer owns a slot by a compare-and-swap of `meta` to BUSY (sequence + 1), writes the
@@ -158,6 +158,9 @@ pub enum TcpState {
     Closing = 3,
     /// A RST was seen.
     Closed = 4,
+    /// SYN proxy: the client finished its handshake with the appliance (a valid cookie); the
+    /// backend's is under way. Times out as `SynSent`.
+    Connecting = 5,
 }
 
 impl TcpState {
@@ -167,6 +170,7 @@ impl TcpState {
             2 => TcpState::Established,
             3 => TcpState::Closing,
             4 => TcpState::Closed,
+            5 => TcpState::Connecting,
             _ => TcpState::NotTcp,
         }
     }
@@ -219,6 +223,16 @@ pub fn idle(now: u32, then: u32) -> u32 {
 pub mod flags {
     /// Installed from a peer appliance, not created here.
     pub const SYNCED: u8 = 1;
+    /// A SYN-proxied connection: sequence numbers and timestamps are translated.
+    pub const PROXIED: u8 = 2;
+    /// SYN proxy: the client offered window scaling, so the appliance offered
+    /// [`crate::synproxy::WSCALE`] and the backend's windows are rescaled to it.
+    pub const CLIENT_WSCALE: u8 = 4;
+    /// SYN proxy: the backend's window scale, in these bits (`<< BACKEND_WSCALE_SHIFT`).
+    pub const BACKEND_WSCALE: u8 = 0x78;
+    pub const BACKEND_WSCALE_SHIFT: u32 = 3;
+    /// SYN proxy: the client offered timestamps (and was given the appliance's).
+    pub const CLIENT_TS: u8 = 0x80;
 }
 
 /// What a session holds.
@@ -230,11 +244,20 @@ pub struct Session {
     pub flags: u8,
     pub created: u32,
     pub last_seen: u32,
-    /// SYN proxy: added to the sequence number toward the backend (0 without SYN proxy).
+    /// SYN proxy: added to acknowledgement numbers toward the backend, taken from sequence
+    /// numbers toward the client (0 without SYN proxy). While `Connecting`: the cookie, the
+    /// appliance's initial sequence number toward the client.
     pub seq_delta: u32,
+    /// SYN proxy: added to echoed timestamps toward the backend, taken from timestamps
+    /// toward the client. While `Connecting`: the timestamp the appliance sent the client.
     pub ts_delta: u32,
     /// A timeout in ticks that overrides the state's (0: none).
     pub timeout: u32,
+    /// SYN proxy: the client's initial sequence number.
+    pub client_isn: u32,
+    /// SYN proxy: the window field of the client's handshake ACK (for ACKs the appliance
+    /// sends the backend on the client's behalf).
+    pub client_window: u16,
 }
 
 impl Session {
@@ -248,15 +271,17 @@ impl Session {
             seq_delta: 0,
             ts_delta: 0,
             timeout: 0,
+            client_isn: 0,
+            client_window: 0,
         }
     }
 
     fn words(&self) -> [u64; 4] {
         [
             u64::from(self.backend) | u64::from(self.created) << 32,
-            activity(self.last_seen, self.state, self.flags),
+            activity(self.last_seen, self.state, self),
             u64::from(self.seq_delta) | u64::from(self.ts_delta) << 32,
-            u64::from(self.timeout),
+            u64::from(self.timeout) | u64::from(self.client_isn) << 32,
         ]
     }
 
@@ -270,13 +295,19 @@ impl Session {
             seq_delta: w[2] as u32,
             ts_delta: (w[2] >> 32) as u32,
             timeout: w[3] as u32,
+            client_isn: (w[3] >> 32) as u32,
+            client_window: (w[1] >> 48) as u16,
         }
     }
 }
 
+/// The activity word: last-seen and state as given, flags and client window as in `s`.
 #[inline]
-fn activity(last_seen: u32, state: TcpState, flags: u8) -> u64 {
-    u64::from(last_seen) | u64::from(state as u8) << 32 | u64::from(flags) << 40
+fn activity(last_seen: u32, state: TcpState, s: &Session) -> u64 {
+    u64::from(last_seen)
+        | u64::from(state as u8) << 32
+        | u64::from(s.flags) << 40
+        | u64::from(s.client_window) << 48
 }
 
 /// Idle timeouts by state, in seconds.
@@ -296,7 +327,7 @@ impl Default for Timeouts {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct TimeoutTicks([u32; 5]);
+struct TimeoutTicks([u32; 6]);
 
 impl TimeoutTicks {
     fn new(t: &Timeouts) -> TimeoutTicks {
@@ -306,6 +337,7 @@ impl TimeoutTicks {
             ticks(t.tcp_established),
             ticks(t.tcp_closing),
             ticks(t.tcp_closed),
+            ticks(t.tcp_syn),
         ])
     }
 
@@ -708,7 +740,7 @@ impl SessionTable {
     #[inline]
     pub fn touch(&self, slot: usize, seen: &Session, now: u32, state: TcpState) {
         if now.wrapping_sub(seen.last_seen) >= TOUCH_TICKS || seen.state != state {
-            self.slot(slot).w[5].store(activity(now, state, seen.flags), Ordering::Relaxed);
+            self.slot(slot).w[5].store(activity(now, state, seen), Ordering::Relaxed);
         }
     }
 
@@ -741,6 +773,41 @@ impl SessionTable {
             self.count(backend, true);
         }
         true
+    }
+
+    /// Replaces the session at `slot` with `f(current)` if the slot still holds `key` and `f`
+    /// gives a session; one attempt (a concurrent writer makes it fail). The new session, if
+    /// written. (The SYN proxy moves a session from `Connecting` to established this way.)
+    pub fn replace(
+        &self,
+        slot: usize,
+        key: &SessionKey,
+        f: impl FnOnce(&Session) -> Option<Session>,
+    ) -> Option<Session> {
+        let s = self.slot(slot);
+        let r = self.read(slot).ok()?;
+        if r.key != key.words() {
+            return None;
+        }
+        let old = Session::from_words(r.value);
+        let new = f(&old)?;
+        s.w[0]
+            .compare_exchange(
+                r.meta,
+                meta(seq_of(r.meta).wrapping_add(1), BUSY, 0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        for (k, w) in new.words().iter().enumerate() {
+            s.w[4 + k].store(*w, Ordering::Relaxed);
+        }
+        s.w[0].store(meta(seq_of(r.meta).wrapping_add(2), LIVE, tag_of(r.meta)), Ordering::Release);
+        if key.kind == KeyKind::Flow && new.backend != old.backend {
+            self.count(old.backend, false);
+            self.count(new.backend, true);
+        }
+        Some(new)
     }
 
     /// Removes the session at `slot` if it still holds `key`. True if this call removed it.
@@ -898,8 +965,29 @@ mod tests {
             seq_delta: 0x8000_0001,
             ts_delta: 9,
             timeout: 44,
+            client_isn: 0xfedc_ba98,
+            client_window: 0xfffe,
         };
         assert_eq!(Session::from_words(s.words()), s);
+        let p = Session { state: TcpState::Connecting, flags: 0xff, ..s };
+        assert_eq!(Session::from_words(p.words()), p);
+    }
+
+    #[test]
+    fn replace_rewrites_a_session_once() {
+        use TcpState::{Connecting, Established};
+        let t = SessionTable::new(100, Timeouts::default(), 1);
+        let (k, h) = (key(2), t.hash(&key(2)));
+        let Insert::Inserted(i) = t.insert(&k, h, &Session::new(3, Connecting, 1)) else { panic!() };
+        let established = |s: &Session| {
+            (s.state == Connecting).then_some(Session { state: Established, seq_delta: 5, ..*s })
+        };
+        assert_eq!(t.replace(i, &k, established).map(|s| s.seq_delta), Some(5));
+        assert_eq!(t.lookup(&k, h).map(|(_, s)| (s.state, s.seq_delta)), Some((Established, 5)));
+        assert_eq!(t.replace(i, &k, established), None, "only from Connecting: once");
+        assert_eq!(t.replace(i, &key(3), |s| Some(*s)), None, "another key's slot");
+        t.replace(i, &k, |s| Some(Session { backend: 4, ..*s }));
+        assert_eq!((t.active(3), t.active(4)), (0, 1), "a new backend takes the count");
     }
 
     #[test]
@@ -908,13 +996,14 @@ mod tests {
         let k = key(1);
         let h = t.hash(&k);
         assert_eq!(t.lookup(&k, h), None);
-        let s = Session::new(42, TcpState::SynSent, 10);
+        let s = Session { client_window: 777, ..Session::new(42, TcpState::SynSent, 10) };
         let Insert::Inserted(i) = t.insert(&k, h, &s) else { panic!() };
         assert_eq!(t.lookup(&k, h), Some((i, s)));
         assert_eq!(t.insert(&k, h, &Session::new(43, TcpState::SynSent, 11)), Insert::Exists(i, s));
         assert_eq!(t.active(42), 1);
         t.touch(i, &s, 12, TcpState::Established);
         let (_, now) = t.lookup(&k, h).unwrap();
+        assert_eq!(now.client_window, s.client_window, "a touch keeps the rest of the word");
         assert_eq!(
             (now.last_seen, now.state, now.backend),
             (12, TcpState::Established, 42),

@@ -8,7 +8,7 @@
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
 use crate::table::{MapKey, StaticMap};
-use crate::wire::Mac;
+use crate::wire::{ipv4, Mac};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -37,6 +37,14 @@ impl Tunnel {
         match self {
             Tunnel::Gre { key } => key,
             Tunnel::Ipip => None,
+        }
+    }
+
+    /// Bytes of tunnel header after the outer IPv4 header.
+    pub fn overhead(self) -> usize {
+        match self {
+            Tunnel::Ipip => 0,
+            Tunnel::Gre { key } => crate::wire::GreRepr { protocol: 0, key }.header_len(),
         }
     }
 }
@@ -151,6 +159,9 @@ pub struct ServiceSpec {
     pub persistence: u32,
     pub on_backend_removed: OnRemoved,
     pub on_no_backend: NoBackend,
+    /// Answer SYNs with cookies and open the backend's connection only for clients that
+    /// finish the handshake (`nat` TCP services only).
+    pub synproxy: bool,
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
 }
@@ -176,6 +187,7 @@ impl ServiceSpec {
             persistence: 0,
             on_backend_removed: OnRemoved::Remap,
             on_no_backend: NoBackend::Drop,
+            synproxy: false,
             table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             backends,
         }
@@ -331,6 +343,9 @@ pub struct Service {
     pub persistence_ticks: u32,
     pub on_backend_removed: OnRemoved,
     pub on_no_backend: NoBackend,
+    /// SYN proxy on: the MSS the appliance offers clients in its SYN-ACK (the smallest port
+    /// MTU, and every backend's tunnel path, less 40).
+    pub synproxy_mss: Option<u16>,
     pub backends: Vec<Backend>,
     pub maglev: Maglev,
     /// Backend indexes in smooth weighted round-robin order (`RoundRobin`).
@@ -540,6 +555,8 @@ impl Snapshot {
             let mut backends = Vec::with_capacity(s.backends.len());
             let mut seen = std::collections::HashSet::new();
             let nat = s.forwarding == Forwarding::Nat;
+            // The smallest MTU toward a backend (the SYN proxy's MSS).
+            let mut backend_mtu = usize::MAX;
             for (bi, b) in s.backends.iter().enumerate() {
                 if !nat && (b.port.is_some() || b.host.is_some()) {
                     return Err(err(
@@ -572,6 +589,7 @@ impl Snapshot {
                     ));
                 };
                 let nexthop = add_nexthop(pi as u16, via, None);
+                backend_mtu = backend_mtu.min(usize::from(ports[pi].mtu));
                 let id = b.id.unwrap_or(next_backend_id);
                 next_backend_id = next_backend_id.max(id) + 1;
                 if id as usize >= crate::session::MAX_BACKEND_IDS {
@@ -618,7 +636,22 @@ impl Snapshot {
             let weights: Vec<u32> = backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect();
             let by_id =
                 StaticMap::build(backends.iter().enumerate().map(|(i, b)| (u64::from(b.id), i as u16)));
+            let synproxy_mss = if s.synproxy {
+                if !nat || s.protocol != Protocol::Tcp {
+                    return Err(err(
+                        format!("services[{si}].synproxy"),
+                        "SYN proxy needs forwarding: nat over TCP (it must see the backend's replies)".into(),
+                    ));
+                }
+                let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
+                let ports_mtu = ports.iter().map(|p| usize::from(p.mtu)).min().unwrap_or(576);
+                let path_mtu = backend_mtu.saturating_sub(tunnel_len);
+                Some((ports_mtu.min(path_mtu).saturating_sub(40)).clamp(536, 0xffff) as u16)
+            } else {
+                None
+            };
             services.push(Service {
+                synproxy_mss,
                 id,
                 persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
                 on_backend_removed: s.on_backend_removed,

@@ -108,6 +108,23 @@ drop_reasons! {
     NatNoSession = "nat_no_session",
     /// No next hop toward the client of a NAT reply (no port holds it and no gateway).
     NoRouteToClient = "no_route_to_client",
+    /// SYN proxy: an ACK without a session whose cookie the appliance did not make (a forged
+    /// or altered one, an ACK flood, or a connection the appliance no longer knows).
+    SynCookieInvalid = "syn_cookie_invalid",
+    /// SYN proxy: an ACK whose cookie is older than the validity window.
+    SynCookieStale = "syn_cookie_stale",
+    /// SYN proxy: a segment that is neither a SYN nor an ACK (a RST, a SYN-ACK, data without
+    /// ACK) with no session.
+    SynproxyNoSession = "synproxy_no_session",
+    /// SYN proxy: a valid ACK, but the session table had no room for its session.
+    SynproxyTableFull = "synproxy_table_full",
+    /// SYN proxy: client data while the backend's handshake is under way that could not be
+    /// held (one segment per connection is; the client retransmits the rest).
+    SynproxyNotHeld = "synproxy_not_held",
+    /// SYN proxy: from a backend whose handshake is under way, neither its SYN-ACK nor a RST.
+    SynproxyBackendUnexpected = "synproxy_backend_unexpected",
+    /// SYN proxy: TCP options that cannot be read in a segment that needs translating.
+    SynproxyMalformed = "synproxy_malformed",
 }
 
 /// Per-port counters kept by each worker for the queue it owns.
@@ -146,6 +163,10 @@ pub struct WorkerStats {
     pub resets_sent: Counter,
     /// ICMP unreachables sent for new flows no backend could take (`icmp_unreachable`).
     pub unreachables_sent: Counter,
+    /// SYN proxy: SYN-ACKs with cookies sent; ACKs with a valid cookie (invalid ones are
+    /// drops); backend handshakes completed; backends that refused (RST) or could not be
+    /// reached; client segments held until the backend answered.
+    pub synproxy: SynProxyCounters,
     /// Packets and bytes (as sent, tunnel headers included) toward each service and backend,
     /// indexed by their stable ids.
     pub per_service: Box<[Traffic]>,
@@ -172,12 +193,23 @@ impl Default for WorkerStats {
             sessions_remapped: Counter::default(),
             resets_sent: Counter::default(),
             unreachables_sent: Counter::default(),
+            synproxy: SynProxyCounters::default(),
             per_service: traffic(MAX_SERVICE_IDS),
             per_backend: traffic(crate::session::MAX_BACKEND_IDS),
             polls: Counter::default(),
             busy_polls: Counter::default(),
         }
     }
+}
+
+/// A worker's SYN proxy counters (see [`WorkerStats::synproxy`]).
+#[derive(Debug, Default)]
+pub struct SynProxyCounters {
+    pub cookies_sent: Counter,
+    pub acks_valid: Counter,
+    pub handshakes: Counter,
+    pub backend_failures: Counter,
+    pub held: Counter,
 }
 
 /// Service ids are below this (they are u16).

@@ -9,6 +9,7 @@ use crate::sched::SchedState;
 use crate::session::SessionTable;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats, MAX_PORTS};
+use crate::synproxy::SynProxy;
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ pub struct Worker<I: Io> {
     n_ports: u16,
     config: Arc<ArcSwap<Snapshot>>,
     sessions: Arc<SessionTable>,
+    proxy: Arc<SynProxy>,
     sched: SchedState,
     stats: Arc<WorkerStats>,
     tx: [Burst<I::Frame>; MAX_PORTS],
@@ -30,13 +32,14 @@ pub struct Worker<I: Io> {
 }
 
 impl<I: Io> Worker<I> {
-    /// Worker `id` of `workers`, polling ports `0..n_ports` through `io`.
+    /// Worker `id` of `workers`, polling ports `0..n_ports` through `io`, with the state all
+    /// workers share: the config, the session table and the SYN proxy's.
     pub fn new(
         (id, workers): (usize, usize),
         io: I,
         n_ports: u16,
         config: Arc<ArcSwap<Snapshot>>,
-        sessions: Arc<SessionTable>,
+        (sessions, proxy): (Arc<SessionTable>, Arc<SynProxy>),
         stats: Arc<WorkerStats>,
     ) -> Self {
         assert!(usize::from(n_ports) <= MAX_PORTS);
@@ -46,6 +49,7 @@ impl<I: Io> Worker<I> {
             n_ports,
             config,
             sessions,
+            proxy,
             sched: SchedState::new(id, workers),
             stats,
             tx: std::array::from_fn(|_| Burst::new()),
@@ -76,6 +80,7 @@ impl<I: Io> Worker<I> {
         let guard = config.load();
         let snap: &Snapshot = &guard;
         let sessions = Arc::clone(&self.sessions);
+        let proxy = Arc::clone(&self.proxy);
         // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
         let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
@@ -90,7 +95,7 @@ impl<I: Io> Worker<I> {
             received += rx.len();
             let mut bytes = 0;
 
-            let mut cx = Ctx::new(snap, &sessions, &mut sched, now_ns, &mut resolve);
+            let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve);
             // Pass 1: classify the burst; for packets to a service, prefetch the session slot,
             // so that pass 2 finds it in cache.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
@@ -142,6 +147,7 @@ impl<I: Io> Worker<I> {
                         unreach += 1;
                         port
                     }
+                    Verdict::SynAck { port } => port,
                     Verdict::Consumed => continue,
                     Verdict::Drop(reason) => {
                         self.stats.count_drop(reason, 1);
@@ -156,6 +162,15 @@ impl<I: Io> Worker<I> {
             self.stats.session_hits.add(u64::from(ev.hits));
             self.stats.sessions_fallback.add(u64::from(ev.fallback));
             self.stats.sessions_remapped.add(u64::from(ev.remapped));
+            let sp = &self.stats.synproxy;
+            sp.cookies_sent.add(u64::from(ev.cookies));
+            sp.acks_valid.add(u64::from(ev.acks_valid));
+            sp.handshakes.add(u64::from(ev.handshakes));
+            sp.backend_failures.add(u64::from(ev.backend_failures));
+            sp.held.add(u64::from(ev.held));
+            if ev.not_held > 0 {
+                self.stats.count_drop(DropReason::SynproxyNotHeld, u64::from(ev.not_held));
+            }
             self.stats.resets_sent.add(resets);
             self.stats.arp_replies.add(arp);
             self.stats.icmp_echo_replies.add(echo);

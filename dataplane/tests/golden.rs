@@ -114,7 +114,8 @@ fn run_pre(c: &Case, snap: &Snapshot, table: &SessionTable) {
     if let Some((port, bytes)) = &c.pre {
         let mut resolve = Resolve::new();
         let mut sched = SchedState::new(0, 1);
-        let mut cx = Ctx::new(snap, table, &mut sched, 1, &mut resolve);
+        let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+        let mut cx = Ctx::new(snap, table, &proxy, &mut sched, 1, &mut resolve);
         let v = process(&mut cx, *port, &mut VecFrame::new(bytes));
         assert!(matches!(v, Verdict::Tunnel { .. }), "case {:?}: pre gave {v:?}", c.name);
     }
@@ -194,6 +195,7 @@ fn verdict_string(v: Verdict) -> String {
         Verdict::EchoReply { port } => format!("echo_reply:{port}"),
         Verdict::Tunnel { port, .. } => format!("tunnel:{port}"),
         Verdict::Reset { port } => format!("reset:{port}"),
+        Verdict::SynAck { port } => format!("synack:{port}"),
         Verdict::NatReply { port, .. } => format!("nat_reply:{port}"),
         Verdict::Unreachable { port } => format!("unreachable:{port}"),
         Verdict::Consumed => "consumed".into(),
@@ -213,7 +215,8 @@ fn golden_through_process() {
         let table = SessionTable::new(1024, Timeouts::default(), 1);
         run_pre(&c, &snap, &table);
         let mut sched = SchedState::new(0, 1);
-        let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
+        let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+        let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
         let mut f = VecFrame::new(&c.input);
         let v = process(&mut cx, c.port, &mut f);
         assert_eq!(verdict_string(v), c.verdict, "case {:?}", c.name);
@@ -233,7 +236,14 @@ fn golden_through_worker_counts_every_drop() {
         let mut io = MemIo::new(4);
         io.rx[usize::from(c.port)].push_back(VecFrame::new(&c.input));
         // Worker 1: the neighbour scan of worker 0 would add ARP requests of its own.
-        let mut w = Worker::new((1, 2), io, 4, Arc::clone(&config), table, Arc::clone(&stats));
+        let mut w = Worker::new(
+            (1, 2),
+            io,
+            4,
+            Arc::clone(&config),
+            (table, Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]))),
+            Arc::clone(&stats),
+        );
         assert_eq!(w.poll(1), 1, "case {:?}", c.name);
 
         let mut sent: Vec<(usize, Vec<u8>)> = Vec::new();

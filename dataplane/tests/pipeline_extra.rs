@@ -78,7 +78,8 @@ fn run(snap: &Snapshot, port: u16, f: &mut VecFrame) -> Verdict {
     let mut resolve = Resolve::new();
     let table = SessionTable::new(1024, Timeouts::default(), 1);
     let mut sched = SchedState::new(0, 1);
-    let mut cx = Ctx::new(snap, &table, &mut sched, 1, &mut resolve);
+    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+    let mut cx = Ctx::new(snap, &table, &proxy, &mut sched, 1, &mut resolve);
     process(&mut cx, port, f)
 }
 
@@ -114,7 +115,8 @@ fn multi_segment_frames_are_dropped() {
     let mut resolve = Resolve::new();
     let table = SessionTable::new(1024, Timeouts::default(), 1);
     let mut sched = SchedState::new(0, 1);
-    let mut cx = Ctx::new(&snap, &table, &mut sched, 1, &mut resolve);
+    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+    let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
     let mut f = Chained(VecFrame::new(&syn(1000)));
     assert_eq!(process(&mut cx, 0, &mut f), Verdict::Drop(DropReason::MultiSegment));
 }
@@ -145,7 +147,10 @@ fn full_tx_queue_counts_tx_full() {
         io,
         2,
         Arc::new(ArcSwap::from_pointee(snap)),
-        Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+        (
+            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+        ),
         Arc::clone(&stats),
     );
     assert_eq!(w.poll(1), 10);
@@ -165,7 +170,10 @@ fn neighbor_learned_from_arp_then_traffic_flows() {
         MemIo::new(2),
         2,
         Arc::clone(&config),
-        Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+        (
+            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+        ),
         Arc::clone(&stats),
     );
 

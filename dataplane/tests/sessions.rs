@@ -166,7 +166,10 @@ impl Rig {
             MemIo::new(2),
             2,
             Arc::clone(&config),
-            Arc::clone(&table),
+            (
+                Arc::clone(&table),
+                Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+            ),
             Arc::clone(&stats),
         );
         Rig { config, table, stats, worker, now: 1_000_000_000 }

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     io.tx_limit = [None, Some(0), Some(1), Some(2)][usize::from((setup >> 1) & 3)];
     io.can_alloc = setup & 8 == 0;
     let sessions = Arc::new(SessionTable::new(256, Timeouts::default(), 1));
-    let mut w = Worker::new((usize::from(setup & 1), 2), io, IO_PORTS, Arc::clone(&config), sessions, Arc::clone(&stats));
+    let mut w = Worker::new((usize::from(setup & 1), 2), io, IO_PORTS, Arc::clone(&config), (sessions, Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]))), Arc::clone(&stats));
 
     let mut now: u64 = 1;
     let (mut frames, mut bytes, mut received) = (0u64, 0u64, 0u64);

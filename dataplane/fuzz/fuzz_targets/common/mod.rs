@@ -137,6 +137,7 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         }
         // The fuzz snapshot never loses a backend, so no session can need a reset.
         Verdict::Reset { .. } => panic!("a reset without a removed backend"),
+        Verdict::SynAck { .. } => panic!("a SYN-ACK without a SYN-proxied service"),
         Verdict::Consumed | Verdict::Drop(_) => {
             assert!(
                 out.len() <= input.len(),
