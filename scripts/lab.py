@@ -382,7 +382,8 @@ def demo(args):
             out = lab.sh("cli1", "ping", "-c", "2", "-i", "0.2", "-W", "2", vip, capture=True, check=False)
             print("   " + next((l for l in out.splitlines() if "received" in l), out.strip()))
         print("== HTTP: 200 requests from each client (curl, one connection each) to every VIP")
-        for vip, what in ((VIP, "dsr web"), (VIP_A, "nat tenant A"), (VIP_B, "nat tenant B")):
+        for vip, what in ((VIP, "dsr web"), (VIP_A, "nat tenant A"), (VIP_B, "nat tenant B"),
+                          (VIP_S, "syn proxy")):
             ok = 0
             for cli in ("cli1", "cli2"):
                 for _ in range(100):
@@ -400,6 +401,22 @@ def demo(args):
         blob = lab.run_dir / "blob"
         ok, err = curl(lab, "cli1", f"http://{VIP_A}/blob", out=str(blob), timeout=60)
         print(f"   {'ok' if ok else 'FAILED ' + err.strip()}: {blob.stat().st_size if blob.exists() else 0} bytes")
+
+        print("== a SYN flood (hping3, 20000 SYNs from a spoofed lab address) at the SYN-proxied VIP,")
+        print("   with a capture of SYNs in tenant A's VMs, while cli2 makes 20 requests")
+        caps = [lab.capture(lab.vm(h, 100), "v100", f"demo-{n}.pcap", "tcp[tcpflags] & tcp-syn != 0")
+                for h, n in ((1, "a1"), (2, "a2"))]
+        flood = lab.spawn("cli1", ["hping3", "-q", "-c", "20000", "-i", "u50", "-S", "-a", "198.18.64.1", "-p", "80",
+                                   VIP_S], "demo-hping.log")
+        ok = sum(curl(lab, "cli2", f"http://{VIP_S}/")[0] for _ in range(20))
+        flood.wait(timeout=120)
+        time.sleep(0.5)
+        seen = collections.Counter()
+        for (h, n), p in zip(((1, "a1"), (2, "a2")), caps):
+            lab.stop(p)
+            for f in read_pcap(lab.run_dir / f"demo-{n}.pcap"):
+                seen[ip4(f[12:16])] += 1
+        print(f"   {ok}/20 requests ok; SYNs the VMs saw, by source: {dict(seen)}")
 
         print("== what each server saw (from its access log): requests by client address")
         for name, log in logs.items():

@@ -13,7 +13,9 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== loom model checks (session table)"
+echo "== fuzz targets compile (running them: dataplane/fuzz/run.sh)"
+cargo check --quiet --manifest-path dataplane/fuzz/Cargo.toml --bins
+echo "== loom model checks (session table, SYN proxy hold pool)"
 scripts/loom.sh
 echo "== host agent smoke test (namespaces, GRE/IPIP from python raw sockets)"
 SLUICE_AGENT="$PWD/target/release/sluice-agent" control/agent/tests/smoke.sh

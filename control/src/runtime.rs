@@ -690,8 +690,15 @@ fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) ->
     for s in &snap.services {
         let _ = writeln!(
             out,
-            "service {} {}:{} {:?} {:?} scheduler {:?} tunnel {:?}",
-            s.name, s.vip, s.port, s.protocol, s.forwarding, s.scheduler, s.tunnel
+            "service {} {}:{} {:?} {:?} scheduler {:?} tunnel {:?}{}",
+            s.name,
+            s.vip,
+            s.port,
+            s.protocol,
+            s.forwarding,
+            s.scheduler,
+            s.tunnel,
+            s.synproxy_mss.map_or_else(String::new, |mss| format!(" synproxy mss {mss}"))
         );
         for b in &s.backends {
             let label = backend_label(s.forwarding, b.address, b.port);
@@ -766,15 +773,18 @@ fn list_sessions(
         matched += 1;
         if shown < limit {
             shown += 1;
-            let idle = now.wrapping_sub(s.last_seen) as u64 * (1u64 << sluice_dataplane::session::TICK_SHIFT)
+            let idle = u64::from(sluice_dataplane::session::idle(now, s.last_seen))
+                * (1u64 << sluice_dataplane::session::TICK_SHIFT)
                 / 1_000_000_000;
+            let proxied = s.flags & sluice_dataplane::session::flags::PROXIED != 0;
             let _ = writeln!(
                 out,
-                "{} {}:{} -> {label} {:?} idle {idle}s",
+                "{} {}:{} -> {label} {:?}{} idle {idle}s",
                 svc.name,
                 addr.map_or("?".into(), |a| a.to_string()),
                 k.port,
-                s.state
+                s.state,
+                if proxied { " proxied" } else { "" }
             );
         }
     });

@@ -905,7 +905,7 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     let o = &seg.opts;
     let opts = SynOptions::from_syn(o.mss, o.wscale, o.sack_perm, o.timestamps.is_some());
     let cookie = cx.proxy.keys.make(&p.flow, seg.seq, cookie_period(cx.now_ns), opts);
-    let mss = svc.synproxy_mss.unwrap_or(536);
+    let mss = svc.synproxy_mss.unwrap_or(536).min(port.mtu.saturating_sub(40)).max(536);
     let offer = SynOffer {
         mss,
         wscale: opts.wscale.map(|_| synproxy::WSCALE),

@@ -343,8 +343,9 @@ pub struct Service {
     pub persistence_ticks: u32,
     pub on_backend_removed: OnRemoved,
     pub on_no_backend: NoBackend,
-    /// SYN proxy on: the MSS the appliance offers clients in its SYN-ACK (the smallest port
-    /// MTU, and every backend's tunnel path, less 40).
+    /// SYN proxy on: the largest MSS of the tunnel paths to the backends (the smallest of
+    /// their ports' MTUs less the tunnel headers, less 40). The SYN-ACK offers this or the
+    /// client's port's MTU less 40, whichever is smaller.
     pub synproxy_mss: Option<u16>,
     pub backends: Vec<Backend>,
     pub maglev: Maglev,
@@ -644,9 +645,8 @@ impl Snapshot {
                     ));
                 }
                 let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
-                let ports_mtu = ports.iter().map(|p| usize::from(p.mtu)).min().unwrap_or(576);
-                let path_mtu = backend_mtu.saturating_sub(tunnel_len);
-                Some((ports_mtu.min(path_mtu).saturating_sub(40)).clamp(536, 0xffff) as u16)
+                let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
+                Some(path_mtu.saturating_sub(40).max(536) as u16)
             } else {
                 None
             };

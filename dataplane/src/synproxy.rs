@@ -388,6 +388,20 @@ mod tests {
         assert!(backend_to_client(&mut b[..30], 0, 1, 1, None).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn translating_any_bytes_never_panics(
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            at in 0usize..40,
+            d in proptest::prelude::any::<u32>(),
+            ws in proptest::prelude::any::<(u8, u8)>(),
+        ) {
+            let mut b = b;
+            let _ = client_to_backend(&mut b, at, d, d.rotate_left(7));
+            let _ = backend_to_client(&mut b, at, d, d ^ 0x5555, Some(ws));
+        }
+    }
+
     #[test]
     fn the_pool_holds_one_segment_per_entry_and_gives_it_back_once() {
         let pool = HoldPool::new(4);

@@ -177,6 +177,17 @@ fn golden_snapshot() -> Snapshot {
             down_service([198, 18, 10, 7], Protocol::Udp, NoBackend::Reset),
             down_service([198, 18, 10, 8], Protocol::Tcp, NoBackend::IcmpUnreachable),
             down_service([198, 18, 10, 8], Protocol::Udp, NoBackend::IcmpUnreachable),
+            {
+                let mut s = nat_service(
+                    [198, 18, 10, 9],
+                    80,
+                    Protocol::Tcp,
+                    Tunnel::Gre { key: Some(7) },
+                    BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 10].into(), 1),
+                );
+                s.synproxy = true;
+                s
+            },
             nat_service(
                 [198, 18, 10, 6],
                 53,
@@ -287,9 +298,18 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
     let cases = cases();
     // Reasons that need conditions a single frame cannot make: a chained buffer, a full TX
     // queue, missing headroom (tests in pipeline_extra.rs); a session whose backend left the
-    // config (sessions.rs).
-    let elsewhere =
-        [DropReason::MultiSegment, DropReason::TxFull, DropReason::NoHeadroom, DropReason::BackendRemoved];
+    // config (sessions.rs); a SYN proxy session in a state one frame cannot reach, or a cookie
+    // from another time (synproxy.rs).
+    let elsewhere = [
+        DropReason::MultiSegment,
+        DropReason::TxFull,
+        DropReason::NoHeadroom,
+        DropReason::BackendRemoved,
+        DropReason::SynCookieStale,
+        DropReason::SynproxyTableFull,
+        DropReason::SynproxyNotHeld,
+        DropReason::SynproxyBackendUnexpected,
+    ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());
         assert!(cases.iter().any(|c| c.verdict == v), "no golden case for {v}");

@@ -531,3 +531,76 @@ fn syn_proxy_needs_nat() {
     assert!(matches!(v, Verdict::Tunnel { .. }));
     assert_eq!(to_backend(&out).seq, C_ISN);
 }
+
+#[test]
+fn no_room_for_the_session_or_the_segment_is_a_counted_drop() {
+    let r = Rig::new();
+    let (cookie, our_ts) = handshake_with_appliance(&r);
+    let ack = client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ts(C_TS + 1, our_ts), b"");
+    r.table.set_full(true);
+    assert_eq!(r.run(0, &ack).0, Verdict::Drop(DropReason::SynproxyTableFull));
+    assert!(r.session().is_none());
+    r.table.set_full(false);
+    assert!(matches!(r.run(0, &ack).0, Verdict::Tunnel { .. }));
+    // A segment larger than a held one can be (the pool keeps up to a 1536-byte packet).
+    let big = vec![b'x'; sluice_dataplane::synproxy::HOLD_BYTES];
+    let (v, _) = r.run(
+        0,
+        &client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ts(C_TS + 2, our_ts), &big),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::SynproxyNotHeld));
+    assert_eq!(r.session().unwrap().state, TcpState::Connecting);
+}
+
+/// Recomputes the IPv4 header checksum of the header at `b[at..]` (so mutations get past it).
+fn fix_ip(b: &mut [u8], at: usize) {
+    if b.len() < at + 20 {
+        return;
+    }
+    let ihl = (usize::from(b[at] & 15) * 4).clamp(20, 60);
+    if b.len() < at + ihl {
+        return;
+    }
+    b[at + 10] = 0;
+    b[at + 11] = 0;
+    let c = sluice_dataplane::wire::checksum::checksum(&b[at..at + ihl]);
+    b[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// A handshake whose frames are mutated anywhere (IP checksums fixed up, so the changes
+    /// reach the proxy) never panics, whatever the proxy makes of it.
+    #[test]
+    fn mutated_handshakes_never_panic(
+        muts in proptest::collection::vec((0usize..5, 0usize..120, proptest::prelude::any::<u8>()), 1..8),
+        cut in proptest::option::of((0usize..5, 0usize..120)),
+    ) {
+        let r = Rig::new();
+        let cookie = {
+            let (_, out) = r.run(0, &client(C_ISN, 0, SYN, 64240, &linux_syn_options(C_TS), b""));
+            u32::from_be_bytes([out[38], out[39], out[40], out[41]])
+        };
+        let mut frames = vec![
+            (0, client(C_ISN, 0, SYN, 64240, &linux_syn_options(C_TS), b"")),
+            (0, client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ts(C_TS + 1, 1000), b"")),
+            (0, client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK | PSH, 502, &ts(C_TS + 2, 1000), b"GET")),
+            (1, backend(B_ISN, C_ISN.wrapping_add(1), SYN | ACK, 65160, &ts(B_TS, C_TS + 1), b"")),
+            (1, backend(B_ISN.wrapping_add(1), C_ISN.wrapping_add(4), ACK, 100, &ts(B_TS + 1, C_TS + 2), b"OK")),
+        ];
+        for (i, at, v) in muts {
+            let f = &mut frames[i].1;
+            let at = at % f.len();
+            f[at] = v;
+        }
+        if let Some((i, n)) = cut {
+            let f = &mut frames[i].1;
+            f.truncate(f.len().saturating_sub(n));
+        }
+        for (port, f) in &mut frames {
+            fix_ip(f, 14);
+            fix_ip(f, 14 + 20 + 8); // the inner header of a backend frame
+            let _ = r.run(*port, f);
+        }
+    }
+}

@@ -20,10 +20,13 @@ use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::pipeline::{process, Ctx, Resolve};
 use sluice_dataplane::snapshot::Snapshot;
+use sluice_dataplane::synproxy::SynProxy;
 use std::cell::RefCell;
 
 thread_local! {
     static SNAP: RefCell<Snapshot> = RefCell::new(common::snapshot());
+    // No service here is SYN-proxied; the proxy's state is only passed along.
+    static PROXY: SynProxy = SynProxy::new([1, 2], [[3, 4], [5, 6]]);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -47,9 +50,12 @@ fuzz_target!(|data: &[u8]| {
             // A fresh table per input keeps runs reproducible.
             let table = SessionTable::new(64, Timeouts::default(), 1);
             let mut sched = SchedState::new(0, 1);
-            let mut cx = Ctx::new(&snap, &table, &mut sched, 1_000_000_000, &mut resolve);
-            let v = process(&mut cx, rx_port, &mut f);
-            let learned = cx.learned;
+            let v = PROXY.with(|proxy| {
+                let mut cx = Ctx::new(&snap, &table, proxy, &mut sched, 1_000_000_000, &mut resolve);
+                let v = process(&mut cx, rx_port, &mut f);
+                (v, cx.learned)
+            });
+            let (v, learned) = v;
             common::check_contract(&snap, rx_port, frame, v, f.data());
             for &nh in &resolve {
                 assert!(

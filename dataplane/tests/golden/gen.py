@@ -162,6 +162,74 @@ far_syn = IP(src="203.0.113.9", dst=VIP_NAT, ttl=63) / TCP(sport=41000, dport=80
 far_reply = IP(src=NAT_BE, dst="203.0.113.9") / TCP(sport=8080, dport=41000, flags="SA")
 case("nat reply to a client with no route back", 1, from_host(far_reply), None, "drop:no_route_to_client", pre=(0, eth_in() / far_syn))
 
+# ---- SYN proxy ---------------------------------------------------------------------------
+# VIP .9 tcp/80: NAT to 192.0.2.10:8080 in VPC 7 with synproxy. The cookie is recomputed here
+# with a SipHash-2-4 of our own from the keys golden.rs gives the proxy (base [1, 2], slots
+# [[3, 4], [5, 6]]), at time 1 ns: cookie period 0, the appliance's timestamp clock 0.
+VIP_SP = "198.18.10.9"
+M64 = (1 << 64) - 1
+
+
+def siphash24(k0, k1, data):
+    def rotl(x, b):
+        return ((x << b) | (x >> (64 - b))) & M64
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D, k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
+
+    def rnd():
+        v[0] = (v[0] + v[1]) & M64; v[1] = rotl(v[1], 13); v[1] ^= v[0]; v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & M64; v[3] = rotl(v[3], 16); v[3] ^= v[2]
+        v[0] = (v[0] + v[3]) & M64; v[3] = rotl(v[3], 21); v[3] ^= v[0]
+        v[2] = (v[2] + v[1]) & M64; v[1] = rotl(v[1], 17); v[1] ^= v[2]; v[2] = rotl(v[2], 32)
+    tail = len(data) % 8
+    for i in range(0, len(data) - tail, 8):
+        m = int.from_bytes(data[i:i + 8], "little")
+        v[3] ^= m; rnd(); rnd(); v[0] ^= m
+    b = (len(data) & 0xFF) << 56 | int.from_bytes(data[len(data) - tail:], "little")
+    v[3] ^= b; rnd(); rnd(); v[0] ^= b
+    v[2] ^= 0xFF
+    for _ in range(4):
+        rnd()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def flow_bytes(src, sport, dst, dport):
+    a = lambda ip: (0xFFFF00000000 | int.from_bytes(bytes(map(int, ip.split("."))), "big")).to_bytes(16, "little")
+    return a(src) + a(dst) + (sport << 16 | dport).to_bytes(4, "little")
+
+
+def cookie(src, sport, dst, dport, isn, t, mss_i, ws, sack, ts):
+    """dataplane/src/cookie.rs, independently: H1 + isn + t << 24 + (options | MAC << 9)."""
+    f = flow_bytes(src, sport, dst, dport)
+    o = mss_i | (15 if ws is None else ws) << 3 | sack << 7 | ts << 8
+    key = (3, 4) if (t // 4) % 2 == 0 else (5, 6)
+    mac = siphash24(*key, f + t.to_bytes(4, "little") + isn.to_bytes(4, "little") + o.to_bytes(4, "little"))
+    h1 = siphash24(1, 2, f) & 0xFFFFFFFF
+    return (h1 + isn + ((t & 0xFF) << 24) + (o | (mac & 0x7FFF) << 9)) & 0xFFFFFFFF
+
+
+SP_ISN, SP_TS = 0xFFFFFFF0, 12345
+sp_opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (SP_TS, 0)), ("NOP", None), ("WScale", 7)]
+sp_syn = IP(src=CLI_IP, dst=VIP_SP, ttl=63, id=0x5151, flags="DF") / TCP(sport=40300, dport=80, flags="S", seq=SP_ISN, window=64240, options=sp_opts)
+SP_COOKIE = cookie(CLI_IP, 40300, VIP_SP, 80, SP_ISN, 0, 6, 7, 1, 1)  # MSS_TABLE[6] = 1460
+# MSS: the tunnel path (1500 less GRE with a key, 28) less 40; the window: one segment.
+sp_synack = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_SP, dst=CLI_IP, ttl=64, id=0, flags="DF") / TCP(
+    sport=80, dport=40300, flags="SA", seq=SP_COOKIE, ack=(SP_ISN + 1) & 0xFFFFFFFF, window=1432,
+    options=[("MSS", 1432), ("SAckOK", b""), ("Timestamp", (0, SP_TS)), ("NOP", None), ("WScale", 7)])
+case("syn to a SYN-proxied VIP: a SYN-ACK with the cookie, nothing kept", 0, eth_in() / sp_syn, sp_synack, "synack:0")
+sp_ack = IP(src=CLI_IP, dst=VIP_SP, ttl=63, id=0x5152, flags="DF") / TCP(
+    sport=40300, dport=80, flags="A", seq=(SP_ISN + 1) & 0xFFFFFFFF, ack=(SP_COOKIE + 1) & 0xFFFFFFFF, window=502,
+    options=[("NOP", None), ("NOP", None), ("Timestamp", (SP_TS + 1, 0))])
+# The backend's SYN: the client's ISN and options (MSS clamped to the path), its newer timestamp.
+sp_backend_syn = IP(src=CLI_IP, dst=NAT_BE, ttl=64, id=0x5152, flags="DF") / TCP(
+    sport=40300, dport=8080, flags="S", seq=SP_ISN, window=502,
+    options=[("MSS", 1432), ("SAckOK", b""), ("Timestamp", (SP_TS + 1, 0)), ("NOP", None), ("WScale", 7)])
+case("ack with a valid cookie: the SYN to the backend, with the client's options", 0, eth_in() / sp_ack, gre(sp_backend_syn, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
+sp_forged = sp_ack.copy()
+sp_forged[TCP].ack = (SP_COOKIE + 2) & 0xFFFFFFFF
+case("ack with a forged cookie to a SYN-proxied VIP", 0, eth_in() / sp_forged, None, "drop:syn_cookie_invalid")
+case("rst to a SYN-proxied VIP without a session", 0, eth_in() / IP(src=CLI_IP, dst=VIP_SP) / TCP(sport=40301, dport=80, flags="R", seq=1), None, "drop:synproxy_no_session")
+case("syn with malformed options to a SYN-proxied VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP_SP) / TCP(sport=40302, dport=80, flags="S", dataofs=6) / Raw(b"\x02\x03\x05\x00"), None, "drop:synproxy_malformed")
+
 # ---- no backend can take a new flow: on_no_backend ----------------------------------------
 down_syn = IP(src=CLI_IP, dst=VIP_DOWN_RST, ttl=63, id=0x1111) / TCP(sport=40100, dport=80, flags="S", seq=7000)
 down_rst = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_DOWN_RST, dst=CLI_IP, ttl=64, id=0, flags="DF") / TCP(sport=80, dport=40100, flags="RA", seq=0, ack=7001, window=0)

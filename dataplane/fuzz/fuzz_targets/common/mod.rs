@@ -137,7 +137,10 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         }
         // The fuzz snapshot never loses a backend, so no session can need a reset.
         Verdict::Reset { .. } => panic!("a reset without a removed backend"),
+        // Nor has it NAT, SYN-proxied or `icmp_unreachable` services.
         Verdict::SynAck { .. } => panic!("a SYN-ACK without a SYN-proxied service"),
+        Verdict::NatReply { .. } => panic!("a NAT reply without a NAT service"),
+        Verdict::Unreachable { .. } => panic!("an ICMP unreachable without an icmp_unreachable service"),
         Verdict::Consumed | Verdict::Drop(_) => {
             assert!(
                 out.len() <= input.len(),
