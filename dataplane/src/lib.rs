@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod flow;
 pub mod hash;
 pub mod io;
+pub mod limit;
 pub mod maglev;
 pub mod pipeline;
 pub mod prefetch;
