@@ -22,6 +22,13 @@ from memory (`net_pcap` with `infinite_rx=1`, which copies each packet into a fr
 memif's receive side does), so no second CPU is involved and the host's vCPU placement does
 not matter.
 
+Every device forwards what it receives on port 0 out of port 1 (`net_null`), except sluiced in
+`syn-proxy-flood`: there it answers each SYN itself with a SYN-ACK out of port 0, the port the
+SYN came in on. Port 0 can transmit in both modes: `net_pcap` with an `rx_pcap` and no
+`tx_pcap`/`tx_iface` frees each packet it is given and counts it (DPDK's `eth_tx_drop`, as
+`net_null` does), and memif carries the replies back to the generator, which receives and frees
+them. sluiced's `tx_pps` counts the packets of every port, so it counts the replies.
+
     bench/rate.sh                      # setup, build, all scenarios, both modes
     bench/rate.py --scenarios established --runs 5 --measure 8
 
@@ -72,10 +79,15 @@ SCENARIOS = {
                 "one worker (client-to-backend direction)",
         "gen": ["--flows", "1000000", "--tcp-flags", "10", "--vip", "198.18.10.2"],
     },
+    "syn-proxy-flood": {
+        "what": "every packet a SYN (no TCP options) of a new flow to a SYN-proxied NAT VIP: sluiced answers "
+                "each with a cookie SYN-ACK out of the ext port and keeps nothing (testpmd forwards them "
+                "port 0 to 1), one worker",
+        "gen": ["--new-flows", "--tcp-flags", "02", "--vip", "198.18.10.3"],
+    },
 }
 # Scenarios that need more than this machine has are listed in the report as not run.
 NOT_RUN = {
-    "syn-proxy-flood": "SYN proxy is not implemented yet",
     "isolation": "token-bucket isolation is not implemented yet",
 }
 
@@ -143,6 +155,15 @@ services:
     vpc: 100
     backends:
 {nat_backends}
+  - name: proxied
+    vip: 198.18.10.3
+    port: 80
+    protocol: tcp
+    forwarding: nat
+    vpc: 100
+    synproxy: true
+    backends:
+{nat_backends}
 """
 
 
@@ -151,7 +172,8 @@ DUTS = ["testpmd-io", "testpmd-5tswap", "sluiced"]
 
 def dut_command(dut, vdev, cfg, mode, n_workers=1):
     if dut == "sluiced":
-        return [str(ROOT / "target/release/sluiced"), "--config", str(cfg), "--stats-interval", "1"]
+        return [str(ROOT / "target/release/sluiced"), "--config", str(cfg), "--stats-interval", "1",
+                "--print-stats"]
     fwd = dut.split("-", 1)[1]
     lcores = f"0@{DUT_CPU},1@{DUT_CPU}" if n_workers == 1 else "0@0," + ",".join(f"{i + 1}@{i}" for i in range(n_workers))
     return ["dpdk-testpmd", "--no-huge", "-m", str(MEMORY[mode]), "--no-pci", "--no-telemetry",
@@ -174,6 +196,18 @@ def dut_rates(dut, text):
             if m:
                 rates.append(float(m.group(1)))
     return rates
+
+
+def cookie_check(text):
+    """sluiced's final counters (--print-stats): "cookies N = ext tx M" when it sent cookies."""
+    def counter(name):
+        m = re.search(r"^" + re.escape(name) + r" (\d+)$", text, re.M)
+        return int(m.group(1)) if m else None
+    cookies = counter("sluice_synproxy_cookies_sent_total")
+    ext_tx = counter('sluice_port_tx_packets_total{port="ext"}')
+    if not cookies:
+        return ""
+    return f", cookies {cookies} {'=' if cookies == ext_tx else '!='} ext tx {ext_tx}"
 
 
 def busy(text):
@@ -249,6 +283,8 @@ def run_once(dut, scenario, args, n):
     steady = min(w) >= 0.8 * max(w)
     near = before < NEAR_NS and after < NEAR_NS
     note = (f"rtt {before}/{after} ns, " if memif else "") + ("steady" if steady else "unsteady")
+    if dut == "sluiced":
+        note += cookie_check(dtext)
     return rate, near and steady, note, (statistics.median(b) if b else None)
 
 
