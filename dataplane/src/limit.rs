@@ -17,6 +17,9 @@ pub const BURST_NS: u64 = 50_000_000;
 
 const NS: i128 = 1_000_000_000;
 
+use crate::stats::{Counter, MAX_SERVICE_IDS};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 /// The limits that are rates (indexes into a service's buckets and shares).
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,27 +92,134 @@ impl Bucket {
     }
 }
 
-/// Splits `rate` among workers by their recent `demand` (units each asked for in the last
-/// period) into `out`: every worker keeps a floor of an eighth of an equal share (so one that
-/// was idle can start), the rest goes in proportion to demand; with no demand, equal shares.
-/// The shares add up to `rate` (rounding goes to the first worker).
+/// Splits `rate` among workers by their recent `demand` (units per second each was offered
+/// in the last period) into `out`, max-min fair: a worker asking for less than an equal share
+/// of what is left gets what it asked plus a quarter (room to grow until the next rebalance),
+/// and at least a floor of an eighth of an equal share (so an idle worker can start); the
+/// rest is shared equally among the workers that asked for more. Whatever no worker asked for
+/// is spread equally. The shares add up to `rate` (rounding goes to the first worker).
 pub fn split(rate: u64, demand: &[u64], out: &mut [u64]) {
     let n = demand.len().min(out.len());
     if n == 0 {
         return;
     }
-    let total: u128 = demand[..n].iter().map(|&d| u128::from(d)).sum();
     let floor = rate / (8 * n as u64);
-    let rest = rate - floor * n as u64;
-    for (o, &d) in out[..n].iter_mut().zip(&demand[..n]) {
-        *o = floor
-            + match (u128::from(rest) * u128::from(d)).checked_div(total) {
-                Some(share) => share as u64,
-                None => rest / n as u64,
-            };
+    let want = |d: u64| d.saturating_add(d / 4).max(floor);
+    // Water-filling: the smallest wants first, each capped at an equal share of what is left.
+    let mut order: arrayvec::ArrayVec<usize, MAX_WORKERS> = (0..n.min(MAX_WORKERS)).collect();
+    order.sort_unstable_by_key(|&i| demand[i]);
+    let (mut left, mut remaining) = (order.len() as u64, rate);
+    for &i in &order {
+        let give = want(demand[i]).min(remaining / left);
+        out[i] = give;
+        remaining -= give;
+        left -= 1;
+    }
+    // Nobody asked for the rest: equal parts, so that any worker can grow into it.
+    let each = remaining / order.len() as u64;
+    for &i in &order {
+        out[i] += each;
     }
     let given: u64 = out[..n].iter().sum();
     out[0] += rate - given;
+}
+
+/// Most workers the shares are kept for.
+pub const MAX_WORKERS: usize = 64;
+
+/// What the control thread and the workers share about isolation: whether the appliance is
+/// overloaded (so `on_overload` limits apply) and each worker's share of each service's rates.
+/// The control thread is the only writer; a worker reads its own shares and the flag once per
+/// use, relaxed (a share that is a rebalance old is still a share).
+#[derive(Debug)]
+pub struct Isolation {
+    overloaded: AtomicBool,
+    workers: usize,
+    /// `[worker][service id][rate]`, flat. Zero: not set yet (an equal part of the rate).
+    shares: Box<[Counter]>,
+}
+
+impl Isolation {
+    pub fn new(workers: usize) -> Isolation {
+        let workers = workers.clamp(1, MAX_WORKERS);
+        Isolation {
+            overloaded: AtomicBool::new(false),
+            workers,
+            shares: crate::stats::counters(workers * MAX_SERVICE_IDS * RATES.len()),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    #[inline]
+    pub fn overloaded(&self) -> bool {
+        self.overloaded.load(Relaxed)
+    }
+
+    pub fn set_overloaded(&self, on: bool) {
+        self.overloaded.store(on, Relaxed);
+    }
+
+    #[inline]
+    fn index(&self, worker: usize, service: u16, rate: Rate) -> usize {
+        (worker * MAX_SERVICE_IDS + usize::from(service)) * RATES.len() + rate as usize
+    }
+
+    /// Worker `worker`'s share of `rate` (the service's configured rate) per second.
+    #[inline]
+    pub fn share(&self, worker: usize, service: u16, r: Rate, rate: u64) -> u64 {
+        match self.shares.get(self.index(worker, service, r)).map(Counter::get) {
+            Some(0) | None => rate / self.workers as u64,
+            Some(s) => s,
+        }
+    }
+
+    /// Sets worker `worker`'s share (control thread only).
+    pub fn set_share(&self, worker: usize, service: u16, r: Rate, share: u64) {
+        if worker < self.workers {
+            if let Some(c) = self.shares.get(self.index(worker, service, r)) {
+                c.set(share);
+            }
+        }
+    }
+}
+
+/// Per-service limit counters in a worker's stats: units offered per rate (what the shares
+/// follow) and drops per limit, at `service id * LIMIT_STRIDE`.
+pub const LIMIT_STRIDE: usize = 8;
+/// Index of the offered count of a rate, and of the drops of a limit.
+#[inline]
+pub fn offered_index(service: u16, r: Rate) -> usize {
+    usize::from(service) * LIMIT_STRIDE + r as usize
+}
+#[inline]
+pub fn dropped_index(service: u16, l: Which) -> usize {
+    usize::from(service) * LIMIT_STRIDE + 3 + l as usize
+}
+
+/// A limit that drops: one of the rates, or the sessions cap.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Which {
+    Packets = 0,
+    Bytes = 1,
+    Connections = 2,
+    Sessions = 3,
+}
+
+impl Which {
+    pub const ALL: [Which; 4] = [Which::Packets, Which::Bytes, Which::Connections, Which::Sessions];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Which::Packets => "packets",
+            Which::Bytes => "bytes",
+            Which::Connections => "connections",
+            Which::Sessions => "sessions",
+        }
+    }
 }
 
 /// Per worker: each service's buckets, kept across config generations by service id.
@@ -122,11 +232,18 @@ pub struct LimitState {
 
 impl LimitState {
     /// Aligns the buckets with `services` (ids, in snapshot order) when the generation changes;
-    /// a service keeps its buckets while its id stays.
-    pub fn prepare(&mut self, generation: u64, ids: impl Iterator<Item = u16> + Clone) {
-        if self.generation == generation && self.ids.len() == ids.clone().count() {
+    /// a service keeps its buckets while its id stays. Once per poll: nothing to do while the
+    /// generation stays (allocates only when it changes).
+    #[inline]
+    pub fn prepare(&mut self, generation: u64, ids: impl ExactSizeIterator<Item = u16>) {
+        if self.generation == generation && self.ids.len() == ids.len() {
             return;
         }
+        self.realign(generation, ids);
+    }
+
+    #[cold]
+    fn realign(&mut self, generation: u64, ids: impl Iterator<Item = u16>) {
         let old: std::collections::HashMap<u16, [Bucket; 3]> =
             self.ids.iter().copied().zip(self.buckets.iter().copied()).collect();
         self.ids = ids.collect();
@@ -203,21 +320,46 @@ mod tests {
     }
 
     #[test]
-    fn split_follows_demand_and_keeps_a_floor() {
+    fn split_is_max_min_fair_and_keeps_a_floor() {
         let mut out = [0; 2];
         split(1000, &[0, 0], &mut out);
+        assert_eq!(out, [500, 500], "no demand: equal parts");
+        // Worker 1 asks 100/s: it gets 125 (a quarter more); worker 0 takes the rest.
+        split(1000, &[5000, 100], &mut out);
+        assert_eq!(out, [875, 125]);
+        // Both ask more than half: half each.
+        split(1000, &[3000, 900], &mut out);
         assert_eq!(out, [500, 500]);
-        split(1000, &[300, 100], &mut out);
-        assert_eq!(out.iter().sum::<u64>(), 1000);
-        // floor 62 each, the rest 876 split 3:1.
-        assert_eq!(out, [62 + 657, 62 + 219]);
+        // An idle worker keeps its floor (an eighth of an equal share).
         split(1000, &[5000, 0], &mut out);
-        assert_eq!(out, [938, 62], "an idle worker keeps its floor");
+        assert_eq!(out, [938, 62]);
+        // Both ask little: each gets its want, the rest is spread equally.
+        split(1000, &[100, 200], &mut out);
+        assert_eq!(out, [438, 562]);
         let mut one = [0];
         split(7, &[3], &mut one);
         assert_eq!(one, [7]);
         split(u64::MAX, &[u64::MAX, 1], &mut out);
         assert_eq!(out[0].wrapping_add(out[1]), u64::MAX);
+        // Three workers, one light: the two heavy ones share what it leaves.
+        let mut three = [0; 3];
+        split(900, &[1000, 40, 1000], &mut three);
+        assert_eq!(three, [425, 50, 425]);
+        assert_eq!(three.iter().sum::<u64>(), 900);
+    }
+
+    #[test]
+    fn shares_default_to_equal_parts_until_set() {
+        let iso = Isolation::new(2);
+        assert_eq!(iso.share(1, 7, Rate::Packets, 1000), 500);
+        iso.set_share(1, 7, Rate::Packets, 900);
+        assert_eq!(iso.share(1, 7, Rate::Packets, 1000), 900);
+        assert_eq!(iso.share(0, 7, Rate::Packets, 1000), 500, "another worker's share is its own");
+        assert_eq!(iso.share(1, 7, Rate::Bytes, 1000), 500, "another rate's share is its own");
+        iso.set_share(5, 7, Rate::Packets, 1); // no such worker: ignored
+        assert!(!iso.overloaded());
+        iso.set_overloaded(true);
+        assert!(iso.overloaded());
     }
 
     #[test]

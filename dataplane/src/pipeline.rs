@@ -6,12 +6,13 @@
 use crate::cookie::{self, CookieError, SynOptions};
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
+use crate::limit::{self, Isolation, LimitState, Rate, Which};
 use crate::sched::{self, SchedState};
 use crate::session::{self, Insert, Session, SessionKey, SessionTable, TcpState};
 use crate::snapshot::{
     Forwarding, NoBackend, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel,
 };
-use crate::stats::DropReason;
+use crate::stats::{Counter, DropReason};
 use crate::synproxy::{self, SynProxy, HOLD_BYTES};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
@@ -101,6 +102,44 @@ pub struct Ctx<'a> {
     /// Number of next-hop MACs learned during this call.
     pub learned: u32,
     pub events: SessionEvents,
+    /// Resource isolation: the worker's buckets and shares (`None`: limits are not enforced).
+    pub limiter: Option<Limiter<'a>>,
+}
+
+/// A worker's part in resource isolation, for one burst.
+pub struct Limiter<'a> {
+    /// The worker's token buckets, aligned with the snapshot's services.
+    pub state: &'a mut LimitState,
+    /// Shares and the overload flag, set by the control thread.
+    pub isolation: &'a Isolation,
+    /// The worker's per-service limit counters (`WorkerStats::limits`).
+    pub counters: &'a [Counter],
+    pub worker: usize,
+    /// Read once for the burst: whether `on_overload` limits apply.
+    pub overloaded: bool,
+}
+
+impl<'a> Limiter<'a> {
+    #[inline]
+    fn count(&self, i: usize, n: u64) {
+        if let Some(c) = self.counters.get(i) {
+            c.add(n);
+        }
+    }
+
+    /// Takes `n` units of rate `r` for service `svc` (at snapshot index `si`) at `now_ns`:
+    /// true if the limit lets them through (or the service has no such limit).
+    #[inline]
+    fn take(&mut self, svc: &Service, si: usize, r: Rate, n: u64, now_ns: u64) -> bool {
+        let Some(lim) = svc.limits.rate(r) else { return true };
+        self.count(limit::offered_index(svc.id, r), n);
+        if !lim.applies(self.overloaded) {
+            return true;
+        }
+        let share = self.isolation.share(self.worker, svc.id, r, lim.value);
+        let Some(buckets) = self.state.buckets(si) else { return true };
+        buckets[r as usize].take(now_ns, share, n)
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -113,8 +152,67 @@ impl<'a> Ctx<'a> {
         resolve: &'a mut Resolve,
     ) -> Ctx<'a> {
         sched.prepare(snap);
-        Ctx { snap, sessions, proxy, sched, now_ns, resolve, learned: 0, events: SessionEvents::default() }
+        Ctx {
+            snap,
+            sessions,
+            proxy,
+            sched,
+            now_ns,
+            resolve,
+            learned: 0,
+            events: SessionEvents::default(),
+            limiter: None,
+        }
     }
+
+    /// Enforces the services' limits with `limiter`'s buckets and shares.
+    pub fn with_limiter(mut self, limiter: Limiter<'a>) -> Ctx<'a> {
+        limiter.state.prepare(self.snap.generation, self.snap.services.iter().map(|s| s.id));
+        self.limiter = Some(limiter);
+        self
+    }
+}
+
+/// The packets/s and bytes/s limits, on every packet of a client toward a service: the drop
+/// reason if one holds it back.
+#[inline]
+fn over_rate(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService) -> Option<DropReason> {
+    if !svc.limited {
+        return None;
+    }
+    let now = cx.now_ns;
+    let l = cx.limiter.as_mut()?;
+    if !l.take(svc, si, Rate::Packets, 1, now) {
+        l.count(limit::dropped_index(svc.id, Which::Packets), 1);
+        return Some(DropReason::LimitPackets);
+    }
+    if !l.take(svc, si, Rate::Bytes, u64::from(p.inner_len), now) {
+        l.count(limit::dropped_index(svc.id, Which::Bytes), 1);
+        return Some(DropReason::LimitBytes);
+    }
+    None
+}
+
+/// The concurrent-sessions and connections/s limits, before a new connection makes any state:
+/// the drop reason if one holds it back.
+#[inline]
+fn over_new(cx: &mut Ctx<'_>, svc: &Service, si: usize) -> Option<DropReason> {
+    if !svc.limited {
+        return None;
+    }
+    let (now, table) = (cx.now_ns, cx.sessions);
+    let l = cx.limiter.as_mut()?;
+    if let Some(cap) = svc.limits.sessions.filter(|c| c.applies(l.overloaded)) {
+        if u64::from(table.service_active(svc.id)) >= cap.value {
+            l.count(limit::dropped_index(svc.id, Which::Sessions), 1);
+            return Some(DropReason::LimitSessions);
+        }
+    }
+    if !l.take(svc, si, Rate::Connections, 1, now) {
+        l.count(limit::dropped_index(svc.id, Which::Connections), 1);
+        return Some(DropReason::LimitConnections);
+    }
+    None
 }
 
 use Verdict::Drop;
@@ -360,6 +458,9 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     let Some(svc) = snap.services.get(si) else {
         return Drop(DropReason::NoService);
     };
+    if let Some(reason) = over_rate(cx, svc, si, p) {
+        return Drop(reason);
+    }
     let now = session::tick(cx.now_ns);
     let key = p.session_key();
 
@@ -426,6 +527,9 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     let bi = match chosen {
         Some(bi) => bi,
         None => {
+            if let Some(reason) = over_new(cx, svc, si) {
+                return Drop(reason);
+            }
             let Some(mut bi) = choose_new(cx, svc, si, p, now) else {
                 return no_backend(cx.snap, svc, frame, p);
             };
@@ -843,6 +947,9 @@ fn proxy_first<F: Frame>(
     };
     cx.events.acks_valid += 1;
     let (si, now, table) = (usize::from(p.service), session::tick(cx.now_ns), cx.sessions);
+    if let Some(reason) = over_new(cx, svc, si) {
+        return Drop(reason);
+    }
     let Some(bi) = choose_new(cx, svc, si, p, now) else {
         cx.events.backend_failures += 1;
         return no_backend(cx.snap, svc, frame, p);

@@ -513,6 +513,18 @@ pub struct Sweep {
 #[cfg(loom)]
 type Slots = Box<[Slot]>;
 
+/// +1 or -1 on a shared count; never below zero, whatever order decrements and increments
+/// arrive in.
+fn up_down(a: Option<&AtomicU32>, up: bool) {
+    if let Some(a) = a {
+        if up {
+            a.fetch_add(1, Relaxed);
+        } else {
+            let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+        }
+    }
+}
+
 /// The shared session table. `Send + Sync`; all methods take `&self`.
 pub struct SessionTable {
     slots: Slots,
@@ -526,6 +538,8 @@ pub struct SessionTable {
     active: Box<[AtomicU32]>,
     /// Sessions made per backend id since start (metrics: new sessions per backend).
     created: Box<[crate::stats::Counter]>,
+    /// Flow sessions per service id (the concurrent-sessions limit), kept as `active` is.
+    per_service: Box<[AtomicU32]>,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -551,6 +565,7 @@ impl SessionTable {
             full: AtomicBool::new(false),
             active: zeroed_counts(MAX_BACKEND_IDS),
             created: crate::stats::counters(MAX_BACKEND_IDS),
+            per_service: zeroed_counts(crate::stats::MAX_SERVICE_IDS),
         }
     }
 
@@ -601,20 +616,23 @@ impl SessionTable {
         self.active.get(backend as usize).map_or(0, |a| a.load(Relaxed))
     }
 
+    /// Flow sessions of a service id now.
+    #[inline]
+    pub fn service_active(&self, service: u16) -> u32 {
+        self.per_service.get(usize::from(service)).map_or(0, |a| a.load(Relaxed))
+    }
+
     /// Sessions made for a backend id since the table was created.
     pub fn created(&self, backend: u32) -> u64 {
         self.created.get(backend as usize).map_or(0, |c| c.get())
     }
 
     fn count(&self, backend: u32, up: bool) {
-        if let Some(a) = self.active.get(backend as usize) {
-            if up {
-                a.fetch_add(1, Relaxed);
-            } else {
-                // Never below zero, whatever order decrements and increments arrive in.
-                let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
-            }
-        }
+        up_down(self.active.get(backend as usize), up);
+    }
+
+    fn count_service(&self, key: &SessionKey, up: bool) {
+        up_down(self.per_service.get(key.ident as usize), up);
     }
 
     #[inline]
@@ -723,6 +741,7 @@ impl SessionTable {
             s.w[0].store(meta(seq_of(m).wrapping_add(2), LIVE, tag), Ordering::Release);
             if key.kind == KeyKind::Flow {
                 self.count(session.backend, true);
+                self.count_service(key, true);
                 if let Some(c) = self.created.get(session.backend as usize) {
                     // Any thread may insert: an atomic add, not the one-writer `Counter::add`.
                     c.fetch_add(1);
@@ -829,8 +848,9 @@ impl SessionTable {
                 Ordering::Relaxed,
             )
             .is_ok();
-        if ok && SessionKey::from_words(r.key).is_some_and(|k| k.kind == KeyKind::Flow) {
+        if let Some(k) = SessionKey::from_words(r.key).filter(|k| ok && k.kind == KeyKind::Flow) {
             self.count(Session::from_words(r.value).backend, false);
+            self.count_service(&k, false);
         }
         ok
     }
@@ -1021,6 +1041,34 @@ mod tests {
         assert!(!t.remove(i, &k));
         assert_eq!(t.lookup(&k, h), None);
         assert_eq!(t.active(7), 0);
+    }
+
+    #[test]
+    fn sessions_are_counted_per_service() {
+        let t = SessionTable::new(1000, Timeouts::default(), 1);
+        // key(i) is of service i % 3.
+        let slots: Vec<(usize, SessionKey)> = (0..30)
+            .map(|i| {
+                let k = key(i);
+                let Insert::Inserted(slot) = t.insert(&k, t.hash(&k), &Session::new(1, TcpState::SynSent, 0))
+                else {
+                    panic!()
+                };
+                (slot, k)
+            })
+            .collect();
+        assert_eq!((0..3).map(|s| t.service_active(s)).collect::<Vec<_>>(), [10, 10, 10]);
+        // A persistence entry is not a connection.
+        let p = SessionKey::persist(Addr::v4(Ipv4Addr::new(198, 18, 0, 1)), 1);
+        t.insert(&p, t.hash(&p), &Session::new(1, TcpState::NotTcp, 0));
+        assert_eq!(t.service_active(1), 10);
+        for (slot, k) in slots.iter().filter(|(_, k)| k.ident == 2) {
+            assert!(t.remove(*slot, k));
+        }
+        assert_eq!((0..3).map(|s| t.service_active(s)).collect::<Vec<_>>(), [10, 10, 0]);
+        // Expiry counts down too.
+        t.sweep(u32::MAX / 2, 0, t.slot_count(), |_, _| {});
+        assert_eq!((t.service_active(0), t.service_active(1)), (0, 0));
     }
 
     #[test]
@@ -1264,6 +1312,7 @@ mod loom_tests {
             full: AtomicBool::new(false),
             active: (0..4).map(|_| AtomicU32::new(0)).collect(),
             created: crate::stats::counters(4),
+            per_service: (0..4).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! sees the reply, in a single atomic word.
 
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
+pub use crate::limit::Limits;
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
 use crate::table::{MapKey, StaticMap};
 use crate::wire::{ipv4, Mac};
@@ -162,6 +163,8 @@ pub struct ServiceSpec {
     /// Answer SYNs with cookies and open the backend's connection only for clients that
     /// finish the handshake (`nat` TCP services only).
     pub synproxy: bool,
+    /// Rate and session limits (resource isolation; none by default).
+    pub limits: Limits,
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
 }
@@ -188,6 +191,7 @@ impl ServiceSpec {
             on_backend_removed: OnRemoved::Remap,
             on_no_backend: NoBackend::Drop,
             synproxy: false,
+            limits: Limits::default(),
             table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             backends,
         }
@@ -347,6 +351,11 @@ pub struct Service {
     /// their ports' MTUs less the tunnel headers, less 40). The SYN-ACK offers this or the
     /// client's port's MTU less 40, whichever is smaller.
     pub synproxy_mss: Option<u16>,
+    /// Rate and session limits (see `limit`).
+    pub limits: Limits,
+    /// Whether `limits` has any (the per-packet test: one byte beside the other flags, not
+    /// the limits' own cache line).
+    pub limited: bool,
     pub backends: Vec<Backend>,
     pub maglev: Maglev,
     /// Backend indexes in smooth weighted round-robin order (`RoundRobin`).
@@ -652,6 +661,8 @@ impl Snapshot {
             };
             services.push(Service {
                 synproxy_mss,
+                limits: s.limits,
+                limited: !s.limits.is_empty(),
                 id,
                 persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
                 on_backend_removed: s.on_backend_removed,

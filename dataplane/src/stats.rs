@@ -20,6 +20,12 @@ impl Counter {
         self.0.load(Relaxed)
     }
 
+    /// Overwrites the value (its one writer only).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// An atomic add, for counters that several threads write (rare paths only).
     #[inline]
     pub fn fetch_add(&self, n: u64) {
@@ -125,6 +131,14 @@ drop_reasons! {
     SynproxyBackendUnexpected = "synproxy_backend_unexpected",
     /// SYN proxy: TCP options that cannot be read in a segment that needs translating.
     SynproxyMalformed = "synproxy_malformed",
+    /// Isolation: over the service's packets/s limit.
+    LimitPackets = "limit_packets",
+    /// Isolation: over the service's bytes/s limit.
+    LimitBytes = "limit_bytes",
+    /// Isolation: a new connection over the service's connections/s limit (no state made).
+    LimitConnections = "limit_connections",
+    /// Isolation: a new connection while the service has its most concurrent sessions.
+    LimitSessions = "limit_sessions",
 }
 
 /// Per-port counters kept by each worker for the queue it owns.
@@ -171,9 +185,14 @@ pub struct WorkerStats {
     /// indexed by their stable ids.
     pub per_service: Box<[Traffic]>,
     pub per_backend: Box<[Traffic]>,
+    /// Isolation, per service id: units offered per rate and drops per limit
+    /// (`limit::offered_index`, `limit::dropped_index`).
+    pub limits: Box<[Counter]>,
     /// Loop iterations, and those that received at least one packet (the busy ratio).
     pub polls: Counter,
     pub busy_polls: Counter,
+    /// Nanoseconds spent in polls that received packets (the load the overload check reads).
+    pub busy_ns: Counter,
 }
 
 impl Default for WorkerStats {
@@ -196,8 +215,10 @@ impl Default for WorkerStats {
             synproxy: SynProxyCounters::default(),
             per_service: traffic(MAX_SERVICE_IDS),
             per_backend: traffic(crate::session::MAX_BACKEND_IDS),
+            limits: counters(MAX_SERVICE_IDS * crate::limit::LIMIT_STRIDE),
             polls: Counter::default(),
             busy_polls: Counter::default(),
+            busy_ns: Counter::default(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! queues in tests and benchmarks.
 
 use crate::io::{Burst, Frame, Io, BURST};
-use crate::pipeline::{build_arp_request, classify, finish, Ctx, Resolve, Stage, Verdict};
+use crate::limit::{Isolation, LimitState};
+use crate::pipeline::{build_arp_request, classify, finish, Ctx, Limiter, Resolve, Stage, Verdict};
 use crate::sched::SchedState;
 use crate::session::SessionTable;
 use crate::snapshot::Snapshot;
@@ -29,6 +30,8 @@ pub struct Worker<I: Io> {
     stats: Arc<WorkerStats>,
     tx: [Burst<I::Frame>; MAX_PORTS],
     next_scan_ns: u64,
+    isolation: Arc<Isolation>,
+    limits: LimitState,
 }
 
 impl<I: Io> Worker<I> {
@@ -54,7 +57,15 @@ impl<I: Io> Worker<I> {
             stats,
             tx: std::array::from_fn(|_| Burst::new()),
             next_scan_ns: 0,
+            isolation: Arc::new(Isolation::new(workers)),
+            limits: LimitState::default(),
         }
+    }
+
+    /// Shares the control thread's isolation state (overload flag, rate shares); without it
+    /// a worker enforces limits on its own, with an equal part of each rate.
+    pub fn set_isolation(&mut self, isolation: Arc<Isolation>) {
+        self.isolation = isolation;
     }
 
     pub fn io(&mut self) -> &mut I {
@@ -66,9 +77,16 @@ impl<I: Io> Worker<I> {
     }
 
     /// Runs until `stop` is set. `clock` returns monotonic nanoseconds.
+    /// Time spent in polls that received packets is added to `busy_ns`.
     pub fn run(&mut self, stop: &AtomicBool, clock: impl Fn() -> u64) {
+        let mut now = clock();
         while !stop.load(Ordering::Relaxed) {
-            self.poll(clock());
+            let received = self.poll(now);
+            let after = clock();
+            if received > 0 {
+                self.stats.busy_ns.add(after.saturating_sub(now));
+            }
+            now = after;
         }
         self.flush_all();
     }
@@ -81,6 +99,10 @@ impl<I: Io> Worker<I> {
         let snap: &Snapshot = &guard;
         let sessions = Arc::clone(&self.sessions);
         let proxy = Arc::clone(&self.proxy);
+        let isolation = Arc::clone(&self.isolation);
+        let stats = Arc::clone(&self.stats);
+        let overloaded = isolation.overloaded();
+        let mut limits = std::mem::take(&mut self.limits);
         // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
         let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
@@ -95,7 +117,15 @@ impl<I: Io> Worker<I> {
             received += rx.len();
             let mut bytes = 0;
 
-            let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve);
+            let limiter = Limiter {
+                state: &mut limits,
+                isolation: &isolation,
+                counters: &stats.limits,
+                worker: self.id,
+                overloaded,
+            };
+            let mut cx =
+                Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve).with_limiter(limiter);
             // Pass 1: classify the burst; for packets to a service, prefetch the session slot,
             // so that pass 2 finds it in cache.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
@@ -199,6 +229,7 @@ impl<I: Io> Worker<I> {
         }
 
         self.sched = sched;
+        self.limits = limits;
         self.flush_all();
         self.stats.polls.add(1);
         if received > 0 {
