@@ -5,6 +5,7 @@
 
 use crate::locate::{Locations, Pos};
 use serde::Deserialize;
+use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
 use sluice_dataplane::session::Timeouts;
 use sluice_dataplane::snapshot::{
@@ -36,6 +37,85 @@ struct RawConfig {
     #[serde(default)]
     sessions: RawSessions,
     metrics: Option<RawMetrics>,
+    isolation: Option<RawIsolation>,
+}
+
+/// When isolation is on: the overload check.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIsolation {
+    interval: Option<f64>,
+    high: Option<RawLoad>,
+    low: Option<RawLoad>,
+    calm_checks: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    busy: Option<f64>,
+    packets_per_second: Option<u64>,
+    sessions: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawWhen {
+    #[default]
+    Always,
+    OnOverload,
+}
+
+/// A limit: a number, or `{ value: N, when: on_overload }`.
+#[derive(Debug, Clone, Copy)]
+enum RawLimit {
+    Plain(u64),
+    Full { value: u64, when: Option<RawWhen> },
+}
+
+// By hand rather than `untagged`, so that a wrong value is named for what it is, at its field.
+impl<'de> Deserialize<'de> for RawLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLimit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, or { value: N, when: always | on_overload }")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawLimit, E> {
+                Ok(RawLimit::Plain(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawLimit, E> {
+                u64::try_from(v)
+                    .map(RawLimit::Plain)
+                    .map_err(|_| E::custom(format!("{v}: a limit is positive")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawLimit, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Full {
+                    value: u64,
+                    when: Option<RawWhen>,
+                }
+                let f = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawLimit::Full { value: f.value, when: f.when })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// The default for every limit of the service that does not say.
+    #[serde(default)]
+    when: RawWhen,
+    packets_per_second: Option<RawLimit>,
+    bytes_per_second: Option<RawLimit>,
+    connections_per_second: Option<RawLimit>,
+    sessions: Option<RawLimit>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -212,6 +292,7 @@ struct RawService {
     on_no_backend: RawNoBackend,
     #[serde(default)]
     synproxy: bool,
+    limits: Option<RawLimits>,
     health: Option<RawHealth>,
     table_size: Option<u32>,
     #[serde(default)]
@@ -301,6 +382,8 @@ pub struct Config {
     pub health: Vec<Option<crate::health::HealthSpec>>,
     /// Where the Prometheus endpoint listens (`None`: no endpoint).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The overload check that switches `on_overload` limits on and off.
+    pub isolation: crate::isolation::IsolationSpec,
 }
 
 impl Config {
@@ -474,6 +557,99 @@ impl Validator<'_> {
             rise,
             fall,
         })
+    }
+
+    /// A service's `limits` section, checked.
+    fn limits(&mut self, i: usize, l: &RawLimits) -> Limits {
+        let one = |v: &mut Self, k: &str, raw: Option<RawLimit>, max: u64| -> Option<Limit> {
+            let (value, when) = match raw? {
+                RawLimit::Plain(n) => (n, l.when),
+                RawLimit::Full { value, when } => (value, when.unwrap_or(l.when)),
+            };
+            if !(1..=max).contains(&value) {
+                v.refuse(&format!("services[{i}].limits.{k}"), format!("{value} is outside 1..={max}"));
+            }
+            Some(Limit { value: value.clamp(1, max), on_overload: when == RawWhen::OnOverload })
+        };
+        // Rates up to 2^40 per second keep the buckets' arithmetic exact (see limit::Bucket).
+        const MAX_RATE: u64 = 1 << 40;
+        let mut out = Limits::default();
+        out.rates[Rate::Packets as usize] = one(self, "packets_per_second", l.packets_per_second, MAX_RATE);
+        out.rates[Rate::Bytes as usize] = one(self, "bytes_per_second", l.bytes_per_second, MAX_RATE);
+        out.rates[Rate::Connections as usize] =
+            one(self, "connections_per_second", l.connections_per_second, MAX_RATE);
+        out.sessions = one(self, "sessions", l.sessions, MAX_SESSIONS);
+        if out.is_empty() {
+            self.refuse(
+                &format!("services[{i}].limits"),
+                "no limit given (packets_per_second, bytes_per_second, connections_per_second, sessions)",
+            );
+        }
+        out
+    }
+
+    /// The `isolation` section (the overload check), checked; defaults without one.
+    fn isolation(&mut self, raw: Option<&RawIsolation>) -> crate::isolation::IsolationSpec {
+        use crate::isolation::{IsolationSpec, Load};
+        let d = IsolationSpec::default();
+        let Some(raw) = raw else { return d };
+        let interval = raw.interval.unwrap_or(d.interval.as_secs_f64());
+        if !(0.1..=3600.0).contains(&interval) {
+            self.refuse("isolation.interval", format!("{interval} s is outside 0.1..=3600"));
+        }
+        let calm_checks = raw.calm_checks.unwrap_or(d.calm_checks);
+        if !(1..=1000).contains(&calm_checks) {
+            self.refuse("isolation.calm_checks", format!("{calm_checks} is outside 1..=1000"));
+        }
+        let load = |v: &mut Self, which: &str, r: RawLoad| -> Load {
+            if let Some(b) = r.busy {
+                if !(b > 0.0 && b <= 1.0) {
+                    v.refuse(&format!("isolation.{which}.busy"), format!("{b} is outside (0, 1]"));
+                }
+            }
+            for (k, x) in [("packets_per_second", r.packets_per_second), ("sessions", r.sessions)] {
+                if x == Some(0) {
+                    v.refuse(&format!("isolation.{which}.{k}"), "0: leave it out to not check it");
+                }
+            }
+            Load { busy: r.busy, packets_per_second: r.packets_per_second, sessions: r.sessions }
+        };
+        let high = match raw.high {
+            Some(h) => load(self, "high", h),
+            None => d.high,
+        };
+        if high.busy.is_none() && high.packets_per_second.is_none() && high.sessions.is_none() {
+            self.refuse("isolation.high", "no mark given (busy, packets_per_second, sessions)");
+        }
+        // A low-water mark not given is 80% of its high one.
+        let low_raw = raw.low.unwrap_or_default();
+        let low = load(self, "low", low_raw);
+        let low = Load {
+            busy: low.busy.or(high.busy.map(|b| b * 0.8)),
+            packets_per_second: low.packets_per_second.or(high.packets_per_second.map(|p| p * 4 / 5)),
+            sessions: low.sessions.or(high.sessions.map(|s| s * 4 / 5)),
+        };
+        for (k, l, h) in [
+            ("busy", low.busy.map(|b| (b * 1e6) as u64), high.busy.map(|b| (b * 1e6) as u64)),
+            ("packets_per_second", low.packets_per_second, high.packets_per_second),
+            ("sessions", low.sessions, high.sessions),
+        ] {
+            match (l, h) {
+                (Some(l), Some(h)) if l > h => {
+                    self.refuse(&format!("isolation.low.{k}"), "above its high-water mark");
+                }
+                (Some(_), None) => {
+                    self.refuse(&format!("isolation.low.{k}"), "has no high-water mark to go with");
+                }
+                _ => {}
+            }
+        }
+        IsolationSpec {
+            interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+            high,
+            low,
+            calm_checks,
+        }
     }
 
     /// Refuses every change a running sluiced cannot take without a restart.
@@ -793,6 +969,7 @@ impl Validator<'_> {
             } else if s.synproxy && !matches!(s.protocol, RawProtocol::Tcp) {
                 self.refuse(&f("synproxy"), "SYN proxy is for TCP services");
             }
+            let limits = s.limits.as_ref().map(|l| self.limits(i, l)).unwrap_or_default();
             let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
             let Some(vip) = vip else {
                 continue;
@@ -824,6 +1001,7 @@ impl Validator<'_> {
                     RawNoBackend::IcmpUnreachable => NoBackend::IcmpUnreachable,
                 },
                 synproxy: s.synproxy,
+                limits,
                 table_size,
                 backends,
             });
@@ -862,7 +1040,10 @@ impl Validator<'_> {
             }
         }
 
+        let isolation = self.isolation(raw.isolation.as_ref());
+
         Config {
+            isolation,
             file: self.file.to_string(),
             eal_args,
             mbufs: raw.dpdk.mbufs,

@@ -146,6 +146,8 @@ pub struct MetricsSource {
     pub nic_stats: Option<NicStatsFn>,
     /// Backend health (`sluice_backend_healthy`); `None` (today): not exported.
     pub health: Option<HealthFn>,
+    /// The overload check (`sluice_isolation_*`); `None`: not exported.
+    pub isolation: Option<Arc<crate::isolation::IsolationState>>,
 }
 
 // ---- the families -----------------------------------------------------------------------------
@@ -278,6 +280,20 @@ families! {
         "Bytes sent toward the backend, tunnel headers included.";
     BACKEND_NEW_SESSIONS: Counter "sluice_backend_sessions_created_total" ["service", "backend"]
         "Sessions made for the backend.";
+    SERVICE_LIMIT: Gauge "sluice_service_limit" ["service", "limit", "when"]
+        "A configured limit of the service: per second for packets, bytes and connections; a count for sessions.";
+    SERVICE_LIMITED: Counter "sluice_service_limited_total" ["service", "limit"]
+        "Packets of the service dropped by a limit (connections and sessions: new connections refused before any state).";
+    SERVICE_ACTIVE_SESSIONS: Gauge "sluice_service_active_sessions" ["service"]
+        "Connections (flow sessions) of the service now.";
+    ISOLATION_ACTIVE: Gauge "sluice_isolation_active" []
+        "1 while the appliance counts as overloaded and on_overload limits apply.";
+    ISOLATION_CHECKS: Counter "sluice_isolation_checks_total" []
+        "Overload checks made (one per isolation.interval).";
+    ISOLATION_SWITCHES: Counter "sluice_isolation_switches_total" ["to"]
+        "Times isolation was switched on or off.";
+    ISOLATION_LOAD: Gauge "sluice_isolation_load" ["measure"]
+        "The load the last overload check measured: busiest worker's busy ratio, packets per second received, live sessions.";
     CONFIG_GENERATION: Gauge "sluice_config_generation" []
         "Generation of the config in effect.";
     CONFIG_LAST_SUCCESS: Gauge "sluice_config_last_apply_success" []
@@ -612,6 +628,53 @@ impl SluiceCollector {
         }
     }
 
+    /// Limits as configured, drops per limit, connections per service; the overload check.
+    fn limits(&self, snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+        use sluice_dataplane::limit::{dropped_index, Which, RATES};
+        let mut conf = Family::new(&SERVICE_LIMIT);
+        let mut limited = Family::new(&SERVICE_LIMITED);
+        let mut seen = HashSet::new();
+        for s in snap.services.iter().filter(|s| !s.limits.is_empty() && seen.insert(s.name.as_str())) {
+            let when =
+                |l: &sluice_dataplane::limit::Limit| if l.on_overload { "on_overload" } else { "always" };
+            for r in RATES {
+                if let Some(l) = s.limits.rate(r) {
+                    conf.add(&[&s.name, crate::isolation::rate_label(r), when(&l)], l.value as f64);
+                }
+            }
+            if let Some(l) = s.limits.sessions {
+                conf.add(&[&s.name, "sessions", when(&l)], l.value as f64);
+            }
+            for w in Which::ALL {
+                let n: u64 = self
+                    .source
+                    .stats
+                    .iter()
+                    .map(|st| st.limits.get(dropped_index(s.id, w)).map_or(0, |c| c.get()))
+                    .sum();
+                limited.add(&[&s.name, w.label()], n as f64);
+            }
+        }
+        conf.push_to(out);
+        limited.push_to(out);
+        let table = &self.source.sessions;
+        self.per_service(snap, &SERVICE_ACTIVE_SESSIONS, |s| Some(f64::from(table.service_active(s.id))))
+            .push_to(out);
+        let Some(iso) = &self.source.isolation else { return };
+        use std::sync::atomic::Ordering::Relaxed;
+        single(&ISOLATION_ACTIVE, flag(iso.active.load(Relaxed)), out);
+        single(&ISOLATION_CHECKS, iso.checks.load(Relaxed) as f64, out);
+        let mut sw = Family::new(&ISOLATION_SWITCHES);
+        sw.add(&["on"], iso.switched_on.load(Relaxed) as f64);
+        sw.add(&["off"], iso.switched_off.load(Relaxed) as f64);
+        sw.push_to(out);
+        let mut load = Family::new(&ISOLATION_LOAD);
+        load.add(&["busy"], f64::from_bits(iso.busy_bits.load(Relaxed)));
+        load.add(&["packets_per_second"], iso.packets_per_second.load(Relaxed) as f64);
+        load.add(&["sessions"], iso.sessions.load(Relaxed) as f64);
+        load.push_to(out);
+    }
+
     fn config(&self, out: &mut Vec<MetricFamily>) {
         let a = &self.source.apply;
         single(&CONFIG_GENERATION, a.generation() as f64, out);
@@ -655,6 +718,7 @@ impl Collector for SluiceCollector {
         self.sessions(&t, &mut out);
         self.workers(&mut out);
         self.services(&snap, &mut out);
+        self.limits(&snap, &mut out);
         self.config(&mut out);
         build_info(&mut out);
         out
@@ -923,6 +987,7 @@ mod tests {
             sessions_expired: Arc::new(AtomicU64::new(0)),
             nic_stats: None,
             health: None,
+            isolation: None,
         }
     }
 
@@ -950,9 +1015,52 @@ mod tests {
             })
     }
 
+    fn limited_web() -> ServiceSpec {
+        use sluice_dataplane::limit::{Limit, Limits};
+        let l = |value, on_overload| Some(Limit { value, on_overload });
+        ServiceSpec {
+            limits: Limits { rates: [l(1000, true), None, l(50, false)], sessions: l(200, false) },
+            ..web()
+        }
+    }
+
+    #[test]
+    fn limits_and_the_overload_check_are_exported() {
+        use sluice_dataplane::limit::{dropped_index, Which};
+        let mut src = source(snapshot(vec![limited_web()]), 2);
+        let iso = Arc::new(crate::isolation::IsolationState::default());
+        iso.active.store(true, Ordering::Relaxed);
+        iso.checks.store(12, Ordering::Relaxed);
+        iso.switched_on.store(2, Ordering::Relaxed);
+        iso.switched_off.store(1, Ordering::Relaxed);
+        iso.busy_bits.store(0.25f64.to_bits(), Ordering::Relaxed);
+        iso.packets_per_second.store(40_000, Ordering::Relaxed);
+        src.isolation = Some(iso);
+        let id = src.snapshot.load().services[0].id;
+        src.stats[0].limits[dropped_index(id, Which::Packets)].add(7);
+        src.stats[1].limits[dropped_index(id, Which::Packets)].add(5);
+        src.stats[1].limits[dropped_index(id, Which::Sessions)].add(3);
+        let mfs = SluiceCollector::new(src).expect("collector").collect();
+        assert_eq!(gauge(&mfs, "sluice_service_limit", &["web", "packets", "on_overload"]), Some(1000.0));
+        assert_eq!(gauge(&mfs, "sluice_service_limit", &["web", "connections", "always"]), Some(50.0));
+        assert_eq!(gauge(&mfs, "sluice_service_limit", &["web", "sessions", "always"]), Some(200.0));
+        assert_eq!(gauge(&mfs, "sluice_service_limit", &["web", "bytes", "always"]), None, "not configured");
+        assert_eq!(gauge(&mfs, "sluice_service_limited_total", &["web", "packets"]), Some(12.0), "summed");
+        assert_eq!(gauge(&mfs, "sluice_service_limited_total", &["web", "sessions"]), Some(3.0));
+        assert_eq!(gauge(&mfs, "sluice_service_limited_total", &["web", "bytes"]), Some(0.0));
+        assert_eq!(gauge(&mfs, "sluice_service_active_sessions", &["web"]), Some(0.0));
+        assert_eq!(gauge(&mfs, "sluice_isolation_active", &[]), Some(1.0));
+        assert_eq!(gauge(&mfs, "sluice_isolation_checks_total", &[]), Some(12.0));
+        assert_eq!(gauge(&mfs, "sluice_isolation_switches_total", &["on"]), Some(2.0));
+        assert_eq!(gauge(&mfs, "sluice_isolation_switches_total", &["off"]), Some(1.0));
+        assert_eq!(gauge(&mfs, "sluice_isolation_load", &["busy"]), Some(0.25));
+        assert_eq!(gauge(&mfs, "sluice_isolation_load", &["packets_per_second"]), Some(40_000.0));
+    }
+
     #[test]
     fn every_family_is_declared_with_its_labels_and_type() {
-        let mut src = source(snapshot(vec![web()]), 2);
+        let mut src = source(snapshot(vec![limited_web()]), 2);
+        src.isolation = Some(Default::default());
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
         src.apply.record_refused();

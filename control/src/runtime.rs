@@ -5,6 +5,7 @@ use crate::admin::{self, Pending, Request, Response};
 use crate::config::Config;
 use crate::health;
 use crate::ids::Registry;
+use crate::isolation::{Monitor, Rebalancer};
 use crate::metrics;
 use crate::report::Totals;
 use arc_swap::ArcSwap;
@@ -13,6 +14,7 @@ use log::{info, warn};
 use sluice_dataplane::cookie;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::io::BURST;
+use sluice_dataplane::limit::Isolation;
 use sluice_dataplane::session::{tick, SessionTable};
 use sluice_dataplane::snapshot::{Forwarding, Snapshot};
 use sluice_dataplane::stats::WorkerStats;
@@ -488,6 +490,11 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         sessions.memory_bytes() >> 20
     );
 
+    // Resource isolation: the overload flag and the workers' shares of each rate limit.
+    let isolation = Arc::new(Isolation::new(usize::from(n_workers)));
+    let mut monitor = Monitor::new(config.isolation.clone(), usize::from(n_workers), 0);
+    let mut rebalancer = Rebalancer::default();
+
     // Queue q of every port goes to worker q.
     let mut per_worker: Vec<(Vec<_>, Vec<_>)> = (0..n_workers).map(|_| (Vec::new(), Vec::new())).collect();
     for port in &ports {
@@ -509,6 +516,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         let io = DpdkIo::new(rx, tx, pool.clone());
         let cell = Arc::clone(&config_cell);
         let shared = (Arc::clone(&sessions), Arc::clone(&proxy));
+        let worker_isolation = Arc::clone(&isolation);
         let stop_flag = Arc::clone(&worker_stop);
         let n_ports = ports.len() as u16;
         let h = thread::Builder::new()
@@ -518,6 +526,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
                 let lcore = Eal::register_thread().map_err(|e| format!("worker {w}: {e}"))?;
                 info!("worker {w} on core {core} (lcore {lcore})");
                 let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, shared, st);
+                worker.set_isolation(worker_isolation);
                 worker.run(&stop_flag, || epoch.elapsed().as_nanos() as u64);
                 Eal::unregister_thread();
                 Ok(())
@@ -569,6 +578,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
             health: Some(Box::new(move |id| {
                 health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
             })),
+            isolation: Some(Arc::clone(&monitor.state)),
         };
         match metrics::registry(source)
             .map_err(|e| e.to_string())
@@ -584,7 +594,15 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
 
     while !stop.load(Ordering::Relaxed) && failed.is_none() {
         thread::sleep(Duration::from_millis(50));
-        sweeper.step(&sessions, tick(epoch.elapsed().as_nanos() as u64));
+        let now_ns = epoch.elapsed().as_nanos() as u64;
+        sweeper.step(&sessions, tick(now_ns));
+        if rebalancer.due(now_ns) {
+            rebalancer.rebalance(&config_cell.load(), &stats, &isolation, now_ns);
+        }
+        if monitor.due(now_ns) {
+            monitor.detector.set_spec(control.config.isolation.clone());
+            monitor.check(&stats, sweeper.live as u64, now_ns, &isolation);
+        }
         let period = cookie::period(epoch.elapsed().as_secs());
         if proxy.keys.rotation_due(period, last_rotated) {
             match random_words() {
@@ -608,14 +626,18 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
                 Request::Restore { service, backend } => control.drain(&service, &backend, false),
                 Request::Status => Response::Ok {
                     text: format!(
-                        "config {}\ngeneration {}\nlast apply: {}\nworkers {}\nuptime {} s\nsessions {} of {}\n",
+                        "config {}\ngeneration {}\nlast apply: {}\nworkers {}\nuptime {} s\nsessions {} of {}\n\
+                         isolation {} ({} checks, every {:?})\n",
                         control.config_path.as_ref().map_or("-".into(), |p| p.display().to_string()),
                         control.generation,
                         control.last_apply,
                         n_workers,
                         started.elapsed().as_secs(),
                         sweeper.live,
-                        sessions.capacity()
+                        sessions.capacity(),
+                        if monitor.detector.active() { "on" } else { "off" },
+                        monitor.detector.checks(),
+                        monitor.detector.spec().interval,
                     ),
                 },
                 Request::Services => Response::Ok { text: list_services(&config_cell.load(), &sessions, &control) },
@@ -682,6 +704,23 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     }
 }
 
+/// A service's limits as `sluicectl services` shows them: "packets/s 1000 (on_overload), ...".
+fn limits_text(l: &sluice_dataplane::limit::Limits) -> String {
+    use sluice_dataplane::limit::RATES;
+    let when = |o: bool| if o { " (on_overload)" } else { "" };
+    let mut parts: Vec<String> = RATES
+        .iter()
+        .filter_map(|&r| {
+            let lim = l.rate(r)?;
+            Some(format!("{}/s {}{}", crate::isolation::rate_label(r), lim.value, when(lim.on_overload)))
+        })
+        .collect();
+    if let Some(c) = l.sessions {
+        parts.push(format!("sessions {}{}", c.value, when(c.on_overload)));
+    }
+    parts.join(", ")
+}
+
 /// `sluicectl services`: one line per service, then one per backend.
 fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) -> String {
     use std::fmt::Write;
@@ -700,6 +739,14 @@ fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) ->
             s.tunnel,
             s.synproxy_mss.map_or_else(String::new, |mss| format!(" synproxy mss {mss}"))
         );
+        if !s.limits.is_empty() {
+            let _ = writeln!(
+                out,
+                "  limits {} (sessions now {})",
+                limits_text(&s.limits),
+                sessions.service_active(s.id)
+            );
+        }
         for b in &s.backends {
             let label = backend_label(s.forwarding, b.address, b.port);
             let key = (s.name.clone(), label.clone());

@@ -189,6 +189,67 @@ fn other_refusals() {
 }
 
 #[test]
+fn limits_and_the_overload_check_load() {
+    use sluice_control::isolation::Load;
+    use sluice_dataplane::limit::{Limit, Rate};
+    let text = GOOD.replacen(
+        "tunnel: gre",
+        "tunnel: gre\n    limits:\n      when: on_overload\n      packets_per_second: 20000\n      \
+         connections_per_second: { value: 500, when: always }\n      sessions: 1000",
+        1,
+    ) + "isolation:\n  interval: 2\n  high: { packets_per_second: 50000, busy: 0.9 }\n  \
+         low: { busy: 0.5 }\n  calm_checks: 3\n";
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    let l = c.services[0].limits;
+    assert_eq!(l.rate(Rate::Packets), Some(Limit { value: 20000, on_overload: true }));
+    assert_eq!(l.rate(Rate::Bytes), None);
+    assert_eq!(l.rate(Rate::Connections), Some(Limit { value: 500, on_overload: false }));
+    assert_eq!(l.sessions, Some(Limit { value: 1000, on_overload: true }));
+    let iso = &c.isolation;
+    assert_eq!(iso.interval, std::time::Duration::from_secs(2));
+    assert_eq!(iso.high, Load { busy: Some(0.9), packets_per_second: Some(50000), sessions: None });
+    assert_eq!(
+        iso.low,
+        Load { busy: Some(0.5), packets_per_second: Some(40000), sessions: None },
+        "80% of high"
+    );
+    assert_eq!(iso.calm_checks, 3);
+    // Without a section: every 5 s, on at a busy ratio of 0.85.
+    let d = Config::parse(GOOD, "p.yaml").unwrap();
+    assert!(d.services[0].limits.is_empty());
+    assert_eq!((d.isolation.interval.as_secs(), d.isolation.high.busy), (5, Some(0.85)));
+}
+
+#[test]
+fn bad_limits_are_refused_with_line_and_field() {
+    for (to, field) in [
+        ("limits: { packets_per_second: 0 }", "services[0].limits.packets_per_second"),
+        ("limits: { sessions: { value: 0 } }", "services[0].limits.sessions"),
+        ("limits: {}", "services[0].limits"),
+        ("limits: { when: sometimes, sessions: 5 }", "services[0].limits.when"),
+        ("limits: { packets: 5 }", "services[0].limits"),
+        ("limits: { bytes_per_second: lots }", "services[0].limits.bytes_per_second"),
+    ] {
+        let e = refuse("tunnel: gre", &format!("tunnel: gre\n    {to}"));
+        assert!(e.contains(&format!(": {field}:")) || e.contains(&format!(" {field}: ")), "{to}: {e}");
+        assert!(e.starts_with("p.yaml:"), "{e}");
+    }
+    for (to, field) in [
+        ("isolation: { interval: 0 }", "isolation.interval"),
+        ("isolation: { high: { busy: 1.5 } }", "isolation.high.busy"),
+        ("isolation: { high: {} }", "isolation.high"),
+        ("isolation: { high: { sessions: 10 }, low: { sessions: 20 } }", "isolation.low.sessions"),
+        ("isolation: { high: { sessions: 10 }, low: { busy: 0.2 } }", "isolation.low.busy"),
+        ("isolation: { calm_checks: 0 }", "isolation.calm_checks"),
+        ("isolation: { high: { pps: 5 } }", "isolation.high"),
+    ] {
+        let e = refuse("services:", &format!("{to}\nservices:"));
+        assert!(e.contains(&format!(": {field}:")) || e.contains(&format!(" {field}: ")), "{to}: {e}");
+        assert!(e.starts_with("p.yaml:"), "{e}");
+    }
+}
+
+#[test]
 fn syntax_error_has_a_line() {
     let e = refuse("  - name: web\n", "  - name: web\n   bad indent: [\n");
     assert!(e.starts_with("p.yaml:"), "{e}");

@@ -146,6 +146,7 @@ fn appliance() -> (MetricsSource, Handles) {
             ]
         })),
         health: None,
+        isolation: None,
     };
     (src, h)
 }
