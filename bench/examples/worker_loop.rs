@@ -1,10 +1,12 @@
 //! Runs the worker over in-memory bursts of established-flow packets, for profilers:
 //! `valgrind --tool=callgrind target/release/examples/worker_loop 200000`
-//! (instruction counts per packet, without DPDK).
+//! (instruction counts per packet, without DPDK). A second argument `isolation` gives the
+//! service limits that always apply and never drop (isolation's cost per packet).
 
 use arc_swap::ArcSwap;
-use sluice_bench::{dsr_snapshot, FlowWalk, Template, Traffic, PORT_MAC};
+use sluice_bench::{dsr_snapshot_limited, FlowWalk, Template, Traffic, PORT_MAC};
 use sluice_dataplane::io::{MemIo, VecFrame};
+use sluice_dataplane::limit::{Limit, Limits};
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::worker::Worker;
@@ -13,7 +15,14 @@ use std::sync::Arc;
 
 fn main() {
     let packets: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let config = Arc::new(ArcSwap::from_pointee(dsr_snapshot(4)));
+    let limits = match std::env::args().nth(2).as_deref() {
+        Some("isolation") => {
+            let big = Some(Limit { value: 1 << 40, on_overload: false });
+            Limits { rates: [big; 3], sessions: big }
+        }
+        _ => Limits::default(),
+    };
+    let config = Arc::new(ArcSwap::from_pointee(dsr_snapshot_limited(4, limits)));
     let stats = Arc::new(WorkerStats::default());
     let mut w = Worker::new(
         (1, 2),
@@ -29,7 +38,7 @@ fn main() {
     let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
     let mut b = [0u8; 60];
-    let mut done = 0;
+    let (mut done, mut now) = (0, 1u64);
     let mut spare: Vec<VecFrame> = (0..32).map(|_| VecFrame::new(&b)).collect();
     while done < packets {
         for mut f in spare.drain(..) {
@@ -37,7 +46,9 @@ fn main() {
             f.reset(&b);
             w.io().rx[0].push_back(f);
         }
-        done += w.poll(1);
+        // 1 us a burst: the buckets refill.
+        now += 1000;
+        done += w.poll(now);
         spare.append(&mut w.io().tx[1]);
     }
     println!("tunneled {}", stats.tunneled.get());

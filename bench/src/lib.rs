@@ -170,19 +170,27 @@ fn bench_ports(hosts: u32) -> Vec<PortSpec> {
 /// A two-port appliance with one DSR service (198.18.10.1:80 TCP, IPIP) over `backends`
 /// backends at 198.19.1.0 and up, each a static neighbour of port `int` (198.19.0.0/16).
 pub fn dsr_snapshot(backends: u32) -> Snapshot {
+    dsr_snapshot_limited(backends, Limits::default())
+}
+
+/// [`dsr_snapshot`] with `limits` on its service (isolation's cost).
+pub fn dsr_snapshot_limited(backends: u32, limits: Limits) -> Snapshot {
     let spec = SnapshotSpec {
         generation: 1,
         ports: bench_ports(backends),
         tunnel_source: None,
-        services: vec![ServiceSpec::dsr(
-            "web",
-            [198, 18, 10, 1].into(),
-            80,
-            Protocol::Tcp,
-            (0..backends)
-                .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
-                .collect(),
-        )],
+        services: vec![ServiceSpec {
+            limits,
+            ..ServiceSpec::dsr(
+                "web",
+                [198, 18, 10, 1].into(),
+                80,
+                Protocol::Tcp,
+                (0..backends)
+                    .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
+                    .collect(),
+            )
+        }],
     };
     Snapshot::build(&spec, None).unwrap()
 }
