@@ -11,4 +11,3 @@ pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod simulate;
-pub mod sync;
