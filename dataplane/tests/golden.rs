@@ -299,7 +299,8 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
     // Reasons that need conditions a single frame cannot make: a chained buffer, a full TX
     // queue, missing headroom (tests in pipeline_extra.rs); a session whose backend left the
     // config (sessions.rs); a SYN proxy session in a state one frame cannot reach, or a cookie
-    // from another time (synproxy.rs).
+    // from another time (synproxy.rs); a limit, which takes a rate or a count of frames to
+    // pass (limits.rs).
     let elsewhere = [
         DropReason::MultiSegment,
         DropReason::TxFull,
@@ -309,6 +310,10 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
         DropReason::SynproxyTableFull,
         DropReason::SynproxyNotHeld,
         DropReason::SynproxyBackendUnexpected,
+        DropReason::LimitPackets,
+        DropReason::LimitBytes,
+        DropReason::LimitConnections,
+        DropReason::LimitSessions,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());
