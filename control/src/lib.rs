@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod simulate;
+pub mod sync;
