@@ -164,7 +164,8 @@ pub enum TcpState {
 }
 
 impl TcpState {
-    fn from_u8(v: u8) -> TcpState {
+    /// The state a byte names (what `as u8` gives; anything else is `NotTcp`).
+    pub fn from_u8(v: u8) -> TcpState {
         match v {
             1 => TcpState::SynSent,
             2 => TcpState::Established,
@@ -862,7 +863,20 @@ impl SessionTable {
         now: u32,
         start: usize,
         count: usize,
+        expired: impl FnMut(&SessionKey, &Session),
+    ) -> Sweep {
+        self.sweep_with(now, start, count, expired, |_, _| {})
+    }
+
+    /// [`sweep`](Self::sweep), also telling `live` of each session that stays (session sync
+    /// walks the table this way, in the same pass).
+    pub fn sweep_with(
+        &self,
+        now: u32,
+        start: usize,
+        count: usize,
         mut expired: impl FnMut(&SessionKey, &Session),
+        mut live: impl FnMut(&SessionKey, &Session),
     ) -> Sweep {
         let mut out = Sweep::default();
         for k in (0..count.min(self.slots.len())).rev() {
@@ -878,6 +892,9 @@ impl SessionTable {
                         }
                     } else {
                         out.live += 1;
+                        if let Some(key) = SessionKey::from_words(r.key) {
+                            live(&key, &s);
+                        }
                     }
                 }
                 Err(TOMB) => {
