@@ -38,6 +38,21 @@ struct RawConfig {
     sessions: RawSessions,
     metrics: Option<RawMetrics>,
     isolation: Option<RawIsolation>,
+    sync: Option<RawSync>,
+}
+
+/// Session sync with peer appliances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    listen: String,
+    #[serde(default)]
+    peers: Vec<String>,
+    key: Option<String>,
+    key_file: Option<String>,
+    after: Option<u32>,
+    refresh: Option<u32>,
+    window: Option<u32>,
 }
 
 /// When isolation is on: the overload check.
@@ -384,6 +399,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The overload check that switches `on_overload` limits on and off.
     pub isolation: crate::isolation::IsolationSpec,
+    /// Session sync with peer appliances (`None`: no sync).
+    pub sync: Option<crate::peers::SyncSpec>,
 }
 
 impl Config {
@@ -453,6 +470,19 @@ impl Config {
         }
         SnapshotSpec { generation, ports, tunnel_source: self.tunnel_source, services: self.services.clone() }
     }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
@@ -556,6 +586,73 @@ impl Validator<'_> {
             timeout: std::time::Duration::from_secs_f64(timeout),
             rise,
             fall,
+        })
+    }
+
+    /// The `sync` section, checked. Copies age on a peer as the origin's sessions do, so they
+    /// must be refreshed well within the shortest timeout they can have.
+    fn sync(&mut self, r: &RawSync, timeouts: &Timeouts) -> Option<crate::peers::SyncSpec> {
+        use std::net::SocketAddr;
+        // A peer is an address to send to; listen may be the unspecified address.
+        let addr = |v: &mut Self, field: &str, s: &str| match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 && (field == "sync.listen" || !a.ip().is_unspecified()) => Some(a),
+            _ => {
+                v.refuse(field, format!("{s:?} is not ADDRESS:PORT"));
+                None
+            }
+        };
+        let listen = addr(self, "sync.listen", &r.listen);
+        let mut peers = Vec::new();
+        if r.peers.is_empty() {
+            self.refuse("sync.peers", "at least one peer (ADDRESS:PORT)");
+        }
+        for (i, p) in r.peers.iter().enumerate() {
+            peers.extend(addr(self, &format!("sync.peers[{i}]"), p));
+        }
+        let hex = match (&r.key, &r.key_file) {
+            (Some(k), None) => Some(("sync.key", k.trim().to_string())),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(t) => Some(("sync.key_file", t.trim().to_string())),
+                Err(e) => {
+                    self.refuse("sync.key_file", format!("{f}: {e}"));
+                    None
+                }
+            },
+            _ => {
+                self.refuse("sync", "give the shared key as key (64 hex digits) or key_file, one of them");
+                None
+            }
+        };
+        let key = hex.and_then(|(field, h)| match parse_key(&h) {
+            Some(k) => Some(k),
+            None => {
+                self.refuse(field, "the key is 64 hex digits (32 bytes)");
+                None
+            }
+        });
+        let after = r.after.unwrap_or(5);
+        if !(1..=3600).contains(&after) {
+            self.refuse("sync.after", format!("{after} s is outside 1..=3600"));
+        }
+        let shortest = timeouts.tcp_established.min(timeouts.udp);
+        let refresh = r.refresh.unwrap_or((shortest / 3).clamp(1, 30));
+        if refresh == 0 || refresh * 2 > shortest {
+            self.refuse(
+                "sync.refresh",
+                format!("{refresh} s: at least 1 and at most half the shortest established/udp timeout ({shortest} s)"),
+            );
+        }
+        let window = r.window.unwrap_or(30);
+        if !(1..=3600).contains(&window) {
+            self.refuse("sync.window", format!("{window} s is outside 1..=3600"));
+        }
+        Some(crate::peers::SyncSpec {
+            listen: listen?,
+            peers,
+            key: key?,
+            after: std::time::Duration::from_secs(after.into()),
+            refresh: std::time::Duration::from_secs(refresh.into()),
+            window: std::time::Duration::from_secs(window.into()),
         })
     }
 
@@ -690,6 +787,9 @@ impl Validator<'_> {
         }
         if new.timeouts != old.timeouts {
             self.refuse("sessions.timeouts", WHY);
+        }
+        if new.sync != old.sync {
+            self.refuse("sync", WHY);
         }
     }
 
@@ -1041,9 +1141,11 @@ impl Validator<'_> {
         }
 
         let isolation = self.isolation(raw.isolation.as_ref());
+        let sync = raw.sync.as_ref().and_then(|r| self.sync(r, &timeouts));
 
         Config {
             isolation,
+            sync,
             file: self.file.to_string(),
             eal_args,
             mbufs: raw.dpdk.mbufs,

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod isolation;
 pub mod locate;
 pub mod metrics;
+pub mod peers;
 pub mod report;
 pub mod runtime;
 pub mod simulate;

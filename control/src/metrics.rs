@@ -148,6 +148,8 @@ pub struct MetricsSource {
     pub health: Option<HealthFn>,
     /// The overload check (`sluice_isolation_*`); `None`: not exported.
     pub isolation: Option<Arc<crate::isolation::IsolationState>>,
+    /// Session sync (`sluice_sync_*`); `None`: no sync configured.
+    pub sync: Option<Arc<crate::peers::SyncCounters>>,
 }
 
 // ---- the families -----------------------------------------------------------------------------
@@ -294,6 +296,20 @@ families! {
         "Times isolation was switched on or off.";
     ISOLATION_LOAD: Gauge "sluice_isolation_load" ["measure"]
         "The load the last overload check measured: busiest worker's busy ratio, packets per second received, live sessions.";
+    SYNC_MESSAGES: Counter "sluice_sync_messages_total" ["direction"]
+        "Session-sync messages sent (one per peer) and accepted.";
+    SYNC_RECORDS: Counter "sluice_sync_records_total" ["direction"]
+        "Session records sent (counted once per peer) and received in accepted messages.";
+    SYNC_BYTES: Counter "sluice_sync_bytes_total" ["direction"]
+        "UDP payload bytes of session-sync messages sent and accepted.";
+    SYNC_SEND_ERRORS: Counter "sluice_sync_send_errors_total" []
+        "Session-sync messages the socket refused to send.";
+    SYNC_REJECTED: Counter "sluice_sync_rejected_total" ["reason"]
+        "Session-sync messages refused: bad tag, replayed, stale, malformed, or not from a peer.";
+    SYNC_OUTCOMES: Counter "sluice_sync_records_applied_total" ["outcome"]
+        "What became of received records: installed, updated, kept_local (a session made here stays), unchanged, removed, unknown (no such service or backend here), full.";
+    SYNC_LAG: Gauge "sluice_sync_lag_seconds" []
+        "Sender's clock in the last accepted message, behind ours.";
     CONFIG_GENERATION: Gauge "sluice_config_generation" []
         "Generation of the config in effect.";
     CONFIG_LAST_SUCCESS: Gauge "sluice_config_last_apply_success" []
@@ -675,6 +691,35 @@ impl SluiceCollector {
         load.push_to(out);
     }
 
+    fn sync(&self, out: &mut Vec<MetricFamily>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(c) = &self.source.sync else { return };
+        let get = |a: &AtomicU64| a.load(Relaxed) as f64;
+        for (def, sent, received) in [
+            (&SYNC_MESSAGES, &c.messages_sent, &c.messages_received),
+            (&SYNC_RECORDS, &c.records_sent, &c.records_received),
+            (&SYNC_BYTES, &c.bytes_sent, &c.bytes_received),
+        ] {
+            let mut f = Family::new(def);
+            f.add(&["sent"], get(sent));
+            f.add(&["received"], get(received));
+            f.push_to(out);
+        }
+        single(&SYNC_SEND_ERRORS, get(&c.send_errors), out);
+        let mut f = Family::new(&SYNC_REJECTED);
+        for (r, n) in crate::sync::Reject::ALL.iter().zip(&c.rejected) {
+            f.add(&[r.label()], get(n));
+        }
+        f.add(&["not_a_peer"], get(&c.rejected[crate::sync::Reject::ALL.len()]));
+        f.push_to(out);
+        let mut f = Family::new(&SYNC_OUTCOMES);
+        for (o, n) in crate::peers::Outcome::ALL.iter().zip(&c.outcomes) {
+            f.add(&[o.label()], get(n));
+        }
+        f.push_to(out);
+        single(&SYNC_LAG, get(&c.lag_ms) / 1000.0, out);
+    }
+
     fn config(&self, out: &mut Vec<MetricFamily>) {
         let a = &self.source.apply;
         single(&CONFIG_GENERATION, a.generation() as f64, out);
@@ -719,6 +764,7 @@ impl Collector for SluiceCollector {
         self.workers(&mut out);
         self.services(&snap, &mut out);
         self.limits(&snap, &mut out);
+        self.sync(&mut out);
         self.config(&mut out);
         build_info(&mut out);
         out
@@ -988,6 +1034,7 @@ mod tests {
             nic_stats: None,
             health: None,
             isolation: None,
+            sync: None,
         }
     }
 
@@ -1061,6 +1108,7 @@ mod tests {
     fn every_family_is_declared_with_its_labels_and_type() {
         let mut src = source(snapshot(vec![limited_web()]), 2);
         src.isolation = Some(Default::default());
+        src.sync = Some(Default::default());
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
         src.apply.record_refused();

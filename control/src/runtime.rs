@@ -7,6 +7,7 @@ use crate::health;
 use crate::ids::Registry;
 use crate::isolation::{Monitor, Rebalancer};
 use crate::metrics;
+use crate::peers::{self, ServiceIndex, Syncer};
 use crate::report::Totals;
 use arc_swap::ArcSwap;
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
@@ -317,10 +318,29 @@ struct Sweeper {
 const SWEEP_SLICES: usize = 20;
 
 impl Sweeper {
-    fn step(&mut self, table: &SessionTable, now: u32) {
+    /// One slice of the pass; with session sync, the slice's live and expired sessions go to
+    /// the syncer (which sends what is due at the slice's end).
+    fn step(&mut self, table: &SessionTable, now: u32, sync: Option<(&mut Syncer, &Snapshot)>) {
         let slots = table.slot_count();
         let chunk = slots.div_ceil(SWEEP_SLICES);
-        let s = table.sweep(now, self.cursor, chunk, |_, _| {});
+        let s = match sync {
+            Some((syncer, snap)) => {
+                let ix = ServiceIndex::new(snap);
+                let slice = self.cursor / chunk.max(1);
+                let cell = std::cell::RefCell::new(&mut *syncer);
+                let s = table.sweep_with(
+                    now,
+                    self.cursor,
+                    chunk,
+                    |k, x| cell.borrow_mut().expired(&ix, k, x, now),
+                    |k, x| cell.borrow_mut().live(&ix, slice, k, x, now),
+                );
+                syncer.slice_done(slice, now, peers::unix_ms());
+                syncer.receive(table, &ix, now, peers::unix_ms());
+                s
+            }
+            None => table.sweep(now, self.cursor, chunk, |_, _| {}),
+        };
         self.expired += s.expired as u64;
         self.shared_expired.store(self.expired, Ordering::Relaxed);
         self.live_in_pass += s.live;
@@ -494,6 +514,22 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let isolation = Arc::new(Isolation::new(usize::from(n_workers)));
     let mut monitor = Monitor::new(config.isolation.clone(), usize::from(n_workers), 0);
     let mut rebalancer = Rebalancer::default();
+    // Session sync with peers, over the kernel's network (the management path).
+    let mut syncer = match &config.sync {
+        Some(spec) => {
+            let epoch = random_words()?[0];
+            let s = Syncer::new(spec, epoch, SWEEP_SLICES)
+                .map_err(|e| format!("{}: sync.listen: {}: {e}", config.file, spec.listen))?;
+            info!(
+                "session sync on {} with {} peer(s), after {:?}",
+                spec.listen,
+                spec.peers.len(),
+                spec.after
+            );
+            Some(s)
+        }
+        None => None,
+    };
 
     // Queue q of every port goes to worker q.
     let mut per_worker: Vec<(Vec<_>, Vec<_>)> = (0..n_workers).map(|_| (Vec::new(), Vec::new())).collect();
@@ -579,6 +615,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
                 health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
             })),
             isolation: Some(Arc::clone(&monitor.state)),
+            sync: syncer.as_ref().map(|s| Arc::clone(&s.counters)),
         };
         match metrics::registry(source)
             .map_err(|e| e.to_string())
@@ -595,7 +632,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     while !stop.load(Ordering::Relaxed) && failed.is_none() {
         thread::sleep(Duration::from_millis(50));
         let now_ns = epoch.elapsed().as_nanos() as u64;
-        sweeper.step(&sessions, tick(now_ns));
+        let snap_now = config_cell.load();
+        sweeper.step(&sessions, tick(now_ns), syncer.as_mut().map(|s| (s, &**snap_now)));
+        drop(snap_now);
         if rebalancer.due(now_ns) {
             rebalancer.rebalance(&config_cell.load(), &stats, &isolation, now_ns);
         }
@@ -823,15 +862,16 @@ fn list_sessions(
             let idle = u64::from(sluice_dataplane::session::idle(now, s.last_seen))
                 * (1u64 << sluice_dataplane::session::TICK_SHIFT)
                 / 1_000_000_000;
-            let proxied = s.flags & sluice_dataplane::session::flags::PROXIED != 0;
+            use sluice_dataplane::session::flags::{PROXIED, SYNCED};
             let _ = writeln!(
                 out,
-                "{} {}:{} -> {label} {:?}{} idle {idle}s",
+                "{} {}:{} -> {label} {:?}{}{} idle {idle}s",
                 svc.name,
                 addr.map_or("?".into(), |a| a.to_string()),
                 k.port,
                 s.state,
-                if proxied { " proxied" } else { "" }
+                if s.flags & PROXIED != 0 { " proxied" } else { "" },
+                if s.flags & SYNCED != 0 { " synced" } else { "" }
             );
         }
     });

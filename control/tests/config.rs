@@ -250,6 +250,47 @@ fn bad_limits_are_refused_with_line_and_field() {
 }
 
 #[test]
+fn session_sync_loads_and_bad_sync_is_refused() {
+    let key = "ab".repeat(32);
+    let text = format!("{GOOD}sync:\n  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key: {key}\n");
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    let s = c.sync.expect("sync");
+    assert_eq!(s.listen, "198.19.0.2:7946".parse().unwrap());
+    assert_eq!(s.peers, ["198.19.0.4:7946".parse().unwrap()]);
+    assert_eq!(s.key, [0xab; 32]);
+    assert_eq!((s.after.as_secs(), s.refresh.as_secs(), s.window.as_secs()), (5, 30, 30));
+    assert!(Config::parse(GOOD, "p.yaml").unwrap().sync.is_none());
+    let sync = |body: &str| format!("{GOOD}sync:\n{body}");
+    for (body, field) in [
+        (format!("  listen: nowhere\n  peers: [198.19.0.4:7946]\n  key: {key}\n"), "sync.listen"),
+        (format!("  listen: 198.19.0.2:7946\n  key: {key}\n"), "sync.peers"),
+        (format!("  listen: 198.19.0.2:7946\n  peers: [0.0.0.0:7946]\n  key: {key}\n"), "sync.peers[0]"),
+        ("  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key: abcd\n".into(), "sync.key"),
+        ("  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n".into(), "sync"),
+        (
+            format!("  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key: {key}\n  refresh: 500\n"),
+            "sync.refresh",
+        ),
+        (
+            format!("  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key: {key}\n  after: 0\n"),
+            "sync.after",
+        ),
+        (
+            format!("  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key: {key}\n  every: 3\n"),
+            "sync",
+        ),
+        (
+            "  listen: 198.19.0.2:7946\n  peers: [198.19.0.4:7946]\n  key_file: /nonexistent/key\n".into(),
+            "sync.key_file",
+        ),
+    ] {
+        let e = Config::parse(&sync(&body), "p.yaml").expect_err(&body).to_string();
+        assert!(e.contains(&format!(": {field}:")) || e.contains(&format!(" {field}: ")), "{body}: {e}");
+        assert!(e.starts_with("p.yaml:"), "{e}");
+    }
+}
+
+#[test]
 fn syntax_error_has_a_line() {
     let e = refuse("  - name: web\n", "  - name: web\n   bad indent: [\n");
     assert!(e.starts_with("p.yaml:"), "{e}");

@@ -147,6 +147,7 @@ fn appliance() -> (MetricsSource, Handles) {
         })),
         health: None,
         isolation: None,
+        sync: None,
     };
     (src, h)
 }

@@ -1,0 +1,562 @@
+//! Session sync between appliances (TGW's cluster sync): what to send and when, and installing
+//! what peers send. The message format is `crate::sync`; this is the control thread's part.
+//!
+//! **Sending.** The sweep walks the session table a slice at a time, a full pass a second. A
+//! flow session made here (not one a peer sent) is sent to every peer at the first pass after
+//! it has been up `after` (5 s): connections shorter than that cost nothing and are not
+//! protected. It is sent again every `refresh`, before a peer's copy could expire (a copy ages
+//! from the origin's last-seen time, as the original), and a delete goes out when the sweep
+//! expires it. Whether a session is due is a function of its age at this pass and at the
+//! previous one ([`due`]), so nothing is kept per session. Sessions that came from a peer are
+//! not sent on (no echoes); a session's second failover is not protected.
+//!
+//! **Receiving.** Only from configured peers, only messages whose tag verifies under the shared
+//! key, within the time window and not replayed (`sync::decode`). Services and backends are
+//! named by address, so each appliance may number its own. A record is installed with the
+//! `SYNCED` flag and the origin's idle time and age; it never replaces a session made here, and
+//! replaces a synced copy only with one the origin saw more recently. Workers see installed
+//! sessions at their next lookup; nothing stops them.
+
+use crate::sync::{self, Op, Record, Reject, ReplayGuard, SyncKey};
+use log::warn;
+use sluice_dataplane::flow::Addr;
+use sluice_dataplane::session::{
+    self, flags, idle, Insert, KeyKind, Session, SessionKey, SessionTable, TcpState, TICK_SHIFT,
+};
+use sluice_dataplane::snapshot::{Service, Snapshot};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// The `sync` section of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncSpec {
+    /// UDP address to receive on (the appliance's management path).
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    /// The shared key (64 hex digits in the config or a file).
+    pub key: [u8; 32],
+    /// A session is sent once it has been up this long.
+    pub after: Duration,
+    /// And again this often while it lives.
+    pub refresh: Duration,
+    /// Messages whose sender clock is further than this from ours are refused.
+    pub window: Duration,
+}
+
+/// Milliseconds per session tick.
+const TICK_MS: f64 = (1u64 << TICK_SHIFT) as f64 / 1e6;
+
+fn ms_to_ticks(ms: u32) -> u32 {
+    (f64::from(ms) / TICK_MS) as u32
+}
+
+fn ticks_to_ms(t: u32) -> u32 {
+    (f64::from(t) * TICK_MS).min(f64::from(u32::MAX)) as u32
+}
+
+/// Whether a session `age` ticks old now, `prev` ticks old at the previous pass, is due: it
+/// reached `after` since, or another `refresh` went by.
+pub fn due(prev: u32, age: u32, after: u32, refresh: u32) -> bool {
+    if age < after {
+        return false;
+    }
+    if prev < after {
+        return true;
+    }
+    let refresh = refresh.max(1);
+    (age - after) / refresh != (prev - after) / refresh
+}
+
+/// Services by stable id, for records about sessions of this snapshot.
+pub struct ServiceIndex<'a> {
+    by_id: HashMap<u16, &'a Service>,
+    by_vip: HashMap<(Addr, u16, u8), &'a Service>,
+}
+
+impl<'a> ServiceIndex<'a> {
+    pub fn new(snap: &'a Snapshot) -> ServiceIndex<'a> {
+        ServiceIndex {
+            by_id: snap.services.iter().map(|s| (s.id, s)).collect(),
+            by_vip: snap
+                .services
+                .iter()
+                .map(|s| ((Addr::v4(s.vip), s.port, s.protocol.number()), s))
+                .collect(),
+        }
+    }
+}
+
+/// The record a peer needs for a session of ours (`None`: not a flow, or its service or
+/// backend is gone).
+pub fn record_of(ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32, op: Op) -> Option<Record> {
+    if key.kind != KeyKind::Flow {
+        return None;
+    }
+    let svc = ix.by_id.get(&u16::try_from(key.ident).ok()?)?;
+    let b = svc.backends.get(usize::from(svc.backend_by_id(s.backend)?))?;
+    Some(Record {
+        op,
+        vip: Addr::v4(svc.vip),
+        vport: svc.port,
+        protocol: svc.protocol.number(),
+        client: key.addr,
+        client_port: key.port,
+        backend: Addr::v4(b.address),
+        backend_port: b.port,
+        state: s.state as u8,
+        flags: s.flags,
+        client_window: s.client_window,
+        seq_delta: s.seq_delta,
+        ts_delta: s.ts_delta,
+        client_isn: s.client_isn,
+        timeout_ticks: s.timeout,
+        idle_ms: ticks_to_ms(idle(now, s.last_seen)),
+        age_ms: ticks_to_ms(idle(now, s.created)),
+    })
+}
+
+/// What became of a received record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Installed,
+    Updated,
+    /// A session made here has the key: it stays.
+    KeptLocal,
+    /// The copy here is as recent or more.
+    Unchanged,
+    Removed,
+    /// No such service or backend here (configs differ).
+    Unknown,
+    Full,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Installed,
+        Outcome::Updated,
+        Outcome::KeptLocal,
+        Outcome::Unchanged,
+        Outcome::Removed,
+        Outcome::Unknown,
+        Outcome::Full,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Installed => "installed",
+            Outcome::Updated => "updated",
+            Outcome::KeptLocal => "kept_local",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Removed => "removed",
+            Outcome::Unknown => "unknown",
+            Outcome::Full => "full",
+        }
+    }
+}
+
+/// Installs (or removes) one received record at tick `now`.
+pub fn install(table: &SessionTable, ix: &ServiceIndex<'_>, r: &Record, now: u32) -> Outcome {
+    let Some(svc) = ix.by_vip.get(&(r.vip, r.vport, r.protocol)) else { return Outcome::Unknown };
+    let key = SessionKey::flow(r.client, r.client_port, svc.id);
+    let hash = table.hash(&key);
+    if r.op == Op::Delete {
+        return match table.lookup(&key, hash) {
+            Some((_, s)) if s.flags & flags::SYNCED == 0 => Outcome::KeptLocal,
+            Some((slot, _)) if table.remove(slot, &key) => Outcome::Removed,
+            _ => Outcome::Unchanged,
+        };
+    }
+    let Some(b) = svc.backends.iter().find(|b| Addr::v4(b.address) == r.backend && b.port == r.backend_port)
+    else {
+        return Outcome::Unknown;
+    };
+    let s = Session {
+        backend: b.id,
+        state: TcpState::from_u8(r.state),
+        flags: r.flags | flags::SYNCED,
+        created: now.wrapping_sub(ms_to_ticks(r.age_ms)),
+        last_seen: now.wrapping_sub(ms_to_ticks(r.idle_ms)),
+        seq_delta: r.seq_delta,
+        ts_delta: r.ts_delta,
+        timeout: r.timeout_ticks,
+        client_isn: r.client_isn,
+        client_window: r.client_window,
+    };
+    match table.insert(&key, hash, &s) {
+        Insert::Inserted(_) => Outcome::Installed,
+        Insert::Full => Outcome::Full,
+        Insert::Exists(_, cur) if cur.flags & flags::SYNCED == 0 => Outcome::KeptLocal,
+        Insert::Exists(slot, cur) => {
+            // A newer copy from the origin: later last-seen, or a state change.
+            let newer = session::idle(s.last_seen, cur.last_seen) > 0 || cur.state != s.state;
+            if newer && table.replace(slot, &key, |_| Some(s)).is_some() {
+                Outcome::Updated
+            } else {
+                Outcome::Unchanged
+            }
+        }
+    }
+}
+
+/// Sync's counters, for metrics and `sluicectl`.
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    pub messages_sent: AtomicU64,
+    pub records_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub records_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Refused messages by `Reject` (in `Reject::ALL` order), then from a non-peer.
+    pub rejected: [AtomicU64; 9],
+    /// Received records by `Outcome` (in `Outcome::ALL` order).
+    pub outcomes: [AtomicU64; 7],
+    /// Milliseconds between the sender's clock in the last accepted message and ours.
+    pub lag_ms: AtomicU64,
+}
+
+/// The control thread's sync: a UDP socket, the sender's numbering, the receiver's replay
+/// guard, the records of the pass under way.
+pub struct Syncer {
+    spec: SyncSpec,
+    key: SyncKey,
+    socket: UdpSocket,
+    epoch: u64,
+    sequence: u64,
+    guard: ReplayGuard,
+    pending: Vec<Record>,
+    /// Per sweep slice, the tick of its previous visit.
+    visited: Vec<u32>,
+    pub counters: std::sync::Arc<SyncCounters>,
+}
+
+impl Syncer {
+    pub fn new(spec: &SyncSpec, epoch: u64, slices: usize) -> std::io::Result<Syncer> {
+        let socket = UdpSocket::bind(spec.listen)?;
+        socket.set_nonblocking(true)?;
+        Ok(Syncer {
+            key: SyncKey::new(spec.key),
+            spec: spec.clone(),
+            socket,
+            epoch,
+            sequence: 1,
+            guard: ReplayGuard::new(),
+            pending: Vec::new(),
+            visited: vec![0; slices],
+            counters: Default::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// A live session seen by the sweep in slice `slice` at tick `now`.
+    pub fn live(&mut self, ix: &ServiceIndex<'_>, slice: usize, key: &SessionKey, s: &Session, now: u32) {
+        if s.flags & flags::SYNCED != 0 || s.state == TcpState::Connecting || key.kind != KeyKind::Flow {
+            return;
+        }
+        let since = idle(now, self.visited.get(slice).copied().unwrap_or(now));
+        let age = idle(now, s.created);
+        let (after, refresh) = (
+            session::ticks(self.spec.after.as_secs() as u32),
+            session::ticks(self.spec.refresh.as_secs() as u32),
+        );
+        if due(age.saturating_sub(since), age, after, refresh) {
+            if let Some(r) = record_of(ix, key, s, now, Op::Upsert) {
+                self.pending.push(r);
+            }
+        }
+    }
+
+    /// A session the sweep expired: peers holding it are told.
+    pub fn expired(&mut self, ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32) {
+        let after = session::ticks(self.spec.after.as_secs() as u32);
+        if s.flags & flags::SYNCED == 0 && idle(now, s.created) >= after {
+            if let Some(r) = record_of(ix, key, s, now, Op::Delete) {
+                self.pending.push(r);
+            }
+        }
+    }
+
+    /// The end of a slice's visit: remembers its tick and sends what is pending.
+    pub fn slice_done(&mut self, slice: usize, now: u32, unix_ms: u64) {
+        if let Some(v) = self.visited.get_mut(slice) {
+            *v = now;
+        }
+        self.flush(unix_ms);
+    }
+
+    /// Sends the pending records to every peer, in messages that fit the MTU.
+    pub fn flush(&mut self, unix_ms: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let c = &self.counters;
+        let messages =
+            sync::encode_batches(&self.key, self.epoch, &mut self.sequence, unix_ms, &self.pending);
+        for m in &messages {
+            for peer in &self.spec.peers {
+                match self.socket.send_to(m, peer) {
+                    Ok(n) => {
+                        c.messages_sent.fetch_add(1, Relaxed);
+                        c.bytes_sent.fetch_add(n as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        c.send_errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+        c.records_sent.fetch_add((self.pending.len() * self.spec.peers.len()) as u64, Relaxed);
+        self.pending.clear();
+    }
+
+    /// Takes every message waiting on the socket and installs what they carry.
+    pub fn receive(&mut self, table: &SessionTable, ix: &ServiceIndex<'_>, now: u32, unix_ms: u64) {
+        let mut buf = [0u8; 2048];
+        let c = std::sync::Arc::clone(&self.counters);
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("sync: receive: {e}");
+                    return;
+                }
+            };
+            if !self.spec.peers.iter().any(|p| p.ip() == from.ip()) {
+                c.rejected[Reject::ALL.len()].fetch_add(1, Relaxed);
+                continue;
+            }
+            let window = self.spec.window.as_millis() as u64;
+            match sync::decode(&self.key, &buf[..n], unix_ms, window, &mut self.guard) {
+                Ok((header, records)) => {
+                    c.messages_received.fetch_add(1, Relaxed);
+                    c.bytes_received.fetch_add(n as u64, Relaxed);
+                    c.records_received.fetch_add(records.len() as u64, Relaxed);
+                    c.lag_ms.store(unix_ms.saturating_sub(header.unix_ms), Relaxed);
+                    for r in &records {
+                        let o = install(table, ix, r, now);
+                        if let Some(i) = Outcome::ALL.iter().position(|x| *x == o) {
+                            c.outcomes[i].fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                Err(why) => {
+                    if let Some(i) = Reject::ALL.iter().position(|x| *x == why) {
+                        c.rejected[i].fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wall-clock milliseconds (the messages' timestamps).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_dataplane::session::Timeouts;
+    use sluice_dataplane::snapshot::{
+        BackendSpec, Forwarding, PortSpec, Protocol, ServiceSpec, SnapshotSpec, Tunnel,
+    };
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_session_is_due_once_after_five_seconds_then_every_refresh() {
+        let (after, refresh) = (75, 450); // ticks: ~5 s and ~30 s
+                                          // Visited every 15 ticks (a pass a second).
+        let sent: Vec<u32> = (0..2000u32)
+            .step_by(15)
+            .filter(|&age| due(age.saturating_sub(15), age, after, refresh))
+            .collect();
+        assert_eq!(sent.first(), Some(&75));
+        assert!(sent.windows(2).all(|w| w[1] - w[0] == 450), "{sent:?}");
+        assert_eq!(sent.len(), 5);
+        assert!(!due(10, 74, after, refresh), "younger than after: never");
+        assert!(due(0, 500, after, refresh), "first seen old: sent");
+    }
+
+    /// Two appliances' snapshots of the same pipeline with services and backends numbered
+    /// differently (as independently configured peers may).
+    fn snapshot(first_id: u16) -> Snapshot {
+        let port = |name: &str, a: [u8; 4]| PortSpec {
+            name: name.into(),
+            mac: [2, 0, 0, 0, 0, a[3]],
+            address: a.into(),
+            prefix_len: 24,
+            mtu: 1500,
+            vlan: None,
+            gateway: None,
+            neighbors: vec![],
+        };
+        let mut nat = ServiceSpec::dsr(
+            "tenant",
+            [198, 18, 10, 2].into(),
+            80,
+            Protocol::Tcp,
+            vec![
+                BackendSpec {
+                    id: Some(u32::from(first_id) + 10),
+                    ..BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 11].into(), 1)
+                },
+                BackendSpec {
+                    id: Some(u32::from(first_id) + 11),
+                    ..BackendSpec::nat([192, 0, 2, 11].into(), 8080, [198, 19, 0, 12].into(), 1)
+                },
+            ],
+        );
+        nat.forwarding = Forwarding::Nat;
+        nat.tunnel = Tunnel::Gre { key: Some(100) };
+        nat.id = Some(first_id);
+        let spec = SnapshotSpec {
+            generation: 1,
+            ports: vec![port("ext", [198, 18, 0, 1]), port("int", [198, 19, 0, 1])],
+            tunnel_source: None,
+            services: vec![nat],
+        };
+        Snapshot::build(&spec, None).unwrap()
+    }
+
+    #[test]
+    fn a_record_installs_on_a_peer_that_numbers_things_otherwise() {
+        let (a, b) = (snapshot(3), snapshot(7));
+        let (ia, ib) = (ServiceIndex::new(&a), ServiceIndex::new(&b));
+        let (ta, tb) = (
+            SessionTable::new(1000, Timeouts::default(), 1),
+            SessionTable::new(1000, Timeouts::default(), 2),
+        );
+        let client = Addr::v4(Ipv4Addr::new(198, 18, 1, 10));
+        let key = SessionKey::flow(client, 40000, 3);
+        let s = Session {
+            flags: flags::PROXIED | flags::CLIENT_TS,
+            seq_delta: 0x1234_5678,
+            ts_delta: 99,
+            client_isn: 7,
+            client_window: 64240,
+            ..Session::new(14, TcpState::Established, 100)
+        };
+        assert!(matches!(ta.insert(&key, ta.hash(&key), &s), Insert::Inserted(_)));
+        // At A's tick 400 (idle 300 ticks ~ 20 s, age the same), B's clock at tick 5000.
+        let r = record_of(&ia, &key, &s, 400, Op::Upsert).unwrap();
+        assert_eq!((r.backend, r.backend_port), (Addr::v4(Ipv4Addr::new(192, 0, 2, 11)), 8080));
+        assert_eq!(install(&tb, &ib, &r, 5000), Outcome::Installed);
+        let kb = SessionKey::flow(client, 40000, 7);
+        let (_, got) = tb.lookup(&kb, tb.hash(&kb)).expect("installed under B's service id");
+        assert_eq!(got.backend, 18, "B's id of 192.0.2.11:8080");
+        assert_eq!(got.flags, s.flags | flags::SYNCED);
+        assert_eq!(
+            (got.seq_delta, got.ts_delta, got.client_isn, got.client_window),
+            (s.seq_delta, 99, 7, 64240)
+        );
+        assert!((idle(5000, got.last_seen) as i64 - 300).abs() <= 1, "{}", got.last_seen);
+        // The same record again: unchanged; a later one (less idle): updated.
+        assert_eq!(install(&tb, &ib, &r, 5000), Outcome::Unchanged);
+        let fresher = Record { idle_ms: 0, ..r };
+        assert_eq!(install(&tb, &ib, &fresher, 5000), Outcome::Updated);
+        // A delete removes the copy.
+        assert_eq!(install(&tb, &ib, &Record { op: Op::Delete, ..r }, 5001), Outcome::Removed);
+        assert!(tb.lookup(&kb, tb.hash(&kb)).is_none());
+        // Unknown service or backend: nothing.
+        assert_eq!(install(&tb, &ib, &Record { vport: 81, ..r }, 5001), Outcome::Unknown);
+        assert_eq!(install(&tb, &ib, &Record { backend_port: 1, ..r }, 5001), Outcome::Unknown);
+    }
+
+    #[test]
+    fn a_synced_record_never_overrides_a_local_session() {
+        let b = snapshot(7);
+        let ib = ServiceIndex::new(&b);
+        let tb = SessionTable::new(1000, Timeouts::default(), 2);
+        let client = Addr::v4(Ipv4Addr::new(198, 18, 1, 11));
+        let kb = SessionKey::flow(client, 5555, 7);
+        let local = Session::new(17, TcpState::Established, 4990);
+        tb.insert(&kb, tb.hash(&kb), &local);
+        let r = Record {
+            op: Op::Upsert,
+            vip: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)),
+            vport: 80,
+            protocol: 6,
+            client,
+            client_port: 5555,
+            backend: Addr::v4(Ipv4Addr::new(192, 0, 2, 11)),
+            backend_port: 8080,
+            state: TcpState::Established as u8,
+            flags: 0,
+            client_window: 0,
+            seq_delta: 1,
+            ts_delta: 0,
+            client_isn: 0,
+            timeout_ticks: 0,
+            idle_ms: 0,
+            age_ms: 10_000,
+        };
+        assert_eq!(install(&tb, &ib, &r, 5000), Outcome::KeptLocal);
+        assert_eq!(install(&tb, &ib, &Record { op: Op::Delete, ..r }, 5000), Outcome::KeptLocal);
+        assert_eq!(tb.lookup(&kb, tb.hash(&kb)).unwrap().1, local);
+    }
+
+    #[test]
+    fn two_syncers_over_loopback_carry_sessions_and_refuse_strangers() {
+        let a_snap = snapshot(3);
+        let b_snap = snapshot(7);
+        let key = [7u8; 32];
+        let spec = |listen: &str, peer: SocketAddr| SyncSpec {
+            listen: listen.parse().unwrap(),
+            peers: vec![peer],
+            key,
+            after: Duration::from_secs(5),
+            refresh: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        };
+        // B first, on an ephemeral port; A sends to it.
+        let mut b = Syncer::new(&spec("127.0.0.1:0", "127.0.0.1:9".parse().unwrap()), 2, 20).unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let mut a = Syncer::new(&spec("127.0.0.1:0", b_addr), 1, 20).unwrap();
+        b.spec.peers = vec![a.local_addr().unwrap()];
+        let ta = SessionTable::new(10_000, Timeouts::default(), 1);
+        let tb = SessionTable::new(10_000, Timeouts::default(), 2);
+        let ia = ServiceIndex::new(&a_snap);
+        let ib = ServiceIndex::new(&b_snap);
+        // 100 sessions on A: 60 up for 10 s, 40 for 1 s.
+        let now = 1000;
+        for i in 0..100u32 {
+            let k = SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_0100 + i)), 40000, 3);
+            let created = if i < 60 { now - 150 } else { now - 15 };
+            ta.insert(&k, ta.hash(&k), &Session { created, ..Session::new(13, TcpState::Established, now) });
+        }
+        let slots = ta.slot_count();
+        let mut seen = Vec::new();
+        ta.sweep_with(now, 0, slots, |_, _| {}, |k, s| seen.push((*k, *s)));
+        for (k, s) in &seen {
+            a.live(&ia, 0, k, s, now);
+        }
+        a.slice_done(0, now, unix_ms());
+        std::thread::sleep(Duration::from_millis(50));
+        b.receive(&tb, &ib, 7000, unix_ms());
+        let c = std::sync::Arc::clone(&b.counters);
+        assert_eq!(c.outcomes[0].load(Relaxed), 60, "only sessions up 5 s are sent");
+        assert_eq!(tb.len(), 60);
+        assert!(a.counters.messages_sent.load(Relaxed) >= 3);
+        // The next pass a second later sends nothing new.
+        ta.sweep_with(now + 15, 0, slots, |_, _| {}, |k, s| a.live(&ia, 0, k, s, now + 15));
+        a.slice_done(0, now + 15, unix_ms());
+        assert_eq!(a.counters.records_sent.load(Relaxed), 60);
+        // A stranger's datagram (not a peer's address) and a forged one from the peer.
+        let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+        stranger.send_to(b"SLSY garbage", b_addr).unwrap();
+        a.socket.send_to(&[0u8; 100], b_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        b.receive(&tb, &ib, 7000, unix_ms());
+        assert_eq!(c.rejected[Reject::ALL.len()].load(Relaxed), 1, "not a peer");
+        assert_eq!(c.rejected.iter().map(|x| x.load(Relaxed)).sum::<u64>(), 2);
+        assert_eq!(tb.len(), 60, "nothing changed");
+    }
+}
