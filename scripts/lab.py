@@ -51,6 +51,10 @@ RTR_CLI_IP, RTR_EXT_IP, RTR_INT_IP = "198.18.1.1", "198.18.0.254", "198.19.0.254
 GW_EXT_IP = "198.18.0.1"
 GW_INT_IP = "198.19.0.1"
 GW_MGMT_IP = "198.19.0.2"   # the appliance's kernel on the backend network: health checks
+# A second appliance (Lab(appliances=2)): its own link to the router, the same backend network.
+GW2_EXT_IP, RTR_EXT2_IP = "198.18.2.1", "198.18.2.254"
+GW2_INT_IP, GW2_MGMT_IP = "198.19.0.3", "198.19.0.4"
+ECHO_PORT = 9000             # the VMs' echo servers (long-lived streams)
 INT_MTU = 1600
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
@@ -71,9 +75,10 @@ def run(cmd, check=True, capture=False, timeout=60):
 
 
 class Lab:
-    def __init__(self, prefix="sl", backends=2, run_dir=None):
+    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1):
         self.prefix = prefix
         self.backends = backends
+        self.appliances = appliances
         self.run_dir = Path(run_dir or ROOT / "lab-run" / prefix)
         self.procs = []
 
@@ -86,6 +91,7 @@ class Lab:
     def namespaces(self):
         return ([self.ns(f"cli{i}") for i in range(1, len(CLIENT_IPS) + 1)]
                 + [self.ns("rtr"), self.ns("gw"), self.ns("sw")]
+                + ([self.ns("gw2")] if self.appliances == 2 else [])
                 + [self.ns(f"be{i}") for i in range(1, self.backends + 1)]
                 + [self.ns(self.vm(h, v)) for h, v, _, _ in VMS])
 
@@ -157,6 +163,31 @@ class Lab:
             # DSR: the VIP is local to the host, but only the appliance answers ARP for it.
             self.sh(be, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
             self.sysctl(be, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+        if self.appliances == 2:
+            self._second_appliance()
+
+    def _second_appliance(self):
+        """gw2: a second sluiced on its own link to the router (198.18.2.0/24) and on the same
+        backend network; the router splits flows to the VIPs between the two by a multipath
+        route hashed on the 5-tuple (an ECMP router)."""
+        self._veth("rtr", "r-gw2", "gw2", "gw-ext")
+        self.sh("rtr", "ip", "addr", "add", f"{RTR_EXT2_IP}/24", "dev", "r-gw2")
+        self._veth("gw2", "gw-int", "sw", "sw-gw2", INT_MTU)
+        self.sh("sw", "ip", "link", "set", "sw-gw2", "master", "br0")
+        self._veth("gw2", "mgmt0", "sw", "sw-mgmt2", INT_MTU)
+        self.sh("sw", "ip", "link", "set", "sw-mgmt2", "master", "br0")
+        self.sh("gw2", "ip", "addr", "add", f"{GW2_MGMT_IP}/24", "dev", "mgmt0")
+        self.sysctl("rtr", "net.ipv4.fib_multipath_hash_policy=1")
+        self.route_vips(["gw", "gw2"])
+
+    def route_vips(self, appliances):
+        """The router's route to the VIPs: through each of `appliances` (multipath)."""
+        via = {"gw": (GW_EXT_IP, "r-gw"), "gw2": (GW2_EXT_IP, "r-gw2")}
+        hops = []
+        for a in appliances:
+            hops += ["nexthop", "via", via[a][0], "dev", via[a][1]]
+        self.sh("rtr", "ip", "route", "replace", "198.18.10.0/24", *hops)
+        self.sh("rtr", "ip", "route", "flush", "cache", check=False)
 
     def down(self):
         for p in reversed(self.procs):
@@ -202,10 +233,12 @@ class Lab:
             time.sleep(0.1)
         raise RuntimeError(f"{text!r} not seen in {p.log_path}:\n{p.log_path.read_text(errors='replace')}")
 
-    def start_sluiced(self, sluiced, config=CONFIG, extra=()):
-        self.admin_socket = self.run_dir / "admin.sock"
-        p = self.spawn("gw", [str(sluiced), "--config", str(config), "--stats-interval", "2",
-                              "--admin-socket", str(self.admin_socket), *extra], "sluiced.log")
+    def start_sluiced(self, sluiced, config=CONFIG, extra=(), gw="gw"):
+        sock = self.run_dir / ("admin.sock" if gw == "gw" else f"admin-{gw}.sock")
+        if gw == "gw":
+            self.admin_socket = sock
+        p = self.spawn(gw, [str(sluiced), "--config", str(config), "--stats-interval", "2",
+                            "--admin-socket", str(sock), *extra], "sluiced.log" if gw == "gw" else f"sluiced-{gw}.log")
         self.wait_for_log(p, "running:")
         return p
 
@@ -237,7 +270,8 @@ class Lab:
         self.servers = {}
         server = str(ROOT / "scripts" / "lab_server.py")
         places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53"]) for i in range(1, self.backends + 1)]
-        places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353"]) for h, v, _, name in VMS]
+        places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353", "--echo", str(ECHO_PORT)])
+                   for h, v, _, name in VMS]
         for ns, name, ports in places:
             log = self.run_dir / f"{name}.access"
             log.write_text("")

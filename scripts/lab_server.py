@@ -7,7 +7,9 @@ HTTP: `GET /` answers "<name>\\n"; `GET /blob` answers BLOB_SIZE bytes of a fixe
 stream (so a download can be checked byte for byte); anything else is 404. HTTP/1.0, one request
 per connection, so every request is a new flow. UDP: a datagram is answered with
 "<name>:<datagram>". Each request, either kind, is one line in the log:
-"<name> <proto> <client-ip> <client-port> <path or bytes>", flushed at once.
+"<name> <proto> <client-ip> <client-port> <path or bytes>", flushed at once. Echo (`--echo
+PORT`): every byte of a TCP connection is sent back, until the client closes (long-lived
+streams for the session-sync test); logged as "<name> echo <ip> <port> <bytes>" at the end.
 """
 import argparse
 import hashlib
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--http", type=int)
     ap.add_argument("--udp", type=int)
+    ap.add_argument("--echo", type=int)
     ap.add_argument("--log", required=True)
     args = ap.parse_args()
     log = open(args.log, "a", buffering=1)
@@ -93,9 +96,27 @@ def main():
                 sock.sendto(args.name.encode() + b":" + msg, peer)
 
         threads.append(threading.Thread(target=udp_loop, daemon=True))
+    if args.echo:
+        class Echo(socketserver.BaseRequestHandler):
+            def handle(self):
+                n = 0
+                while True:
+                    b = self.request.recv(65536)
+                    if not b:
+                        break
+                    self.request.sendall(b)
+                    n += len(b)
+                record(f"echo {self.client_address[0]} {self.client_address[1]} {n}")
+
+        class EchoServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        echo = EchoServer(("0.0.0.0", args.echo), Echo)
+        threads.append(threading.Thread(target=echo.serve_forever, daemon=True))
     for t in threads:
         t.start()
-    print(f"{args.name} serving: http {args.http} udp {args.udp}", flush=True)
+    print(f"{args.name} serving: http {args.http} udp {args.udp} echo {args.echo}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

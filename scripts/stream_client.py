@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""A long-lived TCP stream for the session-sync test: connects to HOST:PORT (a lab echo
+server behind a VIP), sends a deterministic byte stream in chunks at a steady pace for the
+given time, checks that every byte comes back in order, then closes. Prints one JSON line:
+{"local_port", "sent", "received", "ok", "error"}; exits 0 only if every byte came back.
+
+    stream_client.py --host 198.18.10.2 --port 9000 --seconds 20
+"""
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+
+
+def stream_bytes(n, offset=0):
+    """Bytes offset..offset+n of the stream: SHA-256 in counter mode, 32 bytes a block."""
+    out = bytearray()
+    block = offset // 32
+    skip = offset % 32
+    while len(out) < n + skip:
+        out += hashlib.sha256(b"sluice-stream-%d" % block).digest()
+        block += 1
+    return bytes(out[skip:skip + n])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--interval", type=float, default=0.05)
+    args = ap.parse_args()
+    result = {"local_port": None, "sent": 0, "received": 0, "ok": False, "error": ""}
+    try:
+        s = socket.create_connection((args.host, args.port), timeout=10)
+        s.settimeout(30)
+        result["local_port"] = s.getsockname()[1]
+        state = {"received": 0, "error": ""}
+
+        def reader():
+            try:
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        return
+                    if b != stream_bytes(len(b), state["received"]):
+                        state["error"] = f"wrong bytes at offset {state['received']}"
+                        return
+                    state["received"] += len(b)
+            except OSError as e:
+                state["error"] = f"receive: {e}"
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end and not state["error"]:
+            s.sendall(stream_bytes(args.chunk, result["sent"]))
+            result["sent"] += args.chunk
+            time.sleep(args.interval)
+        # Everything sent must come back before we close.
+        deadline = time.monotonic() + 30
+        while state["received"] < result["sent"] and time.monotonic() < deadline and not state["error"]:
+            time.sleep(0.05)
+        s.shutdown(socket.SHUT_WR)
+        t.join(timeout=30)
+        s.close()
+        result["received"] = state["received"]
+        result["error"] = state["error"]
+        result["ok"] = not state["error"] and state["received"] == result["sent"]
+        if not result["ok"] and not result["error"]:
+            result["error"] = f"{state['received']} of {result['sent']} bytes came back"
+    except OSError as e:
+        result["error"] = f"{type(e).__name__}: {e}"
+    print(json.dumps(result), flush=True)
+    sys.exit(0 if result["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
