@@ -442,7 +442,8 @@ def demo(args):
                 for h, n in ((1, "a1"), (2, "a2"))]
         flood = lab.spawn("cli1", ["hping3", "-q", "-c", "20000", "-i", "u50", "-S", "-a", "198.18.64.1", "-p", "80",
                                    VIP_S], "demo-hping.log")
-        ok = sum(curl(lab, "cli2", f"http://{VIP_S}/")[0] for _ in range(20))
+        results = [curl(lab, "cli2", f"http://{VIP_S}/") for _ in range(20)]
+        ok = sum(r[0] for r in results)
         flood.wait(timeout=120)
         time.sleep(0.5)
         seen = collections.Counter()
@@ -451,6 +452,8 @@ def demo(args):
             for f in read_pcap(lab.run_dir / f"demo-{n}.pcap"):
                 seen[ip4(f[12:16])] += 1
         print(f"   {ok}/20 requests ok; SYNs the VMs saw, by source: {dict(seen)}")
+        for err in sorted({r[1].strip() for r in results if not r[0]}):
+            print(f"   failed: {err}")
 
         print("== what each server saw (from its access log): requests by client address")
         for name, log in logs.items():

@@ -256,6 +256,8 @@ families! {
         "SYN proxy: backends that refused (RST) or could not be chosen or kept for a client with a valid cookie.";
     SYNPROXY_HELD: Counter "sluice_synproxy_held_total" []
         "SYN proxy: client segments held until the backend's handshake completed.";
+    SYNPROXY_BACKEND_RESETS: Counter "sluice_synproxy_backend_resets_total" []
+        "SYN proxy: backends that answered the SYN for an older connection on the 4-tuple (TIME_WAIT), reset so the SYN can go again.";
     WORKER_POLLS: Counter "sluice_worker_polls_total" ["worker"]
         "Iterations of the worker's poll loop.";
     WORKER_BUSY_POLLS: Counter "sluice_worker_busy_polls_total" ["worker"]
@@ -541,6 +543,7 @@ impl SluiceCollector {
         single(&SYNPROXY_HANDSHAKES, t.synproxy_handshakes as f64, out);
         single(&SYNPROXY_BACKEND_FAILURES, t.synproxy_backend_failures as f64, out);
         single(&SYNPROXY_HELD, t.synproxy_held as f64, out);
+        single(&SYNPROXY_BACKEND_RESETS, t.synproxy_backend_resets as f64, out);
     }
 
     /// Poll counters, and the busy ratio since the previous scrape (whoever made it: two

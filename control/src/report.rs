@@ -35,6 +35,8 @@ pub struct Totals {
     pub synproxy_handshakes: u64,
     pub synproxy_backend_failures: u64,
     pub synproxy_held: u64,
+    /// SYN proxy: backends reset because they answered for an older connection.
+    pub synproxy_backend_resets: u64,
     /// From the control thread's sweep, not the workers: live sessions at the last full pass
     /// (or exact at exit), and sessions expired so far.
     pub sessions_live: u64,
@@ -77,6 +79,7 @@ impl Totals {
             t.synproxy_handshakes += w.synproxy.handshakes.get();
             t.synproxy_backend_failures += w.synproxy.backend_failures.get();
             t.synproxy_held += w.synproxy.held.get();
+            t.synproxy_backend_resets += w.synproxy.backend_resets.get();
             t.polls += w.polls.get();
             t.busy_polls += w.busy_polls.get();
         }
@@ -158,6 +161,7 @@ impl Totals {
         let _ = writeln!(s, "sluice_synproxy_handshakes_total {}", self.synproxy_handshakes);
         let _ = writeln!(s, "sluice_synproxy_backend_failures_total {}", self.synproxy_backend_failures);
         let _ = writeln!(s, "sluice_synproxy_held_total {}", self.synproxy_held);
+        let _ = writeln!(s, "sluice_synproxy_backend_resets_total {}", self.synproxy_backend_resets);
         let _ = writeln!(s, "sluice_sessions_expired_total {}", self.sessions_expired);
         let _ = writeln!(s, "sluice_sessions {}", self.sessions_live);
         for r in DropReason::ALL {

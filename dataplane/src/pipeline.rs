@@ -88,6 +88,9 @@ pub struct SessionEvents {
     pub backend_failures: u32,
     pub held: u32,
     pub not_held: u32,
+    /// SYN proxy: backends that answered the appliance's SYN for an older connection on the
+    /// same 4-tuple, reset so that the SYN can be sent again.
+    pub backend_resets: u32,
 }
 
 /// Per-call context: the snapshot loaded for this burst, the shared session table, the
@@ -738,21 +741,26 @@ fn nat_reply<F: Frame>(
         };
         (ip.src(), ip.dst(), sport, dport, ip.protocol(), flags, ip.total_len())
     };
-    // Its session: one of the services this backend serves, keyed by the client.
+    // Its session: one of the services this backend serves, keyed by the client. When two
+    // services share the backend, a client may have had a session with each from the same
+    // port (two VIPs, one backend: one 4-tuple at the backend, which holds one connection on
+    // it), so the newest session is the one the backend answers for; among equally new ones
+    // a live state beats a closing one.
     let now = session::tick(cx.now_ns);
     let mut found = None;
+    let rank = |s: &Session| (s.created, !matches!(s.state, TcpState::Closing | TcpState::Closed));
     for &si in snap.nat_services(vpc, Addr::v4(backend), bport, iproto) {
         let Some(svc) = snap.services.get(usize::from(si)) else { continue };
         let key = SessionKey::flow(Addr::v4(client), cport, svc.id);
         let hash = cx.sessions.hash(&key);
         let Some((slot, s)) = cx.sessions.lookup(&key, hash) else { continue };
         let owner = svc.backend_by_id(s.backend);
-        if owner
+        let serves = owner
             .and_then(|i| svc.backends.get(usize::from(i)))
-            .is_some_and(|b| b.address == backend && b.port == bport)
-        {
+            .is_some_and(|b| b.address == backend && b.port == bport);
+        let newer = |f: &(u16, &Service, u16, SessionKey, u64, usize, Session)| rank(&s) > rank(&f.6);
+        if serves && found.as_ref().is_none_or(newer) {
             found = Some((si, svc, owner.unwrap_or(0), key, hash, slot, s));
-            break;
         }
     }
     let Some((si, svc, bi, key, hash, slot, s)) = found else {
@@ -1226,6 +1234,35 @@ fn proxy_backend_answer<F: Frame>(
             return Drop(DropReason::NoHeadroom);
         };
         return toward_client(cx, frame, inner_at, len, client, si);
+    }
+    if seg.flags & (tcp::SYN | tcp::ACK) == tcp::ACK && seg.ack != s.client_isn.wrapping_add(1) {
+        // An ACK from another sequence space: the backend still holds an older connection on
+        // this 4-tuple (its TIME_WAIT of an earlier connection from the same client port; a
+        // server that closes first keeps one for a minute) and answers the SYN with a
+        // challenge ACK. The client's own stack, in SYN-SENT, would reset it at the sequence
+        // it acknowledged (RFC 9293, 3.10.7.3), which ends the old connection; so does the
+        // appliance, on the client's behalf. The client's next retransmission sends the SYN
+        // again (`proxy_connecting`).
+        let Some(b) = svc.backends.get(usize::from(bi)) else {
+            return Drop(DropReason::NoBackend);
+        };
+        let rst = TcpRepr {
+            src_port: key.port,
+            dst_port: b.port,
+            seq: seg.ack,
+            ack: 0,
+            flags: tcp::RST,
+            window: 0,
+            options: &[],
+        };
+        if !frame.adj(inner_at) {
+            return Drop(DropReason::Ipv4Truncated);
+        }
+        let Some(len) = write_segment(frame, 0, (client, b.address), (0, 0), &rst) else {
+            return Drop(DropReason::NoHeadroom);
+        };
+        cx.events.backend_resets += 1;
+        return encapsulate(cx, frame, 0, len, Outer { tos: 0, ident: 0, dont_frag: true }, svc, si, bi);
     }
     if seg.flags & (tcp::SYN | tcp::ACK) != tcp::SYN | tcp::ACK || seg.ack != s.client_isn.wrapping_add(1) {
         return Drop(DropReason::SynproxyBackendUnexpected);

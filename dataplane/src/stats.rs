@@ -231,6 +231,7 @@ pub struct SynProxyCounters {
     pub handshakes: Counter,
     pub backend_failures: Counter,
     pub held: Counter,
+    pub backend_resets: Counter,
 }
 
 /// Service ids are below this (they are u16).

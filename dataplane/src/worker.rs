@@ -198,6 +198,7 @@ impl<I: Io> Worker<I> {
             sp.handshakes.add(u64::from(ev.handshakes));
             sp.backend_failures.add(u64::from(ev.backend_failures));
             sp.held.add(u64::from(ev.held));
+            sp.backend_resets.add(u64::from(ev.backend_resets));
             if ev.not_held > 0 {
                 self.stats.count_drop(DropReason::SynproxyNotHeld, u64::from(ev.not_held));
             }

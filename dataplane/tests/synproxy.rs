@@ -37,16 +37,6 @@ const MSS: u16 = 1432;
 const T0: u64 = 1_000_000_000;
 
 fn snapshot(synproxy: bool, forwarding: Forwarding) -> Result<Snapshot, BuildError> {
-    let port = |name: &str, mac, addr: [u8; 4], gw: Option<[u8; 4]>, n: ([u8; 4], [u8; 6])| PortSpec {
-        name: name.into(),
-        mac,
-        address: addr.into(),
-        prefix_len: 24,
-        mtu: 1500,
-        vlan: None,
-        gateway: gw.map(Into::into),
-        neighbors: vec![(n.0.into(), n.1)],
-    };
     let mut s =
         ServiceSpec::dsr("web", VIP, 80, Protocol::Tcp, vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)]);
     s.forwarding = forwarding;
@@ -57,6 +47,21 @@ fn snapshot(synproxy: bool, forwarding: Forwarding) -> Result<Snapshot, BuildErr
     if forwarding == Forwarding::Dsr {
         s.backends = vec![BackendSpec::new(HOST, 1)];
     }
+    snapshot_with(vec![s])
+}
+
+/// The test's two ports with `services`.
+fn snapshot_with(services: Vec<ServiceSpec>) -> Result<Snapshot, BuildError> {
+    let port = |name: &str, mac, addr: [u8; 4], gw: Option<[u8; 4]>, n: ([u8; 4], [u8; 6])| PortSpec {
+        name: name.into(),
+        mac,
+        address: addr.into(),
+        prefix_len: 24,
+        mtu: 1500,
+        vlan: None,
+        gateway: gw.map(Into::into),
+        neighbors: vec![(n.0.into(), n.1)],
+    };
     Snapshot::build(
         &SnapshotSpec {
             generation: 1,
@@ -65,7 +70,7 @@ fn snapshot(synproxy: bool, forwarding: Forwarding) -> Result<Snapshot, BuildErr
                 port("int", INT_MAC, [198, 19, 0, 1], None, ([198, 19, 0, 10], HOST_MAC)),
             ],
             tunnel_source: None,
-            services: vec![s],
+            services,
         },
         None,
     )
@@ -475,6 +480,67 @@ fn a_backend_that_refuses_resets_the_client() {
     let (v, _) = r.run(1, &backend(B_ISN, C_ISN.wrapping_add(99), SYN | ACK, 100, &[], b""));
     assert_eq!(v, Verdict::Drop(DropReason::SynproxyBackendUnexpected), "SYN-ACK for another ISN");
     assert_eq!(r.session().unwrap().state, TcpState::Connecting);
+}
+
+#[test]
+fn a_backend_answering_for_an_older_connection_is_reset_and_asked_again() {
+    // The backend still has a TIME_WAIT on this 4-tuple: it answers the SYN with an ACK of the
+    // old connection's sequence space (a challenge ACK).
+    let r = Rig::new();
+    let (cookie, our_ts) = handshake_with_appliance(&r);
+    let ack = client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ts(C_TS + 1, our_ts), b"");
+    r.run(0, &ack);
+    let (v, out) = r.run(1, &backend(777_000, 0x0bad_0001, ACK, 500, &[], b""));
+    assert!(matches!(v, Verdict::Tunnel { .. }), "{v:?}");
+    let rst = to_backend(&out);
+    assert_eq!((rst.flags, rst.seq), (RST, 0x0bad_0001), "reset where the backend expects it");
+    assert_eq!(r.session().unwrap().state, TcpState::Connecting, "the handshake goes on");
+    // The client's retransmission sends the SYN again, and the backend's SYN-ACK completes it.
+    let (_, out) = r.run(0, &ack);
+    assert_eq!(to_backend(&out).flags, SYN);
+    let (v, out) = r.run(1, &backend(B_ISN, C_ISN.wrapping_add(1), SYN | ACK, 500, &[2, 4, 5, 0xb4], b""));
+    assert!(matches!(v, Verdict::Tunnel { .. }), "{v:?}");
+    assert_eq!(to_backend(&out).flags, ACK);
+    assert_eq!(r.session().unwrap().state, TcpState::Established);
+}
+
+#[test]
+fn a_backend_shared_with_another_service_answers_the_newest_session() {
+    // Another NAT service (another VIP, not proxied) on the same backend, first in the
+    // snapshot; the client had a connection to it from the same port, now closing. At the
+    // backend both are one 4-tuple: its SYN-ACK is for the proxied handshake, the newer one.
+    let mut r = Rig::new();
+    let mut spec_plain = ServiceSpec::dsr(
+        "plain",
+        Ipv4Addr::new(198, 18, 10, 7),
+        80,
+        Protocol::Tcp,
+        vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)],
+    );
+    spec_plain.forwarding = Forwarding::Nat;
+    spec_plain.tunnel = Tunnel::Gre { key: Some(VPC) };
+    spec_plain.table_size = 251;
+    let mut spec_web =
+        ServiceSpec::dsr("web", VIP, 80, Protocol::Tcp, vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)]);
+    spec_web.forwarding = Forwarding::Nat;
+    spec_web.tunnel = Tunnel::Gre { key: Some(VPC) };
+    spec_web.table_size = 251;
+    spec_web.synproxy = true;
+    r.snap = snapshot_with(vec![spec_plain, spec_web]).unwrap();
+    let plain = &r.snap.services[0];
+    let old = SessionKey::flow(Addr::v4(CLIENT), SPORT, plain.id);
+    let stale = sluice_dataplane::session::Session::new(plain.backends[0].id, TcpState::Closing, 1);
+    r.table.insert(&old, r.table.hash(&old), &stale);
+    r.now = T0 + 10_000_000_000; // the proxied handshake is 10 s later
+    let (cookie, our_ts) = handshake_with_appliance(&r);
+    r.run(0, &client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ts(C_TS + 1, our_ts), b""));
+    let web_key = SessionKey::flow(Addr::v4(CLIENT), SPORT, r.snap.services[1].id);
+    let state = |r: &Rig| r.table.lookup(&web_key, r.table.hash(&web_key)).unwrap().1.state;
+    assert_eq!(state(&r), TcpState::Connecting);
+    let (v, out) = r.run(1, &backend(B_ISN, C_ISN.wrapping_add(1), SYN | ACK, 500, &ts(B_TS, C_TS + 1), b""));
+    assert!(matches!(v, Verdict::Tunnel { .. }), "the SYN-ACK completes the proxied handshake: {v:?}");
+    assert_eq!(to_backend(&out).flags, ACK);
+    assert_eq!(state(&r), TcpState::Established);
 }
 
 #[test]
