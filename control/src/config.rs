@@ -472,19 +472,6 @@ impl Config {
     }
 }
 
-/// 64 hex digits as 32 bytes.
-fn parse_key(hex: &str) -> Option<[u8; 32]> {
-    let b = hex.as_bytes();
-    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
     // serde_yaml's message is "<path>: <what> at line L column C"; keep path and what.
     let msg = e.to_string();
@@ -623,10 +610,10 @@ impl Validator<'_> {
                 None
             }
         };
-        let key = hex.and_then(|(field, h)| match parse_key(&h) {
-            Some(k) => Some(k),
-            None => {
-                self.refuse(field, "the key is 64 hex digits (32 bytes)");
+        let key = hex.and_then(|(field, h)| match crate::sync::SyncKey::from_hex(&h) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.refuse(field, e);
                 None
             }
         });

@@ -9,7 +9,7 @@
 //! measure has stayed under its low-water mark for `calm_checks` checks in a row.
 
 use log::info;
-use sluice_dataplane::limit::{split, Isolation, Rate, MAX_WORKERS, RATES};
+use sluice_dataplane::limit::{split, Isolation, MAX_WORKERS, RATES};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -279,15 +279,6 @@ impl Rebalancer {
     }
 }
 
-/// The label of a rate in metrics.
-pub fn rate_label(r: Rate) -> &'static str {
-    match r {
-        Rate::Packets => "packets",
-        Rate::Bytes => "bytes",
-        Rate::Connections => "connections",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +361,7 @@ mod tests {
 
     #[test]
     fn shares_follow_what_each_worker_was_offered() {
-        use sluice_dataplane::limit::{offered_index, Limit, Limits};
+        use sluice_dataplane::limit::{offered_index, Limit, Limits, Rate};
         use sluice_dataplane::snapshot::{BackendSpec, PortSpec, Protocol, ServiceSpec, SnapshotSpec};
         let mut svc = ServiceSpec::dsr(
             "flooded",

@@ -658,7 +658,7 @@ impl SluiceCollector {
                 |l: &sluice_dataplane::limit::Limit| if l.on_overload { "on_overload" } else { "always" };
             for r in RATES {
                 if let Some(l) = s.limits.rate(r) {
-                    conf.add(&[&s.name, crate::isolation::rate_label(r), when(&l)], l.value as f64);
+                    conf.add(&[&s.name, Which::from(r).label(), when(&l)], l.value as f64);
                 }
             }
             if let Some(l) = s.limits.sessions {

@@ -36,7 +36,7 @@ pub struct SyncSpec {
     pub listen: SocketAddr,
     pub peers: Vec<SocketAddr>,
     /// The shared key (64 hex digits in the config or a file).
-    pub key: [u8; 32],
+    pub key: SyncKey,
     /// A session is sent once it has been up this long.
     pub after: Duration,
     /// And again this often while it lives.
@@ -227,6 +227,9 @@ pub struct Syncer {
     epoch: u64,
     sequence: u64,
     guard: ReplayGuard,
+    /// `spec.after` and `spec.refresh` in session ticks.
+    after: u32,
+    refresh: u32,
     pending: Vec<Record>,
     /// Per sweep slice, the tick of its previous visit.
     visited: Vec<u32>,
@@ -238,12 +241,14 @@ impl Syncer {
         let socket = UdpSocket::bind(spec.listen)?;
         socket.set_nonblocking(true)?;
         Ok(Syncer {
-            key: SyncKey::new(spec.key),
+            key: spec.key.clone(),
             spec: spec.clone(),
             socket,
             epoch,
             sequence: 1,
             guard: ReplayGuard::new(),
+            after: session::ticks(spec.after.as_secs() as u32),
+            refresh: session::ticks(spec.refresh.as_secs() as u32),
             pending: Vec::new(),
             visited: vec![0; slices],
             counters: Default::default(),
@@ -261,11 +266,7 @@ impl Syncer {
         }
         let since = idle(now, self.visited.get(slice).copied().unwrap_or(now));
         let age = idle(now, s.created);
-        let (after, refresh) = (
-            session::ticks(self.spec.after.as_secs() as u32),
-            session::ticks(self.spec.refresh.as_secs() as u32),
-        );
-        if due(age.saturating_sub(since), age, after, refresh) {
+        if due(age.saturating_sub(since), age, self.after, self.refresh) {
             if let Some(r) = record_of(ix, key, s, now, Op::Upsert) {
                 self.pending.push(r);
             }
@@ -274,8 +275,7 @@ impl Syncer {
 
     /// A session the sweep expired: peers holding it are told.
     pub fn expired(&mut self, ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32) {
-        let after = session::ticks(self.spec.after.as_secs() as u32);
-        if s.flags & flags::SYNCED == 0 && idle(now, s.created) >= after {
+        if s.flags & flags::SYNCED == 0 && idle(now, s.created) >= self.after {
             if let Some(r) = record_of(ix, key, s, now, Op::Delete) {
                 self.pending.push(r);
             }
@@ -507,11 +507,11 @@ mod tests {
     fn two_syncers_over_loopback_carry_sessions_and_refuse_strangers() {
         let a_snap = snapshot(3);
         let b_snap = snapshot(7);
-        let key = [7u8; 32];
+        let key = SyncKey::new([7u8; 32]);
         let spec = |listen: &str, peer: SocketAddr| SyncSpec {
             listen: listen.parse().unwrap(),
             peers: vec![peer],
-            key,
+            key: key.clone(),
             after: Duration::from_secs(5),
             refresh: Duration::from_secs(30),
             window: Duration::from_secs(30),

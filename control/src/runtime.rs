@@ -745,13 +745,13 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
 
 /// A service's limits as `sluicectl services` shows them: "packets/s 1000 (on_overload), ...".
 fn limits_text(l: &sluice_dataplane::limit::Limits) -> String {
-    use sluice_dataplane::limit::RATES;
+    use sluice_dataplane::limit::{Which, RATES};
     let when = |o: bool| if o { " (on_overload)" } else { "" };
     let mut parts: Vec<String> = RATES
         .iter()
         .filter_map(|&r| {
             let lim = l.rate(r)?;
-            Some(format!("{}/s {}{}", crate::isolation::rate_label(r), lim.value, when(lim.on_overload)))
+            Some(format!("{}/s {}{}", Which::from(r).label(), lim.value, when(lim.on_overload)))
         })
         .collect();
     if let Some(c) = l.sessions {

@@ -116,6 +116,7 @@ pub struct Header {
 }
 
 /// The shared key (32 bytes). Its Debug form does not show it, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SyncKey([u8; 32]);
 
 impl SyncKey {

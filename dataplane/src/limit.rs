@@ -209,6 +209,16 @@ pub enum Which {
     Sessions = 3,
 }
 
+impl From<Rate> for Which {
+    fn from(r: Rate) -> Which {
+        match r {
+            Rate::Packets => Which::Packets,
+            Rate::Bytes => Which::Bytes,
+            Rate::Connections => Which::Connections,
+        }
+    }
+}
+
 impl Which {
     pub const ALL: [Which; 4] = [Which::Packets, Which::Bytes, Which::Connections, Which::Sessions];
 

@@ -109,6 +109,16 @@ def timed_requests(lab, n):
     return all(oks), ms
 
 
+def wait_active(lab, active, tries=100):
+    """Scrapes until `sluice_isolation_active` is `active` (0 or 1); those metrics, or None."""
+    for _ in range(tries):
+        m, _ = scrape(lab)
+        if m["sluice_isolation_active"] == active:
+            return m
+        time.sleep(0.1)
+    return None
+
+
 def rate(a, b, key):
     (ma, ta), (mb, tb) = a, b
     return (mb.get(key, 0) - ma.get(key, 0)) / (tb - ta)
@@ -184,13 +194,7 @@ def test_on_overload_limits_wait_for_the_high_water_mark(iso_lab):
     c0, _ = scrape(lab)
     procs = flood(lab, "udp", "u200")
     try:
-        engaged = None
-        for _ in range(100):
-            m, _ = scrape(lab)
-            if m["sluice_isolation_active"] == 1:
-                engaged = m
-                break
-            time.sleep(0.1)
+        engaged = wait_active(lab, 1)
         assert engaged, "isolation never engaged"
         checks = engaged["sluice_isolation_checks_total"] - c0["sluice_isolation_checks_total"]
         print(f"engaged {checks:.0f} check(s) after the flood began, at "
@@ -208,13 +212,7 @@ def test_on_overload_limits_wait_for_the_high_water_mark(iso_lab):
     assert abs(held - DNS_PPS) <= 0.1 * DNS_PPS, held
 
     # The flood gone, the next check is calm (calm_checks: 1): isolation goes off.
-    off = None
-    for _ in range(100):
-        m, _ = scrape(lab)
-        if m["sluice_isolation_active"] == 0:
-            off = m
-            break
-        time.sleep(0.1)
+    off = wait_active(lab, 0)
     assert off, "isolation stayed on"
     assert off['sluice_isolation_switches_total{to="on"}'] >= 1
     assert off['sluice_isolation_switches_total{to="off"}'] >= 1

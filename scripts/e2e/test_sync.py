@@ -12,7 +12,6 @@ follows each flow's latest forward packet); a stream whose client falls silent w
 until it sends again.
 """
 import json
-import struct
 import subprocess
 import sys
 import time
@@ -87,21 +86,17 @@ def scrape(lab, gw):
     return out
 
 
-def sessions_of(lab, gw, service):
-    """{client port: backend} of `service`'s sessions on appliance `gw`, from sluicectl."""
+def sessions_of(lab, sluicectl, gw, service):
+    """`sluicectl sessions` of `service` on appliance `gw` (one line per session)."""
     sock = lab.run_dir / ("admin.sock" if gw == "gw" else f"admin-{gw}.sock")
-    r = subprocess.run([str(SLUICECTL), "--socket", str(sock), "sessions", "--service", service, "--limit", "1000"],
+    r = subprocess.run([str(sluicectl), "--socket", str(sock), "sessions", "--service", service, "--limit", "1000"],
                        text=True, capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
-SLUICECTL = None
-
-
-def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced, tmp_path):
-    global SLUICECTL
-    SLUICECTL = Path(sluiced).parent / "sluicectl"
+def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
+    sluicectl = Path(sluiced).parent / "sluicectl"
     lab = pair_lab
     client = Path(__file__).resolve().parent.parent / "stream_client.py"
     # Capture B's sync traffic (for the replay below).
@@ -116,7 +111,7 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced, tm
     time.sleep(10)
     # Which streams A carries: its own sessions of the two stream services (not the ones B
     # synced to it), by client port.
-    on_a = sessions_of(lab, "gw", "stream-nat") + sessions_of(lab, "gw", "stream-proxied")
+    on_a = sessions_of(lab, sluicectl, "gw", "stream-nat") + sessions_of(lab, sluicectl, "gw", "stream-proxied")
     a_ports = {int(w.split(":")[1]) for line in on_a.splitlines() if " synced " not in line
                for w in line.split() if w.startswith("198.18.1.") and ":" in w}
     b_metrics = scrape(lab, "gw2")
