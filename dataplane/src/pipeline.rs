@@ -1039,7 +1039,7 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
         seq: cookie,
         ack: seg.seq.wrapping_add(1),
         flags: tcp::SYN | tcp::ACK,
-        window: mss,
+        window: synproxy::FIRST_WINDOW.min(mss),
         options: &options[..n],
     };
     {

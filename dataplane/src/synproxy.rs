@@ -15,8 +15,8 @@
 //!
 //! The client's first data segment (with the handshake ACK, or just after it) is kept in a
 //! [`HoldPool`] until the backend answers, then sent with the ACK that completes the backend's
-//! handshake. The appliance's SYN-ACK offers a window of one segment, so a client has at most
-//! one segment in flight before the backend is there.
+//! handshake. The appliance's SYN-ACK offers a window of [`FIRST_WINDOW`] bytes, so a client
+//! has at most one segment in flight before the backend is there.
 //!
 //! The packet logic is in `pipeline` (it needs the snapshot and the frame); what is here takes
 //! bytes and numbers.
@@ -29,6 +29,14 @@ use crate::wire::{checksum, tcp, WireError};
 /// The window scale the appliance offers a client that offers one (Linux's, with its default
 /// buffers, so most backends choose the same and no rescaling is needed).
 pub const WSCALE: u8 = 7;
+
+/// The window the appliance's SYN-ACK offers: room for one segment and no more. Not the MSS:
+/// Linux splits its segments to half the largest window it has seen once that is above 536
+/// bytes (`tcp_bound_to_half_wnd`), so a window of 1460 lets it send 730 + 730 bytes, and the
+/// second segment, with the first already held, would be lost until the client's
+/// retransmission timer. At 536 or less a window is one segment, from any stack. The
+/// backend's own window takes over once it answers.
+pub const FIRST_WINDOW: u16 = 536;
 
 /// The appliance's TCP timestamp clock: milliseconds (as Linux).
 #[inline]

@@ -279,7 +279,7 @@ fn a_syn_gets_a_cookie_and_nothing_is_kept() {
     assert!(sa.opts.sack_perm);
     let (our_ts, echo) = sa.opts.timestamps.unwrap();
     assert_eq!((our_ts, echo), (1000, C_TS), "the appliance's millisecond clock; the client's echoed");
-    assert_eq!(sa.window, MSS, "one segment until the backend is there");
+    assert_eq!(sa.window, sluice_dataplane::synproxy::FIRST_WINDOW, "one segment until the backend is there");
     // The cookie is the client's options, for this flow and ISN.
     let want = SynOptions::from_syn(Some(1460), Some(7), true, true);
     assert_eq!(r.proxy.keys.check(&flow(), C_ISN.wrapping_add(1), sa.seq.wrapping_add(1), 0), Ok(want));

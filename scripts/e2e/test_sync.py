@@ -12,6 +12,7 @@ follows each flow's latest forward packet); a stream whose client falls silent w
 until it sends again.
 """
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from lab import VIP_A, VIP_S
 
 STREAM_PORT = 9000
 KEY = "5a" * 32
-STREAMS = 12          # over two VIPs and two clients: some go through A, some through B
+STREAMS = int(__import__("os").environ.get("STREAMS", 12))          # over two VIPs and two clients: some go through A, some through B
 SECONDS = 24          # each stream's length; A dies at 10 s
 SYNC_PORT = 7946
 
@@ -101,6 +102,10 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     client = Path(__file__).resolve().parent.parent / "stream_client.py"
     # Capture B's sync traffic (for the replay below).
     cap = lab.capture("gw2", "mgmt0", "sync.pcap", f"udp dst port {SYNC_PORT} and dst host {labmod.GW2_MGMT_IP}")
+    # Each stream as its client and its VM saw it (printed for a stream that fails).
+    trace = [lab.capture(f"cli{c}", "cli0", f"streams-cli{c}.pcap", f"tcp port {STREAM_PORT}") for c in (1, 2)]
+    trace += [lab.capture(lab.vm(h, v), f"v{v}", f"streams-{name}.pcap", f"tcp port {STREAM_PORT}")
+              for h, v, _, name in labmod.VMS if v == 100]
     streams = []
     for i in range(STREAMS):
         vip = VIP_A if i % 2 == 0 else VIP_S
@@ -112,9 +117,14 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     # Which streams A carries: its own sessions of the two stream services (not the ones B
     # synced to it), by client port.
     on_a = sessions_of(lab, sluicectl, "gw", "stream-nat") + sessions_of(lab, sluicectl, "gw", "stream-proxied")
-    a_ports = {int(w.split(":")[1]) for line in on_a.splitlines() if " synced " not in line
+    a_ports = {tuple(w.split(":")) for line in on_a.splitlines() if " synced " not in line
                for w in line.split() if w.startswith("198.18.1.") and ":" in w}
     b_metrics = scrape(lab, "gw2")
+    a_metrics = scrape(lab, "gw")
+    # What A did (for a failure's diagnosis): its SYN-proxy counters and drops, and its sessions.
+    print("\nA:", {k: v for k, v in a_metrics.items() if v and (k.startswith("sluice_synproxy")
+                                                               or k.startswith("sluice_drops_total"))})
+    print(on_a)
     installed = b_metrics.get('sluice_sync_records_applied_total{outcome="installed"}', 0)
     print(f"\nbefore the failover: A carries {len(a_ports)} of {STREAMS} streams; "
           f"B installed {installed:.0f} synced sessions")
@@ -129,13 +139,24 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     for i, vip, cli, p in streams:
         p.wait(timeout=SECONDS + 90)
         out = p.log_path.read_text().strip().splitlines()
-        results.append((i, vip, json.loads(out[-1]) if out else {"ok": False, "error": "no output"}))
-    through_a = [(i, vip, r) for i, vip, r in results if r.get("local_port") in a_ports]
+        r = json.loads(out[-1]) if out else {"ok": False, "error": "no output"}
+        r["on_a"] = (labmod.CLIENT_IPS[int(cli[-1]) - 1], str(r.get("local_port"))) in a_ports
+        results.append((i, vip, r))
+    through_a = [(i, vip, r) for i, vip, r in results if r["on_a"]]
     for i, vip, r in results:
-        print(f"stream {i} to {vip}: {'A then B' if r.get('local_port') in a_ports else 'B'}: "
+        print(f"stream {i} to {vip}: {'A then B' if r['on_a'] else 'B'}: "
               f"{r.get('received')} of {r.get('sent')} bytes {'ok' if r['ok'] else r['error']}")
     assert through_a, "the streams A carried were not found again"
-    assert all(r["ok"] for _, _, r in results), [r for _, _, r in results if not r["ok"]]
+    failed = [r for _, _, r in results if not r["ok"]]
+    if failed:
+        for p in trace:
+            lab.stop(p, timeout=5)
+        for r in failed:
+            print(f"stream from port {r.get('local_port')}, packets as its client and the VMs saw them:")
+            for where in ("cli1", "cli2", "a1", "a2"):
+                for line in tcp_trace(lab.run_dir / f"streams-{where}.pcap", r.get("local_port")):
+                    print(f"  {where}: {line}")
+    assert not failed, failed
     print(f"through A: {sum(vip == VIP_S for _, vip, _ in through_a)} SYN-proxied, "
           f"{sum(vip == VIP_A for _, vip, _ in through_a)} NAT")
     b_after = scrape(lab, "gw2")
@@ -161,6 +182,27 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     for k in after:
         if k.startswith("sluice_sync_records_applied_total"):
             assert after[k] == before[k], k
+
+
+def tcp_trace(pcap, port, most=60):
+    """One line per TCP segment to or from `port` in `pcap` (Ethernet or raw IP frames): the
+    first `most` of them."""
+    lines = []
+    for frame in labmod.read_pcap(pcap):
+        ip = frame if frame[:1] and frame[0] >> 4 == 4 else frame[14:]
+        if len(ip) < 40 or ip[9] != 6:
+            continue
+        ihl = (ip[0] & 15) * 4
+        t = ip[ihl:]
+        sport, dport, seq, ack = struct.unpack_from(">HHII", t, 0)
+        if port not in (sport, dport):
+            continue
+        flags = "".join(c for c, bit in zip("FSRPAU", (1, 2, 4, 8, 16, 32)) if t[13] & bit)
+        payload = len(ip) - ihl - (t[12] >> 4) * 4
+        win = struct.unpack_from(">H", t, 14)[0]
+        lines.append(f"{labmod.ip4(ip[12:16])}:{sport} > {labmod.ip4(ip[16:20])}:{dport} {flags} "
+                     f"seq {seq} ack {ack} win {win} len {payload}")
+    return lines[:most]
 
 
 def udp_payload(frame):
