@@ -211,9 +211,9 @@ SP_ISN, SP_TS = 0xFFFFFFF0, 12345
 sp_opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (SP_TS, 0)), ("NOP", None), ("WScale", 7)]
 sp_syn = IP(src=CLI_IP, dst=VIP_SP, ttl=63, id=0x5151, flags="DF") / TCP(sport=40300, dport=80, flags="S", seq=SP_ISN, window=64240, options=sp_opts)
 SP_COOKIE = cookie(CLI_IP, 40300, VIP_SP, 80, SP_ISN, 0, 6, 7, 1, 1)  # MSS_TABLE[6] = 1460
-# MSS: the tunnel path (1500 less GRE with a key, 28) less 40; the window: one segment.
+# MSS: the tunnel path (1500 less GRE with a key, 28) less 40; the window: 536 bytes, one segment from any stack (synproxy::FIRST_WINDOW).
 sp_synack = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_SP, dst=CLI_IP, ttl=64, id=0, flags="DF") / TCP(
-    sport=80, dport=40300, flags="SA", seq=SP_COOKIE, ack=(SP_ISN + 1) & 0xFFFFFFFF, window=1432,
+    sport=80, dport=40300, flags="SA", seq=SP_COOKIE, ack=(SP_ISN + 1) & 0xFFFFFFFF, window=536,
     options=[("MSS", 1432), ("SAckOK", b""), ("Timestamp", (0, SP_TS)), ("NOP", None), ("WScale", 7)])
 case("syn to a SYN-proxied VIP: a SYN-ACK with the cookie, nothing kept", 0, eth_in() / sp_syn, sp_synack, "synack:0")
 sp_ack = IP(src=CLI_IP, dst=VIP_SP, ttl=63, id=0x5152, flags="DF") / TCP(
