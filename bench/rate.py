@@ -64,6 +64,12 @@ SCENARIOS = {
         "what": "1M established TCP flows (ACK), DSR IPIP, one worker",
         "gen": ["--flows", "1000000", "--tcp-flags", "10"],
     },
+    "established-cached": {
+        "what": "as `established` with 4096 flows, whose sessions stay in cache: the session table's "
+                "work without its DRAM misses (a diagnostic, not a target)",
+        "gen": ["--flows", "4096", "--tcp-flags", "10"],
+        "modes": ["local"],
+    },
     "new-flows": {
         "what": "every packet a new TCP flow (SYN), DSR IPIP, one worker",
         "gen": ["--new-flows", "--tcp-flags", "02"],

@@ -160,6 +160,42 @@ fn full_tx_queue_counts_tx_full() {
     assert_eq!(stats.tunneled.get(), 10);
 }
 
+/// The worker finishes a packet while classifying one further on (`worker::AHEAD`): a full
+/// burst of forwarded packets mixed with dropped ones still leaves in order, each verdict with
+/// its own packet.
+#[test]
+fn a_burst_leaves_in_order_with_each_packets_own_verdict() {
+    let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
+    let stats = Arc::new(WorkerStats::default());
+    let mut io = MemIo::new(2);
+    let mut sent = Vec::new();
+    for i in 0..32u16 {
+        if i % 3 == 1 {
+            io.rx[0].push_back(VecFrame::new(&[0u8; 20])); // a runt: dropped
+        } else {
+            io.rx[0].push_back(VecFrame::new(&syn(2000 + i)));
+            sent.push(2000 + i);
+        }
+    }
+    let mut w = Worker::new(
+        (1, 2),
+        io,
+        2,
+        Arc::new(ArcSwap::from_pointee(snap)),
+        (
+            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+        ),
+        Arc::clone(&stats),
+    );
+    assert_eq!(w.poll(1), 32);
+    // IPIP: Ethernet, outer IPv4 (20), inner IPv4 (20), then the inner TCP source port.
+    let ports: Vec<u16> =
+        w.io().tx[1].iter().map(|f| u16::from_be_bytes([f.data()[54], f.data()[55]])).collect();
+    assert_eq!(ports, sent);
+    assert_eq!(stats.drops.iter().map(|c| c.get()).sum::<u64>(), 32 - sent.len() as u64);
+}
+
 #[test]
 fn neighbor_learned_from_arp_then_traffic_flows() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
