@@ -16,9 +16,6 @@ use arrayvec::ArrayVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// How many packets ahead of its use a packet's session slot is prefetched.
-const AHEAD: usize = 16;
-
 /// How often worker 0 walks the next hops to resolve or refresh them ahead of traffic.
 pub const NEIGHBOR_SCAN_NS: u64 = 100_000_000;
 
@@ -129,37 +126,28 @@ impl<I: Io> Worker<I> {
             };
             let mut cx =
                 Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve).with_limiter(limiter);
-            // Classify packet i, prefetching its session slot, while finishing packet i - AHEAD:
-            // each slot is asked for AHEAD packets before it is used, and no more misses are in
-            // flight at once than the core tracks (a whole burst of prefetches up front is
-            // slower: docs/performance.md, "Session table").
-            let n = rx.len();
+            // Pass 1: classify the burst; for packets to a service, prefetch the session slot,
+            // so that pass 2 finds it in cache.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
-            let mut verdicts: ArrayVec<Verdict, BURST> = ArrayVec::new();
-            for i in 0..n + AHEAD {
-                if let Some(frame) = rx.get_mut(i) {
-                    bytes += frame.data().len();
-                    let stage = classify(&mut cx, p, frame);
-                    if let Stage::Service(t) = &stage {
-                        cx.sessions.prefetch(t.session_hash);
-                    }
-                    stages.push(stage);
+            for frame in rx.iter_mut() {
+                bytes += frame.data().len();
+                let stage = classify(&mut cx, p, frame);
+                if let Stage::Service(t) = &stage {
+                    cx.sessions.prefetch(t.session_hash);
                 }
-                let Some(j) = i.checked_sub(AHEAD) else { continue };
-                if let (Some(frame), Some(stage)) = (rx.get_mut(j), stages.get(j)) {
-                    verdicts.push(match stage {
-                        Stage::Done(v) => *v,
-                        Stage::Service(t) => finish(&mut cx, frame, t),
-                    });
-                }
+                stages.push(stage);
             }
             let pc = &self.stats.ports[usize::from(p)];
-            pc.rx_packets.add(n as u64);
+            pc.rx_packets.add(stages.len() as u64);
             pc.rx_bytes.add(bytes as u64);
-            // Then dispatch, in order.
+            // Pass 2: finish and dispatch.
             let (mut arp, mut echo, mut tunneled, mut resets, mut nat, mut unreach) =
                 (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-            for (frame, verdict) in rx.drain(..).zip(verdicts) {
+            for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
+                let verdict = match stage {
+                    Stage::Done(v) => *v,
+                    Stage::Service(t) => finish(&mut cx, &mut frame, t),
+                };
                 let out = match verdict {
                     Verdict::ArpReply { port } => {
                         arp += 1;

@@ -160,9 +160,8 @@ fn full_tx_queue_counts_tx_full() {
     assert_eq!(stats.tunneled.get(), 10);
 }
 
-/// The worker finishes a packet while classifying one further on (`worker::AHEAD`): a full
-/// burst of forwarded packets mixed with dropped ones still leaves in order, each verdict with
-/// its own packet.
+/// The worker classifies a whole burst, then finishes and dispatches it: a full burst of
+/// forwarded packets mixed with dropped ones leaves in order, each verdict with its own packet.
 #[test]
 fn a_burst_leaves_in_order_with_each_packets_own_verdict() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
