@@ -363,11 +363,13 @@ impl Slot {
     }
 }
 
-/// The slot array. Large tables are an anonymous mapping aligned to 2 MiB and marked for
-/// transparent huge pages: the OS provides zero-filled pages only when touched, so a large
-/// table costs memory as it fills; and huge pages let a 2 GiB table be mapped by ~1000 TLB
-/// entries instead of half a million 4 KiB ones, so a random slot costs one DRAM access rather
-/// than a page walk and then one. Small tables come from the heap, zeroed.
+/// The slot array. Large tables are an anonymous mapping aligned to 2 MiB, marked for
+/// transparent huge pages, and made resident when made: huge pages let a 2 GiB table be
+/// mapped by ~1000 TLB entries instead of half a million 4 KiB ones, so a random slot costs one
+/// DRAM access rather than a page walk and then one; and a page first touched by a worker
+/// would be a page fault on the packet path, the kernel zeroing 2 MiB while packets wait. So
+/// the whole table is memory from the start (512 MiB for the default 4 M sessions), as DPDK's
+/// own memory is. Small tables come from the heap, zeroed.
 #[cfg(not(loom))]
 struct Slots {
     ptr: std::ptr::NonNull<Slot>,
@@ -423,9 +425,27 @@ impl Slots {
             // A hint about backing, never about contents; without THP it fails harmlessly.
             libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
         }
+        populate(aligned, size);
         let ptr = std::ptr::NonNull::new(aligned as *mut Slot)
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Slots { ptr, len: n, mapped: Some(size) }
+    }
+}
+
+/// Makes the `size` bytes of fresh anonymous mapping at `at` resident (zero-filled, as they
+/// were), before anything shares them.
+#[cfg(not(loom))]
+fn populate(at: usize, size: usize) {
+    // SAFETY: [at, at + size) is a private anonymous mapping this thread alone holds (made by
+    // `Slots::zeroed`, not yet shared); MADV_POPULATE_WRITE faults its pages in, writable,
+    // without changing their contents.
+    if unsafe { libc::madvise(at as *mut libc::c_void, size, libc::MADV_POPULATE_WRITE) } == 0 {
+        return;
+    }
+    // Kernels before 5.14: a write of zero (what is there already) to every 4 KiB page.
+    for page in (at..at + size).step_by(4096) {
+        // SAFETY: as above; `page` lies inside the mapping and is 8-byte aligned.
+        unsafe { std::ptr::write_volatile(page as *mut u64, 0) };
     }
 }
 
@@ -976,6 +996,21 @@ mod tests {
 
     fn key(i: u32) -> SessionKey {
         SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_0000 + i)), (i % 60000) as u16 + 1, (i % 3) as u16)
+    }
+
+    /// A mapped table is resident from the start: no worker takes its page faults.
+    #[test]
+    fn a_large_table_is_resident_when_made() {
+        let t = SessionTable::new(1 << 16, Timeouts::default(), 1); // 128 K slots, 8 MiB
+        let (at, size) = (t.slots.ptr.as_ptr() as usize, t.slots.mapped.expect("mapped"));
+        let pages = size / 4096;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: [at, at + size) is the table's mapping, alive while `t` is; `resident` has one
+        // byte per 4 KiB page of it.
+        let r = unsafe { libc::mincore(at as *mut libc::c_void, size, resident.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        assert_eq!(resident.iter().filter(|&&b| b & 1 != 0).count(), pages, "every page resident");
+        assert!(t.is_empty(), "and still all zero: every slot empty");
     }
 
     #[test]
