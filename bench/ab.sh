@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two sluiced binaries on one config, alternating, so that both see the same machine:
 #   bench/ab.sh OLD_SLUICED NEW_SLUICED CONFIG [ROUNDS] [SECONDS]
-# CONFIG is a local-mode config that bench/rate.py wrote (/run/sluice-bench/dut.yaml after a
-# run; both binaries must accept it). Prints each run's per-second RX rates after the first
+# CONFIG is a local-mode config that bench/rate.py wrote, one per scenario
+# (/run/sluice-bench/dut-SCENARIO-local.yaml after a run; both binaries must accept it). Prints each run's per-second RX rates after the first
 # two (capture loading and warm-up). Needs root.
 set -euo pipefail
 old=$1 new=$2 cfg=$3 rounds=${4:-3} secs=${5:-12}

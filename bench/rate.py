@@ -260,7 +260,8 @@ def run_once(dut, scenario, args, n):
     sock = RUN / f"{scenario}-{dut}-{n}.sock"
     sock.unlink(missing_ok=True)
     vdev = ext_vdev(args, scenario, sock)
-    cfg = RUN / "dut.yaml"
+    # Named by scenario and mode, so an A/B afterwards (bench/ab.sh) takes the one it means.
+    cfg = RUN / f"dut-{scenario}-{args.mode}.yaml"
     cfg.write_text(sluiced_config(vdev, args.mode, workers(scenario)))
     dut_log, gen_log = RUN / f"{dut}.log", RUN / "gen.log"
     total = args.warmup + args.measure + 2
