@@ -198,6 +198,9 @@ class Lab:
         for n in self.namespaces():
             if n in names:
                 run(["ip", "netns", "del", n], check=False)
+        left = [line for line in run(["ip", "netns", "list"], capture=True).splitlines()
+                if line.startswith(f"{self.prefix}-")]
+        assert not left, f"namespaces left behind: {left}"
 
     # ---- processes ------------------------------------------------------------------------
 
@@ -353,14 +356,21 @@ def sluiced_which(sluiced, config, flow):
     return out.split()[1]
 
 
-def counters(text):
-    """Parses the `name{labels} value` lines sluiced prints with --print-stats."""
+def counters(text, number=int):
+    """Parses the `name{labels} value` lines of sluiced's metrics (as --print-stats prints them,
+    or as its metrics endpoint serves them, with `number=float`)."""
     out = {}
     for line in text.splitlines():
         if line.startswith("sluice_") and " " in line:
             k, v = line.rsplit(" ", 1)
-            out[k] = int(v)
+            out[k] = number(v)
     return out
+
+
+def metrics(lab, gw="gw"):
+    """The metrics endpoint of the sluiced in namespace `gw`, parsed."""
+    return counters(lab.sh(gw, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9109/metrics", capture=True),
+                    float)
 
 
 # ---- traffic -----------------------------------------------------------------------------------

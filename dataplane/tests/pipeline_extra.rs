@@ -109,6 +109,21 @@ impl Frame for Chained {
     }
 }
 
+/// Worker `id` of 2 over `io` (2 ports), with `snap` as its config and a small session table.
+fn worker(id: usize, io: MemIo, snap: Snapshot, stats: &Arc<WorkerStats>) -> Worker<MemIo> {
+    Worker::new(
+        (id, 2),
+        io,
+        2,
+        Arc::new(ArcSwap::from_pointee(snap)),
+        (
+            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
+            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
+        ),
+        Arc::clone(stats),
+    )
+}
+
 #[test]
 fn multi_segment_frames_are_dropped() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
@@ -142,17 +157,7 @@ fn full_tx_queue_counts_tx_full() {
     for i in 0..10 {
         io.rx[0].push_back(VecFrame::new(&syn(1000 + i)));
     }
-    let mut w = Worker::new(
-        (1, 2),
-        io,
-        2,
-        Arc::new(ArcSwap::from_pointee(snap)),
-        (
-            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
-            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-        ),
-        Arc::clone(&stats),
-    );
+    let mut w = worker(1, io, snap, &stats);
     assert_eq!(w.poll(1), 10);
     assert_eq!(w.io().tx[1].len(), 3);
     assert_eq!(stats.ports[1].tx_packets.get(), 3);
@@ -176,17 +181,7 @@ fn a_burst_leaves_in_order_with_each_packets_own_verdict() {
             sent.push(2000 + i);
         }
     }
-    let mut w = Worker::new(
-        (1, 2),
-        io,
-        2,
-        Arc::new(ArcSwap::from_pointee(snap)),
-        (
-            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
-            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-        ),
-        Arc::clone(&stats),
-    );
+    let mut w = worker(1, io, snap, &stats);
     assert_eq!(w.poll(1), 32);
     // IPIP: Ethernet, outer IPv4 (20), inner IPv4 (20), then the inner TCP source port.
     let ports: Vec<u16> =
@@ -198,19 +193,8 @@ fn a_burst_leaves_in_order_with_each_packets_own_verdict() {
 #[test]
 fn neighbor_learned_from_arp_then_traffic_flows() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
-    let config = Arc::new(ArcSwap::from_pointee(snap));
     let stats = Arc::new(WorkerStats::default());
-    let mut w = Worker::new(
-        (0, 2),
-        MemIo::new(2),
-        2,
-        Arc::clone(&config),
-        (
-            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
-            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-        ),
-        Arc::clone(&stats),
-    );
+    let mut w = worker(0, MemIo::new(2), snap, &stats);
 
     // Worker 0 asks for the backend's MAC ahead of any traffic.
     w.poll(1);

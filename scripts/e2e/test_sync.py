@@ -73,18 +73,6 @@ def pair_lab(sluiced):
         yield lab
     finally:
         lab.down()
-        existing = labmod.run(["ip", "netns", "list"], capture=True)
-        assert not any(line.startswith("sls2-") for line in existing.splitlines()), "namespaces left behind"
-
-
-def scrape(lab, gw):
-    text = lab.sh(gw, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9109/metrics", capture=True)
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("sluice_"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
 def sessions_of(lab, sluicectl, gw, service):
@@ -119,8 +107,8 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     on_a = sessions_of(lab, sluicectl, "gw", "stream-nat") + sessions_of(lab, sluicectl, "gw", "stream-proxied")
     a_ports = {tuple(w.split(":")) for line in on_a.splitlines() if " synced " not in line
                for w in line.split() if w.startswith("198.18.1.") and ":" in w}
-    b_metrics = scrape(lab, "gw2")
-    a_metrics = scrape(lab, "gw")
+    b_metrics = labmod.metrics(lab, "gw2")
+    a_metrics = labmod.metrics(lab, "gw")
     # What A did (for a failure's diagnosis): its SYN-proxy counters and drops, and its sessions.
     print("\nA:", {k: v for k, v in a_metrics.items() if v and (k.startswith("sluice_synproxy")
                                                                or k.startswith("sluice_drops_total"))})
@@ -159,7 +147,7 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     assert not failed, failed
     print(f"through A: {sum(vip == VIP_S for _, vip, _ in through_a)} SYN-proxied, "
           f"{sum(vip == VIP_A for _, vip, _ in through_a)} NAT")
-    b_after = scrape(lab, "gw2")
+    b_after = labmod.metrics(lab, "gw2")
     received = b_after.get('sluice_sync_records_total{direction="received"}', 0)
     print(f"B: {received:.0f} records received, lag {b_after.get('sluice_sync_lag_seconds', 0):.3f} s")
 
@@ -168,13 +156,13 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     frames = labmod.read_pcap(lab.run_dir / "sync.pcap")
     assert frames, "B received sync messages"
     payload = udp_payload(frames[-1])
-    before = scrape(lab, "gw2")
+    before = labmod.metrics(lab, "gw2")
     forged = bytearray(payload)
     forged[40] ^= 0x01
     send_from_a(lab, bytes(forged))
     send_from_a(lab, payload)
     time.sleep(0.5)
-    after = scrape(lab, "gw2")
+    after = labmod.metrics(lab, "gw2")
     rejected = {k: after[k] - before.get(k, 0) for k in after if k.startswith("sluice_sync_rejected_total")}
     print(f"forged and replayed: {rejected}")
     assert rejected['sluice_sync_rejected_total{reason="bad_tag"}'] == 1
