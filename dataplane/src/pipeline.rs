@@ -4,14 +4,13 @@
 //! Every malformed input ends in `Verdict::Drop(reason)`; nothing here panics on any bytes.
 
 use crate::cookie::{self, CookieError, SynOptions};
+use crate::encap::Inner;
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 use crate::io::Frame;
 use crate::limit::{self, Isolation, LimitState, Rate, Which};
 use crate::sched::{self, SchedState};
 use crate::session::{self, Insert, Session, SessionKey, SessionTable, TcpState};
-use crate::snapshot::{
-    Forwarding, NoBackend, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot, Tunnel,
-};
+use crate::snapshot::{Forwarding, NoBackend, OnRemoved, Port, Scheduler, Service, ServiceKey, Snapshot};
 use crate::stats::{Counter, DropReason};
 use crate::synproxy::{self, SynProxy, HOLD_BYTES};
 use crate::wire::arp::{self, ArpPacket};
@@ -20,7 +19,7 @@ use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::tcp;
 use crate::wire::tcp_options::{self, SynOffer, TcpOptions, SYN_OPTIONS_MAX};
-use crate::wire::{checksum, GrePacket, GreRepr, TcpPacket, TcpRepr, UdpPacket, WireError, BROADCAST_MAC};
+use crate::wire::{checksum, GrePacket, TcpPacket, TcpRepr, UdpPacket, WireError, BROADCAST_MAC};
 use arrayvec::ArrayVec;
 use std::net::Ipv4Addr;
 
@@ -456,7 +455,7 @@ fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> 
 pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     let snap = cx.snap;
     let table = cx.sessions;
-    let (l2, inner_len) = (usize::from(p.l2), usize::from(p.inner_len));
+    let l2 = usize::from(p.l2);
     let si = usize::from(p.service);
     let Some(svc) = snap.services.get(si) else {
         return Drop(DropReason::NoService);
@@ -565,30 +564,27 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
             }
         }
     }
-    let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: p.dont_frag };
-    encapsulate(cx, frame, l2, inner_len, outer, svc, p.service, bi)
+    let inner = Inner { len: p.inner_len, tos: p.tos, ident: p.ident, dont_frag: p.dont_frag };
+    encapsulate(cx, frame, l2, inner, p.service, svc, bi)
 }
 
-/// The outer IPv4 header's copies of the inner packet's fields.
-#[derive(Debug, Clone, Copy)]
-struct Outer {
-    tos: u8,
-    ident: u16,
-    dont_frag: bool,
+/// The outer header's copies of an inner packet's fields, for a packet of `len` bytes (too
+/// long for any MTU if it does not fit 16 bits).
+#[inline]
+fn inner(len: usize, tos: u8, ident: u16, dont_frag: bool) -> Inner {
+    Inner { len: u16::try_from(len).unwrap_or(u16::MAX), tos, ident, dont_frag }
 }
 
-/// Puts the inner packet at `frame[l2..l2 + inner_len]` into the service's tunnel toward
-/// backend `bi`: Ethernet to the next hop, outer IPv4 (and GRE). Anything after the inner
-/// packet (link padding) is dropped.
-#[allow(clippy::too_many_arguments)]
+/// Puts the inner packet at `frame[l2..l2 + inner.len]` into the service's tunnel toward
+/// backend `bi`: Ethernet to the next hop, outer IPv4 (and GRE), from the backend's
+/// [`OuterHeader`]. Anything after the inner packet (link padding) is dropped.
 fn encapsulate<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &mut F,
     l2: usize,
-    inner_len: usize,
-    o: Outer,
-    svc: &Service,
+    inner: Inner,
     service: u16,
+    svc: &Service,
     bi: u16,
 ) -> Verdict {
     let snap = cx.snap;
@@ -606,45 +602,22 @@ fn encapsulate<F: Frame>(
     let Some(mac) = mac else {
         return Drop(DropReason::NeighborUnresolved);
     };
-    let Some(out) = snap.ports.get(usize::from(nh.port)) else {
-        return Drop(DropReason::NeighborUnresolved);
-    };
-
-    let gre = match svc.tunnel {
-        Tunnel::Ipip => None,
-        Tunnel::Gre { key } => Some(GreRepr { protocol: ethernet::ETHERTYPE_IPV4, key }),
-    };
-    let tunnel_len = ipv4::HEADER_LEN + gre.map_or(0, |g| g.header_len());
-    if inner_len + tunnel_len > usize::from(out.mtu) {
+    let outer = &backend.outer;
+    let inner_len = usize::from(inner.len);
+    if !outer.fits(inner_len) {
         return Drop(DropReason::MtuExceeded);
     }
-    let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
-    let l2_out = eth.header_len();
-
     // Drop link padding after the inner packet, then make room in front of it.
     let padding = frame.data().len().saturating_sub(l2 + inner_len);
     if !frame.trim(padding) {
         return Drop(DropReason::Ipv4Truncated);
     }
-    let grow = l2_out + tunnel_len - l2; // l2 <= 18 < 14 + 20
-    if !frame.prepend(grow) {
+    // l2 <= 18 < 14 + 20
+    if !frame.prepend(outer.len() - l2) {
         return Drop(DropReason::NoHeadroom);
     }
-    let b = frame.data_mut();
-    eth.emit(&mut b[..l2_out]);
-    let outer = Ipv4Repr {
-        src: backend.tunnel_source,
-        dst: backend.host,
-        protocol: if gre.is_some() { ipv4::PROTO_GRE } else { ipv4::PROTO_IPIP },
-        payload_len: tunnel_len - ipv4::HEADER_LEN + inner_len,
-        tos: o.tos,
-        ident: o.ident,
-        dont_frag: o.dont_frag,
-        ttl: DEFAULT_TTL,
-    };
-    outer.emit(&mut b[l2_out..l2_out + ipv4::HEADER_LEN]);
-    if let Some(g) = gre {
-        g.emit(&mut b[l2_out + ipv4::HEADER_LEN..l2_out + tunnel_len]);
+    if !outer.write(frame.data_mut(), mac, inner) {
+        return Drop(DropReason::Ipv4Truncated);
     }
     Verdict::Tunnel { port: nh.port, service, backend: bi }
 }
@@ -1095,8 +1068,7 @@ fn backend_syn<F: Frame>(
     let Some(len) = write_segment(frame, l2, (client, backend.address), (p.tos, p.ident), &syn) else {
         return Drop(DropReason::NoHeadroom);
     };
-    let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: true };
-    encapsulate(cx, frame, l2, len, outer, svc, p.service, bi)
+    encapsulate(cx, frame, l2, inner(len, p.tos, p.ident, true), p.service, svc, bi)
 }
 
 /// A client's segment while the backend's handshake is under way (`Connecting`): the first
@@ -1138,8 +1110,7 @@ fn proxy_connecting<F: Frame>(
         let Some(len) = write_segment(frame, l2, (client, b.address), (p.tos, p.ident), &rst) else {
             return Drop(DropReason::NoHeadroom);
         };
-        let outer = Outer { tos: p.tos, ident: p.ident, dont_frag: true };
-        return encapsulate(cx, frame, l2, len, outer, svc, p.service, bi);
+        return encapsulate(cx, frame, l2, inner(len, p.tos, p.ident, true), p.service, svc, bi);
     }
     if flags & tcp::SYN != 0 {
         if flags & tcp::ACK != 0 {
@@ -1262,7 +1233,7 @@ fn proxy_backend_answer<F: Frame>(
             return Drop(DropReason::NoHeadroom);
         };
         cx.events.backend_resets += 1;
-        return encapsulate(cx, frame, 0, len, Outer { tos: 0, ident: 0, dont_frag: true }, svc, si, bi);
+        return encapsulate(cx, frame, 0, inner(len, 0, 0, true), si, svc, bi);
     }
     if seg.flags & (tcp::SYN | tcp::ACK) != tcp::SYN | tcp::ACK || seg.ack != s.client_isn.wrapping_add(1) {
         return Drop(DropReason::SynproxyBackendUnexpected);
@@ -1307,10 +1278,10 @@ fn proxy_backend_answer<F: Frame>(
         return Drop(DropReason::SynproxyMalformed);
     }
     let outer = match Ipv4Packet::new_checked(&b[..]) {
-        Ok(ip) => Outer { tos: ip.tos(), ident: ip.ident(), dont_frag: ip.dont_frag() },
+        Ok(ip) => inner(n, ip.tos(), ip.ident(), ip.dont_frag()),
         Err(_) => return Drop(DropReason::SynproxyMalformed),
     };
-    encapsulate(cx, frame, 0, n, outer, svc, si, bi)
+    encapsulate(cx, frame, 0, outer, si, svc, bi)
 }
 
 /// Turns the backend's SYN-ACK (at `frame[inner_at..]`) into the ACK that completes its
@@ -1368,7 +1339,7 @@ fn backend_ack<F: Frame>(
     let Some(len) = write_segment(frame, 0, (client, backend), (0, 0), &ack) else {
         return Drop(DropReason::NoHeadroom);
     };
-    encapsulate(cx, frame, 0, len, Outer { tos: 0, ident: 0, dont_frag: true }, svc, si, bi)
+    encapsulate(cx, frame, 0, inner(len, 0, 0, true), si, svc, bi)
 }
 
 /// A backend for a flow without a session: the scheduler's choice, or for `ip_hash` with

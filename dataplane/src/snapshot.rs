@@ -5,6 +5,7 @@
 //! One thing in here is mutable: a next hop's MAC address, learned from ARP by whichever worker
 //! sees the reply, in a single atomic word.
 
+use crate::encap::OuterHeader;
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 pub use crate::limit::Limits;
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
@@ -323,6 +324,8 @@ pub struct Backend {
     pub nexthop: u16,
     /// Outer source address of the tunnel toward this backend.
     pub tunnel_source: Ipv4Addr,
+    /// The tunnel headers toward it, but for the next hop's MAC and the per-packet fields.
+    pub outer: OuterHeader,
 }
 
 impl Backend {
@@ -614,6 +617,7 @@ impl Snapshot {
                         format!("backend id {id} is also services[{}].backends[{}]'s", first.0, first.1),
                     ));
                 }
+                let tunnel_source = spec.tunnel_source.unwrap_or(ports[pi].address);
                 backends.push(Backend {
                     id,
                     address: b.address,
@@ -622,7 +626,15 @@ impl Snapshot {
                     weight: b.weight,
                     down: b.down,
                     nexthop,
-                    tunnel_source: spec.tunnel_source.unwrap_or(ports[pi].address),
+                    tunnel_source,
+                    outer: OuterHeader::new(
+                        ports[pi].mac,
+                        ports[pi].vlan,
+                        ports[pi].mtu,
+                        tunnel_source,
+                        host,
+                        s.tunnel,
+                    ),
                 });
             }
             // Maglev names a backend by its address (DSR) or address and port (NAT): the same
