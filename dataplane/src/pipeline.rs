@@ -16,7 +16,7 @@ use crate::synproxy::{self, SynProxy, HOLD_BYTES};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use crate::wire::icmp::{self, IcmpPacket};
-use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv4::{self, Ipv4Header, Ipv4Packet, Ipv4Repr};
 use crate::wire::tcp;
 use crate::wire::tcp_options::{self, SynOffer, TcpOptions, SYN_OPTIONS_MAX};
 use crate::wire::{checksum, GrePacket, TcpPacket, TcpRepr, UdpPacket, WireError, BROADCAST_MAC};
@@ -334,24 +334,28 @@ fn handle_arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mut
 
 fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> Stage {
     use Stage::Done;
-    let ip = match Ipv4Packet::new_checked(&frame.data()[l2..]) {
-        Ok(ip) => ip,
-        Err(WireError::Truncated) => return Done(Drop(DropReason::Ipv4Truncated)),
-        Err(_) => return Done(Drop(DropReason::Ipv4Malformed)),
+    let data = frame.data();
+    let ip = match data.get(l2..).map(Ipv4Header::parse) {
+        Some(Ok(ip)) => ip,
+        None | Some(Err(WireError::Truncated)) => return Done(Drop(DropReason::Ipv4Truncated)),
+        Some(Err(_)) => return Done(Drop(DropReason::Ipv4Malformed)),
     };
-    if !ip.verify_checksum() {
+    if !ip.checksum_ok {
         return Done(Drop(DropReason::Ipv4BadChecksum));
     }
-    let (dst, proto) = (ip.dst(), ip.protocol());
+    let (dst, proto) = (ip.dst, ip.protocol);
     let l4 = proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP;
 
     // Fast path: unfragmented TCP/UDP to a service, found with one lookup.
     let mut l4_error = None;
     if l4 && !ip.is_fragment() {
+        // Inside the buffer: Ipv4Header::parse checked header_len <= total_len <= its length.
+        let payload =
+            data.get(l2 + usize::from(ip.header_len)..l2 + usize::from(ip.total_len)).unwrap_or_default();
         let ports = if proto == ipv4::PROTO_TCP {
-            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
+            TcpPacket::new_checked(payload).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
         } else {
-            UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None))
+            UdpPacket::new_checked(payload).map(|u| (u.src_port(), u.dst_port(), None))
         };
         match ports {
             Ok((src_port, dst_port, tcp_flags)) => {
@@ -361,7 +365,7 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
                     found.and_then(|i| Some((i, snap.services.get(usize::from(i))?)))
                 {
                     let flow = FlowKey {
-                        src: Addr::v4(ip.src()),
+                        src: Addr::v4(ip.src),
                         dst: Addr::v4(dst),
                         src_port,
                         dst_port,
@@ -376,9 +380,9 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
                         tcp_flags,
                         rx_port,
                         l2: l2 as u8,
-                        inner_len: ip.total_len() as u16,
-                        tos: ip.tos(),
-                        ident: ip.ident(),
+                        inner_len: ip.total_len,
+                        tos: ip.tos,
+                        ident: ip.ident,
                         dont_frag: ip.dont_frag(),
                     });
                 }
@@ -393,7 +397,7 @@ fn handle_ipv4<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, port: &Port, frame: &mu
         && !ip.is_fragment()
         && cx.snap.is_local(dst)
     {
-        let (ihl, total) = (ip.header_len(), ip.total_len());
+        let (ihl, total) = (usize::from(ip.header_len), usize::from(ip.total_len));
         return Done(nat_reply(cx, frame, l2, ihl, total, proto));
     }
 

@@ -148,6 +148,73 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// The header fields the packet path reads, from one bounds check of the fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Header {
+    pub header_len: u8,
+    pub tos: u8,
+    pub total_len: u16,
+    pub ident: u16,
+    flags_frag: u16,
+    pub protocol: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Whether the header checksum (options included) is right.
+    pub checksum_ok: bool,
+}
+
+impl Ipv4Header {
+    /// The header at the start of `b`, with the checks of [`Ipv4Packet::new_checked`]; the
+    /// checksum is verified and the result kept in `checksum_ok`.
+    #[inline]
+    pub fn parse(b: &[u8]) -> Result<Self, WireError> {
+        let Some(h) = b.first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if h[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let ihl = usize::from(h[field::VER_IHL] & 0x0f) * 4;
+        let total = u16::from_be_bytes([h[2], h[3]]);
+        if ihl < HEADER_LEN || usize::from(total) < ihl {
+            return Err(WireError::Malformed);
+        }
+        if usize::from(total) > b.len() {
+            return Err(WireError::Truncated);
+        }
+        let sum = if ihl == HEADER_LEN {
+            let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+            let acc =
+                u64::from(w(0)) + u64::from(w(4)) + u64::from(w(8)) + u64::from(w(12)) + u64::from(w(16));
+            let acc = (acc & 0xffff_ffff) + (acc >> 32);
+            ((acc & 0xffff_ffff) + (acc >> 32)) as u32
+        } else {
+            // ihl <= total <= b.len()
+            checksum::sum(&b[..ihl])
+        };
+        Ok(Ipv4Header {
+            header_len: ihl as u8,
+            tos: h[field::TOS],
+            total_len: total,
+            ident: u16::from_be_bytes([h[4], h[5]]),
+            flags_frag: u16::from_be_bytes([h[6], h[7]]),
+            protocol: h[field::PROTOCOL],
+            src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            checksum_ok: checksum::fold(sum) == 0xffff,
+        })
+    }
+
+    pub fn dont_frag(&self) -> bool {
+        self.flags_frag & FLAG_DF != 0
+    }
+
+    /// True for any fragment (more-fragments set or a non-zero offset).
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+    }
+}
+
 /// The fields of a 20-byte IPv4 header (no options), for building one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Repr {
@@ -268,6 +335,42 @@ mod tests {
         p[6] = 0x00;
         p[7] = 0x10; // offset 16*8
         assert!(Ipv4Packet::new_checked(&p[..]).unwrap().is_fragment());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_parse_agrees_with_the_view(mut b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                                             fix in proptest::prelude::any::<bool>()) {
+            // Half the cases get a plausible header (version 4, a length that fits, the right
+            // checksum), so that both the accepting and the refusing paths are exercised.
+            if fix && b.len() >= HEADER_LEN {
+                b[0] = 0x40 | (b[0] & 0x0f).max(5);
+                let ihl = usize::from(b[0] & 0x0f) * 4;
+                if ihl <= b.len() {
+                    let total = ihl + (usize::from(b[3]) % (b.len() - ihl + 1));
+                    b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                    b[10..12].fill(0);
+                    let c = checksum::checksum(&b[..ihl]);
+                    b[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            let h = Ipv4Header::parse(&b);
+            match Ipv4Packet::new_checked(&b[..]) {
+                Err(e) => proptest::prop_assert_eq!(h, Err(e)),
+                Ok(p) => {
+                    let h = h.unwrap();
+                    proptest::prop_assert_eq!(usize::from(h.header_len), p.header_len());
+                    proptest::prop_assert_eq!(usize::from(h.total_len), p.total_len());
+                    proptest::prop_assert_eq!((h.tos, h.ident, h.protocol), (p.tos(), p.ident(), p.protocol()));
+                    proptest::prop_assert_eq!((h.src, h.dst), (p.src(), p.dst()));
+                    proptest::prop_assert_eq!((h.dont_frag(), h.is_fragment()), (p.dont_frag(), p.is_fragment()));
+                    proptest::prop_assert_eq!(h.checksum_ok, p.verify_checksum());
+                    if fix {
+                        proptest::prop_assert!(h.checksum_ok);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
