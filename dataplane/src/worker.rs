@@ -126,16 +126,19 @@ impl<I: Io> Worker<I> {
             };
             let mut cx =
                 Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve).with_limiter(limiter);
-            // Pass 1: classify the burst; for packets to a service, prefetch the session slot,
-            // so that pass 2 finds it in cache.
+            // Pass 1: classify the burst.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
                 bytes += frame.data().len();
-                let stage = classify(&mut cx, p, frame);
-                if let Stage::Service(t) = &stage {
+                stages.push(classify(&mut cx, p, frame));
+            }
+            // Then prefetch every session slot of the burst, back to back, so that pass 2 finds
+            // them in cache. Issued together, their misses (and address translations) overlap;
+            // one per classified packet, only one or two were in flight at a time.
+            for stage in &stages {
+                if let Stage::Service(t) = stage {
                     cx.sessions.prefetch(t.session_hash);
                 }
-                stages.push(stage);
             }
             let pc = &self.stats.ports[usize::from(p)];
             pc.rx_packets.add(stages.len() as u64);
