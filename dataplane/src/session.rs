@@ -302,6 +302,14 @@ impl Session {
     }
 }
 
+/// Whether two keys' words are equal, compared in registers. (`==` on the arrays compiled to
+/// 16-byte loads of words just stored one by one, which the CPU cannot forward from the
+/// stores: a stall on every lookup.)
+#[inline(always)]
+fn same_key(a: &[u64; 3], b: &[u64; 3]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) == 0
+}
+
 /// The activity word: last-seen and state as given, flags and client window as in `s`.
 #[inline]
 fn activity(last_seen: u32, state: TcpState, s: &Session) -> u64 {
@@ -704,7 +712,7 @@ impl SessionTable {
         for d in 0..MAX_PROBE {
             let i = (home + d) & self.mask;
             match self.read(i) {
-                Ok(r) if tag_of(r.meta) == tag && r.key == want => {
+                Ok(r) if tag_of(r.meta) == tag && same_key(&r.key, &want) => {
                     return Some((i, Session::from_words(r.value)))
                 }
                 Ok(_) | Err(TOMB) | Err(BUSY) => {}
@@ -723,7 +731,7 @@ impl SessionTable {
             for d in 0..MAX_PROBE {
                 let i = (home + d) & self.mask;
                 match self.read(i) {
-                    Ok(r) if tag_of(r.meta) == tag && r.key == want => {
+                    Ok(r) if tag_of(r.meta) == tag && same_key(&r.key, &want) => {
                         return Insert::Exists(i, Session::from_words(r.value));
                     }
                     Ok(_) | Err(BUSY) => {}
@@ -788,7 +796,7 @@ impl SessionTable {
     pub fn set_backend(&self, slot: usize, key: &SessionKey, backend: u32, now: u32) -> bool {
         let s = self.slot(slot);
         let Ok(r) = self.read(slot) else { return false };
-        if r.key != key.words() {
+        if !same_key(&r.key, &key.words()) {
             return false;
         }
         if s.w[0]
@@ -826,7 +834,7 @@ impl SessionTable {
     ) -> Option<Session> {
         let s = self.slot(slot);
         let r = self.read(slot).ok()?;
-        if r.key != key.words() {
+        if !same_key(&r.key, &key.words()) {
             return None;
         }
         let old = Session::from_words(r.value);
@@ -853,7 +861,7 @@ impl SessionTable {
     /// Removes the session at `slot` if it still holds `key`. True if this call removed it.
     pub fn remove(&self, slot: usize, key: &SessionKey) -> bool {
         let Ok(r) = self.read(slot) else { return false };
-        if r.key != key.words() {
+        if !same_key(&r.key, &key.words()) {
             return false;
         }
         self.kill(slot, &r)
