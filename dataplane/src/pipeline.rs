@@ -477,10 +477,15 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
             Some((slot, s)) if s.state == TcpState::Connecting => {
                 return proxy_connecting(cx, frame, p, svc, slot, &s, flags);
             }
+            // A SYN on a finished connection's 4-tuple starts a new one; so does a SYN with
+            // another ISN on a proxied connection's, which only a new connection can send
+            // (the client lost the old one; the port came round again).
             Some((slot, s))
                 if svc.synproxy_mss.is_some()
                     && fresh_syn
-                    && matches!(s.state, TcpState::Closing | TcpState::Closed) =>
+                    && (matches!(s.state, TcpState::Closing | TcpState::Closed)
+                        || (s.flags & session::flags::PROXIED != 0
+                            && tcp_seq(frame.data(), usize::from(p.l2)) != Some(s.client_isn))) =>
             {
                 table.remove(slot, &key);
                 return proxy_first(cx, frame, p, svc, flags);
@@ -570,6 +575,13 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     }
     let inner = Inner { len: p.inner_len, tos: p.tos, ident: p.ident, dont_frag: p.dont_frag };
     encapsulate(cx, frame, l2, inner, p.service, svc, bi)
+}
+
+/// The sequence number of the TCP segment in the IPv4 packet at `b[ip..]`.
+#[inline]
+fn tcp_seq(b: &[u8], ip: usize) -> Option<u32> {
+    let at = ip + usize::from(b.get(ip)? & 0x0f) * 4 + 4;
+    Some(u32::from_be_bytes(*b.get(at..)?.first_chunk::<4>()?))
 }
 
 /// The outer header's copies of an inner packet's fields, for a packet of `len` bytes (too

@@ -387,6 +387,35 @@ fn the_whole_connection_through_the_proxy() {
     assert_eq!(r.session().unwrap().state, TcpState::Closing);
 }
 
+/// A proxied connection's 4-tuple comes round again while its session lives (the client lost
+/// the old connection, or its port came round): a SYN with a new ISN gets a cookie of its own,
+/// not a trip to the backend in the old connection's sequence space. A retransmission of the
+/// old connection's SYN still goes on as before.
+#[test]
+fn a_new_syn_on_a_live_proxied_4_tuple_gets_its_own_cookie() {
+    let r = Rig::new();
+    let (cookie, our_ts) = handshake_with_appliance(&r);
+    let ack_ts = ts(C_TS + 1, our_ts);
+    let (v, _) = r.run(0, &client(C_ISN.wrapping_add(1), cookie.wrapping_add(1), ACK, 502, &ack_ts, b""));
+    assert!(matches!(v, Verdict::Tunnel { port: 1, .. }), "{v:?}");
+    let mut bo = vec![2, 4, 0x05, 0xb4];
+    bo.extend_from_slice(&ts(B_TS, C_TS + 1));
+    let (v, _) = r.run(1, &backend(B_ISN, C_ISN.wrapping_add(1), SYN | ACK, 65160, &bo, b""));
+    assert!(matches!(v, Verdict::Tunnel { port: 1, .. }), "{v:?}");
+    assert_eq!(r.session().unwrap().state, TcpState::Established);
+
+    // The old connection's SYN again: forwarded, the session kept.
+    let (v, _) = r.run(0, &client(C_ISN, 0, SYN, 64240, &linux_syn_options(C_TS), b""));
+    assert!(matches!(v, Verdict::Tunnel { port: 1, .. }), "{v:?}");
+    assert_eq!(r.session().unwrap().state, TcpState::Established);
+
+    // A new connection's SYN: a cookie, and the stale session is gone.
+    let (v, out) = r.run(0, &client(0x0bad_cafe, 0, SYN, 64240, &linux_syn_options(C_TS + 50), b""));
+    assert_eq!(v, Verdict::SynAck { port: 0 });
+    assert_eq!(to_client(&out).ack, 0x0bad_caff);
+    assert!(r.session().is_none());
+}
+
 #[test]
 fn data_with_the_handshake_ack_is_held_and_a_bare_syn_ack_gets_a_bare_ack() {
     let r = Rig::new();
