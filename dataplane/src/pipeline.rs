@@ -485,7 +485,7 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
                     && fresh_syn
                     && (matches!(s.state, TcpState::Closing | TcpState::Closed)
                         || (s.flags & session::flags::PROXIED != 0
-                            && tcp_seq(frame.data(), usize::from(p.l2)) != Some(s.client_isn))) =>
+                            && read_segment(frame.data(), l2).map(|g| g.seq) != Ok(s.client_isn))) =>
             {
                 table.remove(slot, &key);
                 return proxy_first(cx, frame, p, svc, flags);
@@ -575,13 +575,6 @@ pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdi
     }
     let inner = Inner { len: p.inner_len, tos: p.tos, ident: p.ident, dont_frag: p.dont_frag };
     encapsulate(cx, frame, l2, inner, p.service, svc, bi)
-}
-
-/// The sequence number of the TCP segment in the IPv4 packet at `b[ip..]`.
-#[inline]
-fn tcp_seq(b: &[u8], ip: usize) -> Option<u32> {
-    let at = ip + usize::from(b.get(ip)? & 0x0f) * 4 + 4;
-    Some(u32::from_be_bytes(*b.get(at..)?.first_chunk::<4>()?))
 }
 
 /// The outer header's copies of an inner packet's fields, for a packet of `len` bytes (too
