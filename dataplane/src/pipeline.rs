@@ -177,11 +177,17 @@ impl<'a> Ctx<'a> {
 
 /// The packets/s and bytes/s limits, on every packet of a client toward a service: the drop
 /// reason if one holds it back.
-#[inline]
+#[inline(always)]
 fn over_rate(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService) -> Option<DropReason> {
-    if !svc.limited {
-        return None;
+    if svc.limited {
+        rate_limits(cx, svc, si, p)
+    } else {
+        None
     }
+}
+
+#[inline(never)]
+fn rate_limits(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService) -> Option<DropReason> {
     let now = cx.now_ns;
     let l = cx.limiter.as_mut()?;
     if !l.take(svc, si, Rate::Packets, 1, now) {
@@ -197,11 +203,17 @@ fn over_rate(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService) -> Optio
 
 /// The concurrent-sessions and connections/s limits, before a new connection makes any state:
 /// the drop reason if one holds it back.
-#[inline]
+#[inline(always)]
 fn over_new(cx: &mut Ctx<'_>, svc: &Service, si: usize) -> Option<DropReason> {
-    if !svc.limited {
-        return None;
+    if svc.limited {
+        new_limits(cx, svc, si)
+    } else {
+        None
     }
+}
+
+#[inline(never)]
+fn new_limits(cx: &mut Ctx<'_>, svc: &Service, si: usize) -> Option<DropReason> {
     let (now, table) = (cx.now_ns, cx.sessions);
     let l = cx.limiter.as_mut()?;
     if let Some(cap) = svc.limits.sessions.filter(|c| c.applies(l.overloaded)) {
@@ -456,6 +468,7 @@ fn echo_reply<F: Frame>(rx_port: u16, port: &Port, frame: &mut F, l2: usize) -> 
 
 /// The second pass for a packet to a service: find its session or choose a backend and make
 /// one, then encapsulate. SYN-proxied services answer handshakes themselves ([`proxy_first`]).
+#[inline(always)]
 pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     let snap = cx.snap;
     let table = cx.sessions;
@@ -587,6 +600,7 @@ fn inner(len: usize, tos: u8, ident: u16, dont_frag: bool) -> Inner {
 /// Puts the inner packet at `frame[l2..l2 + inner.len]` into the service's tunnel toward
 /// backend `bi`: Ethernet to the next hop, outer IPv4 (and GRE), from the backend's
 /// [`OuterHeader`]. Anything after the inner packet (link padding) is dropped.
+#[inline(always)]
 fn encapsulate<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &mut F,
