@@ -9,7 +9,7 @@ use crate::encap::OuterHeader;
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 pub use crate::limit::Limits;
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
-use crate::table::{MapKey, StaticMap};
+use crate::table::{IdIndex, MapKey, StaticMap};
 use crate::wire::{ipv4, Mac};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -363,14 +363,14 @@ pub struct Service {
     pub maglev: Maglev,
     /// Backend indexes in smooth weighted round-robin order (`RoundRobin`).
     pub rr: Box<[u16]>,
-    backend_ids: StaticMap<u64, u16>,
+    backend_ids: IdIndex,
 }
 
 impl Service {
     /// The index of the backend with stable id `id`, if it is still in this service.
     #[inline]
     pub fn backend_by_id(&self, id: u32) -> Option<u16> {
-        self.backend_ids.get(&u64::from(id))
+        self.backend_ids.get(id)
     }
 
     /// The Maglev choice for a flow (`hash` = `flow.hash(SELECT_SEED)`), ignoring the
@@ -656,8 +656,7 @@ impl Snapshot {
                 .collect();
             let maglev = Maglev::build(&inputs, s.table_size);
             let weights: Vec<u32> = backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect();
-            let by_id =
-                StaticMap::build(backends.iter().enumerate().map(|(i, b)| (u64::from(b.id), i as u16)));
+            let by_id = IdIndex::build(backends.iter().enumerate().map(|(i, b)| (b.id, i as u16)));
             let synproxy_mss = if s.synproxy {
                 if !nat || s.protocol != Protocol::Tcp {
                     return Err(err(

@@ -94,9 +94,59 @@ impl<K: MapKey, V: Copy> StaticMap<K, V> {
     }
 }
 
+/// Indexes of ids from a narrow range (a service's backend ids, given out in order and never
+/// reused): one array slot per id between the least and the greatest, so a lookup is a
+/// subtraction and one bounds-checked load. Two bytes per id of the span, which the id space
+/// bounds (65536 backend ids: at most 128 KiB).
+#[derive(Debug, Clone)]
+pub struct IdIndex {
+    base: u32,
+    index: Box<[u16]>,
+}
+
+impl IdIndex {
+    const NONE: u16 = u16::MAX;
+
+    /// From (id, index) pairs; a later duplicate id replaces an earlier one. Index `u16::MAX`
+    /// cannot be stored.
+    pub fn build(pairs: impl IntoIterator<Item = (u32, u16)>) -> IdIndex {
+        let pairs: Vec<(u32, u16)> = pairs.into_iter().collect();
+        let (Some(lo), Some(hi)) = (pairs.iter().map(|p| p.0).min(), pairs.iter().map(|p| p.0).max()) else {
+            return IdIndex { base: 0, index: Box::new([]) };
+        };
+        let mut index = vec![Self::NONE; (hi - lo) as usize + 1].into_boxed_slice();
+        for (id, i) in pairs {
+            index[(id - lo) as usize] = i;
+        }
+        IdIndex { base: lo, index }
+    }
+
+    #[inline]
+    pub fn get(&self, id: u32) -> Option<u16> {
+        // An id under the base wraps to a large offset, past the end.
+        let i = *self.index.get(id.wrapping_sub(self.base) as usize)?;
+        (i != Self::NONE).then_some(i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_index_finds_what_it_was_given_and_nothing_else() {
+        let pairs = [(40u32, 0u16), (7, 1), (1000, 2), (41, 3)];
+        let ix = IdIndex::build(pairs);
+        for (id, i) in pairs {
+            assert_eq!(ix.get(id), Some(i));
+        }
+        for id in [0, 6, 8, 39, 42, 999, 1001, u32::MAX] {
+            assert_eq!(ix.get(id), None, "id {id}");
+        }
+        assert_eq!(IdIndex::build([(5, 1), (5, 2)]).get(5), Some(2));
+        let empty = IdIndex::build([]);
+        assert_eq!((empty.get(0), empty.get(u32::MAX)), (None, None));
+    }
 
     #[test]
     fn behaves_like_a_hashmap() {
