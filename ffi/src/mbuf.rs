@@ -149,13 +149,22 @@ impl Mbuf {
         let Ok(n16) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: valid mbuf we own exclusively; prepend checks the headroom
-        // and either returns NULL without changes or moves the data start back
-        // by `n` bytes inside the buffer. Those bytes are initialised memory:
-        // the pool's memory comes from the OS zero-filled (hugepages or
-        // anonymous mmap) and DPDK only ever writes it, so exposing them
-        // through `data_mut` reads no uninitialised memory.
-        !unsafe { raw::shim_rte_pktmbuf_prepend(self.ptr.as_ptr(), n16) }.is_null()
+        // rte_pktmbuf_prepend's own steps, inline, without a call into the shim per packet
+        // (it works on the first segment, whatever the chain).
+        // SAFETY: valid mbuf we own exclusively; `&mut self` makes this the only access to
+        // its fields. The check below keeps the new data start inside the buffer (data_off
+        // is the headroom), and data_len + n stays within buf_len, a u16. The bytes this
+        // exposes are initialised memory: the pool's memory comes from the OS zero-filled
+        // (hugepages or anonymous mmap) and DPDK only ever writes it, so `data_mut` reads no
+        // uninitialised memory.
+        let m = unsafe { self.ptr.as_mut() };
+        if n16 > m.data_off {
+            return false;
+        }
+        m.data_off -= n16;
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
+        true
     }
 
     /// Remove `n` bytes from the front (`rte_pktmbuf_adj`). Returns false,
@@ -219,8 +228,19 @@ impl Mbuf {
         let Ok(n16) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: valid mbuf we own exclusively; trim checks the length.
-        unsafe { raw::shim_rte_pktmbuf_trim(self.ptr.as_ptr(), n16) == 0 }
+        if self.m().nb_segs != 1 {
+            // SAFETY: valid mbuf we own exclusively; trim checks the length.
+            return unsafe { raw::shim_rte_pktmbuf_trim(self.ptr.as_ptr(), n16) == 0 };
+        }
+        // One segment: rte_pktmbuf_trim's steps, inline (the last segment is the first).
+        // SAFETY: valid mbuf we own exclusively; `&mut self` makes this the only access.
+        let m = unsafe { self.ptr.as_mut() };
+        if n16 > m.data_len {
+            return false;
+        }
+        m.data_len -= n16;
+        m.pkt_len -= u32::from(n16);
+        true
     }
 
     /// Number of segments in the chain.
