@@ -612,7 +612,7 @@ impl SessionTable {
     }
 
     /// The slot-choosing hash of a key.
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, key: &SessionKey) -> u64 {
         let w = key.words();
         mix64(
