@@ -182,8 +182,11 @@ impl Ipv4Header {
         if usize::from(total) > b.len() {
             return Err(WireError::Truncated);
         }
+        // The ones' complement sum is the same in either byte order up to a final swap
+        // (RFC 1071), and all-ones swapped is all-ones: so the fixed header's words are summed
+        // as they lie in memory, without byte swaps, for the check below.
         let sum = if ihl == HEADER_LEN {
-            let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+            let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
             let acc =
                 u64::from(w(0)) + u64::from(w(4)) + u64::from(w(8)) + u64::from(w(12)) + u64::from(w(16));
             let acc = (acc & 0xffff_ffff) + (acc >> 32);
