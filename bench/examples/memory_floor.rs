@@ -16,10 +16,14 @@
 //!   scheme: every slot of a burst prefetched, then the burst processed.
 //! - `1M, a burst ahead`: the next burst's slots prefetched before this burst is processed, so
 //!   every prefetch has a whole burst's time to land.
+//! - `1M, 8 ahead`: each packet prefetches the slot of the packet 8 after it (the first 8 of
+//!   a burst at its start), so prefetches are spread out instead of issued back to back.
 //! - `1M, no prefetch`.
 //!
-//! The differences from `cached` are the table's cost per packet on this machine, which no
-//! change to the worker's own code can remove.
+//! The differences from `cached` are what the table's lines cost per packet on this machine
+//! under each scheme. The work here is arithmetic on registers; a real packet's work also
+//! loads and stores, and the scheme that is cheapest here need not be in sluiced (see
+//! docs/performance.md, 2026-12-02).
 
 use sluice_dataplane::prefetch::prefetch;
 use std::hint::black_box;
@@ -52,7 +56,11 @@ enum Prefetch {
     None,
     Burst,
     Ahead,
+    Spread,
 }
+
+/// How far ahead `Prefetch::Spread` prefetches.
+const SPREAD: usize = 8;
 
 /// Nanoseconds per packet over `slots` (indexes into the table's words).
 fn run(table: &[u64], slots: &[usize], how: Prefetch, steps: u32) -> f64 {
@@ -68,8 +76,14 @@ fn run(table: &[u64], slots: &[usize], how: Prefetch, steps: u32) -> f64 {
                         next.iter().for_each(|&i| prefetch(&table[i]));
                     }
                 }
+                Prefetch::Spread => burst.iter().take(SPREAD).for_each(|&i| prefetch(&table[i])),
             }
-            for &i in burst {
+            for (j, &i) in burst.iter().enumerate() {
+                if how == Prefetch::Spread {
+                    if let Some(&k) = burst.get(j + SPREAD) {
+                        prefetch(&table[k]);
+                    }
+                }
                 acc = work(acc.wrapping_add(table[i]), steps);
             }
         }
@@ -95,6 +109,7 @@ fn main() {
         ("4096 scattered, burst prefetched", &scattered, Prefetch::Burst),
         ("1M, burst prefetched", &random, Prefetch::Burst),
         ("1M, a burst ahead", &random, Prefetch::Ahead),
+        ("1M, 8 ahead", &random, Prefetch::Spread),
         ("1M, no prefetch", &random, Prefetch::None),
     ] {
         let t = run(&table, slots, how, steps);
