@@ -133,8 +133,9 @@ impl<I: Io> Worker<I> {
                 stages.push(classify(&mut cx, p, frame));
             }
             // Then prefetch every session slot of the burst, back to back, so that pass 2 finds
-            // them in cache. Issued together, their misses (and address translations) overlap;
-            // one per classified packet, only one or two were in flight at a time.
+            // them in cache. Back to back measured faster here than one prefetch per packet,
+            // whether issued while classifying or 8 packets ahead while finishing
+            // (docs/performance.md, 2026-12-02).
             for stage in &stages {
                 if let Stage::Service(t) = stage {
                     cx.sessions.prefetch(t.session_hash);
