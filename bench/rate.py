@@ -58,6 +58,9 @@ NEAR_NS = 150
 LOCAL_PACKETS = 1 << 20
 MBUFS = {"memif": 32767, "local": LOCAL_PACKETS + 65536}
 MEMORY = {"memif": 1024, "local": 6144}
+# Packets per receive and transmit burst, for testpmd as for sluiced (`io::BURST` in
+# dataplane/src/io.rs), so that both devices under test amortise their per-burst costs alike.
+BURST = 64
 
 SCENARIOS = {
     "established": {
@@ -200,7 +203,8 @@ def dut_command(dut, vdev, cfg, mode, n_workers=1):
             "--file-prefix", "sluice-bench-testpmd", f"--lcores={lcores}",
             "--log-level", "lib.eal:warning",
             "--vdev", vdev, "--vdev", "net_null0,no-rx=1",
-            "--", f"--forward-mode={fwd}", f"--total-num-mbufs={MBUFS[mode]}", "--stats-period", "1",
+            "--", f"--forward-mode={fwd}", f"--burst={BURST}", f"--total-num-mbufs={MBUFS[mode]}",
+            "--stats-period", "1",
             "--auto-start", f"--nb-cores={n_workers}", f"--rxq={n_workers}", f"--txq={n_workers}"]
 
 
