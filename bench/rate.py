@@ -58,9 +58,10 @@ NEAR_NS = 150
 LOCAL_PACKETS = 1 << 20
 MBUFS = {"memif": 32767, "local": LOCAL_PACKETS + 65536}
 MEMORY = {"memif": 1024, "local": 6144}
-# Packets per receive and transmit burst, for testpmd as for sluiced (`io::BURST` in
-# dataplane/src/io.rs), so that both devices under test amortise their per-burst costs alike.
-BURST = 64
+# Packets per receive and transmit burst, for testpmd as for sluiced: read from `io::BURST`
+# in dataplane/src/io.rs, so that both devices under test amortise their per-burst costs alike.
+BURST = int(re.search(r"pub const BURST: usize = (\d+);",
+                      (ROOT / "dataplane/src/io.rs").read_text()).group(1))
 
 SCENARIOS = {
     "established": {

@@ -2,9 +2,10 @@
 //! `cargo run --release -p sluice-bench --example memory_floor [WORK]`.
 //!
 //! A table the size of sluiced's default session table (8 M slots of 64 bytes, 512 MiB) is
-//! read one line per "packet", at random slots, in bursts of 32, as the worker does. Between
-//! reads, each packet does WORK steps of dependent arithmetic (default 50, about the same
-//! number of nanoseconds here) that stand for the rest of a packet's processing. Each line is
+//! read one line per "packet", at random slots, in bursts of `io::BURST` (the worker's), as
+//! the worker does. Between reads, each packet does WORK steps of dependent arithmetic
+//! (default 50, about the same number of nanoseconds here) that stand for the rest of a
+//! packet's processing. Each line is
 //! tried in five ways:
 //!
 //! - `cached`: 4096 slots in the table's first 256 KiB, so the lines stay in cache and their
@@ -25,13 +26,13 @@
 //! loads and stores, and the scheme that is cheapest here need not be in sluiced (see
 //! docs/performance.md, 2026-12-02).
 
+use sluice_dataplane::io::BURST;
 use sluice_dataplane::prefetch::prefetch;
 use std::hint::black_box;
 use std::time::Instant;
 
 const SLOTS: usize = 8 << 20;
 const WORDS: usize = 8; // a 64-byte slot
-const BURST: usize = 32;
 const PACKETS: usize = 1 << 20;
 const REPEATS: usize = 4;
 
