@@ -39,7 +39,7 @@
 //!
 //! Memory: 64 bytes per slot (and a bit), slots = the next power of two at or above twice the
 //! configured capacity; at full capacity that is 128 to 256 bytes per session (16 M sessions:
-//! 2 GiB).
+//! 2 GiB of slots and 4 MiB of bitmap).
 
 use crate::flow::Addr;
 use crate::hash::mix64;
