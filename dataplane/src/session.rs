@@ -27,9 +27,9 @@
 //! cascade). Inserts reuse the first TOMB or EMPTY slot of the probe sequence after checking
 //! that the key is not LIVE further on. A bitmap beside the slots marks those in use, so the
 //! sweep reads only them (and prefetches them a few bitmap words ahead): a pass costs what the
-//! live sessions cost, not what the table's size does. A full pass over a 512 MiB table read
-//! all of it, 5% of a CPU each second on this machine, and on the worker's CPU when the control
-//! thread shares it.
+//! live sessions cost, not what the table's size does. A full pass over a 512 MiB table used to
+//! read all of it: 5% of a CPU each second on the project's VM (docs/performance.md,
+//! 2026-12-02), taken from the worker when the control thread shares its CPU.
 //!
 //! Known races, both rare and both harmless to forwarding (a flow that misses its session gets
 //! a new one, and Maglev gives it the same backend unless the backend set changed): two inserts
