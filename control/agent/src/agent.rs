@@ -1,14 +1,18 @@
 //! The agent's I/O: the TUN devices, the two raw sockets, and one blocking thread for each.
 //!
 //! - A raw socket thread (IPIP, GRE) reads whole tunneled packets addressed to `--address`,
-//!   decapsulates them, remembers their flow and writes the inner packet into its TUN.
+//!   decapsulates them, drops those whose sender is not an `--appliance`, remembers their flow
+//!   and writes the inner packet into its TUN.
 //! - A TUN thread reads what the local kernel sends out of that TUN, looks its flow up and
 //!   sends it back to the appliance through the raw socket of the protocol it came by; the
 //!   kernel adds the outer IPv4 header, with the bound address as source.
 //!
 //! The flow memory is one `Mutex<FlowMemory>` shared by all threads; the counters are atomics.
+//! What a received packet becomes (dropped, or which TUN gets which bytes) is decided by
+//! [`Receiver`], which does no I/O and is tested here.
 
-use crate::flows::{FlowMemory, Remembered, ReturnPath};
+use crate::allow::AllowList;
+use crate::flows::{FlowMemory, Limits, Remembered, ReturnPath};
 use crate::stats::{add, bump, Stats};
 use crate::tunnel::{decap, encap_gre, reply, DropReason, Encap, TunMap};
 use sluice_dataplane::wire::ipv4;
@@ -35,10 +39,12 @@ pub struct Config {
     pub physical: Option<String>,
     /// (GRE key, TUN name) of each VPC.
     pub vpcs: Vec<(u32, String)>,
+    /// The senders whose tunnels are accepted; at least one.
+    pub appliances: AllowList,
     /// Seconds a flow is remembered unused.
     pub flow_timeout: u64,
-    /// Most flows remembered at once.
-    pub max_flows: usize,
+    /// Most flows remembered per appliance source address, and in all.
+    pub max_flows: Limits,
 }
 
 impl Config {
@@ -47,8 +53,21 @@ impl Config {
         self.physical.iter().cloned().chain(self.vpcs.iter().map(|(_, n)| n.clone())).collect()
     }
 
-    /// At least one TUN, no name twice, no key twice.
+    /// At least one TUN and one appliance, no name twice, no key twice, a total limit no
+    /// smaller than the per-appliance one.
     pub fn validate(&self) -> Result<(), String> {
+        if self.appliances.is_empty() {
+            return Err("no --appliance given: tunnels are accepted only from the appliances \
+                        (accepting any sender would let a spoofed packet take a flow's replies); \
+                        give --appliance ADDRESS or --appliance PREFIX/LEN, repeatable"
+                .into());
+        }
+        if self.max_flows.total < self.max_flows.per_appliance {
+            return Err(format!(
+                "--max-flows-total {} is below --max-flows {} (flows per appliance)",
+                self.max_flows.total, self.max_flows.per_appliance
+            ));
+        }
         let names = self.tun_names();
         if names.is_empty() {
             return Err("no TUN configured: give --physical NAME and/or --vpc KEY=NAME".into());
@@ -75,25 +94,72 @@ impl Config {
     }
 }
 
-struct Shared {
-    tuns: Vec<File>,
-    ipip: Socket,
-    gre: Socket,
+/// The receive path's decisions, without I/O: who may send, which TUN, which flows.
+struct Receiver {
+    appliances: AllowList,
     map: TunMap,
     flows: Mutex<FlowMemory>,
     stats: Stats,
-    start: Instant,
 }
 
-impl Shared {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_secs()
+impl Receiver {
+    fn new(config: &Config) -> Receiver {
+        Receiver {
+            appliances: config.appliances.clone(),
+            map: config.tun_map(),
+            flows: Mutex::new(FlowMemory::new(config.flow_timeout, config.max_flows)),
+            stats: Stats::new(&config.tun_names()),
+        }
     }
 
     /// The flow memory; a thread that panicked holding it cannot have left it inconsistent
     /// (every method leaves the map valid), so a poisoned lock is taken as is.
     fn flows(&self) -> MutexGuard<'_, FlowMemory> {
         self.flows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decapsulates one tunneled packet received at `now`: from an appliance, its flow
+    /// remembered and (its TUN, the inner packet) returned; otherwise dropped and counted.
+    fn receive<'a>(&self, packet: &'a [u8], now: u64) -> Option<(usize, &'a [u8])> {
+        match self.admit(packet, now) {
+            Ok(r) => Some(r),
+            Err(r) => {
+                self.stats.count_drop(r);
+                None
+            }
+        }
+    }
+
+    fn admit<'a>(&self, packet: &'a [u8], now: u64) -> Result<(usize, &'a [u8]), DropReason> {
+        let d = decap(packet)?;
+        // Before anything else: a packet from any other sender must not touch a flow.
+        if !self.appliances.contains(d.appliance) {
+            return Err(DropReason::NotAppliance);
+        }
+        let tun = self.map.select(d.encap)?;
+        if let Some(t) = d.tuple {
+            let path = ReturnPath { appliance: d.appliance, encap: d.encap };
+            match self.flows().remember(tun, &t, path, now) {
+                Remembered::New => bump(&self.stats.flows_remembered),
+                Remembered::Refreshed => {}
+                Remembered::Full => bump(&self.stats.flows_not_remembered),
+            }
+        }
+        Ok((tun, d.inner))
+    }
+}
+
+struct Shared {
+    tuns: Vec<File>,
+    ipip: Socket,
+    gre: Socket,
+    rx: Receiver,
+    start: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_secs()
     }
 
     fn socket(&self, encap: Encap) -> &Socket {
@@ -156,9 +222,7 @@ impl Agent {
             tuns,
             ipip: open(ipv4::PROTO_IPIP, "IPIP")?,
             gre: open(ipv4::PROTO_GRE, "GRE")?,
-            map: config.tun_map(),
-            flows: Mutex::new(FlowMemory::new(config.flow_timeout, config.max_flows)),
-            stats: Stats::new(&names),
+            rx: Receiver::new(config),
             start: Instant::now(),
         });
 
@@ -177,22 +241,23 @@ impl Agent {
     /// Forgets the flows unused for the timeout; returns how many.
     pub fn sweep(&self) -> usize {
         let sh = &self.shared;
-        let n = sh.flows().sweep(sh.now());
-        add(&sh.stats.flows_expired, n);
+        let n = sh.rx.flows().sweep(sh.now());
+        add(&sh.rx.stats.flows_expired, n);
         n
     }
 
     /// Every counter, one per line.
     pub fn render_stats(&self) -> String {
-        let flows = self.shared.flows().len();
-        self.shared.stats.render(flows)
+        let flows = self.shared.rx.flows().len();
+        self.shared.rx.stats.render(flows)
     }
 }
 
 /// Reads tunneled packets from the raw socket of `encap`'s protocol, forever.
 fn tunnel_loop(sh: &Shared, encap: Encap) {
     let socket = sh.socket(encap);
-    let received = if encap == Encap::Ipip { &sh.stats.received_ipip } else { &sh.stats.received_gre };
+    let stats = &sh.rx.stats;
+    let received = if encap == Encap::Ipip { &stats.received_ipip } else { &stats.received_gre };
     let mut errors = ErrorLog::new(format!("reading the raw socket for protocol {}", encap.protocol()));
     let mut write_errors = ErrorLog::new("writing into a TUN".into());
     let mut buf = vec![0u8; PACKET_BUFFER];
@@ -202,46 +267,38 @@ fn tunnel_loop(sh: &Shared, encap: Encap) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                bump(&sh.stats.read_errors);
+                bump(&stats.read_errors);
                 errors.log(&e);
                 continue;
             }
         };
         bump(received);
-        if let Err(r) = deliver(sh, &buf[..n], &mut write_errors) {
-            sh.stats.count_drop(r);
+        // The flow is remembered before the write: the kernel may answer before this thread
+        // runs again.
+        if let Some((tun, inner)) = sh.rx.receive(&buf[..n], sh.now()) {
+            deliver(sh, tun, inner, &mut write_errors);
         }
     }
 }
 
-/// Decapsulates one tunneled packet, remembers its flow, writes it into its TUN.
-fn deliver(sh: &Shared, packet: &[u8], write_errors: &mut ErrorLog) -> Result<(), DropReason> {
-    let d = decap(packet)?;
-    let tun = sh.map.select(d.encap)?;
-    // Remembered before the write: the kernel may answer before this thread runs again.
-    if let Some(t) = d.tuple {
-        let path = ReturnPath { appliance: d.appliance, encap: d.encap };
-        match sh.flows().remember(tun, &t, path, sh.now()) {
-            Remembered::New => bump(&sh.stats.flows_remembered),
-            Remembered::Refreshed => {}
-            Remembered::Full => bump(&sh.stats.flows_not_remembered),
-        }
-    }
+/// Writes a decapsulated packet into its TUN.
+fn deliver(sh: &Shared, tun: usize, inner: &[u8], write_errors: &mut ErrorLog) {
     let mut file = &sh.tuns[tun];
     // One write is one packet: the TUN takes all of it or fails.
-    if let Err(e) = file.write_all(d.inner) {
+    if let Err(e) = file.write_all(inner) {
         write_errors.log(&e);
-        return Err(DropReason::TunWriteFailed);
+        sh.rx.stats.count_drop(DropReason::TunWriteFailed);
+        return;
     }
-    let st = sh.stats.tun(tun);
+    let st = sh.rx.stats.tun(tun);
     bump(&st.decapsulated_packets);
-    add(&st.decapsulated_bytes, d.inner.len());
-    Ok(())
+    add(&st.decapsulated_bytes, inner.len());
 }
 
 /// Reads what the kernel sends out of TUN `tun`, forever.
 fn tun_loop(sh: &Shared, tun: usize) {
-    let name = &sh.stats.tuns[tun].0;
+    let stats = &sh.rx.stats;
+    let name = &stats.tuns[tun].0;
     let mut errors = ErrorLog::new(format!("reading TUN {name}"));
     let mut send_errors = ErrorLog::new(format!("sending replies from TUN {name}"));
     let mut buf = vec![0u8; PACKET_BUFFER];
@@ -252,16 +309,16 @@ fn tun_loop(sh: &Shared, tun: usize) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                bump(&sh.stats.read_errors);
+                bump(&stats.read_errors);
                 errors.log(&e);
                 // A TUN whose device is gone fails every read: do not spin.
                 thread::sleep(std::time::Duration::from_millis(10));
                 continue;
             }
         };
-        bump(&sh.stats.tun(tun).read_packets);
+        bump(&stats.tun(tun).read_packets);
         if let Err(r) = send_back(sh, tun, &buf[..n], &mut gre, &mut send_errors) {
-            sh.stats.count_drop(r);
+            stats.count_drop(r);
         }
     }
 }
@@ -275,7 +332,7 @@ fn send_back(
     send_errors: &mut ErrorLog,
 ) -> Result<(), DropReason> {
     let (packet, tuple) = reply(packet)?;
-    let path = sh.flows().lookup(tun, &tuple, sh.now()).ok_or(DropReason::NoFlow)?;
+    let path = sh.rx.flows().lookup(tun, &tuple, sh.now()).ok_or(DropReason::NoFlow)?;
     let payload = match path.encap {
         Encap::Ipip => packet,
         Encap::Gre { key } => {
@@ -288,7 +345,7 @@ fn send_back(
         send_errors.log(&e);
         return Err(DropReason::SendFailed);
     }
-    let st = sh.stats.tun(tun);
+    let st = sh.rx.stats.tun(tun);
     bump(&st.replies_tunneled);
     add(&st.replies_bytes, packet.len());
     Ok(())
@@ -297,14 +354,98 @@ fn send_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allow::Prefix;
+    use crate::tunnel::encap_gre;
+    use sluice_dataplane::wire::{Ipv4Repr, UdpRepr};
+
+    const APPLIANCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+    /// The second appliance, inside the allowed 198.19.0.0/30 prefix.
+    const APPLIANCE_2: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
+    const SPOOFER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 66);
+    const HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+    const VM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
     fn config(physical: Option<&str>, vpcs: &[(u32, &str)]) -> Config {
         Config {
-            address: Ipv4Addr::new(198, 19, 0, 11),
+            address: HOST,
             physical: physical.map(String::from),
             vpcs: vpcs.iter().map(|(k, n)| (*k, n.to_string())).collect(),
+            appliances: AllowList::new(vec![Prefix::host(APPLIANCE), "198.19.0.2/31".parse().unwrap()]),
             flow_timeout: 300,
-            max_flows: 1000,
+            max_flows: Limits { per_appliance: 1000, total: 4000 },
+        }
+    }
+
+    fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> Ipv4Repr {
+        Ipv4Repr { src, dst, protocol, payload_len, tos: 0, ident: 1, dont_frag: true, ttl: 64 }
+    }
+
+    /// GRE with key 100 from `from` to HOST, carrying UDP CLIENT:`port` -> VM:53.
+    fn gre_from(from: Ipv4Addr, port: u16) -> Vec<u8> {
+        let mut inner = vec![0u8; 28];
+        UdpRepr { src_port: port, dst_port: 53 }.emit_v4(&mut inner[20..], CLIENT, VM);
+        ip(CLIENT, VM, ipv4::PROTO_UDP, 8).emit(&mut inner);
+        let mut gre = Vec::new();
+        encap_gre(Some(100), &inner, &mut gre);
+        let mut p = vec![0u8; 20];
+        ip(from, HOST, ipv4::PROTO_GRE, gre.len()).emit(&mut p);
+        p.extend_from_slice(&gre);
+        p
+    }
+
+    /// Where the replies of flow CLIENT:`port` -> VM:53 (on VPC 100's TUN, index 1) go.
+    fn return_path(rx: &Receiver, port: u16) -> Option<Ipv4Addr> {
+        let reply = crate::tunnel::FiveTuple {
+            src: VM,
+            src_port: 53,
+            dst: CLIENT,
+            dst_port: port,
+            protocol: ipv4::PROTO_UDP,
+        };
+        rx.flows().lookup(1, &reply, 0).map(|p| p.appliance)
+    }
+
+    #[test]
+    fn a_packet_from_a_non_appliance_is_dropped_counted_and_moves_no_flow() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        let real = gre_from(APPLIANCE, 40000);
+        assert_eq!(rx.receive(&real, 0).map(|(tun, _)| tun), Some(1));
+        assert_eq!(return_path(&rx, 40000), Some(APPLIANCE));
+
+        // The same flow, key and tuple from a sender outside the list: nothing of it is kept.
+        assert_eq!(rx.receive(&gre_from(SPOOFER, 40000), 0), None);
+        assert_eq!(rx.stats.drops(DropReason::NotAppliance), 1);
+        assert_eq!(return_path(&rx, 40000), Some(APPLIANCE));
+        // Nor is a new flow it sends remembered.
+        assert_eq!(rx.receive(&gre_from(SPOOFER, 40001), 0), None);
+        assert_eq!((rx.stats.drops(DropReason::NotAppliance), rx.flows().len()), (2, 1));
+        assert_eq!(rx.stats.flows_remembered.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_flow_moves_between_appliances() {
+        // ECMP rehash or failover: the other appliance now sends the flow; replies follow it.
+        let rx = Receiver::new(&config(None, &[(0, "sl-v0"), (100, "sl-v100")]));
+        assert!(rx.receive(&gre_from(APPLIANCE, 40000), 0).is_some());
+        assert!(rx.receive(&gre_from(APPLIANCE_2, 40000), 1).is_some());
+        assert_eq!(return_path(&rx, 40000), Some(APPLIANCE_2));
+        assert_eq!(rx.stats.drops(DropReason::NotAppliance), 0);
+    }
+
+    #[test]
+    fn a_flood_from_one_appliance_leaves_another_its_share() {
+        let mut c = config(Some("sl-phys"), &[(100, "sl-v100")]);
+        c.max_flows = Limits { per_appliance: 10, total: 20 };
+        let rx = Receiver::new(&c);
+        // A spoofed source inside the allowed prefix sends many flows: all delivered, ten kept.
+        for port in 1..=500 {
+            assert!(rx.receive(&gre_from(APPLIANCE_2, port), 0).is_some());
+        }
+        assert_eq!(rx.stats.flows_not_remembered.load(std::sync::atomic::Ordering::Relaxed), 490);
+        for port in 1000..1010 {
+            assert!(rx.receive(&gre_from(APPLIANCE, port), 0).is_some());
+            assert_eq!(return_path(&rx, port), Some(APPLIANCE), "{port}");
         }
     }
 
@@ -324,6 +465,12 @@ mod tests {
 
     #[test]
     fn validation() {
+        let mut none = config(Some("a"), &[]);
+        none.appliances = AllowList::default();
+        assert!(none.validate().unwrap_err().contains("no --appliance given"));
+        let mut small = config(Some("a"), &[]);
+        small.max_flows = Limits { per_appliance: 10, total: 9 };
+        assert!(small.validate().unwrap_err().contains("--max-flows-total 9 is below --max-flows 10"));
         assert!(config(Some("a"), &[]).validate().is_ok());
         assert!(config(None, &[(1, "a"), (2, "b")]).validate().is_ok());
         assert!(config(None, &[]).validate().unwrap_err().contains("no TUN"));

@@ -40,38 +40,64 @@ pub enum Remembered {
     New,
     /// A known flow: its last-seen time (and path, if it changed) updated.
     Refreshed,
-    /// A new flow, not remembered: the memory is full.
+    /// A new flow, not remembered: its appliance already has its share of the memory, or the
+    /// whole memory is full.
     Full,
 }
 
-/// The remembered flows, at most `capacity` of them.
+/// How many flows the memory may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most flows remembered for one appliance (outer source address): one sender, even a
+    /// spoofed one inside an allowed prefix, cannot take another appliance's share.
+    pub per_appliance: usize,
+    /// Most flows remembered at once, all appliances together: the memory bound.
+    pub total: usize,
+}
+
+/// The remembered flows, at most [`Limits::per_appliance`] of each appliance and
+/// [`Limits::total`] in all.
+///
+/// A known flow whose packets now come from another appliance (the router rehashed it, or
+/// failed over) moves there, even past that appliance's share: moving never adds a flow, and a
+/// failed-over flow must keep its replies. Only new flows are held to the limits.
 #[derive(Debug)]
 pub struct FlowMemory {
     flows: HashMap<Key, Entry>,
+    /// Flows remembered per appliance; an appliance with none has no entry.
+    per_appliance: HashMap<Ipv4Addr, usize>,
     timeout: u64,
-    capacity: usize,
+    limits: Limits,
 }
 
 impl FlowMemory {
-    /// Flows are forgotten after `timeout` seconds unused; at most `capacity` are kept.
-    pub fn new(timeout: u64, capacity: usize) -> FlowMemory {
-        FlowMemory { flows: HashMap::new(), timeout, capacity }
+    /// Flows are forgotten after `timeout` seconds unused; at most `limits` are kept.
+    pub fn new(timeout: u64, limits: Limits) -> FlowMemory {
+        FlowMemory { flows: HashMap::new(), per_appliance: HashMap::new(), timeout, limits }
     }
 
     /// Remembers that `forward` (a packet's own 5-tuple) arrived on `tun` through `path` at
     /// `now`: a new flow, or a known one refreshed (its path replaced if it changed, as when
-    /// the router moved it to another appliance). When the memory is full a new flow is not
-    /// remembered: its packets are still delivered, but their replies will find no flow.
+    /// the router moved it to another appliance). When `path`'s appliance has its share, or the
+    /// memory is full, a new flow is not remembered: its packets are still delivered, but
+    /// their replies will find no flow.
     pub fn remember(&mut self, tun: usize, forward: &FiveTuple, path: ReturnPath, now: u64) -> Remembered {
         let key = Key { tun, reply: forward.reversed() };
         if let Some(e) = self.flows.get_mut(&key) {
+            let from = e.path.appliance;
             *e = Entry { path, last_seen: now };
+            if from != path.appliance {
+                uncount(&mut self.per_appliance, from);
+                *self.per_appliance.entry(path.appliance).or_insert(0) += 1;
+            }
             return Remembered::Refreshed;
         }
-        if self.flows.len() >= self.capacity {
+        let mine = self.flows_of(path.appliance);
+        if mine >= self.limits.per_appliance || self.flows.len() >= self.limits.total {
             return Remembered::Full;
         }
         self.flows.insert(key, Entry { path, last_seen: now });
+        self.per_appliance.insert(path.appliance, mine + 1);
         Remembered::New
     }
 
@@ -92,8 +118,20 @@ impl FlowMemory {
     pub fn sweep(&mut self, now: u64) -> usize {
         let before = self.flows.len();
         let timeout = self.timeout;
-        self.flows.retain(|_, e| now.saturating_sub(e.last_seen) < timeout);
+        let per_appliance = &mut self.per_appliance;
+        self.flows.retain(|_, e| {
+            let keep = now.saturating_sub(e.last_seen) < timeout;
+            if !keep {
+                uncount(per_appliance, e.path.appliance);
+            }
+            keep
+        });
         before - self.flows.len()
+    }
+
+    /// How many flows `appliance` has now.
+    pub fn flows_of(&self, appliance: Ipv4Addr) -> usize {
+        self.per_appliance.get(&appliance).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +140,16 @@ impl FlowMemory {
 
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+}
+
+/// One flow of `appliance` fewer in `counts`; an appliance left with none loses its entry.
+fn uncount(counts: &mut HashMap<Ipv4Addr, usize>, appliance: Ipv4Addr) {
+    if let Some(n) = counts.get_mut(&appliance) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&appliance);
+        }
     }
 }
 
@@ -122,13 +170,19 @@ mod tests {
         }
     }
 
+    const OTHER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
+
+    fn limits(per_appliance: usize, total: usize) -> Limits {
+        Limits { per_appliance, total }
+    }
+
     fn gre(key: u32) -> ReturnPath {
         ReturnPath { appliance: APPLIANCE, encap: Encap::Gre { key: Some(key) } }
     }
 
     #[test]
     fn remembers_in_reply_direction() {
-        let mut m = FlowMemory::new(300, 100);
+        let mut m = FlowMemory::new(300, limits(100, 100));
         assert_eq!(m.remember(1, &forward(40000), gre(100), 10), Remembered::New);
         assert_eq!(m.len(), 1);
         // The reply's own tuple finds it; the forward tuple does not.
@@ -144,7 +198,7 @@ mod tests {
 
     #[test]
     fn path_follows_the_latest_packet() {
-        let mut m = FlowMemory::new(300, 100);
+        let mut m = FlowMemory::new(300, limits(100, 100));
         m.remember(0, &forward(40000), ReturnPath { appliance: APPLIANCE, encap: Encap::Ipip }, 1);
         let moved = ReturnPath { appliance: Ipv4Addr::new(198, 19, 0, 2), encap: Encap::Ipip };
         assert_eq!(m.remember(0, &forward(40000), moved, 2), Remembered::Refreshed);
@@ -154,7 +208,7 @@ mod tests {
 
     #[test]
     fn expires_after_the_idle_timeout() {
-        let mut m = FlowMemory::new(300, 100);
+        let mut m = FlowMemory::new(300, limits(100, 100));
         m.remember(1, &forward(40000), gre(100), 1000);
         m.remember(1, &forward(40001), gre(100), 1000);
         let r = forward(40000).reversed();
@@ -171,7 +225,7 @@ mod tests {
 
     #[test]
     fn an_incoming_packet_refreshes_its_flow() {
-        let mut m = FlowMemory::new(10, 100);
+        let mut m = FlowMemory::new(10, limits(100, 100));
         m.remember(0, &forward(40000), gre(1), 0);
         m.remember(0, &forward(40000), gre(1), 8);
         assert_eq!(m.sweep(12), 0);
@@ -180,7 +234,7 @@ mod tests {
 
     #[test]
     fn full_memory_refuses_new_flows_but_refreshes_known_ones() {
-        let mut m = FlowMemory::new(300, 2);
+        let mut m = FlowMemory::new(300, limits(2, 2));
         assert_eq!(m.remember(0, &forward(1), gre(1), 0), Remembered::New);
         assert_eq!(m.remember(0, &forward(2), gre(1), 0), Remembered::New);
         assert_eq!(m.remember(0, &forward(3), gre(1), 0), Remembered::Full);
@@ -188,5 +242,111 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m.lookup(0, &forward(3).reversed(), 1), None);
         assert_eq!(m.lookup(0, &forward(2).reversed(), 1), Some(gre(2)));
+    }
+
+    fn from(appliance: Ipv4Addr) -> ReturnPath {
+        ReturnPath { appliance, encap: Encap::Gre { key: Some(100) } }
+    }
+
+    #[test]
+    fn a_flood_from_one_appliance_cannot_take_the_slots_of_another() {
+        let mut m = FlowMemory::new(300, limits(3, 6));
+        assert_eq!(m.remember(0, &forward(1), from(APPLIANCE), 0), Remembered::New);
+        // OTHER floods: three flows, then every further one is refused.
+        for port in 100..1000 {
+            let want = if port < 103 { Remembered::New } else { Remembered::Full };
+            assert_eq!(m.remember(0, &forward(port), from(OTHER), 0), want, "{port}");
+        }
+        assert_eq!((m.flows_of(OTHER), m.flows_of(APPLIANCE), m.len()), (3, 1, 4));
+        // APPLIANCE still gets its own share, and its flow kept its path.
+        assert_eq!(m.remember(0, &forward(2), from(APPLIANCE), 1), Remembered::New);
+        assert_eq!(m.remember(0, &forward(3), from(APPLIANCE), 1), Remembered::New);
+        assert_eq!(m.remember(0, &forward(4), from(APPLIANCE), 1), Remembered::Full);
+        assert_eq!(m.lookup(0, &forward(1).reversed(), 1), Some(from(APPLIANCE)));
+    }
+
+    #[test]
+    fn the_total_bounds_every_appliance_together() {
+        let mut m = FlowMemory::new(300, limits(2, 3));
+        m.remember(0, &forward(1), from(APPLIANCE), 0);
+        m.remember(0, &forward(2), from(APPLIANCE), 0);
+        assert_eq!(m.remember(0, &forward(3), from(OTHER), 0), Remembered::New);
+        assert_eq!(m.remember(0, &forward(4), from(OTHER), 0), Remembered::Full);
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn a_moved_flow_moves_its_count_and_expiry_frees_slots() {
+        let mut m = FlowMemory::new(300, limits(1, 10));
+        m.remember(0, &forward(1), from(APPLIANCE), 0);
+        m.remember(0, &forward(2), from(OTHER), 0);
+        // Failover: flow 1 now comes from OTHER, past OTHER's share of 1.
+        assert_eq!(m.remember(0, &forward(1), from(OTHER), 1), Remembered::Refreshed);
+        assert_eq!((m.flows_of(APPLIANCE), m.flows_of(OTHER)), (0, 2));
+        assert_eq!(m.lookup(0, &forward(1).reversed(), 1), Some(from(OTHER)));
+        // APPLIANCE's share is free again; OTHER's is not.
+        assert_eq!(m.remember(0, &forward(3), from(APPLIANCE), 1), Remembered::New);
+        assert_eq!(m.remember(0, &forward(4), from(OTHER), 1), Remembered::Full);
+        // Flow 2 (last seen at 0) expires; OTHER keeps flow 1, still over its share.
+        assert_eq!(m.sweep(300), 1);
+        assert_eq!((m.flows_of(APPLIANCE), m.flows_of(OTHER)), (1, 1));
+        assert_eq!(m.sweep(301), 2);
+        assert_eq!((m.flows_of(APPLIANCE), m.flows_of(OTHER), m.len()), (0, 0, 0));
+        assert_eq!(m.remember(0, &forward(4), from(OTHER), 302), Remembered::New);
+    }
+
+    /// One step of the property test: remember (tun, client port, appliance) at a time, or
+    /// sweep at a time.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Remember(usize, u16, u8, u64),
+        Sweep(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0usize..2, 0u16..24, 0u8..4, 0u64..40).prop_map(|(t, p, a, n)| Op::Remember(t, p, a, n)),
+            1 => (0u64..40).prop_map(Op::Sweep),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence, from four appliances: the per-appliance counts match the
+        /// flows, the total bound holds, and a new flow is refused exactly when its own
+        /// appliance has its share or the memory is full: never because another appliance
+        /// has many flows.
+        #[test]
+        fn counts_and_limits_hold(ops in proptest::collection::vec(op(), 0..200), per in 1usize..6, extra in 0usize..12) {
+            let total = per + extra;
+            let mut m = FlowMemory::new(10, limits(per, total));
+            let addr = |a: u8| Ipv4Addr::new(198, 19, 0, a);
+            for o in ops {
+                match o {
+                    Op::Remember(tun, port, a, now) => {
+                        let known = m.flows.contains_key(&Key { tun, reply: forward(port).reversed() });
+                        let (mine, len) = (m.flows_of(addr(a)), m.len());
+                        let got = m.remember(tun, &forward(port), from(addr(a)), now);
+                        let want = if known {
+                            Remembered::Refreshed
+                        } else if mine >= per || len >= total {
+                            Remembered::Full
+                        } else {
+                            Remembered::New
+                        };
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    Op::Sweep(now) => {
+                        m.sweep(now);
+                    }
+                }
+                proptest::prop_assert!(m.len() <= total);
+                let mut counted = HashMap::new();
+                for e in m.flows.values() {
+                    *counted.entry(e.path.appliance).or_insert(0usize) += 1;
+                }
+                proptest::prop_assert_eq!(&counted, &m.per_appliance);
+            }
+        }
     }
 }

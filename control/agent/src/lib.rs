@@ -10,10 +10,15 @@
 //! out of a TUN for such a flow is tunneled back to the appliance it came from, the way it
 //! came. With direct server return the replies leave by the host's NIC and never touch a TUN.
 //!
-//! [`tunnel`] and [`flows`] are the pure core (bytes and state in, verdicts out); [`agent`]
-//! does the I/O with one blocking thread per raw socket and per TUN.
+//! Tunnels are accepted only from the appliances (`--appliance`, [`allow`]), and each appliance
+//! gets its own share of the flow memory, so no other sender can move a flow's replies or crowd
+//! out an appliance's flows.
+//!
+//! [`tunnel`], [`flows`] and [`allow`] are the pure core (bytes and state in, verdicts out);
+//! [`agent`] does the I/O with one blocking thread per raw socket and per TUN.
 
 pub mod agent;
+pub mod allow;
 pub mod flows;
 pub mod stats;
 pub mod tunnel;

@@ -85,6 +85,8 @@ pub enum DropReason {
     InnerMalformed,
     /// Inner packet is not IPv4.
     InnerNotIpv4,
+    /// Tunneled packet from a sender outside `--appliance`: not an appliance, maybe a spoofer.
+    NotAppliance,
     /// GRE key for which no VPC TUN is configured.
     UnknownVpc,
     /// IPIP or keyless GRE, but no physical TUN configured.
@@ -107,7 +109,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::OuterTruncated,
         DropReason::OuterMalformed,
         DropReason::OuterChecksum,
@@ -121,6 +123,7 @@ impl DropReason {
         DropReason::InnerTruncated,
         DropReason::InnerMalformed,
         DropReason::InnerNotIpv4,
+        DropReason::NotAppliance,
         DropReason::UnknownVpc,
         DropReason::NoPhysicalTun,
         DropReason::TunWriteFailed,
@@ -147,6 +150,7 @@ impl DropReason {
             DropReason::InnerTruncated => "inner_truncated",
             DropReason::InnerMalformed => "inner_malformed",
             DropReason::InnerNotIpv4 => "inner_not_ipv4",
+            DropReason::NotAppliance => "not_appliance",
             DropReason::UnknownVpc => "unknown_vpc",
             DropReason::NoPhysicalTun => "no_physical_tun",
             DropReason::TunWriteFailed => "tun_write_failed",

@@ -1,7 +1,8 @@
 //! sluice-agent: the backend host agent.
 //!
-//!   sluice-agent --address 198.19.0.11 [--physical sl-phys] [--vpc 100=sl-v100 ...]
-//!                [--flow-timeout 300] [--max-flows 1000000]
+//!   sluice-agent --address 198.19.0.11 --appliance 198.19.0.1 [--appliance 198.19.0.0/24 ...]
+//!                [--physical sl-phys] [--vpc 100=sl-v100 ...]
+//!                [--flow-timeout 300] [--max-flows 1000000] [--max-flows-total 4000000]
 //!
 //! Creates the TUNs (it does not configure or bring them up), binds raw IPIP and GRE sockets
 //! to the address, prints a line with `running:` and runs until SIGINT or SIGTERM, when it
@@ -10,6 +11,8 @@
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_agent::agent::{Agent, Config};
+use sluice_agent::allow::{AllowList, Prefix};
+use sluice_agent::flows::Limits;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -33,14 +36,30 @@ struct Cli {
     /// KEY=NAME: TUN device to create for GRE with key KEY (decimal), one per VPC. Repeatable.
     #[arg(long = "vpc", value_name = "KEY=NAME", value_parser = parse_vpc)]
     vpcs: Vec<(u32, String)>,
+    /// ADDRESS or PREFIX/LEN: an appliance's tunnel source address, or a prefix holding them.
+    /// Repeatable, at least one: tunnels from any other sender are dropped (not_appliance).
+    #[arg(long = "appliance", value_name = "ADDRESS[/LEN]")]
+    appliances: Vec<Prefix>,
     /// Seconds a flow is remembered for its replies after its last packet.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     flow_timeout: u64,
-    /// Most flows remembered at once; packets of new flows beyond it are delivered, but
-    /// their replies are dropped (no_flow).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Most flows remembered per appliance (outer source address); packets of its new flows
+    /// beyond it are delivered, but their replies are dropped (no_flow).
+    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS)]
     max_flows: usize,
+    /// Most flows remembered at once, all appliances together (the memory bound); at least
+    /// --max-flows.
+    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS_TOTAL)]
+    max_flows_total: usize,
 }
+
+/// Default `--max-flows`: 1,000,000 flows per appliance, as many as one appliance's NAT
+/// sessions toward one host are expected to reach (about 100 MB of flow memory).
+const DEFAULT_MAX_FLOWS: usize = 1_000_000;
+/// Default `--max-flows-total`: four appliances' worth. One flooding sender (even a spoofed
+/// address inside an allowed prefix) takes at most a quarter, so the others keep their share;
+/// it takes four flooding senders to fill the memory.
+const DEFAULT_MAX_FLOWS_TOTAL: usize = 4 * DEFAULT_MAX_FLOWS;
 
 fn parse_vpc(s: &str) -> Result<(u32, String), String> {
     let (key, name) = s.split_once('=').ok_or_else(|| format!("expected KEY=NAME, got {s:?}"))?;
@@ -51,6 +70,21 @@ fn parse_vpc(s: &str) -> Result<(u32, String), String> {
     Ok((key, name.to_string()))
 }
 
+/// Warns when the allowed prefixes hold more senders than the total has room for at their
+/// full share: then enough spoofed senders inside them could fill the memory together.
+fn warn_if_shares_overlap(config: &Config) {
+    let Limits { per_appliance, total } = config.max_flows;
+    let room = u64::try_from(total / per_appliance.max(1)).unwrap_or(u64::MAX);
+    let senders = config.appliances.addresses();
+    if senders > room {
+        log::warn!(
+            "the --appliance prefixes hold {senders} addresses but --max-flows-total has room \
+             for {room} at --max-flows each: {room} flooding senders inside them could fill the \
+             flow memory; list appliances by address, or raise --max-flows-total"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -58,8 +92,9 @@ fn main() -> ExitCode {
         address: cli.address,
         physical: cli.physical,
         vpcs: cli.vpcs,
+        appliances: AllowList::new(cli.appliances),
         flow_timeout: cli.flow_timeout,
-        max_flows: cli.max_flows,
+        max_flows: Limits { per_appliance: cli.max_flows, total: cli.max_flows_total },
     };
     if let Err(e) = config.validate() {
         eprintln!("sluice-agent: {e}");
@@ -82,13 +117,19 @@ fn main() -> ExitCode {
         }
     };
     let vpcs: Vec<String> = config.vpcs.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    let appliances: Vec<String> = config.appliances.prefixes().iter().map(Prefix::to_string).collect();
     println!(
-        "sluice-agent running: address {} physical {} vpcs [{}] flow timeout {}s",
+        "sluice-agent running: address {} physical {} vpcs [{}] appliances [{}] flow timeout {}s \
+         max flows {} per appliance, {} in all",
         config.address,
         config.physical.as_deref().unwrap_or("-"),
         vpcs.join(" "),
-        config.flow_timeout
+        appliances.join(" "),
+        config.flow_timeout,
+        config.max_flows.per_appliance,
+        config.max_flows.total,
     );
+    warn_if_shares_overlap(&config);
     let _ = std::io::stdout().flush();
 
     // Sweep often enough that a flow outlives its timeout by at most a tenth of it (10 s).
@@ -134,6 +175,10 @@ mod tests {
             "sluice-agent",
             "--address",
             "198.19.0.11",
+            "--appliance",
+            "198.19.0.1",
+            "--appliance",
+            "198.19.1.0/24",
             "--physical",
             "sl-phys",
             "--vpc",
@@ -144,6 +189,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.vpcs, [(100, "sl-v100".to_string()), (7, "agt7".to_string())]);
         assert_eq!((c.flow_timeout, c.physical.as_deref()), (300, Some("sl-phys")));
+        let want: Vec<Prefix> = vec!["198.19.0.1".parse().unwrap(), "198.19.1.0/24".parse().unwrap()];
+        assert_eq!(c.appliances, want);
+        assert_eq!((c.max_flows, c.max_flows_total), (DEFAULT_MAX_FLOWS, DEFAULT_MAX_FLOWS_TOTAL));
+        let bad =
+            Cli::try_parse_from(["sluice-agent", "--address", "198.19.0.11", "--appliance", "198.19.0.1/24"]);
+        let err = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("host bits set"), "{err}");
         assert!(
             Cli::try_parse_from(["sluice-agent", "--address", "198.19.0.11", "--flow-timeout", "0"]).is_err()
         );
