@@ -29,6 +29,13 @@ impl SchedState {
         SchedState { worker, workers: workers.max(1), generation: u64::MAX, cursors: Vec::new() }
     }
 
+    /// Back to what `new` made: the next `prepare` sets the cursors afresh (keeps the
+    /// allocation).
+    pub fn reset(&mut self) {
+        self.generation = u64::MAX;
+        self.cursors.clear();
+    }
+
     /// Aligns the cursors with `snap` (once per config generation).
     pub fn prepare(&mut self, snap: &Snapshot) {
         if self.generation == snap.generation && self.cursors.len() == snap.services.len() {
@@ -135,6 +142,14 @@ mod tests {
             )] += 1;
         }
         assert_eq!(counts, [100, 200, 300, 0]);
+        // After a reset, the same sequence again, as from a new state.
+        let turns = |st: &mut SchedState| -> Vec<u16> {
+            st.prepare(&s);
+            (0..12).map(|i| choose(&s.services[0], 0, &flow(i), 0, st, &table).unwrap()).collect()
+        };
+        let first = turns(&mut SchedState::new(0, 1));
+        st.reset();
+        assert_eq!(turns(&mut st), first);
         // Smooth: backend 2 (weight 3) never gets three turns in a row.
         assert_eq!(&s.services[0].rr[..], &[2, 1, 0, 2, 1, 2]);
     }

@@ -62,6 +62,17 @@ impl<I: Io> Worker<I> {
         }
     }
 
+    /// Back to the state `new` left, keeping the allocations and the shared state (config,
+    /// sessions, SYN proxy, stats, isolation): no scheduler cursors or limit buckets, no
+    /// frame waiting to be sent, the neighbour scan due at the next poll. For harnesses that
+    /// run many short scenarios on one worker (the fuzz targets); `io` is the caller's.
+    pub fn reset(&mut self) {
+        self.sched.reset();
+        self.limits = LimitState::default();
+        self.tx.iter_mut().for_each(|b| b.clear());
+        self.next_scan_ns = 0;
+    }
+
     /// Shares the control thread's isolation state (overload flag, rate shares); without it
     /// a worker enforces limits on its own, with an equal part of each rate.
     pub fn set_isolation(&mut self, isolation: Arc<Isolation>) {
