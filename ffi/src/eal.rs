@@ -86,6 +86,7 @@ impl Eal {
         let rc = unsafe { raw::rte_eal_init(argc, argv.as_mut_ptr()) };
         if rc < 0 {
             let err = Error::from_rte_errno("rte_eal_init");
+            let err = if err.errno() == Some(0) { silent_failure(args) } else { err };
             EAL_STATE.store(EAL_FAILED, Ordering::Release);
             return Err(err);
         }
@@ -173,5 +174,96 @@ pub(crate) fn require_eal(op: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::refused(op, "the EAL is not initialised (call Eal::init first)"))
+    }
+}
+
+/// What to say when `rte_eal_init` failed without setting `rte_errno` (it does so, among
+/// others, when another primary process holds the runtime directory's lock): name the
+/// holder if there is one, else point to DPDK's own log lines.
+fn silent_failure<S: AsRef<str>>(args: &[S]) -> Error {
+    let prefix = file_prefix(args);
+    let config = runtime_dir().join(&prefix).join("config");
+    match lock_holder(&config) {
+        Some(pid) => Error::refused(
+            "rte_eal_init",
+            format!(
+                "file prefix {prefix:?} is in use by process {pid} (another DPDK primary process); \
+                 give each process its own --file-prefix"
+            ),
+        ),
+        None => Error::refused("rte_eal_init", "DPDK set no error code; its log lines above say why"),
+    }
+}
+
+/// The `--file-prefix` among EAL arguments (DPDK's default: `rte`).
+fn file_prefix<S: AsRef<str>>(args: &[S]) -> String {
+    let mut it = args.iter().map(AsRef::as_ref).skip(1);
+    while let Some(a) = it.next() {
+        if let Some(p) = a.strip_prefix("--file-prefix=") {
+            return p.to_string();
+        }
+        if a == "--file-prefix" {
+            return it.next().unwrap_or("rte").to_string();
+        }
+    }
+    "rte".to_string()
+}
+
+/// Where DPDK keeps its runtime files: `/var/run/dpdk` for root, else under
+/// `$XDG_RUNTIME_DIR` (or `/tmp`).
+fn runtime_dir() -> std::path::PathBuf {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return "/var/run/dpdk".into();
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").map_or_else(|| "/tmp".into(), std::path::PathBuf::from).join("dpdk")
+}
+
+/// The process holding a POSIX write lock on `path` (DPDK's primary-process lock), if any.
+fn lock_holder(path: &std::path::Path) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).ok()?;
+    // SAFETY: flock is a plain C struct for which all-zero bytes are a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: the descriptor is open for the duration of the call and `lock` is a valid,
+    // exclusively borrowed flock that F_GETLK fills in.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) };
+    (rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short).then_some(lock.l_pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    #[test]
+    fn the_file_prefix_is_found_in_either_spelling_or_defaults() {
+        assert_eq!(file_prefix(&["app", "--no-huge", "--file-prefix=a1"]), "a1");
+        assert_eq!(file_prefix(&["app", "--file-prefix", "b2", "-m", "64"]), "b2");
+        assert_eq!(file_prefix(&["app", "--file-prefix"]), "rte");
+        assert_eq!(file_prefix(&["--file-prefix=argv0-is-not-an-option"]), "rte");
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_names_that_process() {
+        let path = std::env::temp_dir().join(format!("sluice-eal-lock-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(lock_holder(&path), None, "nobody holds it yet");
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked");
+        let holder = lock_holder(&path);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(holder, Some(child.id() as i32));
     }
 }
