@@ -3,11 +3,11 @@
 //! Every refusal names the file, line, column and field. Unknown keys are refused.
 //! See docs/config.md for the reference.
 
-use crate::locate::{Locations, Pos};
+use crate::locate::{IndexError, Locations, Pos, MAX_DEPTH};
 use serde::Deserialize;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
-use sluice_dataplane::session::Timeouts;
+use sluice_dataplane::session::{Timeouts, MAX_BACKEND_IDS};
 use sluice_dataplane::snapshot::{
     BackendSpec, Forwarding, NoBackend, OnRemoved, PortSpec, Protocol, Scheduler, ServiceSpec, Snapshot,
     SnapshotSpec, Tunnel,
@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 // ---- the file, as written --------------------------------------------------------------------
 
@@ -39,6 +40,60 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     isolation: Option<RawIsolation>,
     sync: Option<RawSync>,
+    budget: Option<RawBudget>,
+}
+
+/// What the config's tables may take in memory (see `budget`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    memory: Option<RawSize>,
+}
+
+/// A size in bytes: a number, or a string such as `512MiB` or `2 GiB`.
+#[derive(Debug, Clone, Copy)]
+struct RawSize(u64);
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: bytes, or a number with KiB, MiB, GiB or TiB")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                u64::try_from(v).map(RawSize).map_err(|_| E::custom("a size is not negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                parse_size(v).map(RawSize).ok_or_else(|| {
+                    E::custom("a size: bytes, or a whole number with KiB, MiB, GiB or TiB (as in 2GiB)")
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `2GiB`, `512 MiB`, `4096`: bytes, or `None` if not a size or beyond `u64`.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit.trim_start() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 /// Session sync with peer appliances.
@@ -104,7 +159,7 @@ impl<'de> Deserialize<'de> for RawLimit {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawLimit, E> {
                 u64::try_from(v)
                     .map(RawLimit::Plain)
-                    .map_err(|_| E::custom(format!("{v}: a limit is positive")))
+                    .map_err(|_| E::custom("a limit is positive, not negative"))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawLimit, A::Error> {
                 #[derive(Deserialize)]
@@ -404,17 +459,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file (a regular file of at most
+    /// [`MAX_CONFIG_BYTES`](crate::readfile::MAX_CONFIG_BYTES)).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                pos: None,
-                field: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (text, file) = read_config(path)?;
         Config::parse(&text, &file)
     }
 
@@ -427,33 +475,30 @@ impl Config {
     /// the usual checks, every setting that only a restart can change (DPDK, workers, ports'
     /// devices, MACs and MTUs, the session table) must be as it runs now.
     pub fn load_for_apply(path: &Path, running: &Config) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                pos: None,
-                field: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (text, file) = read_config(path)?;
         Config::parse_with(&text, &file, Some(running))
     }
 
     fn parse_with(text: &str, file: &str, running: Option<&Config>) -> Result<Config, ConfigErrors> {
+        // The nesting is bounded before serde_yaml (whose parser is quadratic in it) sees the text.
+        let locations = match Locations::index_checked(text, MAX_DEPTH) {
+            Ok(l) => l,
+            Err(e) => return Err(ConfigErrors(vec![index_error(file, e)])),
+        };
         let raw: RawConfig = match serde_yaml::from_str(text) {
             Ok(r) => r,
             Err(e) => return Err(ConfigErrors(vec![serde_error(file, &e)])),
         };
-        let locations = Locations::index(text);
-        let mut v = Validator { file, locations: &locations, errors: Vec::new() };
+        let mut v = Validator { file, locations: &locations, errors: Vec::new(), more: 0 };
         let config = v.config(raw);
         if let Some(old) = running {
             v.same_as_running(&config, old);
         }
         if !v.errors.is_empty() {
-            return Err(ConfigErrors(v.errors));
+            return Err(v.finish());
         }
-        // The dataplane's own checks (duplicates, routes, table sizes) run on a trial build.
+        // The dataplane's own checks (duplicates, routes, table sizes) run on a trial build,
+        // whose size the budget check above has bounded.
         if let Err(e) = Snapshot::build(&config.snapshot_spec(0, None), None) {
             return Err(ConfigErrors(vec![v.error(&e.path, e.message)]));
         }
@@ -472,6 +517,25 @@ impl Config {
     }
 }
 
+/// Reads a config file, bounded (see [`crate::readfile`]); also returns its name for messages.
+fn read_config(path: &Path) -> Result<(String, String), ConfigErrors> {
+    let file = path.display().to_string();
+    match crate::readfile::read_text(path, crate::readfile::MAX_CONFIG_BYTES) {
+        Ok(text) => Ok((text, file)),
+        Err(message) => {
+            Err(ConfigErrors(vec![ConfigError { file, pos: None, field: String::new(), message }]))
+        }
+    }
+}
+
+fn index_error(file: &str, e: IndexError) -> ConfigError {
+    let (pos, message) = match e {
+        IndexError::Syntax(pos, what) => (pos, format!("not valid YAML: {what}")),
+        IndexError::TooDeep(pos) => (pos, format!("nested more than {MAX_DEPTH} deep")),
+    };
+    ConfigError { file: file.to_string(), pos: Some(pos), field: String::new(), message }
+}
+
 fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
     // serde_yaml's message is "<path>: <what> at line L column C"; keep path and what.
     let msg = e.to_string();
@@ -487,15 +551,73 @@ fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
         file: file.to_string(),
         pos: e.location().map(|l| Pos { line: l.line(), col: l.column() }),
         field,
-        message,
+        message: without_values(&message),
     }
+}
+
+/// A serde message without the values it quotes from the file: `invalid type: string
+/// "root:x:0:0..."` becomes `invalid type: string`, so a file that is not a config (a
+/// password file, a key) is never echoed. What serde expected (the schema's names) stays, and
+/// so does an unknown key that looks like one (`unknown field `wieght``), for typos.
+fn without_values(msg: &str) -> String {
+    // The schema's part comes last and quotes nothing from the file; it starts after the
+    // last quote that closes a value (a quoted string has its own quotes escaped).
+    let after_quote = [msg.rfind("\", expected "), msg.rfind("`, expected ")].into_iter().flatten().max();
+    let (found, expected) = match after_quote.map(|i| i + 1).or_else(|| msg.rfind(", expected ")) {
+        Some(i) => msg.split_at(i),
+        None => (msg, ""),
+    };
+    let keep_key = |q: &str| {
+        q.len() <= 40 && q.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let found = match found.find(['"', '`', '\'']) {
+        None => found.to_string(),
+        Some(i) => {
+            let (what, quoted) = found.split_at(i);
+            let what = what.trim_end();
+            let inner = quoted.strip_prefix('`').and_then(|q| q.strip_suffix('`'));
+            match inner {
+                Some(k) if what.ends_with("field") && keep_key(k) => format!("{what} `{k}`"),
+                _ => what.to_string(),
+            }
+        }
+    };
+    let mut out = format!("{found}{expected}");
+    truncate(&mut out, MAX_MESSAGE);
+    out
+}
+
+/// Cuts `s` to at most `max` bytes (at a character boundary), marking the cut.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+}
+
+/// 80% of `x`, as a low-water mark below a high one (without overflow).
+fn four_fifths(x: u64) -> u64 {
+    x / 5 * 4 + x % 5 * 4 / 5
 }
 
 struct Validator<'a> {
     file: &'a str,
     locations: &'a Locations,
     errors: Vec<ConfigError>,
+    /// Refusals past the first [`MAX_ERRORS`], counted only.
+    more: usize,
 }
+
+/// Most refusals listed for one file: 50; the rest are counted ("and N more"). A generated
+/// file with one mistake repeated makes as many refusals as it has services.
+pub const MAX_ERRORS: usize = 50;
+/// Longest message of one refusal: 300 bytes, so that a value quoted from the file (a
+/// 10 MB string where an address belongs) does not make the refusal as long.
+const MAX_MESSAGE: usize = 300;
 
 const DEFAULT_MTU: u16 = 1500;
 /// Sessions by default: 4 M (8 M slots of 64 bytes: 512 MiB, touched as they fill).
@@ -503,7 +625,19 @@ pub const DEFAULT_SESSIONS: u64 = 4_000_000;
 /// Most sessions a table may be configured for: 2^27 slots (8 GiB).
 pub const MAX_SESSIONS: u64 = 1 << 26;
 const MAX_WEIGHT: u32 = 1000;
+/// Largest Maglev table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
 const MAX_TABLE_SIZE: u32 = 4_194_301;
+/// Longest service or port name: 64 bytes (names are labels in metrics and the admin API).
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest EAL argument, vdev or device name: 1024 bytes.
+const MAX_ARG_LEN: usize = 1024;
+/// Highest CPU number for a worker or the control thread: 1023 (a CPU set holds 1024).
+const MAX_CORE: usize = 1023;
+/// Most static neighbours of one port: 1024 (next hops are numbered in 16 bits, shared with
+/// the backends').
+const MAX_NEIGHBORS: usize = 1024;
+/// Most services: 65,535 (service ids are 16-bit).
+const MAX_SERVICES: usize = u16::MAX as usize;
 
 impl Validator<'_> {
     /// A service's `health` section, checked.
@@ -515,17 +649,10 @@ impl Validator<'_> {
     ) -> Option<crate::health::HealthSpec> {
         use crate::health::{Check, HealthSpec};
         let f = |k: &str| format!("services[{i}].health.{k}");
-        let secs = |v: &mut Self, k: &str, x: Option<f64>, default: f64| -> f64 {
-            let x = x.unwrap_or(default);
-            if !(0.05..=3600.0).contains(&x) {
-                v.refuse(&f(k), format!("{x} s is outside 0.05..=3600"));
-            }
-            x
-        };
-        let interval = secs(self, "interval", h.interval, 2.0);
-        let timeout = secs(self, "timeout", h.timeout, 1.0);
+        let interval = self.seconds(&f("interval"), h.interval, 2.0, (0.05, 3600.0));
+        let timeout = self.seconds(&f("timeout"), h.timeout, 1.0, (0.05, 3600.0));
         if timeout > interval {
-            self.refuse(&f("timeout"), format!("{timeout} s is longer than the interval ({interval} s)"));
+            self.refuse(&f("timeout"), format!("{timeout:?} is longer than the interval ({interval:?})"));
         }
         let (rise, fall) = (h.rise.unwrap_or(2), h.fall.unwrap_or(3));
         for (k, v) in [("rise", rise), ("fall", fall)] {
@@ -566,14 +693,7 @@ impl Validator<'_> {
                 Check::Http { get: h.method == RawMethod::Get, path, host, status }
             }
         };
-        Some(HealthSpec {
-            check,
-            port: h.port,
-            interval: std::time::Duration::from_secs_f64(interval),
-            timeout: std::time::Duration::from_secs_f64(timeout),
-            rise,
-            fall,
-        })
+        Some(HealthSpec { check, port: h.port, interval, timeout, rise, fall })
     }
 
     /// The `sync` section, checked. Copies age on a peer as the origin's sessions do, so they
@@ -598,7 +718,8 @@ impl Validator<'_> {
         }
         let hex = match (&r.key, &r.key_file) {
             (Some(k), None) => Some(("sync.key", k.trim().to_string())),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
+            (None, Some(f)) => match crate::readfile::read_text(Path::new(f), crate::readfile::MAX_KEY_BYTES)
+            {
                 Ok(t) => Some(("sync.key_file", t.trim().to_string())),
                 Err(e) => {
                     self.refuse("sync.key_file", format!("{f}: {e}"));
@@ -623,7 +744,7 @@ impl Validator<'_> {
         }
         let shortest = timeouts.tcp_established.min(timeouts.udp);
         let refresh = r.refresh.unwrap_or((shortest / 3).clamp(1, 30));
-        if refresh == 0 || refresh * 2 > shortest {
+        if refresh == 0 || u64::from(refresh) * 2 > u64::from(shortest) {
             self.refuse(
                 "sync.refresh",
                 format!("{refresh} s: at least 1 and at most half the shortest established/udp timeout ({shortest} s)"),
@@ -677,26 +798,27 @@ impl Validator<'_> {
         use crate::isolation::{IsolationSpec, Load};
         let d = IsolationSpec::default();
         let Some(raw) = raw else { return d };
-        let interval = raw.interval.unwrap_or(d.interval.as_secs_f64());
-        if !(0.1..=3600.0).contains(&interval) {
-            self.refuse("isolation.interval", format!("{interval} s is outside 0.1..=3600"));
-        }
+        let interval =
+            self.seconds("isolation.interval", raw.interval, d.interval.as_secs_f64(), (0.1, 3600.0));
         let calm_checks = raw.calm_checks.unwrap_or(d.calm_checks);
         if !(1..=1000).contains(&calm_checks) {
             self.refuse("isolation.calm_checks", format!("{calm_checks} is outside 1..=1000"));
         }
         let load = |v: &mut Self, which: &str, r: RawLoad| -> Load {
-            if let Some(b) = r.busy {
-                if !(b > 0.0 && b <= 1.0) {
+            // Refused, a busy mark is left out (NaN compares false with everything).
+            let busy = r.busy.filter(|&b| {
+                let ok = b > 0.0 && b <= 1.0;
+                if !ok {
                     v.refuse(&format!("isolation.{which}.busy"), format!("{b} is outside (0, 1]"));
                 }
-            }
+                ok
+            });
             for (k, x) in [("packets_per_second", r.packets_per_second), ("sessions", r.sessions)] {
                 if x == Some(0) {
                     v.refuse(&format!("isolation.{which}.{k}"), "0: leave it out to not check it");
                 }
             }
-            Load { busy: r.busy, packets_per_second: r.packets_per_second, sessions: r.sessions }
+            Load { busy, packets_per_second: r.packets_per_second, sessions: r.sessions }
         };
         let high = match raw.high {
             Some(h) => load(self, "high", h),
@@ -710,8 +832,8 @@ impl Validator<'_> {
         let low = load(self, "low", low_raw);
         let low = Load {
             busy: low.busy.or(high.busy.map(|b| b * 0.8)),
-            packets_per_second: low.packets_per_second.or(high.packets_per_second.map(|p| p * 4 / 5)),
-            sessions: low.sessions.or(high.sessions.map(|s| s * 4 / 5)),
+            packets_per_second: low.packets_per_second.or(high.packets_per_second.map(four_fifths)),
+            sessions: low.sessions.or(high.sessions.map(four_fifths)),
         };
         for (k, l, h) in [
             ("busy", low.busy.map(|b| (b * 1e6) as u64), high.busy.map(|b| (b * 1e6) as u64)),
@@ -728,12 +850,7 @@ impl Validator<'_> {
                 _ => {}
             }
         }
-        IsolationSpec {
-            interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
-            high,
-            low,
-            calm_checks,
-        }
+        IsolationSpec { interval, high, low, calm_checks }
     }
 
     /// Refuses every change a running sluiced cannot take without a restart.
@@ -781,17 +898,58 @@ impl Validator<'_> {
     }
 
     fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        let mut message = message.into();
+        truncate(&mut message, MAX_MESSAGE);
         ConfigError {
             file: self.file.to_string(),
             pos: self.locations.find(field),
             field: field.to_string(),
-            message: message.into(),
+            message,
         }
     }
 
     fn refuse(&mut self, field: &str, message: impl Into<String>) {
-        let e = self.error(field, message);
-        self.errors.push(e);
+        if self.errors.len() < MAX_ERRORS {
+            let e = self.error(field, message);
+            self.errors.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// A duration in seconds, `default` if not given: refused unless finite and within
+    /// `min..=max`, and then `default` (so what is returned always converts).
+    fn seconds(&mut self, field: &str, x: Option<f64>, default: f64, (min, max): (f64, f64)) -> Duration {
+        let fallback = Duration::try_from_secs_f64(default).unwrap_or(Duration::ZERO);
+        let Some(x) = x else { return fallback };
+        if !(x.is_finite() && (min..=max).contains(&x)) {
+            self.refuse(field, format!("{x} s is outside {min}..={max}"));
+            return fallback;
+        }
+        Duration::try_from_secs_f64(x).unwrap_or(fallback)
+    }
+
+    /// A name (of a service, a port, a device): printable, at most `max` bytes; refused with
+    /// its length rather than its text when too long.
+    fn name(&mut self, field: &str, s: &str, max: usize) {
+        if s.len() > max {
+            self.refuse(field, format!("{} bytes long: at most {max}", s.len()));
+        } else if s.chars().any(char::is_control) {
+            self.refuse(field, format!("{s:?} has control characters"));
+        }
+    }
+
+    /// The refusals, the count of those not listed last.
+    fn finish(mut self) -> ConfigErrors {
+        if self.more > 0 {
+            self.errors.push(ConfigError {
+                file: self.file.to_string(),
+                pos: None,
+                field: String::new(),
+                message: format!("and {} more errors (the first {MAX_ERRORS} are listed)", self.more),
+            });
+        }
+        ConfigErrors(self.errors)
     }
 
     fn ipv4(&mut self, field: &str, s: &str) -> Option<Ipv4Addr> {
@@ -822,7 +980,77 @@ impl Validator<'_> {
         }
     }
 
+    /// The names and words of the file: services' and ports' names, devices, EAL arguments.
+    fn names(&mut self, raw: &RawConfig) {
+        for (i, a) in raw.dpdk.args.iter().enumerate() {
+            self.name(&format!("dpdk.args[{i}]"), a, MAX_ARG_LEN);
+        }
+        for (i, a) in raw.dpdk.vdevs.iter().enumerate() {
+            self.name(&format!("dpdk.vdevs[{i}]"), a, MAX_ARG_LEN);
+        }
+        for (i, p) in raw.ports.iter().enumerate() {
+            self.name(&format!("ports[{i}].name"), &p.name, MAX_NAME_LEN);
+            self.name(&format!("ports[{i}].device"), &p.device, MAX_ARG_LEN);
+            if p.neighbors.len() > MAX_NEIGHBORS {
+                self.refuse(&format!("ports[{i}].neighbors"), format!("at most {MAX_NEIGHBORS} neighbors"));
+            }
+        }
+        for (i, s) in raw.services.iter().enumerate() {
+            self.name(&format!("services[{i}].name"), &s.name, MAX_NAME_LEN);
+        }
+        let cores = raw.workers.cores.iter().enumerate().map(|(i, c)| (format!("workers.cores[{i}]"), *c));
+        for (field, c) in cores.chain(raw.workers.control_core.map(|c| ("workers.control_core".into(), c))) {
+            if c > MAX_CORE {
+                self.refuse(&field, format!("{c}: a CPU number from 0 to {MAX_CORE}"));
+            }
+        }
+    }
+
+    /// The config's size, before anything is built: how many services and backends, and
+    /// their tables' memory (estimated, see [`crate::budget`]) against `budget.memory`. The
+    /// service that takes the total over the budget is named.
+    fn budget(&mut self, raw: &RawConfig) {
+        use crate::budget::{human, service_bytes, DEFAULT_MEMORY, MAX_MEMORY, MIN_MEMORY};
+        let limit = raw.budget.as_ref().and_then(|b| b.memory).map_or(DEFAULT_MEMORY, |m| m.0);
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&limit) {
+            let (min, max) = (human(MIN_MEMORY), human(MAX_MEMORY));
+            self.refuse("budget.memory", format!("{} is outside {min}..={max}", human(limit)));
+        }
+        let limit = limit.clamp(MIN_MEMORY, MAX_MEMORY);
+        if raw.services.len() > MAX_SERVICES {
+            self.refuse("services", format!("{} services: at most {MAX_SERVICES}", raw.services.len()));
+        }
+        let backends: usize = raw.services.iter().map(|s| s.backends.len()).sum();
+        if backends > MAX_BACKEND_IDS {
+            self.refuse("services", format!("{backends} backends in all: at most {MAX_BACKEND_IDS}"));
+        }
+        let mut total = 0u64;
+        for (i, s) in raw.services.iter().enumerate() {
+            // A table size beyond the largest is refused on its own; it counts as the largest.
+            let table = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE).min(MAX_TABLE_SIZE);
+            let bytes = service_bytes(table, s.backends.len());
+            total = total.saturating_add(bytes);
+            if total > limit {
+                let field = if service_bytes(table, 0) >= bytes / 2 { "table_size" } else { "backends" };
+                self.refuse(
+                    &format!("services[{i}].{field}"),
+                    format!(
+                        "the services up to this one need about {} for their tables, more than \
+                         budget.memory ({}); this one {} (table_size {table}, {} backends)",
+                        human(total),
+                        human(limit),
+                        human(bytes),
+                        s.backends.len()
+                    ),
+                );
+                return;
+            }
+        }
+    }
+
     fn config(&mut self, raw: RawConfig) -> Config {
+        self.names(&raw);
+        self.budget(&raw);
         let mut eal_args = raw.dpdk.args;
         for v in &raw.dpdk.vdevs {
             eal_args.push("--vdev".into());
@@ -925,7 +1153,7 @@ impl Validator<'_> {
                 mac,
                 spec: PortSpec {
                     name: p.name.clone(),
-                    mac: mac.unwrap_or([0x02, 0, 0, 0, 0, i as u8 + 1]),
+                    mac: mac.unwrap_or([0x02, 0, 0, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)]),
                     address,
                     prefix_len,
                     mtu,
@@ -986,7 +1214,7 @@ impl Validator<'_> {
                     &f("table_size"),
                     format!("{table_size} must be a prime no larger than {MAX_TABLE_SIZE}"),
                 );
-            } else if s.backends.len() * 100 > table_size as usize {
+            } else if s.backends.len().saturating_mul(100) > table_size as usize {
                 // Maglev's paper: M > 100 N keeps the imbalance near 1%.
                 self.refuse(
                     &f("table_size"),

@@ -2,6 +2,8 @@
 //! and the counters it reports.
 
 pub mod admin;
+pub mod apply;
+pub mod budget;
 pub mod config;
 pub mod health;
 pub mod ids;
@@ -9,6 +11,7 @@ pub mod isolation;
 pub mod locate;
 pub mod metrics;
 pub mod peers;
+pub mod readfile;
 pub mod report;
 pub mod runtime;
 pub mod simulate;

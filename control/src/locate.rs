@@ -18,16 +18,52 @@ pub struct Locations {
     values: HashMap<String, Pos>,
 }
 
+/// Deepest nesting of mappings and sequences in a config: 16. The schema itself goes 5 deep
+/// (`services[].limits.<rate>.value`); a parser's cost grows with the square of the depth, so
+/// a document nested thousands deep is refused before any parser but this count sees it.
+pub const MAX_DEPTH: usize = 16;
+
+/// Why a document was not indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexError {
+    /// Not YAML: where, and what the parser found (never the text itself).
+    Syntax(Pos, String),
+    /// A mapping or sequence nested deeper than allowed starts here.
+    TooDeep(Pos),
+}
+
 impl Locations {
     /// Indexes `text`. Text that does not parse yields an empty index (serde_yaml reports the
     /// syntax error with its own position).
     pub fn index(text: &str) -> Locations {
+        Locations::index_checked(text, usize::MAX).unwrap_or_default()
+    }
+
+    /// Indexes `text`, refusing it at the first mapping or sequence nested deeper than
+    /// `max_depth` (the parse stops there) or at its first syntax error.
+    pub fn index_checked(text: &str, max_depth: usize) -> Result<Locations, IndexError> {
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut rx, false).is_err() {
-            return Locations::default();
+        loop {
+            let (ev, mark) = parser.next_token().map_err(|e| {
+                let m = e.marker();
+                // The scanner's one message that quotes the text names a single character.
+                let info = if e.info().starts_with("unexpected character") {
+                    "unexpected character"
+                } else {
+                    e.info()
+                };
+                IndexError::Syntax(Pos { line: m.line(), col: m.col() + 1 }, info.to_string())
+            })?;
+            match ev {
+                Event::StreamEnd => break,
+                Event::MappingStart(..) | Event::SequenceStart(..) if rx.stack.len() >= max_depth => {
+                    return Err(IndexError::TooDeep(Pos { line: mark.line(), col: mark.col() + 1 }));
+                }
+                _ => rx.on_event(ev, mark),
+            }
         }
-        Locations { values: rx.values }
+        Ok(Locations { values: rx.values })
     }
 
     /// The position of `path`, or of its nearest ancestor that exists (a missing field points

@@ -105,6 +105,8 @@ struct Control {
     /// For the metrics endpoint: apply results, and each checked backend's standing by id.
     apply_state: Arc<metrics::ApplyState>,
     health_by_id: Arc<std::sync::Mutex<std::collections::HashMap<u32, bool>>>,
+    /// The apply being validated on its own thread, if any.
+    applier: crate::apply::Applier,
 }
 
 impl Control {
@@ -217,19 +219,30 @@ impl Control {
         }
     }
 
-    /// Validates `path` against the running config and applies it; the answer says what
-    /// happened (the errors with file, line and field when refused).
-    fn apply(&mut self, path: Option<&str>) -> Response {
-        let path = match path.map(PathBuf::from).or_else(|| self.config_path.clone()) {
-            Some(p) => p,
-            None => return Response::Refused { text: "no config file to re-read: give one".into() },
+    /// Starts validating `path` (`None`: the file the running config came from) against the
+    /// running config, off the control loop; [`Control::finish_apply`] applies it. `caller`
+    /// hears the answer then, or now if the apply is refused at once (one is in progress).
+    fn start_apply(&mut self, path: Option<&str>, caller: Option<mpsc::Sender<Response>>) {
+        let Some(path) = path.map(PathBuf::from).or_else(|| self.config_path.clone()) else {
+            if let Some(c) = caller {
+                let _ = c.send(Response::Refused { text: "no config file to re-read: give one".into() });
+            }
+            return;
         };
-        let result = Config::load_for_apply(&path, &self.config)
-            .map_err(|e| e.to_string())
-            .and_then(|c| self.publish(c));
+        if let Err(e) = self.applier.start(path, self.config.clone(), caller) {
+            warn!("apply refused: {e}");
+        }
+    }
+
+    /// A finished validation, if any: publishes its config and answers its caller (the errors
+    /// with file, line and field when refused).
+    fn finish_apply(&mut self) {
+        let Some(done) = self.applier.poll() else { return };
+        let path = done.path;
+        let result = done.result.and_then(|c| self.publish(c));
         let when =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        match result {
+        let answer = match result {
             Ok(()) => {
                 self.config_path = Some(path.clone());
                 self.last_apply =
@@ -246,6 +259,9 @@ impl Control {
                     text: format!("{e}\nrefused: generation {} keeps running", self.generation),
                 }
             }
+        };
+        if let Some(c) = done.caller {
+            let _ = c.send(answer);
         }
     }
 
@@ -492,6 +508,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         last_apply: "started with generation 1".into(),
         apply_state: Arc::new(metrics::ApplyState::new()),
         health_by_id: Default::default(),
+        applier: Default::default(),
     };
     control.apply_state.record_applied(1);
     control.restart_checks();
@@ -653,14 +670,19 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         }
         if opts.reload.swap(false, Ordering::Relaxed) {
             info!("SIGHUP: applying the config file again");
-            control.apply(None);
+            control.start_apply(None, None);
         }
+        control.finish_apply();
         for r in health_rx.try_iter().collect::<Vec<_>>() {
             control.health_report(r);
         }
         for (req, back) in admin::pending(&admin_rx) {
             let answer = match req {
-                Request::Apply { file } => control.apply(file.as_deref()),
+                Request::Apply { file } => {
+                    // Answered when the apply is done (or refused now).
+                    control.start_apply(file.as_deref(), Some(back));
+                    continue;
+                }
                 Request::Drain { service, backend } => control.drain(&service, &backend, true),
                 Request::Restore { service, backend } => control.drain(&service, &backend, false),
                 Request::Status => Response::Ok {
