@@ -4,6 +4,7 @@
 #   agt-test-app (the "appliance")          agt-test (the backend host)
 #   agt-veth1 198.19.255.2/30  <── veth ──>  agt-veth0 198.19.255.1/30
 #                                            sluice-agent --address 198.19.255.1
+#                                                         --appliance 198.19.255.2
 #                                                         --vpc 7=agt7 --physical agtp
 #                                            agtp 10.99.0.10/24, route 198.51.100.0/24 via agtp
 #                                            UDP listener on 10.99.0.10:5300
@@ -16,7 +17,11 @@
 # 192.0.2.10:5300; the listener must get it and answer, and the answer must come back to
 # agt-test-app GRE-encapsulated with key 7 (the NAT return path). The same over IPIP to
 # 10.99.0.10 through the physical TUN, answered in IPIP. A GRE packet with key 8 must be
-# dropped as unknown_vpc. Then the agent is stopped with SIGTERM and its counters checked.
+# dropped as unknown_vpc. Then a spoofer sends a GRE packet of the known key-7 flow from
+# 198.19.254.9 (not an appliance): it must be dropped as not_appliance, and a datagram the VM's
+# listener sends afterwards on that flow must still come back to the real appliance. Then the
+# agent is stopped with SIGTERM and its counters checked. Before all that, an agent started
+# without --appliance must refuse to start.
 #
 # Uses $SLUICE_AGENT if set, else builds target/debug/sluice-agent with cargo.
 # Exits 0 when not root (skipped). Everything it creates is removed on exit, also on failure.
@@ -93,9 +98,16 @@ in_app ip link set agt-veth1 up
 in_ns sysctl -qw net.ipv4.conf.agt-veth0.rp_filter=0
 in_app sysctl -qw net.ipv4.conf.agt-veth1.rp_filter=0
 
+# Without --appliance the agent would take tunnels from anyone: it must refuse to start.
+rc=0
+ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --physical agtp >"$work/refused.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "sluice-agent without --appliance exited $rc, want 2: $(cat "$work/refused.log")"
+grep -q 'no --appliance given' "$work/refused.log" ||
+    fail "sluice-agent without --appliance said: $(cat "$work/refused.log")"
+
 # The agent, in the backend namespace (ip netns exec execs it: $! is the agent itself).
-RUST_LOG=info ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --vpc 7=agt7 --physical agtp \
-    >"$work/agent.log" 2>&1 &
+RUST_LOG=info ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --appliance 198.19.255.2 \
+    --vpc 7=agt7 --physical agtp >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do
     grep -q 'running:' "$work/agent.log" && break
@@ -116,9 +128,10 @@ in_ns ip link set agtp up
 in_ns ip route add 198.51.100.0/24 dev agtp
 in_ns sysctl -qw net.ipv4.conf.agtp.rp_filter=0
 
-# The backend application: answers one datagram with "pong:" + what it got.
+# The backend application: answers one datagram with "pong:" + what it got; given a third
+# argument, then waits for that file to appear and sends "late" to the same peer.
 cat >"$work/listener.py" <<'EOF'
-import socket, sys
+import os, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[2], 5300))
 s.settimeout(10)
@@ -126,10 +139,18 @@ open(sys.argv[1], "w").close()  # bound: tell the script
 data, peer = s.recvfrom(2048)
 s.sendto(b"pong:" + data, peer)
 print(f"{peer[0]}:{peer[1]} {data.decode()}", flush=True)
+if len(sys.argv) > 3:
+    deadline = time.time() + 10
+    while not os.path.exists(sys.argv[3]):
+        if time.time() > deadline:
+            sys.exit("no go file within 10 s")
+        time.sleep(0.05)
+    s.sendto(b"late", peer)
 EOF
-for where in "$VM 192.0.2.10" "$NS 10.99.0.10"; do
-    read -r ns addr <<<"$where"
-    ip netns exec "$ns" "$python" "$work/listener.py" "$work/listening.$addr" "$addr" \
+for where in "$VM 192.0.2.10 $work/go" "$NS 10.99.0.10"; do
+    read -r ns addr go <<<"$where"
+    # shellcheck disable=SC2086 # $go: no argument when empty
+    ip netns exec "$ns" "$python" "$work/listener.py" "$work/listening.$addr" "$addr" $go \
         >"$work/listener.$addr" 2>&1 &
     listener_pids="$listener_pids $!"
     for _ in $(seq 50); do
@@ -212,8 +233,35 @@ while want and time.time() < deadline:
         print(f"{kind} reply back (key {got[0]}): {src}:{sport} -> {dst}:{dport} {payload.decode()}")
 if want:
     sys.exit(f"no reply within 5 s for: {', '.join(want)}")
+
+# The spoofer: the known key-7 flow, from an address that is not an appliance. Were it taken,
+# the flow's replies would go to 198.19.254.9 (unreachable from the agent) from now on.
+SPOOF = "198.19.254.9"
+spoof_gre = gre(7, udp_in_ipv4("203.0.113.5", 40000, "192.0.2.10", 5300, b"spoofed"))
+hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(spoof_gre), 0x4321, 0x4000, 64, 47, 0,
+                  socket.inet_aton(SPOOF), socket.inet_aton(AGENT))
+hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # header included
+raw.sendto(hdr + spoof_gre, (AGENT, 0))
+time.sleep(0.5)  # let the agent's GRE thread take it before the VM speaks
+open(sys.argv[1], "w").close()  # the VM's listener now sends "late" on the flow
+deadline = time.time() + 5
+while time.time() < deadline:
+    ready, _, _ = select.select([gre_sock], [], [], 0.2)
+    if not ready:
+        continue
+    pkt = gre_sock.recv(65535)
+    ihl = (pkt[0] & 0x0F) * 4
+    if socket.inet_ntoa(pkt[12:16]) != AGENT or pkt[ihl:ihl + 4] != b"\x20\x00\x08\x00":
+        continue
+    (key,) = struct.unpack("!I", pkt[ihl + 4:ihl + 8])
+    got = (key, parse_udp(pkt[ihl + 8:]))
+    if got == (7, ("192.0.2.10", 5300, "203.0.113.5", 40000, 17, b"late")):
+        print("late reply back to the real appliance after the spoofed packet")
+        sys.exit(0)
+sys.exit("the late reply did not come back to the real appliance within 5 s")
 EOF
-in_app "$python" "$work/appliance.py" || fail "the appliance did not get the answers back"
+in_app "$python" "$work/appliance.py" "$work/go" || fail "the appliance did not get the answers back"
 
 for pid in $listener_pids; do
     wait "$pid" || fail "a UDP listener failed: $(cat "$work"/listener.*)"
@@ -232,14 +280,16 @@ agent_pid=
 expect() {
     grep -qxF "$1" "$work/agent.log" || fail "counter missing or wrong: want '$1'"
 }
-expect 'sluice_agent_received_packets_total{proto="gre"} 2'
+expect 'sluice_agent_received_packets_total{proto="gre"} 3'
 expect 'sluice_agent_received_packets_total{proto="ipip"} 1'
 expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 1'
 expect 'sluice_agent_decapsulated_packets_total{tun="agtp"} 1'
-expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 1'
+expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 2'
 expect 'sluice_agent_replies_tunneled_total{tun="agtp"} 1'
 expect 'sluice_agent_drops_total{reason="unknown_vpc"} 1'
+expect 'sluice_agent_drops_total{reason="not_appliance"} 1'
 expect 'sluice_agent_drops_total{reason="no_flow"} 0'
+expect 'sluice_agent_drops_total{reason="send_failed"} 0'
 expect 'sluice_agent_flows 2'
 if in_vm ip link show agt7 >/dev/null 2>&1; then fail "agt7 outlived the agent"; fi
 if in_ns ip link show agtp >/dev/null 2>&1; then fail "agtp outlived the agent"; fi
