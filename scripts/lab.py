@@ -247,11 +247,15 @@ class Lab:
 
     def start_agents(self, agent):
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
-        and gets the VM's address and a default route through it."""
+        and gets the VM's address and a default route through it. The agents take tunnels only
+        from the appliances: their `int` port addresses (the lab sets no `tunnel.source`)."""
         agents = []
+        appliances = [GW_INT_IP] + ([GW2_INT_IP] if self.appliances == 2 else [])
         for i in range(1, self.backends + 1):
             vpcs = [(v, addr) for h, v, addr, _ in VMS if h == i]
             cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
+            for a in appliances:
+                cmd += ["--appliance", a]
             for v, _ in vpcs:
                 cmd += ["--vpc", f"{v}=v{v}"]
             p = self.spawn(f"be{i}", cmd, f"agent-be{i}.log")
