@@ -54,11 +54,12 @@ struct Cli {
 }
 
 /// Default `--max-flows`: 1,000,000 flows per appliance, as many as one appliance's NAT
-/// sessions toward one host are expected to reach (about 100 MB of flow memory).
+/// sessions toward one host are expected to reach. A flow takes 48 bytes plus the hash
+/// table's slack: up to about 100 MB per million.
 const DEFAULT_MAX_FLOWS: usize = 1_000_000;
-/// Default `--max-flows-total`: four appliances' worth. One flooding sender (even a spoofed
-/// address inside an allowed prefix) takes at most a quarter, so the others keep their share;
-/// it takes four flooding senders to fill the memory.
+/// Default `--max-flows-total`: four appliances' worth (up to about 400 MB when full). One
+/// flooding sender (even a spoofed address inside an allowed prefix) takes at most a quarter,
+/// so the others keep their share; it takes four flooding senders to fill the memory.
 const DEFAULT_MAX_FLOWS_TOTAL: usize = 4 * DEFAULT_MAX_FLOWS;
 
 fn parse_vpc(s: &str) -> Result<(u32, String), String> {
@@ -78,7 +79,7 @@ fn warn_if_shares_overlap(config: &Config) {
     let senders = config.appliances.addresses();
     if senders > room {
         log::warn!(
-            "the --appliance prefixes hold {senders} addresses but --max-flows-total has room \
+            "--appliance admits {senders} sender addresses but --max-flows-total has room \
              for {room} at --max-flows each: {room} flooding senders inside them could fill the \
              flow memory; list appliances by address, or raise --max-flows-total"
         );
