@@ -288,6 +288,28 @@ impl NextHop {
         self.mac.swap(pack_mac(mac), Relaxed) != pack_mac(mac)
     }
 
+    /// Takes over what `old` (the same neighbour in an earlier snapshot) learned: its MAC and
+    /// when. Not when it was last asked for. Static entries keep theirs.
+    pub fn carry_over(&self, old: &NextHop) {
+        if self.is_static {
+            return;
+        }
+        self.mac.store(old.mac.load(Relaxed), Relaxed);
+        self.learned_ns.store(old.learned_ns.load(Relaxed), Relaxed);
+    }
+
+    /// Back to the state a build without a previous snapshot gives: a dynamic neighbour
+    /// unknown and never asked for. Static entries keep their MAC. For harnesses that reuse
+    /// one snapshot for many scenarios (the fuzz targets).
+    pub fn forget(&self) {
+        if self.is_static {
+            return;
+        }
+        self.mac.store(0, Relaxed);
+        self.learned_ns.store(0, Relaxed);
+        self.requested_ns.store(0, Relaxed);
+    }
+
     /// True if this caller should send an ARP request now: the MAC is unknown (retry each
     /// second) or due for refresh. One caller wins per interval across all workers.
     pub fn claim_request(&self, now_ns: u64) -> bool {
@@ -726,8 +748,7 @@ impl Snapshot {
         if let Some(prev) = previous {
             for nh in nexthops.iter().filter(|n| !n.is_static) {
                 if let Some(old) = prev.nexthop(nh.port, nh.ip) {
-                    nh.mac.store(old.mac.load(Relaxed), Relaxed);
-                    nh.learned_ns.store(old.learned_ns.load(Relaxed), Relaxed);
+                    nh.carry_over(old);
                 }
             }
         }
@@ -980,5 +1001,21 @@ mod tests {
         nh.learn([2; 6], t0 + NEIGHBOR_RETRY_NS);
         assert!(!nh.claim_request(t0 + 3 * NEIGHBOR_RETRY_NS));
         assert!(nh.claim_request(t0 + NEIGHBOR_RETRY_NS + NEIGHBOR_REFRESH_NS));
+    }
+
+    #[test]
+    fn forget_is_a_new_build_and_carry_over_keeps_what_was_learned() {
+        let spec = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
+        let s = Snapshot::build(&spec, None).unwrap();
+        let nh = &s.nexthops[0];
+        assert!(nh.claim_request(1_000));
+        nh.learn([2; 6], 2_000);
+        let carried = Snapshot::build(&spec, None).unwrap();
+        carried.nexthops[0].carry_over(nh);
+        assert_eq!(carried.nexthops[0].mac(), Some([2; 6]));
+        assert!(!carried.nexthops[0].claim_request(2_000 + NEIGHBOR_REFRESH_NS - 1), "learned when, too");
+        nh.forget();
+        assert_eq!(nh.mac(), None);
+        assert!(nh.claim_request(1_000), "asks again at once, as new");
     }
 }

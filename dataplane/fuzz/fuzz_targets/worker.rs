@@ -15,6 +15,14 @@
 //! every received frame is counted once; what was sent plus what the TX queue refused equals
 //! what the verdicts and the ARP resolver produced; every sent frame is a well-formed Ethernet
 //! frame for its port carrying a valid ARP packet or an IPv4 packet whose checksum verifies.
+//!
+//! State: one session table, SYN proxy, stats and worker of each id per process (a SYN proxy
+//! per input zeroed its 6 MB hold pool, a worker its isolation shares: ~700 µs per input).
+//! Before each input: the worker is `reset` (as new) on a new `MemIo`, the table emptied
+//! (`common::empty_table`), the two snapshots' next hops put back as built
+//! (`NextHop::forget`; worker 0 claims ARP requests in them, ARP replies teach MACs) and the
+//! first one published; the halfway republish carries learned MACs over as a build would; counters are read as differences over the input. `FUZZ_CHECK_FRESH=1` runs each input
+//! again on state built afresh and asserts the same outcome.
 
 #![no_main]
 
@@ -23,25 +31,123 @@ mod common;
 use arc_swap::ArcSwap;
 use libfuzzer_sys::fuzz_target;
 use sluice_dataplane::io::{Frame, MemIo, VecFrame};
+use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
+use sluice_dataplane::synproxy::SynProxy;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ArpPacket, Ipv4Packet};
-use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::worker::Worker;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 const IO_PORTS: u16 = 4;
 
+struct State {
+    config: Arc<ArcSwap<Snapshot>>,
+    /// The snapshot each input starts with, and the one republished halfway (built once;
+    /// `Snapshot::build` with its Maglev tables was 2/3 of an input's time).
+    first: Arc<Snapshot>,
+    second: Arc<Snapshot>,
+    sessions: Arc<SessionTable>,
+    stats: Arc<WorkerStats>,
+    /// Worker 0 and worker 1 of 2.
+    workers: [Worker<MemIo>; 2],
+}
+
+impl State {
+    fn new() -> State {
+        let first = Arc::new(common::snapshot());
+        let second = Arc::new(common::snapshot());
+        let config = Arc::new(ArcSwap::new(Arc::clone(&first)));
+        let sessions = Arc::new(SessionTable::new(256, Timeouts::default(), 1));
+        let proxy = Arc::new(SynProxy::new([1, 2], [[3, 4], [5, 6]]));
+        let stats = Arc::new(WorkerStats::default());
+        let workers = [0, 1].map(|id| {
+            let shared = (Arc::clone(&sessions), Arc::clone(&proxy));
+            let io = MemIo::new(usize::from(IO_PORTS));
+            Worker::new((id, 2), io, IO_PORTS, Arc::clone(&config), shared, Arc::clone(&stats))
+        });
+        State { config, first, second, sessions, stats, workers }
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::new());
+}
+
+/// The counters the checks use, summed over ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    produced: u64,
+    arp_requests: u64,
+    tx_full: u64,
+    other_drops: u64,
+}
+
+impl Totals {
+    fn of(s: &WorkerStats) -> Totals {
+        Totals {
+            rx_packets: s.ports.iter().map(|p| p.rx_packets.get()).sum(),
+            rx_bytes: s.ports.iter().map(|p| p.rx_bytes.get()).sum(),
+            tx_packets: s.ports.iter().map(|p| p.tx_packets.get()).sum(),
+            produced: s.arp_replies.get() + s.icmp_echo_replies.get() + s.tunneled.get(),
+            arp_requests: s.arp_requests.get(),
+            tx_full: s.dropped(DropReason::TxFull),
+            other_drops: DropReason::ALL
+                .iter()
+                .filter(|&&r| r != DropReason::TxFull)
+                .map(|&r| s.dropped(r))
+                .sum(),
+        }
+    }
+
+    /// The counts of an input: `after` less `self`.
+    fn since(self, after: Totals) -> Totals {
+        Totals {
+            rx_packets: after.rx_packets - self.rx_packets,
+            rx_bytes: after.rx_bytes - self.rx_bytes,
+            tx_packets: after.tx_packets - self.tx_packets,
+            produced: after.produced - self.produced,
+            arp_requests: after.arp_requests - self.arp_requests,
+            tx_full: after.tx_full - self.tx_full,
+            other_drops: after.other_drops - self.other_drops,
+        }
+    }
+}
+
+/// What an input did: the frames sent (port, bytes) and the counts.
+type Outcome = (Vec<(usize, Vec<u8>)>, Totals);
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&setup, mut rest)) = data.split_first() else { return };
-    let config = Arc::new(ArcSwap::from_pointee(common::snapshot()));
-    let stats = Arc::new(WorkerStats::default());
+    let Some((&setup, rest)) = data.split_first() else { return };
+    STATE.with(|cell| {
+        let mut st = cell.borrow_mut();
+        let out = run(&mut st, setup, rest, false);
+        if common::check_fresh() {
+            assert_eq!(run(&mut State::new(), setup, rest, true), out, "fresh state, other outcome");
+        }
+    });
+});
+
+/// `fresh`: `st` is new, and the republished snapshot is built as the runtime builds one.
+fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
+    // Back to the state a new worker, table and snapshot would have.
+    common::empty_table(&st.sessions);
+    common::forget_neighbors(&st.first);
+    common::forget_neighbors(&st.second);
+    st.config.store(Arc::clone(&st.first));
+    let before = Totals::of(&st.stats);
+    let config = Arc::clone(&st.config);
+    let w = &mut st.workers[usize::from(setup & 1)];
+    w.reset();
     let mut io = MemIo::new(usize::from(IO_PORTS));
     io.tx_limit = [None, Some(0), Some(1), Some(2)][usize::from((setup >> 1) & 3)];
     io.can_alloc = setup & 8 == 0;
-    let sessions = Arc::new(SessionTable::new(256, Timeouts::default(), 1));
-    let mut w = Worker::new((usize::from(setup & 1), 2), io, IO_PORTS, Arc::clone(&config), (sessions, Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]))), Arc::clone(&stats));
+    *w.io() = io;
 
     let mut now: u64 = 1;
     let (mut frames, mut bytes, mut received) = (0u64, 0u64, 0u64);
@@ -60,42 +166,49 @@ fuzz_target!(|data: &[u8]| {
         now += u64::from((sel >> 2) & 15) * 100_000_000;
         if sel & 0x80 != 0 {
             received += w.poll(now) as u64;
-            drain_tx(&mut w, &mut sent);
+            drain_tx(w, &mut sent);
         }
         w.io().rx[usize::from(sel & 3)].push_back(VecFrame::new(&frame));
         frames += 1;
         bytes += len as u64;
         if !republished && rest.len() <= half {
             republished = true;
-            let next = Snapshot::build(&common::spec(), Some(&config.load())).expect("rebuild");
-            config.store(Arc::new(next));
+            let current = config.load();
+            if fresh {
+                let next = Snapshot::build(&common::spec(), Some(&current)).expect("rebuild");
+                config.store(Arc::new(next));
+            } else {
+                // As `Snapshot::build(spec, Some(current))` does: learned MACs carry over.
+                for nh in &st.second.nexthops {
+                    if let Some(old) = current.nexthop(nh.port, nh.ip) {
+                        nh.carry_over(old);
+                    }
+                }
+                config.store(Arc::clone(&st.second));
+            }
         }
     }
     while w.io().rx.iter().any(|q| !q.is_empty()) {
         now += 1_000;
         received += w.poll(now) as u64;
-        drain_tx(&mut w, &mut sent);
+        drain_tx(w, &mut sent);
     }
+    let t = before.since(Totals::of(&st.stats));
 
     // Every frame received once, and counted.
     assert_eq!(received, frames, "frames queued vs received");
-    let rx_packets: u64 = stats.ports.iter().map(|p| p.rx_packets.get()).sum();
-    let rx_bytes: u64 = stats.ports.iter().map(|p| p.rx_bytes.get()).sum();
-    assert_eq!((rx_packets, rx_bytes), (frames, bytes), "rx counters");
+    assert_eq!((t.rx_packets, t.rx_bytes), (frames, bytes), "rx counters");
 
     // Sent + refused by TX = produced by verdicts + ARP requests.
-    let tx_packets: u64 = stats.ports.iter().map(|p| p.tx_packets.get()).sum();
-    assert_eq!(tx_packets, sent.len() as u64, "tx counter vs frames on the wire");
-    let produced = stats.arp_replies.get() + stats.icmp_echo_replies.get() + stats.tunneled.get();
-    let tx_full = stats.dropped(DropReason::TxFull);
-    assert_eq!(tx_packets + tx_full, produced + stats.arp_requests.get(), "sent + tx_full vs produced");
-    let other_drops: u64 =
-        DropReason::ALL.iter().filter(|&&r| r != DropReason::TxFull).map(|&r| stats.dropped(r)).sum();
+    assert_eq!(t.tx_packets, sent.len() as u64, "tx counter vs frames on the wire");
+    assert_eq!(t.tx_packets + t.tx_full, t.produced + t.arp_requests, "sent + tx_full vs produced");
     assert!(
-        other_drops + produced <= frames,
-        "more verdicts ({other_drops} drops + {produced}) than frames ({frames})"
+        t.other_drops + t.produced <= frames,
+        "more verdicts ({} drops + {}) than frames ({frames})",
+        t.other_drops,
+        t.produced
     );
-    if stats.arp_requests.get() > 0 {
+    if t.arp_requests > 0 {
         assert!(setup & 8 == 0, "an ARP request sent without a frame to build it in");
     }
 
@@ -119,7 +232,8 @@ fuzz_target!(|data: &[u8]| {
             t => panic!("sent EtherType {t:#06x}"),
         }
     }
-});
+    (sent.into_iter().map(|(p, f)| (p, f.data().to_vec())).collect(), t)
+}
 
 fn drain_tx(w: &mut Worker<MemIo>, sent: &mut Vec<(usize, VecFrame)>) {
     for (p, q) in w.io().tx.iter_mut().enumerate() {

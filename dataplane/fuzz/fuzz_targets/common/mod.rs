@@ -26,6 +26,7 @@
 #![allow(dead_code)]
 
 use sluice_dataplane::pipeline::Verdict;
+use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ipv4, GrePacket, Ipv4Packet};
@@ -60,7 +61,13 @@ fn port(
     }
 }
 
-fn service(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, backends: &[([u8; 4], u32)]) -> ServiceSpec {
+fn service(
+    vip: [u8; 4],
+    port: u16,
+    protocol: Protocol,
+    tunnel: Tunnel,
+    backends: &[([u8; 4], u32)],
+) -> ServiceSpec {
     let backends = backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect();
     let mut s = ServiceSpec::dsr(&format!("{vip:?}:{port}"), vip.into(), port, protocol, backends);
     s.tunnel = tunnel;
@@ -112,6 +119,43 @@ pub fn spec() -> SnapshotSpec {
             ),
         ],
     }
+}
+
+/// Empties `table` as if new: removes every session (their per-backend and per-service
+/// counts go back down with them), then sweeps until every tombstone is an empty slot again
+/// and no slot is marked in use. Costs a walk of the table's slots (a few hundred here), not
+/// an allocation: the targets keep one table per process and empty it before each input.
+/// (The since-start `created` counters stay; nothing on the packet path reads them.)
+pub fn empty_table(table: &SessionTable) {
+    let mut keys = Vec::new();
+    table.for_each(|k, _| keys.push(*k));
+    for k in &keys {
+        if let Some((slot, _)) = table.lookup(k, table.hash(k)) {
+            table.remove(slot, k);
+        }
+    }
+    // Each sweep clears tombstones back to front from the top slot; a run of them that wraps
+    // past slot 0 needs a second pass.
+    for _ in 0..4 {
+        if table.sweep(0, 0, table.slot_count(), |_, _| {}).visited == 0 {
+            return;
+        }
+    }
+    panic!("the session table did not empty in 4 sweeps");
+}
+
+/// Puts `snap`'s next hops back as built: dynamic neighbours unknown and never asked for
+/// (the only state an input changes in a snapshot).
+pub fn forget_neighbors(snap: &Snapshot) {
+    snap.nexthops.iter().for_each(|nh| nh.forget());
+}
+
+/// True when `FUZZ_CHECK_FRESH` is set: the targets then run every input twice, on the state
+/// kept across inputs and on state built afresh, and assert the same outcome (run the corpus
+/// this way to show that reusing state does not change what an input does).
+pub fn check_fresh() -> bool {
+    thread_local!(static ON: bool = std::env::var_os("FUZZ_CHECK_FRESH").is_some());
+    ON.with(|on| *on)
 }
 
 pub fn snapshot() -> Snapshot {
@@ -241,7 +285,11 @@ fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdi
             let icmp =
                 sluice_dataplane::wire::IcmpPacket::new_checked(ip.payload()).expect("an ICMP message");
             assert_eq!(icmp.msg_type(), sluice_dataplane::wire::icmp::TYPE_ECHO_REPLY);
-            assert!(icmp.verify_checksum(), "echo reply ICMP checksum does not verify: {}", hex(ip.payload()));
+            assert!(
+                icmp.verify_checksum(),
+                "echo reply ICMP checksum does not verify: {}",
+                hex(ip.payload())
+            );
             assert_eq!(&ip.payload()[4..], &in_ip.payload()[4..], "echo id, sequence and data kept");
         }
         _ => unreachable!(),
