@@ -14,5 +14,6 @@ pub mod peers;
 pub mod readfile;
 pub mod report;
 pub mod runtime;
+pub mod serving;
 pub mod simulate;
 pub mod sync;

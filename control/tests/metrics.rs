@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 use prometheus::core::Collector;
 use prometheus::proto::{MetricFamily, MetricType};
 use sluice_control::metrics::{self, ApplyState, MetricsSource, SluiceCollector};
+use sluice_control::serving::{Limits, Refusal, Refusals};
 use sluice_dataplane::flow::Addr;
 use sluice_dataplane::session::{Session, SessionKey, SessionTable, TcpState, Timeouts};
 use sluice_dataplane::snapshot::{
@@ -148,6 +149,7 @@ fn appliance() -> (MetricsSource, Handles) {
         health: None,
         isolation: None,
         sync: None,
+        connections: vec![],
     };
     (src, h)
 }
@@ -351,16 +353,25 @@ struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Its refused connections, also exported as `endpoint="metrics"`.
+    refusals: Arc<Refusals>,
 }
 
 impl Server {
     fn start(src: MetricsSource) -> Server {
+        Server::with_limits(src, metrics::LIMITS)
+    }
+
+    fn with_limits(mut src: MetricsSource, limits: Limits) -> Server {
         let stop = Arc::new(AtomicBool::new(false));
+        let refusals = Arc::new(Refusals::default());
+        src.connections.push(("metrics", Arc::clone(&refusals)));
+        let listen = "127.0.0.1:0".parse().expect("addr");
         let (addr, thread) =
-            metrics::serve("127.0.0.1:0".parse().expect("addr"), registry(src), Arc::clone(&stop))
+            metrics::serve(listen, registry(src), limits, Arc::clone(&refusals), Arc::clone(&stop))
                 .expect("serve");
         assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-        Server { addr, stop, thread: Some(thread) }
+        Server { addr, stop, thread: Some(thread), refusals }
     }
 
     fn stop(&mut self) {
@@ -421,6 +432,128 @@ fn serves_metrics_and_refuses_everything_else() {
 
     server.stop();
     assert!(TcpStream::connect(addr).is_err(), "still listening after stop");
+}
+
+fn limits(max_connections: usize, request_deadline: Duration) -> Limits {
+    Limits { max_connections, request_deadline, write_deadline: Duration::from_secs(5) }
+}
+
+/// Connects and sends `part` of a request, then waits.
+fn hold(addr: SocketAddr, part: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(part).expect("send");
+    s
+}
+
+/// A client that sends a request head that never ends, a byte every 50 ms, until the server
+/// closes or the value is dropped.
+struct Trickler {
+    stream: TcpStream,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Trickler {
+    fn start(addr: SocketAddr) -> Trickler {
+        let stream = TcpStream::connect(addr).expect("connect");
+        let mut writer = stream.try_clone().expect("clone");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let _ = writer.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ");
+            while !stopped.load(Ordering::Relaxed) && writer.write_all(b"a").is_ok() {
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Trickler { stream, stop, thread: Some(thread) }
+    }
+
+    /// What the server says before closing; an error if it has not closed in 20 s.
+    fn answer(&mut self) -> std::io::Result<String> {
+        self.stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut answer = Vec::new();
+        self.stream.read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Scrapes until the server answers 200 (slots of closed connections come back once their
+/// threads see them gone).
+fn scrape_when_free(addr: SocketAddr) -> Reply {
+    for _ in 0..500 {
+        let r = get(addr, "/metrics");
+        if r.status == 200 {
+            return r;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no free slot after the holders left");
+}
+
+#[test]
+fn a_trickling_client_is_cut_at_the_head_deadline() {
+    let (src, _h) = appliance();
+    let server = Server::with_limits(src, limits(4, Duration::from_millis(300)));
+    let text = Trickler::start(server.addr).answer().expect("cut off");
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+    assert_eq!(server.refusals.get(Refusal::TimedOut), 1);
+    let r = get(server.addr, "/metrics");
+    assert!(
+        r.body.contains(
+            "\nsluice_control_connections_refused_total{endpoint=\"metrics\",reason=\"timed_out\"} 1\n"
+        ),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn a_scrape_is_answered_while_slow_clients_hold_connections() {
+    let (src, _h) = appliance();
+    let server = Server::with_limits(src, limits(8, Duration::from_secs(60)));
+    // Three that trickle a head that never ends, three that send part of one and wait.
+    let tricklers: Vec<Trickler> = (0..3).map(|_| Trickler::start(server.addr)).collect();
+    let idle: Vec<TcpStream> = (0..3).map(|_| hold(server.addr, b"GET /metr")).collect();
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("send");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answered while the slow clients wait");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\nsluice_drops_total{reason=\"no_service\"} 7\n"), "{text}");
+    drop((tricklers, idle));
+}
+
+#[test]
+fn connections_over_the_cap_get_503_and_are_counted() {
+    let (src, _h) = appliance();
+    let server = Server::with_limits(src, limits(2, Duration::from_secs(60)));
+    let held: Vec<TcpStream> = (0..2).map(|_| hold(server.addr, b"")).collect();
+    // Accepted in order: the two above hold both slots.
+    let r = exchange(server.addr, b"", false);
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.head.contains("\r\nRetry-After: 1\r\n"), "{}", r.head);
+    assert_eq!(server.refusals.get(Refusal::OverCap), 1);
+    drop(held);
+    let r = scrape_when_free(server.addr);
+    assert!(
+        r.body.contains(
+            "\nsluice_control_connections_refused_total{endpoint=\"metrics\",reason=\"over_cap\"} 1\n"
+        ),
+        "{}",
+        r.body
+    );
 }
 
 // ---- promtool and a real Prometheus ---------------------------------------------------------

@@ -1,7 +1,8 @@
 //! sluiced: the Sluice appliance.
 //!
 //!   sluiced --config FILE     run the pipeline in FILE (SIGHUP: apply FILE again; admin API
-//!                             on --admin-socket for sluicectl)
+//!                             on --admin-socket for sluicectl, mode 0600, or 0660 with
+//!                             --admin-group NAME)
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
 //!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
 //!                             the backend any appliance running FILE picks for that flow
@@ -31,6 +32,10 @@ struct Cli {
     /// The admin API's Unix socket (`sluicectl --socket`); "none" for no admin API.
     #[arg(long, default_value = sluice_control::admin::DEFAULT_SOCKET)]
     admin_socket: PathBuf,
+    /// A group whose members may use the admin socket too (mode 0660); without it the socket
+    /// is sluiced's user's only (0600).
+    #[arg(long, value_name = "NAME")]
+    admin_group: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -116,10 +121,19 @@ fn main() -> ExitCode {
                 eprintln!("cannot handle SIGHUP: {e}");
                 return ExitCode::FAILURE;
             }
+            let admin_group =
+                match cli.admin_group.as_deref().map(sluice_control::admin::group_id).transpose() {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("sluiced: --admin-group: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             let opts = RunOptions {
                 stats_interval: Duration::from_secs(cli.stats_interval),
                 config_path: Some(path.clone()),
                 admin_socket: (cli.admin_socket.as_os_str() != "none").then_some(cli.admin_socket),
+                admin_group,
                 reload,
             };
             match run(&config, &opts, stop) {
