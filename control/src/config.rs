@@ -556,9 +556,10 @@ fn serde_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
 }
 
 /// A serde message without the values it quotes from the file: `invalid type: string
-/// "root:x:0:0..."` becomes `invalid type: string`, so a file that is not a config (a
-/// password file, a key) is never echoed. What serde expected (the schema's names) stays, and
-/// so does an unknown key that looks like one (`unknown field `wieght``), for typos.
+/// "root:x:0:0..."` becomes `invalid type: string`, and `unknown field `x`` becomes `unknown
+/// field` (the position points at it), so a file that is not a config (a password file, a
+/// key) is never echoed. What serde expected (the schema's names) stays, and so do the names
+/// of missing and duplicate fields (the schema's too).
 fn without_values(msg: &str) -> String {
     // The schema's part comes last and quotes nothing from the file; it starts after the
     // last quote that closes a value (a quoted string has its own quotes escaped).
@@ -567,21 +568,13 @@ fn without_values(msg: &str) -> String {
         Some(i) => msg.split_at(i),
         None => (msg, ""),
     };
-    let keep_key = |q: &str| {
-        q.len() <= 40 && q.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
+    let schema_name = found.starts_with("missing field `") || found.starts_with("duplicate field `");
     let found = match found.find(['"', '`', '\'']) {
-        None => found.to_string(),
-        Some(i) => {
-            let (what, quoted) = found.split_at(i);
-            let what = what.trim_end();
-            let inner = quoted.strip_prefix('`').and_then(|q| q.strip_suffix('`'));
-            match inner {
-                Some(k) if what.ends_with("field") && keep_key(k) => format!("{what} `{k}`"),
-                _ => what.to_string(),
-            }
-        }
+        Some(i) if !schema_name => found[..i].trim_end(),
+        _ => found,
     };
+    // `expected struct RawConfig` names a type of this file, not of the config.
+    let expected = if expected.contains("struct Raw") { ", expected a mapping" } else { expected };
     let mut out = format!("{found}{expected}");
     truncate(&mut out, MAX_MESSAGE);
     out

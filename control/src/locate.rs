@@ -47,13 +47,18 @@ impl Locations {
         loop {
             let (ev, mark) = parser.next_token().map_err(|e| {
                 let m = e.marker();
+                let pos = Pos { line: m.line(), col: m.col() + 1 };
+                // The scanner looks ahead, and has a depth limit of its own.
+                if e.info() == "recursion limit exceeded" {
+                    return IndexError::TooDeep(pos);
+                }
                 // The scanner's one message that quotes the text names a single character.
                 let info = if e.info().starts_with("unexpected character") {
                     "unexpected character"
                 } else {
                     e.info()
                 };
-                IndexError::Syntax(Pos { line: m.line(), col: m.col() + 1 }, info.to_string())
+                IndexError::Syntax(pos, info.to_string())
             })?;
             match ev {
                 Event::StreamEnd => break,

@@ -80,7 +80,9 @@ fn unknown_key_names_line_and_field() {
     let e = refuse("weight: 3", "wieght: 3");
     assert!(e.starts_with("p.yaml:21:"), "{e}");
     assert!(e.contains("services[0].backends[0]"), "{e}");
-    assert!(e.contains("unknown field `wieght`"), "{e}");
+    // The key is not quoted (a file that is not a config is never echoed); its position is.
+    assert!(e.contains("unknown field, expected one of `address`"), "{e}");
+    assert!(!e.contains("wieght"), "{e}");
 }
 
 #[test]
@@ -341,4 +343,370 @@ fn live_apply_refuses_what_needs_a_restart_with_line_and_field() {
     assert!(e.contains("new.yaml:8:5: ports[0].device: cannot change while sluiced runs"), "{e}");
     assert!(e.contains("workers: cannot change"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- hostile input: numbers, files, sizes, secrets ---------------------------------------------
+
+/// Every numeric field of the schema, each on its own line marked `# f:<field>`.
+const FULL: &str = "\
+dpdk:
+  args: [--no-huge]
+  mbufs: 4096  # f:dpdk.mbufs
+  rx_desc: 1024  # f:dpdk.rx_desc
+  tx_desc: 1024  # f:dpdk.tx_desc
+workers:
+  cores:
+    - 1  # f:workers.cores[0]
+  control_core: 0  # f:workers.control_core
+ports:
+  - name: ext
+    device: net_null0
+    address: 198.18.0.1/24
+    mtu: 1500  # f:ports[0].mtu
+    vlan: 10  # f:ports[0].vlan
+services:
+  - name: web
+    vip: 198.18.10.1
+    port: 80  # f:services[0].port
+    protocol: tcp
+    tunnel: gre
+    gre_key: 7  # f:services[0].gre_key
+    scheduler: ip_hash
+    persistence: 60  # f:services[0].persistence
+    table_size: 65537  # f:services[0].table_size
+    limits:
+      packets_per_second: 1000  # f:services[0].limits.packets_per_second
+      bytes_per_second:
+        value: 100000  # f:services[0].limits.bytes_per_second.value
+      connections_per_second: 100  # f:services[0].limits.connections_per_second
+      sessions: 1000  # f:services[0].limits.sessions
+    health:
+      port: 8080  # f:services[0].health.port
+      interval: 2  # f:services[0].health.interval
+      timeout: 1  # f:services[0].health.timeout
+      status: 200  # f:services[0].health.status
+      rise: 2  # f:services[0].health.rise
+      fall: 3  # f:services[0].health.fall
+    backends:
+      - address: 198.18.0.10
+        weight: 3  # f:services[0].backends[0].weight
+  - name: nat
+    vip: 198.18.10.2
+    port: 80
+    protocol: tcp
+    forwarding: nat
+    vpc: 100  # f:services[1].vpc
+    backends:
+      - address: 192.0.2.10
+        port: 8080  # f:services[1].backends[0].port
+        host: 198.18.0.11
+sessions:
+  capacity: 100000  # f:sessions.capacity
+  timeouts:
+    tcp_syn: 5  # f:sessions.timeouts.tcp_syn
+    tcp_established: 3600  # f:sessions.timeouts.tcp_established
+    tcp_closing: 10  # f:sessions.timeouts.tcp_closing
+    tcp_closed: 5  # f:sessions.timeouts.tcp_closed
+    udp: 60  # f:sessions.timeouts.udp
+isolation:
+  interval: 1  # f:isolation.interval
+  calm_checks: 3  # f:isolation.calm_checks
+  high:
+    busy: 0.9  # f:isolation.high.busy
+    packets_per_second: 1000000  # f:isolation.high.packets_per_second
+    sessions: 50000  # f:isolation.high.sessions
+  low:
+    busy: 0.5  # f:isolation.low.busy
+    packets_per_second: 500000  # f:isolation.low.packets_per_second
+    sessions: 10000  # f:isolation.low.sessions
+sync:
+  listen: 127.0.0.1:7000
+  peers: [127.0.0.2:7000]
+  key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+  after: 5  # f:sync.after
+  refresh: 10  # f:sync.refresh
+  window: 30  # f:sync.window
+budget:
+  memory: 1GiB  # f:budget.memory
+";
+
+/// How many fields FULL marks.
+const FIELDS: usize = 42;
+
+/// The marked fields of FULL: (field, 1-based line).
+fn numeric_fields() -> Vec<(String, usize)> {
+    FULL.lines()
+        .enumerate()
+        .filter_map(|(i, l)| l.split_once("# f:").map(|(_, f)| (f.to_string(), i + 1)))
+        .collect()
+}
+
+/// FULL with the value on `line` replaced by `value`.
+fn with_value(line: usize, value: &str) -> String {
+    let mut out = String::new();
+    for (i, l) in FULL.lines().enumerate() {
+        if i + 1 == line {
+            let (key, _) = l.split_once(": ").or_else(|| l.split_once("- ")).unwrap();
+            let sep = if l.trim_start().starts_with("- ") { "- " } else { ": " };
+            out.push_str(&format!("{key}{sep}{value}\n"));
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_full_config_loads_and_marks_every_numeric_field() {
+    let c = Config::parse(FULL, "f.yaml").unwrap();
+    assert_eq!(c.services.len(), 2);
+    assert!(c.sync.is_some());
+    assert_eq!(numeric_fields().len(), FIELDS);
+}
+
+#[test]
+fn non_finite_negative_and_huge_numbers_are_refused_at_their_field() {
+    let bad =
+        ["-1", ".nan", ".inf", "-.inf", "1e300", "-1e300", "100000000000000000000", "-100000000000000000000"];
+    for (field, line) in numeric_fields() {
+        for value in bad {
+            let text = with_value(line, value);
+            let e = Config::parse(&text, "f.yaml").expect_err(&format!("{field}: {value} was accepted"));
+            assert!(
+                e.0.iter().any(|e| e.field == field && e.pos.map(|p| p.line) == Some(line)),
+                "{field}: {value}: not refused at f.yaml:{line} {field}:\n{e}"
+            );
+        }
+    }
+}
+
+mod numbers {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any number as YAML writes it: floats of every kind (NaN and infinities in YAML's
+    /// spelling) and integers far beyond every field's type.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|f| match f {
+                f if f.is_nan() => ".nan".to_string(),
+                f if f.is_infinite() => if f > 0.0 { ".inf" } else { "-.inf" }.to_string(),
+                f => format!("{f:?}"),
+            }),
+            any::<i128>().prop_map(|i| i.to_string()),
+            any::<u32>().prop_map(|i| i.to_string()),
+            (0u32..100_000).prop_map(|i| i.to_string()),
+            (0.0f64..10.0).prop_map(|f| format!("{f:?}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever number goes into whatever numeric field: no panic, and a refusal says where.
+        #[test]
+        fn any_number_in_any_field_never_panics(i in 0usize..FIELDS, value in number()) {
+            let (field, line) = numeric_fields()[i].clone();
+            if let Err(e) = Config::parse(&with_value(line, &value), "f.yaml") {
+                for one in &e.0 {
+                    prop_assert!(one.pos.is_some(), "{field}: {value}: {one} has no line");
+                    prop_assert!(!one.field.is_empty(), "{field}: {value}: {one} has no field");
+                }
+            }
+        }
+    }
+}
+
+/// A scratch directory of one test, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("sluice-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `f()` on a thread, given 60 s: a read that blocks fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("still blocked after a minute")
+}
+
+fn mkfifo(path: &std::path::Path) {
+    assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+#[test]
+fn a_fifo_a_device_or_a_directory_as_config_is_refused_at_once() {
+    let s = Scratch::new("special");
+    let fifo = s.0.join("pipe.yaml");
+    mkfifo(&fifo);
+    for (path, what) in
+        [(fifo, "a FIFO"), ("/dev/zero".into(), "a character device"), (s.0.clone(), "a directory")]
+    {
+        let p = path.clone();
+        let e = within_a_minute(move || Config::load(&p)).unwrap_err().to_string();
+        assert!(e.contains(&format!("{what}, not a regular file")), "{}: {e}", path.display());
+        let running = Config::parse(GOOD, "p.yaml").unwrap();
+        let e = within_a_minute(move || Config::load_for_apply(&path, &running)).unwrap_err().to_string();
+        assert!(e.contains(&format!("{what}, not a regular file")), "{e}");
+    }
+}
+
+#[test]
+fn a_fifo_a_device_or_a_directory_as_key_file_is_refused_at_once() {
+    let s = Scratch::new("keyfile");
+    let fifo = s.0.join("key");
+    mkfifo(&fifo);
+    for (path, what) in
+        [(fifo, "a FIFO"), ("/dev/zero".into(), "a character device"), (s.0.clone(), "a directory")]
+    {
+        let text = FULL.replace(
+            "key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            &format!("key_file: {}", path.display()),
+        );
+        let e = within_a_minute(move || Config::parse(&text, "f.yaml")).unwrap_err().to_string();
+        assert!(e.contains("sync.key_file: ") && e.contains(&format!("{what}, not a regular file")), "{e}");
+    }
+}
+
+#[test]
+fn a_config_file_over_the_size_cap_is_refused() {
+    let s = Scratch::new("big");
+    let f = s.0.join("big.yaml");
+    let pad = format!("# {}\n", "x".repeat(1000));
+    let big = GOOD.to_string() + &pad.repeat((sluice_control::readfile::MAX_CONFIG_BYTES / 1000) as usize);
+    std::fs::write(&f, big).unwrap();
+    let e = Config::load(&f).unwrap_err().to_string();
+    assert!(e.contains("more than the 16777216 bytes read at most"), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing_it() {
+    for deep in ["[".repeat(100_000), "{a: ".repeat(100_000), format!("\n  {}x", "- ".repeat(10_000))] {
+        let text = format!("services: {deep}\n");
+        let e = Config::parse(&text, "p.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].pos.is_some_and(|p| p.line <= 2), "{e}");
+        assert!(e.to_string().contains("nested more than 16 deep"), "{e}");
+    }
+    // As deep as the schema goes is fine.
+    let limits = GOOD.replacen(
+        "    tunnel: gre\n",
+        "    tunnel: gre\n    limits: { packets_per_second: { value: 10, when: on_overload } }\n",
+        1,
+    );
+    Config::parse(&limits, "p.yaml").unwrap();
+}
+
+#[test]
+fn many_errors_are_capped_with_a_count_of_the_rest() {
+    let mut text = GOOD.to_string();
+    for i in 0..200 {
+        text += &format!("  - {{ name: s{i}, vip: 'no address', port: 80, protocol: tcp }}\n");
+    }
+    let e = Config::parse(&text, "p.yaml").unwrap_err();
+    assert_eq!(e.0.len(), sluice_control::config::MAX_ERRORS + 1);
+    assert_eq!(e.0[0].field, "services[1].vip");
+    assert_eq!(e.0.last().unwrap().message, "and 150 more errors (the first 50 are listed)");
+}
+
+#[test]
+fn one_huge_value_makes_a_short_refusal() {
+    let e = refuse("vip: 198.18.10.1", &format!("vip: {}", "9".repeat(1 << 20)));
+    assert!(e.len() < 400, "{} bytes", e.len());
+    assert!(e.starts_with("p.yaml:15:5: services[0].vip: \"999"), "{e}");
+}
+
+/// GOOD with `n` more services of `table_size` slots and one backend each.
+fn with_services(n: usize, table_size: u32) -> String {
+    let mut text = GOOD.to_string();
+    for i in 0..n {
+        text += &format!(
+            "  - {{ name: s{i}, vip: 198.18.{}.{}, port: 80, protocol: tcp, table_size: {table_size}, backends: [{{ address: 198.18.0.10 }}] }}\n",
+            20 + i / 200,
+            1 + i % 200
+        );
+    }
+    text
+}
+
+#[test]
+fn a_config_over_the_memory_budget_is_refused_before_any_table_is_built() {
+    use sluice_control::budget::{service_bytes, DEFAULT_MEMORY};
+    let first = service_bytes(65537, 2);
+    // A budget from the file: the service that takes the total over it is named.
+    let small = with_services(8, 65537) + "budget:\n  memory: 1MiB\n";
+    let e = Config::parse(&small, "p.yaml").unwrap_err().to_string();
+    let per = service_bytes(65537, 1);
+    let over = (0..).find(|k| first + (k + 1) * per > 1 << 20).unwrap() + 1;
+    let want = format!("services[{over}].table_size: the services up to this one need about");
+    assert!(e.contains(&want), "{e}");
+    let roomy = with_services(8, 65537) + "budget: { memory: 4 MiB }\n";
+    Config::parse(&roomy, "p.yaml").unwrap();
+    for bad in ["-1", "'2 GB'", "'1TiB2'", "1024", "2TiB"] {
+        let e =
+            Config::parse(&format!("{GOOD}budget: {{ memory: {bad} }}\n"), "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("budget.memory"), "{bad}: {e}");
+    }
+    // The default budget: 1000 services of the largest table would take about 12 GiB to
+    // build; the one that crosses 2 GiB is named, and nothing was built.
+    let e = Config::parse(&with_services(1000, 4_194_301), "p.yaml").unwrap_err();
+    let per = service_bytes(4_194_301, 1);
+    let over = (0..).find(|k| first + (k + 1) * per > DEFAULT_MEMORY).unwrap() + 1;
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].field, format!("services[{over}].table_size"), "{e}");
+    assert!(e.0[0].message.contains("more than budget.memory (2.0 GiB)"), "{e}");
+    assert!(e.0[0].pos.is_some());
+}
+
+#[test]
+fn names_with_controls_or_too_long_are_refused() {
+    let e = refuse("name: web", "name: \"we\\u0007b\"");
+    assert!(e.contains("services[0].name: \"we\\u{7}b\" has control characters"), "{e}");
+    let e = refuse("name: ext", &format!("name: {}", "e".repeat(65)));
+    assert!(e.contains("ports[0].name: 65 bytes long: at most 64"), "{e}");
+    let e = refuse("cores: [1]", "cores: [1024]");
+    assert!(e.contains("workers.cores[0]: 1024: a CPU number from 0 to 1023"), "{e}");
+}
+
+/// The first line of every file below; none of it may appear in a refusal.
+const SECRET: &str = "hunter2-s3cr3t-T0KEN";
+
+#[test]
+fn a_refusal_never_quotes_the_file() {
+    let s = Scratch::new("secret");
+    let running = Config::parse(GOOD, "p.yaml").unwrap();
+    for body in [
+        format!("{SECRET}\n"),
+        format!("root:{SECRET}:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"),
+        format!("-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n"),
+        format!("{SECRET}: 1\n"),
+        format!("{SECRET}=1\nother=2\n"),
+        format!("services: {SECRET}\n"),
+        format!("services:\n  - {SECRET}\n"),
+        format!("ports:\n  - name: a\n    mtu: {SECRET}\n"),
+        format!("services:\n  - name: web\n    protocol: {SECRET}\n"),
+        format!("\"{SECRET}\": [1, 2]\n"),
+        format!("'{SECRET}\n"),
+        format!("[{SECRET}\n"),
+        format!("budget: {{ memory: {SECRET} }}\n"),
+    ] {
+        let f = s.0.join("secret");
+        std::fs::write(&f, &body).unwrap();
+        let e = Config::load_for_apply(&f, &running).unwrap_err().to_string();
+        assert!(!e.contains(&SECRET[..7]), "{body:?} echoed: {e}");
+        assert!(e.contains("secret:"), "{e}");
+    }
 }
