@@ -15,6 +15,7 @@ echo "== cargo test"
 cargo test --workspace
 echo "== fuzz targets compile (running them: dataplane/fuzz/run.sh)"
 cargo check --quiet --manifest-path dataplane/fuzz/Cargo.toml --bins
+cargo check --quiet --manifest-path control/fuzz/Cargo.toml --bins
 echo "== loom model checks (session table, SYN proxy hold pool)"
 scripts/loom.sh
 echo "== host agent smoke test (namespaces, GRE/IPIP from python raw sockets)"

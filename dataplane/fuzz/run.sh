@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the dataplane fuzz targets with libFuzzer for a while each.
+# Runs the fuzz targets with libFuzzer for a while each: the dataplane's (wire, pipeline,
+# worker; this directory) and the config parser's (config; control/fuzz, which links DPDK).
 #
-#   dataplane/fuzz/run.sh [seconds] [target...]     (default: 60 s each; wire pipeline worker)
+#   dataplane/fuzz/run.sh [seconds] [target...]  (default: 60 s each; wire pipeline worker config)
 #
 # Works with only a stable Rust toolchain: cargo-fuzz's nightly flags (-Zsanitizer=...) are
 # accepted through RUSTC_BOOTSTRAP=1. Installs what it lacks (cargo-fuzz from crates.io, a C++
 # compiler for libFuzzer from apt). Exits non-zero if any target crashed (or failed to build);
-# the crashing input is in dataplane/fuzz/artifacts/<target>/.
+# the crashing input is in artifacts/<target>/ beside the target's Cargo.toml.
 #
 # Environment:
 #   SANITIZER=none|address       default none (the dataplane core has no unsafe code; ASan
@@ -14,7 +15,8 @@
 #   JOBS=N                       cargo build jobs, default 2
 #   FUZZ_NO_CARGO_FUZZ=1         skip cargo-fuzz: build with plain `cargo build` and the
 #                                sanitizer-coverage flags, run the binaries directly
-#   FUZZ_ARGS="..."              extra libFuzzer flags (e.g. "-jobs=2 -workers=2", "-dict=...")
+#   FUZZ_ARGS="..."              extra libFuzzer flags (e.g. "-runs=10000000", "-dict=...")
+#   FUZZ_TIMEOUT=S               an input running longer than S seconds is a crash (default 25)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,13 +25,21 @@ cd "$here"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(wire pipeline worker)
+[[ ${#targets[@]} -gt 0 ]] || targets=(wire pipeline worker config)
 sanitizer=${SANITIZER:-none}
 export CARGO_BUILD_JOBS=${JOBS:-2}
 export RUSTC_BOOTSTRAP=1
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
+
+# The fuzz crate of a target: the config parser's is apart, as it links DPDK.
+crate_of() {
+    case $1 in
+        config) (cd "$here/../../control/fuzz" && pwd) ;;
+        *) echo "$here" ;;
+    esac
+}
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -65,12 +75,15 @@ fi
 
 # Seeds (committed; regenerate if missing).
 if ! compgen -G "corpus/pipeline/golden-*" >/dev/null; then ./seed.sh; fi
+if [[ " ${targets[*]} " == *" config "* ]] && ! compgen -G "$(crate_of config)/corpus/config/raw-*" >/dev/null; then
+    "$(crate_of config)/seed.sh"
+fi
 
 # --- build -----------------------------------------------------------------------------------
 triple=$(rustc -vV | sed -n 's/^host: //p')
 if [[ $use_cargo_fuzz == 1 ]]; then
     log "cargo fuzz build (sanitizer: $sanitizer)"
-    for t in "${targets[@]}"; do cargo fuzz build -s "$sanitizer" "$t"; done
+    for t in "${targets[@]}"; do (cd "$(crate_of "$t")" && cargo fuzz build -s "$sanitizer" "$t"); done
 else
     # What cargo-fuzz would pass, minus -Z flags unless ASan was asked for.
     flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
@@ -79,19 +92,24 @@ else
     flags+=" --cfg fuzzing -Cdebug-assertions -Coverflow-checks -Ccodegen-units=1"
     [[ $sanitizer == none ]] || flags+=" -Zsanitizer=$sanitizer"
     log "cargo build with sanitizer-coverage flags (sanitizer: $sanitizer)"
-    RUSTFLAGS="$flags" cargo build --release --manifest-path "$here/Cargo.toml" --target "$triple" \
-        --target-dir "$here/target/direct" --bins
-    bindir="$here/target/direct/$triple/release"
+    for t in "${targets[@]}"; do
+        dir=$(crate_of "$t")
+        RUSTFLAGS="$flags" cargo build --release --manifest-path "$dir/Cargo.toml" --target "$triple" \
+            --target-dir "$dir/target/direct" --bin "$t"
+    done
 fi
 
 # --- run -------------------------------------------------------------------------------------
-mkdir -p target/logs
 failed=()
 summary=()
 for t in "${targets[@]}"; do
+    dir=$(crate_of "$t")
+    cd "$dir"
+    mkdir -p target/logs
     work="target/corpus/$t" # libFuzzer adds what it finds here; corpus/$t (seeds) is read only
     mkdir -p "$work" "corpus/$t" "artifacts/$t"
-    args=(-max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$here/artifacts/$t/")
+    args=(-max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-25}" -print_final_stats=1)
+    args+=(-artifact_prefix="$dir/artifacts/$t/")
     # shellcheck disable=SC2206
     args+=(${FUZZ_ARGS:-})
     log "fuzzing $t for ${secs}s"
@@ -99,7 +117,7 @@ for t in "${targets[@]}"; do
     if [[ $use_cargo_fuzz == 1 ]]; then
         cargo fuzz run -s "$sanitizer" "$t" "$work" "corpus/$t" -- "${args[@]}" 2>&1 | tee "target/logs/$t.log" || rc=$?
     else
-        "$bindir/$t" "${args[@]}" "$work" "corpus/$t" 2>&1 | tee "target/logs/$t.log" || rc=$?
+        "$dir/target/direct/$triple/release/$t" "${args[@]}" "$work" "corpus/$t" 2>&1 | tee "target/logs/$t.log" || rc=$?
     fi
     # The last status line and libFuzzer's final stats.
     last=$(grep -E '^#[0-9]+' "target/logs/$t.log" | tail -n1 || true)
@@ -107,7 +125,7 @@ for t in "${targets[@]}"; do
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "target/logs/$t.log" | tail -n1)
     if [[ $rc -ne 0 ]] || grep -qE '^==[0-9]+== ERROR: libFuzzer|^SUMMARY: libFuzzer|panicked at' "target/logs/$t.log"; then
         failed+=("$t")
-        summary+=("$t: CRASH (exit $rc), see target/logs/$t.log and artifacts/$t/")
+        summary+=("$t: CRASH (exit $rc), see $dir/target/logs/$t.log and $dir/artifacts/$t/")
     else
         summary+=("$t: ok, ${execs:-?} execs, ${speed:-?} exec/s; ${last#*	}")
     fi
