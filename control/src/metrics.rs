@@ -8,7 +8,8 @@
 //! changes and nothing is cached between scrapes except each worker's poll counts (for the
 //! busy ratio).
 //!
-//! [`serve`] answers `GET /metrics` on a TCP address with the text exposition format.
+//! [`serve`] answers `GET /metrics` on a TCP address with the text exposition format, each
+//! connection on its own thread within [`LIMITS`] (see `serving`).
 //!
 //! Adding a family: declare it in the `families!` list below (constant, type, name, label
 //! names, help), then emit it from `collect`. Per-service and per-backend families take one
@@ -22,6 +23,7 @@
 //! ```
 
 use crate::report::Totals;
+use crate::serving::{self, Endpoint, Input, Limits, Refusal, Refusals};
 use arc_swap::ArcSwap;
 use log::{debug, warn};
 use prometheus::core::{Collector, Desc};
@@ -31,11 +33,11 @@ use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::{Backend, Service, Snapshot};
 use sluice_dataplane::stats::{DropReason, WorkerStats, MAX_PORTS};
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---- what the control thread shares ---------------------------------------------------------
@@ -150,6 +152,9 @@ pub struct MetricsSource {
     pub isolation: Option<Arc<crate::isolation::IsolationState>>,
     /// Session sync (`sluice_sync_*`); `None`: no sync configured.
     pub sync: Option<Arc<crate::peers::SyncCounters>>,
+    /// The local endpoints' refused connections (`sluice_control_connections_refused_total`),
+    /// by endpoint name (`admin`, `metrics`); empty: not exported.
+    pub connections: Vec<(&'static str, Arc<Refusals>)>,
 }
 
 // ---- the families -----------------------------------------------------------------------------
@@ -310,6 +315,10 @@ families! {
         "Session-sync messages refused: bad tag, replayed, stale, malformed, or not from a peer.";
     SYNC_OUTCOMES: Counter "sluice_sync_records_applied_total" ["outcome"]
         "What became of received records: installed, updated, kept_local (a session made here stays), unchanged, removed, unknown (no such service or backend here), full.";
+    SYNC_KERNEL_DROPS: Counter "sluice_sync_kernel_drops_total" []
+        "Session-sync datagrams the kernel dropped because the sync socket's receive buffer was full.";
+    SYNC_RECEIVE_BUFFER: Gauge "sluice_sync_receive_buffer_bytes" []
+        "The sync socket's receive buffer, as the kernel granted it.";
     SYNC_LAG: Gauge "sluice_sync_lag_seconds" []
         "Sender's clock in the last accepted message, behind ours.";
     CONFIG_GENERATION: Gauge "sluice_config_generation" []
@@ -320,6 +329,8 @@ families! {
         "Unix time of the last config apply, successful or not.";
     CONFIG_APPLIES: Counter "sluice_config_applies_total" ["result"]
         "Config applies, by result (applied, refused).";
+    CONNECTIONS_REFUSED: Counter "sluice_control_connections_refused_total" ["endpoint", "reason"]
+        "Connections to the admin socket or the metrics endpoint refused: over_cap (already serving its most connections) or timed_out (request or answer not through by its deadline).";
     BUILD_INFO: Gauge "sluice_build_info" ["version", "profile"]
         "Always 1; the labels say which build of sluiced runs.";
 }
@@ -720,6 +731,8 @@ impl SluiceCollector {
             f.add(&[o.label()], get(n));
         }
         f.push_to(out);
+        single(&SYNC_KERNEL_DROPS, get(&c.kernel_drops), out);
+        single(&SYNC_RECEIVE_BUFFER, get(&c.receive_buffer), out);
         single(&SYNC_LAG, get(&c.lag_ms) / 1000.0, out);
     }
 
@@ -737,6 +750,17 @@ impl SluiceCollector {
         f.add(&["refused"], a.refused_count() as f64);
         f.push_to(out);
     }
+}
+
+/// `sluice_control_connections_refused_total`: every endpoint, every reason (0s included).
+fn connections(endpoints: &[(&'static str, Arc<Refusals>)], out: &mut Vec<MetricFamily>) {
+    let mut f = Family::new(&CONNECTIONS_REFUSED);
+    for (endpoint, refusals) in endpoints {
+        for r in Refusal::ALL {
+            f.add(&[endpoint, r.label()], refusals.get(r) as f64);
+        }
+    }
+    f.push_to(out);
 }
 
 fn build_info(out: &mut Vec<MetricFamily>) {
@@ -769,6 +793,7 @@ impl Collector for SluiceCollector {
         self.limits(&snap, &mut out);
         self.sync(&mut out);
         self.config(&mut out);
+        connections(&src.connections, &mut out);
         build_info(&mut out);
         out
     }
@@ -785,48 +810,71 @@ pub fn registry(source: MetricsSource) -> prometheus::Result<Registry> {
 
 /// Longest request head (request line and headers) read; longer gets 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head, and each write may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The endpoint's limits: 32 connections at once (a few Prometheus servers and people with
+/// curl; over it, 503); 5 s to send the request head from connecting (a scraper sends it at
+/// once; over it, 408) and 5 s to take the answer (the text format is a few hundred KiB at
+/// most). A client that trickles or idles holds one slot, for 5 s at most.
+pub const LIMITS: Limits = Limits {
+    max_connections: 32,
+    request_deadline: Duration::from_secs(5),
+    write_deadline: Duration::from_secs(5),
+};
 /// How long, and how much, to read after answering before closing (see `linger`).
 const LINGER: Duration = Duration::from_millis(200);
 const MAX_LINGER_BYTES: usize = 64 * 1024;
-/// How often the accept loop looks at `stop` while idle.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
-/// Serves `registry` at `http://LISTEN/metrics` until `stop` is set: one thread, one
-/// connection at a time, each closed after its answer (`GET` and `HEAD /metrics`: the text
-/// exposition format; other paths 404, other methods 405, malformed requests 400, a request
-/// head over [`MAX_REQUEST_HEAD`] 431). Returns the bound address (`listen` may have port 0)
-/// and the thread, which ends within 20 ms of `stop` when idle, or once the request in hand is
-/// answered (a client gets 5 s to send its request).
+/// Serves `registry` at `http://LISTEN/metrics` until `stop` is set, each connection on a
+/// thread of its own within `limits` (refused ones counted in `refusals`), each closed after
+/// its answer (`GET` and `HEAD /metrics`: the text exposition format; other paths 404, other
+/// methods 405, malformed requests 400, a request head over [`MAX_REQUEST_HEAD`] 431, not
+/// sent by the deadline 408, over the connection cap 503). Returns the bound address
+/// (`listen` may have port 0) and the accepting thread, which ends within 20 ms of `stop`
+/// (connections in hand finish within their deadlines).
 pub fn serve(
     listen: SocketAddr,
     registry: Registry,
+    limits: Limits,
+    refusals: Arc<Refusals>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let handle = thread::Builder::new().name("sluice-metrics".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    if let Err(e) = handle(stream, &registry) {
-                        debug!("metrics: {peer}: {e}");
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    warn!("metrics: accept on {bound}: {e}");
-                    thread::sleep(ACCEPT_POLL * 10);
-                }
-            }
-        }
-    })?;
+    let handle = serving::spawn("sluice-metrics", listener, Http { registry }, limits, refusals, stop)?;
     Ok((bound, handle))
+}
+
+/// The HTTP/1.1 endpoint: one request head in, one answer out, then close.
+struct Http {
+    registry: Registry,
+}
+
+impl Endpoint for Http {
+    type Conn = TcpStream;
+    const END: &'static [u8] = b"\r\n\r\n";
+    const MAX_REQUEST: usize = MAX_REQUEST_HEAD;
+
+    fn answer(&self, input: Input) -> Option<Vec<u8>> {
+        let response = match input {
+            Input::Complete(head) => route(&head, &self.registry),
+            Input::TooLarge => Response::text(431, "request head too large"),
+            Input::Closed(sent) if sent.is_empty() => return None,
+            Input::Closed(_) => Response::text(400, "incomplete request"),
+            Input::TimedOut => Response::text(408, "request head not sent in time"),
+        };
+        Some(response.to_bytes())
+    }
+
+    fn busy(&self) -> Vec<u8> {
+        let mut r = Response::text(503, "too many connections; try again");
+        r.headers.push(("Retry-After", "1".into()));
+        r.to_bytes()
+    }
+
+    fn finish(&self, stream: &mut TcpStream) {
+        // Tell the client we are done; it may already have gone.
+        let _ = stream.shutdown(Shutdown::Write);
+        linger(stream);
+    }
 }
 
 /// An HTTP response, ready to write.
@@ -855,7 +903,9 @@ impl Response {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
             _ => "Internal Server Error",
         }
     }
@@ -872,66 +922,6 @@ impl Response {
         }
         bytes
     }
-}
-
-/// How reading a request head ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Head {
-    /// Up to and including the blank line.
-    Complete(Vec<u8>),
-    TooLarge,
-    /// The client closed first (with this much sent).
-    Closed(Vec<u8>),
-}
-
-fn end_of_head(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// Reads a request head from `stream` by `deadline`.
-fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "request head not sent in time"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => return Ok(Head::Closed(buf)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        // Only the new bytes (and 3 before them) can complete the blank line.
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = end_of_head(&buf[from..]) {
-            buf.truncate(from + end);
-            return Ok(if buf.len() > MAX_REQUEST_HEAD { Head::TooLarge } else { Head::Complete(buf) });
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Ok(Head::TooLarge);
-        }
-    }
-}
-
-fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let response = match read_head(&mut stream, Instant::now() + IO_TIMEOUT)? {
-        Head::Complete(head) => route(&head, registry),
-        Head::TooLarge => Response::text(431, "request head too large"),
-        Head::Closed(sent) if sent.is_empty() => return Ok(()),
-        Head::Closed(_) => Response::text(400, "incomplete request"),
-    };
-    stream.write_all(&response.to_bytes())?;
-    stream.flush()?;
-    // Tell the client we are done; it may already have gone.
-    let _ = stream.shutdown(Shutdown::Write);
-    linger(&mut stream);
-    Ok(())
 }
 
 /// Reads (and drops) what the client still sends, until it closes or for a short while:
@@ -1038,6 +1028,7 @@ mod tests {
             health: None,
             isolation: None,
             sync: None,
+            connections: vec![],
         }
     }
 
@@ -1114,6 +1105,7 @@ mod tests {
         src.sync = Some(Default::default());
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
+        src.connections = vec![("admin", Arc::default())];
         src.apply.record_refused();
         let c = SluiceCollector::new(src).expect("collector");
         let mfs = c.collect();
@@ -1247,6 +1239,23 @@ mod tests {
     }
 
     #[test]
+    fn refused_connections_are_exported_by_endpoint_and_reason() {
+        let mut src = source(snapshot(vec![web()]), 1);
+        let (admin, http) = (Arc::new(Refusals::default()), Arc::new(Refusals::default()));
+        src.connections = vec![("admin", Arc::clone(&admin)), ("metrics", Arc::clone(&http))];
+        let c = SluiceCollector::new(src).expect("collector");
+        admin.count(Refusal::OverCap);
+        http.count(Refusal::TimedOut);
+        http.count(Refusal::TimedOut);
+        let mfs = c.collect();
+        let name = "sluice_control_connections_refused_total";
+        assert_eq!(gauge(&mfs, name, &["admin", "over_cap"]), Some(1.0));
+        assert_eq!(gauge(&mfs, name, &["admin", "timed_out"]), Some(0.0));
+        assert_eq!(gauge(&mfs, name, &["metrics", "over_cap"]), Some(0.0));
+        assert_eq!(gauge(&mfs, name, &["metrics", "timed_out"]), Some(2.0));
+    }
+
+    #[test]
     fn routes() {
         let r = Registry::new();
         let c = SluiceCollector::new(source(snapshot(vec![web()]), 1)).expect("collector");
@@ -1267,11 +1276,5 @@ mod tests {
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n", &r).status, 404);
         assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n", &r).status, 404);
         assert_eq!(route(b"nonsense\r\n\r\n", &r).status, 400);
-    }
-
-    #[test]
-    fn end_of_head_needs_the_blank_line() {
-        assert_eq!(end_of_head(b"GET / HTTP/1.1\r\n"), None);
-        assert_eq!(end_of_head(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
     }
 }

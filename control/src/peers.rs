@@ -216,6 +216,61 @@ pub struct SyncCounters {
     pub outcomes: [AtomicU64; 7],
     /// Milliseconds between the sender's clock in the last accepted message and ours.
     pub lag_ms: AtomicU64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full (its
+    /// `SO_RXQ_OVFL` count, cumulative since the socket was made; the kernel stamps it on the
+    /// datagrams queued after the drops, so it is known at the next one).
+    pub kernel_drops: AtomicU64,
+    /// The receive buffer the kernel granted, in bytes.
+    pub receive_buffer: AtomicU64,
+}
+
+/// What the kernel charges a full sync datagram against the receive buffer (its skb's
+/// truesize: the 1472-byte payload in a 2 KiB buffer plus the skb itself), rounded up.
+const DATAGRAM_TRUESIZE: usize = 2560;
+/// The receive buffer's floor (about 1600 full messages) and ceiling.
+const MIN_RECEIVE_BUFFER: usize = 4 << 20;
+const MAX_RECEIVE_BUFFER: usize = 256 << 20;
+
+/// The receive buffer that holds a full refresh's worst burst: every peer sending, between
+/// two of our reads (one sweep slice apart), one slice of a table of `capacity` sessions.
+pub fn receive_buffer_bytes(capacity: usize, peers: usize, slices: usize) -> usize {
+    let records = capacity.div_ceil(slices.max(1)).saturating_mul(peers);
+    let messages = records.div_ceil(sync::MAX_RECORDS);
+    messages.saturating_mul(DATAGRAM_TRUESIZE).clamp(MIN_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER)
+}
+
+/// Asks for `bytes` of receive buffer (past `rmem_max` when privileged) and for the kernel's
+/// drop count on every datagram; returns the size granted.
+fn tune_socket(socket: &UdpSocket, bytes: usize) -> std::io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let want = bytes.min(i32::MAX as usize / 2);
+    if setsockopt(socket, sockopt::RcvBufForce, &want).is_err() {
+        setsockopt(socket, sockopt::RcvBuf, &want)?;
+    }
+    setsockopt(socket, sockopt::RxqOvfl, &1)?;
+    Ok(getsockopt(socket, sockopt::RcvBuf)?)
+}
+
+/// One datagram and, when the kernel attached it, its drop count so far.
+fn receive_one(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<u32>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(u32);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let from = msg.address.as_ref().and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port()))))
+    });
+    let from = from.ok_or_else(|| std::io::Error::other("a datagram without a source address"))?;
+    let drops = msg.cmsgs().ok().and_then(|mut it| {
+        it.find_map(|c| match c {
+            ControlMessageOwned::RxqOvfl(n) => Some(n),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, from, drops))
 }
 
 /// The control thread's sync: a UDP socket, the sender's numbering, the receiver's replay
@@ -237,9 +292,13 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(spec: &SyncSpec, epoch: u64, slices: usize) -> std::io::Result<Syncer> {
+    /// A syncer for a session table of `capacity`, swept in `slices` per pass.
+    pub fn new(spec: &SyncSpec, epoch: u64, slices: usize, capacity: usize) -> std::io::Result<Syncer> {
         let socket = UdpSocket::bind(spec.listen)?;
         socket.set_nonblocking(true)?;
+        let granted = tune_socket(&socket, receive_buffer_bytes(capacity, spec.peers.len(), slices))?;
+        let counters = SyncCounters::default();
+        counters.receive_buffer.store(granted as u64, Relaxed);
         Ok(Syncer {
             key: spec.key.clone(),
             spec: spec.clone(),
@@ -251,7 +310,7 @@ impl Syncer {
             refresh: session::ticks(spec.refresh.as_secs() as u32),
             pending: Vec::new(),
             visited: vec![0; slices],
-            counters: Default::default(),
+            counters: std::sync::Arc::new(counters),
         })
     }
 
@@ -320,8 +379,13 @@ impl Syncer {
         let mut buf = [0u8; 2048];
         let c = std::sync::Arc::clone(&self.counters);
         loop {
-            let (n, from) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
+            let (n, from) = match receive_one(&self.socket, &mut buf) {
+                Ok((n, from, drops)) => {
+                    if let Some(d) = drops {
+                        c.kernel_drops.fetch_max(u64::from(d), Relaxed);
+                    }
+                    (n, from)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     warn!("sync: receive: {e}");
@@ -517,9 +581,9 @@ mod tests {
             window: Duration::from_secs(30),
         };
         // B first, on an ephemeral port; A sends to it.
-        let mut b = Syncer::new(&spec("127.0.0.1:0", "127.0.0.1:9".parse().unwrap()), 2, 20).unwrap();
+        let mut b = Syncer::new(&spec("127.0.0.1:0", "127.0.0.1:9".parse().unwrap()), 2, 20, 10_000).unwrap();
         let b_addr = b.local_addr().unwrap();
-        let mut a = Syncer::new(&spec("127.0.0.1:0", b_addr), 1, 20).unwrap();
+        let mut a = Syncer::new(&spec("127.0.0.1:0", b_addr), 1, 20, 10_000).unwrap();
         b.spec.peers = vec![a.local_addr().unwrap()];
         let ta = SessionTable::new(10_000, Timeouts::default(), 1);
         let tb = SessionTable::new(10_000, Timeouts::default(), 2);
@@ -558,5 +622,50 @@ mod tests {
         assert_eq!(c.rejected[Reject::ALL.len()].load(Relaxed), 1, "not a peer");
         assert_eq!(c.rejected.iter().map(|x| x.load(Relaxed)).sum::<u64>(), 2);
         assert_eq!(tb.len(), 60, "nothing changed");
+    }
+
+    #[test]
+    fn the_receive_buffer_holds_a_slice_of_a_full_table_from_every_peer() {
+        let b = receive_buffer_bytes(4_000_000, 2, 20);
+        let messages = (4_000_000 / 20 * 2usize).div_ceil(sync::MAX_RECORDS);
+        assert!(b >= messages * DATAGRAM_TRUESIZE, "{b} bytes for {messages} messages");
+        assert_eq!(receive_buffer_bytes(100, 1, 20), MIN_RECEIVE_BUFFER);
+        assert_eq!(receive_buffer_bytes(usize::MAX, 64, 1), MAX_RECEIVE_BUFFER);
+        assert_eq!(receive_buffer_bytes(1000, 1, 0), MIN_RECEIVE_BUFFER, "no slices is one slice");
+    }
+
+    #[test]
+    fn datagrams_the_kernel_drops_on_a_full_buffer_are_counted() {
+        let key = SyncKey::new([9u8; 32]);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let spec = SyncSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec![sender.local_addr().unwrap()],
+            key,
+            after: Duration::from_secs(5),
+            refresh: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        };
+        let mut s = Syncer::new(&spec, 1, 20, 1000).unwrap();
+        let granted = s.counters.receive_buffer.load(Relaxed) as usize;
+        assert!(granted >= MIN_RECEIVE_BUFFER, "asked for {MIN_RECEIVE_BUFFER}, got {granted}");
+        // Three times what the buffer holds, nothing read meanwhile: the kernel drops the rest.
+        let to = s.local_addr().unwrap();
+        let sent = 3 * granted / DATAGRAM_TRUESIZE;
+        for _ in 0..sent {
+            sender.send_to(&[0u8; sync::MAX_MESSAGE], to).unwrap();
+        }
+        let table = SessionTable::new(64, Timeouts::default(), 1);
+        let snap = snapshot(1);
+        let ix = ServiceIndex::new(&snap);
+        s.receive(&table, &ix, 1000, unix_ms());
+        // The kernel stamps its drop count on datagrams queued after the drops: one more.
+        sender.send_to(&[0u8; sync::MAX_MESSAGE], to).unwrap();
+        s.receive(&table, &ix, 1000, unix_ms());
+        let sent = sent + 1;
+        let drops = s.counters.kernel_drops.load(Relaxed) as usize;
+        let refused: u64 = s.counters.rejected.iter().map(|x| x.load(Relaxed)).sum();
+        assert!(drops > 0, "{sent} sent, {refused} read, none counted as dropped");
+        assert_eq!(drops + refused as usize, sent, "every datagram read or counted dropped");
     }
 }

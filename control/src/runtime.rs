@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// Where the admin API listens (`None`: no admin API).
     pub admin_socket: Option<PathBuf>,
+    /// A group that may use the admin socket too (mode 0660); `None`: sluiced's user only (0600).
+    pub admin_group: Option<u32>,
     /// Set by SIGHUP: re-read and apply `config_path`.
     pub reload: Arc<AtomicBool>,
 }
@@ -50,6 +52,7 @@ impl RunOptions {
             stats_interval,
             config_path: None,
             admin_socket: None,
+            admin_group: None,
             reload: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -535,7 +538,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let mut syncer = match &config.sync {
         Some(spec) => {
             let epoch = random_words()?[0];
-            let s = Syncer::new(spec, epoch, SWEEP_SLICES)
+            let s = Syncer::new(spec, epoch, SWEEP_SLICES, config.session_capacity)
                 .map_err(|e| format!("{}: sync.listen: {}: {e}", config.file, spec.listen))?;
             info!(
                 "session sync on {} with {} peer(s), after {:?}",
@@ -592,8 +595,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let names: Vec<String> = config.ports.iter().map(|p| p.spec.name.clone()).collect();
     let admin_stop = Arc::new(AtomicBool::new(false));
     let (admin_tx, admin_rx) = mpsc::channel::<Pending>();
+    let admin_options = admin::SocketOptions::new(opts.admin_group);
     let admin_thread = match &opts.admin_socket {
-        Some(path) => match admin::serve(path, admin_tx, Arc::clone(&admin_stop)) {
+        Some(path) => match admin::serve(path, &admin_options, admin_tx, Arc::clone(&admin_stop)) {
             Ok(h) => {
                 info!("admin API on {}", path.display());
                 Some(h)
@@ -618,6 +622,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let mut metrics_thread = None;
     if let Some(listen) = config.metrics_listen {
         let nic_ports = Arc::clone(&ports);
+        let metrics_refusals = Arc::new(crate::serving::Refusals::default());
         let health_by_id = Arc::clone(&control.health_by_id);
         let source = metrics::MetricsSource {
             stats: stats.clone(),
@@ -633,11 +638,18 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
             })),
             isolation: Some(Arc::clone(&monitor.state)),
             sync: syncer.as_ref().map(|s| Arc::clone(&s.counters)),
+            connections: [
+                admin_thread.is_some().then(|| ("admin", Arc::clone(&admin_options.refusals))),
+                Some(("metrics", Arc::clone(&metrics_refusals))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
-        match metrics::registry(source)
-            .map_err(|e| e.to_string())
-            .and_then(|r| metrics::serve(listen, r, Arc::clone(&metrics_stop)).map_err(|e| e.to_string()))
-        {
+        match metrics::registry(source).map_err(|e| e.to_string()).and_then(|r| {
+            metrics::serve(listen, r, metrics::LIMITS, metrics_refusals, Arc::clone(&metrics_stop))
+                .map_err(|e| e.to_string())
+        }) {
             Ok((addr, h)) => {
                 info!("metrics on http://{addr}/metrics");
                 metrics_thread = Some(h);
