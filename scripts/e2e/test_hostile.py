@@ -102,6 +102,7 @@ def test_hostile_configs_are_refused_while_traffic_flows(hostile_lab):
     nan.write_text(text.replace("interval: 0.5", "interval: .nan", 1))
     cases["nan"] = (nan, "interval")
     fifo = lab.run_dir / "fifo.yaml"
+    fifo.unlink(missing_ok=True)  # a run dir is kept for reading after a run
     os.mkfifo(fifo)
     cases["fifo"] = (fifo, "regular file")
     cases["zero"] = (Path("/dev/zero"), "regular file")
