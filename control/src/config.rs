@@ -532,6 +532,9 @@ fn index_error(file: &str, e: IndexError) -> ConfigError {
     let (pos, message) = match e {
         IndexError::Syntax(pos, what) => (pos, format!("not valid YAML: {what}")),
         IndexError::TooDeep(pos) => (pos, format!("nested more than {MAX_DEPTH} deep")),
+        IndexError::SecondDocument(pos) => {
+            (pos, "a second YAML document starts here; a config is one document".to_string())
+        }
     };
     ConfigError { file: file.to_string(), pos: Some(pos), field: String::new(), message }
 }

@@ -30,6 +30,8 @@ pub enum IndexError {
     Syntax(Pos, String),
     /// A mapping or sequence nested deeper than allowed starts here.
     TooDeep(Pos),
+    /// A second document starts here (a config is one document).
+    SecondDocument(Pos),
 }
 
 impl Locations {
@@ -44,6 +46,7 @@ impl Locations {
     pub fn index_checked(text: &str, max_depth: usize) -> Result<Locations, IndexError> {
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
+        let mut documents = 0;
         loop {
             let (ev, mark) = parser.next_token().map_err(|e| {
                 let m = e.marker();
@@ -62,6 +65,10 @@ impl Locations {
             })?;
             match ev {
                 Event::StreamEnd => break,
+                Event::DocumentStart if documents > 0 => {
+                    return Err(IndexError::SecondDocument(Pos { line: mark.line(), col: mark.col() + 1 }));
+                }
+                Event::DocumentStart => documents += 1,
                 Event::MappingStart(..) | Event::SequenceStart(..) if rx.stack.len() >= max_depth => {
                     return Err(IndexError::TooDeep(Pos { line: mark.line(), col: mark.col() + 1 }));
                 }

@@ -611,6 +611,21 @@ fn deep_nesting_is_refused_before_parsing_it() {
 }
 
 #[test]
+fn a_second_document_is_refused_where_it_starts() {
+    // Found by the config fuzz target: serde_yaml's own refusal has no position.
+    let lines = GOOD.lines().count();
+    for second in ["---\nservices: []\n", "--- 1\n", "...\n---\n"] {
+        let text = format!("{GOOD}{second}");
+        let e = Config::parse(&text, "p.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].pos.is_some_and(|p| p.line > lines), "{e}");
+        assert!(e.to_string().contains("a second YAML document"), "{e}");
+    }
+    // A document marker before the only document is fine.
+    Config::parse(&format!("---\n{GOOD}"), "p.yaml").unwrap();
+}
+
+#[test]
 fn many_errors_are_capped_with_a_count_of_the_rest() {
     let mut text = GOOD.to_string();
     for i in 0..200 {
