@@ -205,10 +205,16 @@ fn edit(seed: &str, edits: &[u8], max: usize) -> String {
     let mut text = seed.to_string();
     let mut last_line = usize::MAX;
     for (r, what) in chosen {
-        let line = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[r.start..].find('\n').map_or(text.len(), |i| r.start + i + 1);
+        // Found in the seed: edits so far were all on later lines, so up to the end of this
+        // one the text is still the seed's.
+        let line = seed[..r.start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = seed[r.start..].find('\n').map_or(seed.len(), |i| r.start + i + 1);
+        // One edit per line: a line edit (delete, duplicate, indent) moves or removes the
+        // slots before it on its line, which are edited after it.
+        if line == last_line {
+            continue;
+        }
         match what {
-            DELETE_LINE | DUPLICATE_LINE | INDENT_LINE if line == last_line => {}
             DELETE_LINE => text.replace_range(line..line_end, ""),
             DUPLICATE_LINE => {
                 let copy = text[line..line_end].to_string();
