@@ -66,3 +66,44 @@ fn missing_file_and_missing_config() {
     assert_eq!(code, 2);
     assert!(err.contains("--config"), "{err}");
 }
+
+#[test]
+fn a_second_sluiced_on_the_same_file_prefix_names_the_first() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-dup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("null.yaml");
+    let prefix = format!("sluice-cli-dup-{}", std::process::id());
+    std::fs::write(
+        &config,
+        format!(
+            "dpdk:\n  args: [--no-huge, -m, \"256\", --no-pci, --file-prefix, {prefix}]\n  vdevs: [net_null0]\n\
+             workers: {{ cores: [1], control_core: 0 }}\n\
+             ports:\n  - {{ name: ext, device: net_null0, address: 198.18.0.1/24 }}\n\
+             sessions: {{ capacity: 1024 }}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("first.log");
+    let sock = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_sluiced"))
+        .args(["--config", config.to_str().unwrap(), "--admin-socket", &sock("1.sock")])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("first.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let running = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("first.err")).unwrap_or_default();
+        out.contains("running:")
+    });
+    let second =
+        running.then(|| sluiced(&["--config", config.to_str().unwrap(), "--admin-socket", &sock("2.sock")]));
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}")); // DPDK leaves it
+    let (code, _, err) = second.expect("the first sluiced did not start");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&format!("is in use by process {}", first.id())), "{err}");
+}
