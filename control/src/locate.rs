@@ -34,6 +34,18 @@ pub enum IndexError {
     SecondDocument(Pos),
 }
 
+/// Where the text has the first of the line breaks that YAML 1.1 has and YAML 1.2 has not
+/// (NEL, LS, PS). serde_yaml's parser (libyaml, 1.1) breaks lines there and this index's
+/// (yaml-rust2, 1.2) does not, so the two would read different documents; a config never
+/// needs them.
+fn odd_line_break(text: &str) -> Option<Pos> {
+    let at = text.find(['\u{85}', '\u{2028}', '\u{2029}'])?;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before, |i| &before[i + 1..]).chars().count() + 1;
+    Some(Pos { line, col })
+}
+
 impl Locations {
     /// Indexes `text`. Text that does not parse yields an empty index (serde_yaml reports the
     /// syntax error with its own position).
@@ -44,6 +56,10 @@ impl Locations {
     /// Indexes `text`, refusing it at the first mapping or sequence nested deeper than
     /// `max_depth` (the parse stops there) or at its first syntax error.
     pub fn index_checked(text: &str, max_depth: usize) -> Result<Locations, IndexError> {
+        if let Some(pos) = odd_line_break(text) {
+            let what = "a line break other than LF or CR LF (U+0085, U+2028, U+2029)";
+            return Err(IndexError::Syntax(pos, what.to_string()));
+        }
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
         let mut documents = 0;

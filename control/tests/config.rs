@@ -626,6 +626,21 @@ fn a_second_document_is_refused_where_it_starts() {
 }
 
 #[test]
+fn yaml_1_1_line_breaks_are_refused_where_they_are() {
+    // Found by the config fuzz target: libyaml (serde_yaml) breaks lines at NEL, yaml-rust2
+    // does not, so serde_yaml saw two documents where the locator saw one, and its refusal
+    // had no position.
+    for nel in ['\u{85}', '\u{2028}', '\u{2029}'] {
+        let text = format!("{GOOD}# a comment{nel}--- \n");
+        let e = Config::parse(&text, "p.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let line = GOOD.lines().count() + 1;
+        assert_eq!(e.0[0].pos.map(|p| (p.line, p.col)), Some((line, 12)), "{e}");
+        assert!(e.to_string().contains("a line break other than LF"), "{e}");
+    }
+}
+
+#[test]
 fn many_errors_are_capped_with_a_count_of_the_rest() {
     let mut text = GOOD.to_string();
     for i in 0..200 {
