@@ -32,6 +32,23 @@ pub fn service_bytes(table_size: u32, backends: usize) -> u64 {
         .saturating_add(backends.saturating_mul(BACKEND_BYTES))
 }
 
+/// `2GiB`, `512 MiB`, `4096`: bytes, or `None` if not a size or beyond `u64`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit.trim_start() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
 /// `bytes` for people: `1.5 GiB`, `64.0 MiB`, `512 B`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
@@ -59,6 +76,16 @@ mod tests {
     #[test]
     fn no_overflow_at_the_extremes() {
         assert_eq!(service_bytes(u32::MAX, usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn sizes_parse_with_or_without_a_unit() {
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size(" 512 MiB "), Some(512 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        for bad in ["", "2 GB", "-1", "1.5GiB", "GiB", "99999999999TiB"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

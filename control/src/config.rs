@@ -70,30 +70,13 @@ impl<'de> Deserialize<'de> for RawSize {
                 u64::try_from(v).map(RawSize).map_err(|_| E::custom("a size is not negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
-                parse_size(v).map(RawSize).ok_or_else(|| {
+                crate::budget::parse_size(v).map(RawSize).ok_or_else(|| {
                     E::custom("a size: bytes, or a whole number with KiB, MiB, GiB or TiB (as in 2GiB)")
                 })
             }
         }
         d.deserialize_any(V)
     }
-}
-
-/// `2GiB`, `512 MiB`, `4096`: bytes, or `None` if not a size or beyond `u64`.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    let shift = match unit.trim_start() {
-        "" | "B" => 0,
-        "KiB" => 10,
-        "MiB" => 20,
-        "GiB" => 30,
-        "TiB" => 40,
-        _ => return None,
-    };
-    n.checked_mul(1u64 << shift)
 }
 
 /// Session sync with peer appliances.

@@ -251,13 +251,17 @@ fn tune_socket(socket: &UdpSocket, bytes: usize) -> std::io::Result<usize> {
     Ok(getsockopt(socket, sockopt::RcvBuf)?)
 }
 
-/// One datagram and, when the kernel attached it, its drop count so far.
-fn receive_one(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<u32>)> {
+/// One datagram and, when the kernel attached it, its drop count so far; `cmsg` is room for
+/// that count (`nix::cmsg_space!(u32)`, made once per drain of the socket).
+fn receive_one(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<u32>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
     use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!(u32);
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())?;
     let from = msg.address.as_ref().and_then(|a| {
         a.as_sockaddr_in()
             .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
@@ -377,9 +381,10 @@ impl Syncer {
     /// Takes every message waiting on the socket and installs what they carry.
     pub fn receive(&mut self, table: &SessionTable, ix: &ServiceIndex<'_>, now: u32, unix_ms: u64) {
         let mut buf = [0u8; 2048];
+        let mut cmsg = nix::cmsg_space!(u32);
         let c = std::sync::Arc::clone(&self.counters);
         loop {
-            let (n, from) = match receive_one(&self.socket, &mut buf) {
+            let (n, from) = match receive_one(&self.socket, &mut buf, &mut cmsg) {
                 Ok((n, from, drops)) => {
                     if let Some(d) = drops {
                         c.kernel_drops.fetch_max(u64::from(d), Relaxed);
