@@ -6,7 +6,6 @@
 //! rest as bytes, with the IPv4 checksum's sum over the fixed words, so that a packet's
 //! headers are two fixed-size copies and five stores, not a header built field by field.
 
-use crate::snapshot::Tunnel;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetRepr};
 use crate::wire::ipv4::{self, Ipv4Repr};
@@ -23,6 +22,32 @@ const MIN_LEN: usize = 34;
 const HEAD: usize = 32;
 const TAIL: usize = 16;
 const _: () = assert!(HEAD <= MIN_LEN && HEAD + TAIL >= MAX_LEN && TAIL <= MIN_LEN);
+
+/// The tunnel toward backends' hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    Ipip,
+    Gre { key: Option<u32> },
+}
+
+impl Tunnel {
+    /// The VPC a NAT service's backends are in: its GRE key (`None`: the physical network).
+    #[inline]
+    pub fn vpc(self) -> Option<u32> {
+        match self {
+            Tunnel::Gre { key } => key,
+            Tunnel::Ipip => None,
+        }
+    }
+
+    /// Bytes of tunnel header after the outer IPv4 header.
+    pub fn overhead(self) -> usize {
+        match self {
+            Tunnel::Ipip => 0,
+            Tunnel::Gre { key } => GreRepr { protocol: 0, key }.header_len(),
+        }
+    }
+}
 
 /// The inner packet's fields the outer IPv4 header copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +105,7 @@ impl OuterHeader {
             tos: 0,
             ident: 0,
             dont_frag: false,
-            ttl: crate::pipeline::DEFAULT_TTL,
+            ttl: ipv4::DEFAULT_TTL,
         };
         fixed.emit(&mut bytes[ip..ip + ipv4::HEADER_LEN]);
         // Zero what varies: total length (2..4) and checksum (10..12); TOS, identification
@@ -187,7 +212,7 @@ mod tests {
             tos: i.tos,
             ident: i.ident,
             dont_frag: i.dont_frag,
-            ttl: crate::pipeline::DEFAULT_TTL,
+            ttl: ipv4::DEFAULT_TTL,
         }
         .emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
         if let Some(g) = gre {

@@ -6,6 +6,7 @@
 //! sees the reply, in a single atomic word.
 
 use crate::encap::OuterHeader;
+pub use crate::encap::Tunnel;
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 pub use crate::limit::Limits;
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
@@ -23,32 +24,6 @@ pub enum Forwarding {
     /// the backend's host (GRE keyed by the VPC id, or IPIP on the physical network); the host
     /// agent tunnels replies back and the appliance reverses the rewrite toward the client.
     Nat,
-}
-
-/// The tunnel toward backends' hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tunnel {
-    Ipip,
-    Gre { key: Option<u32> },
-}
-
-impl Tunnel {
-    /// The VPC a NAT service's backends are in: its GRE key (`None`: the physical network).
-    #[inline]
-    pub fn vpc(self) -> Option<u32> {
-        match self {
-            Tunnel::Gre { key } => key,
-            Tunnel::Ipip => None,
-        }
-    }
-
-    /// Bytes of tunnel header after the outer IPv4 header.
-    pub fn overhead(self) -> usize {
-        match self {
-            Tunnel::Ipip => 0,
-            Tunnel::Gre { key } => crate::wire::GreRepr { protocol: 0, key }.header_len(),
-        }
-    }
 }
 
 /// How a service picks a backend for a new flow (`sched::choose`).

@@ -23,8 +23,9 @@
 
 use crate::cookie::CookieKeys;
 use crate::sync::{AtomicU64, Ordering};
+use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp_options::{self, TcpOptions};
-use crate::wire::{checksum, tcp, WireError};
+use crate::wire::{checksum, tcp, TcpPacket, WireError};
 
 /// The window scale the appliance offers a client that offers one (Linux's, with its default
 /// buffers, so most backends choose the same and no rescaling is needed).
@@ -209,68 +210,41 @@ impl HoldPool {
 
 // ---- translation ---------------------------------------------------------------------------
 
-/// Offsets of a TCP segment's parts, read once.
-struct Seg {
-    /// Start of the TCP header in the buffer.
-    at: usize,
-    flags: u8,
-    opts: TcpOptions,
+/// The TCP segment of the IPv4 packet at `b[ip..]`, and its options.
+fn segment(b: &mut [u8], ip: usize) -> Result<(TcpPacket<&mut [u8]>, TcpOptions), WireError> {
+    let ip = Ipv4Packet::new_checked(b.get_mut(ip..).ok_or(WireError::Truncated)?)?;
+    let t = TcpPacket::new_checked(ip.into_payload_mut())?;
+    let opts = tcp_options::parse(t.options())?;
+    Ok((t, opts))
 }
 
-fn segment(b: &[u8], ip: usize) -> Result<Seg, WireError> {
-    let ihl = usize::from(b.get(ip).ok_or(WireError::Truncated)? & 0x0f) * 4;
-    let at = ip + ihl;
-    let t = tcp::TcpPacket::new_checked(b.get(at..).ok_or(WireError::Truncated)?)?;
-    let opts = tcp_options::parse(&b[at + tcp::HEADER_LEN..at + t.header_len()])?;
-    Ok(Seg { at, flags: t.flags(), opts })
-}
-
-fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Sets the 32-bit word at `at` to `new`, returning the old value.
-fn set32(b: &mut [u8], at: usize, new: u32) -> u32 {
-    let old = get32(b, at);
-    b[at..at + 4].copy_from_slice(&new.to_be_bytes());
-    old
-}
-
-/// Folds word changes into the TCP checksum at `seg_at + 16`.
-fn fix_checksum(b: &mut [u8], seg_at: usize, words: &[(u32, u32)], halves: &[(u16, u16)]) {
-    let c_at = seg_at + 16;
-    let mut c = u16::from_be_bytes([b[c_at], b[c_at + 1]]);
+/// Folds word changes into the segment's checksum.
+fn fix_checksum(t: &mut TcpPacket<&mut [u8]>, words: &[(u32, u32)], halves: &[(u16, u16)]) {
+    let mut c = t.checksum();
     for &(old, new) in words {
         c = checksum::update32(c, old, new);
     }
     for &(old, new) in halves {
         c = checksum::update16(c, old, new);
     }
-    b[c_at..c_at + 2].copy_from_slice(&c.to_be_bytes());
+    t.set_checksum(c);
 }
 
 /// A client's segment on its way to the backend (the TCP/IPv4 packet at `b[ip..]`): the
 /// acknowledgement number and SACK edges move into the backend's sequence space, the echoed
 /// timestamp into its clock.
 pub fn client_to_backend(b: &mut [u8], ip: usize, seq_delta: u32, ts_delta: u32) -> Result<(), WireError> {
-    let seg = segment(b, ip)?;
-    let opt_at = seg.at + tcp::HEADER_LEN;
+    let (mut t, opts) = segment(b, ip)?;
     let mut words: arrayvec::ArrayVec<(u32, u32), 11> = arrayvec::ArrayVec::new();
-    if seg.flags & tcp::ACK != 0 {
-        let ack_at = seg.at + 8;
-        let old = get32(b, ack_at);
+    if t.flags() & tcp::ACK != 0 {
+        let old = t.ack();
         let new = old.wrapping_add(seq_delta);
-        set32(b, ack_at, new);
+        t.set_ack(new);
         words.push((old, new));
     }
-    words.extend(tcp_options::shift_sack(&mut b[opt_at..], &seg.opts, seq_delta));
-    words.extend(tcp_options::shift_timestamps(
-        &mut b[opt_at..],
-        &seg.opts,
-        |v| v,
-        |e| e.wrapping_add(ts_delta),
-    ));
-    fix_checksum(b, seg.at, &words, &[]);
+    words.extend(tcp_options::shift_sack(t.options_mut(), &opts, seq_delta));
+    words.extend(tcp_options::shift_timestamps(t.options_mut(), &opts, |v| v, |e| e.wrapping_add(ts_delta)));
+    fix_checksum(&mut t, &words, &[]);
     Ok(())
 }
 
@@ -285,31 +259,23 @@ pub fn backend_to_client(
     ts_delta: u32,
     scales: Option<(u8, u8)>,
 ) -> Result<(), WireError> {
-    let seg = segment(b, ip)?;
-    let opt_at = seg.at + tcp::HEADER_LEN;
+    let (mut t, opts) = segment(b, ip)?;
     let mut words: arrayvec::ArrayVec<(u32, u32), 3> = arrayvec::ArrayVec::new();
-    let seq_at = seg.at + 4;
-    let old = get32(b, seq_at);
+    let old = t.seq();
     let new = old.wrapping_sub(seq_delta);
-    set32(b, seq_at, new);
+    t.set_seq(new);
     words.push((old, new));
-    words.extend(tcp_options::shift_timestamps(
-        &mut b[opt_at..],
-        &seg.opts,
-        |v| v.wrapping_sub(ts_delta),
-        |e| e,
-    ));
+    words.extend(tcp_options::shift_timestamps(t.options_mut(), &opts, |v| v.wrapping_sub(ts_delta), |e| e));
     let mut halves: arrayvec::ArrayVec<(u16, u16), 1> = arrayvec::ArrayVec::new();
     if let Some((backend_ws, client_ws)) = scales.filter(|(b, c)| b != c) {
-        if seg.flags & tcp::SYN == 0 {
-            let w_at = seg.at + 14;
-            let old = u16::from_be_bytes([b[w_at], b[w_at + 1]]);
+        if t.flags() & tcp::SYN == 0 {
+            let old = t.window();
             let new = rescale(old, backend_ws, client_ws);
-            b[w_at..w_at + 2].copy_from_slice(&new.to_be_bytes());
+            t.set_window(new);
             halves.push((old, new));
         }
     }
-    fix_checksum(b, seg.at, &words, &halves);
+    fix_checksum(&mut t, &words, &halves);
     Ok(())
 }
 
@@ -322,8 +288,8 @@ pub fn rescale(window: u16, from: u8, to: u8) -> u16 {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTO_TCP};
-    use crate::wire::{TcpPacket, TcpRepr};
+    use crate::wire::ipv4::{Ipv4Repr, PROTO_TCP};
+    use crate::wire::TcpRepr;
     use std::net::Ipv4Addr;
 
     const C: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);

@@ -93,6 +93,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     pub fn set_src(&mut self, m: Mac) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&m);
     }
+
+    /// Addresses the frame back to its sender, from `mac` (the VLAN tag and EtherType stay).
+    #[inline]
+    pub fn reply_to_sender(&mut self, mac: Mac) {
+        let sender = self.src();
+        self.set_dst(sender);
+        self.set_src(mac);
+    }
 }
 
 /// The fields of an Ethernet header, for building one.
@@ -154,6 +162,16 @@ mod tests {
         assert_eq!(f.ethertype(), ETHERTYPE_ARP);
         assert_eq!(f.header_len(), 18);
         assert_eq!(f.payload(), &[0xaa, 0xbb]);
+    }
+
+    #[test]
+    fn reply_to_sender_swaps_in_our_mac() {
+        let mut b = TAGGED;
+        EthernetFrame::new_checked(&mut b[..]).unwrap().reply_to_sender([0x02, 0, 0, 0, 0, 0x09]);
+        let f = EthernetFrame::new_checked(&b[..]).unwrap();
+        assert_eq!(f.dst(), [0x02, 0, 0, 0, 0, 0x02]);
+        assert_eq!(f.src(), [0x02, 0, 0, 0, 0, 0x09]);
+        assert_eq!(&b[12..], &TAGGED[12..], "tag, EtherType and payload untouched");
     }
 
     #[test]

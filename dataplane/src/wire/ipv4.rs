@@ -18,6 +18,9 @@ mod field {
 
 pub const HEADER_LEN: usize = 20;
 
+/// TTL of packets the appliance originates (tunnel outer headers, replies it builds).
+pub const DEFAULT_TTL: u8 = 64;
+
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_TCP: u8 = 6;
@@ -145,6 +148,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.buffer.as_mut()[h..t]
+    }
+}
+
+impl<'a> Ipv4Packet<&'a mut [u8]> {
+    /// The payload for as long as the buffer is borrowed (to view the next header in place).
+    pub fn into_payload_mut(self) -> &'a mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.buffer[h..t]
     }
 }
 

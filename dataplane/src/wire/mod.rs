@@ -6,6 +6,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod endpoint;
 pub mod ethernet;
 pub mod gre;
 pub mod icmp;

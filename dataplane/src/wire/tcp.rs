@@ -1,6 +1,6 @@
 //! TCP (RFC 9293): header fields and checksum.
 
-use super::{checksum, read_u16, read_u32, write_u16, WireError};
+use super::{checksum, read_u16, read_u32, write_u16, write_u32, WireError};
 use std::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 20;
@@ -81,6 +81,11 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         &self.buffer.as_ref()[self.header_len()..]
     }
 
+    /// The option bytes, between the fixed header and the data.
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
+    }
+
     /// Verifies the checksum over the IPv4 pseudo-header and the whole segment.
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         let b = self.buffer.as_ref();
@@ -90,8 +95,34 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    pub fn set_src_port(&mut self, p: u16) {
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, p);
+    }
+
+    pub fn set_dst_port(&mut self, p: u16) {
+        write_u16(self.buffer.as_mut(), field::DST_PORT, p);
+    }
+
+    pub fn set_seq(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::SEQ, v);
+    }
+
+    pub fn set_ack(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::ACK, v);
+    }
+
+    pub fn set_window(&mut self, w: u16) {
+        write_u16(self.buffer.as_mut(), field::WINDOW, w);
+    }
+
     pub fn set_checksum(&mut self, c: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// The option bytes, between the fixed header and the data.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        &mut self.buffer.as_mut()[HEADER_LEN..hl]
     }
 
     /// Recomputes the checksum over the IPv4 pseudo-header and the whole segment.
@@ -128,8 +159,8 @@ impl TcpRepr<'_> {
         let hl = self.header_len();
         write_u16(b, field::SRC_PORT, self.src_port);
         write_u16(b, field::DST_PORT, self.dst_port);
-        b[field::SEQ..field::SEQ + 4].copy_from_slice(&self.seq.to_be_bytes());
-        b[field::ACK..field::ACK + 4].copy_from_slice(&self.ack.to_be_bytes());
+        write_u32(b, field::SEQ, self.seq);
+        write_u32(b, field::ACK, self.ack);
         b[field::OFFSET] = ((hl / 4) as u8) << 4;
         b[field::FLAGS] = self.flags;
         write_u16(b, field::WINDOW, self.window);
@@ -193,6 +224,26 @@ mod tests {
         assert!(p.verify_checksum_v4(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 10, 1)));
         assert!(!p.verify_checksum_v4(Ipv4Addr::new(198, 18, 0, 3), Ipv4Addr::new(198, 18, 10, 1)));
     }
+
+    #[test]
+    fn setters_write_their_fields_only() {
+        let mut s = SYNACK;
+        let mut p = TcpPacket::new_checked(&mut s[..]).unwrap();
+        p.set_src_port(1);
+        p.set_dst_port(2);
+        p.set_seq(3);
+        p.set_ack(4);
+        p.set_window(5);
+        p.set_checksum(6);
+        p.options_mut()[0] = KIND_NOP_FOR_TEST;
+        let p = TcpPacket::new_checked(&s[..]).unwrap();
+        assert_eq!((p.src_port(), p.dst_port(), p.seq(), p.ack()), (1, 2, 3, 4));
+        assert_eq!((p.window(), p.checksum(), p.flags(), p.header_len()), (5, 6, SYN | ACK, 28));
+        assert_eq!(p.options(), &[1, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07]);
+        assert_eq!(p.payload(), b"hi");
+    }
+
+    const KIND_NOP_FOR_TEST: u8 = 1;
 
     #[test]
     fn refuses_bad_offsets() {

@@ -123,6 +123,17 @@ pub fn emit_syn(o: &SynOffer, out: &mut [u8; SYN_OPTIONS_MAX]) -> usize {
     n
 }
 
+/// Length of [`emit_timestamps`]' output.
+pub const TIMESTAMPS_LEN: usize = 12;
+
+/// Writes the timestamp option as Linux pads it outside a SYN (NOP NOP, kind 8, length 10).
+pub fn emit_timestamps(val: u32, ecr: u32) -> [u8; TIMESTAMPS_LEN] {
+    let mut out = [KIND_NOP, KIND_NOP, KIND_TIMESTAMP, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+    out[4..8].copy_from_slice(&val.to_be_bytes());
+    out[8..].copy_from_slice(&ecr.to_be_bytes());
+    out
+}
+
 /// Adds `delta` to every SACK edge in the option bytes `b` (as read by [`parse`]). Returns the
 /// 32-bit words changed, (old, new), for the checksum update.
 pub fn shift_sack(b: &mut [u8], o: &TcpOptions, delta: u32) -> ArrayVec<(u32, u32), 8> {
@@ -172,6 +183,13 @@ mod tests {
         0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x84, 0x22, 0xe4, 0x8d, 0x00, 0x00, 0x00, 0x00, 0x01,
         0x03, 0x03, 0x07,
     ];
+
+    #[test]
+    fn timestamps_read_back() {
+        let b = emit_timestamps(0x0102_0304, 0x0a0b_0c0d);
+        assert_eq!(b, [1, 1, 8, 10, 1, 2, 3, 4, 10, 11, 12, 13]);
+        assert_eq!(parse(&b).unwrap().timestamps, Some((0x0102_0304, 0x0a0b_0c0d)));
+    }
 
     #[test]
     fn reads_a_linux_syn() {

@@ -60,6 +60,20 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    pub fn set_src_port(&mut self, p: u16) {
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, p);
+    }
+
+    pub fn set_dst_port(&mut self, p: u16) {
+        write_u16(self.buffer.as_mut(), field::DST_PORT, p);
+    }
+
+    pub fn set_checksum(&mut self, c: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, c);
+    }
+}
+
 /// The fields of a UDP header, for building a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpRepr {
@@ -106,6 +120,18 @@ mod tests {
     fn fields() {
         let u = UdpPacket::new_checked(&DGRAM[..]).unwrap();
         assert_eq!((u.src_port(), u.dst_port(), u.len()), (40000, 53, 12));
+        assert_eq!(u.payload(), b"ping");
+    }
+
+    #[test]
+    fn setters_write_their_fields_only() {
+        let mut d = DGRAM;
+        let mut u = UdpPacket::new_checked(&mut d[..]).unwrap();
+        u.set_src_port(7);
+        u.set_dst_port(8);
+        u.set_checksum(9);
+        let u = UdpPacket::new_checked(&d[..]).unwrap();
+        assert_eq!((u.src_port(), u.dst_port(), u.checksum(), u.len()), (7, 8, 9, 12));
         assert_eq!(u.payload(), b"ping");
     }
 

@@ -231,7 +231,7 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     assert_eq!(outer.total_len(), out.len() - l2_out, "outer total length covers the frame, no padding");
     assert!(outer.total_len() <= usize::from(out_port.mtu), "outer packet over the egress MTU");
     assert!(!outer.is_fragment());
-    assert_eq!(outer.ttl(), sluice_dataplane::pipeline::DEFAULT_TTL);
+    assert_eq!(outer.ttl(), sluice_dataplane::wire::ipv4::DEFAULT_TTL);
     assert_eq!(outer.src(), be.tunnel_source);
     assert_eq!(outer.dst(), be.address);
     assert_eq!(outer.tos(), in_ip.tos(), "tos copied");
