@@ -279,6 +279,11 @@ pub fn backend_to_client(
     Ok(())
 }
 
+/// The backend's window scale, kept in a proxied session's flags.
+pub fn backend_wscale(flags: u8) -> u8 {
+    (flags & crate::session::flags::BACKEND_WSCALE) >> crate::session::flags::BACKEND_WSCALE_SHIFT
+}
+
 /// A window field scaled by `2^from` as one scaled by `2^to` (rounded down, at most 65535).
 pub fn rescale(window: u16, from: u8, to: u8) -> u16 {
     let bytes = u64::from(window) << from.min(14);

@@ -1,0 +1,175 @@
+//! The first pass over a frame: Ethernet checks, then what the packet is for. Parses and
+//! decides only; nothing here writes the frame.
+
+use super::context::{Ctx, ToService};
+use crate::flow::{Addr, FlowKey};
+use crate::io::Frame;
+use crate::session::SessionKey;
+use crate::snapshot::ServiceKey;
+use crate::stats::DropReason;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::ipv4::{self, Ipv4Header};
+use crate::wire::{TcpPacket, UdpPacket, WireError};
+
+/// A tunneled packet to the appliance's address (a NAT reply): the outer IPv4 header at
+/// `frame[l2..]`, `ihl` long, the packet `total` long, tunnel protocol `proto`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tunneled {
+    pub l2: usize,
+    pub ihl: usize,
+    pub total: usize,
+    pub proto: u8,
+}
+
+/// What a frame is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Class {
+    Service(ToService),
+    Local(Local),
+}
+
+/// A frame that is not for a service.
+#[derive(Debug, Clone, Copy)]
+pub enum Local {
+    Drop(DropReason),
+    /// ARP, its header at `frame[l2..]`.
+    Arp {
+        l2: usize,
+    },
+    /// ICMP to a VIP or an appliance address, its IPv4 header at `frame[l2..]`.
+    Icmp {
+        l2: usize,
+    },
+    NatReply(Tunneled),
+}
+
+impl From<DropReason> for Class {
+    #[inline(always)]
+    fn from(r: DropReason) -> Class {
+        Class::Local(Local::Drop(r))
+    }
+}
+
+/// Classifies one frame received on `rx_port`.
+#[inline(always)]
+pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
+    if !frame.is_contiguous() {
+        return Class::from(DropReason::MultiSegment);
+    }
+    let Some(port) = cx.snap.ports.get(usize::from(rx_port)) else {
+        return Class::from(DropReason::NotForUs);
+    };
+    let (l2, ethertype) = {
+        let Ok(eth) = EthernetFrame::new_checked(frame.data()) else {
+            return Class::from(DropReason::EthTruncated);
+        };
+        let dst = eth.dst();
+        // Unicast must be ours; broadcast and multicast go on (ARP, then not_for_us).
+        if dst != port.mac && dst[0] & 1 == 0 {
+            return Class::from(DropReason::ForeignMac);
+        }
+        if eth.vlan() != port.vlan {
+            return Class::from(DropReason::VlanMismatch);
+        }
+        (eth.header_len(), eth.ethertype())
+    };
+    match ethertype {
+        ethernet::ETHERTYPE_ARP => Class::Local(Local::Arp { l2 }),
+        ethernet::ETHERTYPE_IPV4 => ipv4(cx, rx_port, frame.data(), l2),
+        _ => Class::from(DropReason::EthertypeUnsupported),
+    }
+}
+
+/// An IPv4 packet at `data[l2..]`.
+fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
+    let ip = match data.get(l2..).map(Ipv4Header::parse) {
+        Some(Ok(ip)) => ip,
+        None | Some(Err(WireError::Truncated)) => return Class::from(DropReason::Ipv4Truncated),
+        Some(Err(_)) => return Class::from(DropReason::Ipv4Malformed),
+    };
+    if !ip.checksum_ok {
+        return Class::from(DropReason::Ipv4BadChecksum);
+    }
+    let (dst, proto) = (ip.dst, ip.protocol);
+    let l4 = proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP;
+
+    // Fast path: unfragmented TCP/UDP to a service, found with one lookup.
+    let mut l4_error = None;
+    if l4 && !ip.is_fragment() {
+        match to_service(cx, rx_port, data, l2, &ip) {
+            Ok(Some(p)) => return Class::Service(p),
+            Ok(None) => {}
+            Err(e) => l4_error = Some(e),
+        }
+    }
+
+    // A NAT reply: a backend's host tunnels it to the appliance's address.
+    if (proto == ipv4::PROTO_GRE || proto == ipv4::PROTO_IPIP)
+        && cx.snap.has_nat
+        && !ip.is_fragment()
+        && cx.snap.is_local(dst)
+    {
+        let (ihl, total) = (usize::from(ip.header_len), usize::from(ip.total_len));
+        return Class::Local(Local::NatReply(Tunneled { l2, ihl, total, proto }));
+    }
+
+    // Everything else.
+    let vip = cx.snap.is_vip(dst);
+    if !vip && !cx.snap.is_local(dst) {
+        return Class::from(DropReason::NotForUs);
+    }
+    if ip.is_fragment() {
+        return Class::from(DropReason::Ipv4Fragment);
+    }
+    Class::from(match proto {
+        ipv4::PROTO_ICMP => return Class::Local(Local::Icmp { l2 }),
+        _ if l4 && vip => match l4_error {
+            Some(WireError::Truncated) => DropReason::L4Truncated,
+            Some(_) => DropReason::L4Malformed,
+            None => DropReason::NoService,
+        },
+        _ if l4 => DropReason::LocalUnsupported,
+        _ => DropReason::ProtocolUnsupported,
+    })
+}
+
+/// Unfragmented TCP or UDP: the packet to a service, if its destination is one (`None` if
+/// not; the error if its transport header cannot be read).
+#[inline(always)]
+fn to_service(
+    cx: &Ctx<'_>,
+    rx_port: u16,
+    data: &[u8],
+    l2: usize,
+    ip: &Ipv4Header,
+) -> Result<Option<ToService>, WireError> {
+    // Inside the buffer: Ipv4Header::parse checked header_len <= total_len <= its length.
+    let payload =
+        data.get(l2 + usize::from(ip.header_len)..l2 + usize::from(ip.total_len)).unwrap_or_default();
+    let (src_port, dst_port, tcp_flags) = if ip.protocol == ipv4::PROTO_TCP {
+        TcpPacket::new_checked(payload).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))?
+    } else {
+        UdpPacket::new_checked(payload).map(|u| (u.src_port(), u.dst_port(), None))?
+    };
+    let snap = cx.snap;
+    let found = snap.service(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol));
+    let Some((service, svc)) = found.and_then(|i| Some((i, snap.services.get(usize::from(i))?))) else {
+        return Ok(None);
+    };
+    let flow =
+        FlowKey { src: Addr::v4(ip.src), dst: Addr::v4(ip.dst), src_port, dst_port, protocol: ip.protocol };
+    let session = SessionKey::flow(flow.src, src_port, svc.id);
+    Ok(Some(ToService {
+        flow,
+        service,
+        service_id: svc.id,
+        session_hash: cx.sessions.hash(&session),
+        tcp_flags,
+        rx_port,
+        l2: l2 as u8,
+        inner_len: ip.total_len,
+        tos: ip.tos,
+        ident: ip.ident,
+        dont_frag: ip.dont_frag(),
+    }))
+}

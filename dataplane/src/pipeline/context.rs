@@ -1,0 +1,208 @@
+//! What every stage works with: the per-burst context ([`Ctx`]), a packet to a service as the
+//! first pass left it ([`ToService`]), and the isolation limits checked against both.
+
+use crate::flow::FlowKey;
+use crate::limit::{self, Isolation, LimitState, Rate, Which};
+use crate::sched::SchedState;
+use crate::session::{SessionKey, SessionTable};
+use crate::snapshot::{Service, Snapshot};
+use crate::stats::{Counter, DropReason};
+use crate::synproxy::SynProxy;
+use arrayvec::ArrayVec;
+
+/// Next hops whose MAC a worker should ask for after the burst (ARP requests).
+pub type Resolve = ArrayVec<u16, 16>;
+
+/// Session events of a burst, added to the worker's counters after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEvents {
+    pub created: u32,
+    pub hits: u32,
+    pub fallback: u32,
+    pub remapped: u32,
+    /// SYN proxy: cookies sent, valid ACKs, backend handshakes completed, backends that
+    /// refused or could not be reached, segments held and segments that could not be.
+    pub cookies: u32,
+    pub acks_valid: u32,
+    pub handshakes: u32,
+    pub backend_failures: u32,
+    pub held: u32,
+    pub not_held: u32,
+    /// SYN proxy: backends that answered the appliance's SYN for an older connection on the
+    /// same 4-tuple, reset so that the SYN can be sent again.
+    pub backend_resets: u32,
+}
+
+/// Per-call context: the snapshot loaded for this burst, the shared session table, the
+/// worker's scheduler state, the time, and side requests.
+pub struct Ctx<'a> {
+    pub snap: &'a Snapshot,
+    pub sessions: &'a SessionTable,
+    pub proxy: &'a SynProxy,
+    pub sched: &'a mut SchedState,
+    pub now_ns: u64,
+    pub resolve: &'a mut Resolve,
+    /// Number of next-hop MACs learned during this call.
+    pub learned: u32,
+    pub events: SessionEvents,
+    /// Resource isolation: the worker's buckets and shares (`None`: limits are not enforced).
+    pub limiter: Option<Limiter<'a>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        snap: &'a Snapshot,
+        sessions: &'a SessionTable,
+        proxy: &'a SynProxy,
+        sched: &'a mut SchedState,
+        now_ns: u64,
+        resolve: &'a mut Resolve,
+    ) -> Ctx<'a> {
+        sched.prepare(snap);
+        Ctx {
+            snap,
+            sessions,
+            proxy,
+            sched,
+            now_ns,
+            resolve,
+            learned: 0,
+            events: SessionEvents::default(),
+            limiter: None,
+        }
+    }
+
+    /// Enforces the services' limits with `limiter`'s buckets and shares.
+    pub fn with_limiter(mut self, limiter: Limiter<'a>) -> Ctx<'a> {
+        limiter.state.prepare(self.snap.generation, self.snap.services.iter().map(|s| s.id));
+        self.limiter = Some(limiter);
+        self
+    }
+}
+
+/// A packet bound for a service, as the first pass left it: enough to finish it without
+/// parsing again.
+#[derive(Debug, Clone, Copy)]
+pub struct ToService {
+    pub flow: FlowKey,
+    pub service: u16,
+    /// The stable id of the service (half of the session key).
+    pub service_id: u16,
+    /// The session slot hash (the backend-selection hash is computed only if there is no
+    /// session: most packets have one and never need it).
+    pub session_hash: u64,
+    /// TCP flags (`None` for UDP).
+    pub tcp_flags: Option<u8>,
+    pub(crate) rx_port: u16,
+    /// Where the IP header starts in the frame.
+    pub(crate) l2: u8,
+    /// The IPv4 packet's total length, TOS, identification and DF bit.
+    pub(crate) inner_len: u16,
+    pub(crate) tos: u8,
+    pub(crate) ident: u16,
+    pub(crate) dont_frag: bool,
+}
+
+impl ToService {
+    /// The key of the flow's session.
+    #[inline]
+    pub fn session_key(&self) -> SessionKey {
+        SessionKey::flow(self.flow.src, self.flow.src_port, self.service_id)
+    }
+
+    /// Where the IP header starts in the frame.
+    #[inline(always)]
+    pub(crate) fn l2(&self) -> usize {
+        usize::from(self.l2)
+    }
+}
+
+/// A worker's part in resource isolation, for one burst.
+pub struct Limiter<'a> {
+    /// The worker's token buckets, aligned with the snapshot's services.
+    pub state: &'a mut LimitState,
+    /// Shares and the overload flag, set by the control thread.
+    pub isolation: &'a Isolation,
+    /// The worker's per-service limit counters (`WorkerStats::limits`).
+    pub counters: &'a [Counter],
+    pub worker: usize,
+    /// Read once for the burst: whether `on_overload` limits apply.
+    pub overloaded: bool,
+}
+
+impl<'a> Limiter<'a> {
+    #[inline]
+    fn count(&self, i: usize, n: u64) {
+        if let Some(c) = self.counters.get(i) {
+            c.add(n);
+        }
+    }
+
+    /// Takes `n` units of rate `r` for service `svc` (at snapshot index `si`) at `now_ns`:
+    /// true if the limit lets them through (or the service has no such limit).
+    #[inline]
+    fn take(&mut self, svc: &Service, si: usize, r: Rate, n: u64, now_ns: u64) -> bool {
+        let Some(lim) = svc.limits.rate(r) else { return true };
+        self.count(limit::offered_index(svc.id, r), n);
+        if !lim.applies(self.overloaded) {
+            return true;
+        }
+        let share = self.isolation.share(self.worker, svc.id, r, lim.value);
+        let Some(buckets) = self.state.buckets(si) else { return true };
+        buckets[r as usize].take(now_ns, share, n)
+    }
+}
+
+/// The packets/s and bytes/s limits, on every packet of a client toward a service (`bytes`
+/// long): the drop reason if one holds it back.
+#[inline(always)]
+pub fn over_rate(cx: &mut Ctx<'_>, svc: &Service, si: usize, bytes: u16) -> Option<DropReason> {
+    if svc.limited {
+        rate_limits(cx, svc, si, bytes)
+    } else {
+        None
+    }
+}
+
+#[inline(never)]
+fn rate_limits(cx: &mut Ctx<'_>, svc: &Service, si: usize, bytes: u16) -> Option<DropReason> {
+    let now = cx.now_ns;
+    let l = cx.limiter.as_mut()?;
+    if !l.take(svc, si, Rate::Packets, 1, now) {
+        l.count(limit::dropped_index(svc.id, Which::Packets), 1);
+        return Some(DropReason::LimitPackets);
+    }
+    if !l.take(svc, si, Rate::Bytes, u64::from(bytes), now) {
+        l.count(limit::dropped_index(svc.id, Which::Bytes), 1);
+        return Some(DropReason::LimitBytes);
+    }
+    None
+}
+
+/// The concurrent-sessions and connections/s limits, before a new connection makes any state:
+/// the drop reason if one holds it back.
+#[inline(always)]
+pub fn over_new(cx: &mut Ctx<'_>, svc: &Service, si: usize) -> Option<DropReason> {
+    if svc.limited {
+        new_limits(cx, svc, si)
+    } else {
+        None
+    }
+}
+
+#[inline(never)]
+fn new_limits(cx: &mut Ctx<'_>, svc: &Service, si: usize) -> Option<DropReason> {
+    let (now, table) = (cx.now_ns, cx.sessions);
+    let l = cx.limiter.as_mut()?;
+    if let Some(cap) = svc.limits.sessions.filter(|c| c.applies(l.overloaded)) {
+        if u64::from(table.service_active(svc.id)) >= cap.value {
+            l.count(limit::dropped_index(svc.id, Which::Sessions), 1);
+            return Some(DropReason::LimitSessions);
+        }
+    }
+    if !l.take(svc, si, Rate::Connections, 1, now) {
+        l.count(limit::dropped_index(svc.id, Which::Connections), 1);
+        return Some(DropReason::LimitConnections);
+    }
+    None
+}

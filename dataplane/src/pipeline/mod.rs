@@ -1,0 +1,126 @@
+//! The per-packet decision: parse, classify, rewrite in place, return a verdict.
+//!
+//! Pure: takes a frame, the snapshot and the time; no I/O, no allocation, no locks, no logging.
+//! Every malformed input ends in `Verdict::Drop(reason)`; nothing here panics on any bytes.
+//!
+//! Each stage is a file and returns what it leaves to the next one; only this file sequences
+//! them, so data flows one way (docs/architecture.md draws it):
+//!
+//! - [`classify`]: Ethernet checks and what the packet is for. ARP goes to `neighbor`, ICMP
+//!   to `reply`, a tunneled NAT reply to `nat`, a packet to a service on to [`finish`].
+//! - [`finish`]: `forward` (by session, or the scheduler's choice through `choose`) and, for
+//!   SYN-proxied services' handshakes, `proxy`; then `egress` into the backend's tunnel, or
+//!   `reply` to the client (RST, ICMP unreachable).
+//! - a NAT reply: `nat`, the SYN proxy's backend side `proxy_backend`, then `egress`.
+
+mod choose;
+mod classify;
+mod context;
+mod egress;
+mod forward;
+mod nat;
+mod neighbor;
+mod outcome;
+mod proxy;
+mod proxy_backend;
+mod reply;
+mod segment;
+
+pub use context::{Ctx, Limiter, Resolve, SessionEvents, ToService};
+pub use neighbor::{build_arp_request, nexthop_ip};
+pub use outcome::Verdict;
+
+use crate::io::Frame;
+use crate::stats::DropReason;
+use classify::{Class, Local, Tunneled};
+use outcome::{FromBackend, FromClient};
+
+/// Most stages one packet passes through after the first pass (the longest chain: forward,
+/// proxy, forward again for a released segment, egress). A bound, so that no state of the
+/// tables can make a packet go round.
+const MAX_STEPS: usize = 6;
+
+/// The outcome of the first pass over a packet.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// Decided (and rewritten, if it is sent).
+    Done(Verdict),
+    /// For a service: the backend choice and encapsulation are left to [`finish`], so a worker
+    /// can classify a whole burst, prefetch every packet's table entries, then finish them.
+    Service(ToService),
+}
+
+/// Decides the fate of one frame received on `rx_port`, rewriting it in place when it is sent:
+/// [`classify`] then [`finish`].
+pub fn process<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Verdict {
+    match classify(cx, rx_port, frame) {
+        Stage::Done(v) => v,
+        Stage::Service(p) => finish(cx, frame, &p),
+    }
+}
+
+/// The first pass: parse and classify; answer ARP and echo; take NAT replies back to their
+/// clients; find the service and the flow's hash for traffic to a service.
+#[inline(always)]
+pub fn classify<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Stage {
+    match classify::frame(cx, rx_port, frame) {
+        Class::Service(p) => Stage::Service(p),
+        Class::Local(l) => Stage::Done(local(cx, rx_port, frame, l)),
+    }
+}
+
+/// The first pass's packets that are not for a service.
+#[inline(never)]
+fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> Verdict {
+    match l {
+        Local::Drop(reason) => Verdict::Drop(reason),
+        Local::Arp { l2 } => neighbor::arp(cx, rx_port, frame, l2),
+        Local::Icmp { l2 } => reply::echo(cx.snap, rx_port, frame, l2),
+        Local::NatReply(t) => from_backend(cx, frame, &t),
+    }
+}
+
+/// The second pass for a packet to a service: its session or a new backend, then its tunnel.
+#[inline(always)]
+pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
+    match forward::by_session(cx, frame, p) {
+        FromClient::Tunnel(t) => egress::tunnel(cx, frame, &t),
+        next => from_client(cx, frame, p, next),
+    }
+}
+
+/// The rest of a client's packet's way, from `next`.
+#[inline(never)]
+fn from_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, mut next: FromClient) -> Verdict {
+    for _ in 0..MAX_STEPS {
+        next = match next {
+            FromClient::Done(v) => return v,
+            FromClient::Tunnel(t) => return egress::tunnel(cx, frame, &t),
+            FromClient::Reset => return reply::reset(cx.snap, frame, p),
+            FromClient::NoBackend => {
+                let Some(svc) = cx.snap.services.get(usize::from(p.service)) else {
+                    return Verdict::Drop(DropReason::NoService);
+                };
+                return reply::no_backend(cx.snap, svc, frame, p);
+            }
+            FromClient::Proxy(turn) => proxy::client(cx, frame, p, turn),
+            FromClient::Forward => forward::by_session(cx, frame, p),
+        };
+    }
+    Verdict::Drop(DropReason::SynproxyNoSession)
+}
+
+/// A tunneled packet to the appliance: a NAT reply's way to its client.
+fn from_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> Verdict {
+    let mut next = nat::reply(cx, frame, t);
+    for _ in 0..MAX_STEPS {
+        next = match next {
+            FromBackend::Done(v) => return v,
+            FromBackend::Tunnel(t) => return egress::tunnel(cx, frame, &t),
+            FromBackend::Client(c) => return egress::client(cx, frame, &c),
+            FromBackend::ProxyAnswer(b) => proxy_backend::answer(cx, frame, &b),
+            FromBackend::ProxyAck(b) => proxy_backend::ack(frame, &b),
+        };
+    }
+    Verdict::Drop(DropReason::SynproxyBackendUnexpected)
+}

@@ -1,0 +1,154 @@
+//! A backend's reply to a `nat` service's client, tunneled back to the appliance by the
+//! backend's host: out of the tunnel, matched to its session, given the VIP and service port
+//! as its source. SYN-proxied sessions' handshakes are left to the proxy stage.
+
+use super::classify::Tunneled;
+use super::context::Ctx;
+use super::outcome::{drop, BackendSegment, FromBackend, ToClient};
+use crate::flow::Addr;
+use crate::io::Frame;
+use crate::session::{self, flags, Session, SessionKey, TcpState};
+use crate::snapshot::Service;
+use crate::stats::DropReason;
+use crate::synproxy;
+use crate::wire::endpoint::{self, End};
+use crate::wire::ethernet;
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::{tcp, GrePacket, TcpPacket, UdpPacket};
+use std::net::Ipv4Addr;
+
+/// The reply inside the tunnel.
+struct Reply {
+    /// Where its IPv4 header starts in the frame, and its length.
+    at: usize,
+    len: usize,
+    vpc: Option<u32>,
+    backend: Ipv4Addr,
+    client: Ipv4Addr,
+    bport: u16,
+    cport: u16,
+    protocol: u8,
+    /// TCP flags (`None` for UDP).
+    flags: Option<u8>,
+}
+
+/// The session a reply answers: found in service `service` (an index), whose backend
+/// `backend` (an index) sent it.
+struct Found<'a> {
+    service: u16,
+    svc: &'a Service,
+    backend: u16,
+    key: SessionKey,
+    hash: u64,
+    slot: usize,
+    s: Session,
+}
+
+/// A tunneled packet to the appliance: the NAT reply in it, toward its client.
+pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBackend {
+    let r = match open(frame.data(), t) {
+        Ok(r) => r,
+        Err(reason) => return drop(reason),
+    };
+    let Some(f) = session_of(cx, &r) else {
+        return drop(DropReason::NatNoSession);
+    };
+    let seg = BackendSegment {
+        at: r.at,
+        service: f.service,
+        backend: f.backend,
+        key: f.key,
+        slot: f.slot,
+        hash: f.hash,
+        s: f.s,
+    };
+    if f.s.state == TcpState::Connecting {
+        return FromBackend::ProxyAnswer(seg);
+    }
+    cx.sessions.touch(f.slot, &f.s, session::tick(cx.now_ns), TcpState::after_reply(f.s.state, r.flags));
+    if f.s.flags & flags::PROXIED != 0 {
+        let fl = r.flags.unwrap_or(0);
+        if fl & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN | tcp::ACK {
+            // The backend did not get the ACK that completed its handshake: again.
+            return FromBackend::ProxyAck(seg);
+        }
+        let client_ws = f.s.flags & flags::CLIENT_WSCALE != 0;
+        let scales = client_ws.then(|| (synproxy::backend_wscale(f.s.flags), synproxy::WSCALE));
+        let b = frame.data_mut();
+        if synproxy::backend_to_client(b, r.at, f.s.seq_delta, f.s.ts_delta, scales).is_err() {
+            return drop(DropReason::SynproxyMalformed);
+        }
+    }
+    let rewritten = match frame.data_mut().get_mut(r.at..) {
+        Some(ip) => endpoint::rewrite(ip, End::Src, f.svc.vip, f.svc.port),
+        None => return drop(DropReason::NatReplyMalformed),
+    };
+    if rewritten.is_err() {
+        return drop(DropReason::NatReplyMalformed);
+    }
+    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client, service: f.service })
+}
+
+/// The tunnel (GRE's key is the VPC; IPIP is the physical network) and the reply in it:
+/// backend -> client, TCP or UDP, whole.
+fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
+    let outer = data.get(t.l2..t.l2 + t.total).ok_or(DropReason::Ipv4Truncated)?;
+    let (vpc, tunnel_len) = if t.proto == ipv4::PROTO_GRE {
+        let g = GrePacket::new_checked(&outer[t.ihl..]).map_err(|_| DropReason::TunnelMalformed)?;
+        if g.protocol() != ethernet::ETHERTYPE_IPV4 || !g.verify_checksum() {
+            return Err(DropReason::TunnelMalformed);
+        }
+        (g.key(), t.ihl + g.header_len())
+    } else {
+        (None, t.ihl)
+    };
+    let bad = DropReason::NatReplyMalformed;
+    let ip = Ipv4Packet::new_checked(&outer[tunnel_len..]).map_err(|_| bad)?;
+    if !ip.verify_checksum() || ip.is_fragment() {
+        return Err(bad);
+    }
+    let (bport, cport, flags) = match ip.protocol() {
+        ipv4::PROTO_TCP => {
+            TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
+        }
+        ipv4::PROTO_UDP => UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None)),
+        _ => return Err(bad),
+    }
+    .map_err(|_| bad)?;
+    Ok(Reply {
+        at: t.l2 + tunnel_len,
+        len: ip.total_len(),
+        vpc,
+        backend: ip.src(),
+        client: ip.dst(),
+        bport,
+        cport,
+        protocol: ip.protocol(),
+        flags,
+    })
+}
+
+/// The reply's session: one of the services this backend serves, keyed by the client. When
+/// two services share the backend, a client may have had a session with each from the same
+/// port (two VIPs, one backend: one 4-tuple at the backend, which holds one connection on
+/// it), so the newest session is the one the backend answers for; among equally new ones a
+/// live state beats a closing one.
+fn session_of<'a>(cx: &Ctx<'a>, r: &Reply) -> Option<Found<'a>> {
+    let snap = cx.snap;
+    let rank = |s: &Session| (s.created, !matches!(s.state, TcpState::Closing | TcpState::Closed));
+    let mut found: Option<Found<'a>> = None;
+    for &si in snap.nat_services(r.vpc, Addr::v4(r.backend), r.bport, r.protocol) {
+        let Some(svc) = snap.services.get(usize::from(si)) else { continue };
+        let key = SessionKey::flow(Addr::v4(r.client), r.cport, svc.id);
+        let hash = cx.sessions.hash(&key);
+        let Some((slot, s)) = cx.sessions.lookup(&key, hash) else { continue };
+        let owner = svc.backend_by_id(s.backend);
+        let serves = owner
+            .and_then(|i| svc.backends.get(usize::from(i)))
+            .is_some_and(|b| b.address == r.backend && b.port == r.bport);
+        if serves && found.as_ref().is_none_or(|f| rank(&s) > rank(&f.s)) {
+            found = Some(Found { service: si, svc, backend: owner.unwrap_or(0), key, hash, slot, s });
+        }
+    }
+    found
+}

@@ -1,0 +1,73 @@
+//! TCP segments the appliance reads and writes in a frame itself (the SYN proxy's
+//! handshakes): the parts it reads, and a whole segment without data written in place.
+
+use crate::io::Frame;
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
+use crate::wire::tcp_options::{self, TcpOptions};
+use crate::wire::{TcpPacket, TcpRepr, WireError};
+use std::net::Ipv4Addr;
+
+/// The parts of a TCP segment the proxy reads.
+#[derive(Debug, Clone)]
+pub struct SegView {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload_len: usize,
+    pub opts: TcpOptions,
+}
+
+/// Reads the TCP/IPv4 packet at `b[at..]` (its headers were checked by the first pass).
+pub fn read(b: &[u8], at: usize) -> Result<SegView, WireError> {
+    let ip = Ipv4Packet::new_checked(b.get(at..).ok_or(WireError::Truncated)?)?;
+    let t = TcpPacket::new_checked(ip.payload())?;
+    let opts = tcp_options::parse(t.options())?;
+    Ok(SegView {
+        seq: t.seq(),
+        ack: t.ack(),
+        flags: t.flags(),
+        window: t.window(),
+        payload_len: t.payload().len(),
+        opts,
+    })
+}
+
+/// Sizes the frame to `len` bytes (appending zeros or trimming the end).
+pub fn resize<F: Frame>(frame: &mut F, len: usize) -> bool {
+    let cur = frame.data().len();
+    if len >= cur {
+        frame.append(len - cur)
+    } else {
+        frame.trim(cur - len)
+    }
+}
+
+/// Writes a TCP/IPv4 segment without data at `frame[at..]`, making the frame end with it; its
+/// length.
+pub fn write<F: Frame>(
+    frame: &mut F,
+    at: usize,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    (tos, ident): (u8, u16),
+    t: &TcpRepr<'_>,
+) -> Option<usize> {
+    let len = ipv4::HEADER_LEN + t.header_len();
+    if !resize(frame, at + len) {
+        return None;
+    }
+    let b = frame.data_mut();
+    let ip = Ipv4Repr {
+        src,
+        dst,
+        protocol: ipv4::PROTO_TCP,
+        payload_len: t.header_len(),
+        tos,
+        ident,
+        dont_frag: true,
+        ttl: DEFAULT_TTL,
+    };
+    ip.emit(&mut b[at..at + ipv4::HEADER_LEN]);
+    t.emit_v4(&mut b[at + ipv4::HEADER_LEN..at + len], src, dst);
+    Some(len)
+}
