@@ -1,37 +1,10 @@
 //! Per-worker counters. Each worker owns one `WorkerStats` (cache-line aligned, so workers
 //! never share a line) and is its only writer; the control thread reads and sums them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// A counter with one writer. `add` is a relaxed load and store, not a locked read-modify-write:
-/// correct because only the owning worker writes it; readers may see a slightly old value.
-#[derive(Debug, Default)]
-#[repr(transparent)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline(always)]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    #[inline(always)]
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-
-    /// Overwrites the value (its one writer only).
-    #[inline]
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
-    }
-
-    /// An atomic add, for counters that several threads write (rare paths only).
-    #[inline]
-    pub fn fetch_add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-}
+/// Where the packet path (`pipeline`) has always found it.
+pub use crate::counter::Counter;
+use crate::counter::{counters, MAX_BACKEND_IDS, MAX_SERVICE_IDS};
+use crate::limit::LIMIT_STRIDE;
 
 macro_rules! drop_reasons {
     ($( $(#[doc = $doc:literal])* $name:ident = $label:literal, )*) => {
@@ -214,8 +187,8 @@ impl Default for WorkerStats {
             unreachables_sent: Counter::default(),
             synproxy: SynProxyCounters::default(),
             per_service: traffic(MAX_SERVICE_IDS),
-            per_backend: traffic(crate::session::MAX_BACKEND_IDS),
-            limits: counters(MAX_SERVICE_IDS * crate::limit::LIMIT_STRIDE),
+            per_backend: traffic(MAX_BACKEND_IDS),
+            limits: counters(MAX_SERVICE_IDS * LIMIT_STRIDE),
             polls: Counter::default(),
             busy_polls: Counter::default(),
             busy_ns: Counter::default(),
@@ -232,18 +205,6 @@ pub struct SynProxyCounters {
     pub backend_failures: Counter,
     pub held: Counter,
     pub backend_resets: Counter,
-}
-
-/// Service ids are below this (they are u16).
-pub const MAX_SERVICE_IDS: usize = 1 << 16;
-
-/// `n` counters at zero, from a zeroed allocation: large arrays (per service and backend id)
-/// cost no time to make and no memory until touched.
-pub fn counters(n: usize) -> Box<[Counter]> {
-    let c = Box::<[Counter]>::new_zeroed_slice(n);
-    // SAFETY: Counter is a transparent AtomicU64, which has the layout of u64 and for which
-    // all-zero bytes are the valid value 0.
-    unsafe { c.assume_init() }
 }
 
 /// Packets and bytes toward one service or backend: side by side, one line to touch.
