@@ -11,18 +11,20 @@
 //! [`serve`] answers `GET /metrics` on a TCP address with the text exposition format, each
 //! connection on its own thread within [`LIMITS`] (see `serving`).
 //!
-//! Adding a family: declare it in the `families!` list below (constant, type, name, label
-//! names, help), then emit it from `collect`. Per-service and per-backend families take one
-//! line each through `per_service` and `per_backend`, which label a sample with the service's
-//! name and the backend's address (DSR) or `address:port` (NAT) from the current snapshot.
-//! For example, once `WorkerStats` counts packets per service id:
+//! Adding a worker counter is one line in one of `sluice_dataplane::stats`'s tables (its
+//! field, family name and help): the worker stats, the totals, `--print-stats` and the family
+//! here all come from it, as the NICs' counters come from `NIC_FAMILIES`. Adding another
+//! family: declare it in the `families!` list below (constant, type, name, label names, help),
+//! then emit it from `collect`. Per-service and per-backend families take one line each
+//! through `per_service` and `per_backend`, which label a sample with the service's name and
+//! the backend's address (DSR) or `address:port` (NAT) from the current snapshot. For example,
+//! a gauge of the backends' weights:
 //!
 //! ```ignore
-//! let packets = |id: u16| self.source.stats.iter().map(|w| w.per_service[usize::from(id)].packets.get()).sum::<u64>();
-//! self.per_service(snap, &SERVICE_PACKETS, |s| Some(packets(s.id) as f64)).push_to(out);
+//! self.per_backend(&backends, &BACKEND_WEIGHT, |_, b| Some(f64::from(b.weight))).push_to(out);
 //! ```
 
-use crate::report::Totals;
+use crate::report::{self, Totals};
 use crate::serving::{self, Endpoint, Input, Limits, Refusal, Refusals};
 use arc_swap::ArcSwap;
 use log::{debug, warn};
@@ -31,7 +33,10 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder, TEXT_FORMAT};
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::{Backend, Service, Snapshot};
-use sluice_dataplane::stats::{DropReason, WorkerStats, MAX_PORTS};
+use sluice_dataplane::stats::{
+    DropReason, Metric, PortCounters, PortMetric, SynProxyCounters, Traffic, TrafficMetric, WorkerStats,
+    MAX_PORTS,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -166,7 +171,7 @@ enum Kind {
 }
 
 /// A metric family's name, type, label names and help.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Def {
     name: &'static str,
     kind: Kind,
@@ -174,95 +179,32 @@ struct Def {
     help: &'static str,
 }
 
+impl Def {
+    /// A family declared in one of the counter tables (`stats.rs`, `report.rs`).
+    const fn counter(m: Metric, labels: &'static [&'static str]) -> Def {
+        Def { name: m.name, kind: Kind::Counter, labels, help: m.help }
+    }
+
+    const fn gauge(m: Metric, labels: &'static [&'static str]) -> Def {
+        Def { kind: Kind::Gauge, ..Def::counter(m, labels) }
+    }
+}
+
 macro_rules! families {
     ($( $id:ident: $kind:ident $name:literal [$($label:literal),*] $help:literal; )*) => {
         $( const $id: Def = Def { name: $name, kind: Kind::$kind, labels: &[$($label),*], help: $help }; )*
-        /// Every family the collector may emit.
+        /// The families declared here (the rest come from the counter tables: [`families`]).
         const FAMILIES: &[&Def] = &[$(&$id),*];
     };
 }
 
 families! {
-    PORT_RX_PACKETS: Counter "sluice_port_rx_packets_total" ["port"]
-        "Packets the workers received on the port.";
-    PORT_RX_BYTES: Counter "sluice_port_rx_bytes_total" ["port"]
-        "Bytes the workers received on the port.";
-    PORT_TX_PACKETS: Counter "sluice_port_tx_packets_total" ["port"]
-        "Packets the driver accepted for sending on the port.";
-    PORT_TX_BYTES: Counter "sluice_port_tx_bytes_total" ["port"]
-        "Bytes the driver accepted for sending on the port.";
-    QUEUE_RX_PACKETS: Counter "sluice_queue_rx_packets_total" ["port", "queue"]
-        "Packets received on the port's queue (worker N serves queue N of every port).";
-    QUEUE_RX_BYTES: Counter "sluice_queue_rx_bytes_total" ["port", "queue"]
-        "Bytes received on the port's queue.";
-    QUEUE_TX_PACKETS: Counter "sluice_queue_tx_packets_total" ["port", "queue"]
-        "Packets the driver accepted on the port's queue.";
-    QUEUE_TX_BYTES: Counter "sluice_queue_tx_bytes_total" ["port", "queue"]
-        "Bytes the driver accepted on the port's queue.";
-    NIC_RX_PACKETS: Counter "sluice_nic_rx_packets_total" ["port"]
-        "Packets the NIC received (rte_eth_stats ipackets).";
-    NIC_RX_BYTES: Counter "sluice_nic_rx_bytes_total" ["port"]
-        "Bytes the NIC received (ibytes; some virtual drivers do not count bytes).";
-    NIC_TX_PACKETS: Counter "sluice_nic_tx_packets_total" ["port"]
-        "Packets the NIC sent (opackets).";
-    NIC_TX_BYTES: Counter "sluice_nic_tx_bytes_total" ["port"]
-        "Bytes the NIC sent (obytes).";
-    NIC_RX_MISSED: Counter "sluice_nic_rx_missed_packets_total" ["port"]
-        "Packets the NIC dropped because its RX ring was full (imissed).";
-    NIC_RX_ERRORS: Counter "sluice_nic_rx_errors_total" ["port"]
-        "Erroneous packets the NIC received (ierrors).";
-    NIC_TX_ERRORS: Counter "sluice_nic_tx_errors_total" ["port"]
-        "Packets the NIC failed to send (oerrors).";
-    NIC_RX_NO_MBUF: Counter "sluice_nic_rx_mbuf_allocation_failures_total" ["port"]
-        "RX buffer allocation failures (rx_nombuf).";
-    TUNNELED: Counter "sluice_tunneled_packets_total" []
-        "Packets encapsulated toward a backend.";
-    NAT_REPLIES: Counter "sluice_nat_replies_total" []
-        "NAT replies from backends translated and sent toward clients.";
-    ARP_REPLIES: Counter "sluice_arp_replies_total" []
-        "ARP requests answered for VIPs and port addresses.";
-    ARP_REQUESTS: Counter "sluice_arp_requests_total" []
-        "ARP requests sent to resolve next hops.";
-    ICMP_ECHO_REPLIES: Counter "sluice_icmp_echo_replies_total" []
-        "ICMP echo requests answered for VIPs and port addresses.";
-    NEIGHBORS_LEARNED: Counter "sluice_neighbors_learned_total" []
-        "Next-hop MAC addresses learned or changed from ARP.";
-    DROPS: Counter "sluice_drops_total" ["reason"]
-        "Packets dropped, by reason.";
-    SESSIONS: Gauge "sluice_sessions" []
-        "Live sessions at the control thread's last full sweep of the session table.";
     SESSION_CAPACITY: Gauge "sluice_session_capacity" []
         "Sessions the table is sized for; new flows go without a session beyond it.";
     SESSION_SLOTS: Gauge "sluice_session_slots" []
         "Slots in the session table (a power of two, at least twice the capacity).";
     SESSION_TABLE_FULL: Gauge "sluice_session_table_full" []
         "1 while the table is full and new flows are forwarded without a session.";
-    SESSIONS_CREATED: Counter "sluice_sessions_created_total" []
-        "Sessions created.";
-    SESSION_HITS: Counter "sluice_session_hits_total" []
-        "Packets that found their session.";
-    SESSIONS_FALLBACK: Counter "sluice_sessions_fallback_total" []
-        "New flows forwarded without a session because the table was full.";
-    SESSIONS_REMAPPED: Counter "sluice_sessions_remapped_total" []
-        "Sessions moved off a backend that left the config.";
-    SESSIONS_EXPIRED: Counter "sluice_sessions_expired_total" []
-        "Sessions the sweep removed as idle.";
-    RESETS_SENT: Counter "sluice_resets_sent_total" []
-        "TCP resets sent for sessions whose backend left the config.";
-    UNREACHABLES_SENT: Counter "sluice_unreachables_sent_total" []
-        "ICMP unreachables sent for new flows no backend could take.";
-    SYNPROXY_COOKIES: Counter "sluice_synproxy_cookies_sent_total" []
-        "SYN proxy: SYN-ACKs with a cookie sent (no state kept).";
-    SYNPROXY_ACKS_VALID: Counter "sluice_synproxy_acks_valid_total" []
-        "SYN proxy: ACKs with a valid cookie (invalid ones: drops, reasons syn_cookie_invalid and syn_cookie_stale).";
-    SYNPROXY_HANDSHAKES: Counter "sluice_synproxy_handshakes_total" []
-        "SYN proxy: backend handshakes completed (connections handed to a backend).";
-    SYNPROXY_BACKEND_FAILURES: Counter "sluice_synproxy_backend_failures_total" []
-        "SYN proxy: backends that refused (RST) or could not be chosen or kept for a client with a valid cookie.";
-    SYNPROXY_HELD: Counter "sluice_synproxy_held_total" []
-        "SYN proxy: client segments held until the backend's handshake completed.";
-    SYNPROXY_BACKEND_RESETS: Counter "sluice_synproxy_backend_resets_total" []
-        "SYN proxy: backends that answered the SYN for an older connection on the 4-tuple (TIME_WAIT), reset so the SYN can go again.";
     WORKER_POLLS: Counter "sluice_worker_polls_total" ["worker"]
         "Iterations of the worker's poll loop.";
     WORKER_BUSY_POLLS: Counter "sluice_worker_busy_polls_total" ["worker"]
@@ -277,16 +219,8 @@ families! {
         "The backend's weight in the config in effect (0: drained or disabled).";
     BACKEND_HEALTHY: Gauge "sluice_backend_healthy" ["service", "backend"]
         "1 if the backend passes its health checks, 0 if not.";
-    SERVICE_PACKETS: Counter "sluice_service_packets_total" ["service"]
-        "Packets sent toward the service's backends.";
-    SERVICE_BYTES: Counter "sluice_service_bytes_total" ["service"]
-        "Bytes sent toward the service's backends, tunnel headers included.";
     SERVICE_NEW_SESSIONS: Counter "sluice_service_sessions_created_total" ["service"]
         "Sessions made for the service's current backends.";
-    BACKEND_PACKETS: Counter "sluice_backend_packets_total" ["service", "backend"]
-        "Packets sent toward the backend.";
-    BACKEND_BYTES: Counter "sluice_backend_bytes_total" ["service", "backend"]
-        "Bytes sent toward the backend, tunnel headers included.";
     BACKEND_NEW_SESSIONS: Counter "sluice_backend_sessions_created_total" ["service", "backend"]
         "Sessions made for the backend.";
     SERVICE_LIMIT: Gauge "sluice_service_limit" ["service", "limit", "when"]
@@ -335,15 +269,90 @@ families! {
         "Always 1; the labels say which build of sluiced runs.";
 }
 
+/// Reads one counter of a NIC's `rte_eth_stats`.
+type NicField = fn(&dpdk_sys::PortStats) -> u64;
+
+/// The NICs' own counters (`rte_eth_stats`), label `port`: each family with the field it reads.
+const NIC_FAMILIES: [(Def, NicField); 8] = {
+    const fn nic(name: &'static str, help: &'static str) -> Def {
+        Def::counter(Metric { name, help }, &["port"])
+    }
+    [
+        (nic("sluice_nic_rx_packets_total", "Packets the NIC received (rte_eth_stats ipackets)."), |s| {
+            s.ipackets
+        }),
+        (
+            nic(
+                "sluice_nic_rx_bytes_total",
+                "Bytes the NIC received (ibytes; some virtual drivers do not count bytes).",
+            ),
+            |s| s.ibytes,
+        ),
+        (nic("sluice_nic_tx_packets_total", "Packets the NIC sent (opackets)."), |s| s.opackets),
+        (nic("sluice_nic_tx_bytes_total", "Bytes the NIC sent (obytes)."), |s| s.obytes),
+        (
+            nic(
+                "sluice_nic_rx_missed_packets_total",
+                "Packets the NIC dropped because its RX ring was full (imissed).",
+            ),
+            |s| s.imissed,
+        ),
+        (nic("sluice_nic_rx_errors_total", "Erroneous packets the NIC received (ierrors)."), |s| s.ierrors),
+        (nic("sluice_nic_tx_errors_total", "Packets the NIC failed to send (oerrors)."), |s| s.oerrors),
+        (
+            nic("sluice_nic_rx_mbuf_allocation_failures_total", "RX buffer allocation failures (rx_nombuf)."),
+            |s| s.rx_nombuf,
+        ),
+    ]
+};
+
+/// Families from the counter tables elsewhere: the workers' (`stats.rs`: ports and queues,
+/// events, drops, SYN proxy, traffic per service and backend) and the sweep's (`report.rs`).
+const DROPS: Def = Def::counter(DropReason::METRIC, &["reason"]);
+const SESSIONS: Def = Def::gauge(report::SESSIONS_LIVE, &[]);
+const SESSIONS_EXPIRED: Def = Def::counter(report::SESSIONS_EXPIRED, &[]);
+
+fn port_family(m: &PortMetric) -> Def {
+    Def::counter(m.port, &["port"])
+}
+
+fn queue_family(m: &PortMetric) -> Def {
+    Def::counter(m.queue, &["port", "queue"])
+}
+
+/// An event or SYN proxy counter, summed over the workers.
+fn event_family(m: &Metric) -> Def {
+    Def::counter(*m, &[])
+}
+
+fn service_family(m: &TrafficMetric) -> Def {
+    Def::counter(m.service, &["service"])
+}
+
+fn backend_family(m: &TrafficMetric) -> Def {
+    Def::counter(m.backend, &["service", "backend"])
+}
+
+/// Every family the collector may emit.
+fn families() -> Vec<Def> {
+    let mut v: Vec<Def> = FAMILIES.iter().map(|d| **d).collect();
+    v.extend(NIC_FAMILIES.iter().map(|(d, _)| *d));
+    v.extend([DROPS, SESSIONS, SESSIONS_EXPIRED]);
+    v.extend(PortCounters::METRICS.iter().flat_map(|m| [port_family(m), queue_family(m)]));
+    v.extend(WorkerStats::METRICS.iter().chain(SynProxyCounters::METRICS).map(event_family));
+    v.extend(Traffic::METRICS.iter().flat_map(|m| [service_family(m), backend_family(m)]));
+    v
+}
+
 /// The samples of one family, built at scrape time.
 struct Family {
-    def: &'static Def,
+    def: Def,
     metrics: Vec<proto::Metric>,
 }
 
 impl Family {
-    fn new(def: &'static Def) -> Family {
-        Family { def, metrics: Vec::new() }
+    fn new(def: &Def) -> Family {
+        Family { def: *def, metrics: Vec::new() }
     }
 
     /// A sample; `labels` are the values of the family's label names, in order.
@@ -395,7 +404,7 @@ impl Family {
 }
 
 /// A family with one unlabelled sample.
-fn single(def: &'static Def, value: f64, out: &mut Vec<MetricFamily>) {
+fn single(def: &Def, value: f64, out: &mut Vec<MetricFamily>) {
     let mut f = Family::new(def);
     f.add(&[], value);
     f.push_to(out);
@@ -441,7 +450,7 @@ pub struct SluiceCollector {
 
 impl SluiceCollector {
     pub fn new(source: MetricsSource) -> prometheus::Result<SluiceCollector> {
-        let descs = FAMILIES
+        let descs = families()
             .iter()
             .map(|d| {
                 Desc::new(
@@ -460,36 +469,30 @@ impl SluiceCollector {
     }
 
     fn ports(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
-        let mut rx_p = Family::new(&PORT_RX_PACKETS);
-        let mut rx_b = Family::new(&PORT_RX_BYTES);
-        let mut tx_p = Family::new(&PORT_TX_PACKETS);
-        let mut tx_b = Family::new(&PORT_TX_BYTES);
+        let mut fams: Vec<Family> =
+            PortCounters::METRICS.iter().map(|m| Family::new(&port_family(m))).collect();
         for (p, name) in t.ports.iter().zip(&self.source.port_names) {
-            rx_p.add(&[name], p.rx_packets as f64);
-            rx_b.add(&[name], p.rx_bytes as f64);
-            tx_p.add(&[name], p.tx_packets as f64);
-            tx_b.add(&[name], p.tx_bytes as f64);
+            for (f, (_, n)) in fams.iter_mut().zip(p.each()) {
+                f.add(&[name], n as f64);
+            }
         }
-        for f in [rx_p, rx_b, tx_p, tx_b] {
+        for f in fams {
             f.push_to(out);
         }
     }
 
     fn queues(&self, out: &mut Vec<MetricFamily>) {
-        let mut rx_p = Family::new(&QUEUE_RX_PACKETS);
-        let mut rx_b = Family::new(&QUEUE_RX_BYTES);
-        let mut tx_p = Family::new(&QUEUE_TX_PACKETS);
-        let mut tx_b = Family::new(&QUEUE_TX_BYTES);
+        let mut fams: Vec<Family> =
+            PortCounters::METRICS.iter().map(|m| Family::new(&queue_family(m))).collect();
         for (q, w) in self.source.stats.iter().enumerate() {
             let queue = q.to_string();
             for (pc, name) in w.ports.iter().zip(&self.source.port_names[..self.n_ports()]) {
-                rx_p.add(&[name, &queue], pc.rx_packets.get() as f64);
-                rx_b.add(&[name, &queue], pc.rx_bytes.get() as f64);
-                tx_p.add(&[name, &queue], pc.tx_packets.get() as f64);
-                tx_b.add(&[name, &queue], pc.tx_bytes.get() as f64);
+                for (f, c) in fams.iter_mut().zip(pc.counters()) {
+                    f.add(&[name, &queue], c.get() as f64);
+                }
             }
         }
-        for f in [rx_p, rx_b, tx_p, tx_b] {
+        for f in fams {
             f.push_to(out);
         }
     }
@@ -497,18 +500,7 @@ impl SluiceCollector {
     fn nics(&self, out: &mut Vec<MetricFamily>) {
         let Some(read) = &self.source.nic_stats else { return };
         let stats = read();
-        type Get = fn(&dpdk_sys::PortStats) -> u64;
-        let fields: [(&'static Def, Get); 8] = [
-            (&NIC_RX_PACKETS, |s| s.ipackets),
-            (&NIC_RX_BYTES, |s| s.ibytes),
-            (&NIC_TX_PACKETS, |s| s.opackets),
-            (&NIC_TX_BYTES, |s| s.obytes),
-            (&NIC_RX_MISSED, |s| s.imissed),
-            (&NIC_RX_ERRORS, |s| s.ierrors),
-            (&NIC_TX_ERRORS, |s| s.oerrors),
-            (&NIC_RX_NO_MBUF, |s| s.rx_nombuf),
-        ];
-        for (def, get) in fields {
+        for (def, get) in &NIC_FAMILIES {
             let mut f = Family::new(def);
             for (s, name) in stats.iter().zip(&self.source.port_names) {
                 f.add(&[name], get(s) as f64);
@@ -517,13 +509,11 @@ impl SluiceCollector {
         }
     }
 
-    fn packets(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
-        single(&TUNNELED, t.tunneled as f64, out);
-        single(&NAT_REPLIES, t.nat_replies as f64, out);
-        single(&ARP_REPLIES, t.arp_replies as f64, out);
-        single(&ARP_REQUESTS, t.arp_requests as f64, out);
-        single(&ICMP_ECHO_REPLIES, t.icmp_echo_replies as f64, out);
-        single(&NEIGHBORS_LEARNED, t.neighbors_learned as f64, out);
+    /// The event and SYN proxy counters, summed over the workers.
+    fn events(&self, t: &Totals, out: &mut Vec<MetricFamily>) {
+        for (m, n) in t.events.each().chain(t.synproxy.each()) {
+            single(&event_family(m), n as f64, out);
+        }
     }
 
     /// Every reason, 0 included: a series that appears only at its first drop makes
@@ -542,19 +532,7 @@ impl SluiceCollector {
         single(&SESSION_CAPACITY, table.capacity() as f64, out);
         single(&SESSION_SLOTS, table.slot_count() as f64, out);
         single(&SESSION_TABLE_FULL, flag(table.is_full()), out);
-        single(&SESSIONS_CREATED, t.sessions_created as f64, out);
-        single(&SESSION_HITS, t.session_hits as f64, out);
-        single(&SESSIONS_FALLBACK, t.sessions_fallback as f64, out);
-        single(&SESSIONS_REMAPPED, t.sessions_remapped as f64, out);
         single(&SESSIONS_EXPIRED, t.sessions_expired as f64, out);
-        single(&RESETS_SENT, t.resets_sent as f64, out);
-        single(&UNREACHABLES_SENT, t.unreachables_sent as f64, out);
-        single(&SYNPROXY_COOKIES, t.synproxy_cookies as f64, out);
-        single(&SYNPROXY_ACKS_VALID, t.synproxy_acks_valid as f64, out);
-        single(&SYNPROXY_HANDSHAKES, t.synproxy_handshakes as f64, out);
-        single(&SYNPROXY_BACKEND_FAILURES, t.synproxy_backend_failures as f64, out);
-        single(&SYNPROXY_HELD, t.synproxy_held as f64, out);
-        single(&SYNPROXY_BACKEND_RESETS, t.synproxy_backend_resets as f64, out);
     }
 
     /// Poll counters, and the busy ratio since the previous scrape (whoever made it: two
@@ -585,12 +563,7 @@ impl SluiceCollector {
     }
 
     /// One sample per service of the snapshot (`value` `None`: none for that service).
-    fn per_service(
-        &self,
-        snap: &Snapshot,
-        def: &'static Def,
-        value: impl Fn(&Service) -> Option<f64>,
-    ) -> Family {
+    fn per_service(&self, snap: &Snapshot, def: &Def, value: impl Fn(&Service) -> Option<f64>) -> Family {
         let mut f = Family::new(def);
         let mut seen = HashSet::new();
         for s in snap.services.iter().filter(|s| seen.insert(s.name.as_str())) {
@@ -605,7 +578,7 @@ impl SluiceCollector {
     fn per_backend(
         &self,
         backends: &[(&Service, &Backend, String)],
-        def: &'static Def,
+        def: &Def,
         value: impl Fn(&Service, &Backend) -> Option<f64>,
     ) -> Family {
         let mut f = Family::new(def);
@@ -625,27 +598,20 @@ impl SluiceCollector {
         let backends = labelled_backends(snap);
         let table = &self.source.sessions;
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.source.stats.iter().map(|w| f(w)).sum::<u64>();
-        use sluice_dataplane::stats::Traffic;
-        let at = |c: &[Traffic], i: usize, f: fn(&Traffic) -> u64| c.get(i).map_or(0, f);
-        type Read = fn(&Traffic) -> u64;
-        let (packets, bytes): (Read, Read) = (|t| t.packets.get(), |t| t.bytes.get());
-        let sid = |s: &Service| usize::from(s.id);
-        self.per_service(snap, &SERVICE_PACKETS, |s| {
-            Some(sum(&|w| at(&w.per_service, sid(s), packets)) as f64)
-        })
-        .push_to(out);
-        self.per_service(snap, &SERVICE_BYTES, |s| Some(sum(&|w| at(&w.per_service, sid(s), bytes)) as f64))
+        // Counter `k` of the table of traffic `i` (a service or backend id) in `c`.
+        let at = |c: &[Traffic], i: usize, k: usize| c.get(i).map_or(0, |t| t.counters()[k].get());
+        for (k, m) in Traffic::METRICS.iter().enumerate() {
+            self.per_service(snap, &service_family(m), |s| {
+                Some(sum(&|w| at(&w.per_service, usize::from(s.id), k)) as f64)
+            })
             .push_to(out);
+            self.per_backend(&backends, &backend_family(m), |_, b| {
+                Some(sum(&|w| at(&w.per_backend, b.id as usize, k)) as f64)
+            })
+            .push_to(out);
+        }
         self.per_service(snap, &SERVICE_NEW_SESSIONS, |s| {
             Some(s.backends.iter().map(|b| table.created(b.id)).sum::<u64>() as f64)
-        })
-        .push_to(out);
-        self.per_backend(&backends, &BACKEND_PACKETS, |_, b| {
-            Some(sum(&|w| at(&w.per_backend, b.id as usize, packets)) as f64)
-        })
-        .push_to(out);
-        self.per_backend(&backends, &BACKEND_BYTES, |_, b| {
-            Some(sum(&|w| at(&w.per_backend, b.id as usize, bytes)) as f64)
         })
         .push_to(out);
         self.per_backend(&backends, &BACKEND_NEW_SESSIONS, |_, b| Some(table.created(b.id) as f64))
@@ -781,11 +747,11 @@ impl Collector for SluiceCollector {
         t.sessions_live = src.sessions_live.load(Ordering::Relaxed);
         t.sessions_expired = src.sessions_expired.load(Ordering::Relaxed);
         let snap = src.snapshot.load();
-        let mut out = Vec::with_capacity(FAMILIES.len());
+        let mut out = Vec::new();
         self.ports(&t, &mut out);
         self.queues(&mut out);
         self.nics(&mut out);
-        self.packets(&t, &mut out);
+        self.events(&t, &mut out);
         self.drops(&t, &mut out);
         self.sessions(&t, &mut out);
         self.workers(&mut out);
@@ -1109,10 +1075,13 @@ mod tests {
         src.apply.record_refused();
         let c = SluiceCollector::new(src).expect("collector");
         let mfs = c.collect();
+        let families = families();
+        let names: HashSet<&str> = families.iter().map(|d| d.name).collect();
+        assert_eq!(names.len(), families.len(), "a family declared twice");
         let mut emitted = HashSet::new();
         for mf in &mfs {
             let def =
-                FAMILIES.iter().find(|d| d.name == mf.name()).unwrap_or_else(|| panic!("{}", mf.name()));
+                families.iter().find(|d| d.name == mf.name()).unwrap_or_else(|| panic!("{}", mf.name()));
             assert!(emitted.insert(mf.name()), "{} emitted twice", mf.name());
             let kind = if def.kind == Kind::Counter { MetricType::COUNTER } else { MetricType::GAUGE };
             assert_eq!(mf.get_field_type(), kind, "{}", def.name);
@@ -1123,9 +1092,9 @@ mod tests {
             }
         }
         // With every hook set and an apply recorded, every declared family shows up.
-        let missing: Vec<&str> = FAMILIES.iter().map(|d| d.name).filter(|n| !emitted.contains(n)).collect();
+        let missing: Vec<&str> = families.iter().map(|d| d.name).filter(|n| !emitted.contains(n)).collect();
         assert!(missing.is_empty(), "never emitted: {missing:?}");
-        assert_eq!(c.desc().len(), FAMILIES.len());
+        assert_eq!(c.desc().len(), families.len());
     }
 
     #[test]

@@ -1,42 +1,28 @@
 //! Sums the workers' counters (at read time, never on the packet path) and renders them.
 
-use sluice_dataplane::stats::{DropReason, WorkerStats};
+pub use sluice_dataplane::stats::PortTotals;
+use sluice_dataplane::stats::{DropReason, EventTotals, Metric, SynProxyTotals, WorkerStats};
 use std::fmt::Write;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortTotals {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-}
+/// The sweep's counters (the control thread's, not the workers'; see [`Totals`]).
+pub const SESSIONS_LIVE: Metric = Metric {
+    name: "sluice_sessions",
+    help: "Live sessions at the control thread's last full sweep of the session table.",
+};
+pub const SESSIONS_EXPIRED: Metric =
+    Metric { name: "sluice_sessions_expired_total", help: "Sessions the sweep removed as idle." };
 
+/// The workers' counters summed, each table's sums under its own name (`stats.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     pub ports: Vec<PortTotals>,
     pub drops: Vec<u64>,
-    pub tunneled: u64,
-    pub nat_replies: u64,
-    pub arp_replies: u64,
-    pub arp_requests: u64,
-    pub icmp_echo_replies: u64,
-    pub neighbors_learned: u64,
-    pub sessions_created: u64,
-    pub session_hits: u64,
-    pub sessions_fallback: u64,
-    pub sessions_remapped: u64,
-    pub resets_sent: u64,
-    pub unreachables_sent: u64,
+    /// The event counters: `events.tunneled`, `events.sessions_created`, ...
+    pub events: EventTotals,
     /// SYN proxy: cookies sent, valid ACKs, backend handshakes completed, backend failures,
-    /// segments held.
-    pub synproxy_cookies: u64,
-    pub synproxy_acks_valid: u64,
-    pub synproxy_handshakes: u64,
-    pub synproxy_backend_failures: u64,
-    pub synproxy_held: u64,
-    /// SYN proxy: backends reset because they answered for an older connection.
-    pub synproxy_backend_resets: u64,
+    /// segments held, backends reset.
+    pub synproxy: SynProxyTotals,
     /// From the control thread's sweep, not the workers: live sessions at the last full pass
     /// (or exact at exit), and sessions expired so far.
     pub sessions_live: u64,
@@ -54,32 +40,13 @@ impl Totals {
         };
         for w in workers {
             for (p, pc) in t.ports.iter_mut().zip(&w.ports) {
-                p.rx_packets += pc.rx_packets.get();
-                p.rx_bytes += pc.rx_bytes.get();
-                p.tx_packets += pc.tx_packets.get();
-                p.tx_bytes += pc.tx_bytes.get();
+                p.add(pc);
             }
             for (d, c) in t.drops.iter_mut().zip(&w.drops) {
                 *d += c.get();
             }
-            t.tunneled += w.tunneled.get();
-            t.nat_replies += w.nat_replies.get();
-            t.arp_replies += w.arp_replies.get();
-            t.arp_requests += w.arp_requests.get();
-            t.icmp_echo_replies += w.icmp_echo_replies.get();
-            t.neighbors_learned += w.neighbors_learned.get();
-            t.sessions_created += w.sessions_created.get();
-            t.session_hits += w.session_hits.get();
-            t.sessions_fallback += w.sessions_fallback.get();
-            t.sessions_remapped += w.sessions_remapped.get();
-            t.resets_sent += w.resets_sent.get();
-            t.unreachables_sent += w.unreachables_sent.get();
-            t.synproxy_cookies += w.synproxy.cookies_sent.get();
-            t.synproxy_acks_valid += w.synproxy.acks_valid.get();
-            t.synproxy_handshakes += w.synproxy.handshakes.get();
-            t.synproxy_backend_failures += w.synproxy.backend_failures.get();
-            t.synproxy_held += w.synproxy.held.get();
-            t.synproxy_backend_resets += w.synproxy.backend_resets.get();
+            t.events.add(w);
+            t.synproxy.add(&w.synproxy);
             t.polls += w.polls.get();
             t.busy_polls += w.busy_polls.get();
         }
@@ -96,10 +63,10 @@ impl Totals {
         let tx: u64 = self.ports.iter().map(|p| p.tx_packets).sum();
         let mut s = format!(
             "rx {rx} tx {tx} tunneled {} dropped {} sessions {} (+{} -{})",
-            self.tunneled,
+            self.events.tunneled,
             self.dropped(),
             self.sessions_live,
-            self.sessions_created,
+            self.events.sessions_created,
             self.sessions_expired
         );
         let mut top: Vec<(u64, &str)> = DropReason::ALL
@@ -129,7 +96,7 @@ impl Totals {
             "rx_pps={:.0} tx_pps={:.0} tunneled_pps={:.0} drop_pps={:.0} busy={:.1}%",
             rate(sum(self, |p| p.rx_packets), sum(earlier, |p| p.rx_packets)),
             rate(sum(self, |p| p.tx_packets), sum(earlier, |p| p.tx_packets)),
-            rate(self.tunneled, earlier.tunneled),
+            rate(self.events.tunneled, earlier.events.tunneled),
             rate(self.dropped(), earlier.dropped()),
             100.0 * self.busy_polls.saturating_sub(earlier.busy_polls) as f64 / polls as f64,
         )
@@ -139,33 +106,23 @@ impl Totals {
     pub fn render(&self, port_names: &[String]) -> String {
         let mut s = String::new();
         for (p, name) in self.ports.iter().zip(port_names) {
-            let _ = writeln!(s, "sluice_port_rx_packets_total{{port=\"{name}\"}} {}", p.rx_packets);
-            let _ = writeln!(s, "sluice_port_rx_bytes_total{{port=\"{name}\"}} {}", p.rx_bytes);
-            let _ = writeln!(s, "sluice_port_tx_packets_total{{port=\"{name}\"}} {}", p.tx_packets);
-            let _ = writeln!(s, "sluice_port_tx_bytes_total{{port=\"{name}\"}} {}", p.tx_bytes);
+            for (m, n) in p.each() {
+                let _ = writeln!(s, "{}{{port=\"{name}\"}} {n}", m.port.name);
+            }
         }
-        let _ = writeln!(s, "sluice_tunneled_packets_total {}", self.tunneled);
-        let _ = writeln!(s, "sluice_nat_replies_total {}", self.nat_replies);
-        let _ = writeln!(s, "sluice_arp_replies_total {}", self.arp_replies);
-        let _ = writeln!(s, "sluice_arp_requests_total {}", self.arp_requests);
-        let _ = writeln!(s, "sluice_icmp_echo_replies_total {}", self.icmp_echo_replies);
-        let _ = writeln!(s, "sluice_neighbors_learned_total {}", self.neighbors_learned);
-        let _ = writeln!(s, "sluice_sessions_created_total {}", self.sessions_created);
-        let _ = writeln!(s, "sluice_session_hits_total {}", self.session_hits);
-        let _ = writeln!(s, "sluice_sessions_fallback_total {}", self.sessions_fallback);
-        let _ = writeln!(s, "sluice_sessions_remapped_total {}", self.sessions_remapped);
-        let _ = writeln!(s, "sluice_resets_sent_total {}", self.resets_sent);
-        let _ = writeln!(s, "sluice_unreachables_sent_total {}", self.unreachables_sent);
-        let _ = writeln!(s, "sluice_synproxy_cookies_sent_total {}", self.synproxy_cookies);
-        let _ = writeln!(s, "sluice_synproxy_acks_valid_total {}", self.synproxy_acks_valid);
-        let _ = writeln!(s, "sluice_synproxy_handshakes_total {}", self.synproxy_handshakes);
-        let _ = writeln!(s, "sluice_synproxy_backend_failures_total {}", self.synproxy_backend_failures);
-        let _ = writeln!(s, "sluice_synproxy_held_total {}", self.synproxy_held);
-        let _ = writeln!(s, "sluice_synproxy_backend_resets_total {}", self.synproxy_backend_resets);
-        let _ = writeln!(s, "sluice_sessions_expired_total {}", self.sessions_expired);
-        let _ = writeln!(s, "sluice_sessions {}", self.sessions_live);
+        for (m, n) in self.events.each().chain(self.synproxy.each()) {
+            let _ = writeln!(s, "{} {n}", m.name);
+        }
+        let _ = writeln!(s, "{} {}", SESSIONS_EXPIRED.name, self.sessions_expired);
+        let _ = writeln!(s, "{} {}", SESSIONS_LIVE.name, self.sessions_live);
         for r in DropReason::ALL {
-            let _ = writeln!(s, "sluice_drops_total{{reason=\"{}\"}} {}", r.label(), self.drops[*r as usize]);
+            let _ = writeln!(
+                s,
+                "{}{{reason=\"{}\"}} {}",
+                DropReason::METRIC.name,
+                r.label(),
+                self.drops[*r as usize]
+            );
         }
         s
     }
@@ -174,6 +131,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_dataplane::stats::{PortCounters, SynProxyCounters};
 
     #[test]
     fn sums_across_workers() {
@@ -202,5 +160,31 @@ mod tests {
             t.rates_since(&earlier, std::time::Duration::from_millis(500)),
             "rx_pps=14 tx_pps=0 tunneled_pps=18 drop_pps=14 busy=0.0%"
         );
+    }
+
+    /// Every counter of every table gets its line, once, with its sum over the workers.
+    #[test]
+    fn renders_every_table_counter() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        for w in [&a, &b] {
+            for (i, c) in w.counters().into_iter().chain(w.synproxy.counters()).enumerate() {
+                c.add(100 + i as u64);
+            }
+            for (i, c) in w.ports[0].counters().into_iter().enumerate() {
+                c.add(10 + i as u64);
+            }
+        }
+        let text = Totals::sum(&[a, b], 1).render(&["ext".into()]);
+        for (i, m) in WorkerStats::METRICS.iter().chain(SynProxyCounters::METRICS).enumerate() {
+            let line = format!("{} {}\n", m.name, 2 * (100 + i));
+            assert_eq!(text.matches(&line).count(), 1, "{line}");
+        }
+        for (i, m) in PortCounters::METRICS.iter().enumerate() {
+            let line = format!("{}{{port=\"ext\"}} {}\n", m.port.name, 2 * (10 + i));
+            assert_eq!(text.matches(&line).count(), 1, "{line}");
+        }
+        let lines = 4 + WorkerStats::METRICS.len() + SynProxyCounters::METRICS.len() + 2 + DropReason::COUNT;
+        assert_eq!(text.lines().count(), lines);
     }
 }

@@ -5,6 +5,7 @@
 //! over byte buffers, tested, fuzzed and benchmarked without a NIC.
 
 pub mod cookie;
+pub mod counter;
 pub mod encap;
 pub mod flow;
 pub mod hash;

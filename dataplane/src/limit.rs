@@ -17,7 +17,7 @@ pub const BURST_NS: u64 = 50_000_000;
 
 const NS: i128 = 1_000_000_000;
 
-use crate::stats::{Counter, MAX_SERVICE_IDS};
+use crate::counter::{counters, Counter, MAX_SERVICE_IDS};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// The limits that are rates (indexes into a service's buckets and shares).
@@ -145,7 +145,7 @@ impl Isolation {
         Isolation {
             overloaded: AtomicBool::new(false),
             workers,
-            shares: crate::stats::counters(workers * MAX_SERVICE_IDS * RATES.len()),
+            shares: counters(workers * MAX_SERVICE_IDS * RATES.len()),
         }
     }
 

@@ -41,6 +41,7 @@
 //! configured capacity; at full capacity that is 128 to 256 bytes per session (16 M sessions:
 //! 2 GiB of slots and 4 MiB of bitmap).
 
+use crate::counter::{counters, Counter, MAX_SERVICE_IDS};
 use crate::flow::Addr;
 use crate::hash::mix64;
 use crate::prefetch::{prefetch, prefetch_index};
@@ -73,8 +74,8 @@ pub const MAX_PROBE: usize = 256;
 /// How many bitmap words (of 64 slots) ahead of itself the sweep prefetches slots in use.
 const SWEEP_AHEAD: usize = 4;
 
-/// Backend ids are below this (they index the per-backend connection counts).
-pub const MAX_BACKEND_IDS: usize = 1 << 16;
+/// Where the rest of the workspace has always found it (declared with the other id spaces).
+pub use crate::counter::MAX_BACKEND_IDS;
 
 const EMPTY: u64 = 0;
 const BUSY: u64 = 1;
@@ -597,7 +598,7 @@ pub struct SessionTable {
     /// when it is removed or moved off the backend.
     active: Box<[AtomicU32]>,
     /// Sessions made per backend id since start (metrics: new sessions per backend).
-    created: Box<[crate::stats::Counter]>,
+    created: Box<[Counter]>,
     /// Flow sessions per service id (the concurrent-sessions limit), kept as `active` is.
     per_service: Box<[AtomicU32]>,
 }
@@ -625,8 +626,8 @@ impl SessionTable {
             timeouts: TimeoutTicks::new(&timeouts),
             full: AtomicBool::new(false),
             active: zeroed_counts(MAX_BACKEND_IDS),
-            created: crate::stats::counters(MAX_BACKEND_IDS),
-            per_service: zeroed_counts(crate::stats::MAX_SERVICE_IDS),
+            created: counters(MAX_BACKEND_IDS),
+            per_service: zeroed_counts(MAX_SERVICE_IDS),
         }
     }
 
@@ -1518,7 +1519,7 @@ mod loom_tests {
             timeouts: TimeoutTicks::new(&Timeouts::default()),
             full: AtomicBool::new(false),
             active: (0..4).map(|_| AtomicU32::new(0)).collect(),
-            created: crate::stats::counters(4),
+            created: counters(4),
             per_service: (0..4).map(|_| AtomicU32::new(0)).collect(),
         }
     }

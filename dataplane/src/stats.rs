@@ -1,37 +1,10 @@
 //! Per-worker counters. Each worker owns one `WorkerStats` (cache-line aligned, so workers
 //! never share a line) and is its only writer; the control thread reads and sums them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// A counter with one writer. `add` is a relaxed load and store, not a locked read-modify-write:
-/// correct because only the owning worker writes it; readers may see a slightly old value.
-#[derive(Debug, Default)]
-#[repr(transparent)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline(always)]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    #[inline(always)]
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-
-    /// Overwrites the value (its one writer only).
-    #[inline]
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
-    }
-
-    /// An atomic add, for counters that several threads write (rare paths only).
-    #[inline]
-    pub fn fetch_add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-}
+/// Where the packet path (`pipeline`) has always found it.
+pub use crate::counter::Counter;
+use crate::counter::{counters, MAX_BACKEND_IDS, MAX_SERVICE_IDS};
+use crate::limit::LIMIT_STRIDE;
 
 macro_rules! drop_reasons {
     ($( $(#[doc = $doc:literal])* $name:ident = $label:literal, )*) => {
@@ -141,117 +114,247 @@ drop_reasons! {
     LimitSessions = "limit_sessions",
 }
 
-/// Per-port counters kept by each worker for the queue it owns.
-#[derive(Debug, Default)]
-pub struct PortCounters {
-    pub rx_packets: Counter,
-    pub rx_bytes: Counter,
-    pub tx_packets: Counter,
-    pub tx_bytes: Counter,
+impl DropReason {
+    /// The family of the drop counters, one series per reason (label `reason`).
+    pub const METRIC: Metric = metric("sluice_drops_total", "Packets dropped, by reason.");
+}
+
+/// A counter's Prometheus family: its name (also its line in `--print-stats` and `sluicectl
+/// counters`) and its help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+const fn metric(name: &'static str, help: &'static str) -> Metric {
+    Metric { name, help }
+}
+
+/// The families of a per-port counter: summed over the workers (label `port`) and per queue
+/// (labels `port`, `queue`; worker N serves queue N of every port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMetric {
+    pub port: Metric,
+    pub queue: Metric,
+}
+
+/// The families of a [`Traffic`] counter: per service (label `service`) and per backend
+/// (labels `service`, `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficMetric {
+    pub service: Metric,
+    pub backend: Metric,
+}
+
+/// Declares a struct of named [`Counter`]s from one table, each counter once with its
+/// description (a [`Metric`] or the like), and from it: the struct (with any fixed fields
+/// before and after the counters, declared in the given order, so its layout is as written),
+/// its `Default`, `METRICS` (the descriptions, in table order), `counters()` and `each()` (the
+/// counters, alone or with their descriptions), and a totals struct of `u64`s with the same
+/// field names that sums workers' structs (`add`) and lists its values (`each`).
+macro_rules! counter_table {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident / $totals:ident: $meta:ty {
+            $( $(#[doc = $hdoc:literal])* pub $head:ident: $hty:ty = $hinit:expr, )*
+            counters {
+                $( $(#[doc = $doc:literal])* $field:ident: $m:expr, )*
+            }
+            $( $(#[doc = $tdoc:literal])* pub $tail:ident: $tty:ty = $tinit:expr, )*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            $( $(#[doc = $hdoc])* pub $head: $hty, )*
+            $( $(#[doc = $doc])* pub $field: Counter, )*
+            $( $(#[doc = $tdoc])* pub $tail: $tty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $head: $hinit, )* $( $field: Counter::default(), )* $( $tail: $tinit, )* }
+            }
+        }
+
+        impl $name {
+            /// What each counter of the table is, in table order.
+            pub const METRICS: &'static [$meta] = &[$( $m, )*];
+
+            /// The table's counters, in its order.
+            pub fn counters(&self) -> [&Counter; [$(stringify!($field)),*].len()] {
+                [$( &self.$field, )*]
+            }
+
+            /// The table's counters with their descriptions, in its order.
+            pub fn each(&self) -> impl Iterator<Item = (&'static $meta, &Counter)> {
+                Self::METRICS.iter().zip(self.counters())
+            }
+        }
+
+        #[doc = concat!("The sums of [`", stringify!($name), "`]'s table over the workers.")]
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $totals {
+            $( $(#[doc = $doc])* pub $field: u64, )*
+        }
+
+        impl $totals {
+            /// Adds one worker's counters.
+            pub fn add(&mut self, c: &$name) {
+                $( self.$field += c.$field.get(); )*
+            }
+
+            /// The sums with their descriptions, in table order.
+            pub fn each(&self) -> impl Iterator<Item = (&'static $meta, u64)> {
+                $name::METRICS.iter().zip([$( self.$field, )*])
+            }
+        }
+    };
+}
+
+counter_table! {
+    /// Per-port counters kept by each worker for the queue it owns.
+    #[derive(Debug)]
+    pub struct PortCounters / PortTotals: PortMetric {
+        counters {
+            rx_packets: PortMetric {
+                port: metric("sluice_port_rx_packets_total", "Packets the workers received on the port."),
+                queue: metric(
+                    "sluice_queue_rx_packets_total",
+                    "Packets received on the port's queue (worker N serves queue N of every port).",
+                ),
+            },
+            rx_bytes: PortMetric {
+                port: metric("sluice_port_rx_bytes_total", "Bytes the workers received on the port."),
+                queue: metric("sluice_queue_rx_bytes_total", "Bytes received on the port's queue."),
+            },
+            tx_packets: PortMetric {
+                port: metric("sluice_port_tx_packets_total", "Packets the driver accepted for sending on the port."),
+                queue: metric("sluice_queue_tx_packets_total", "Packets the driver accepted on the port's queue."),
+            },
+            tx_bytes: PortMetric {
+                port: metric("sluice_port_tx_bytes_total", "Bytes the driver accepted for sending on the port."),
+                queue: metric("sluice_queue_tx_bytes_total", "Bytes the driver accepted on the port's queue."),
+            },
+        }
+    }
 }
 
 /// Most ports a worker polls.
 pub const MAX_PORTS: usize = 8;
 
-/// One worker's counters.
-#[repr(align(64))]
-#[derive(Debug)]
-pub struct WorkerStats {
-    pub ports: [PortCounters; MAX_PORTS],
-    pub drops: [Counter; DropReason::COUNT],
-    /// Packets sent into a tunnel toward a backend.
-    pub tunneled: Counter,
-    /// NAT replies from backends, reverse-translated and sent toward their clients.
-    pub nat_replies: Counter,
-    pub arp_replies: Counter,
-    pub arp_requests: Counter,
-    pub icmp_echo_replies: Counter,
-    pub neighbors_learned: Counter,
-    /// Sessions created, packets that found their session, new flows forwarded without a
-    /// session because the table was full, sessions moved off a removed backend, and TCP
-    /// resets sent for sessions whose backend was removed.
-    pub sessions_created: Counter,
-    pub session_hits: Counter,
-    pub sessions_fallback: Counter,
-    pub sessions_remapped: Counter,
-    pub resets_sent: Counter,
-    /// ICMP unreachables sent for new flows no backend could take (`icmp_unreachable`).
-    pub unreachables_sent: Counter,
-    /// SYN proxy: SYN-ACKs with cookies sent; ACKs with a valid cookie (invalid ones are
-    /// drops); backend handshakes completed; backends that refused (RST) or could not be
-    /// reached; client segments held until the backend answered.
-    pub synproxy: SynProxyCounters,
-    /// Packets and bytes (as sent, tunnel headers included) toward each service and backend,
-    /// indexed by their stable ids.
-    pub per_service: Box<[Traffic]>,
-    pub per_backend: Box<[Traffic]>,
-    /// Isolation, per service id: units offered per rate and drops per limit
-    /// (`limit::offered_index`, `limit::dropped_index`).
-    pub limits: Box<[Counter]>,
-    /// Loop iterations, and those that received at least one packet (the busy ratio).
-    pub polls: Counter,
-    pub busy_polls: Counter,
-    /// Nanoseconds spent in polls that received packets (the load the overload check reads).
-    pub busy_ns: Counter,
+counter_table! {
+    /// One worker's counters. The event counters (the table below) are its own; ports, drops,
+    /// the SYN proxy's and traffic per service and backend have tables of their own.
+    #[repr(align(64))]
+    #[derive(Debug)]
+    pub struct WorkerStats / EventTotals: Metric {
+        pub ports: [PortCounters; MAX_PORTS] = Default::default(),
+        pub drops: [Counter; DropReason::COUNT] = std::array::from_fn(|_| Counter::default()),
+        counters {
+            /// Packets sent into a tunnel toward a backend.
+            tunneled: metric("sluice_tunneled_packets_total", "Packets encapsulated toward a backend."),
+            /// NAT replies from backends, reverse-translated and sent toward their clients.
+            nat_replies: metric("sluice_nat_replies_total", "NAT replies from backends translated and sent toward clients."),
+            arp_replies: metric("sluice_arp_replies_total", "ARP requests answered for VIPs and port addresses."),
+            arp_requests: metric("sluice_arp_requests_total", "ARP requests sent to resolve next hops."),
+            icmp_echo_replies: metric(
+                "sluice_icmp_echo_replies_total",
+                "ICMP echo requests answered for VIPs and port addresses.",
+            ),
+            neighbors_learned: metric(
+                "sluice_neighbors_learned_total",
+                "Next-hop MAC addresses learned or changed from ARP.",
+            ),
+            sessions_created: metric("sluice_sessions_created_total", "Sessions created."),
+            session_hits: metric("sluice_session_hits_total", "Packets that found their session."),
+            sessions_fallback: metric(
+                "sluice_sessions_fallback_total",
+                "New flows forwarded without a session because the table was full.",
+            ),
+            sessions_remapped: metric(
+                "sluice_sessions_remapped_total",
+                "Sessions moved off a backend that left the config.",
+            ),
+            resets_sent: metric("sluice_resets_sent_total", "TCP resets sent for sessions whose backend left the config."),
+            /// ICMP unreachables sent for new flows no backend could take (`icmp_unreachable`).
+            unreachables_sent: metric(
+                "sluice_unreachables_sent_total",
+                "ICMP unreachables sent for new flows no backend could take.",
+            ),
+        }
+        /// SYN proxy: SYN-ACKs with cookies sent; ACKs with a valid cookie (invalid ones are
+        /// drops); backend handshakes completed; backends that refused (RST) or could not be
+        /// reached; client segments held until the backend answered.
+        pub synproxy: SynProxyCounters = SynProxyCounters::default(),
+        /// Packets and bytes (as sent, tunnel headers included) toward each service and backend,
+        /// indexed by their stable ids.
+        pub per_service: Box<[Traffic]> = traffic(MAX_SERVICE_IDS),
+        pub per_backend: Box<[Traffic]> = traffic(MAX_BACKEND_IDS),
+        /// Isolation, per service id: units offered per rate and drops per limit
+        /// (`limit::offered_index`, `limit::dropped_index`).
+        pub limits: Box<[Counter]> = counters(MAX_SERVICE_IDS * LIMIT_STRIDE),
+        /// Loop iterations, and those that received at least one packet (the busy ratio).
+        pub polls: Counter = Counter::default(),
+        pub busy_polls: Counter = Counter::default(),
+        /// Nanoseconds spent in polls that received packets (the load the overload check reads).
+        pub busy_ns: Counter = Counter::default(),
+    }
 }
 
-impl Default for WorkerStats {
-    fn default() -> Self {
-        WorkerStats {
-            ports: Default::default(),
-            drops: std::array::from_fn(|_| Counter::default()),
-            tunneled: Counter::default(),
-            nat_replies: Counter::default(),
-            arp_replies: Counter::default(),
-            arp_requests: Counter::default(),
-            icmp_echo_replies: Counter::default(),
-            neighbors_learned: Counter::default(),
-            sessions_created: Counter::default(),
-            session_hits: Counter::default(),
-            sessions_fallback: Counter::default(),
-            sessions_remapped: Counter::default(),
-            resets_sent: Counter::default(),
-            unreachables_sent: Counter::default(),
-            synproxy: SynProxyCounters::default(),
-            per_service: traffic(MAX_SERVICE_IDS),
-            per_backend: traffic(crate::session::MAX_BACKEND_IDS),
-            limits: counters(MAX_SERVICE_IDS * crate::limit::LIMIT_STRIDE),
-            polls: Counter::default(),
-            busy_polls: Counter::default(),
-            busy_ns: Counter::default(),
+counter_table! {
+    /// A worker's SYN proxy counters (see [`WorkerStats::synproxy`]).
+    #[derive(Debug)]
+    pub struct SynProxyCounters / SynProxyTotals: Metric {
+        counters {
+            cookies_sent: metric(
+                "sluice_synproxy_cookies_sent_total",
+                "SYN proxy: SYN-ACKs with a cookie sent (no state kept).",
+            ),
+            acks_valid: metric(
+                "sluice_synproxy_acks_valid_total",
+                "SYN proxy: ACKs with a valid cookie (invalid ones: drops, reasons syn_cookie_invalid and syn_cookie_stale).",
+            ),
+            handshakes: metric(
+                "sluice_synproxy_handshakes_total",
+                "SYN proxy: backend handshakes completed (connections handed to a backend).",
+            ),
+            backend_failures: metric(
+                "sluice_synproxy_backend_failures_total",
+                "SYN proxy: backends that refused (RST) or could not be chosen or kept for a client with a valid cookie.",
+            ),
+            held: metric(
+                "sluice_synproxy_held_total",
+                "SYN proxy: client segments held until the backend's handshake completed.",
+            ),
+            /// Backends reset because they answered for an older connection.
+            backend_resets: metric(
+                "sluice_synproxy_backend_resets_total",
+                "SYN proxy: backends that answered the SYN for an older connection on the 4-tuple (TIME_WAIT), reset so the SYN can go again.",
+            ),
         }
     }
 }
 
-/// A worker's SYN proxy counters (see [`WorkerStats::synproxy`]).
-#[derive(Debug, Default)]
-pub struct SynProxyCounters {
-    pub cookies_sent: Counter,
-    pub acks_valid: Counter,
-    pub handshakes: Counter,
-    pub backend_failures: Counter,
-    pub held: Counter,
-    pub backend_resets: Counter,
-}
-
-/// Service ids are below this (they are u16).
-pub const MAX_SERVICE_IDS: usize = 1 << 16;
-
-/// `n` counters at zero, from a zeroed allocation: large arrays (per service and backend id)
-/// cost no time to make and no memory until touched.
-pub fn counters(n: usize) -> Box<[Counter]> {
-    let c = Box::<[Counter]>::new_zeroed_slice(n);
-    // SAFETY: Counter is a transparent AtomicU64, which has the layout of u64 and for which
-    // all-zero bytes are the valid value 0.
-    unsafe { c.assume_init() }
-}
-
-/// Packets and bytes toward one service or backend: side by side, one line to touch.
-#[derive(Debug, Default)]
-#[repr(C)]
-pub struct Traffic {
-    pub packets: Counter,
-    pub bytes: Counter,
+counter_table! {
+    /// Packets and bytes toward one service or backend: side by side, one line to touch.
+    #[derive(Debug)]
+    #[repr(C)]
+    pub struct Traffic / TrafficTotals: TrafficMetric {
+        counters {
+            packets: TrafficMetric {
+                service: metric("sluice_service_packets_total", "Packets sent toward the service's backends."),
+                backend: metric("sluice_backend_packets_total", "Packets sent toward the backend."),
+            },
+            bytes: TrafficMetric {
+                service: metric(
+                    "sluice_service_bytes_total",
+                    "Bytes sent toward the service's backends, tunnel headers included.",
+                ),
+                backend: metric("sluice_backend_bytes_total", "Bytes sent toward the backend, tunnel headers included."),
+            },
+        }
+    }
 }
 
 /// `n` [`Traffic`] pairs at zero, from a zeroed allocation.
@@ -308,5 +411,52 @@ mod tests {
         s.count_drop(DropReason::TxFull, 1);
         assert_eq!(s.dropped(DropReason::TxFull), 4);
         assert_eq!(s.dropped(DropReason::NoBackend), 0);
+    }
+
+    /// Every family name of every table: `sluice_` and snake_case, counters ending in
+    /// `_total`, each once.
+    #[test]
+    fn metric_names_are_unique_and_well_formed() {
+        let mut names: Vec<&str> = vec![DropReason::METRIC.name];
+        names.extend(PortCounters::METRICS.iter().flat_map(|m| [m.port.name, m.queue.name]));
+        names.extend(WorkerStats::METRICS.iter().chain(SynProxyCounters::METRICS).map(|m| m.name));
+        names.extend(Traffic::METRICS.iter().flat_map(|m| [m.service.name, m.backend.name]));
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            assert!(seen.insert(n), "duplicate {n}");
+            assert!(n.starts_with("sluice_") && n.ends_with("_total"), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+        }
+    }
+
+    /// A table's `counters()`, `each()` and totals follow its fields, in table order.
+    #[test]
+    fn tables_list_their_fields_in_order() {
+        let w = WorkerStats::default();
+        w.tunneled.add(1);
+        w.unreachables_sent.add(2);
+        w.synproxy.cookies_sent.add(3);
+        w.synproxy.backend_resets.add(4);
+        w.ports[0].rx_bytes.add(5);
+        assert_eq!(w.counters().len(), WorkerStats::METRICS.len());
+        let (first, last) = (w.each().next().unwrap(), w.each().last().unwrap());
+        assert_eq!((first.0.name, first.1.get()), ("sluice_tunneled_packets_total", 1));
+        assert_eq!((last.0.name, last.1.get()), ("sluice_unreachables_sent_total", 2));
+        let mut t = EventTotals::default();
+        t.add(&w);
+        t.add(&w);
+        assert_eq!((t.tunneled, t.unreachables_sent, t.arp_replies), (2, 4, 0));
+        assert_eq!(t.each().map(|(_, n)| n).sum::<u64>(), 6);
+        let mut sp = SynProxyTotals::default();
+        sp.add(&w.synproxy);
+        let v: Vec<u64> = sp.each().map(|(_, n)| n).collect();
+        assert_eq!(v, [3, 0, 0, 0, 0, 4]);
+        let mut p = PortTotals::default();
+        p.add(&w.ports[0]);
+        assert_eq!(p.each().map(|(m, n)| (m.port.name, n)).nth(1), Some(("sluice_port_rx_bytes_total", 5)));
+        assert_eq!(w.ports[0].counters()[1].get(), 5);
+        let tr = Traffic::default();
+        tr.bytes.add(7);
+        assert_eq!(tr.counters().map(Counter::get), [0, 7]);
     }
 }
