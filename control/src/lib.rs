@@ -8,6 +8,7 @@ pub mod config;
 pub mod health;
 pub mod ids;
 pub mod isolation;
+pub mod labels;
 pub mod locate;
 pub mod metrics;
 pub mod peers;

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::health;
 use crate::ids::Registry;
 use crate::isolation::{Monitor, Rebalancer};
+use crate::labels::{backend_label, spec_label};
 use crate::metrics;
 use crate::peers::{self, ServiceIndex, Syncer};
 use crate::report::Totals;
@@ -17,7 +18,7 @@ use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::io::BURST;
 use sluice_dataplane::limit::Isolation;
 use sluice_dataplane::session::{tick, SessionTable};
-use sluice_dataplane::snapshot::{Forwarding, Snapshot};
+use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::synproxy::SynProxy;
 use sluice_dataplane::wire::Mac;
@@ -70,22 +71,6 @@ fn random_words() -> Result<[u64; 2], String> {
         u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
         u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
     ])
-}
-
-/// A backend's label in the admin API: its address for DSR, `address:port` for NAT.
-pub fn backend_label(forwarding: Forwarding, address: std::net::Ipv4Addr, port: u16) -> String {
-    match forwarding {
-        Forwarding::Dsr => address.to_string(),
-        Forwarding::Nat => format!("{address}:{port}"),
-    }
-}
-
-/// [`backend_label`] of a backend in the config (its port defaults to the service's).
-fn spec_label(
-    s: &sluice_dataplane::snapshot::ServiceSpec,
-    b: &sluice_dataplane::snapshot::BackendSpec,
-) -> String {
-    backend_label(s.forwarding, b.address, b.port.unwrap_or(s.port))
 }
 
 /// What the control thread keeps to change the running pipeline: the config it runs, how it
