@@ -5,31 +5,44 @@ use crate::admin::Response;
 use crate::config::Config;
 use crate::health;
 use crate::ids::Registry;
-use crate::labels::{backend_label, spec_label};
+use crate::labels::spec_label;
 use crate::metrics;
 use arc_swap::ArcSwap;
 use log::{info, warn};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::wire::Mac;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
+/// A checked backend's standing, with what its reports need: its service's `rise` and `fall`,
+/// and its names for the log.
+struct Checked {
+    state: health::State,
+    /// The last probe's result: "ok", why it failed, or "not checked yet".
+    last: String,
+    rise: u32,
+    fall: u32,
+    service: String,
+    label: String,
+}
+
 /// What the control thread keeps to change the running pipeline: the config it runs, how it
-/// turns into snapshots, and the operator's drains.
+/// turns into snapshots, and the operator's drains. Drains and health standings are keyed by
+/// the backends' stable ids ([`Registry`]); the admin API's names become ids in [`Control::drain`].
 pub(super) struct Control {
     pub(super) config: Config,
     pub(super) config_path: Option<PathBuf>,
     registry: Registry,
     pub(super) generation: u64,
     macs: Vec<Mac>,
-    /// (service name, backend label) given weight 0 by `drain`.
-    pub(super) drained: BTreeSet<(String, String)>,
-    /// Health: each checked backend's standing and last result; the probing threads.
-    pub(super) health: std::collections::BTreeMap<(String, String), (health::State, String)>,
+    /// Backends (by id) given weight 0 by `drain`.
+    drained: BTreeSet<u32>,
+    /// Health: each checked backend's standing (by id); the probing threads.
+    health: BTreeMap<u32, Checked>,
     health_stop: Arc<AtomicBool>,
     health_threads: Vec<thread::JoinHandle<()>>,
     health_tx: mpsc::Sender<health::Report>,
@@ -37,7 +50,7 @@ pub(super) struct Control {
     pub(super) last_apply: String,
     /// For the metrics endpoint: apply results, and each checked backend's standing by id.
     pub(super) apply_state: Arc<metrics::ApplyState>,
-    pub(super) health_by_id: Arc<std::sync::Mutex<std::collections::HashMap<u32, bool>>>,
+    pub(super) health_by_id: Arc<std::sync::Mutex<HashMap<u32, bool>>>,
     /// The apply being validated on its own thread, if any.
     applier: crate::apply::Applier,
 }
@@ -73,7 +86,8 @@ impl Control {
             applier: Default::default(),
         };
         control.apply_state.record_applied(1);
-        control.restart_checks();
+        let targets = control.check_targets();
+        control.restart_checks(targets);
         Ok((control, health_rx))
     }
 
@@ -94,30 +108,24 @@ impl Control {
     /// it. On error nothing changes.
     fn publish(&mut self, config: Config) -> Result<(), String> {
         let mut spec = config.snapshot_spec(self.generation + 1, Some(&self.macs));
-        for s in spec.services.iter_mut() {
-            let (forwarding, port) = (s.forwarding, s.port);
-            for b in s.backends.iter_mut() {
-                let key = (s.name.clone(), backend_label(forwarding, b.address, b.port.unwrap_or(port)));
-                if self.drained.contains(&key) {
-                    b.weight = 0;
-                }
-                if self.health.get(&key).is_some_and(|(h, _)| !h.up) {
-                    b.down = true;
-                }
+        self.registry.assign(&mut spec)?;
+        for b in spec.services.iter_mut().flat_map(|s| s.backends.iter_mut()) {
+            let Some(id) = b.id else { continue };
+            if self.drained.contains(&id) {
+                b.weight = 0;
+            }
+            if self.health.get(&id).is_some_and(|c| !c.state.up) {
+                b.down = true;
             }
         }
-        self.registry.assign(&mut spec)?;
         let snap =
             Snapshot::build(&spec, Some(&self.cell.load())).map_err(|e| format!("{}: {e}", config.file))?;
-        let mut by_id = std::collections::HashMap::new();
-        for s in &snap.services {
-            for b in &s.backends {
-                let key = (s.name.clone(), backend_label(s.forwarding, b.address, b.port));
-                if let Some((h, _)) = self.health.get(&key) {
-                    by_id.insert(b.id, h.up);
-                }
-            }
-        }
+        let by_id: HashMap<u32, bool> = snap
+            .services
+            .iter()
+            .flat_map(|s| &s.backends)
+            .filter_map(|b| Some((b.id, self.health.get(&b.id)?.state.up)))
+            .collect();
         self.cell.store(Arc::new(snap));
         self.generation += 1;
         self.apply_state.record_applied(self.generation);
@@ -128,72 +136,88 @@ impl Control {
                 .iter()
                 .map(|s| (&s.name, s.backends.len())));
         self.config = config;
-        if checks_changed || self.health_threads.is_empty() {
-            self.restart_checks();
+        let targets = self.check_targets();
+        // The same names and counts can be other backends (a VIP or an address changed).
+        let ids_changed = !targets.iter().map(|(t, _)| t.backend).eq(self.health.keys().copied());
+        if checks_changed || ids_changed || self.health_threads.is_empty() {
+            self.restart_checks(targets);
         }
         *self.health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = by_id;
         Ok(())
     }
 
-    /// (Re)starts the probing threads for the running config. Standings of backends that are
-    /// still checked carry over.
-    fn restart_checks(&mut self) {
-        self.stop_checks();
-        self.health_stop = Arc::new(AtomicBool::new(false));
+    /// What the running config checks: each backend to probe, with its service's name and its
+    /// label for the log; sorted by id.
+    fn check_targets(&self) -> Vec<(health::Target, (String, String))> {
         let mut targets = Vec::new();
         for (s, spec) in self.config.services.iter().zip(&self.config.health) {
             let Some(spec) = spec else { continue };
             for b in &s.backends {
+                let Some(backend) = self.registry.backend_id(s, b) else { continue };
                 let port = spec.port.or(b.port).unwrap_or(s.port);
-                let label = spec_label(s, b);
-                targets.push((
-                    s.name.clone(),
-                    label,
-                    std::net::SocketAddrV4::new(b.address, port),
-                    spec.clone(),
-                ));
+                let addr = std::net::SocketAddrV4::new(b.address, port);
+                let target = health::Target { backend, addr, spec: spec.clone() };
+                targets.push((target, (s.name.clone(), spec_label(s, b))));
             }
         }
-        let keep: BTreeSet<(String, String)> =
-            targets.iter().map(|(s, b, _, _)| (s.clone(), b.clone())).collect();
-        self.health.retain(|k, _| keep.contains(k));
-        for k in keep {
-            self.health.entry(k).or_insert((health::State::new(), "not checked yet".into()));
+        targets.sort_by_key(|(t, _)| t.backend);
+        targets
+    }
+
+    /// (Re)starts the probing threads for `targets` (the running config's). Standings of
+    /// backends that are still checked carry over.
+    fn restart_checks(&mut self, targets: Vec<(health::Target, (String, String))>) {
+        self.stop_checks();
+        self.health_stop = Arc::new(AtomicBool::new(false));
+        let keep: BTreeSet<u32> = targets.iter().map(|(t, _)| t.backend).collect();
+        self.health.retain(|id, _| keep.contains(id));
+        let mut probes = Vec::with_capacity(targets.len());
+        for (t, (service, label)) in targets {
+            let c = self.health.entry(t.backend).or_insert_with(|| Checked {
+                state: health::State::new(),
+                last: "not checked yet".into(),
+                rise: 0,
+                fall: 0,
+                service: String::new(),
+                label: String::new(),
+            });
+            (c.rise, c.fall, c.service, c.label) = (t.spec.rise, t.spec.fall, service, label);
+            probes.push(t);
         }
-        if !targets.is_empty() {
-            info!("health checks: {} backend(s)", targets.len());
+        if !probes.is_empty() {
+            info!("health checks: {} backend(s)", probes.len());
         }
-        self.health_threads = health::start(targets, self.health_tx.clone(), Arc::clone(&self.health_stop));
+        self.health_threads = health::start(probes, self.health_tx.clone(), Arc::clone(&self.health_stop));
     }
 
     /// One probe result: counts it, and when a backend's standing changes, publishes.
     pub(super) fn health_report(&mut self, r: health::Report) {
-        let key = (r.service.clone(), r.backend.clone());
-        let Some(spec) = self
-            .config
-            .services
-            .iter()
-            .position(|s| s.name == r.service)
-            .and_then(|i| self.config.health[i].clone())
-        else {
-            return;
-        };
-        let Some((state, last)) = self.health.get_mut(&key) else { return };
-        *last = match &r.result {
+        let Some(c) = self.health.get_mut(&r.backend) else { return };
+        c.last = match &r.result {
             Ok(()) => "ok".into(),
             Err(e) => e.clone(),
         };
-        if let Some(up) = state.observe(r.result.is_ok(), spec.rise, spec.fall) {
+        if let Some(up) = c.state.observe(r.result.is_ok(), c.rise, c.fall) {
             if up {
-                info!("health: {} {} is up", r.service, r.backend);
+                info!("health: {} {} is up", c.service, c.label);
             } else {
-                warn!("health: {} {} is down: {}", r.service, r.backend, last);
+                warn!("health: {} {} is down: {}", c.service, c.label, c.last);
             }
             let config = self.config.clone();
             if let Err(e) = self.publish(config) {
                 warn!("health: publishing the change failed: {e}");
             }
         }
+    }
+
+    /// Whether backend `id` is drained.
+    pub(super) fn is_drained(&self, id: u32) -> bool {
+        self.drained.contains(&id)
+    }
+
+    /// Backend `id`'s last probe result, if it is checked.
+    pub(super) fn last_check(&self, id: u32) -> Option<&str> {
+        self.health.get(&id).map(|c| c.last.as_str())
     }
 
     /// Starts validating `path` (`None`: the file the running config came from) against the
@@ -242,17 +266,25 @@ impl Control {
         }
     }
 
-    pub(super) fn drain(&mut self, service: &str, backend: &str, on: bool) -> Response {
+    /// A backend as the admin API names it (service name, backend label), as its id; the
+    /// refusal if there is none.
+    fn backend_id(&self, service: &str, backend: &str) -> Result<u32, String> {
+        let no_backend = || format!("service {service} has no backend {backend:?}");
         let svc = self.config.services.iter().find(|s| s.name == service);
         let Some(svc) = svc else {
-            return Response::Refused { text: format!("no service {service:?}") };
+            return Err(format!("no service {service:?}"));
         };
-        let exists = svc.backends.iter().any(|b| spec_label(svc, b) == backend);
-        if !exists {
-            return Response::Refused { text: format!("service {service} has no backend {backend:?}") };
-        }
-        let key = (service.to_string(), backend.to_string());
-        let changed = if on { self.drained.insert(key.clone()) } else { self.drained.remove(&key) };
+        let b = svc.backends.iter().find(|b| spec_label(svc, b) == backend).ok_or_else(no_backend)?;
+        self.registry.backend_id(svc, b).ok_or_else(no_backend)
+    }
+
+    /// `sluicectl drain` (`on`) and `sluicectl restore`.
+    pub(super) fn drain(&mut self, service: &str, backend: &str, on: bool) -> Response {
+        let id = match self.backend_id(service, backend) {
+            Ok(id) => id,
+            Err(text) => return Response::Refused { text },
+        };
+        let changed = if on { self.drained.insert(id) } else { self.drained.remove(&id) };
         if !changed {
             return Response::Ok {
                 text: format!("{service} {backend}: already {}", if on { "drained" } else { "in service" }),
@@ -269,9 +301,9 @@ impl Control {
             },
             Err(e) => {
                 if on {
-                    self.drained.remove(&key)
+                    self.drained.remove(&id)
                 } else {
-                    self.drained.insert(key)
+                    self.drained.insert(id)
                 };
                 Response::Refused { text: e }
             }

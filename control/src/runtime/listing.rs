@@ -52,10 +52,9 @@ pub(super) fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &
         }
         for b in &s.backends {
             let label = backend_label(s.forwarding, b.address, b.port);
-            let key = (s.name.clone(), label.clone());
             let state = if b.down {
                 "down"
-            } else if control.drained.contains(&key) {
+            } else if control.is_drained(b.id) {
                 "drained"
             } else if b.weight == 0 {
                 "weight-0"
@@ -63,9 +62,8 @@ pub(super) fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &
                 "up"
             };
             let check = control
-                .health
-                .get(&key)
-                .map_or_else(|| "unchecked".to_string(), |(_, last)| format!("check: {last}"));
+                .last_check(b.id)
+                .map_or_else(|| "unchecked".to_string(), |last| format!("check: {last}"));
             let _ = writeln!(
                 out,
                 "  backend {label} host {} weight {} {state} sessions {} {check}",
