@@ -6,16 +6,14 @@
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
 //!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
 //!                             the backend any appliance running FILE picks for that flow
+//!
+//! Built without the `dpdk` feature, sluiced checks and simulates but does not run.
 
 use clap::{Parser, Subcommand};
 use sluice_control::config::Config;
-use sluice_control::runtime::{run, RunOptions};
 use sluice_control::simulate;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "sluiced", version, about = "Sluice L4 gateway appliance")]
@@ -133,8 +131,25 @@ struct RunFlags {
     admin_group: Option<String>,
 }
 
-/// `sluiced --config FILE`: validates it, sets up signals, runs until SIGINT or SIGTERM.
+/// `sluiced --config FILE` without DPDK: the file is checked (its errors printed as `check`
+/// prints them), then the run refused.
+#[cfg(not(feature = "dpdk"))]
 fn run_config(path: PathBuf, flags: RunFlags) -> ExitCode {
+    let _ = (flags.stats_interval, flags.print_stats, flags.admin_socket, flags.admin_group);
+    if let Err(code) = load(&path) {
+        return code;
+    }
+    eprintln!("sluiced: this sluiced was built without DPDK; only check and which are available");
+    ExitCode::from(2)
+}
+
+/// `sluiced --config FILE`: validates it, sets up signals, runs until SIGINT or SIGTERM.
+#[cfg(feature = "dpdk")]
+fn run_config(path: PathBuf, flags: RunFlags) -> ExitCode {
+    use sluice_control::runtime::{run, RunOptions};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
     let config = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
