@@ -51,35 +51,11 @@ impl RunOptions {
     }
 }
 
-/// Two random words from the kernel (`/dev/urandom`): secrets such as cookie keys.
-fn random_words() -> Result<[u64; 2], String> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    let (lo, hi) = b.split_at(8);
-    Ok([
-        u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
-        u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
-    ])
-}
-
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
     pub totals: Totals,
     pub port_names: Vec<String>,
-}
-
-/// Pins the calling thread to one CPU. (Not via `core_affinity::get_core_ids`, which only
-/// lists the CPUs of the caller's current mask: after `rte_eal_init` that is one CPU.)
-fn pin(core: usize) -> Result<(), String> {
-    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        Ok(())
-    } else {
-        Err(format!("cannot pin to core {core}"))
-    }
 }
 
 /// Runs the appliance until `stop` becomes true.
@@ -98,8 +74,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
         config.services.len()
     );
     let names: Vec<String> = config.ports.iter().map(|p| p.spec.name.clone()).collect();
-    let (admin, admin_rx, admin_refusals) = endpoints::admin(opts);
-    let mut lp = ControlLoop::new(opts, control, admin_rx, (shared, chores, workers), names.clone());
+    let (admin, admin_rx, admin_refusals) = endpoints::admin(opts.admin_socket.as_deref(), opts.admin_group);
+    let mut lp =
+        ControlLoop::new(opts.stats_interval, control, admin_rx, (shared, chores, workers), names.clone());
     let (metrics, mut failed) = match config.metrics_listen {
         Some(listen) => {
             match endpoints::metrics(listen, |r| lp.metrics_source(&nic.ports, admin_refusals, r)) {

@@ -1,7 +1,6 @@
 //! Bring-up: the cores are there, DPDK's EAL starts, the control thread moves off the workers'
 //! cores, and the mempool and ports are configured and started.
 
-use super::pin;
 use crate::config::{Config, PortConfig as PortEntry};
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
 use log::{info, warn};
@@ -16,6 +15,16 @@ pub(super) struct Nic {
     pub(super) ports: Arc<Vec<Port>>,
     pub(super) pool: Mempool,
     pub(super) macs: Vec<Mac>,
+}
+
+/// Pins the calling thread to one CPU. (Not via `core_affinity::get_core_ids`, which only
+/// lists the CPUs of the caller's current mask: after `rte_eal_init` that is one CPU.)
+pub(super) fn pin(core: usize) -> Result<(), String> {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        Ok(())
+    } else {
+        Err(format!("cannot pin to core {core}"))
+    }
 }
 
 /// The CPUs this process may use, once every worker core is found among them.

@@ -4,9 +4,8 @@
 
 use super::control::Control;
 use super::listing::{list_services, list_sessions};
-use super::random_words;
 use super::sweeper::{Sweeper, SWEEP_SLICES};
-use super::workers::{Shared, Workers};
+use super::workers::{random_words, Shared, Workers};
 use crate::admin::{self, Pending, Request, Response};
 use crate::config::Config;
 use crate::health;
@@ -109,7 +108,7 @@ pub(super) struct ControlLoop {
 
 impl ControlLoop {
     pub(super) fn new(
-        opts: &super::RunOptions,
+        interval: Duration,
         (control, health_rx): (Control, Receiver<health::Report>),
         admin_rx: Receiver<Pending>,
         (shared, chores, workers): (Shared, Chores, Workers),
@@ -126,8 +125,8 @@ impl ControlLoop {
             workers,
             names,
             started,
-            interval: opts.stats_interval,
-            next_report: Instant::now() + opts.stats_interval,
+            interval,
+            next_report: Instant::now() + interval,
             last,
         }
     }

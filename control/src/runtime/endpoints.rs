@@ -1,12 +1,12 @@
 //! The local endpoints, each on its own thread: the admin API (a Unix socket whose requests
 //! the control loop answers) and the Prometheus endpoint.
 
-use super::RunOptions;
 use crate::admin::{self, Pending};
 use crate::metrics::{self, MetricsSource};
 use crate::serving::Refusals;
 use log::{info, warn};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -32,14 +32,17 @@ impl Endpoint {
     }
 }
 
-/// The admin API on `opts.admin_socket`, if given and if it can listen there (otherwise
-/// sluiced runs without it); its requests arrive on the receiver. The refusals are its
-/// connections' when it runs, for the metrics.
-pub(super) fn admin(opts: &RunOptions) -> (Endpoint, mpsc::Receiver<Pending>, Option<Arc<Refusals>>) {
+/// The admin API on `socket` (open to `group` too), if given and if it can listen there
+/// (otherwise sluiced runs without it); its requests arrive on the receiver. The refusals are
+/// its connections' when it runs, for the metrics.
+pub(super) fn admin(
+    socket: Option<&Path>,
+    group: Option<u32>,
+) -> (Endpoint, mpsc::Receiver<Pending>, Option<Arc<Refusals>>) {
     let mut endpoint = Endpoint::idle();
     let (admin_tx, admin_rx) = mpsc::channel::<Pending>();
-    let admin_options = admin::SocketOptions::new(opts.admin_group);
-    if let Some(path) = &opts.admin_socket {
+    let admin_options = admin::SocketOptions::new(group);
+    if let Some(path) = socket {
         match admin::serve(path, &admin_options, admin_tx, Arc::clone(&endpoint.stop)) {
             Ok(h) => {
                 info!("admin API on {}", path.display());

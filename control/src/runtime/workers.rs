@@ -1,7 +1,6 @@
 //! The pinned packet workers and what they share with the control thread.
 
-use super::bringup::Nic;
-use super::{pin, random_words};
+use super::bringup::{pin, Nic};
 use crate::config::Config;
 use arc_swap::ArcSwap;
 use dpdk_sys::Eal;
@@ -17,6 +16,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
+
+/// Two random words from the kernel (`/dev/urandom`): secrets such as cookie keys.
+pub(super) fn random_words() -> Result<[u64; 2], String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let (lo, hi) = b.split_at(8);
+    Ok([
+        u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+    ])
+}
 
 /// The state every worker shares with the others and the control thread.
 pub(super) struct Shared {
