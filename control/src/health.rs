@@ -126,24 +126,26 @@ impl Default for State {
     }
 }
 
-/// What a checker thread reports: which backend (service name, backend label), the result.
+/// A backend to probe: its stable id (see [`crate::ids`]), the address to probe, how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub backend: u32,
+    pub addr: SocketAddrV4,
+    pub spec: HealthSpec,
+}
+
+/// What a checker thread reports: which backend (by id), the result.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub service: String,
-    pub backend: String,
+    pub backend: u32,
     pub result: Result<(), String>,
 }
 
-/// Starts one probing thread per target; they stop when `stop` is set. Each target is
-/// (service name, backend label, address to probe, its spec).
-pub fn start(
-    targets: Vec<(String, String, SocketAddrV4, HealthSpec)>,
-    to_control: Sender<Report>,
-    stop: Arc<AtomicBool>,
-) -> Vec<JoinHandle<()>> {
+/// Starts one probing thread per target; they stop when `stop` is set.
+pub fn start(targets: Vec<Target>, to_control: Sender<Report>, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
     targets
         .into_iter()
-        .filter_map(|(service, backend, addr, spec)| {
+        .filter_map(|Target { backend, addr, spec }| {
             let tx = to_control.clone();
             let stop = Arc::clone(&stop);
             thread::Builder::new()
@@ -152,8 +154,7 @@ pub fn start(
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
                         let result = probe(addr, &spec.check, spec.timeout);
-                        let report = Report { service: service.clone(), backend: backend.clone(), result };
-                        if tx.send(report).is_err() {
+                        if tx.send(Report { backend, result }).is_err() {
                             return;
                         }
                         // Sleep out the interval in short steps, so a stop is quick.

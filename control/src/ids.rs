@@ -5,7 +5,7 @@
 //! backend's sessions to the newcomer.
 
 use sluice_dataplane::session::MAX_BACKEND_IDS;
-use sluice_dataplane::snapshot::{Protocol, SnapshotSpec};
+use sluice_dataplane::snapshot::{BackendSpec, Protocol, ServiceSpec, SnapshotSpec};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -17,11 +17,21 @@ pub struct Registry {
     next_backend: u32,
 }
 
+/// A service's identity: (VIP, port, protocol number).
+fn service_key(s: &ServiceSpec) -> (Ipv4Addr, u16, u8) {
+    (s.vip, s.port, if s.protocol == Protocol::Tcp { 6 } else { 17 })
+}
+
+/// A backend's identity within its service: (service id, address, NAT port or 0).
+fn backend_key(service: u16, b: &BackendSpec) -> (u16, Ipv4Addr, u16) {
+    (service, b.address, b.port.unwrap_or(0))
+}
+
 impl Registry {
     /// Gives every service and backend in `spec` its id, the one it had before if it existed.
     pub fn assign(&mut self, spec: &mut SnapshotSpec) -> Result<(), String> {
         for s in spec.services.iter_mut() {
-            let key = (s.vip, s.port, if s.protocol == Protocol::Tcp { 6 } else { 17 });
+            let key = service_key(s);
             let id = match self.services.get(&key) {
                 Some(&id) => id,
                 None => {
@@ -34,7 +44,8 @@ impl Registry {
             };
             s.id = Some(id);
             for b in s.backends.iter_mut() {
-                let id = match self.backends.get(&(id, b.address, b.port.unwrap_or(0))) {
+                let key = backend_key(id, b);
+                let id = match self.backends.get(&key) {
                     Some(&bid) => bid,
                     None => {
                         if self.next_backend as usize >= MAX_BACKEND_IDS {
@@ -42,7 +53,7 @@ impl Registry {
                         }
                         let bid = self.next_backend;
                         self.next_backend += 1;
-                        self.backends.insert((id, b.address, b.port.unwrap_or(0)), bid);
+                        self.backends.insert(key, bid);
                         bid
                     }
                 };
@@ -51,12 +62,18 @@ impl Registry {
         }
         Ok(())
     }
+
+    /// The id [`Registry::assign`] gave backend `b` of service `s` (as the config has them,
+    /// ids unset), if it gave one.
+    pub fn backend_id(&self, s: &ServiceSpec, b: &BackendSpec) -> Option<u32> {
+        let service = self.services.get(&service_key(s))?;
+        self.backends.get(&backend_key(*service, b)).copied()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_dataplane::snapshot::{BackendSpec, ServiceSpec};
 
     fn spec(services: Vec<(u16, Vec<u8>)>) -> SnapshotSpec {
         SnapshotSpec {
@@ -99,5 +116,23 @@ mod tests {
         let mut c = spec(vec![(80, vec![2])]);
         r.assign(&mut c).unwrap();
         assert_eq!(ids(&c), [(0, vec![1])]);
+    }
+
+    #[test]
+    fn backend_id_finds_what_assign_gave() {
+        let mut r = Registry::default();
+        let mut a = spec(vec![(80, vec![1, 2]), (81, vec![1])]);
+        let unassigned = a.clone();
+        assert_eq!(r.backend_id(&unassigned.services[0], &unassigned.services[0].backends[0]), None);
+        r.assign(&mut a).unwrap();
+        let ids: Vec<Option<u32>> = unassigned
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
+            .map(|(s, b)| r.backend_id(s, b))
+            .collect();
+        assert_eq!(ids, [Some(0), Some(1), Some(2)]);
+        let other = spec(vec![(443, vec![1])]);
+        assert_eq!(r.backend_id(&other.services[0], &other.services[0].backends[0]), None);
     }
 }

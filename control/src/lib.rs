@@ -1,5 +1,6 @@
 //! Sluice's control plane: the pipeline config, the runtime that starts ports and workers,
-//! and the counters it reports.
+//! and the counters it reports. The runtime and the metrics endpoint need DPDK (the `dpdk`
+//! feature, on by default); the config, the admin API and `sluiced which` do not.
 
 pub mod admin;
 pub mod apply;
@@ -8,11 +9,14 @@ pub mod config;
 pub mod health;
 pub mod ids;
 pub mod isolation;
+pub mod labels;
 pub mod locate;
+#[cfg(feature = "dpdk")]
 pub mod metrics;
 pub mod peers;
 pub mod readfile;
 pub mod report;
+#[cfg(feature = "dpdk")]
 pub mod runtime;
 pub mod serving;
 pub mod simulate;

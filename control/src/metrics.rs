@@ -427,7 +427,7 @@ fn labelled_backends(snap: &Snapshot) -> Vec<(&Service, &Backend, String)> {
     for s in &snap.services {
         for b in &s.backends {
             // As `sluicectl` names it: the address for DSR, `address:port` for NAT.
-            let label = crate::runtime::backend_label(s.forwarding, b.address, b.port);
+            let label = crate::labels::backend_label(s.forwarding, b.address, b.port);
             if seen.insert((s.name.as_str(), label.clone())) {
                 v.push((s, b, label));
             } else {

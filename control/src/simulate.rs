@@ -2,7 +2,7 @@
 //! appliance with that config would answer it.
 
 use crate::config::Config;
-use crate::runtime::backend_label;
+use crate::labels::backend_label;
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::snapshot::{Forwarding, Scheduler, ServiceKey, Snapshot, Tunnel};
 use std::net::SocketAddrV4;

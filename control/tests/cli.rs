@@ -67,6 +67,7 @@ fn missing_file_and_missing_config() {
     assert!(err.contains("--config"), "{err}");
 }
 
+#[cfg(feature = "dpdk")]
 #[test]
 fn a_second_sluiced_on_the_same_file_prefix_names_the_first() {
     let dir = std::env::temp_dir().join(format!("sluice-cli-dup-{}", std::process::id()));
@@ -106,4 +107,36 @@ fn a_second_sluiced_on_the_same_file_prefix_names_the_first() {
     let (code, _, err) = second.expect("the first sluiced did not start");
     assert_ne!(code, 0, "{err}");
     assert!(err.contains(&format!("is in use by process {}", first.id())), "{err}");
+}
+
+/// Built without DPDK, sluiced checks the file it is asked to run, then says why it does not.
+#[cfg(not(feature = "dpdk"))]
+#[test]
+fn without_dpdk_a_run_is_refused_plainly() {
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/lab.yaml");
+    let (code, out, err) = sluiced(&["--config", good.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err, "sluiced: this sluiced was built without DPDK; only check and which are available\n");
+}
+
+/// `sluicectl`, `sluiced check` and `sluiced which` install where DPDK is not: without the
+/// `dpdk` feature nothing in sluice-control's dependency tree is DPDK. (Building it that way:
+/// scripts/nodpdk-check.sh.)
+#[test]
+fn without_the_dpdk_feature_nothing_links_dpdk() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let out = Command::new(cargo)
+        .args(["tree", "--offline", "-p", "sluice-control", "--no-default-features", "-e", "normal"])
+        .args(["--prefix", "none", "--manifest-path", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(tree.starts_with("sluice-control "), "{tree}");
+    assert!(tree.lines().any(|l| l.starts_with("sluice-dataplane ")), "{tree}");
+    for crate_name in ["dpdk-sys ", "sluice-host-sys "] {
+        assert!(!tree.lines().any(|l| l.starts_with(crate_name)), "{crate_name}in:\n{tree}");
+    }
 }

@@ -5,6 +5,8 @@
 //! picks for the flow, and one backend per flow. The counters sluiced prints on SIGTERM must
 //! account for every packet, including each malformed one under its drop reason.
 
+#![cfg(feature = "dpdk")] // Runs sluiced on DPDK: only with the `dpdk` feature.
+
 mod common;
 
 use common::pcap;

@@ -2,6 +2,8 @@
 //! table and a real snapshot; the HTTP server; `promtool check metrics` on what it serves; a
 //! real Prometheus server scraping it.
 
+#![cfg(feature = "dpdk")] // The endpoint reports the NICs' counters: it is built with DPDK only.
+
 use arc_swap::ArcSwap;
 use prometheus::core::Collector;
 use prometheus::proto::{MetricFamily, MetricType};

@@ -1,0 +1,102 @@
+//! The `ports` section: names, devices, addresses, MACs, MTUs, VLANs, gateways, neighbours.
+
+use super::validate::Validator;
+use super::{PortConfig, RawPort};
+use sluice_dataplane::snapshot::PortSpec;
+use sluice_dataplane::stats::MAX_PORTS;
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+const DEFAULT_MTU: u16 = 1500;
+
+impl Validator<'_> {
+    /// Every port, checked; a port whose address is refused is left out.
+    pub(super) fn ports(&mut self, raw: &[RawPort]) -> Vec<PortConfig> {
+        if raw.is_empty() {
+            self.refuse("ports", "at least one port is needed");
+        }
+        if raw.len() > MAX_PORTS {
+            self.refuse("ports", format!("at most {MAX_PORTS} ports"));
+        }
+        let mut ports = Vec::new();
+        let mut names = HashSet::new();
+        let mut devices = HashSet::new();
+        for (i, p) in raw.iter().enumerate() {
+            let f = |k: &str| format!("ports[{i}].{k}");
+            if p.name.is_empty() || !names.insert(p.name.clone()) {
+                self.refuse(&f("name"), format!("port name {:?} is empty or used twice", p.name));
+            }
+            if p.device.is_empty() || !devices.insert(p.device.clone()) {
+                self.refuse(&f("device"), format!("device {:?} is empty or used by two ports", p.device));
+            }
+            ports.extend(self.port(i, p));
+        }
+        ports
+    }
+
+    /// `ports[i]` but for its name and device (which are checked against the other ports').
+    fn port(&mut self, i: usize, p: &RawPort) -> Option<PortConfig> {
+        let f = |k: &str| format!("ports[{i}].{k}");
+        let (address, prefix_len) = self.port_address(&f("address"), &p.address)?;
+        let mac = p.mac.as_deref().and_then(|m| self.mac(&f("mac"), m));
+        let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
+        if !(576..=9000).contains(&mtu) {
+            self.refuse(&f("mtu"), format!("{mtu} is outside 576..=9000"));
+        }
+        if p.vlan.is_some_and(|v| !(1..=4094).contains(&v)) {
+            self.refuse(&f("vlan"), "a VLAN id from 1 to 4094");
+        }
+        let mask = u32::MAX << (32 - u32::from(prefix_len));
+        let inside = |a: Ipv4Addr| u32::from(a) & mask == u32::from(address) & mask;
+        let gateway = p.gateway.as_deref().and_then(|g| self.ipv4(&f("gateway"), g));
+        if let Some(g) = gateway {
+            if !inside(g) {
+                self.refuse(&f("gateway"), format!("{g} is not inside {}", p.address));
+            }
+        }
+        let mut neighbors = Vec::new();
+        for (n, nb) in p.neighbors.iter().enumerate() {
+            let a = self.ipv4(&f(&format!("neighbors[{n}].address")), &nb.address);
+            let m = self.mac(&f(&format!("neighbors[{n}].mac")), &nb.mac);
+            if let (Some(a), Some(m)) = (a, m) {
+                if !inside(a) {
+                    self.refuse(
+                        &f(&format!("neighbors[{n}].address")),
+                        format!("{a} is not inside {}", p.address),
+                    );
+                }
+                neighbors.push((a, m));
+            }
+        }
+        Some(PortConfig {
+            device: p.device.clone(),
+            mac,
+            spec: PortSpec {
+                name: p.name.clone(),
+                mac: mac.unwrap_or([0x02, 0, 0, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)]),
+                address,
+                prefix_len,
+                mtu,
+                vlan: p.vlan,
+                gateway,
+                neighbors,
+            },
+        })
+    }
+
+    /// A port's `ADDRESS/PREFIX_LEN`.
+    fn port_address(&mut self, field: &str, s: &str) -> Option<(Ipv4Addr, u8)> {
+        let Some((a, l)) = s.split_once('/') else {
+            self.refuse(field, format!("{s:?} needs a prefix length, as in 198.18.0.1/24"));
+            return None;
+        };
+        match (self.ipv4(field, a), l.parse::<u8>()) {
+            (Some(a), Ok(l)) if (1..=32).contains(&l) => Some((a, l)),
+            (Some(_), _) => {
+                self.refuse(field, format!("prefix length in {s:?} must be 1 to 32"));
+                None
+            }
+            (None, _) => None,
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The `services` section: each service's address, tunnel, Maglev table, backends,
+//! scheduling, SYN proxy, limits and health check.
+
+use super::validate::Validator;
+use super::{PortConfig, MAX_SESSIONS};
+use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
+use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
+use crate::health::HealthSpec;
+use sluice_dataplane::limit::{Limit, Limits, Rate};
+use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
+use sluice_dataplane::snapshot::{
+    BackendSpec, Forwarding, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
+};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+const MAX_WEIGHT: u32 = 1000;
+/// Largest Maglev table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
+pub(super) const MAX_TABLE_SIZE: u32 = 4_194_301;
+
+impl Validator<'_> {
+    /// Every service, checked, with its health check (`None`: not checked); a service whose
+    /// VIP is refused is left out.
+    pub(super) fn services(
+        &mut self,
+        raw: &[RawService],
+        ports: &[PortConfig],
+    ) -> (Vec<ServiceSpec>, Vec<Option<HealthSpec>>) {
+        let mut services = Vec::new();
+        let mut health = Vec::new();
+        let mut service_names = HashSet::new();
+        for (i, s) in raw.iter().enumerate() {
+            if s.name.is_empty() || !service_names.insert(s.name.clone()) {
+                self.refuse(
+                    &format!("services[{i}].name"),
+                    format!("service name {:?} is empty or used twice", s.name),
+                );
+            }
+            if let Some((spec, check)) = self.service(i, s, ports) {
+                health.push(check);
+                services.push(spec);
+            }
+        }
+        (services, health)
+    }
+
+    /// `services[i]` but for its name (which is checked against the other services').
+    fn service(
+        &mut self,
+        i: usize,
+        s: &RawService,
+        ports: &[PortConfig],
+    ) -> Option<(ServiceSpec, Option<HealthSpec>)> {
+        let f = |k: &str| format!("services[{i}].{k}");
+        let vip = self.ipv4(&f("vip"), &s.vip);
+        if let Some(v) = vip {
+            if ports.iter().any(|p| p.spec.address == v) {
+                self.refuse(&f("vip"), format!("{v} is a port address"));
+            }
+        }
+        if s.port == 0 {
+            self.refuse(&f("port"), "port 0 is not a service port");
+        }
+        let nat = matches!(s.forwarding, RawForwarding::Nat);
+        let tunnel = self.tunnel(i, s, nat);
+        let table_size = self.table_size(i, s);
+        if s.backends.len() > MAX_BACKENDS {
+            self.refuse(&f("backends"), format!("at most {MAX_BACKENDS} backends"));
+        }
+        let backends = self.backends(i, &s.backends, nat);
+        let (scheduler, persistence) = self.scheduling(i, s);
+        if s.synproxy && !nat {
+            self.refuse(
+                &f("synproxy"),
+                "SYN proxy needs forwarding: nat: with DSR the backend answers the client \
+                 directly, so the appliance cannot translate its sequence numbers",
+            );
+        } else if s.synproxy && !matches!(s.protocol, RawProtocol::Tcp) {
+            self.refuse(&f("synproxy"), "SYN proxy is for TCP services");
+        }
+        let limits = s.limits.as_ref().map(|l| self.limits(i, l)).unwrap_or_default();
+        let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
+        let spec = ServiceSpec {
+            id: None,
+            name: s.name.clone(),
+            vip: vip?,
+            port: s.port,
+            protocol: match s.protocol {
+                RawProtocol::Tcp => Protocol::Tcp,
+                RawProtocol::Udp => Protocol::Udp,
+            },
+            forwarding: match s.forwarding {
+                RawForwarding::Dsr => Forwarding::Dsr,
+                RawForwarding::Nat => Forwarding::Nat,
+            },
+            tunnel,
+            scheduler,
+            persistence,
+            on_backend_removed: match s.on_backend_removed {
+                RawOnRemoved::Remap => OnRemoved::Remap,
+                RawOnRemoved::Reset => OnRemoved::Reset,
+            },
+            on_no_backend: match s.on_no_backend {
+                RawNoBackend::Drop => NoBackend::Drop,
+                RawNoBackend::Reset => NoBackend::Reset,
+                RawNoBackend::IcmpUnreachable => NoBackend::IcmpUnreachable,
+            },
+            synproxy: s.synproxy,
+            limits,
+            table_size,
+            backends,
+        };
+        Some((spec, health_spec.flatten()))
+    }
+
+    /// A service's tunnel: `tunnel`, `gre_key` and `vpc` together.
+    fn tunnel(&mut self, i: usize, s: &RawService, nat: bool) -> Tunnel {
+        let f = |k: &str| format!("services[{i}].{k}");
+        match (s.tunnel, s.gre_key, s.vpc) {
+            (_, _, Some(_)) if !nat => {
+                self.refuse(&f("vpc"), "vpc needs forwarding: nat");
+                Tunnel::Ipip
+            }
+            (_, Some(_), Some(_)) => {
+                self.refuse(&f("gre_key"), "a NAT service's GRE key is its vpc; give only vpc");
+                Tunnel::Ipip
+            }
+            (Some(RawTunnel::Ipip), _, Some(_)) => {
+                self.refuse(
+                    &f("tunnel"),
+                    "a VPC is reached over GRE (its id is the key); IPIP is the physical network",
+                );
+                Tunnel::Ipip
+            }
+            (_, None, Some(vpc)) => Tunnel::Gre { key: Some(vpc) },
+            (None | Some(RawTunnel::Ipip), Some(_), None) => {
+                self.refuse(&f("gre_key"), "gre_key needs tunnel: gre");
+                Tunnel::Ipip
+            }
+            (None | Some(RawTunnel::Ipip), None, None) => Tunnel::Ipip,
+            (Some(RawTunnel::Gre), key, None) => Tunnel::Gre { key },
+        }
+    }
+
+    /// A service's Maglev table size: a prime, well above its backends' count.
+    fn table_size(&mut self, i: usize, s: &RawService) -> u32 {
+        let table_size = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+        if !is_prime(table_size) || table_size > MAX_TABLE_SIZE {
+            self.refuse(
+                &format!("services[{i}].table_size"),
+                format!("{table_size} must be a prime no larger than {MAX_TABLE_SIZE}"),
+            );
+        } else if s.backends.len().saturating_mul(100) > table_size as usize {
+            // Maglev's paper: M > 100 N keeps the imbalance near 1%.
+            self.refuse(
+                &format!("services[{i}].table_size"),
+                format!(
+                    "{table_size} slots for {} backends: keep table_size above 100 x backends",
+                    s.backends.len()
+                ),
+            );
+        }
+        table_size
+    }
+
+    /// A service's backends; one whose address or host is refused is left out.
+    fn backends(&mut self, i: usize, raw: &[RawBackend], nat: bool) -> Vec<BackendSpec> {
+        let mut backends = Vec::new();
+        for (b, be) in raw.iter().enumerate() {
+            let bf = format!("services[{i}].backends[{b}]");
+            let weight = be.weight.unwrap_or(1);
+            if weight > MAX_WEIGHT {
+                self.refuse(&format!("{bf}.weight"), format!("{weight} is outside 0..={MAX_WEIGHT}"));
+            }
+            if !nat {
+                if be.port.is_some() {
+                    self.refuse(
+                        &format!("{bf}.port"),
+                        "a DSR backend answers on the service's port; port is for forwarding: nat",
+                    );
+                }
+                if be.host.is_some() {
+                    self.refuse(
+                        &format!("{bf}.host"),
+                        "host is for forwarding: nat (a DSR backend's address is its host)",
+                    );
+                }
+            }
+            if be.port == Some(0) {
+                self.refuse(&format!("{bf}.port"), "port 0 is not a backend port");
+            }
+            let host = be.host.as_deref().map(|h| self.ipv4(&format!("{bf}.host"), h));
+            if let (Some(address), Some(host)) = (
+                self.ipv4(&format!("{bf}.address"), &be.address),
+                host.unwrap_or(Some(Ipv4Addr::UNSPECIFIED)),
+            ) {
+                let mut spec = BackendSpec::new(address, weight);
+                spec.port = be.port;
+                spec.host = be.host.as_ref().map(|_| host);
+                backends.push(spec);
+            }
+        }
+        backends
+    }
+
+    /// A service's scheduler and persistence (which needs `ip_hash`).
+    fn scheduling(&mut self, i: usize, s: &RawService) -> (Scheduler, u32) {
+        let scheduler = match s.scheduler {
+            RawScheduler::Maglev => Scheduler::Maglev,
+            RawScheduler::IpHash => Scheduler::IpHash,
+            RawScheduler::RoundRobin => Scheduler::RoundRobin,
+            RawScheduler::LeastConn => Scheduler::LeastConn,
+        };
+        let persistence = s.persistence.unwrap_or(0);
+        if persistence > 0 && scheduler != Scheduler::IpHash {
+            self.refuse(&format!("services[{i}].persistence"), "persistence needs scheduler: ip_hash");
+        }
+        if persistence > 86_400 {
+            self.refuse(&format!("services[{i}].persistence"), format!("{persistence} s is more than a day"));
+        }
+        (scheduler, persistence)
+    }
+
+    /// A service's `limits` section, checked.
+    fn limits(&mut self, i: usize, l: &RawLimits) -> Limits {
+        let one = |v: &mut Self, k: &str, raw: Option<RawLimit>, max: u64| -> Option<Limit> {
+            let (value, when) = match raw? {
+                RawLimit::Plain(n) => (n, l.when),
+                RawLimit::Full { value, when } => (value, when.unwrap_or(l.when)),
+            };
+            if !(1..=max).contains(&value) {
+                v.refuse(&format!("services[{i}].limits.{k}"), format!("{value} is outside 1..={max}"));
+            }
+            Some(Limit { value: value.clamp(1, max), on_overload: when == RawWhen::OnOverload })
+        };
+        // Rates up to 2^40 per second keep the buckets' arithmetic exact (see limit::Bucket).
+        const MAX_RATE: u64 = 1 << 40;
+        let mut out = Limits::default();
+        out.rates[Rate::Packets as usize] = one(self, "packets_per_second", l.packets_per_second, MAX_RATE);
+        out.rates[Rate::Bytes as usize] = one(self, "bytes_per_second", l.bytes_per_second, MAX_RATE);
+        out.rates[Rate::Connections as usize] =
+            one(self, "connections_per_second", l.connections_per_second, MAX_RATE);
+        out.sessions = one(self, "sessions", l.sessions, MAX_SESSIONS);
+        if out.is_empty() {
+            self.refuse(
+                &format!("services[{i}].limits"),
+                "no limit given (packets_per_second, bytes_per_second, connections_per_second, sessions)",
+            );
+        }
+        out
+    }
+
+    /// A service's `health` section, checked.
+    fn health(&mut self, i: usize, h: &RawHealth, vip: Option<Ipv4Addr>) -> Option<HealthSpec> {
+        use crate::health::Check;
+        let f = |k: &str| format!("services[{i}].health.{k}");
+        let interval = self.seconds(&f("interval"), h.interval, 2.0, (0.05, 3600.0));
+        let timeout = self.seconds(&f("timeout"), h.timeout, 1.0, (0.05, 3600.0));
+        if timeout > interval {
+            self.refuse(&f("timeout"), format!("{timeout:?} is longer than the interval ({interval:?})"));
+        }
+        let (rise, fall) = (h.rise.unwrap_or(2), h.fall.unwrap_or(3));
+        for (k, v) in [("rise", rise), ("fall", fall)] {
+            if !(1..=100).contains(&v) {
+                self.refuse(&f(k), format!("{v} is outside 1..=100"));
+            }
+        }
+        if h.port == Some(0) {
+            self.refuse(&f("port"), "port 0");
+        }
+        let check = match h.kind {
+            RawCheckType::Tcp => {
+                for (k, given) in [
+                    ("path", h.path.is_some()),
+                    ("host", h.host.is_some()),
+                    ("status", h.status.is_some()),
+                    ("method", h.method != RawMethod::Head),
+                ] {
+                    if given {
+                        self.refuse(&f(k), "is for type: http");
+                    }
+                }
+                Check::Tcp
+            }
+            RawCheckType::Http => {
+                let path = h.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.refuse(&f("path"), format!("{path:?}: an absolute path without spaces or controls"));
+                }
+                let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, |v| v.to_string()));
+                if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.refuse(&f("host"), format!("{host:?}: no spaces or controls"));
+                }
+                let status = h.status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    self.refuse(&f("status"), format!("{status} is not an HTTP status"));
+                }
+                Check::Http { get: h.method == RawMethod::Get, path, host, status }
+            }
+        };
+        Some(HealthSpec { check, port: h.port, interval, timeout, rise, fall })
+    }
+}

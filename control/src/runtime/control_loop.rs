@@ -1,0 +1,261 @@
+//! The control loop: every 50 ms one tick of chores (the session sweep, isolation, SYN cookie
+//! keys), applies, health results and the admin API's requests, and now and then a counter
+//! line in the log.
+
+use super::control::Control;
+use super::listing::{list_services, list_sessions};
+use super::sweeper::{Sweeper, SWEEP_SLICES};
+use super::workers::{random_words, Shared, Workers};
+use crate::admin::{self, Pending, Request, Response};
+use crate::config::Config;
+use crate::health;
+use crate::isolation::{Monitor, Rebalancer};
+use crate::metrics::MetricsSource;
+use crate::peers::Syncer;
+use crate::report::Totals;
+use crate::serving::Refusals;
+use dpdk_sys::Port;
+use log::{info, warn};
+use sluice_dataplane::cookie;
+use sluice_dataplane::session::tick;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The control thread's periodic work beside the config: the sweep (and session sync), the
+/// isolation checks, the SYN cookie keys.
+pub(super) struct Chores {
+    sweeper: Sweeper,
+    syncer: Option<Syncer>,
+    monitor: Monitor,
+    rebalancer: Rebalancer,
+    last_rotated: Option<u64>,
+}
+
+impl Chores {
+    /// The isolation checks, and session sync with peers over the kernel's network (the
+    /// management path) if configured.
+    pub(super) fn new(config: &Config) -> Result<Chores, String> {
+        let n_workers = config.worker_cores.len();
+        let monitor = Monitor::new(config.isolation.clone(), n_workers, 0);
+        let syncer = match &config.sync {
+            Some(spec) => {
+                let epoch = random_words()?[0];
+                let s = Syncer::new(spec, epoch, SWEEP_SLICES, config.session_capacity)
+                    .map_err(|e| format!("{}: sync.listen: {}: {e}", config.file, spec.listen))?;
+                info!(
+                    "session sync on {} with {} peer(s), after {:?}",
+                    spec.listen,
+                    spec.peers.len(),
+                    spec.after
+                );
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Chores {
+            sweeper: Sweeper::default(),
+            syncer,
+            monitor,
+            rebalancer: Rebalancer::default(),
+            last_rotated: None,
+        })
+    }
+
+    /// One tick's share of each.
+    fn step(&mut self, control: &Control, shared: &Shared, workers: &Workers) {
+        let now_ns = workers.now_ns();
+        let cell = control.cell();
+        let snap_now = cell.load();
+        self.sweeper.step(&shared.sessions, tick(now_ns), self.syncer.as_mut().map(|s| (s, &**snap_now)));
+        drop(snap_now);
+        if self.rebalancer.due(now_ns) {
+            self.rebalancer.rebalance(&cell.load(), &workers.stats, &shared.isolation, now_ns);
+        }
+        if self.monitor.due(now_ns) {
+            self.monitor.detector.set_spec(control.config.isolation.clone());
+            self.monitor.check(&workers.stats, self.sweeper.live as u64, now_ns, &shared.isolation);
+        }
+        let period = cookie::period(workers.epoch.elapsed().as_secs());
+        if shared.proxy.keys.rotation_due(period, self.last_rotated) {
+            match random_words() {
+                Ok(fresh) => {
+                    shared.proxy.keys.rotate(period, fresh, &mut self.last_rotated);
+                }
+                Err(e) => warn!("SYN cookie keys not rotated: {e}"),
+            }
+        }
+    }
+}
+
+/// Everything the control thread runs with once the workers are up.
+pub(super) struct ControlLoop {
+    pub(super) control: Control,
+    health_rx: Receiver<health::Report>,
+    admin_rx: Receiver<Pending>,
+    shared: Shared,
+    chores: Chores,
+    workers: Workers,
+    names: Vec<String>,
+    started: Instant,
+    /// The counter line: how often, when next, and the totals at the last one.
+    interval: Duration,
+    next_report: Instant,
+    last: (Instant, Totals),
+}
+
+impl ControlLoop {
+    pub(super) fn new(
+        interval: Duration,
+        (control, health_rx): (Control, Receiver<health::Report>),
+        admin_rx: Receiver<Pending>,
+        (shared, chores, workers): (Shared, Chores, Workers),
+        names: Vec<String>,
+    ) -> ControlLoop {
+        let started = Instant::now();
+        let last = (Instant::now(), Totals::sum(&workers.stats, names.len()));
+        ControlLoop {
+            control,
+            health_rx,
+            admin_rx,
+            shared,
+            chores,
+            workers,
+            names,
+            started,
+            interval,
+            next_report: Instant::now() + interval,
+            last,
+        }
+    }
+
+    /// What the Prometheus endpoint reads at each scrape: the workers' counters, the table,
+    /// the snapshot, the NICs' counters and the endpoints' refusals.
+    pub(super) fn metrics_source(
+        &self,
+        ports: &Arc<Vec<Port>>,
+        admin_refusals: Option<Arc<Refusals>>,
+        metrics_refusals: Arc<Refusals>,
+    ) -> MetricsSource {
+        let nic_ports = Arc::clone(ports);
+        let health_by_id = Arc::clone(&self.control.health_by_id);
+        MetricsSource {
+            stats: self.workers.stats.clone(),
+            port_names: self.names.clone(),
+            sessions: Arc::clone(&self.shared.sessions),
+            snapshot: Arc::clone(self.control.cell()),
+            apply: Arc::clone(&self.control.apply_state),
+            sessions_live: Arc::clone(&self.chores.sweeper.shared_live),
+            sessions_expired: Arc::clone(&self.chores.sweeper.shared_expired),
+            nic_stats: Some(Box::new(move || nic_ports.iter().map(|p| p.stats()).collect())),
+            health: Some(Box::new(move |id| {
+                health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
+            })),
+            isolation: Some(Arc::clone(&self.chores.monitor.state)),
+            sync: self.chores.syncer.as_ref().map(|s| Arc::clone(&s.counters)),
+            connections: [admin_refusals.map(|r| ("admin", r)), Some(("metrics", metrics_refusals))]
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
+
+    /// Ticks every 50 ms until `stop` is set (`Ok`) or a worker stops (`Err`).
+    pub(super) fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<(), String> {
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(50));
+            self.tick(reload)?;
+        }
+        Ok(())
+    }
+
+    /// One tick: chores, a SIGHUP's reload, a finished apply, health results, admin requests,
+    /// the workers' liveness, the counter line.
+    fn tick(&mut self, reload: &AtomicBool) -> Result<(), String> {
+        self.chores.step(&self.control, &self.shared, &self.workers);
+        if reload.swap(false, Ordering::Relaxed) {
+            info!("SIGHUP: applying the config file again");
+            self.control.start_apply(None, None);
+        }
+        self.control.finish_apply();
+        for r in self.health_rx.try_iter().collect::<Vec<_>>() {
+            self.control.health_report(r);
+        }
+        for (req, back) in admin::pending(&self.admin_rx) {
+            self.dispatch(req, back);
+        }
+        if self.workers.any_finished() {
+            return Err("a worker stopped unexpectedly".to_string());
+        }
+        if !self.interval.is_zero() && Instant::now() >= self.next_report {
+            self.next_report += self.interval;
+            let now = (Instant::now(), self.totals());
+            info!("{} | {}", now.1.one_line(), now.1.rates_since(&self.last.1, now.0 - self.last.0));
+            self.last = now;
+        }
+        Ok(())
+    }
+
+    /// Answers one admin request (an apply is answered when it is done, or refused now).
+    fn dispatch(&mut self, req: Request, back: Sender<Response>) {
+        let answer = match req {
+            Request::Apply { file } => return self.control.start_apply(file.as_deref(), Some(back)),
+            Request::Drain { service, backend } => self.control.drain(&service, &backend, true),
+            Request::Restore { service, backend } => self.control.drain(&service, &backend, false),
+            Request::Status => Response::Ok { text: self.status() },
+            Request::Services => Response::Ok {
+                text: list_services(&self.control.cell().load(), &self.shared.sessions, &self.control),
+            },
+            Request::Sessions { service, backend, client, limit } => list_sessions(
+                &self.control.cell().load(),
+                &self.shared.sessions,
+                service,
+                backend,
+                client,
+                limit,
+                self.workers.epoch,
+            ),
+            Request::Counters => Response::Ok { text: self.totals().render(&self.names) },
+        };
+        let _ = back.send(answer);
+    }
+
+    /// `sluicectl status`.
+    fn status(&self) -> String {
+        let (c, detector) = (&self.control, &self.chores.monitor.detector);
+        format!(
+            "config {}\ngeneration {}\nlast apply: {}\nworkers {}\nuptime {} s\nsessions {} of {}\n\
+             isolation {} ({} checks, every {:?})\n",
+            c.config_path.as_ref().map_or("-".into(), |p| p.display().to_string()),
+            c.generation,
+            c.last_apply,
+            self.workers.stats.len(),
+            self.started.elapsed().as_secs(),
+            self.chores.sweeper.live,
+            self.shared.sessions.capacity(),
+            if detector.active() { "on" } else { "off" },
+            detector.checks(),
+            detector.spec().interval,
+        )
+    }
+
+    /// Every counter now, with the sweep's session figures.
+    fn totals(&self) -> Totals {
+        let mut t = Totals::sum(&self.workers.stats, self.names.len());
+        self.chores.sweeper.report(&mut t);
+        t
+    }
+
+    /// Stops the health checks and the workers; the run's last totals (with the table's
+    /// live sessions counted now) and the last worker's failure, if any.
+    pub(super) fn finish(mut self) -> (Totals, Option<String>) {
+        self.control.stop_checks();
+        let failed = self.workers.stop();
+        let mut totals = Totals::sum(&self.workers.stats, self.names.len());
+        self.chores.sweeper.report(&mut totals);
+        totals.sessions_live = self.shared.sessions.len() as u64;
+        (totals, failed)
+    }
+}

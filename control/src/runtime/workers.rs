@@ -1,0 +1,150 @@
+//! The pinned packet workers and what they share with the control thread.
+
+use super::bringup::{pin, Nic};
+use crate::config::Config;
+use arc_swap::ArcSwap;
+use dpdk_sys::Eal;
+use log::info;
+use sluice_dataplane::dpdk::DpdkIo;
+use sluice_dataplane::limit::Isolation;
+use sluice_dataplane::session::SessionTable;
+use sluice_dataplane::snapshot::Snapshot;
+use sluice_dataplane::stats::WorkerStats;
+use sluice_dataplane::synproxy::SynProxy;
+use sluice_dataplane::worker::Worker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+/// Two random words from the kernel (`/dev/urandom`): secrets such as cookie keys.
+pub(super) fn random_words() -> Result<[u64; 2], String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let (lo, hi) = b.split_at(8);
+    Ok([
+        u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+    ])
+}
+
+/// The state every worker shares with the others and the control thread.
+pub(super) struct Shared {
+    pub(super) sessions: Arc<SessionTable>,
+    pub(super) proxy: Arc<SynProxy>,
+    /// Resource isolation: the overload flag and the workers' shares of each rate limit.
+    pub(super) isolation: Arc<Isolation>,
+}
+
+impl Shared {
+    /// The session table (with a secret, per-process hash seed), the SYN proxy with fresh
+    /// cookie keys, and the isolation state.
+    pub(super) fn new(config: &Config) -> Result<Shared, String> {
+        // The hash seed is secret and per process: clients must not be able to aim collisions.
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        );
+        let sessions = Arc::new(SessionTable::new(config.session_capacity, config.timeouts, seed));
+        // SYN cookie keys: from the kernel's random source, rotated by the control loop.
+        let proxy = Arc::new(SynProxy::new(random_words()?, [random_words()?, random_words()?]));
+        info!(
+            "session table: {} sessions, {} slots, {} MiB",
+            config.session_capacity,
+            sessions.slot_count(),
+            sessions.memory_bytes() >> 20
+        );
+        let isolation = Arc::new(Isolation::new(config.worker_cores.len()));
+        Ok(Shared { sessions, proxy, isolation })
+    }
+}
+
+/// The running workers: their threads, counters and clock.
+pub(super) struct Workers {
+    handles: Vec<JoinHandle<Result<(), String>>>,
+    pub(super) stats: Vec<Arc<WorkerStats>>,
+    /// The workers' clock starts here; the control loop's ticks count from it too.
+    pub(super) epoch: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workers {
+    /// Starts one worker per configured core, each pinned there and given queue `w` of
+    /// every port.
+    pub(super) fn spawn(
+        config: &Config,
+        nic: &Nic,
+        cell: &Arc<ArcSwap<Snapshot>>,
+        shared: &Shared,
+    ) -> Result<Workers, String> {
+        let n_workers = config.worker_cores.len() as u16;
+        // Queue q of every port goes to worker q.
+        let mut per_worker: Vec<(Vec<_>, Vec<_>)> =
+            (0..n_workers).map(|_| (Vec::new(), Vec::new())).collect();
+        for port in nic.ports.iter() {
+            let (rx, tx) = port.take_rx_tx_queues().map_err(|e| e.to_string())?;
+            for (w, (r, t)) in rx.into_iter().zip(tx).enumerate() {
+                per_worker[w].0.push(r);
+                per_worker[w].1.push(t);
+            }
+        }
+
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stats = Vec::new();
+        let mut handles = Vec::new();
+        for (w, (rx, tx)) in per_worker.into_iter().enumerate() {
+            let core = config.worker_cores[w];
+            let st = Arc::new(WorkerStats::default());
+            stats.push(Arc::clone(&st));
+            let io = DpdkIo::new(rx, tx, nic.pool.clone());
+            let cell = Arc::clone(cell);
+            let tables = (Arc::clone(&shared.sessions), Arc::clone(&shared.proxy));
+            let worker_isolation = Arc::clone(&shared.isolation);
+            let stop_flag = Arc::clone(&stop);
+            let n_ports = nic.ports.len() as u16;
+            let h = thread::Builder::new()
+                .name(format!("sluice-w{w}"))
+                .spawn(move || -> Result<(), String> {
+                    pin(core)?;
+                    let lcore = Eal::register_thread().map_err(|e| format!("worker {w}: {e}"))?;
+                    info!("worker {w} on core {core} (lcore {lcore})");
+                    let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, tables, st);
+                    worker.set_isolation(worker_isolation);
+                    worker.run(&stop_flag, || epoch.elapsed().as_nanos() as u64);
+                    Eal::unregister_thread();
+                    Ok(())
+                })
+                .map_err(|e| format!("spawning worker {w}: {e}"))?;
+            handles.push(h);
+        }
+        Ok(Workers { handles, stats, epoch, stop })
+    }
+
+    /// Nanoseconds on the workers' clock.
+    pub(super) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether a worker has stopped (they only stop when told to, or on a failure).
+    pub(super) fn any_finished(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
+    }
+
+    /// Stops every worker and waits for it; returns the last one's failure, if any.
+    pub(super) fn stop(&mut self) -> Option<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failed = None;
+        for (w, h) in self.handles.drain(..).enumerate() {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some(format!("worker {w} panicked")),
+            }
+        }
+        failed
+    }
+}
