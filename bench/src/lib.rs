@@ -161,7 +161,9 @@ fn bench_ports(hosts: u32) -> Vec<PortSpec> {
             vlan: None,
             gateway: None,
             neighbors: (0..hosts)
-                .map(|i| (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), [2, 0, 0, 1, 0, i as u8]))
+                .map(|i| {
+                    (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(), [2, 0, 0, 1, 0, i as u8])
+                })
                 .collect(),
         },
     ]
@@ -187,7 +189,9 @@ pub fn dsr_snapshot_limited(backends: u32, limits: Limits) -> Snapshot {
                 80,
                 Protocol::Tcp,
                 (0..backends)
-                    .map(|i| BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i), 1))
+                    .map(|i| {
+                        BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(), 1)
+                    })
                     .collect(),
             )
         }],
@@ -204,15 +208,15 @@ pub const SYNPROXY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
 pub fn synproxy_snapshot(backends: u32) -> Snapshot {
     let mut svc = ServiceSpec::dsr(
         "tenant",
-        SYNPROXY_VIP,
+        SYNPROXY_VIP.into(),
         80,
         Protocol::Tcp,
         (0..backends)
             .map(|i| {
                 BackendSpec::nat(
-                    Ipv4Addr::from(u32::from_be_bytes([192, 0, 2, 10]) + i),
+                    Ipv4Addr::from(u32::from_be_bytes([192, 0, 2, 10]) + i).into(),
                     8080,
-                    Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i),
+                    Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(),
                     1,
                 )
             })

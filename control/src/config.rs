@@ -16,7 +16,7 @@ use sluice_dataplane::session::Timeouts;
 use sluice_dataplane::snapshot::{PortSpec, ServiceSpec, Snapshot, SnapshotSpec};
 use sluice_dataplane::wire::Mac;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use validate::Validator;
 
@@ -426,7 +426,7 @@ pub struct Config {
     pub worker_cores: Vec<usize>,
     pub control_core: Option<usize>,
     pub ports: Vec<PortConfig>,
-    pub tunnel_source: Option<Ipv4Addr>,
+    pub tunnel_source: Option<IpAddr>,
     pub services: Vec<ServiceSpec>,
     /// Most sessions the table holds (it has twice as many slots).
     pub session_capacity: usize,

@@ -10,7 +10,7 @@
 //! unchecked).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -41,10 +41,9 @@ pub struct HealthSpec {
 }
 
 /// One probe: `Ok` or why it failed.
-pub fn probe(addr: SocketAddrV4, check: &Check, timeout: Duration) -> Result<(), String> {
+pub fn probe(addr: SocketAddr, check: &Check, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let mut s =
-        TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     let Check::Http { get, path, host, status } = check else {
         return Ok(());
     };
@@ -130,7 +129,7 @@ impl Default for State {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub backend: u32,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub spec: HealthSpec,
 }
 
@@ -199,9 +198,9 @@ mod tests {
 
     /// A one-shot HTTP server on loopback answering `answer`; returns its address and the
     /// request it received.
-    fn server(answer: &'static str) -> (SocketAddrV4, JoinHandle<String>) {
+    fn server(answer: &'static str) -> (SocketAddr, JoinHandle<String>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let SocketAddr::V4(addr) = l.local_addr().unwrap() else { unreachable!() };
+        let addr = l.local_addr().unwrap();
         let h = thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
             let mut req = Vec::new();
@@ -242,7 +241,7 @@ mod tests {
     #[test]
     fn tcp_check_passes_on_connect_and_fails_when_refused() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let SocketAddr::V4(addr) = l.local_addr().unwrap() else { unreachable!() };
+        let addr = l.local_addr().unwrap();
         assert_eq!(probe(addr, &Check::Tcp, Duration::from_secs(5)), Ok(()));
         drop(l);
         assert!(probe(addr, &Check::Tcp, Duration::from_secs(5)).is_err());

@@ -7,23 +7,23 @@
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::snapshot::{BackendSpec, Protocol, ServiceSpec, SnapshotSpec};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    services: HashMap<(Ipv4Addr, u16, u8), u16>,
-    backends: HashMap<(u16, Ipv4Addr, u16), u32>,
+    services: HashMap<(IpAddr, u16, u8), u16>,
+    backends: HashMap<(u16, IpAddr, u16), u32>,
     next_service: u32,
     next_backend: u32,
 }
 
 /// A service's identity: (VIP, port, protocol number).
-fn service_key(s: &ServiceSpec) -> (Ipv4Addr, u16, u8) {
+fn service_key(s: &ServiceSpec) -> (IpAddr, u16, u8) {
     (s.vip, s.port, if s.protocol == Protocol::Tcp { 6 } else { 17 })
 }
 
 /// A backend's identity within its service: (service id, address, NAT port or 0).
-fn backend_key(service: u16, b: &BackendSpec) -> (u16, Ipv4Addr, u16) {
+fn backend_key(service: u16, b: &BackendSpec) -> (u16, IpAddr, u16) {
     (service, b.address, b.port.unwrap_or(0))
 }
 
@@ -85,10 +85,12 @@ mod tests {
                 .map(|(port, bs)| {
                     ServiceSpec::dsr(
                         "s",
-                        Ipv4Addr::new(198, 18, 10, 1),
+                        std::net::Ipv4Addr::new(198, 18, 10, 1).into(),
                         port,
                         Protocol::Tcp,
-                        bs.into_iter().map(|b| BackendSpec::new(Ipv4Addr::new(198, 19, 0, b), 1)).collect(),
+                        bs.into_iter()
+                            .map(|b| BackendSpec::new(std::net::Ipv4Addr::new(198, 19, 0, b).into(), 1))
+                            .collect(),
                     )
                 })
                 .collect(),

@@ -3,13 +3,13 @@
 //! (see [`crate::ids`]).
 
 use sluice_dataplane::snapshot::{BackendSpec, Forwarding, ServiceSpec};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A backend's label in the admin API: its address for DSR, `address:port` for NAT.
-pub fn backend_label(forwarding: Forwarding, address: Ipv4Addr, port: u16) -> String {
+pub fn backend_label(forwarding: Forwarding, address: IpAddr, port: u16) -> String {
     match forwarding {
         Forwarding::Dsr => address.to_string(),
-        Forwarding::Nat => format!("{address}:{port}"),
+        Forwarding::Nat => SocketAddr::new(address, port).to_string(),
     }
 }
 
@@ -24,8 +24,10 @@ mod tests {
 
     #[test]
     fn dsr_by_address_nat_with_port() {
-        let a = Ipv4Addr::new(198, 19, 0, 1);
+        let a: IpAddr = "198.19.0.1".parse().unwrap();
         assert_eq!(backend_label(Forwarding::Dsr, a, 80), "198.19.0.1");
         assert_eq!(backend_label(Forwarding::Nat, a, 8080), "198.19.0.1:8080");
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        assert_eq!(backend_label(Forwarding::Nat, v6, 8080), "[2001:db8::5]:8080");
     }
 }

@@ -968,7 +968,7 @@ mod tests {
             ports: vec![PortSpec {
                 name: "ext".into(),
                 mac: [2, 0, 0, 0, 0, 1],
-                address: Ipv4Addr::new(198, 19, 0, 1),
+                address: Ipv4Addr::new(198, 19, 0, 1).into(),
                 prefix_len: 24,
                 mtu: 1500,
                 vlan: None,
@@ -1001,12 +1001,12 @@ mod tests {
     fn web() -> ServiceSpec {
         ServiceSpec::dsr(
             "web",
-            Ipv4Addr::new(198, 18, 10, 1),
+            Ipv4Addr::new(198, 18, 10, 1).into(),
             80,
             Protocol::Tcp,
             vec![
-                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 11), 1),
-                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 12), 0),
+                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 11).into(), 1),
+                BackendSpec::new(Ipv4Addr::new(198, 19, 0, 12).into(), 0),
             ],
         )
     }
@@ -1142,10 +1142,15 @@ mod tests {
     fn nat_backends_are_labelled_address_and_port() {
         let mut nat = ServiceSpec::dsr(
             "tenant",
-            Ipv4Addr::new(198, 18, 10, 2),
+            Ipv4Addr::new(198, 18, 10, 2).into(),
             8080,
             Protocol::Tcp,
-            vec![BackendSpec::nat(Ipv4Addr::new(10, 0, 0, 5), 8000, Ipv4Addr::new(198, 19, 0, 21), 3)],
+            vec![BackendSpec::nat(
+                Ipv4Addr::new(10, 0, 0, 5).into(),
+                8000,
+                Ipv4Addr::new(198, 19, 0, 21).into(),
+                3,
+            )],
         );
         nat.forwarding = sluice_dataplane::snapshot::Forwarding::Nat;
         nat.tunnel = Tunnel::Gre { key: Some(100) };

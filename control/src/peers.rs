@@ -82,7 +82,7 @@ impl<'a> ServiceIndex<'a> {
             by_vip: snap
                 .services
                 .iter()
-                .map(|s| ((Addr::v4(s.vip), s.port, s.protocol.number()), s))
+                .map(|s| ((Addr::from(s.vip), s.port, s.protocol.number()), s))
                 .collect(),
         }
     }
@@ -98,12 +98,12 @@ pub fn record_of(ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32,
     let b = svc.backends.get(usize::from(svc.backend_by_id(s.backend)?))?;
     Some(Record {
         op,
-        vip: Addr::v4(svc.vip),
+        vip: Addr::from(svc.vip),
         vport: svc.port,
         protocol: svc.protocol.number(),
         client: key.addr,
         client_port: key.port,
-        backend: Addr::v4(b.address),
+        backend: Addr::from(b.address),
         backend_port: b.port,
         state: s.state as u8,
         flags: s.flags,
@@ -168,7 +168,8 @@ pub fn install(table: &SessionTable, ix: &ServiceIndex<'_>, r: &Record, now: u32
             _ => Outcome::Unchanged,
         };
     }
-    let Some(b) = svc.backends.iter().find(|b| Addr::v4(b.address) == r.backend && b.port == r.backend_port)
+    let Some(b) =
+        svc.backends.iter().find(|b| Addr::from(b.address) == r.backend && b.port == r.backend_port)
     else {
         return Outcome::Unknown;
     };

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::labels::backend_label;
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::snapshot::{Forwarding, Scheduler, ServiceKey, Snapshot, Tunnel};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 /// The decision for one flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +24,11 @@ pub fn parse_flow(proto: &str, src: &str, dst: &str) -> Result<FlowKey, String> 
         "udp" => 17,
         p => return Err(format!("protocol {p:?}: tcp or udp")),
     };
-    let s: SocketAddrV4 = src.parse().map_err(|_| format!("{src:?} is not ADDRESS:PORT"))?;
-    let d: SocketAddrV4 = dst.parse().map_err(|_| format!("{dst:?} is not ADDRESS:PORT"))?;
+    let s: SocketAddr = src.parse().map_err(|_| format!("{src:?} is not ADDRESS:PORT"))?;
+    let d: SocketAddr = dst.parse().map_err(|_| format!("{dst:?} is not ADDRESS:PORT"))?;
     Ok(FlowKey {
-        src: Addr::v4(*s.ip()),
-        dst: Addr::v4(*d.ip()),
+        src: Addr::from(s.ip()),
+        dst: Addr::from(d.ip()),
         src_port: s.port(),
         dst_port: d.port(),
         protocol,

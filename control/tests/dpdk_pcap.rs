@@ -16,7 +16,7 @@ use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::wire::checksum;
 use sluice_dataplane::wire::{GrePacket, Ipv4Packet, TcpPacket, UdpPacket};
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -302,16 +302,17 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
     // The backend each flow must get: the dataplane's Maglev over the same config.
     let config = Config::parse(&yaml, "pipeline.yaml").unwrap();
     let snap = Snapshot::build(&config.snapshot_spec(1, None), None).unwrap();
-    let expected_backend = |k: &FlowKey| -> (Ipv4Addr, usize) {
-        let si = snap.services.iter().position(|s| Addr::v4(s.vip) == k.dst && s.port == k.dst_port).unwrap();
+    let expected_backend = |k: &FlowKey| -> (IpAddr, usize) {
+        let si =
+            snap.services.iter().position(|s| Addr::from(s.vip) == k.dst && s.port == k.dst_port).unwrap();
         let b = snap.services[si].select_flow(k).unwrap();
         (snap.services[si].backends[usize::from(b)].address, si)
     };
-    let backend_mac: HashMap<Ipv4Addr, [u8; 6]> = config.ports[0].spec.neighbors.iter().copied().collect();
+    let backend_mac: HashMap<IpAddr, [u8; 6]> = config.ports[0].spec.neighbors.iter().copied().collect();
 
     let mut seen_inner = HashSet::new();
-    let mut flow_backend: HashMap<FlowKey, Ipv4Addr> = HashMap::new();
-    let mut per_backend: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut flow_backend: HashMap<FlowKey, IpAddr> = HashMap::new();
+    let mut per_backend: HashMap<IpAddr, usize> = HashMap::new();
     let (mut arp, mut echo) = (0, 0);
     for (n, f) in out.iter().enumerate() {
         let ctx =
@@ -383,9 +384,9 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
         let (want, _) = expected_backend(&key);
         assert_eq!(outer.dst(), want, "{}: Maglev's backend for {key:?}", ctx());
         assert_eq!(&f[0..6], &backend_mac[&want], "{}: backend's MAC", ctx());
-        let first = *flow_backend.entry(key).or_insert(outer.dst());
+        let first = *flow_backend.entry(key).or_insert(outer.dst().into());
         assert_eq!(first, outer.dst(), "{}: flow changed backend", ctx());
-        *per_backend.entry(outer.dst()).or_default() += 1;
+        *per_backend.entry(outer.dst().into()).or_default() += 1;
     }
     assert_eq!(seen_inner.len(), input.tunneled.len(), "every tunneled packet once");
     assert_eq!((arp, echo), (input.arp_replies, input.echo_replies));

@@ -29,6 +29,23 @@ impl Addr {
     }
 }
 
+/// The longest prefix of `a`'s family: 32 or 128.
+pub fn max_prefix(a: IpAddr) -> u8 {
+    if a.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// Whether `a` is inside `net`/`len` (both of one family; a longer `len` than the family's
+/// counts as the whole address).
+pub fn in_prefix(a: IpAddr, net: IpAddr, len: u8) -> bool {
+    let bits = u32::from(max_prefix(a));
+    let mask = u128::MAX.checked_shl(bits - u32::from(len).min(bits)).unwrap_or(0);
+    a.is_ipv4() == net.is_ipv4() && Addr::from(a).0 & mask == Addr::from(net).0 & mask
+}
+
 impl From<Ipv4Addr> for Addr {
     fn from(a: Ipv4Addr) -> Addr {
         Addr::v4(a)
@@ -97,6 +114,22 @@ mod tests {
         let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
         assert_eq!(Addr::from(IpAddr::V6(v6)).as_v4(), None);
         assert_eq!(m.to_string(), "198.18.0.7");
+    }
+
+    #[test]
+    fn prefixes_of_both_families() {
+        let net: IpAddr = "198.18.0.1".parse().unwrap();
+        assert!(in_prefix("198.18.0.254".parse().unwrap(), net, 24));
+        assert!(!in_prefix("198.18.1.1".parse().unwrap(), net, 24));
+        assert!(in_prefix("198.19.255.1".parse().unwrap(), net, 15));
+        assert!(in_prefix("10.0.0.1".parse().unwrap(), net, 0));
+        assert!(!in_prefix("198.18.0.2".parse().unwrap(), net, 32));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(in_prefix("2001:db8::ff".parse().unwrap(), v6, 64));
+        assert!(!in_prefix("2001:db9::1".parse().unwrap(), v6, 32));
+        assert!(!in_prefix("::ffff:198.18.0.2".parse().unwrap(), net, 24), "families differ");
+        assert!(!in_prefix(net, "::ffff:198.18.0.1".parse().unwrap(), 24), "families differ");
+        assert_eq!((max_prefix(net), max_prefix(v6)), (32, 128));
     }
 
     #[test]

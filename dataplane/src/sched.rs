@@ -95,9 +95,10 @@ mod tests {
         let backends = weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| BackendSpec::new(Ipv4Addr::new(198, 19, 0, 10 + i as u8), w))
+            .map(|(i, &w)| BackendSpec::new(Ipv4Addr::new(198, 19, 0, 10 + i as u8).into(), w))
             .collect();
-        let mut svc = ServiceSpec::dsr("s", Ipv4Addr::new(198, 18, 10, 1), 80, Protocol::Tcp, backends);
+        let mut svc =
+            ServiceSpec::dsr("s", Ipv4Addr::new(198, 18, 10, 1).into(), 80, Protocol::Tcp, backends);
         svc.scheduler = scheduler;
         svc.table_size = 251;
         let spec = SnapshotSpec {

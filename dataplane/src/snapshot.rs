@@ -12,7 +12,7 @@ pub use crate::limit::Limits;
 use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
 use crate::table::{IdIndex, MapKey, StaticMap};
 use crate::wire::{ipv4, Mac};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// How a service reaches its backends.
@@ -82,14 +82,14 @@ impl Protocol {
 pub struct PortSpec {
     pub name: String,
     pub mac: Mac,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
     pub mtu: u16,
     pub vlan: Option<u16>,
     /// Next hop for destinations outside the port's prefix.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// Static neighbours: never expire, never re-learned.
-    pub neighbors: Vec<(Ipv4Addr, Mac)>,
+    pub neighbors: Vec<(IpAddr, Mac)>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,11 +99,11 @@ pub struct BackendSpec {
     pub id: Option<u32>,
     /// DSR: the backend host's address, the tunnel's outer destination. NAT: the backend's own
     /// address (in its VPC), the client packets' new destination.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// NAT: the backend's port (`None`: the service's port). DSR cannot change ports.
     pub port: Option<u16>,
     /// NAT: the host the backend runs on, the tunnel's outer destination (`None`: `address`).
-    pub host: Option<Ipv4Addr>,
+    pub host: Option<IpAddr>,
     pub weight: u32,
     /// Failed its health checks: out of the Maglev table, and its sessions go by the
     /// service's `on_backend_removed` policy.
@@ -111,12 +111,12 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
-    pub fn new(address: Ipv4Addr, weight: u32) -> BackendSpec {
+    pub fn new(address: IpAddr, weight: u32) -> BackendSpec {
         BackendSpec { id: None, address, port: None, host: None, weight, down: false }
     }
 
     /// A NAT backend: `address:port` on host `host`.
-    pub fn nat(address: Ipv4Addr, port: u16, host: Ipv4Addr, weight: u32) -> BackendSpec {
+    pub fn nat(address: IpAddr, port: u16, host: IpAddr, weight: u32) -> BackendSpec {
         BackendSpec { id: None, address, port: Some(port), host: Some(host), weight, down: false }
     }
 }
@@ -126,7 +126,7 @@ pub struct ServiceSpec {
     /// Stable id (part of every session key); `None`: numbered in order.
     pub id: Option<u16>,
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
@@ -149,7 +149,7 @@ impl ServiceSpec {
     /// A Maglev DSR service over IPIP with default settings (tests, examples).
     pub fn dsr(
         name: &str,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         port: u16,
         protocol: Protocol,
         backends: Vec<BackendSpec>,
@@ -179,7 +179,7 @@ pub struct SnapshotSpec {
     pub generation: u64,
     pub ports: Vec<PortSpec>,
     /// Outer source of tunnels; the egress port's address when unset.
-    pub tunnel_source: Option<Ipv4Addr>,
+    pub tunnel_source: Option<IpAddr>,
     pub services: Vec<ServiceSpec>,
 }
 
@@ -203,16 +203,16 @@ impl std::fmt::Display for BuildError {
 pub struct Port {
     pub name: String,
     pub mac: Mac,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
     pub mtu: u16,
     pub vlan: Option<u16>,
 }
 
 impl Port {
-    fn contains(&self, a: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
-        u32::from(a) & mask == u32::from(self.address) & mask
+    /// Whether `a` is inside the port's prefix (of the same family).
+    fn contains(&self, a: IpAddr) -> bool {
+        crate::flow::in_prefix(a, self.address, self.prefix_len)
     }
 }
 
@@ -236,7 +236,7 @@ fn unpack_mac(w: u64) -> Option<Mac> {
 #[derive(Debug)]
 pub struct NextHop {
     pub port: u16,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub is_static: bool,
     mac: AtomicU64,
     learned_ns: AtomicU64,
@@ -310,17 +310,17 @@ impl NextHop {
 pub struct Backend {
     pub id: u32,
     /// The backend's address: DSR, its host; NAT, the DNAT destination.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The destination port toward the backend (the service's port for DSR).
     pub port: u16,
     /// The tunnel's outer destination (the same as `address` for DSR).
-    pub host: Ipv4Addr,
+    pub host: IpAddr,
     /// The configured weight; a backend that is `down` takes no new flows whatever it is.
     pub weight: u32,
     pub down: bool,
     pub nexthop: u16,
     /// Outer source address of the tunnel toward this backend.
-    pub tunnel_source: Ipv4Addr,
+    pub tunnel_source: IpAddr,
     /// The tunnel headers toward it, but for the next hop's MAC and the per-packet fields.
     pub outer: OuterHeader,
 }
@@ -337,7 +337,7 @@ impl Backend {
 pub struct Service {
     pub id: u16,
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
@@ -445,19 +445,19 @@ impl MapKey for ServiceKey {
     }
 }
 
-/// (port index, IPv4 address) of a next hop.
+/// (port index, address) of a next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NeighborKey(u64);
+struct NeighborKey(u128, u16);
 
 impl NeighborKey {
-    fn new(port: u16, ip: Ipv4Addr) -> NeighborKey {
-        NeighborKey(u64::from(port) << 32 | u64::from(u32::from(ip)))
+    fn new(port: u16, ip: IpAddr) -> NeighborKey {
+        NeighborKey(Addr::from(ip).0, port)
     }
 }
 
 impl MapKey for NeighborKey {
     fn key_hash(&self) -> u64 {
-        self.0.key_hash()
+        (self.0 ^ u128::from(self.1) << 96).key_hash()
     }
 }
 
@@ -482,13 +482,316 @@ pub struct Snapshot {
     nexthop_map: StaticMap<NeighborKey, u16>,
 }
 
+/// A refusal at `path`.
+fn refuse(path: impl Into<String>, message: impl Into<String>) -> BuildError {
+    BuildError { path: path.into(), message: message.into() }
+}
+
+/// The one rule on address families, for every address a spec holds: IPv4 only, so far.
+fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
+    let v4 = |path: String, a: IpAddr| {
+        if a.is_ipv4() {
+            Ok(())
+        } else {
+            Err(refuse(path, format!("{a}: IPv6 is not supported yet")))
+        }
+    };
+    for (pi, p) in spec.ports.iter().enumerate() {
+        v4(format!("ports[{pi}].address"), p.address)?;
+        if let Some(g) = p.gateway {
+            v4(format!("ports[{pi}].gateway"), g)?;
+        }
+        for (ni, &(ip, _)) in p.neighbors.iter().enumerate() {
+            v4(format!("ports[{pi}].neighbors[{ni}].address"), ip)?;
+        }
+    }
+    if let Some(t) = spec.tunnel_source {
+        v4("tunnel_source".into(), t)?;
+    }
+    for (si, s) in spec.services.iter().enumerate() {
+        v4(format!("services[{si}].vip"), s.vip)?;
+        for (bi, b) in s.backends.iter().enumerate() {
+            v4(format!("services[{si}].backends[{bi}].address"), b.address)?;
+            if let Some(h) = b.host {
+                v4(format!("services[{si}].backends[{bi}].host"), h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next hops a snapshot is building: static neighbours first, then whatever backends and
+/// the default route need, each (port, address) once.
+#[derive(Default)]
+struct NextHops {
+    list: Vec<NextHop>,
+    index: std::collections::HashMap<(u16, IpAddr), u16>,
+}
+
+impl NextHops {
+    fn add(&mut self, port: u16, ip: IpAddr, mac: Option<Mac>) -> u16 {
+        let list = &mut self.list;
+        *self.index.entry((port, ip)).or_insert_with(|| {
+            list.push(NextHop {
+                port,
+                ip,
+                is_static: mac.is_some(),
+                mac: AtomicU64::new(mac.map_or(0, pack_mac)),
+                learned_ns: AtomicU64::new(0),
+                requested_ns: AtomicU64::new(0),
+            });
+            (list.len() - 1) as u16
+        })
+    }
+
+    /// The ports' static neighbours.
+    fn add_static(&mut self, spec: &SnapshotSpec, ports: &[Port]) -> Result<(), BuildError> {
+        for (pi, p) in spec.ports.iter().enumerate() {
+            for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
+                if !ports[pi].contains(ip) {
+                    return Err(refuse(
+                        format!("ports[{pi}].neighbors[{ni}].address"),
+                        format!("{ip} is not inside the port's prefix {}/{}", p.address, p.prefix_len),
+                    ));
+                }
+                self.add(pi as u16, ip, Some(mac));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids and keys seen so far in a build: each must be unique across services.
+#[derive(Default)]
+struct Seen {
+    keys: std::collections::HashMap<ServiceKey, usize>,
+    service_ids: std::collections::HashMap<u16, usize>,
+    backend_ids: std::collections::HashMap<u32, (usize, usize)>,
+    next_backend_id: u32,
+}
+
+/// What a service's build reads besides its own spec.
+struct Around<'a> {
+    spec: &'a SnapshotSpec,
+    ports: &'a [Port],
+}
+
+/// Service `si`'s spec, checked and built (next hops added to `hops`).
+fn build_service(
+    si: usize,
+    s: &ServiceSpec,
+    at: &Around<'_>,
+    hops: &mut NextHops,
+    seen: &mut Seen,
+) -> Result<Service, BuildError> {
+    let id = s.id.unwrap_or(si as u16);
+    if let Some(first) = seen.service_ids.insert(id, si) {
+        return Err(refuse(
+            format!("services[{si}]"),
+            format!("service id {id} is also services[{first}]'s"),
+        ));
+    }
+    let key = ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
+    if let Some(first) = seen.keys.insert(key, si) {
+        let what = format!("duplicate service {}:{} {:?}", s.vip, s.port, s.protocol);
+        return Err(refuse(format!("services[{si}]"), format!("{what}: services[{first}] already uses it")));
+    }
+    if s.backends.len() > MAX_BACKENDS || s.backends.len() >= s.table_size as usize {
+        let n = s.backends.len();
+        return Err(refuse(
+            format!("services[{si}].backends"),
+            format!("{n} backends: at most {MAX_BACKENDS} and fewer than table_size"),
+        ));
+    }
+    let mut backends = Vec::with_capacity(s.backends.len());
+    let mut pairs = std::collections::HashSet::new();
+    // The smallest MTU toward a backend (the SYN proxy's MSS).
+    let mut backend_mtu = usize::MAX;
+    for (bi, b) in s.backends.iter().enumerate() {
+        let (backend, mtu) = build_backend((si, bi), s, b, at, hops, (seen, &mut pairs))?;
+        backend_mtu = backend_mtu.min(mtu);
+        backends.push(backend);
+    }
+    let synproxy_mss = synproxy_mss(si, s, backend_mtu)?;
+    Ok(Service {
+        synproxy_mss,
+        limits: s.limits,
+        limited: !s.limits.is_empty(),
+        id,
+        persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
+        on_backend_removed: s.on_backend_removed,
+        on_no_backend: s.on_no_backend,
+        rr: rr_sequence(&weights(&backends)),
+        backend_ids: IdIndex::build(backends.iter().enumerate().map(|(i, b)| (b.id, i as u16))),
+        name: s.name.clone(),
+        vip: s.vip,
+        port: s.port,
+        protocol: s.protocol,
+        forwarding: s.forwarding,
+        tunnel: s.tunnel,
+        scheduler: s.scheduler,
+        maglev: maglev(s, &backends),
+        backends,
+    })
+}
+
+/// The backends' weights as the schedulers see them (a backend that is down has none).
+fn weights(backends: &[Backend]) -> Vec<u32> {
+    backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect()
+}
+
+/// The service's Maglev table. Maglev names a backend by its address (DSR) or address and
+/// port (NAT): the same on every appliance with this config.
+fn maglev(s: &ServiceSpec, backends: &[Backend]) -> Maglev {
+    let ids: Vec<Vec<u8>> = backends
+        .iter()
+        .map(|b| {
+            let mut id = match b.address {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            if s.forwarding == Forwarding::Nat {
+                id.extend_from_slice(&b.port.to_be_bytes());
+            }
+            id
+        })
+        .collect();
+    let weights = weights(backends);
+    let inputs: Vec<MaglevInput<'_>> =
+        ids.iter().zip(&weights).map(|(id, &weight)| MaglevInput { id, weight }).collect();
+    Maglev::build(&inputs, s.table_size)
+}
+
+/// The SYN proxy's MSS toward the backends (`None` without the SYN proxy): the smallest path
+/// MTU less the tunnel and 40.
+fn synproxy_mss(si: usize, s: &ServiceSpec, backend_mtu: usize) -> Result<Option<u16>, BuildError> {
+    if !s.synproxy {
+        return Ok(None);
+    }
+    if s.forwarding != Forwarding::Nat || s.protocol != Protocol::Tcp {
+        return Err(refuse(
+            format!("services[{si}].synproxy"),
+            "SYN proxy needs forwarding: nat over TCP (it must see the backend's replies)",
+        ));
+    }
+    let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
+    let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
+    Ok(Some(path_mtu.saturating_sub(40).max(536) as u16))
+}
+
+/// Backend `bi` of service `si` (not a repeat of one in `pairs`), with the MTU of the port it
+/// leaves by: its route (a port whose prefix
+/// holds its host, else the first gateway), its stable id, its tunnel header.
+fn build_backend(
+    (si, bi): (usize, usize),
+    s: &ServiceSpec,
+    b: &BackendSpec,
+    at: &Around<'_>,
+    hops: &mut NextHops,
+    (seen, pairs): (&mut Seen, &mut std::collections::HashSet<(IpAddr, u16)>),
+) -> Result<(Backend, usize), BuildError> {
+    let path = format!("services[{si}].backends[{bi}]");
+    if s.forwarding != Forwarding::Nat && (b.port.is_some() || b.host.is_some()) {
+        return Err(refuse(path, "port and host are for forwarding: nat (DSR keeps the packet as sent)"));
+    }
+    let port = b.port.unwrap_or(s.port);
+    let host = b.host.unwrap_or(b.address);
+    if port == 0 {
+        return Err(refuse(format!("{path}.port"), "port 0"));
+    }
+    if !pairs.insert((b.address, port)) {
+        return Err(refuse(
+            format!("{path}.address"),
+            format!("backend {}:{port} is listed twice", b.address),
+        ));
+    }
+    let route = at.ports.iter().position(|p| p.contains(host)).map(|pi| (pi, host)).or_else(|| {
+        let pi = at.spec.ports.iter().position(|p| p.gateway.is_some())?;
+        Some((pi, at.spec.ports[pi].gateway.unwrap_or(host)))
+    });
+    let field = if b.host.is_some() { "host" } else { "address" };
+    let Some((pi, via)) = route else {
+        return Err(refuse(
+            format!("{path}.{field}"),
+            format!("no route to {host}: no port's prefix holds it and no port has a gateway"),
+        ));
+    };
+    let nexthop = hops.add(pi as u16, via, None);
+    let id = backend_id(&path, (si, bi), b, seen)?;
+    let out = &at.ports[pi];
+    let tunnel_source = at.spec.tunnel_source.unwrap_or(out.address);
+    let Some(outer) = OuterHeader::new(out.mac, out.vlan, out.mtu, tunnel_source, host, s.tunnel) else {
+        return Err(refuse(format!("{path}.{field}"), format!("no tunnel from {tunnel_source} to {host}")));
+    };
+    let backend = Backend {
+        id,
+        address: b.address,
+        port,
+        host,
+        weight: b.weight,
+        down: b.down,
+        nexthop,
+        tunnel_source,
+        outer,
+    };
+    Ok((backend, usize::from(out.mtu)))
+}
+
+/// The backend's stable id: its own, or the next after the largest so far; unique.
+fn backend_id(
+    path: &str,
+    (si, bi): (usize, usize),
+    b: &BackendSpec,
+    seen: &mut Seen,
+) -> Result<u32, BuildError> {
+    let id = b.id.unwrap_or(seen.next_backend_id);
+    seen.next_backend_id = seen.next_backend_id.max(id) + 1;
+    if id as usize >= crate::counter::MAX_BACKEND_IDS {
+        return Err(refuse(path, format!("backend id {id} is too large")));
+    }
+    if let Some(first) = seen.backend_ids.insert(id, (si, bi)) {
+        return Err(refuse(
+            path,
+            format!("backend id {id} is also services[{}].backends[{}]'s", first.0, first.1),
+        ));
+    }
+    Ok(id)
+}
+
+/// NAT replies arrive from (VPC, backend address, port); a backend may serve several services
+/// (two VIPs or ports toward one server), at most [`NAT_SHARE`] of them. The map from that to
+/// (start << 8 | count) into the list of services.
+fn nat_groups(services: &[Service]) -> Result<(StaticMap<NatKey, u32>, Vec<u16>), BuildError> {
+    let mut groups: std::collections::BTreeMap<NatKey, Vec<u16>> = Default::default();
+    for (si, s) in services.iter().enumerate().filter(|(_, s)| s.forwarding == Forwarding::Nat) {
+        for b in &s.backends {
+            let key = NatKey::new(s.tunnel.vpc(), Addr::from(b.address), b.port, s.protocol.number());
+            let group = groups.entry(key).or_default();
+            group.push(si as u16);
+            if group.len() > NAT_SHARE {
+                return Err(refuse(
+                    format!("services[{si}].backends"),
+                    format!("{}:{} serves more than {NAT_SHARE} NAT services", b.address, b.port),
+                ));
+            }
+        }
+    }
+    let mut list = Vec::new();
+    let map = StaticMap::build(groups.into_iter().map(|(k, group)| {
+        let start = list.len() as u32;
+        list.extend_from_slice(&group);
+        (k, start << 8 | group.len() as u32)
+    }));
+    Ok((map, list))
+}
+
 impl Snapshot {
     /// Builds a snapshot. Next-hop MACs learned by `previous` carry over.
     pub fn build(spec: &SnapshotSpec, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
-        let err = |path: String, message: String| BuildError { path, message };
         if spec.ports.is_empty() || spec.ports.len() > crate::stats::MAX_PORTS {
-            return Err(err("ports".into(), format!("need 1 to {} ports", crate::stats::MAX_PORTS)));
+            return Err(refuse("ports", format!("need 1 to {} ports", crate::stats::MAX_PORTS)));
         }
+        check_families(spec)?;
         let ports: Vec<Port> = spec
             .ports
             .iter()
@@ -501,225 +804,19 @@ impl Snapshot {
                 vlan: p.vlan,
             })
             .collect();
-
-        // Next hops: static neighbours first, then whatever backends need.
-        let mut nexthops: Vec<NextHop> = Vec::new();
-        let mut nh_index = std::collections::HashMap::new();
-        let mut add_nexthop = |port: u16, ip: Ipv4Addr, mac: Option<Mac>| -> u16 {
-            *nh_index.entry((port, ip)).or_insert_with(|| {
-                nexthops.push(NextHop {
-                    port,
-                    ip,
-                    is_static: mac.is_some(),
-                    mac: AtomicU64::new(mac.map_or(0, pack_mac)),
-                    learned_ns: AtomicU64::new(0),
-                    requested_ns: AtomicU64::new(0),
-                });
-                (nexthops.len() - 1) as u16
-            })
-        };
-        for (pi, p) in spec.ports.iter().enumerate() {
-            for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
-                if !ports[pi].contains(ip) {
-                    return Err(err(
-                        format!("ports[{pi}].neighbors[{ni}].address"),
-                        format!("{ip} is not inside the port's prefix {}/{}", p.address, p.prefix_len),
-                    ));
-                }
-                add_nexthop(pi as u16, ip, Some(mac));
-            }
-        }
-
-        let mut services = Vec::with_capacity(spec.services.len());
-        let mut keys = std::collections::HashMap::new();
-        let mut service_ids = std::collections::HashMap::new();
-        let mut backend_ids = std::collections::HashMap::new();
-        let mut next_backend_id = 0u32;
-        for (si, s) in spec.services.iter().enumerate() {
-            let id = s.id.unwrap_or(si as u16);
-            if let Some(first) = service_ids.insert(id, si) {
-                return Err(err(
-                    format!("services[{si}]"),
-                    format!("service id {id} is also services[{first}]'s"),
-                ));
-            }
-            let key = ServiceKey::new(Addr::v4(s.vip), s.port, s.protocol.number());
-            if let Some(first) = keys.insert(key, si) {
-                return Err(err(
-                    format!("services[{si}]"),
-                    format!(
-                        "duplicate service {}:{} {:?}: services[{first}] already uses it",
-                        s.vip, s.port, s.protocol
-                    ),
-                ));
-            }
-            if s.backends.len() > MAX_BACKENDS || s.backends.len() >= s.table_size as usize {
-                return Err(err(
-                    format!("services[{si}].backends"),
-                    format!(
-                        "{} backends: at most {MAX_BACKENDS} and fewer than table_size",
-                        s.backends.len()
-                    ),
-                ));
-            }
-            let mut backends = Vec::with_capacity(s.backends.len());
-            let mut seen = std::collections::HashSet::new();
-            let nat = s.forwarding == Forwarding::Nat;
-            // The smallest MTU toward a backend (the SYN proxy's MSS).
-            let mut backend_mtu = usize::MAX;
-            for (bi, b) in s.backends.iter().enumerate() {
-                if !nat && (b.port.is_some() || b.host.is_some()) {
-                    return Err(err(
-                        format!("services[{si}].backends[{bi}]"),
-                        "port and host are for forwarding: nat (DSR keeps the packet as sent)".into(),
-                    ));
-                }
-                let port = b.port.unwrap_or(s.port);
-                let host = b.host.unwrap_or(b.address);
-                if port == 0 {
-                    return Err(err(format!("services[{si}].backends[{bi}].port"), "port 0".into()));
-                }
-                if !seen.insert((b.address, port)) {
-                    return Err(err(
-                        format!("services[{si}].backends[{bi}].address"),
-                        format!("backend {}:{port} is listed twice", b.address),
-                    ));
-                }
-                let route = ports.iter().position(|p| p.contains(host)).map(|pi| (pi, host)).or_else(|| {
-                    spec.ports
-                        .iter()
-                        .position(|p| p.gateway.is_some())
-                        .map(|pi| (pi, spec.ports[pi].gateway.unwrap_or(host)))
-                });
-                let field = if b.host.is_some() { "host" } else { "address" };
-                let Some((pi, via)) = route else {
-                    return Err(err(
-                        format!("services[{si}].backends[{bi}].{field}"),
-                        format!("no route to {host}: no port's prefix holds it and no port has a gateway"),
-                    ));
-                };
-                let nexthop = add_nexthop(pi as u16, via, None);
-                backend_mtu = backend_mtu.min(usize::from(ports[pi].mtu));
-                let id = b.id.unwrap_or(next_backend_id);
-                next_backend_id = next_backend_id.max(id) + 1;
-                if id as usize >= crate::session::MAX_BACKEND_IDS {
-                    return Err(err(
-                        format!("services[{si}].backends[{bi}]"),
-                        format!("backend id {id} is too large"),
-                    ));
-                }
-                if let Some(first) = backend_ids.insert(id, (si, bi)) {
-                    return Err(err(
-                        format!("services[{si}].backends[{bi}]"),
-                        format!("backend id {id} is also services[{}].backends[{}]'s", first.0, first.1),
-                    ));
-                }
-                let tunnel_source = spec.tunnel_source.unwrap_or(ports[pi].address);
-                backends.push(Backend {
-                    id,
-                    address: b.address,
-                    port,
-                    host,
-                    weight: b.weight,
-                    down: b.down,
-                    nexthop,
-                    tunnel_source,
-                    outer: OuterHeader::new(
-                        ports[pi].mac,
-                        ports[pi].vlan,
-                        ports[pi].mtu,
-                        tunnel_source,
-                        host,
-                        s.tunnel,
-                    ),
-                });
-            }
-            // Maglev names a backend by its address (DSR) or address and port (NAT): the same
-            // on every appliance with this config.
-            let ids: Vec<Vec<u8>> = backends
-                .iter()
-                .map(|b| {
-                    let mut id = b.address.octets().to_vec();
-                    if nat {
-                        id.extend_from_slice(&b.port.to_be_bytes());
-                    }
-                    id
-                })
-                .collect();
-            let inputs: Vec<MaglevInput<'_>> = ids
-                .iter()
-                .zip(&backends)
-                .map(|(id, b)| MaglevInput { id, weight: if b.down { 0 } else { b.weight } })
-                .collect();
-            let maglev = Maglev::build(&inputs, s.table_size);
-            let weights: Vec<u32> = backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect();
-            let by_id = IdIndex::build(backends.iter().enumerate().map(|(i, b)| (b.id, i as u16)));
-            let synproxy_mss = if s.synproxy {
-                if !nat || s.protocol != Protocol::Tcp {
-                    return Err(err(
-                        format!("services[{si}].synproxy"),
-                        "SYN proxy needs forwarding: nat over TCP (it must see the backend's replies)".into(),
-                    ));
-                }
-                let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
-                let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
-                Some(path_mtu.saturating_sub(40).max(536) as u16)
-            } else {
-                None
-            };
-            services.push(Service {
-                synproxy_mss,
-                limits: s.limits,
-                limited: !s.limits.is_empty(),
-                id,
-                persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
-                on_backend_removed: s.on_backend_removed,
-                on_no_backend: s.on_no_backend,
-                rr: rr_sequence(&weights),
-                backend_ids: by_id,
-                name: s.name.clone(),
-                vip: s.vip,
-                port: s.port,
-                protocol: s.protocol,
-                forwarding: s.forwarding,
-                tunnel: s.tunnel,
-                scheduler: s.scheduler,
-                backends,
-                maglev,
-            });
-        }
-        // NAT replies arrive from (VPC, backend address, port); a backend may serve several
-        // services (two VIPs or ports toward one server), at most NAT_SHARE of them.
-        let mut nat_groups: std::collections::BTreeMap<NatKey, Vec<u16>> = Default::default();
-        for (si, s) in services.iter().enumerate().filter(|(_, s)| s.forwarding == Forwarding::Nat) {
-            for b in &s.backends {
-                let key = NatKey::new(s.tunnel.vpc(), Addr::v4(b.address), b.port, s.protocol.number());
-                let group = nat_groups.entry(key).or_default();
-                group.push(si as u16);
-                if group.len() > NAT_SHARE {
-                    return Err(err(
-                        format!("services[{si}].backends"),
-                        format!("{}:{} serves more than {NAT_SHARE} NAT services", b.address, b.port),
-                    ));
-                }
-            }
-        }
-        let mut nat_services = Vec::new();
-        let nat_map = StaticMap::build(nat_groups.into_iter().map(|(k, group)| {
-            let start = nat_services.len() as u32;
-            nat_services.extend_from_slice(&group);
-            (k, start << 8 | group.len() as u32)
-        }));
-        let default_nexthop = spec
-            .ports
-            .iter()
-            .enumerate()
-            .find_map(|(pi, p)| p.gateway.map(|g| add_nexthop(pi as u16, g, None)));
-
+        let mut hops = NextHops::default();
+        hops.add_static(spec, &ports)?;
+        let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports });
+        let services = (spec.services.iter().enumerate())
+            .map(|(si, s)| build_service(si, s, &around, &mut hops, &mut seen))
+            .collect::<Result<Vec<Service>, BuildError>>()?;
+        let (nat_map, nat_services) = nat_groups(&services)?;
+        let default_nexthop = (spec.ports.iter().enumerate())
+            .find_map(|(pi, p)| p.gateway.map(|g| hops.add(pi as u16, g, None)));
+        let nexthops = hops.list;
         if nexthops.len() > usize::from(u16::MAX) {
-            return Err(err("services".into(), "more than 65535 next hops".into()));
+            return Err(refuse("services", "more than 65535 next hops"));
         }
-
         if let Some(prev) = previous {
             for nh in nexthops.iter().filter(|n| !n.is_static) {
                 if let Some(old) = prev.nexthop(nh.port, nh.ip) {
@@ -727,33 +824,24 @@ impl Snapshot {
                 }
             }
         }
-
-        let service_map = StaticMap::build(
-            spec.services
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (ServiceKey::new(Addr::v4(s.vip), s.port, s.protocol.number()), i as u16)),
-        );
-        let vips = StaticMap::build(spec.services.iter().map(|s| (Addr::v4(s.vip).0, ())));
-        let service_ids =
-            StaticMap::build(services.iter().enumerate().map(|(i, s)| (u64::from(s.id), i as u16)));
-        let nexthop_map = StaticMap::build(
-            nexthops.iter().enumerate().map(|(i, n)| (NeighborKey::new(n.port, n.ip), i as u16)),
-        );
-        let has_nat = services.iter().any(|s| s.forwarding == Forwarding::Nat);
+        let key = |s: &Service| ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
         Ok(Snapshot {
             generation: spec.generation,
+            service_map: StaticMap::build(services.iter().enumerate().map(|(i, s)| (key(s), i as u16))),
+            vips: StaticMap::build(services.iter().map(|s| (Addr::from(s.vip).0, ()))),
+            service_ids: StaticMap::build(
+                services.iter().enumerate().map(|(i, s)| (u64::from(s.id), i as u16)),
+            ),
+            nexthop_map: StaticMap::build(
+                nexthops.iter().enumerate().map(|(i, n)| (NeighborKey::new(n.port, n.ip), i as u16)),
+            ),
+            has_nat: services.iter().any(|s| s.forwarding == Forwarding::Nat),
             ports,
             services,
             nexthops,
             default_nexthop,
-            has_nat,
             nat_map,
             nat_services,
-            service_map,
-            service_ids,
-            vips,
-            nexthop_map,
         })
     }
 
@@ -768,21 +856,21 @@ impl Snapshot {
     }
 
     #[inline]
-    pub fn is_vip(&self, a: Ipv4Addr) -> bool {
-        self.vips.get(&Addr::v4(a).0).is_some()
+    pub fn is_vip(&self, a: IpAddr) -> bool {
+        self.vips.get(&Addr::from(a).0).is_some()
     }
 
     /// True if `a` is the address of any port.
     #[inline]
-    pub fn is_local(&self, a: Ipv4Addr) -> bool {
+    pub fn is_local(&self, a: IpAddr) -> bool {
         self.ports.iter().any(|p| p.address == a)
     }
 
-    pub fn nexthop(&self, port: u16, ip: Ipv4Addr) -> Option<&NextHop> {
+    pub fn nexthop(&self, port: u16, ip: IpAddr) -> Option<&NextHop> {
         self.nexthop_map.get(&NeighborKey::new(port, ip)).and_then(|i| self.nexthops.get(usize::from(i)))
     }
 
-    pub fn nexthop_index(&self, port: u16, ip: Ipv4Addr) -> Option<u16> {
+    pub fn nexthop_index(&self, port: u16, ip: IpAddr) -> Option<u16> {
         self.nexthop_map.get(&NeighborKey::new(port, ip))
     }
 
@@ -800,7 +888,7 @@ impl Snapshot {
     /// The next hop toward a client address: a neighbour configured on a port whose prefix
     /// holds it, else the default gateway.
     #[inline]
-    pub fn route_to(&self, a: Ipv4Addr) -> Option<u16> {
+    pub fn route_to(&self, a: IpAddr) -> Option<u16> {
         match self.ports.iter().position(|p| p.contains(a)) {
             Some(pi) => self.nexthop_index(pi as u16, a),
             None => self.default_nexthop,
@@ -832,6 +920,7 @@ impl MapKey for NatKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     pub(crate) fn port(name: &str, addr: [u8; 4], gw: Option<[u8; 4]>) -> PortSpec {
         PortSpec {
@@ -883,10 +972,10 @@ mod tests {
         assert_eq!(b[0].tunnel_source, Ipv4Addr::new(198, 19, 0, 1));
         // Off-link backend goes via the gateway of port 0.
         let via = &s.nexthops[usize::from(b[2].nexthop)];
-        assert_eq!((via.port, via.ip), (0, Ipv4Addr::new(198, 18, 0, 254)));
-        assert!(s.is_vip(Ipv4Addr::new(198, 18, 10, 1)));
-        assert!(!s.is_vip(Ipv4Addr::new(198, 18, 10, 2)));
-        assert!(s.is_local(Ipv4Addr::new(198, 19, 0, 1)));
+        assert_eq!((via.port, via.ip), (0, Ipv4Addr::new(198, 18, 0, 254).into()));
+        assert!(s.is_vip(Ipv4Addr::new(198, 18, 10, 1).into()));
+        assert!(!s.is_vip(Ipv4Addr::new(198, 18, 10, 2).into()));
+        assert!(s.is_local(Ipv4Addr::new(198, 19, 0, 1).into()));
         assert_eq!(s.service(ServiceKey::new(Addr::v4(Ipv4Addr::new(198, 18, 10, 1)), 80, 6)), Some(0));
         assert_eq!(s.service(ServiceKey::new(Addr::v4(Ipv4Addr::new(198, 18, 10, 1)), 80, 17)), None);
     }
@@ -916,17 +1005,20 @@ mod tests {
     #[test]
     fn learned_macs_survive_rebuild_and_static_ones_stay() {
         let mut sp = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
-        sp.ports[0].neighbors.push((Ipv4Addr::new(198, 18, 0, 254), [2, 0, 0, 0, 0, 0xfe]));
+        sp.ports[0].neighbors.push((Ipv4Addr::new(198, 18, 0, 254).into(), [2, 0, 0, 0, 0, 0xfe]));
         let a = Snapshot::build(&sp, None).unwrap();
-        let nh = a.nexthop(1, Ipv4Addr::new(198, 19, 0, 10)).unwrap();
+        let nh = a.nexthop(1, Ipv4Addr::new(198, 19, 0, 10).into()).unwrap();
         assert_eq!(nh.mac(), None);
         assert!(nh.learn([2, 0, 0, 0, 0, 10], 5));
         assert!(!nh.learn([2, 0, 0, 0, 0, 10], 6));
-        let gw = a.nexthop(0, Ipv4Addr::new(198, 18, 0, 254)).unwrap();
+        let gw = a.nexthop(0, Ipv4Addr::new(198, 18, 0, 254).into()).unwrap();
         assert!(!gw.learn([9; 6], 5));
         assert_eq!(gw.mac(), Some([2, 0, 0, 0, 0, 0xfe]));
         let b = Snapshot::build(&sp, Some(&a)).unwrap();
-        assert_eq!(b.nexthop(1, Ipv4Addr::new(198, 19, 0, 10)).unwrap().mac(), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(
+            b.nexthop(1, Ipv4Addr::new(198, 19, 0, 10).into()).unwrap().mac(),
+            Some([2, 0, 0, 0, 0, 10])
+        );
     }
 
     #[test]

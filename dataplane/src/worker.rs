@@ -5,7 +5,9 @@
 
 use crate::io::{Burst, Frame, Io, BURST};
 use crate::limit::{Isolation, LimitState};
-use crate::pipeline::{build_arp_request, classify, finish, Ctx, Limiter, Resolve, Stage, Verdict};
+use crate::pipeline::{
+    build_arp_request, classify, finish, Ctx, Limiter, Resolve, SessionEvents, Stage, Verdict,
+};
 use crate::sched::SchedState;
 use crate::session::SessionTable;
 use crate::snapshot::Snapshot;
@@ -15,6 +17,17 @@ use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Packets of a burst that were sent, by what they were (added to the counters once per burst).
+#[derive(Debug, Default)]
+struct Tally {
+    arp: u64,
+    echo: u64,
+    tunneled: u64,
+    resets: u64,
+    nat: u64,
+    unreach: u64,
+}
 
 /// How often worker 0 walks the next hops to resolve or refresh them ahead of traffic.
 pub const NEIGHBOR_SCAN_NS: u64 = 100_000_000;
@@ -156,75 +169,98 @@ impl<I: Io> Worker<I> {
             pc.rx_packets.add(stages.len() as u64);
             pc.rx_bytes.add(bytes as u64);
             // Pass 2: finish and dispatch.
-            let (mut arp, mut echo, mut tunneled, mut resets, mut nat, mut unreach) =
-                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+            let mut tally = Tally::default();
             for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
                 let verdict = match stage {
                     Stage::Done(v) => *v,
                     Stage::Service(t) => finish(&mut cx, &mut frame, t),
                 };
-                let out = match verdict {
-                    Verdict::ArpReply { port } => {
-                        arp += 1;
-                        port
-                    }
-                    Verdict::EchoReply { port } => {
-                        echo += 1;
-                        port
-                    }
-                    Verdict::Tunnel { port, service, backend } => {
-                        tunneled += 1;
-                        if let Some(s) = snap.services.get(usize::from(service)) {
-                            let b = s.backends.get(usize::from(backend)).map_or(u32::MAX, |b| b.id);
-                            self.stats.count_forward(s.id, b, frame.data().len() as u64);
-                        }
-                        port
-                    }
-                    Verdict::Reset { port } => {
-                        resets += 1;
-                        port
-                    }
-                    Verdict::NatReply { port, .. } => {
-                        nat += 1;
-                        port
-                    }
-                    Verdict::Unreachable { port } => {
-                        unreach += 1;
-                        port
-                    }
-                    Verdict::SynAck { port } => port,
-                    Verdict::Consumed => continue,
-                    Verdict::Drop(reason) => {
-                        self.stats.count_drop(reason, 1);
-                        continue;
-                    }
-                };
-                self.enqueue(out, frame);
+                self.dispatch(snap, frame, verdict, &mut tally);
             }
             self.stats.neighbors_learned.add(u64::from(cx.learned));
-            let ev = cx.events;
-            self.stats.sessions_created.add(u64::from(ev.created));
-            self.stats.session_hits.add(u64::from(ev.hits));
-            self.stats.sessions_fallback.add(u64::from(ev.fallback));
-            self.stats.sessions_remapped.add(u64::from(ev.remapped));
-            let sp = &self.stats.synproxy;
-            sp.cookies_sent.add(u64::from(ev.cookies));
-            sp.acks_valid.add(u64::from(ev.acks_valid));
-            sp.handshakes.add(u64::from(ev.handshakes));
-            sp.backend_failures.add(u64::from(ev.backend_failures));
-            sp.held.add(u64::from(ev.held));
-            sp.backend_resets.add(u64::from(ev.backend_resets));
-            if ev.not_held > 0 {
-                self.stats.count_drop(DropReason::SynproxyNotHeld, u64::from(ev.not_held));
-            }
-            self.stats.resets_sent.add(resets);
-            self.stats.arp_replies.add(arp);
-            self.stats.icmp_echo_replies.add(echo);
-            self.stats.tunneled.add(tunneled);
-            self.stats.nat_replies.add(nat);
-            self.stats.unreachables_sent.add(unreach);
+            self.count_burst(&cx.events, &tally);
         }
+        self.resolve_neighbors(snap, &mut resolve, now_ns);
+        self.sched = sched;
+        self.limits = limits;
+        self.flush_all();
+        self.stats.polls.add(1);
+        if received > 0 {
+            self.stats.busy_polls.add(1);
+        }
+        received
+    }
 
+    /// Sends or drops one packet by its verdict, tallying what it was.
+    #[inline(always)]
+    fn dispatch(&mut self, snap: &Snapshot, frame: I::Frame, verdict: Verdict, tally: &mut Tally) {
+        let out = match verdict {
+            Verdict::ArpReply { port } => {
+                tally.arp += 1;
+                port
+            }
+            Verdict::EchoReply { port } => {
+                tally.echo += 1;
+                port
+            }
+            Verdict::Tunnel { port, service, backend } => {
+                tally.tunneled += 1;
+                if let Some(s) = snap.services.get(usize::from(service)) {
+                    let b = s.backends.get(usize::from(backend)).map_or(u32::MAX, |b| b.id);
+                    self.stats.count_forward(s.id, b, frame.data().len() as u64);
+                }
+                port
+            }
+            Verdict::Reset { port } => {
+                tally.resets += 1;
+                port
+            }
+            Verdict::NatReply { port, .. } => {
+                tally.nat += 1;
+                port
+            }
+            Verdict::Unreachable { port } => {
+                tally.unreach += 1;
+                port
+            }
+            Verdict::SynAck { port } => port,
+            Verdict::Consumed => return,
+            Verdict::Drop(reason) => {
+                self.stats.count_drop(reason, 1);
+                return;
+            }
+        };
+        self.enqueue(out, frame);
+    }
+
+    /// Adds a burst's session events and sent packets to the worker's counters.
+    fn count_burst(&self, ev: &SessionEvents, tally: &Tally) {
+        let st = &self.stats;
+        st.sessions_created.add(u64::from(ev.created));
+        st.session_hits.add(u64::from(ev.hits));
+        st.sessions_fallback.add(u64::from(ev.fallback));
+        st.sessions_remapped.add(u64::from(ev.remapped));
+        let sp = &st.synproxy;
+        sp.cookies_sent.add(u64::from(ev.cookies));
+        sp.acks_valid.add(u64::from(ev.acks_valid));
+        sp.handshakes.add(u64::from(ev.handshakes));
+        sp.backend_failures.add(u64::from(ev.backend_failures));
+        sp.held.add(u64::from(ev.held));
+        sp.backend_resets.add(u64::from(ev.backend_resets));
+        if ev.not_held > 0 {
+            st.count_drop(DropReason::SynproxyNotHeld, u64::from(ev.not_held));
+        }
+        st.resets_sent.add(tally.resets);
+        st.arp_replies.add(tally.arp);
+        st.icmp_echo_replies.add(tally.echo);
+        st.tunneled.add(tally.tunneled);
+        st.nat_replies.add(tally.nat);
+        st.unreachables_sent.add(tally.unreach);
+    }
+
+    /// Asks for the next hops the pass found unresolved (`resolve`) and, on worker 0 every
+    /// [`NEIGHBOR_SCAN_NS`], for those due a refresh, ahead of traffic.
+    fn resolve_neighbors(&mut self, snap: &Snapshot, resolve: &mut Resolve, now_ns: u64) {
         if self.id == 0 && now_ns >= self.next_scan_ns {
             self.next_scan_ns = now_ns + NEIGHBOR_SCAN_NS;
             for (i, nh) in snap.nexthops.iter().enumerate() {
@@ -236,22 +272,13 @@ impl<I: Io> Worker<I> {
                 }
             }
         }
-        for &nh in &resolve {
+        for &nh in resolve.iter() {
             let Some(mut frame) = self.io.alloc() else { break };
             if let Some(port) = build_arp_request(snap, nh, &mut frame) {
                 self.stats.arp_requests.add(1);
                 self.enqueue(port, frame);
             }
         }
-
-        self.sched = sched;
-        self.limits = limits;
-        self.flush_all();
-        self.stats.polls.add(1);
-        if received > 0 {
-            self.stats.busy_polls.add(1);
-        }
-        received
     }
 
     fn enqueue(&mut self, port: u16, frame: I::Frame) {

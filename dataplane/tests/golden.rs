@@ -12,7 +12,7 @@ use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::wire::parse_mac;
 use sluice_dataplane::worker::Worker;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 struct Case {
@@ -76,7 +76,7 @@ fn port(
         mtu,
         vlan,
         gateway: None,
-        neighbors: neighbors.iter().map(|&(ip, m)| (Ipv4Addr::from(ip), mac(m))).collect(),
+        neighbors: neighbors.iter().map(|&(ip, m)| (IpAddr::from(ip), mac(m))).collect(),
     }
 }
 

@@ -29,14 +29,15 @@ fn limit(value: u64) -> Option<Limit> {
 
 /// The flooded VIP (TCP and UDP port 80, each with `limits`) and another VIP with none.
 fn snapshot(limits: Limits) -> Snapshot {
-    let backend = |i: u8| BackendSpec::new(Ipv4Addr::new(198, 19, 0, 10 + i), 1);
-    let mut tcp = ServiceSpec::dsr("flooded", FLOODED, 80, Protocol::Tcp, vec![backend(1), backend(2)]);
+    let backend = |i: u8| BackendSpec::new(Ipv4Addr::new(198, 19, 0, 10 + i).into(), 1);
+    let mut tcp =
+        ServiceSpec::dsr("flooded", FLOODED.into(), 80, Protocol::Tcp, vec![backend(1), backend(2)]);
     tcp.id = Some(TCP_ID);
     tcp.limits = limits;
-    let mut udp = ServiceSpec::dsr("flooded-udp", FLOODED, 80, Protocol::Udp, vec![backend(1)]);
+    let mut udp = ServiceSpec::dsr("flooded-udp", FLOODED.into(), 80, Protocol::Udp, vec![backend(1)]);
     udp.id = Some(UDP_ID);
     udp.limits = limits;
-    let mut other = ServiceSpec::dsr("other", OTHER, 80, Protocol::Udp, vec![backend(3)]);
+    let mut other = ServiceSpec::dsr("other", OTHER.into(), 80, Protocol::Udp, vec![backend(3)]);
     other.id = Some(OTHER_ID);
     let port = |name: &str, mac, address: [u8; 4], neighbors| PortSpec {
         name: name.into(),
@@ -56,7 +57,7 @@ fn snapshot(limits: Limits) -> Snapshot {
                 "int",
                 [2, 0, 0, 0, 1, 1],
                 [198, 19, 0, 1],
-                (1..4).map(|i| (Ipv4Addr::new(198, 19, 0, 10 + i), [2, 0, 0, 0, 1, i])).collect(),
+                (1..4).map(|i| (Ipv4Addr::new(198, 19, 0, 10 + i).into(), [2, 0, 0, 0, 1, i])).collect(),
             ),
         ],
         tunnel_source: None,

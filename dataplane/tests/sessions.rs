@@ -12,7 +12,7 @@ use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, RST, SYN};
 use sluice_dataplane::wire::{checksum, Ipv4Packet, TcpPacket};
 use sluice_dataplane::worker::Worker;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -51,16 +51,19 @@ fn spec(
     scheduler: Scheduler,
     persistence: u32,
 ) -> SnapshotSpec {
-    let neighbors: Vec<(Ipv4Addr, [u8; 6])> =
-        (0..8).map(|i| (backend_addr(i), [2, 0, 0, 0, 1, 10 + i])).collect();
+    let neighbors: Vec<(IpAddr, [u8; 6])> =
+        (0..8).map(|i| (backend_addr(i).into(), [2, 0, 0, 0, 1, 10 + i])).collect();
     let mut svc = ServiceSpec::dsr(
         "web",
-        VIP,
+        VIP.into(),
         80,
         Protocol::Tcp,
         backends
             .iter()
-            .map(|&(id, w)| BackendSpec { id: Some(id), ..BackendSpec::new(backend_addr(id as u8), w) })
+            .map(|&(id, w)| BackendSpec {
+                id: Some(id),
+                ..BackendSpec::new(backend_addr(id as u8).into(), w)
+            })
             .collect(),
     );
     svc.id = Some(3);

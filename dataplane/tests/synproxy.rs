@@ -37,15 +37,20 @@ const MSS: u16 = 1432;
 const T0: u64 = 1_000_000_000;
 
 fn snapshot(synproxy: bool, forwarding: Forwarding) -> Result<Snapshot, BuildError> {
-    let mut s =
-        ServiceSpec::dsr("web", VIP, 80, Protocol::Tcp, vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)]);
+    let mut s = ServiceSpec::dsr(
+        "web",
+        VIP.into(),
+        80,
+        Protocol::Tcp,
+        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
+    );
     s.forwarding = forwarding;
     s.tunnel = Tunnel::Gre { key: Some(VPC) };
     s.table_size = 251;
     s.synproxy = synproxy;
     s.on_no_backend = NoBackend::Reset;
     if forwarding == Forwarding::Dsr {
-        s.backends = vec![BackendSpec::new(HOST, 1)];
+        s.backends = vec![BackendSpec::new(HOST.into(), 1)];
     }
     snapshot_with(vec![s])
 }
@@ -541,16 +546,21 @@ fn a_backend_shared_with_another_service_answers_the_newest_session() {
     let mut r = Rig::new();
     let mut spec_plain = ServiceSpec::dsr(
         "plain",
-        Ipv4Addr::new(198, 18, 10, 7),
+        Ipv4Addr::new(198, 18, 10, 7).into(),
         80,
         Protocol::Tcp,
-        vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)],
+        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
     );
     spec_plain.forwarding = Forwarding::Nat;
     spec_plain.tunnel = Tunnel::Gre { key: Some(VPC) };
     spec_plain.table_size = 251;
-    let mut spec_web =
-        ServiceSpec::dsr("web", VIP, 80, Protocol::Tcp, vec![BackendSpec::nat(BACKEND, 8080, HOST, 1)]);
+    let mut spec_web = ServiceSpec::dsr(
+        "web",
+        VIP.into(),
+        80,
+        Protocol::Tcp,
+        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
+    );
     spec_web.forwarding = Forwarding::Nat;
     spec_web.tunnel = Tunnel::Gre { key: Some(VPC) };
     spec_web.table_size = 251;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 /// One port and a service whose backend has no known MAC: worker 0 asks for it by ARP.
 fn snapshot() -> Snapshot {
-    let backends = vec![BackendSpec::new(Ipv4Addr::new(198, 19, 0, 99), 1)];
-    let svc = ServiceSpec::dsr("s", Ipv4Addr::new(198, 18, 10, 1), 80, Protocol::Tcp, backends);
+    let backends = vec![BackendSpec::new(Ipv4Addr::new(198, 19, 0, 99).into(), 1)];
+    let svc = ServiceSpec::dsr("s", Ipv4Addr::new(198, 18, 10, 1).into(), 80, Protocol::Tcp, backends);
     let spec = SnapshotSpec {
         generation: 1,
         ports: vec![PortSpec {

@@ -2,10 +2,11 @@
 
 use super::validate::Validator;
 use super::{PortConfig, RawPort};
+use sluice_dataplane::flow::{in_prefix, max_prefix};
 use sluice_dataplane::snapshot::PortSpec;
 use sluice_dataplane::stats::MAX_PORTS;
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const DEFAULT_MTU: u16 = 1500;
 
@@ -46,9 +47,8 @@ impl Validator<'_> {
         if p.vlan.is_some_and(|v| !(1..=4094).contains(&v)) {
             self.refuse(&f("vlan"), "a VLAN id from 1 to 4094");
         }
-        let mask = u32::MAX << (32 - u32::from(prefix_len));
-        let inside = |a: Ipv4Addr| u32::from(a) & mask == u32::from(address) & mask;
-        let gateway = p.gateway.as_deref().and_then(|g| self.ipv4(&f("gateway"), g));
+        let inside = |a: IpAddr| in_prefix(a, address, prefix_len);
+        let gateway = p.gateway.as_deref().and_then(|g| self.address(&f("gateway"), g));
         if let Some(g) = gateway {
             if !inside(g) {
                 self.refuse(&f("gateway"), format!("{g} is not inside {}", p.address));
@@ -56,7 +56,7 @@ impl Validator<'_> {
         }
         let mut neighbors = Vec::new();
         for (n, nb) in p.neighbors.iter().enumerate() {
-            let a = self.ipv4(&f(&format!("neighbors[{n}].address")), &nb.address);
+            let a = self.address(&f(&format!("neighbors[{n}].address")), &nb.address);
             let m = self.mac(&f(&format!("neighbors[{n}].mac")), &nb.mac);
             if let (Some(a), Some(m)) = (a, m) {
                 if !inside(a) {
@@ -85,15 +85,15 @@ impl Validator<'_> {
     }
 
     /// A port's `ADDRESS/PREFIX_LEN`.
-    fn port_address(&mut self, field: &str, s: &str) -> Option<(Ipv4Addr, u8)> {
+    fn port_address(&mut self, field: &str, s: &str) -> Option<(IpAddr, u8)> {
         let Some((a, l)) = s.split_once('/') else {
             self.refuse(field, format!("{s:?} needs a prefix length, as in 198.18.0.1/24"));
             return None;
         };
-        match (self.ipv4(field, a), l.parse::<u8>()) {
-            (Some(a), Ok(l)) if (1..=32).contains(&l) => Some((a, l)),
-            (Some(_), _) => {
-                self.refuse(field, format!("prefix length in {s:?} must be 1 to 32"));
+        match (self.address(field, a), l.parse::<u8>()) {
+            (Some(a), Ok(l)) if (1..=max_prefix(a)).contains(&l) => Some((a, l)),
+            (Some(a), _) => {
+                self.refuse(field, format!("prefix length in {s:?} must be 1 to {}", max_prefix(a)));
                 None
             }
             (None, _) => None,

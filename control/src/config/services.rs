@@ -12,7 +12,7 @@ use sluice_dataplane::snapshot::{
     BackendSpec, Forwarding, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 const MAX_WEIGHT: u32 = 1000;
 /// Largest Maglev table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
@@ -52,7 +52,7 @@ impl Validator<'_> {
         ports: &[PortConfig],
     ) -> Option<(ServiceSpec, Option<HealthSpec>)> {
         let f = |k: &str| format!("services[{i}].{k}");
-        let vip = self.ipv4(&f("vip"), &s.vip);
+        let vip = self.address(&f("vip"), &s.vip);
         if let Some(v) = vip {
             if ports.iter().any(|p| p.spec.address == v) {
                 self.refuse(&f("vip"), format!("{v} is a port address"));
@@ -189,10 +189,10 @@ impl Validator<'_> {
             if be.port == Some(0) {
                 self.refuse(&format!("{bf}.port"), "port 0 is not a backend port");
             }
-            let host = be.host.as_deref().map(|h| self.ipv4(&format!("{bf}.host"), h));
+            let host = be.host.as_deref().map(|h| self.address(&format!("{bf}.host"), h));
             if let (Some(address), Some(host)) = (
-                self.ipv4(&format!("{bf}.address"), &be.address),
-                host.unwrap_or(Some(Ipv4Addr::UNSPECIFIED)),
+                self.address(&format!("{bf}.address"), &be.address),
+                host.unwrap_or(Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
             ) {
                 let mut spec = BackendSpec::new(address, weight);
                 spec.port = be.port;
@@ -251,7 +251,7 @@ impl Validator<'_> {
     }
 
     /// A service's `health` section, checked.
-    fn health(&mut self, i: usize, h: &RawHealth, vip: Option<Ipv4Addr>) -> Option<HealthSpec> {
+    fn health(&mut self, i: usize, h: &RawHealth, vip: Option<IpAddr>) -> Option<HealthSpec> {
         use crate::health::Check;
         let f = |k: &str| format!("services[{i}].health.{k}");
         let interval = self.seconds(&f("interval"), h.interval, 2.0, (0.05, 3600.0));

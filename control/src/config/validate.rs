@@ -10,7 +10,7 @@ use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::wire::{parse_mac, Mac};
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Longest EAL argument, vdev or device name: 1024 bytes.
@@ -40,7 +40,7 @@ impl Validator<'_> {
         let eal_args = self.dpdk(&raw.dpdk);
         let cores = self.workers(&raw.workers);
         let ports = self.ports(&raw.ports);
-        let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.ipv4("tunnel.source", s));
+        let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.address("tunnel.source", s));
         let (services, health) = self.services(&raw.services, &ports);
         let metrics_listen = self.metrics(raw.metrics.as_ref());
         let (capacity, timeouts) = self.sessions(&raw.sessions);
@@ -278,9 +278,12 @@ impl Validator<'_> {
         ConfigErrors(self.errors)
     }
 
-    pub(super) fn ipv4(&mut self, field: &str, s: &str) -> Option<Ipv4Addr> {
-        match s.parse::<Ipv4Addr>() {
-            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+    /// An address of a host (of either family; which families a pipeline may use is
+    /// `Snapshot::build`'s rule).
+    pub(super) fn address(&mut self, field: &str, s: &str) -> Option<IpAddr> {
+        let broadcast = |a: &IpAddr| matches!(a, IpAddr::V4(v4) if v4.is_broadcast());
+        match s.parse::<IpAddr>() {
+            Ok(a) if a.is_unspecified() || broadcast(&a) || a.is_multicast() => {
                 self.refuse(field, format!("{a} is not a unicast address"));
                 None
             }

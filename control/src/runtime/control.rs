@@ -155,7 +155,7 @@ impl Control {
             for b in &s.backends {
                 let Some(backend) = self.registry.backend_id(s, b) else { continue };
                 let port = spec.port.or(b.port).unwrap_or(s.port);
-                let addr = std::net::SocketAddrV4::new(b.address, port);
+                let addr = std::net::SocketAddr::new(b.address, port);
                 let target = health::Target { backend, addr, spec: spec.clone() };
                 targets.push((target, (s.name.clone(), spec_label(s, b))));
             }

@@ -9,7 +9,8 @@ use crate::snapshot::ServiceKey;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Header};
-use crate::wire::{TcpPacket, UdpPacket, WireError};
+use crate::wire::{self, TcpPacket, UdpPacket, WireError};
+use std::net::IpAddr;
 
 /// A tunneled packet to the appliance's address (a NAT reply): the outer IPv4 header at
 /// `frame[l2..]`, `ihl` long, the packet `total` long, tunnel protocol `proto`.
@@ -65,7 +66,7 @@ pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
         };
         let dst = eth.dst();
         // Unicast must be ours; broadcast and multicast go on (ARP, then not_for_us).
-        if dst != port.mac && dst[0] & 1 == 0 {
+        if dst != port.mac && !wire::is_group(&dst) {
             return Class::from(DropReason::ForeignMac);
         }
         if eth.vlan() != port.vlan {
@@ -90,7 +91,7 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
     if !ip.checksum_ok {
         return Class::from(DropReason::Ipv4BadChecksum);
     }
-    let (dst, proto) = (ip.dst, ip.protocol);
+    let (dst, proto) = (IpAddr::V4(ip.dst), ip.protocol);
     let l4 = proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP;
 
     // Fast path: unfragmented TCP/UDP to a service, found with one lookup.

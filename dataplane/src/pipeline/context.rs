@@ -1,12 +1,13 @@
 //! What every stage works with: the per-burst context ([`Ctx`]), a packet to a service as the
 //! first pass left it ([`ToService`]), and the isolation limits checked against both.
 
+use crate::counter::Counter;
 use crate::flow::FlowKey;
 use crate::limit::{self, Isolation, LimitState, Rate, Which};
 use crate::sched::SchedState;
 use crate::session::{SessionKey, SessionTable};
 use crate::snapshot::{Service, Snapshot};
-use crate::stats::{Counter, DropReason};
+use crate::stats::DropReason;
 use crate::synproxy::SynProxy;
 use arrayvec::ArrayVec;
 

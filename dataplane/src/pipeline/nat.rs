@@ -15,7 +15,7 @@ use crate::wire::endpoint::{self, End};
 use crate::wire::ethernet;
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::{tcp, GrePacket, TcpPacket, UdpPacket};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The reply inside the tunnel.
 struct Reply {
@@ -86,7 +86,7 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
     if rewritten.is_err() {
         return drop(DropReason::NatReplyMalformed);
     }
-    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client, service: f.service })
+    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
 }
 
 /// The tunnel (GRE's key is the VPC; IPIP is the physical network) and the reply in it:
@@ -145,7 +145,7 @@ fn session_of<'a>(cx: &Ctx<'a>, r: &Reply) -> Option<Found<'a>> {
         let owner = svc.backend_by_id(s.backend);
         let serves = owner
             .and_then(|i| svc.backends.get(usize::from(i)))
-            .is_some_and(|b| b.address == r.backend && b.port == r.bport);
+            .is_some_and(|b| b.address == IpAddr::V4(r.backend) && b.port == r.bport);
         if serves && found.as_ref().is_none_or(|f| rank(&s) > rank(&f.s)) {
             found = Some(Found { service: si, svc, backend: owner.unwrap_or(0), key, hash, slot, s });
         }

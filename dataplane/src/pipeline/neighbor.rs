@@ -8,8 +8,8 @@ use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, EthernetRepr};
-use crate::wire::{WireError, BROADCAST_MAC};
-use std::net::Ipv4Addr;
+use crate::wire::{self, WireError, BROADCAST_MAC};
+use std::net::IpAddr;
 
 /// An ARP packet at `frame[l2..]`, received on `rx_port`: a request for one of our addresses
 /// is answered in place; a next hop's MAC is learned from its reply, its request to us or its
@@ -23,14 +23,14 @@ pub fn arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -
         Err(WireError::Truncated) => return Verdict::Drop(DropReason::ArpTruncated),
         Err(_) => return Verdict::Drop(DropReason::ArpUnsupported),
     };
-    let for_us = tpa == port.address || cx.snap.is_vip(tpa);
+    let for_us = IpAddr::V4(tpa) == port.address || cx.snap.is_vip(tpa.into());
     let gratuitous = spa == tpa;
     // Learn only next hops we already send to, only from plausible unicast senders, and only
     // from a reply, a request aimed at us, or an announcement: bytes from the wire never
     // create entries.
     let mut learned = false;
-    if sha[0] & 1 == 0 && sha != [0; 6] && (op == arp::OP_REPLY || for_us || gratuitous) {
-        if let Some(nh) = cx.snap.nexthop(rx_port, spa) {
+    if !wire::is_group(&sha) && sha != [0; 6] && (op == arp::OP_REPLY || for_us || gratuitous) {
+        if let Some(nh) = cx.snap.nexthop(rx_port, spa.into()) {
             learned = true;
             if nh.learn(sha, cx.now_ns) {
                 cx.learned += 1;
@@ -64,6 +64,10 @@ pub fn build_arp_request<F: Frame>(snap: &Snapshot, nh: u16, frame: &mut F) -> O
         vlan: port.vlan,
         ethertype: ethernet::ETHERTYPE_ARP,
     };
+    // ARP asks for IPv4 addresses, from the port's.
+    let (IpAddr::V4(ours), IpAddr::V4(theirs)) = (port.address, nh.ip) else {
+        return None;
+    };
     let len = eth.header_len() + arp::PACKET_LEN;
     // Pad to the 60-byte Ethernet minimum ourselves (virtual NICs do not).
     let want = len.max(60);
@@ -73,11 +77,11 @@ pub fn build_arp_request<F: Frame>(snap: &Snapshot, nh: u16, frame: &mut F) -> O
     }
     let b = frame.data_mut();
     eth.emit(b);
-    arp::emit(&mut b[eth.header_len()..], arp::OP_REQUEST, port.mac, port.address, [0; 6], nh.ip);
+    arp::emit(&mut b[eth.header_len()..], arp::OP_REQUEST, port.mac, ours, [0; 6], theirs);
     Some(nh.port)
 }
 
 /// The address a next hop is asked for, for tests and logs.
-pub fn nexthop_ip(snap: &Snapshot, nh: u16) -> Option<Ipv4Addr> {
+pub fn nexthop_ip(snap: &Snapshot, nh: u16) -> Option<IpAddr> {
     snap.nexthops.get(usize::from(nh)).map(|n| n.ip)
 }

@@ -3,7 +3,7 @@
 use crate::encap::Inner;
 use crate::session::{Session, SessionKey};
 use crate::stats::DropReason;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// What to do with a packet after [`super::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct ToBackend {
 pub struct ToClient {
     pub at: usize,
     pub len: usize,
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     pub service: u16,
 }
 

@@ -116,9 +116,6 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     let Ok(seg) = segment::read(frame.data(), p.l2()) else {
         return Verdict::Drop(DropReason::SynproxyMalformed);
     };
-    let (Some(client), Some(vip)) = (p.flow.src.as_v4(), p.flow.dst.as_v4()) else {
-        return Verdict::Drop(DropReason::SynproxyMalformed);
-    };
     let o = &seg.opts;
     let opts = SynOptions::from_syn(o.mss, o.wscale, o.sack_perm, o.timestamps.is_some());
     let cookie = cx.proxy.keys.make(&p.flow, seg.seq, cookie_period(cx.now_ns), opts);
@@ -143,7 +140,7 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     if let Ok(mut eth) = EthernetFrame::new_checked(frame.data_mut()) {
         eth.reply_to_sender(port.mac);
     }
-    if segment::write(frame, p.l2(), (vip, client), (0, 0), &synack).is_none() {
+    if segment::write(frame, p.l2(), (p.flow.dst.to_ip(), p.flow.src.to_ip()), (0, 0), &synack).is_none() {
         return Verdict::Drop(DropReason::NoHeadroom);
     }
     cx.events.cookies += 1;
@@ -161,7 +158,7 @@ fn backend_syn<F: Frame>(
     s: &Session,
     (opts, tsval): (SynOptions, Option<u32>),
 ) -> FromClient {
-    let (Some(backend), Some(client)) = (svc.backends.get(usize::from(bi)), p.flow.src.as_v4()) else {
+    let Some(backend) = svc.backends.get(usize::from(bi)) else {
         return drop(DropReason::NoBackend);
     };
     let offer = SynOffer {
@@ -182,7 +179,8 @@ fn backend_syn<F: Frame>(
         window: s.client_window,
         options: &options[..n],
     };
-    let Some(len) = segment::write(frame, p.l2(), (client, backend.address), (p.tos, p.ident), &syn) else {
+    let ends = (p.flow.src.to_ip(), backend.address);
+    let Some(len) = segment::write(frame, p.l2(), ends, (p.tos, p.ident), &syn) else {
         return drop(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {
@@ -280,7 +278,7 @@ fn hold<F: Frame>(cx: &mut Ctx<'_>, frame: &F, p: &ToService, slot: usize) -> Op
 /// The client reset its half-open connection: the backend's ends too (its receive window
 /// starts at the client's ISN + 1, where the client's sequence numbers, `seq`, are).
 fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16, seq: u32) -> FromClient {
-    let (Some(b), Some(client)) = (svc.backends.get(usize::from(bi)), p.flow.src.as_v4()) else {
+    let Some(b) = svc.backends.get(usize::from(bi)) else {
         return drop(DropReason::BackendRemoved);
     };
     let rst = TcpRepr {
@@ -292,7 +290,8 @@ fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16,
         window: 0,
         options: &[],
     };
-    let Some(len) = segment::write(frame, p.l2(), (client, b.address), (p.tos, p.ident), &rst) else {
+    let Some(len) = segment::write(frame, p.l2(), (p.flow.src.to_ip(), b.address), (p.tos, p.ident), &rst)
+    else {
         return drop(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {

@@ -80,9 +80,7 @@ fn complete(cx: &Ctx<'_>, b: &BackendSegment, seg: &SegView) -> Option<Session> 
 /// The backend refused: the client's connection (established, as far as it knows) is reset,
 /// in the appliance's sequence space.
 fn refused<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service) -> FromBackend {
-    let Some(client) = b.key.addr.as_v4() else {
-        return drop(DropReason::SynproxyMalformed);
-    };
+    let client = b.key.addr.to_ip();
     let rst = TcpRepr {
         src_port: svc.port,
         dst_port: b.key.port,
@@ -105,9 +103,10 @@ fn refused<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service) -> FromBa
 /// acknowledged (RFC 9293, 3.10.7.3), which ends the old connection; so does the appliance,
 /// on the client's behalf. The client's next retransmission sends the SYN again.
 fn challenge_ack<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service, ack: u32) -> FromBackend {
-    let (Some(backend), Some(client)) = (svc.backends.get(usize::from(b.backend)), b.key.addr.as_v4()) else {
+    let Some(backend) = svc.backends.get(usize::from(b.backend)) else {
         return drop(DropReason::NoBackend);
     };
+    let client = b.key.addr.to_ip();
     let rst = TcpRepr {
         src_port: b.key.port,
         dst_port: backend.port,
@@ -174,7 +173,7 @@ pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
             return drop(DropReason::SynproxyMalformed);
         };
-        (ip.dst(), t.dst_port(), ip.src(), t.src_port())
+        (ip.dst().into(), t.dst_port(), ip.src().into(), t.src_port())
     };
     let ts = seg.opts.timestamps.map(|(val, ecr)| tcp_options::emit_timestamps(ecr, val));
     let ack = TcpRepr {

@@ -5,7 +5,7 @@ use crate::io::Frame;
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
 use crate::wire::tcp_options::{self, TcpOptions};
 use crate::wire::{TcpPacket, TcpRepr, WireError};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The parts of a TCP segment the proxy reads.
 #[derive(Debug, Clone)]
@@ -43,15 +43,19 @@ pub fn resize<F: Frame>(frame: &mut F, len: usize) -> bool {
     }
 }
 
-/// Writes a TCP/IPv4 segment without data at `frame[at..]`, making the frame end with it; its
-/// length.
+/// Writes a TCP segment without data at `frame[at..]`, making the frame end with it; its
+/// length. `None` if the frame cannot hold it, or for addresses of another family than IPv4
+/// (so far).
 pub fn write<F: Frame>(
     frame: &mut F,
     at: usize,
-    (src, dst): (Ipv4Addr, Ipv4Addr),
+    (src, dst): (IpAddr, IpAddr),
     (tos, ident): (u8, u16),
     t: &TcpRepr<'_>,
 ) -> Option<usize> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+        return None;
+    };
     let len = ipv4::HEADER_LEN + t.header_len();
     if !resize(frame, at + len) {
         return None;

@@ -1,9 +1,10 @@
-//! A transport endpoint (address and port) of a TCP or UDP packet over IPv4, rewritten with the
-//! incremental checksum updates both headers need (RFC 1624): the NAT translation.
+//! A transport endpoint (address and port) of a TCP or UDP packet, rewritten with the
+//! incremental checksum updates both headers need (RFC 1624): the NAT translation. IPv4 so
+//! far; an IPv6 packet or address is refused as unsupported.
 
 use super::ipv4::{self, Ipv4Packet};
 use super::{checksum, TcpPacket, UdpPacket, WireError};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Which end of a packet [`rewrite`] changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,10 +13,17 @@ pub enum End {
     Dst,
 }
 
-/// Sets the `end` address and port of the TCP or UDP over IPv4 packet that starts `b`,
-/// updating the IPv4 checksum and the TCP/UDP checksum (whose pseudo-header holds the address;
+/// Sets the `end` address and port of the TCP or UDP packet that starts `b` (its IP header),
+/// updating the IP checksum and the TCP/UDP checksum (whose pseudo-header holds the address;
 /// a UDP checksum of zero, "none", stays zero). Nothing changes on an error.
-pub fn rewrite(b: &mut [u8], end: End, addr: Ipv4Addr, port: u16) -> Result<(), WireError> {
+pub fn rewrite(b: &mut [u8], end: End, addr: IpAddr, port: u16) -> Result<(), WireError> {
+    match addr {
+        IpAddr::V4(a) => rewrite_v4(b, end, a, port),
+        IpAddr::V6(_) => Err(WireError::Unsupported),
+    }
+}
+
+fn rewrite_v4(b: &mut [u8], end: End, addr: Ipv4Addr, port: u16) -> Result<(), WireError> {
     let mut ip = Ipv4Packet::new_checked(b)?;
     let old = u32::from(match end {
         End::Src => ip.src(),
@@ -128,7 +136,7 @@ mod tests {
         for proto in [ipv4::PROTO_TCP, ipv4::PROTO_UDP] {
             for end in [End::Src, End::Dst] {
                 let mut b = packet(proto, 5);
-                rewrite(&mut b, end, to, 8080).unwrap();
+                rewrite(&mut b, end, to.into(), 8080).unwrap();
                 let ip = Ipv4Packet::new_checked(&b[..]).unwrap();
                 let ports = &ip.payload()[..4];
                 let (addr, port) = match end {
@@ -145,7 +153,7 @@ mod tests {
     fn a_udp_checksum_of_none_stays_none() {
         let mut b = packet(ipv4::PROTO_UDP, 3);
         b[ipv4::HEADER_LEN + 6..ipv4::HEADER_LEN + 8].fill(0);
-        rewrite(&mut b, End::Dst, Ipv4Addr::new(10, 0, 0, 1), 1).unwrap();
+        rewrite(&mut b, End::Dst, Ipv4Addr::new(10, 0, 0, 1).into(), 1).unwrap();
         assert_eq!(&b[ipv4::HEADER_LEN + 6..ipv4::HEADER_LEN + 8], &[0, 0]);
     }
 
@@ -159,9 +167,13 @@ mod tests {
         let short_tcp = packet(ipv4::PROTO_TCP, 0)[..30].to_vec();
         for (mut b, err) in [(icmp, WireError::Unsupported), (short_tcp, WireError::Truncated)] {
             let before = b.clone();
-            assert_eq!(rewrite(&mut b, End::Dst, Ipv4Addr::new(10, 0, 0, 1), 1), Err(err));
+            assert_eq!(rewrite(&mut b, End::Dst, Ipv4Addr::new(10, 0, 0, 1).into(), 1), Err(err));
             assert_eq!(b, before);
         }
+        let mut b = packet(ipv4::PROTO_TCP, 0);
+        let before = b.clone();
+        assert_eq!(rewrite(&mut b, End::Dst, "2001:db8::1".parse().unwrap(), 1), Err(WireError::Unsupported));
+        assert_eq!(b, before);
     }
 
     proptest! {
@@ -170,10 +182,10 @@ mod tests {
                                                    a in any::<u32>(), p in any::<u16>(), src in any::<bool>()) {
             let mut b = bytes;
             let end = if src { End::Src } else { End::Dst };
-            let _ = rewrite(&mut b, end, Ipv4Addr::from(a), p);
+            let _ = rewrite(&mut b, end, Ipv4Addr::from(a).into(), p);
             for proto in [ipv4::PROTO_TCP, ipv4::PROTO_UDP] {
                 let mut b = packet(proto, usize::from(p % 9));
-                rewrite(&mut b, end, Ipv4Addr::from(a), p).unwrap();
+                rewrite(&mut b, end, Ipv4Addr::from(a).into(), p).unwrap();
                 prop_assert!(valid(&b));
             }
         }

@@ -103,6 +103,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// Writes the destination MAC of the frame at the front of `b` (headers built from a template).
+#[inline(always)]
+pub fn write_dst(b: &mut [u8], m: Mac) {
+    b[field::DST].copy_from_slice(&m);
+}
+
 /// The fields of an Ethernet header, for building one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EthernetRepr {

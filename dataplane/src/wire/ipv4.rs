@@ -273,9 +273,63 @@ impl Ipv4Repr {
     }
 }
 
+/// Headers written from a template, as a tunnel's outer header is: the fixed fields come from
+/// the template, and these write the ones that vary per packet.
+pub mod template {
+    use super::{field, write_u16};
+
+    /// Zeroes the fields [`write_varying`] writes, in the option-less header at the front of `h`.
+    pub fn clear_varying(h: &mut [u8]) {
+        h[field::TOS] = 0;
+        write_u16(h, field::LENGTH, 0);
+        write_u16(h, field::IDENT, 0);
+        write_u16(h, field::FLAGS_FRAG, 0);
+        write_u16(h, field::CHECKSUM, 0);
+    }
+
+    /// Writes the per-packet fields of the option-less header at the front of `h`: version
+    /// and header length, TOS, total length, identification and flags (fragment offset 0)
+    /// as one 8-byte store, and the checksum.
+    #[inline(always)]
+    pub fn write_varying(h: &mut [u8], tos: u8, total: u16, ident: u16, flags: u16, checksum: u16) {
+        let word = 0x45u64 << 56
+            | u64::from(tos) << 48
+            | u64::from(total) << 32
+            | u64::from(ident) << 16
+            | u64::from(flags);
+        h[field::VER_IHL..field::TTL].copy_from_slice(&word.to_be_bytes());
+        write_u16(h, field::CHECKSUM, checksum);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_fields_are_the_varying_ones() {
+        let r = Ipv4Repr {
+            src: Ipv4Addr::new(198, 19, 0, 1),
+            dst: Ipv4Addr::new(198, 19, 0, 10),
+            protocol: PROTO_GRE,
+            payload_len: 100,
+            tos: 0x10,
+            ident: 0x1234,
+            dont_frag: true,
+            ttl: 64,
+        };
+        let mut want = [0u8; HEADER_LEN];
+        r.emit(&mut want);
+        let mut h = want;
+        template::clear_varying(&mut h);
+        assert_eq!(&h[8..10], &want[8..10], "TTL and protocol stay");
+        assert_eq!(&h[12..], &want[12..], "addresses stay");
+        assert_eq!(h[0], 0x45, "version and header length stay");
+        assert_eq!(h[1..8].iter().chain(&h[10..12]).filter(|&&b| b != 0).count(), 0);
+        let c = u16::from_be_bytes([want[10], want[11]]);
+        template::write_varying(&mut h, 0x10, 120, 0x1234, FLAG_DF, c);
+        assert_eq!(h, want);
+    }
 
     // 192.168.0.1 -> 192.168.0.199, UDP, total length 0x73, DF, TTL 64, checksum 0xb861.
     const HEADER: [u8; 20] = [

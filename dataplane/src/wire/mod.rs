@@ -37,6 +37,11 @@ pub enum WireError {
 /// A MAC address.
 pub type Mac = [u8; 6];
 
+/// Whether a MAC address names a group (multicast or broadcast): the I/G bit of its first octet.
+pub fn is_group(m: &Mac) -> bool {
+    m[0] & 1 != 0
+}
+
 /// The broadcast MAC address.
 pub const BROADCAST_MAC: Mac = [0xff; 6];
 
@@ -87,5 +92,13 @@ mod tests {
         for bad in ["", "02:00:5e:10:ab", "02:00:5e:10:ab:ff:00", "2:00:5e:10:ab:ff", "zz:00:5e:10:ab:ff"] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn group_addresses() {
+        assert!(is_group(&BROADCAST_MAC));
+        assert!(is_group(&[0x01, 0x00, 0x5e, 0, 0, 1]), "IPv4 multicast");
+        assert!(is_group(&[0x33, 0x33, 0, 0, 0, 1]), "IPv6 multicast");
+        assert!(!is_group(&[0x02, 0, 0, 0, 0, 1]));
     }
 }

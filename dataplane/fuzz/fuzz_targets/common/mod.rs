@@ -30,7 +30,7 @@ use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ipv4, GrePacket, Ipv4Packet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Number of ports in the snapshot; rx port indexes at or past it do not exist.
 pub const N_PORTS: u16 = 3;
@@ -57,7 +57,7 @@ fn port(
         mtu,
         vlan,
         gateway: None,
-        neighbors: neighbors.iter().map(|&(ip, m)| (Ipv4Addr::from(ip), m)).collect(),
+        neighbors: neighbors.iter().map(|&(ip, m)| (IpAddr::from(ip), m)).collect(),
     }
 }
 
@@ -272,7 +272,7 @@ fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdi
             assert_eq!(a.operation(), sluice_dataplane::wire::arp::OP_REPLY);
             assert_eq!(a.sender_mac(), port.mac);
             assert!(
-                a.sender_ip() == port.address || snap.is_vip(a.sender_ip()),
+                IpAddr::V4(a.sender_ip()) == port.address || snap.is_vip(a.sender_ip().into()),
                 "answered for a foreign address"
             );
             assert_eq!(&out[l2 + 28..], &input[l2 + 28..], "padding after the ARP packet is kept");
