@@ -2,10 +2,7 @@
 //! Figures and method: docs/performance.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_bench::{
-    dsr_snapshot as snapshot, dsr_snapshot_limited, linux_syn, synproxy_snapshot, FlowWalk, Template,
-    Traffic, PORT_MAC, SYNPROXY_VIP,
-};
+use sluice_bench::{FlowWalk, Template, Traffic};
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, VecFrame};
 use sluice_dataplane::limit::{Isolation, Limit, LimitState, Limits};
@@ -14,12 +11,16 @@ use sluice_dataplane::pipeline::{process, Ctx, Limiter, Resolve, Verdict};
 use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::stats::WorkerStats;
+use sluice_dataplane::testkit::bench::{
+    dsr_snapshot as snapshot, dsr_snapshot_limited, linux_syn, synproxy_snapshot, SYNPROXY_VIP,
+};
+use sluice_dataplane::testkit::{self, vip, EXT_MAC, GEN_MAC};
 use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 fn packets(n: usize) -> Vec<[u8; 60]> {
-    let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
+    let t = Template::new(EXT_MAC, GEN_MAC, vip(1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
     (0..n)
         .map(|_| {
@@ -56,7 +57,7 @@ fn maglev(c: &mut Criterion) {
         .iter()
         .map(|p| FlowKey {
             src: Addr::v4(Ipv4Addr::new(p[26], p[27], p[28], p[29])),
-            dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 1)),
+            dst: Addr::v4(vip(1)),
             src_port: u16::from_be_bytes([p[34], p[35]]),
             dst_port: 80,
             protocol: 6,
@@ -92,7 +93,7 @@ fn pipeline(c: &mut Criterion) {
     let mut frames: Vec<VecFrame> = pkts.iter().map(|p| VecFrame::new(p)).collect();
     let mut resolve = Resolve::new();
     let table = SessionTable::new(1 << 21, Timeouts::default(), 1);
-    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+    let proxy = testkit::synproxy();
     let mut sched = SchedState::new(0, 1);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
@@ -156,7 +157,7 @@ fn pipeline(c: &mut Criterion) {
     // bytes with padding; its SYN-ACK, MSS only, is 58). A table of its own: the DSR
     // benchmark's sessions have the same clients and service id.
     let proxied = synproxy_snapshot(4);
-    let gen_syn = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], SYNPROXY_VIP, 80, Some(0x02));
+    let gen_syn = Template::new(EXT_MAC, GEN_MAC, SYNPROXY_VIP, 80, Some(0x02));
     for (name, linux) in [("synproxy_cookie_reply", true), ("synproxy_cookie_reply_gen_syn", false)] {
         let table = SessionTable::new(1 << 21, Timeouts::default(), 1);
         let mut walk = FlowWalk::new(Traffic::NewFlows);
@@ -209,7 +210,7 @@ fn cookies(c: &mut Criterion) {
             port = port.wrapping_add(1);
             let f = FlowKey {
                 src: Addr::v4(Ipv4Addr::new(198, 18, 1, 10)),
-                dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)),
+                dst: Addr::v4(vip(2)),
                 src_port: port,
                 dst_port: 80,
                 protocol: 6,
@@ -219,7 +220,7 @@ fn cookies(c: &mut Criterion) {
     });
     let f = FlowKey {
         src: Addr::v4(Ipv4Addr::new(198, 18, 1, 10)),
-        dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 2)),
+        dst: Addr::v4(vip(2)),
         src_port: 40000,
         dst_port: 80,
         protocol: 6,

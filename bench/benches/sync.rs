@@ -3,11 +3,11 @@
 //! `cargo bench -p sluice-bench --bench sync`; figures in docs/performance.md.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_bench::synproxy_snapshot;
 use sluice_control::peers::{install, record_of, ServiceIndex};
 use sluice_control::sync::{self, Op, ReplayGuard, SyncKey};
 use sluice_dataplane::flow::Addr;
 use sluice_dataplane::session::{Session, SessionKey, SessionTable, TcpState, Timeouts};
+use sluice_dataplane::testkit::bench::synproxy_snapshot;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 

@@ -6,13 +6,14 @@
 //! untouched, so that the example's own share (making packets, its queues) can be taken out.
 
 use arc_swap::ArcSwap;
-use sluice_bench::{dsr_snapshot_limited, FlowWalk, Template, Traffic, PORT_MAC};
+use sluice_bench::{FlowWalk, Template, Traffic};
 use sluice_dataplane::io::{MemIo, VecFrame};
 use sluice_dataplane::limit::{Limit, Limits};
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::stats::WorkerStats;
+use sluice_dataplane::testkit::bench::dsr_snapshot_limited;
+use sluice_dataplane::testkit::{self, vip, EXT_MAC, GEN_MAC};
 use sluice_dataplane::worker::Worker;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 fn main() {
@@ -33,13 +34,10 @@ fn main() {
         MemIo::new(2),
         2,
         config,
-        (
-            Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)),
-            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-        ),
+        (Arc::new(SessionTable::new(1 << 21, Timeouts::default(), 1)), Arc::new(testkit::synproxy())),
         Arc::clone(&stats),
     );
-    let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], Ipv4Addr::new(198, 18, 10, 1), 80, Some(0x10));
+    let t = Template::new(EXT_MAC, GEN_MAC, vip(1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
     let mut b = [0u8; 60];
     let (mut done, mut now) = (0, 1u64);

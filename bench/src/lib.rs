@@ -1,7 +1,8 @@
 //! Shared pieces of Sluice's benchmarks: the flow space the generator walks and the packets it
-//! builds, kept here so the criterion benchmarks and the generator agree.
+//! builds, kept here so the criterion benchmarks and the generator agree. The benchmarks'
+//! appliances and other frames are fixtures of the test kit (`sluice_dataplane::testkit::bench`,
+//! a dev-dependency here, so that sluice-gen builds without it).
 
-use sluice_dataplane::snapshot::*;
 use sluice_dataplane::wire::checksum;
 use std::net::Ipv4Addr;
 
@@ -135,145 +136,11 @@ impl Template {
     }
 }
 
-/// The appliance's port MAC in the benchmarks' snapshot.
-pub const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-/// The two ports of the benchmarks' appliance: `ext` (198.18.0.1/24) and `int`
-/// (198.19.0.1/16), with `hosts` static neighbours at 198.19.1.0 and up on `int`.
-fn bench_ports(hosts: u32) -> Vec<PortSpec> {
-    vec![
-        PortSpec {
-            name: "ext".into(),
-            mac: PORT_MAC,
-            address: [198, 18, 0, 1].into(),
-            prefix_len: 24,
-            mtu: 1500,
-            vlan: None,
-            gateway: None,
-            neighbors: vec![],
-        },
-        PortSpec {
-            name: "int".into(),
-            mac: [2, 0, 0, 0, 1, 1],
-            address: [198, 19, 0, 1].into(),
-            prefix_len: 16,
-            mtu: 1500,
-            vlan: None,
-            gateway: None,
-            neighbors: (0..hosts)
-                .map(|i| {
-                    (Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(), [2, 0, 0, 1, 0, i as u8])
-                })
-                .collect(),
-        },
-    ]
-}
-
-/// A two-port appliance with one DSR service (198.18.10.1:80 TCP, IPIP) over `backends`
-/// backends at 198.19.1.0 and up, each a static neighbour of port `int` (198.19.0.0/16).
-pub fn dsr_snapshot(backends: u32) -> Snapshot {
-    dsr_snapshot_limited(backends, Limits::default())
-}
-
-/// [`dsr_snapshot`] with `limits` on its service (isolation's cost).
-pub fn dsr_snapshot_limited(backends: u32, limits: Limits) -> Snapshot {
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: bench_ports(backends),
-        tunnel_source: None,
-        services: vec![ServiceSpec {
-            limits,
-            ..ServiceSpec::dsr(
-                "web",
-                [198, 18, 10, 1].into(),
-                80,
-                Protocol::Tcp,
-                (0..backends)
-                    .map(|i| {
-                        BackendSpec::new(Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(), 1)
-                    })
-                    .collect(),
-            )
-        }],
-    };
-    Snapshot::build(&spec, None).unwrap()
-}
-
-/// The VIP of the SYN-proxied service in [`synproxy_snapshot`] (as in bench/rate.py's config).
-pub const SYNPROXY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
-
-/// The same two ports with one SYN-proxied NAT service (198.18.10.3:80 TCP, GRE keyed by VPC
-/// 100) over `backends` backends at 192.0.2.10 and up, port 8080, each on a host at
-/// 198.19.1.0 and up (static neighbours of port `int`).
-pub fn synproxy_snapshot(backends: u32) -> Snapshot {
-    let mut svc = ServiceSpec::dsr(
-        "tenant",
-        SYNPROXY_VIP.into(),
-        80,
-        Protocol::Tcp,
-        (0..backends)
-            .map(|i| {
-                BackendSpec::nat(
-                    Ipv4Addr::from(u32::from_be_bytes([192, 0, 2, 10]) + i).into(),
-                    8080,
-                    Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i).into(),
-                    1,
-                )
-            })
-            .collect(),
-    );
-    svc.forwarding = Forwarding::Nat;
-    svc.tunnel = Tunnel::Gre { key: Some(100) };
-    svc.synproxy = true;
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: bench_ports(backends),
-        tunnel_source: None,
-        services: vec![svc],
-    };
-    Snapshot::build(&spec, None).unwrap()
-}
-
-/// A Linux client's SYN from `client:sport` to `vip:80`, addressed to [`PORT_MAC`], with
-/// Linux's options (MSS 1460, SACK-permitted, timestamps with `tsval`, window scale 7) and
-/// valid checksums: 74 bytes.
-pub fn linux_syn(client: Ipv4Addr, sport: u16, vip: Ipv4Addr, tsval: u32) -> Vec<u8> {
-    use sluice_dataplane::wire::ethernet::ETHERTYPE_IPV4;
-    use sluice_dataplane::wire::ipv4::PROTO_TCP;
-    use sluice_dataplane::wire::{tcp, EthernetRepr, Ipv4Repr, TcpRepr};
-    let mut opts = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7];
-    opts[8..12].copy_from_slice(&tsval.to_be_bytes());
-    let t = TcpRepr {
-        src_port: sport,
-        dst_port: 80,
-        seq: tsval.wrapping_mul(0x9e37_79b9),
-        ack: 0,
-        flags: tcp::SYN,
-        window: 64240,
-        options: &opts,
-    };
-    let hl = t.header_len();
-    let mut b = vec![0u8; 14 + 20 + hl];
-    EthernetRepr { dst: PORT_MAC, src: [2, 0, 0, 0, 0, 2], vlan: None, ethertype: ETHERTYPE_IPV4 }
-        .emit(&mut b[..14]);
-    Ipv4Repr {
-        src: client,
-        dst: vip,
-        protocol: PROTO_TCP,
-        payload_len: hl,
-        tos: 0,
-        ident: 0,
-        dont_frag: true,
-        ttl: 64,
-    }
-    .emit(&mut b[14..34]);
-    t.emit_v4(&mut b[34..], client, vip);
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_dataplane::testkit::bench::{linux_syn, synproxy_snapshot, SYNPROXY_VIP};
+    use sluice_dataplane::testkit::{vip, EXT_MAC, GEN_MAC};
     use sluice_dataplane::wire::Ipv4Packet;
     use std::collections::HashSet;
 
@@ -300,13 +167,7 @@ mod tests {
 
     #[test]
     fn filled_packets_have_valid_ip_checksums() {
-        let t = Template::new(
-            [2, 0, 0, 0, 0, 1],
-            [2, 0, 0, 0, 0, 2],
-            Ipv4Addr::new(198, 18, 10, 1),
-            80,
-            Some(0x10),
-        );
+        let t = Template::new(EXT_MAC, GEN_MAC, vip(1), 80, Some(0x10));
         let mut b = [0u8; 60];
         let mut walk = FlowWalk::new(Traffic::NewFlows);
         let mut shadow = FlowWalk::new(Traffic::NewFlows);
@@ -325,11 +186,10 @@ mod tests {
         use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
         use sluice_dataplane::sched::SchedState;
         use sluice_dataplane::session::{SessionTable, Timeouts};
-        use sluice_dataplane::synproxy::SynProxy;
         use sluice_dataplane::wire::{tcp, TcpPacket};
         let snap = synproxy_snapshot(4);
         let table = SessionTable::new(1 << 12, Timeouts::default(), 1);
-        let proxy = SynProxy::new([1, 2], [[3, 4], [5, 6]]);
+        let proxy = sluice_dataplane::testkit::synproxy();
         let (mut resolve, mut sched) = (Resolve::new(), SchedState::new(0, 1));
         let mut walk = FlowWalk::new(Traffic::NewFlows);
         for i in 0..1024u32 {
@@ -348,7 +208,7 @@ mod tests {
             assert_eq!(f.data().len(), syn.len(), "the reply's options take the SYN's room");
         }
         // sluice-gen's SYN (the packet-rate harness's): no options, zero TCP checksum, padded.
-        let t = Template::new(PORT_MAC, [2, 0, 0, 0, 0, 2], SYNPROXY_VIP, 80, Some(0x02));
+        let t = Template::new(EXT_MAC, GEN_MAC, SYNPROXY_VIP, 80, Some(0x02));
         let mut b = [0u8; 60];
         for i in 0..1024 {
             t.fill(&mut walk, &mut b);

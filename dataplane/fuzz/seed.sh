@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the seed corpora from the golden cases (dataplane/tests/golden/cases.txt):
 #   corpus/pipeline/golden-NN-*  port byte + input frame (golden port 3, the tagged one, is
-#                                port 2 in the fuzz snapshot; see fuzz_targets/common/mod.rs)
+#                                port 2 in the fuzz snapshot; see dataplane/src/testkit/golden.rs)
 #   corpus/wire/golden-NN-*      the input frame alone
 #   corpus/worker/golden-*       a few multi-frame inputs in the worker target's record format
 # Plain bash, no xxd/python. Idempotent: rewrites the golden-* files and leaves others alone.

@@ -21,6 +21,8 @@ pub mod stats;
 pub mod sync;
 pub mod synproxy;
 pub mod table;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod wire;
 pub mod worker;
 

@@ -1,18 +1,17 @@
 //! Golden packets: each case in `golden/cases.txt` (made by `golden/gen.py` with scapy, an
 //! independent implementation) gives an input frame, the exact frame expected out (or none)
 //! and the verdict. Every case runs twice: through `pipeline::process` directly, and through a
-//! `Worker` on in-memory queues, where drops must also be counted under their reason.
+//! `Worker` on in-memory queues, where drops must also be counted under their reason. The
+//! appliance gen.py assumes is `testkit::golden`.
 
 use arc_swap::ArcSwap;
 use sluice_dataplane::io::{Frame, MemIo, VecFrame};
-use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
-use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::pipeline::Verdict;
 use sluice_dataplane::session::{SessionTable, Timeouts};
-use sluice_dataplane::snapshot::*;
+use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
-use sluice_dataplane::wire::parse_mac;
+use sluice_dataplane::testkit::{self, from_hex, golden, hex};
 use sluice_dataplane::worker::Worker;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 struct Case {
@@ -23,10 +22,6 @@ struct Case {
     verdict: String,
     /// A frame (and its port) processed first on the same session table.
     pre: Option<(u16, Vec<u8>)>,
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn cases() -> Vec<Case> {
@@ -43,12 +38,12 @@ fn cases() -> Vec<Case> {
         out.push(Case {
             name: field("case"),
             port: field("port").parse().unwrap(),
-            input: hex(&field("in")),
-            output: (o != "-").then(|| hex(&o)),
+            input: from_hex(&field("in")),
+            output: (o != "-").then(|| from_hex(&o)),
             verdict: field("verdict"),
             pre: rec.lines().find_map(|l| l.strip_prefix("pre: ")).map(|p| {
                 let (port, bytes) = p.split_once(' ').unwrap();
-                (port.parse().unwrap(), hex(bytes))
+                (port.parse().unwrap(), from_hex(bytes))
             }),
         });
     }
@@ -56,148 +51,12 @@ fn cases() -> Vec<Case> {
     out
 }
 
-fn mac(s: &str) -> [u8; 6] {
-    parse_mac(s).unwrap()
-}
-
-fn port(
-    name: &str,
-    m: &str,
-    addr: [u8; 4],
-    mtu: u16,
-    vlan: Option<u16>,
-    neighbors: &[([u8; 4], &str)],
-) -> PortSpec {
-    PortSpec {
-        name: name.into(),
-        mac: mac(m),
-        address: addr.into(),
-        prefix_len: 24,
-        mtu,
-        vlan,
-        gateway: None,
-        neighbors: neighbors.iter().map(|&(ip, m)| (IpAddr::from(ip), mac(m))).collect(),
-    }
-}
-
-fn service(
-    vip: [u8; 4],
-    port: u16,
-    protocol: Protocol,
-    tunnel: Tunnel,
-    backends: &[([u8; 4], u32)],
-) -> ServiceSpec {
-    let backends = backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect();
-    let mut s = ServiceSpec::dsr(&format!("{vip:?}:{port}"), vip.into(), port, protocol, backends);
-    s.tunnel = tunnel;
-    s.table_size = 251;
-    s
-}
-
-fn nat_service(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: BackendSpec) -> ServiceSpec {
-    let mut s = service(vip, port, protocol, tunnel, &[]);
-    s.forwarding = Forwarding::Nat;
-    s.backends = vec![b];
-    s
-}
-
-/// Port 80 with one backend that failed its health checks.
-fn down_service(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSpec {
-    let mut s = service(vip, 80, protocol, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]);
-    s.backends[0].down = true;
-    s.on_no_backend = on_no_backend;
-    s
-}
-
 /// Runs a case's `pre` frame, if any, through `process` on `table`.
 fn run_pre(c: &Case, snap: &Snapshot, table: &SessionTable) {
     if let Some((port, bytes)) = &c.pre {
-        let mut resolve = Resolve::new();
-        let mut sched = SchedState::new(0, 1);
-        let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
-        let mut cx = Ctx::new(snap, table, &proxy, &mut sched, 1, &mut resolve);
-        let v = process(&mut cx, *port, &mut VecFrame::new(bytes));
+        let v = testkit::process_one(snap, table, &testkit::synproxy(), 1, *port, &mut VecFrame::new(bytes));
         assert!(matches!(v, Verdict::Tunnel { .. }), "case {:?}: pre gave {v:?}", c.name);
     }
-}
-
-/// The appliance gen.py assumes.
-fn golden_snapshot() -> Snapshot {
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            port(
-                "ext",
-                "02:00:00:00:00:01",
-                [198, 18, 0, 1],
-                1500,
-                None,
-                &[([198, 18, 0, 2], "02:00:00:00:00:99")],
-            ),
-            port(
-                "int",
-                "02:00:00:00:01:01",
-                [198, 19, 0, 1],
-                1500,
-                None,
-                &[([198, 19, 0, 10], "02:00:00:00:01:0a"), ([198, 19, 0, 11], "02:00:00:00:01:0b")],
-            ),
-            port(
-                "tiny",
-                "02:00:00:00:02:01",
-                [198, 20, 0, 1],
-                576,
-                None,
-                &[([198, 20, 0, 10], "02:00:00:00:02:0a")],
-            ),
-            port("tag", "02:00:00:00:03:01", [198, 21, 0, 1], 1500, Some(100), &[]),
-        ],
-        tunnel_source: None,
-        services: vec![
-            service([198, 18, 10, 1], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]),
-            service(
-                [198, 18, 10, 1],
-                53,
-                Protocol::Udp,
-                Tunnel::Gre { key: Some(1001) },
-                &[([198, 19, 0, 11], 1)],
-            ),
-            service([198, 18, 10, 2], 80, Protocol::Tcp, Tunnel::Gre { key: None }, &[([198, 19, 0, 10], 1)]),
-            service([198, 18, 10, 3], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 0)]),
-            service([198, 18, 10, 4], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 99], 1)]),
-            service([198, 18, 10, 5], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 20, 0, 10], 1)]),
-            nat_service(
-                [198, 18, 10, 6],
-                80,
-                Protocol::Tcp,
-                Tunnel::Gre { key: Some(7) },
-                BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 10].into(), 1),
-            ),
-            down_service([198, 18, 10, 7], Protocol::Tcp, NoBackend::Reset),
-            down_service([198, 18, 10, 7], Protocol::Udp, NoBackend::Reset),
-            down_service([198, 18, 10, 8], Protocol::Tcp, NoBackend::IcmpUnreachable),
-            down_service([198, 18, 10, 8], Protocol::Udp, NoBackend::IcmpUnreachable),
-            {
-                let mut s = nat_service(
-                    [198, 18, 10, 9],
-                    80,
-                    Protocol::Tcp,
-                    Tunnel::Gre { key: Some(7) },
-                    BackendSpec::nat([192, 0, 2, 10].into(), 8080, [198, 19, 0, 10].into(), 1),
-                );
-                s.synproxy = true;
-                s
-            },
-            nat_service(
-                [198, 18, 10, 6],
-                53,
-                Protocol::Udp,
-                Tunnel::Ipip,
-                BackendSpec::nat([192, 0, 2, 20].into(), 5353, [198, 19, 0, 11].into(), 1),
-            ),
-        ],
-    };
-    Snapshot::build(&spec, None).unwrap()
 }
 
 fn verdict_string(v: Verdict) -> String {
@@ -214,25 +73,17 @@ fn verdict_string(v: Verdict) -> String {
     }
 }
 
-fn show(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 #[test]
 fn golden_through_process() {
     for c in cases() {
-        let snap = golden_snapshot();
-        let mut resolve = Resolve::new();
+        let snap = golden::snapshot();
         let table = SessionTable::new(1024, Timeouts::default(), 1);
         run_pre(&c, &snap, &table);
-        let mut sched = SchedState::new(0, 1);
-        let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
-        let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
         let mut f = VecFrame::new(&c.input);
-        let v = process(&mut cx, c.port, &mut f);
+        let v = testkit::process_one(&snap, &table, &testkit::synproxy(), 1, c.port, &mut f);
         assert_eq!(verdict_string(v), c.verdict, "case {:?}", c.name);
         if let Some(want) = &c.output {
-            assert_eq!(show(f.data()), show(want), "case {:?}: output bytes differ", c.name);
+            assert_eq!(hex(f.data()), hex(want), "case {:?}: output bytes differ", c.name);
         }
     }
 }
@@ -240,7 +91,7 @@ fn golden_through_process() {
 #[test]
 fn golden_through_worker_counts_every_drop() {
     for c in cases() {
-        let config = Arc::new(ArcSwap::from_pointee(golden_snapshot()));
+        let config = Arc::new(ArcSwap::from_pointee(golden::snapshot()));
         let table = Arc::new(SessionTable::new(1024, Timeouts::default(), 1));
         run_pre(&c, &config.load(), &table);
         let stats = Arc::new(WorkerStats::default());
@@ -252,7 +103,7 @@ fn golden_through_worker_counts_every_drop() {
             io,
             4,
             Arc::clone(&config),
-            (table, Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]))),
+            (table, Arc::new(testkit::synproxy())),
             Arc::clone(&stats),
         );
         assert_eq!(w.poll(1), 1, "case {:?}", c.name);
@@ -276,7 +127,7 @@ fn golden_through_worker_counts_every_drop() {
             assert_eq!(drops, 0, "case {:?}", c.name);
             assert_eq!(sent.len(), 1, "case {:?}", c.name);
             assert_eq!(sent[0].0, want_port, "case {:?}", c.name);
-            assert_eq!(show(&sent[0].1), show(c.output.as_ref().unwrap()), "case {:?}", c.name);
+            assert_eq!(hex(&sent[0].1), hex(c.output.as_ref().unwrap()), "case {:?}", c.name);
             assert_eq!(stats.ports[want_port].tx_packets.get(), 1);
         }
         if c.verdict == "drop:neighbor_unresolved" {

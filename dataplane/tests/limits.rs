@@ -6,17 +6,17 @@ use arc_swap::ArcSwap;
 use sluice_dataplane::io::{MemIo, VecFrame};
 use sluice_dataplane::limit::{dropped_index, offered_index, Isolation, Limit, Limits, Rate, Which};
 use sluice_dataplane::session::{SessionTable, Timeouts};
-use sluice_dataplane::snapshot::*;
+use sluice_dataplane::snapshot::{Protocol, Snapshot};
 use sluice_dataplane::stats::{DropReason, WorkerStats};
-use sluice_dataplane::synproxy::SynProxy;
-use sluice_dataplane::wire::{checksum, tcp};
+use sluice_dataplane::testkit::frame::{self, Packet};
+use sluice_dataplane::testkit::{self, host, spec, vip};
+use sluice_dataplane::wire::tcp;
 use sluice_dataplane::worker::Worker;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const FLOODED: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
-const OTHER: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+const FLOODED: Ipv4Addr = vip(1);
+const OTHER: Ipv4Addr = vip(2);
 /// Service ids: the flooded service's TCP and UDP sides, and the other service.
 const TCP_ID: u16 = 5;
 const UDP_ID: u16 = 6;
@@ -29,72 +29,31 @@ fn limit(value: u64) -> Option<Limit> {
 
 /// The flooded VIP (TCP and UDP port 80, each with `limits`) and another VIP with none.
 fn snapshot(limits: Limits) -> Snapshot {
-    let backend = |i: u8| BackendSpec::new(Ipv4Addr::new(198, 19, 0, 10 + i).into(), 1);
-    let mut tcp =
-        ServiceSpec::dsr("flooded", FLOODED.into(), 80, Protocol::Tcp, vec![backend(1), backend(2)]);
+    let backend = |i: u8| spec::backend(host(10 + i), 1);
+    let mut tcp = spec::dsr_service("flooded", FLOODED, 80, Protocol::Tcp, vec![backend(1), backend(2)]);
     tcp.id = Some(TCP_ID);
     tcp.limits = limits;
-    let mut udp = ServiceSpec::dsr("flooded-udp", FLOODED.into(), 80, Protocol::Udp, vec![backend(1)]);
+    let mut udp = spec::dsr_service("flooded-udp", FLOODED, 80, Protocol::Udp, vec![backend(1)]);
     udp.id = Some(UDP_ID);
     udp.limits = limits;
-    let mut other = ServiceSpec::dsr("other", OTHER.into(), 80, Protocol::Udp, vec![backend(3)]);
+    let mut other = spec::dsr_service("other", OTHER, 80, Protocol::Udp, vec![backend(3)]);
     other.id = Some(OTHER_ID);
-    let port = |name: &str, mac, address: [u8; 4], neighbors| PortSpec {
-        name: name.into(),
-        mac,
-        address: address.into(),
-        prefix_len: 24,
-        mtu: 1500,
-        vlan: None,
-        gateway: None,
-        neighbors,
-    };
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            port("ext", MAC, [198, 18, 0, 1], vec![]),
-            port(
-                "int",
-                [2, 0, 0, 0, 1, 1],
-                [198, 19, 0, 1],
-                (1..4).map(|i| (Ipv4Addr::new(198, 19, 0, 10 + i).into(), [2, 0, 0, 0, 1, i])).collect(),
-            ),
-        ],
-        tunnel_source: None,
-        services: vec![tcp, udp, other],
-    };
-    Snapshot::build(&spec, None).unwrap()
+    // Hosts 198.19.0.11-13, here with MACs 02:00:00:00:01:01-03.
+    let neighbors = (1..4).map(|i| (host(10 + i), [2, 0, 0, 0, 1, i]));
+    spec::snapshot(vec![spec::ext_port(), spec::int_port(neighbors)], vec![tcp, udp, other])
 }
 
-/// A packet from client `c` to `vip`:80: TCP with `flags`, or UDP with `payload` bytes.
+/// A packet from client `c` (198.18.64.0 + `c`) to `vip`:80, from MAC 02:00:00:00:00:09: TCP
+/// with `flags` (seq, ack and window 0), or UDP with `payload` bytes of 0xab; valid IPv4
+/// checksum, zero TCP or UDP checksum.
 fn packet(c: u32, vip: Ipv4Addr, flags: Option<u8>, payload: usize) -> Vec<u8> {
     let src = Ipv4Addr::from(0xc612_4000 + c);
-    let mut l4 = match flags {
-        Some(f) => {
-            let mut t = vec![0u8; 20];
-            t[12] = 0x50;
-            t[13] = f;
-            t
-        }
-        None => {
-            let mut u = vec![0u8; 8];
-            u[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
-            u
-        }
-    };
-    l4[0..2].copy_from_slice(&(1024 + (c % 60000) as u16).to_be_bytes());
-    l4[2..4].copy_from_slice(&80u16.to_be_bytes());
-    l4.resize(l4.len() + if flags.is_some() { 0 } else { payload }, 0xab);
-    let mut f = [&MAC[..], &[2, 0, 0, 0, 0, 9], &[8, 0]].concat();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, if flags.is_some() { 6 } else { 17 }, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&vip.octets());
-    let sum = checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    f
+    let p = Packet { src_mac: [2, 0, 0, 0, 0, 9], l4_checksum: false, ..Packet::new(src, vip) };
+    let sport = 1024 + (c % 60000) as u16;
+    match flags {
+        Some(f) => p.tcp(&frame::tcp((sport, 80), f), b""),
+        None => p.udp(sport, 80, &vec![0xab; payload]),
+    }
 }
 
 struct Rig {
@@ -115,7 +74,7 @@ impl Rig {
             MemIo::new(2),
             2,
             Arc::new(ArcSwap::from_pointee(snapshot(limits))),
-            (Arc::clone(&table), Arc::new(SynProxy::new([1, 2], [[3, 4], [5, 6]]))),
+            (Arc::clone(&table), Arc::new(testkit::synproxy())),
             Arc::clone(&stats),
         );
         worker.set_isolation(Arc::clone(&isolation));

@@ -5,82 +5,37 @@ use arc_swap::ArcSwap;
 use proptest::prelude::*;
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, MemIo, VecFrame};
-use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
-use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::pipeline::Verdict;
 use sluice_dataplane::session::{SessionTable, Timeouts};
-use sluice_dataplane::snapshot::*;
+use sluice_dataplane::snapshot::{Protocol, ServiceSpec, Snapshot};
 use sluice_dataplane::stats::{DropReason, WorkerStats};
+use sluice_dataplane::testkit::frame::{arp_frame, tcp, Packet};
+use sluice_dataplane::testkit::{self, host, spec, vip, INT_ADDR, INT_MAC, ROUTER};
+use sluice_dataplane::wire::arp;
+use sluice_dataplane::wire::tcp::SYN;
 use sluice_dataplane::worker::Worker;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const INT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
-
+/// The appliance with one TCP service, 198.18.10.1:80 (Maglev, table 65537), over `backends`
+/// (host, weight); static `neighbors` on the internal port; tunnels from 198.19.0.100.
 fn snapshot(backends: &[([u8; 4], u32)], neighbors: &[([u8; 4], [u8; 6])]) -> Snapshot {
-    let spec = SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            PortSpec {
-                name: "ext".into(),
-                mac: EXT_MAC,
-                address: [198, 18, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: vec![],
-            },
-            PortSpec {
-                name: "int".into(),
-                mac: INT_MAC,
-                address: [198, 19, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: neighbors.iter().map(|&(ip, m)| (ip.into(), m)).collect(),
-            },
-        ],
-        tunnel_source: Some([198, 19, 0, 100].into()),
-        services: vec![ServiceSpec {
-            table_size: 65537,
-            ..ServiceSpec::dsr(
-                "web",
-                [198, 18, 10, 1].into(),
-                80,
-                Protocol::Tcp,
-                backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect(),
-            )
-        }],
-    };
+    let backends = backends.iter().map(|&(a, weight)| spec::backend(a, weight)).collect();
+    let svc =
+        ServiceSpec { table_size: 65537, ..spec::dsr_service("web", vip(1), 80, Protocol::Tcp, backends) };
+    let ports = vec![spec::ext_port(), spec::int_port(neighbors.iter().copied())];
+    let spec = spec::with_tunnel_source(spec::snapshot_spec(ports, vec![svc]), [198, 19, 0, 100]);
     Snapshot::build(&spec, None).unwrap()
 }
 
-/// A TCP SYN from 198.18.0.2:`sport` to 198.18.10.1:80, with valid checksums.
+/// A TCP SYN from 198.18.0.2:`sport` to 198.18.10.1:80, with a valid IPv4 checksum and a zero
+/// TCP checksum.
 fn syn(sport: u16) -> Vec<u8> {
-    let mut f = vec![0u8; 54];
-    f[0..6].copy_from_slice(&EXT_MAC);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip.copy_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 10, 1]);
-    let c = sluice_dataplane::wire::checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
-    f[46] = 0x50;
-    f[47] = 0x02;
-    f
+    Packet { l4_checksum: false, ..Packet::new(ROUTER, vip(1)) }.tcp(&tcp((sport, 80), SYN), b"")
 }
 
 fn run(snap: &Snapshot, port: u16, f: &mut VecFrame) -> Verdict {
-    let mut resolve = Resolve::new();
     let table = SessionTable::new(1024, Timeouts::default(), 1);
-    let mut sched = SchedState::new(0, 1);
-    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
-    let mut cx = Ctx::new(snap, &table, &proxy, &mut sched, 1, &mut resolve);
-    process(&mut cx, port, f)
+    testkit::process_one(snap, &table, &testkit::synproxy(), 1, port, f)
 }
 
 struct Chained(VecFrame);
@@ -116,10 +71,7 @@ fn worker(id: usize, io: MemIo, snap: Snapshot, stats: &Arc<WorkerStats>) -> Wor
         io,
         2,
         Arc::new(ArcSwap::from_pointee(snap)),
-        (
-            Arc::new(SessionTable::new(1024, Timeouts::default(), 1)),
-            Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-        ),
+        (Arc::new(SessionTable::new(1024, Timeouts::default(), 1)), Arc::new(testkit::synproxy())),
         Arc::clone(stats),
     )
 }
@@ -127,13 +79,10 @@ fn worker(id: usize, io: MemIo, snap: Snapshot, stats: &Arc<WorkerStats>) -> Wor
 #[test]
 fn multi_segment_frames_are_dropped() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 10])]);
-    let mut resolve = Resolve::new();
     let table = SessionTable::new(1024, Timeouts::default(), 1);
-    let mut sched = SchedState::new(0, 1);
-    let proxy = sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]]);
-    let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
     let mut f = Chained(VecFrame::new(&syn(1000)));
-    assert_eq!(process(&mut cx, 0, &mut f), Verdict::Drop(DropReason::MultiSegment));
+    let v = testkit::process_one(&snap, &table, &testkit::synproxy(), 1, 0, &mut f);
+    assert_eq!(v, Verdict::Drop(DropReason::MultiSegment));
 }
 
 #[test]
@@ -212,18 +161,7 @@ fn neighbor_learned_from_arp_then_traffic_flows() {
 
     // The backend answers.
     let bmac = [2, 0, 0, 0, 1, 10];
-    let mut reply = vec![0u8; 42];
-    reply[0..6].copy_from_slice(&INT_MAC);
-    reply[6..12].copy_from_slice(&bmac);
-    reply[12..14].copy_from_slice(&[8, 6]);
-    sluice_dataplane::wire::arp::emit(
-        &mut reply[14..],
-        2,
-        bmac,
-        Ipv4Addr::new(198, 19, 0, 10),
-        INT_MAC,
-        Ipv4Addr::new(198, 19, 0, 1),
-    );
+    let reply = arp_frame((INT_MAC, bmac), arp::OP_REPLY, (bmac, host(10)), (INT_MAC, INT_ADDR));
     w.io().rx[1].push_back(VecFrame::new(&reply));
     w.poll(3);
     assert_eq!(stats.neighbors_learned.get(), 1);
@@ -240,17 +178,8 @@ fn neighbor_learned_from_arp_then_traffic_flows() {
 fn arp_from_strangers_teaches_nothing() {
     let snap = snapshot(&[([198, 19, 0, 10], 1)], &[]);
     // An unsolicited reply claiming to be a host we do not send to.
-    let mut f = vec![0u8; 42];
-    f[0..6].copy_from_slice(&INT_MAC);
-    f[12..14].copy_from_slice(&[8, 6]);
-    sluice_dataplane::wire::arp::emit(
-        &mut f[14..],
-        2,
-        [2, 9, 9, 9, 9, 9],
-        Ipv4Addr::new(198, 19, 0, 66),
-        INT_MAC,
-        Ipv4Addr::new(198, 19, 0, 1),
-    );
+    // (Its Ethernet source is left zero.)
+    let f = arp_frame((INT_MAC, [0; 6]), arp::OP_REPLY, ([2, 9, 9, 9, 9, 9], host(66)), (INT_MAC, INT_ADDR));
     assert_eq!(run(&snap, 1, &mut VecFrame::new(&f)), Verdict::Drop(DropReason::ArpNotForUs));
     assert_eq!(snap.nexthops.iter().filter(|n| n.mac().is_some()).count(), 0);
 }
@@ -271,8 +200,8 @@ fn flows_spread_over_backends_by_weight_and_stick() {
         let mut again = VecFrame::new(&syn(sport));
         assert_eq!(run(&snap, 0, &mut again), Verdict::Tunnel { port: 1, service: 0, backend });
         let key = FlowKey {
-            src: Addr::v4(Ipv4Addr::new(198, 18, 0, 2)),
-            dst: Addr::v4(Ipv4Addr::new(198, 18, 10, 1)),
+            src: Addr::v4(ROUTER),
+            dst: Addr::v4(vip(1)),
             src_port: sport,
             dst_port: 80,
             protocol: 6,

@@ -8,19 +8,20 @@ use sluice_dataplane::io::{Frame, MemIo, VecFrame};
 use sluice_dataplane::session::{self, Session, SessionKey, SessionTable, TcpState, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
+use sluice_dataplane::testkit::frame::{tcp, Packet};
+use sluice_dataplane::testkit::{self, client, host, hosts, spec, vip, EXT_MAC, ROUTER_MAC};
 use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, RST, SYN};
-use sluice_dataplane::wire::{checksum, Ipv4Packet, TcpPacket};
+use sluice_dataplane::wire::{Ipv4Packet, TcpPacket, TcpRepr};
 use sluice_dataplane::worker::Worker;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+const VIP: Ipv4Addr = vip(1);
 
 fn backend_addr(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, 0, 10 + i)
+    host(10 + i)
 }
 
 /// A snapshot with one service whose backends are (stable id, weight); ids double as the
@@ -51,19 +52,14 @@ fn spec(
     scheduler: Scheduler,
     persistence: u32,
 ) -> SnapshotSpec {
-    let neighbors: Vec<(IpAddr, [u8; 6])> =
-        (0..8).map(|i| (backend_addr(i).into(), [2, 0, 0, 0, 1, 10 + i])).collect();
-    let mut svc = ServiceSpec::dsr(
+    let mut svc = spec::dsr_service(
         "web",
-        VIP.into(),
+        VIP,
         80,
         Protocol::Tcp,
         backends
             .iter()
-            .map(|&(id, w)| BackendSpec {
-                id: Some(id),
-                ..BackendSpec::new(backend_addr(id as u8).into(), w)
-            })
+            .map(|&(id, w)| BackendSpec { id: Some(id), ..spec::backend(backend_addr(id as u8), w) })
             .collect(),
     );
     svc.id = Some(3);
@@ -77,78 +73,19 @@ fn spec(
     for b in udp.backends.iter_mut() {
         b.id = b.id.map(|i| i + 100);
     }
-    SnapshotSpec {
-        generation,
-        ports: vec![
-            PortSpec {
-                name: "ext".into(),
-                mac: EXT_MAC,
-                address: [198, 18, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors: vec![],
-            },
-            PortSpec {
-                name: "int".into(),
-                mac: [2, 0, 0, 0, 1, 1],
-                address: [198, 19, 0, 1].into(),
-                prefix_len: 24,
-                mtu: 1500,
-                vlan: None,
-                gateway: None,
-                neighbors,
-            },
-        ],
-        tunnel_source: None,
-        services: vec![svc, udp],
-    }
+    let ports = vec![spec::ext_port(), spec::int_port(hosts(10..18))];
+    SnapshotSpec { generation, ..spec::snapshot_spec(ports, vec![svc, udp]) }
 }
 
 /// An Ethernet/IPv4/TCP (or UDP when `flags` is None) packet from client `c`:`port` to the
-/// VIP, with `data` as payload and valid checksums.
+/// VIP, with `data` as payload and valid checksums (TCP: seq `seq`, ack 7, window 1000; UDP:
+/// a zero checksum).
 fn packet(c: u32, port: u16, flags: Option<u8>, seq: u32, data: &[u8]) -> Vec<u8> {
-    let client = Ipv4Addr::from(0xc612_8000 + c);
-    let mut l4 = match flags {
-        Some(f) => {
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&port.to_be_bytes());
-            t[2..4].copy_from_slice(&80u16.to_be_bytes());
-            t[4..8].copy_from_slice(&seq.to_be_bytes());
-            t[8..12].copy_from_slice(&7u32.to_be_bytes());
-            t[12] = 0x50;
-            t[13] = f;
-            t[14..16].copy_from_slice(&1000u16.to_be_bytes());
-            t
-        }
-        None => {
-            let mut u = vec![0u8; 8];
-            u[0..2].copy_from_slice(&port.to_be_bytes());
-            u[2..4].copy_from_slice(&80u16.to_be_bytes());
-            u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-            u
-        }
-    };
-    l4.extend_from_slice(data);
-    let proto = if flags.is_some() { 6 } else { 17 };
-    if flags.is_some() {
-        let mut t = TcpPacket::new_checked(&mut l4[..]).unwrap();
-        t.fill_checksum_v4(client, VIP);
+    let p = Packet { l4_checksum: flags.is_some(), ..Packet::new(client(c), VIP) };
+    match flags {
+        Some(f) => p.tcp(&TcpRepr { seq, ack: 7, window: 1000, ..tcp((port, 80), f) }, data),
+        None => p.udp(port, 80, data),
     }
-    let mut f = Vec::new();
-    f.extend_from_slice(&EXT_MAC);
-    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x99]);
-    f.extend_from_slice(&[8, 0]);
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&client.octets());
-    ip.extend_from_slice(&VIP.octets());
-    let c = checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    f
 }
 
 struct Rig {
@@ -169,10 +106,7 @@ impl Rig {
             MemIo::new(2),
             2,
             Arc::clone(&config),
-            (
-                Arc::clone(&table),
-                Arc::new(sluice_dataplane::synproxy::SynProxy::new([1, 2], [[3, 4], [5, 6]])),
-            ),
+            (Arc::clone(&table), Arc::new(testkit::synproxy())),
             Arc::clone(&stats),
         );
         Rig { config, table, stats, worker, now: 1_000_000_000 }
@@ -203,13 +137,7 @@ impl Rig {
 }
 
 fn flow_key(c: u32, port: u16) -> FlowKey {
-    FlowKey {
-        src: Addr::v4(Ipv4Addr::from(0xc612_8000 + c)),
-        dst: Addr::v4(VIP),
-        src_port: port,
-        dst_port: 80,
-        protocol: 6,
-    }
+    FlowKey { src: Addr::v4(client(c)), dst: Addr::v4(VIP), src_port: port, dst_port: 80, protocol: 6 }
 }
 
 #[test]
@@ -304,11 +232,11 @@ fn removed_backend_reset_sends_rst_to_tcp_clients_and_drops_udp() {
     assert!(int.is_empty());
     assert_eq!(ext.len(), 1);
     let f = &ext[0];
-    assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x99], "back to the sender's MAC");
+    assert_eq!(&f[0..6], &ROUTER_MAC, "back to the sender's MAC");
     assert_eq!(&f[6..12], &EXT_MAC);
     let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
     assert!(ip.verify_checksum());
-    assert_eq!((ip.src(), ip.dst(), ip.total_len()), (VIP, Ipv4Addr::from(0xc612_8001), 40));
+    assert_eq!((ip.src(), ip.dst(), ip.total_len()), (VIP, client(1), 40));
     let t = TcpPacket::new_checked(ip.payload()).unwrap();
     assert_eq!((t.src_port(), t.dst_port(), t.seq(), t.flags()), (80, 4000, 7, RST));
     assert!(t.verify_checksum_v4(ip.src(), ip.dst()));
@@ -318,7 +246,7 @@ fn removed_backend_reset_sends_rst_to_tcp_clients_and_drops_udp() {
     assert_eq!(rig.backends_of(vec![packet(1, 4000, Some(ACK), 106, b"")]), [backend_addr(5)]);
 
     // UDP of a session on a removed backend: dropped and counted.
-    let udp_flow = SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_8002)), 4001, 4);
+    let udp_flow = SessionKey::flow(Addr::v4(client(2)), 4001, 4);
     assert!(rig.table.lookup(&udp_flow, rig.table.hash(&udp_flow)).is_some());
     let (ext, int) = rig.send(vec![packet(2, 4001, None, 0, b"q")]);
     assert!(ext.is_empty() && int.is_empty());
@@ -362,7 +290,7 @@ fn sessions_installed_by_the_control_thread_are_followed() {
             (Arc::clone(&rig.table), Arc::clone(&done), flows.clone(), want.clone());
         std::thread::spawn(move || {
             for (&(c, p), &b) in flows.iter().zip(&want) {
-                let key = SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_8000 + c)), p, 3);
+                let key = SessionKey::flow(Addr::v4(client(c)), p, 3);
                 let s =
                     Session { flags: session::flags::SYNCED, ..Session::new(b, TcpState::Established, 0) };
                 assert!(matches!(table.insert(&key, table.hash(&key), &s), session::Insert::Inserted(_)));
@@ -428,7 +356,7 @@ fn idle_sessions_expire_by_state() {
     let now = session::tick(rig.now);
     let mut gone = Vec::new();
     rig.table.sweep(now + session::ticks(3), 0, rig.table.slot_count(), |k, s| gone.push((k.addr, s.state)));
-    assert_eq!(gone, [(Addr::v4(Ipv4Addr::from(0xc612_8001)), TcpState::SynSent)], "only the half-open one");
+    assert_eq!(gone, [(Addr::v4(client(1)), TcpState::SynSent)], "only the half-open one");
     rig.table.sweep(now + session::ticks(6), 0, rig.table.slot_count(), |_, _| {});
     assert_eq!(rig.table.len(), 1, "UDP after 5 s; established stays");
 }

@@ -7,28 +7,28 @@
 use sluice_dataplane::cookie::{self, SynOptions};
 use sluice_dataplane::flow::{Addr, FlowKey};
 use sluice_dataplane::io::{Frame, VecFrame};
-use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
-use sluice_dataplane::sched::SchedState;
+use sluice_dataplane::pipeline::Verdict;
 use sluice_dataplane::session::{SessionKey, SessionTable, TcpState, Timeouts};
 use sluice_dataplane::snapshot::*;
 use sluice_dataplane::stats::DropReason;
 use sluice_dataplane::synproxy::SynProxy;
-use sluice_dataplane::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV4};
-use sluice_dataplane::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTO_GRE, PROTO_TCP};
+use sluice_dataplane::testkit::frame::{ethernet, linux_syn_options, tcp, Packet};
+use sluice_dataplane::testkit::{
+    self, host, host_mac, hosts, spec, vip, EXT_ADDR, EXT_MAC, INT_ADDR, INT_MAC, ROUTER, ROUTER_MAC,
+};
+use sluice_dataplane::wire::ethernet::ETHERTYPE_IPV4;
+use sluice_dataplane::wire::ipv4::{Ipv4Packet, PROTO_GRE, PROTO_TCP};
 use sluice_dataplane::wire::tcp::{ACK, FIN, PSH, RST, SYN};
 use sluice_dataplane::wire::tcp_options::{self, TcpOptions};
 use sluice_dataplane::wire::{GrePacket, GreRepr, TcpPacket, TcpRepr};
 use std::net::Ipv4Addr;
 
-const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const INT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
-const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
-const HOST_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0x0a];
+const HOST_MAC: [u8; 6] = host_mac(10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 6);
+const VIP: Ipv4Addr = vip(6);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
-const APPLIANCE_INT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const HOST: Ipv4Addr = host(10);
+const APPLIANCE_INT: Ipv4Addr = INT_ADDR;
 const VPC: u32 = 7;
 const SPORT: u16 = 40000;
 /// The MSS the appliance offers: 1500 less GRE with a key (28) less 40.
@@ -37,48 +37,38 @@ const MSS: u16 = 1432;
 const T0: u64 = 1_000_000_000;
 
 fn snapshot(synproxy: bool, forwarding: Forwarding) -> Result<Snapshot, BuildError> {
-    let mut s = ServiceSpec::dsr(
-        "web",
-        VIP.into(),
-        80,
-        Protocol::Tcp,
-        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
-    );
+    let mut s = web(synproxy);
     s.forwarding = forwarding;
-    s.tunnel = Tunnel::Gre { key: Some(VPC) };
-    s.table_size = 251;
-    s.synproxy = synproxy;
     s.on_no_backend = NoBackend::Reset;
     if forwarding == Forwarding::Dsr {
-        s.backends = vec![BackendSpec::new(HOST.into(), 1)];
+        s.backends = vec![spec::backend(HOST, 1)];
     }
     snapshot_with(vec![s])
 }
 
-/// The test's two ports with `services`.
+/// A NAT service at `vip`:80 to BACKEND:8080 on HOST, GRE keyed by the VPC, table 251.
+fn nat_service(name: &str, vip: Ipv4Addr) -> ServiceSpec {
+    let backends = vec![spec::nat_backend(BACKEND, 8080, HOST, 1)];
+    ServiceSpec {
+        tunnel: Tunnel::Gre { key: Some(VPC) },
+        table_size: 251,
+        ..spec::nat_service(name, vip, 80, Protocol::Tcp, backends)
+    }
+}
+
+/// The test's service, "web" at VIP, SYN-proxied or not.
+fn web(synproxy: bool) -> ServiceSpec {
+    ServiceSpec { synproxy, ..nat_service("web", VIP) }
+}
+
+/// The test's two ports with `services`; the router is the external port's gateway.
 fn snapshot_with(services: Vec<ServiceSpec>) -> Result<Snapshot, BuildError> {
-    let port = |name: &str, mac, addr: [u8; 4], gw: Option<[u8; 4]>, n: ([u8; 4], [u8; 6])| PortSpec {
-        name: name.into(),
-        mac,
-        address: addr.into(),
-        prefix_len: 24,
-        mtu: 1500,
-        vlan: None,
-        gateway: gw.map(Into::into),
-        neighbors: vec![(n.0.into(), n.1)],
+    let ext = PortSpec {
+        gateway: Some(spec::spec_addr(ROUTER)),
+        ..spec::port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)])
     };
-    Snapshot::build(
-        &SnapshotSpec {
-            generation: 1,
-            ports: vec![
-                port("ext", EXT_MAC, [198, 18, 0, 1], Some([198, 18, 0, 2]), ([198, 18, 0, 2], ROUTER_MAC)),
-                port("int", INT_MAC, [198, 19, 0, 1], None, ([198, 19, 0, 10], HOST_MAC)),
-            ],
-            tunnel_source: None,
-            services,
-        },
-        None,
-    )
+    let ports = vec![ext, spec::int_port(hosts([10]))];
+    Snapshot::build(&spec::snapshot_spec(ports, services), None)
 }
 
 struct Rig {
@@ -93,16 +83,14 @@ impl Rig {
         Rig {
             snap: snapshot(true, Forwarding::Nat).unwrap(),
             table: SessionTable::new(1024, Timeouts::default(), 5),
-            proxy: SynProxy::new([1, 2], [[3, 4], [5, 6]]),
+            proxy: testkit::synproxy(),
             now: T0,
         }
     }
 
     fn run(&self, port: u16, bytes: &[u8]) -> (Verdict, Vec<u8>) {
-        let (mut resolve, mut sched) = (Resolve::new(), SchedState::new(0, 1));
-        let mut cx = Ctx::new(&self.snap, &self.table, &self.proxy, &mut sched, self.now, &mut resolve);
         let mut f = VecFrame::new(bytes);
-        let v = process(&mut cx, port, &mut f);
+        let v = testkit::process_one(&self.snap, &self.table, &self.proxy, self.now, port, &mut f);
         (v, f.data().to_vec())
     }
 
@@ -116,7 +104,7 @@ fn flow() -> FlowKey {
     FlowKey { src: Addr::v4(CLIENT), dst: Addr::v4(VIP), src_port: SPORT, dst_port: 80, protocol: PROTO_TCP }
 }
 
-/// IPv4 + TCP bytes.
+/// IPv4 + TCP bytes (ident 9, DF).
 fn ip_tcp(
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -125,79 +113,30 @@ fn ip_tcp(
     opts: &[u8],
     data: &[u8],
 ) -> Vec<u8> {
-    let r = TcpRepr {
-        src_port: ports.0,
-        dst_port: ports.1,
-        seq: t.0,
-        ack: t.1,
-        flags: t.2,
-        window: t.3,
-        options: opts,
-    };
-    let hl = r.header_len();
-    let mut b = vec![0u8; 20 + hl + data.len()];
-    let ip = Ipv4Repr {
-        src,
-        dst,
-        protocol: PROTO_TCP,
-        payload_len: hl + data.len(),
-        tos: 0,
-        ident: 9,
-        dont_frag: true,
-        ttl: 64,
-    };
-    ip.emit(&mut b[..20]);
-    b[20 + hl..].copy_from_slice(data);
-    r.emit_v4(&mut b[20..], src, dst);
-    b
-}
-
-fn eth(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    let e = EthernetRepr { dst, src, vlan: None, ethertype: ETHERTYPE_IPV4 };
-    let mut b = vec![0u8; 14];
-    e.emit(&mut b);
-    b.extend_from_slice(payload);
-    b
+    let r = TcpRepr { seq: t.0, ack: t.1, window: t.3, options: opts, ..tcp(ports, t.2) };
+    Packet { ident: 9, ..Packet::new(src, dst) }.ip_tcp(&r, data)
 }
 
 /// A client segment to the VIP, from the router.
 fn client(seq: u32, ack: u32, flags: u8, window: u16, opts: &[u8], data: &[u8]) -> Vec<u8> {
-    eth(EXT_MAC, ROUTER_MAC, &ip_tcp(CLIENT, VIP, (SPORT, 80), (seq, ack, flags, window), opts, data))
+    ethernet(EXT_MAC, ROUTER_MAC, &ip_tcp(CLIENT, VIP, (SPORT, 80), (seq, ack, flags, window), opts, data))
 }
 
 /// A backend segment to the client, as its host's agent tunnels it to the appliance.
 fn backend(seq: u32, ack: u32, flags: u8, window: u16, opts: &[u8], data: &[u8]) -> Vec<u8> {
     let inner = ip_tcp(BACKEND, CLIENT, (8080, SPORT), (seq, ack, flags, window), opts, data);
     let g = GreRepr { protocol: ETHERTYPE_IPV4, key: Some(VPC) };
-    let mut outer = vec![0u8; 20 + g.header_len()];
-    Ipv4Repr {
-        src: HOST,
-        dst: APPLIANCE_INT,
-        protocol: PROTO_GRE,
-        payload_len: g.header_len() + inner.len(),
-        tos: 0,
-        ident: 1,
-        dont_frag: false,
-        ttl: 64,
-    }
-    .emit(&mut outer[..20]);
-    g.emit(&mut outer[20..]);
-    outer.extend_from_slice(&inner);
-    eth(INT_MAC, HOST_MAC, &outer)
+    let mut gre = vec![0u8; g.header_len()];
+    g.emit(&mut gre);
+    gre.extend_from_slice(&inner);
+    let outer = Packet { ident: 1, dont_frag: false, ..Packet::new(HOST, APPLIANCE_INT) }.ip(PROTO_GRE, &gre);
+    ethernet(INT_MAC, HOST_MAC, &outer)
 }
 
 fn ts(val: u32, ecr: u32) -> Vec<u8> {
     let mut o = vec![1, 1, 8, 10];
     o.extend_from_slice(&val.to_be_bytes());
     o.extend_from_slice(&ecr.to_be_bytes());
-    o
-}
-
-/// A Linux SYN's options: MSS 1460, SACK-permitted, timestamps, window scale 7.
-fn linux_syn_options(tsval: u32) -> Vec<u8> {
-    let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
-    o.extend_from_slice(&tsval.to_be_bytes());
-    o.extend_from_slice(&[0, 0, 0, 0, 1, 3, 3, 7]);
     o
 }
 
@@ -544,28 +483,7 @@ fn a_backend_shared_with_another_service_answers_the_newest_session() {
     // snapshot; the client had a connection to it from the same port, now closing. At the
     // backend both are one 4-tuple: its SYN-ACK is for the proxied handshake, the newer one.
     let mut r = Rig::new();
-    let mut spec_plain = ServiceSpec::dsr(
-        "plain",
-        Ipv4Addr::new(198, 18, 10, 7).into(),
-        80,
-        Protocol::Tcp,
-        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
-    );
-    spec_plain.forwarding = Forwarding::Nat;
-    spec_plain.tunnel = Tunnel::Gre { key: Some(VPC) };
-    spec_plain.table_size = 251;
-    let mut spec_web = ServiceSpec::dsr(
-        "web",
-        VIP.into(),
-        80,
-        Protocol::Tcp,
-        vec![BackendSpec::nat(BACKEND.into(), 8080, HOST.into(), 1)],
-    );
-    spec_web.forwarding = Forwarding::Nat;
-    spec_web.tunnel = Tunnel::Gre { key: Some(VPC) };
-    spec_web.table_size = 251;
-    spec_web.synproxy = true;
-    r.snap = snapshot_with(vec![spec_plain, spec_web]).unwrap();
+    r.snap = snapshot_with(vec![nat_service("plain", vip(7)), web(true)]).unwrap();
     let plain = &r.snap.services[0];
     let old = SessionKey::flow(Addr::v4(CLIENT), SPORT, plain.id);
     let stale = sluice_dataplane::session::Session::new(plain.backends[0].id, TcpState::Closing, 1);

@@ -27,6 +27,7 @@ use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::synproxy::SynProxy;
+use sluice_dataplane::testkit;
 use std::cell::RefCell;
 
 struct State {
@@ -41,7 +42,7 @@ impl State {
         State {
             snap: common::snapshot(),
             table: SessionTable::new(64, Timeouts::default(), 1),
-            proxy: SynProxy::new([1, 2], [[3, 4], [5, 6]]),
+            proxy: testkit::synproxy(),
         }
     }
 }

@@ -11,6 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sluice_dataplane::testkit::{vip, ROUTER};
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use sluice_dataplane::wire::{
     checksum, ipv4, ArpPacket, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, Ipv4Repr,
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     arp_view(data);
     ipv4_view(data, 0);
     icmp_view(data);
-    tcp_view(data, Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 10, 1));
+    tcp_view(data, ROUTER, vip(1));
     udp_view(data);
     gre_view(data, 0);
     reprs(data);

@@ -34,7 +34,7 @@ use sluice_dataplane::io::{Frame, MemIo, VecFrame};
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
-use sluice_dataplane::synproxy::SynProxy;
+use sluice_dataplane::testkit;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ArpPacket, Ipv4Packet};
 use sluice_dataplane::worker::Worker;
@@ -61,7 +61,7 @@ impl State {
         let second = Arc::new(common::snapshot());
         let config = Arc::new(ArcSwap::new(Arc::clone(&first)));
         let sessions = Arc::new(SessionTable::new(256, Timeouts::default(), 1));
-        let proxy = Arc::new(SynProxy::new([1, 2], [[3, 4], [5, 6]]));
+        let proxy = Arc::new(testkit::synproxy());
         let stats = Arc::new(WorkerStats::default());
         let workers = [0, 1].map(|id| {
             let shared = (Arc::clone(&sessions), Arc::clone(&proxy));

@@ -6,12 +6,12 @@ layout or checksum arithmetic is wrong, the bytes differ. Run after changing the
 
     pip install scapy && python3 dataplane/tests/golden/gen.py > dataplane/tests/golden/cases.txt
 
-The appliance these cases assume is built by `golden_snapshot()` in dataplane/tests/golden.rs;
-keep the two in step.
+The appliance these cases assume is built by `testkit::golden::spec()` in
+dataplane/src/testkit/golden.rs; keep the two in step.
 """
 from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, raw
 
-# Appliance (see golden.rs)
+# Appliance (see dataplane/src/testkit/golden.rs)
 EXT_MAC, EXT_IP = "02:00:00:00:00:01", "198.18.0.1"    # port 0, 198.18.0.0/24
 INT_MAC, INT_IP = "02:00:00:00:01:01", "198.19.0.1"    # port 1, 198.19.0.0/24
 TINY_MAC, TINY_IP = "02:00:00:00:02:01", "198.20.0.1"  # port 2, 198.20.0.0/24, MTU 576
@@ -164,8 +164,9 @@ case("nat reply to a client with no route back", 1, from_host(far_reply), None, 
 
 # ---- SYN proxy ---------------------------------------------------------------------------
 # VIP .9 tcp/80: NAT to 192.0.2.10:8080 in VPC 7 with synproxy. The cookie is recomputed here
-# with a SipHash-2-4 of our own from the keys golden.rs gives the proxy (base [1, 2], slots
-# [[3, 4], [5, 6]]), at time 1 ns: cookie period 0, the appliance's timestamp clock 0.
+# with a SipHash-2-4 of our own from the keys testkit::synproxy() gives the proxy (base
+# [1, 2], slots [[3, 4], [5, 6]]), at time 1 ns: cookie period 0, the appliance's timestamp
+# clock 0.
 VIP_SP = "198.18.10.9"
 M64 = (1 << 64) - 1
 

@@ -1,23 +1,10 @@
 //! The appliance the `pipeline` and `worker` targets run against, and the checks of the
 //! pipeline's contract shared by both.
 //!
-//! It follows `golden_snapshot()` in `dataplane/tests/golden.rs` (same addresses and MACs, so
-//! the golden frames are good seeds), folded onto three ports so that one rx port index of
-//! the four a selector byte can name (3) does not exist:
-//!
-//! | port | name | address         | MAC               | VLAN | MTU  | neighbours (static)          |
-//! |------|------|-----------------|-------------------|------|------|------------------------------|
-//! | 0    | ext  | 198.18.0.1/24   | 02:00:00:00:00:01 | -    | 1500 | -                            |
-//! | 1    | int  | 198.19.0.1/24   | 02:00:00:00:01:01 | -    | 1500 | .10 -> :01:0a, .11 -> :01:0b |
-//! | 2    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 576  | .10 -> :03:0a                |
-//!
-//! Services (Maglev, table 251):
-//! - 198.18.10.1:80/tcp  IPIP           -> 198.19.0.10 (static)
-//! - 198.18.10.1:53/udp  GRE key 1001   -> 198.19.0.11 (static)
-//! - 198.18.10.2:80/tcp  GRE no key     -> 198.19.0.10 (static)
-//! - 198.18.10.3:80/tcp  IPIP           -> 198.19.0.10 weight 0 (no backend)
-//! - 198.18.10.4:80/tcp  IPIP           -> 198.19.0.99 (unresolved until an ARP reply)
-//! - 198.18.10.5:80/tcp  GRE key 7      -> 198.21.0.10 on the tagged, small-MTU port
+//! The appliance is `testkit::golden::fuzz_spec()`: the golden cases' appliance (same
+//! addresses and MACs, so the golden frames are good seeds) folded onto three ports, so that
+//! one rx port index of the four a selector byte can name (3) does not exist, and with DSR
+//! services only (see its table).
 //!
 //! The unresolved neighbour can be learned from an ARP reply on port 1; learning mutates the
 //! snapshot, so the targets rebuild it whenever a call learned something (each input then
@@ -27,10 +14,10 @@
 
 use sluice_dataplane::pipeline::Verdict;
 use sluice_dataplane::session::SessionTable;
-use sluice_dataplane::snapshot::*;
+use sluice_dataplane::snapshot::{Snapshot, SnapshotSpec, Tunnel};
+use sluice_dataplane::testkit::golden;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::{ipv4, GrePacket, Ipv4Packet};
-use std::net::IpAddr;
 
 /// Number of ports in the snapshot; rx port indexes at or past it do not exist.
 pub const N_PORTS: u16 = 3;
@@ -41,84 +28,9 @@ pub const MAX_GROWTH: usize = (ethernet::VLAN_HEADER_LEN - ethernet::HEADER_LEN)
 /// `VecFrame::new` holds at most this many bytes (it asserts; a harness limit, not a bug).
 pub const MAX_FRAME: usize = 2048;
 
-fn port(
-    name: &str,
-    mac: [u8; 6],
-    addr: [u8; 4],
-    mtu: u16,
-    vlan: Option<u16>,
-    neighbors: &[([u8; 4], [u8; 6])],
-) -> PortSpec {
-    PortSpec {
-        name: name.into(),
-        mac,
-        address: addr.into(),
-        prefix_len: 24,
-        mtu,
-        vlan,
-        gateway: None,
-        neighbors: neighbors.iter().map(|&(ip, m)| (IpAddr::from(ip), m)).collect(),
-    }
-}
-
-fn service(
-    vip: [u8; 4],
-    port: u16,
-    protocol: Protocol,
-    tunnel: Tunnel,
-    backends: &[([u8; 4], u32)],
-) -> ServiceSpec {
-    let backends = backends.iter().map(|&(a, weight)| BackendSpec::new(a.into(), weight)).collect();
-    let mut s = ServiceSpec::dsr(&format!("{vip:?}:{port}"), vip.into(), port, protocol, backends);
-    s.tunnel = tunnel;
-    s.table_size = 251;
-    s
-}
-
+/// The fuzz appliance's spec (`Snapshot::build` of it is [`snapshot`]).
 pub fn spec() -> SnapshotSpec {
-    SnapshotSpec {
-        generation: 1,
-        ports: vec![
-            port("ext", [2, 0, 0, 0, 0, 1], [198, 18, 0, 1], 1500, None, &[]),
-            port(
-                "int",
-                [2, 0, 0, 0, 1, 1],
-                [198, 19, 0, 1],
-                1500,
-                None,
-                &[([198, 19, 0, 10], [2, 0, 0, 0, 1, 0x0a]), ([198, 19, 0, 11], [2, 0, 0, 0, 1, 0x0b])],
-            ),
-            port(
-                "tag",
-                [2, 0, 0, 0, 3, 1],
-                [198, 21, 0, 1],
-                576,
-                Some(100),
-                &[([198, 21, 0, 10], [2, 0, 0, 0, 3, 0x0a])],
-            ),
-        ],
-        tunnel_source: None,
-        services: vec![
-            service([198, 18, 10, 1], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]),
-            service(
-                [198, 18, 10, 1],
-                53,
-                Protocol::Udp,
-                Tunnel::Gre { key: Some(1001) },
-                &[([198, 19, 0, 11], 1)],
-            ),
-            service([198, 18, 10, 2], 80, Protocol::Tcp, Tunnel::Gre { key: None }, &[([198, 19, 0, 10], 1)]),
-            service([198, 18, 10, 3], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 0)]),
-            service([198, 18, 10, 4], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 99], 1)]),
-            service(
-                [198, 18, 10, 5],
-                80,
-                Protocol::Tcp,
-                Tunnel::Gre { key: Some(7) },
-                &[([198, 21, 0, 10], 1)],
-            ),
-        ],
-    }
+    golden::fuzz_spec()
 }
 
 /// Empties `table` as if new: removes every session (their per-backend and per-service
@@ -159,7 +71,7 @@ pub fn check_fresh() -> bool {
 }
 
 pub fn snapshot() -> Snapshot {
-    Snapshot::build(&spec(), None).expect("the fuzz snapshot builds")
+    golden::fuzz_snapshot()
 }
 
 /// Asserts the pipeline's contract for one call: `input` went in on `rx_port`, `out` is the
@@ -272,7 +184,7 @@ fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdi
             assert_eq!(a.operation(), sluice_dataplane::wire::arp::OP_REPLY);
             assert_eq!(a.sender_mac(), port.mac);
             assert!(
-                IpAddr::V4(a.sender_ip()) == port.address || snap.is_vip(a.sender_ip().into()),
+                std::net::IpAddr::V4(a.sender_ip()) == port.address || snap.is_vip(a.sender_ip().into()),
                 "answered for a foreign address"
             );
             assert_eq!(&out[l2 + 28..], &input[l2 + 28..], "padding after the ARP packet is kept");
@@ -318,6 +230,4 @@ pub fn fix_checksums(frame: &mut [u8]) -> &mut [u8] {
     frame
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use sluice_dataplane::testkit::hex;

@@ -1,0 +1,185 @@
+//! The appliance the golden cases assume (`dataplane/tests/golden/gen.py` writes frames for
+//! it), and the fuzz targets' variant of it.
+//!
+//! [`spec`], four ports:
+//!
+//! | port | name | address         | MAC               | VLAN | MTU  | neighbours (static)          |
+//! |------|------|-----------------|-------------------|------|------|------------------------------|
+//! | 0    | ext  | 198.18.0.1/24   | 02:00:00:00:00:01 | -    | 1500 | .2 -> :00:99 (the router)    |
+//! | 1    | int  | 198.19.0.1/24   | 02:00:00:00:01:01 | -    | 1500 | .10 -> :01:0a, .11 -> :01:0b |
+//! | 2    | tiny | 198.20.0.1/24   | 02:00:00:00:02:01 | -    | 576  | .10 -> :02:0a                |
+//! | 3    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 1500 | -                            |
+//!
+//! Services (Maglev, table 251), the first five shared with [`fuzz_spec`]:
+//! - 198.18.10.1:80/tcp  IPIP           -> 198.19.0.10
+//! - 198.18.10.1:53/udp  GRE key 1001   -> 198.19.0.11
+//! - 198.18.10.2:80/tcp  GRE no key     -> 198.19.0.10
+//! - 198.18.10.3:80/tcp  IPIP           -> 198.19.0.10 weight 0 (no backend)
+//! - 198.18.10.4:80/tcp  IPIP           -> 198.19.0.99 (no static neighbour: unresolved)
+//! - 198.18.10.5:80/tcp  IPIP           -> 198.20.0.10 on the small-MTU port
+//! - 198.18.10.6:80/tcp  NAT, GRE key 7 -> 192.0.2.10:8080 on 198.19.0.10
+//! - 198.18.10.7:80/tcp and udp, 198.18.10.8:80/tcp and udp: one backend (198.19.0.10), down;
+//!   `on_no_backend` reset (.7) and ICMP unreachable (.8)
+//! - 198.18.10.9:80/tcp  NAT, GRE key 7, SYN proxy -> 192.0.2.10:8080 on 198.19.0.10
+//! - 198.18.10.6:53/udp  NAT, IPIP      -> 192.0.2.20:5353 on 198.19.0.11
+//!
+//! [`fuzz_spec`] folds it onto three ports so that one rx port index of the four a fuzz
+//! selector byte can name (3) does not exist, and keeps only DSR services (the fuzz targets'
+//! contract checks have no NAT, SYN proxy, reset or unreachable verdict to expect):
+//!
+//! | port | name | address         | MAC               | VLAN | MTU  | neighbours (static)          |
+//! |------|------|-----------------|-------------------|------|------|------------------------------|
+//! | 0    | ext  | 198.18.0.1/24   | 02:00:00:00:00:01 | -    | 1500 | -                            |
+//! | 1    | int  | 198.19.0.1/24   | 02:00:00:00:01:01 | -    | 1500 | .10 -> :01:0a, .11 -> :01:0b |
+//! | 2    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 576  | .10 -> :03:0a                |
+//!
+//! Its services are the five shared ones, then 198.18.10.5:80/tcp over GRE key 7 to
+//! 198.21.0.10 on the tagged, small-MTU port.
+
+use super::spec::{backend, int_port, nat_backend, port_spec, snapshot_spec, spec_addr};
+use super::{hosts, EXT_ADDR, EXT_MAC, ROUTER, ROUTER_MAC};
+use crate::snapshot::{
+    BackendSpec, Forwarding, NoBackend, PortSpec, Protocol, ServiceSpec, Snapshot, SnapshotSpec, Tunnel,
+};
+use crate::wire::Mac;
+
+/// The golden appliance's spec (see the module's table).
+pub fn spec() -> SnapshotSpec {
+    let mut services = shared_services();
+    services.extend([
+        service([198, 18, 10, 5], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 20, 0, 10], 1)]),
+        nat(
+            [198, 18, 10, 6],
+            80,
+            Protocol::Tcp,
+            Tunnel::Gre { key: Some(7) },
+            nat_backend([192, 0, 2, 10], 8080, [198, 19, 0, 10], 1),
+        ),
+        down([198, 18, 10, 7], Protocol::Tcp, NoBackend::Reset),
+        down([198, 18, 10, 7], Protocol::Udp, NoBackend::Reset),
+        down([198, 18, 10, 8], Protocol::Tcp, NoBackend::IcmpUnreachable),
+        down([198, 18, 10, 8], Protocol::Udp, NoBackend::IcmpUnreachable),
+        ServiceSpec {
+            synproxy: true,
+            ..nat(
+                [198, 18, 10, 9],
+                80,
+                Protocol::Tcp,
+                Tunnel::Gre { key: Some(7) },
+                nat_backend([192, 0, 2, 10], 8080, [198, 19, 0, 10], 1),
+            )
+        },
+        nat(
+            [198, 18, 10, 6],
+            53,
+            Protocol::Udp,
+            Tunnel::Ipip,
+            nat_backend([192, 0, 2, 20], 5353, [198, 19, 0, 11], 1),
+        ),
+    ]);
+    let ports = vec![
+        port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)]),
+        int_port(hosts([10, 11])),
+        PortSpec {
+            mtu: 576,
+            ..port_spec("tiny", mac(2), [198, 20, 0, 1], [([198, 20, 0, 10], [2, 0, 0, 0, 2, 0x0a])])
+        },
+        PortSpec { vlan: Some(100), ..port_spec("tag", mac(3), [198, 21, 0, 1], hosts([])) },
+    ];
+    snapshot_spec(ports, services)
+}
+
+/// The golden appliance, built.
+pub fn snapshot() -> Snapshot {
+    Snapshot::build(&spec(), None).expect("the golden snapshot builds")
+}
+
+/// The fuzz targets' spec (see the module's second table).
+pub fn fuzz_spec() -> SnapshotSpec {
+    let mut services = shared_services();
+    services.push(service(
+        [198, 18, 10, 5],
+        80,
+        Protocol::Tcp,
+        Tunnel::Gre { key: Some(7) },
+        &[([198, 21, 0, 10], 1)],
+    ));
+    let ports = vec![
+        port_spec("ext", EXT_MAC, EXT_ADDR, hosts([])),
+        int_port(hosts([10, 11])),
+        PortSpec {
+            mtu: 576,
+            vlan: Some(100),
+            ..port_spec("tag", mac(3), [198, 21, 0, 1], [([198, 21, 0, 10], [2, 0, 0, 0, 3, 0x0a])])
+        },
+    ];
+    snapshot_spec(ports, services)
+}
+
+/// The fuzz targets' appliance, built.
+pub fn fuzz_snapshot() -> Snapshot {
+    Snapshot::build(&fuzz_spec(), None).expect("the fuzz snapshot builds")
+}
+
+/// The MAC of the golden appliance's port `i`: 02:00:00:00:0i:01.
+fn mac(i: u8) -> Mac {
+    [2, 0, 0, 0, i, 1]
+}
+
+/// The services both appliances start with.
+fn shared_services() -> Vec<ServiceSpec> {
+    vec![
+        service([198, 18, 10, 1], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]),
+        service(
+            [198, 18, 10, 1],
+            53,
+            Protocol::Udp,
+            Tunnel::Gre { key: Some(1001) },
+            &[([198, 19, 0, 11], 1)],
+        ),
+        service([198, 18, 10, 2], 80, Protocol::Tcp, Tunnel::Gre { key: None }, &[([198, 19, 0, 10], 1)]),
+        service([198, 18, 10, 3], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 10], 0)]),
+        service([198, 18, 10, 4], 80, Protocol::Tcp, Tunnel::Ipip, &[([198, 19, 0, 99], 1)]),
+    ]
+}
+
+/// A DSR service named `[a, b, c, d]:port`, table size 251, over `backends` (address, weight).
+fn service(
+    vip: [u8; 4],
+    port: u16,
+    protocol: Protocol,
+    tunnel: Tunnel,
+    backends: &[([u8; 4], u32)],
+) -> ServiceSpec {
+    let backends = backends.iter().map(|&(a, weight)| backend(a, weight)).collect();
+    ServiceSpec {
+        tunnel,
+        table_size: 251,
+        ..ServiceSpec::dsr(&format!("{vip:?}:{port}"), spec_addr(vip), port, protocol, backends)
+    }
+}
+
+/// [`service`] as NAT to the one backend `b`.
+fn nat(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: BackendSpec) -> ServiceSpec {
+    ServiceSpec {
+        forwarding: Forwarding::Nat,
+        backends: vec![b],
+        ..service(vip, port, protocol, tunnel, &[])
+    }
+}
+
+/// Port 80 with one backend (198.19.0.10) that failed its health checks.
+fn down(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSpec {
+    let mut s = service(vip, 80, protocol, Tunnel::Ipip, &[([198, 19, 0, 10], 1)]);
+    s.backends[0].down = true;
+    ServiceSpec { on_no_backend, ..s }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_build() {
+        assert_eq!(super::snapshot().services.len(), 13);
+        assert_eq!(super::fuzz_snapshot().ports.len(), 3);
+    }
+}
