@@ -13,6 +13,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== DPDK-free tools (sluicectl, sluiced check/which)"
+scripts/nodpdk-check.sh
 echo "== fuzz targets compile (running them: dataplane/fuzz/run.sh)"
 cargo check --quiet --manifest-path dataplane/fuzz/Cargo.toml --bins
 cargo check --quiet --manifest-path control/fuzz/Cargo.toml --bins
