@@ -14,6 +14,9 @@
 
 use crate::hash::{hash_bytes, reduce};
 
+/// Largest table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
+pub const MAX_TABLE_SIZE: u32 = 4_194_301;
+
 /// The table size Maglev's paper uses; a prime.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Backend indexes are `u16`; this one marks an unfilled slot.
@@ -71,6 +74,97 @@ struct Turn {
     credit: u32,
     /// skip⁻¹ mod M, computed when first needed (phase 2).
     inverse: u32,
+}
+
+/// The backends taking turns at the table, weighted: each turn adds a backend's weight to its
+/// credit, and a backend whose credit reaches the largest weight takes a slot.
+struct Rounds {
+    turns: Vec<Turn>,
+    next: usize,
+    max_weight: u32,
+}
+
+impl Rounds {
+    /// The backend whose turn it is to take a slot.
+    #[inline(always)]
+    fn next_taker(&mut self) -> &mut Turn {
+        loop {
+            let i = self.next;
+            self.next = if i + 1 == self.turns.len() { 0 } else { i + 1 };
+            let t = &mut self.turns[i];
+            t.credit += t.weight;
+            if t.credit >= self.max_weight {
+                t.credit -= self.max_weight;
+                return &mut self.turns[i];
+            }
+        }
+    }
+}
+
+/// Phase 1: the backends walk their permutations in turn, each taking the first free slot it
+/// reaches, probing a bitmap of taken slots (8 KiB for M = 65537, so it stays in L1), until
+/// about sqrt(M) slots are left. The bitmap.
+fn walk(rounds: &mut Rounds, table: &mut [u16], size: u32) -> Vec<u64> {
+    let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+    let is_free = |taken: &[u64], slot: u32| taken[slot as usize / 64] & (1 << (slot % 64)) == 0;
+    // Switch to phase 2 when this few slots are left: a walk then costs about M / free
+    // probes, a scan of the free list `free` steps; they cross near sqrt(M).
+    let tail = ((f64::from(size)).sqrt() as usize).max(1);
+    let mut free_left = size as usize;
+    while free_left > tail {
+        let t = rounds.next_taker();
+        // The permutation visits every slot (size is prime): a free one is always found.
+        let slot = loop {
+            let slot = t.pos;
+            t.pos = step(slot, t.skip, size);
+            if is_free(&taken, slot) {
+                break slot;
+            }
+        };
+        taken[slot as usize / 64] |= 1 << (slot % 64);
+        table[slot as usize] = t.index;
+        free_left -= 1;
+    }
+    taken
+}
+
+/// Phase 2, the tail (where most probes of a plain walk would go): a backend's next free slot
+/// is the free slot it would reach in the fewest steps, and the number of steps from `pos` to
+/// `slot` is (slot - pos) / skip mod M, with the inverse of skip mod M (M is prime). Same
+/// table as walking on, far fewer steps.
+fn fill_tail(rounds: &mut Rounds, table: &mut [u16], size: u32, taken: &[u64]) {
+    let mut free: Vec<u32> = Vec::new();
+    for (w, &word) in taken.iter().enumerate() {
+        let mut open = !word;
+        while open != 0 {
+            let slot = w as u32 * 64 + open.trailing_zeros();
+            if slot < size {
+                free.push(slot);
+            }
+            open &= open - 1;
+        }
+    }
+    let reduce = Barrett::new(size);
+    while !free.is_empty() {
+        let t = rounds.next_taker();
+        if t.inverse == 0 {
+            t.inverse = mod_pow(u64::from(t.skip), u64::from(size) - 2, u64::from(size)) as u32;
+        }
+        let (m64, pos, inv) = (u64::from(size), u64::from(t.pos), u64::from(t.inverse));
+        let steps = |slot: u32| reduce.rem((u64::from(slot) + m64 - pos) * inv);
+        let mut best = 0;
+        let mut best_steps = u64::MAX;
+        for (k, &slot) in free.iter().enumerate() {
+            let d = steps(slot);
+            if d < best_steps {
+                best_steps = d;
+                best = k;
+            }
+        }
+        let slot = free.swap_remove(best);
+        t.pos = step(slot, t.skip, size);
+        table[slot as usize] = t.index;
+    }
 }
 
 #[inline(always)]
@@ -136,7 +230,7 @@ impl Maglev {
             return Maglev { table, size, has_backends: false };
         }
 
-        let mut turns: Vec<Turn> = order
+        let turns: Vec<Turn> = order
             .iter()
             .map(|&i| Turn {
                 index: i as u16,
@@ -148,80 +242,9 @@ impl Maglev {
             })
             .collect();
         let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
-        let n_turns = turns.len();
-
-        // Phase 1: walk the permutations, probing a bitmap of taken slots (8 KiB for
-        // M = 65537, so it stays in L1).
-        let mut taken = vec![0u64; m.div_ceil(64)];
-        let is_free = |taken: &[u64], slot: u32| taken[slot as usize / 64] & (1 << (slot % 64)) == 0;
-        // Switch to phase 2 when this few slots are left: a walk then costs about M / free
-        // probes, a scan of the free list `free` steps; they cross near sqrt(M).
-        let tail = ((f64::from(size)).sqrt() as usize).max(1);
-        let mut free_left = m;
-        let mut next = 0usize;
-        while free_left > tail {
-            let t = &mut turns[next];
-            next = if next + 1 == n_turns { 0 } else { next + 1 };
-            t.credit += t.weight;
-            if t.credit < max_weight {
-                continue;
-            }
-            t.credit -= max_weight;
-            // The permutation visits every slot (size is prime): a free one is always found.
-            let slot = loop {
-                let slot = t.pos;
-                t.pos = step(slot, t.skip, size);
-                if is_free(&taken, slot) {
-                    break slot;
-                }
-            };
-            taken[slot as usize / 64] |= 1 << (slot % 64);
-            table[slot as usize] = t.index;
-            free_left -= 1;
-        }
-
-        // Phase 2, the tail (where most probes of a plain walk would go): a backend's next
-        // free slot is the free slot it would reach in the fewest steps, and the number of
-        // steps from `pos` to `slot` is (slot - pos) / skip mod M, with the inverse of skip
-        // mod M (M is prime). Same table, far fewer steps.
-        let mut free: Vec<u32> = Vec::with_capacity(free_left);
-        for (w, &word) in taken.iter().enumerate() {
-            let mut open = !word;
-            while open != 0 {
-                let slot = w as u32 * 64 + open.trailing_zeros();
-                if slot < size {
-                    free.push(slot);
-                }
-                open &= open - 1;
-            }
-        }
-        let reduce = Barrett::new(size);
-        while !free.is_empty() {
-            let t = &mut turns[next];
-            next = if next + 1 == n_turns { 0 } else { next + 1 };
-            t.credit += t.weight;
-            if t.credit < max_weight {
-                continue;
-            }
-            t.credit -= max_weight;
-            if t.inverse == 0 {
-                t.inverse = mod_pow(u64::from(t.skip), u64::from(size) - 2, u64::from(size)) as u32;
-            }
-            let (m64, pos, inv) = (u64::from(size), u64::from(t.pos), u64::from(t.inverse));
-            let steps = |slot: u32| reduce.rem((u64::from(slot) + m64 - pos) * inv);
-            let mut best = 0;
-            let mut best_steps = u64::MAX;
-            for (k, &slot) in free.iter().enumerate() {
-                let d = steps(slot);
-                if d < best_steps {
-                    best_steps = d;
-                    best = k;
-                }
-            }
-            let slot = free.swap_remove(best);
-            t.pos = step(slot, t.skip, size);
-            table[slot as usize] = t.index;
-        }
+        let mut rounds = Rounds { turns, next: 0, max_weight };
+        let taken = walk(&mut rounds, &mut table, size);
+        fill_tail(&mut rounds, &mut table, size, &taken);
         Maglev { table, size, has_backends: true }
     }
 

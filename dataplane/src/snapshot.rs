@@ -9,7 +9,7 @@ use crate::encap::OuterHeader;
 pub use crate::encap::Tunnel;
 use crate::flow::{Addr, FlowKey, SELECT_SEED};
 pub use crate::limit::Limits;
-use crate::maglev::{Maglev, MaglevInput, MAX_BACKENDS};
+use crate::maglev::{Maglev, MaglevInput};
 use crate::table::{IdIndex, MapKey, StaticMap};
 use crate::wire::{ipv4, Mac};
 use std::net::IpAddr;
@@ -482,6 +482,93 @@ pub struct Snapshot {
     nexthop_map: StaticMap<NeighborKey, u16>,
 }
 
+/// The rules a snapshot's spec keeps, each stated once, with its refusal's wording:
+/// `Snapshot::build` enforces them (refusing the first one broken), and the config validator
+/// reports every one a file breaks, at its line.
+pub mod rules {
+    use super::{Forwarding, Protocol};
+    use crate::flow::in_prefix;
+    use crate::maglev::{is_prime, MAX_BACKENDS, MAX_TABLE_SIZE};
+    use crate::stats::MAX_PORTS;
+    use std::net::IpAddr;
+
+    /// An appliance has 1 to [`MAX_PORTS`] ports.
+    pub fn port_count(n: usize) -> Result<(), String> {
+        match n {
+            0 => Err("at least one port is needed".into()),
+            n if n > MAX_PORTS => Err(format!("at most {MAX_PORTS} ports")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A port's neighbour or gateway is on its link: inside `net`/`len`.
+    pub fn on_link(a: IpAddr, net: IpAddr, len: u8) -> Result<(), String> {
+        if in_prefix(a, net, len) {
+            Ok(())
+        } else {
+            Err(format!("{a} is not inside {net}/{len}"))
+        }
+    }
+
+    /// A Maglev table's size is a prime (every permutation visits every slot), at most
+    /// [`MAX_TABLE_SIZE`].
+    pub fn table_size(size: u32) -> Result<(), String> {
+        if is_prime(size) && size <= MAX_TABLE_SIZE {
+            Ok(())
+        } else {
+            Err(format!("{size} must be a prime no larger than {MAX_TABLE_SIZE}"))
+        }
+    }
+
+    /// A service has at most [`MAX_BACKENDS`] backends.
+    pub fn backend_count(n: usize) -> Result<(), String> {
+        if n > MAX_BACKENDS {
+            Err(format!("at most {MAX_BACKENDS} backends"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A DSR backend answers on the service's port from its own address: it has neither
+    /// `port` nor `host`. The refusal names the field.
+    pub fn dsr_backend(
+        forwarding: Forwarding,
+        port: bool,
+        host: bool,
+    ) -> Result<(), (&'static str, &'static str)> {
+        match (forwarding, port, host) {
+            (Forwarding::Dsr, true, _) => {
+                Err(("port", "a DSR backend answers on the service's port; port is for forwarding: nat"))
+            }
+            (Forwarding::Dsr, _, true) => {
+                Err(("host", "host is for forwarding: nat (a DSR backend's address is its host)"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A backend's port is not 0.
+    pub fn backend_port(port: u16) -> Result<(), &'static str> {
+        if port == 0 {
+            Err("port 0 is not a backend port")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The SYN proxy needs `nat` (it translates the backend's replies) over TCP.
+    pub fn synproxy(forwarding: Forwarding, protocol: Protocol) -> Result<(), &'static str> {
+        match (forwarding, protocol) {
+            (Forwarding::Dsr, _) => {
+                Err("SYN proxy needs forwarding: nat: with DSR the backend answers the client \
+                 directly, so the appliance cannot translate its sequence numbers")
+            }
+            (_, Protocol::Udp) => Err("SYN proxy is for TCP services"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A refusal at `path`.
 fn refuse(path: impl Into<String>, message: impl Into<String>) -> BuildError {
     BuildError { path: path.into(), message: message.into() }
@@ -545,15 +632,11 @@ impl NextHops {
     }
 
     /// The ports' static neighbours.
-    fn add_static(&mut self, spec: &SnapshotSpec, ports: &[Port]) -> Result<(), BuildError> {
+    fn add_static(&mut self, spec: &SnapshotSpec) -> Result<(), BuildError> {
         for (pi, p) in spec.ports.iter().enumerate() {
             for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
-                if !ports[pi].contains(ip) {
-                    return Err(refuse(
-                        format!("ports[{pi}].neighbors[{ni}].address"),
-                        format!("{ip} is not inside the port's prefix {}/{}", p.address, p.prefix_len),
-                    ));
-                }
+                rules::on_link(ip, p.address, p.prefix_len)
+                    .map_err(|m| refuse(format!("ports[{pi}].neighbors[{ni}].address"), m))?;
                 self.add(pi as u16, ip, Some(mac));
             }
         }
@@ -596,11 +679,14 @@ fn build_service(
         let what = format!("duplicate service {}:{} {:?}", s.vip, s.port, s.protocol);
         return Err(refuse(format!("services[{si}]"), format!("{what}: services[{first}] already uses it")));
     }
-    if s.backends.len() > MAX_BACKENDS || s.backends.len() >= s.table_size as usize {
+    rules::table_size(s.table_size).map_err(|m| refuse(format!("services[{si}].table_size"), m))?;
+    rules::backend_count(s.backends.len()).map_err(|m| refuse(format!("services[{si}].backends"), m))?;
+    if s.backends.len() >= s.table_size as usize {
+        // Maglev needs a slot per backend at least (the config asks for a hundred).
         let n = s.backends.len();
         return Err(refuse(
-            format!("services[{si}].backends"),
-            format!("{n} backends: at most {MAX_BACKENDS} and fewer than table_size"),
+            format!("services[{si}].table_size"),
+            format!("{n} backends need a larger table"),
         ));
     }
     let mut backends = Vec::with_capacity(s.backends.len());
@@ -668,12 +754,7 @@ fn synproxy_mss(si: usize, s: &ServiceSpec, backend_mtu: usize) -> Result<Option
     if !s.synproxy {
         return Ok(None);
     }
-    if s.forwarding != Forwarding::Nat || s.protocol != Protocol::Tcp {
-        return Err(refuse(
-            format!("services[{si}].synproxy"),
-            "SYN proxy needs forwarding: nat over TCP (it must see the backend's replies)",
-        ));
-    }
+    rules::synproxy(s.forwarding, s.protocol).map_err(|m| refuse(format!("services[{si}].synproxy"), m))?;
     let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
     let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
     Ok(Some(path_mtu.saturating_sub(40).max(536) as u16))
@@ -691,14 +772,11 @@ fn build_backend(
     (seen, pairs): (&mut Seen, &mut std::collections::HashSet<(IpAddr, u16)>),
 ) -> Result<(Backend, usize), BuildError> {
     let path = format!("services[{si}].backends[{bi}]");
-    if s.forwarding != Forwarding::Nat && (b.port.is_some() || b.host.is_some()) {
-        return Err(refuse(path, "port and host are for forwarding: nat (DSR keeps the packet as sent)"));
-    }
+    rules::dsr_backend(s.forwarding, b.port.is_some(), b.host.is_some())
+        .map_err(|(field, m)| refuse(format!("{path}.{field}"), m))?;
     let port = b.port.unwrap_or(s.port);
     let host = b.host.unwrap_or(b.address);
-    if port == 0 {
-        return Err(refuse(format!("{path}.port"), "port 0"));
-    }
+    rules::backend_port(port).map_err(|m| refuse(format!("{path}.port"), m))?;
     if !pairs.insert((b.address, port)) {
         return Err(refuse(
             format!("{path}.address"),
@@ -788,9 +866,7 @@ fn nat_groups(services: &[Service]) -> Result<(StaticMap<NatKey, u32>, Vec<u16>)
 impl Snapshot {
     /// Builds a snapshot. Next-hop MACs learned by `previous` carry over.
     pub fn build(spec: &SnapshotSpec, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
-        if spec.ports.is_empty() || spec.ports.len() > crate::stats::MAX_PORTS {
-            return Err(refuse("ports", format!("need 1 to {} ports", crate::stats::MAX_PORTS)));
-        }
+        rules::port_count(spec.ports.len()).map_err(|m| refuse("ports", m))?;
         check_families(spec)?;
         let ports: Vec<Port> = spec
             .ports
@@ -805,7 +881,7 @@ impl Snapshot {
             })
             .collect();
         let mut hops = NextHops::default();
-        hops.add_static(spec, &ports)?;
+        hops.add_static(spec)?;
         let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports });
         let services = (spec.services.iter().enumerate())
             .map(|(si, s)| build_service(si, s, &around, &mut hops, &mut seen))
@@ -921,6 +997,64 @@ impl MapKey for NatKey {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn each_rule_accepts_and_refuses() {
+        use rules::*;
+        assert!(port_count(1).is_ok() && port_count(crate::stats::MAX_PORTS).is_ok());
+        assert_eq!(port_count(0).unwrap_err(), "at least one port is needed");
+        assert!(port_count(crate::stats::MAX_PORTS + 1).unwrap_err().starts_with("at most"));
+        let net: IpAddr = [198, 18, 0, 1].into();
+        assert!(on_link([198, 18, 0, 9].into(), net, 24).is_ok());
+        assert_eq!(
+            on_link([198, 18, 1, 9].into(), net, 24).unwrap_err(),
+            "198.18.1.9 is not inside 198.18.0.1/24"
+        );
+        assert!(
+            backend_count(crate::maglev::MAX_BACKENDS).is_ok()
+                && backend_count(crate::maglev::MAX_BACKENDS + 1).is_err()
+        );
+        assert!(
+            dsr_backend(Forwarding::Nat, true, true).is_ok()
+                && dsr_backend(Forwarding::Dsr, false, false).is_ok()
+        );
+        assert_eq!(dsr_backend(Forwarding::Dsr, true, true).unwrap_err().0, "port");
+        assert_eq!(dsr_backend(Forwarding::Dsr, false, true).unwrap_err().0, "host");
+        assert!(backend_port(1).is_ok() && backend_port(0).is_err());
+        assert!(table_size(251).is_ok() && table_size(crate::maglev::MAX_TABLE_SIZE).is_ok());
+        assert_eq!(
+            table_size(250).unwrap_err(),
+            format!("250 must be a prime no larger than {}", crate::maglev::MAX_TABLE_SIZE)
+        );
+        assert!(table_size(4_194_319).is_err(), "a prime, but larger");
+        assert!(synproxy(Forwarding::Nat, Protocol::Tcp).is_ok());
+        assert!(synproxy(Forwarding::Dsr, Protocol::Tcp)
+            .unwrap_err()
+            .starts_with("SYN proxy needs forwarding: nat"));
+        assert_eq!(synproxy(Forwarding::Nat, Protocol::Udp).unwrap_err(), "SYN proxy is for TCP services");
+    }
+
+    #[test]
+    fn build_refuses_by_the_rules_at_their_paths() {
+        let mut sp = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
+        sp.services[0].backends[0].port = Some(8080);
+        let e = Snapshot::build(&sp, None).unwrap_err();
+        assert_eq!(e.path, "services[0].backends[0].port");
+        sp.ports[0].neighbors.push(([198, 19, 0, 5].into(), [2, 0, 0, 0, 0, 5]));
+        let e = Snapshot::build(&sp, None).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("ports[0].neighbors[0].address", "198.19.0.5 is not inside 198.18.0.1/24")
+        );
+        let v6 = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
+        let mut v6 = v6;
+        v6.services[0].vip = "2001:db8::1".parse().unwrap();
+        let e = Snapshot::build(&v6, None).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("services[0].vip", "2001:db8::1: IPv6 is not supported yet")
+        );
+    }
 
     pub(crate) fn port(name: &str, addr: [u8; 4], gw: Option<[u8; 4]>) -> PortSpec {
         PortSpec {

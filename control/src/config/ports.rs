@@ -2,9 +2,8 @@
 
 use super::validate::Validator;
 use super::{PortConfig, RawPort};
-use sluice_dataplane::flow::{in_prefix, max_prefix};
-use sluice_dataplane::snapshot::PortSpec;
-use sluice_dataplane::stats::MAX_PORTS;
+use sluice_dataplane::flow::max_prefix;
+use sluice_dataplane::snapshot::{rules, PortSpec};
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -13,11 +12,8 @@ const DEFAULT_MTU: u16 = 1500;
 impl Validator<'_> {
     /// Every port, checked; a port whose address is refused is left out.
     pub(super) fn ports(&mut self, raw: &[RawPort]) -> Vec<PortConfig> {
-        if raw.is_empty() {
-            self.refuse("ports", "at least one port is needed");
-        }
-        if raw.len() > MAX_PORTS {
-            self.refuse("ports", format!("at most {MAX_PORTS} ports"));
+        if let Err(m) = rules::port_count(raw.len()) {
+            self.refuse("ports", m);
         }
         let mut ports = Vec::new();
         let mut names = HashSet::new();
@@ -47,23 +43,17 @@ impl Validator<'_> {
         if p.vlan.is_some_and(|v| !(1..=4094).contains(&v)) {
             self.refuse(&f("vlan"), "a VLAN id from 1 to 4094");
         }
-        let inside = |a: IpAddr| in_prefix(a, address, prefix_len);
         let gateway = p.gateway.as_deref().and_then(|g| self.address(&f("gateway"), g));
-        if let Some(g) = gateway {
-            if !inside(g) {
-                self.refuse(&f("gateway"), format!("{g} is not inside {}", p.address));
-            }
+        if let Some(Err(m)) = gateway.map(|g| rules::on_link(g, address, prefix_len)) {
+            self.refuse(&f("gateway"), m);
         }
         let mut neighbors = Vec::new();
         for (n, nb) in p.neighbors.iter().enumerate() {
             let a = self.address(&f(&format!("neighbors[{n}].address")), &nb.address);
             let m = self.mac(&f(&format!("neighbors[{n}].mac")), &nb.mac);
             if let (Some(a), Some(m)) = (a, m) {
-                if !inside(a) {
-                    self.refuse(
-                        &f(&format!("neighbors[{n}].address")),
-                        format!("{a} is not inside {}", p.address),
-                    );
+                if let Err(e) = rules::on_link(a, address, prefix_len) {
+                    self.refuse(&f(&format!("neighbors[{n}].address")), e);
                 }
                 neighbors.push((a, m));
             }

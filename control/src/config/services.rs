@@ -7,16 +7,14 @@ use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLim
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
 use crate::health::HealthSpec;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
-use sluice_dataplane::maglev::{is_prime, DEFAULT_TABLE_SIZE, MAX_BACKENDS};
+use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
 use sluice_dataplane::snapshot::{
-    BackendSpec, Forwarding, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
+    rules, BackendSpec, Forwarding, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 const MAX_WEIGHT: u32 = 1000;
-/// Largest Maglev table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
-pub(super) const MAX_TABLE_SIZE: u32 = 4_194_301;
 
 impl Validator<'_> {
     /// Every service, checked, with its health check (`None`: not checked); a service whose
@@ -64,19 +62,17 @@ impl Validator<'_> {
         let nat = matches!(s.forwarding, RawForwarding::Nat);
         let tunnel = self.tunnel(i, s, nat);
         let table_size = self.table_size(i, s);
-        if s.backends.len() > MAX_BACKENDS {
-            self.refuse(&f("backends"), format!("at most {MAX_BACKENDS} backends"));
+        if let Err(m) = rules::backend_count(s.backends.len()) {
+            self.refuse(&f("backends"), m);
         }
         let backends = self.backends(i, &s.backends, nat);
         let (scheduler, persistence) = self.scheduling(i, s);
-        if s.synproxy && !nat {
-            self.refuse(
-                &f("synproxy"),
-                "SYN proxy needs forwarding: nat: with DSR the backend answers the client \
-                 directly, so the appliance cannot translate its sequence numbers",
-            );
-        } else if s.synproxy && !matches!(s.protocol, RawProtocol::Tcp) {
-            self.refuse(&f("synproxy"), "SYN proxy is for TCP services");
+        if s.synproxy {
+            let forwarding = if nat { Forwarding::Nat } else { Forwarding::Dsr };
+            let protocol = if matches!(s.protocol, RawProtocol::Tcp) { Protocol::Tcp } else { Protocol::Udp };
+            if let Err(m) = rules::synproxy(forwarding, protocol) {
+                self.refuse(&f("synproxy"), m);
+            }
         }
         let limits = s.limits.as_ref().map(|l| self.limits(i, l)).unwrap_or_default();
         let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
@@ -145,11 +141,8 @@ impl Validator<'_> {
     /// A service's Maglev table size: a prime, well above its backends' count.
     fn table_size(&mut self, i: usize, s: &RawService) -> u32 {
         let table_size = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
-        if !is_prime(table_size) || table_size > MAX_TABLE_SIZE {
-            self.refuse(
-                &format!("services[{i}].table_size"),
-                format!("{table_size} must be a prime no larger than {MAX_TABLE_SIZE}"),
-            );
+        if let Err(m) = rules::table_size(table_size) {
+            self.refuse(&format!("services[{i}].table_size"), m);
         } else if s.backends.len().saturating_mul(100) > table_size as usize {
             // Maglev's paper: M > 100 N keeps the imbalance near 1%.
             self.refuse(
@@ -172,22 +165,15 @@ impl Validator<'_> {
             if weight > MAX_WEIGHT {
                 self.refuse(&format!("{bf}.weight"), format!("{weight} is outside 0..={MAX_WEIGHT}"));
             }
-            if !nat {
-                if be.port.is_some() {
-                    self.refuse(
-                        &format!("{bf}.port"),
-                        "a DSR backend answers on the service's port; port is for forwarding: nat",
-                    );
-                }
-                if be.host.is_some() {
-                    self.refuse(
-                        &format!("{bf}.host"),
-                        "host is for forwarding: nat (a DSR backend's address is its host)",
-                    );
+            let forwarding = if nat { Forwarding::Nat } else { Forwarding::Dsr };
+            // Both fields, each at its place (the rule names the first it finds).
+            for (port, host) in [(be.port.is_some(), false), (false, be.host.is_some())] {
+                if let Err((field, m)) = rules::dsr_backend(forwarding, port, host) {
+                    self.refuse(&format!("{bf}.{field}"), m);
                 }
             }
-            if be.port == Some(0) {
-                self.refuse(&format!("{bf}.port"), "port 0 is not a backend port");
+            if let Some(Err(m)) = be.port.map(rules::backend_port) {
+                self.refuse(&format!("{bf}.port"), m);
             }
             let host = be.host.as_deref().map(|h| self.address(&format!("{bf}.host"), h));
             if let (Some(address), Some(host)) = (

@@ -2,11 +2,11 @@
 //! durations), and the config as a whole: the order of the sections, the file's size and
 //! words, DPDK and workers, and what only a restart can change.
 
-use super::services::MAX_TABLE_SIZE;
 use super::{truncate, MAX_ERRORS, MAX_MESSAGE, MAX_NAME_LEN};
 use super::{Config, ConfigError, ConfigErrors, RawConfig, RawDpdk, RawWorkers};
 use crate::locate::Locations;
 use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
+use sluice_dataplane::maglev::MAX_TABLE_SIZE;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::wire::{parse_mac, Mac};
 use std::collections::HashSet;
