@@ -5,7 +5,7 @@
 use super::choose;
 use super::context::{over_new, over_rate, Ctx, ToService};
 use super::egress::inner;
-use super::outcome::{drop, FromClient, ProxyTurn, ToBackend};
+use super::outcome::{dropped, FromClient, ProxyTurn, ToBackend};
 use super::segment;
 use crate::io::Frame;
 use crate::session::{self, flags::PROXIED, Insert, Session, TcpState};
@@ -25,10 +25,10 @@ pub fn by_session<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> F
     let (snap, table) = (cx.snap, cx.sessions);
     let si = usize::from(p.service);
     let Some(svc) = snap.services.get(si) else {
-        return drop(DropReason::NoService);
+        return dropped(DropReason::NoService);
     };
     if let Some(reason) = over_rate(cx, svc, si, p.inner_len) {
-        return drop(reason);
+        return dropped(reason);
     }
     let now = session::tick(cx.now_ns);
     let key = p.session_key();
@@ -54,7 +54,7 @@ pub fn by_session<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> F
     };
     if svc.forwarding == Forwarding::Nat {
         if let Err(reason) = translate(frame, p.l2(), svc, bi, proxied) {
-            return drop(reason);
+            return dropped(reason);
         }
     }
     let inner = inner(usize::from(p.inner_len), p.tos, p.ident, p.dont_frag);
@@ -144,7 +144,7 @@ fn existing(
 #[inline(always)]
 fn new_flow(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u32) -> Result<u16, FromClient> {
     if let Some(reason) = over_new(cx, svc, si) {
-        return Err(drop(reason));
+        return Err(dropped(reason));
     }
     let Some(mut bi) = choose::backend(cx, svc, si, p, now) else {
         return Err(FromClient::NoBackend);

@@ -4,7 +4,7 @@
 
 use super::classify::Tunneled;
 use super::context::Ctx;
-use super::outcome::{drop, BackendSegment, FromBackend, ToClient};
+use super::outcome::{dropped, BackendSegment, FromBackend, ToClient};
 use crate::flow::Addr;
 use crate::io::Frame;
 use crate::session::{self, flags, Session, SessionKey, TcpState};
@@ -48,10 +48,10 @@ struct Found<'a> {
 pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBackend {
     let r = match open(frame.data(), t) {
         Ok(r) => r,
-        Err(reason) => return drop(reason),
+        Err(reason) => return dropped(reason),
     };
     let Some(f) = session_of(cx, &r) else {
-        return drop(DropReason::NatNoSession);
+        return dropped(DropReason::NatNoSession);
     };
     let seg = BackendSegment {
         at: r.at,
@@ -76,15 +76,15 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
         let scales = client_ws.then(|| (synproxy::backend_wscale(f.s.flags), synproxy::WSCALE));
         let b = frame.data_mut();
         if synproxy::backend_to_client(b, r.at, f.s.seq_delta, f.s.ts_delta, scales).is_err() {
-            return drop(DropReason::SynproxyMalformed);
+            return dropped(DropReason::SynproxyMalformed);
         }
     }
     let rewritten = match frame.data_mut().get_mut(r.at..) {
         Some(ip) => endpoint::rewrite(ip, End::Src, f.svc.vip, f.svc.port),
-        None => return drop(DropReason::NatReplyMalformed),
+        None => return dropped(DropReason::NatReplyMalformed),
     };
     if rewritten.is_err() {
-        return drop(DropReason::NatReplyMalformed);
+        return dropped(DropReason::NatReplyMalformed);
     }
     FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
 }

@@ -132,6 +132,6 @@ impl From<Verdict> for FromBackend {
 
 /// A drop, as any stage's outcome.
 #[inline(always)]
-pub fn drop<T: From<Verdict>>(reason: DropReason) -> T {
+pub fn dropped<T: From<Verdict>>(reason: DropReason) -> T {
     T::from(Verdict::Drop(reason))
 }

@@ -6,7 +6,7 @@
 use super::choose;
 use super::context::{over_new, Ctx, ToService};
 use super::egress::inner;
-use super::outcome::{drop, FromClient, ProxyTurn, ToBackend, Verdict};
+use super::outcome::{dropped, FromClient, ProxyTurn, ToBackend, Verdict};
 use super::segment;
 use crate::cookie::{self, CookieError, SynOptions};
 use crate::io::Frame;
@@ -26,7 +26,7 @@ pub fn cookie_period(now_ns: u64) -> u32 {
 /// A client's segment that the proxy takes (see `forward::proxy_turn`).
 pub fn client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, turn: ProxyTurn) -> FromClient {
     let Some(svc) = cx.snap.services.get(usize::from(p.service)) else {
-        return drop(DropReason::NoService);
+        return dropped(DropReason::NoService);
     };
     match turn {
         ProxyTurn::First { flags } => first(cx, frame, p, svc, flags),
@@ -38,37 +38,37 @@ pub fn client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, turn: Pr
 /// makes the session and becomes the SYN to the backend; anything else is dropped.
 fn first<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &Service, flags: u8) -> FromClient {
     if flags & tcp::RST != 0 || flags & (tcp::SYN | tcp::ACK) != tcp::SYN && flags & tcp::ACK == 0 {
-        return drop(DropReason::SynproxyNoSession);
+        return dropped(DropReason::SynproxyNoSession);
     }
     if flags & tcp::SYN != 0 {
         if flags & tcp::ACK != 0 {
-            return drop(DropReason::SynproxyNoSession);
+            return dropped(DropReason::SynproxyNoSession);
         }
         return cookie_reply(cx, frame, p, svc).into();
     }
     // An ACK: the handshake's last segment, if its cookie says so.
     let Ok(seg) = segment::read(frame.data(), p.l2()) else {
-        return drop(DropReason::SynproxyMalformed);
+        return dropped(DropReason::SynproxyMalformed);
     };
     let opts = match cx.proxy.keys.check(&p.flow, seg.seq, seg.ack, cookie_period(cx.now_ns)) {
         Ok(o) => o,
-        Err(CookieError::Stale) => return drop(DropReason::SynCookieStale),
-        Err(CookieError::Invalid) => return drop(DropReason::SynCookieInvalid),
+        Err(CookieError::Stale) => return dropped(DropReason::SynCookieStale),
+        Err(CookieError::Invalid) => return dropped(DropReason::SynCookieInvalid),
     };
     cx.events.acks_valid += 1;
     let (si, now, table) = (usize::from(p.service), session::tick(cx.now_ns), cx.sessions);
     if let Some(reason) = over_new(cx, svc, si) {
-        return drop(reason);
+        return dropped(reason);
     }
     let Some(bi) = choose::backend(cx, svc, si, p, now) else {
         cx.events.backend_failures += 1;
         return FromClient::NoBackend;
     };
     let Some(backend) = svc.backends.get(usize::from(bi)) else {
-        return drop(DropReason::NoBackend);
+        return dropped(DropReason::NoBackend);
     };
     if table.is_full() {
-        return drop(DropReason::SynproxyTableFull);
+        return dropped(DropReason::SynproxyTableFull);
     }
     use session::flags::{CLIENT_TS, CLIENT_WSCALE, PROXIED};
     let s = Session {
@@ -90,8 +90,8 @@ fn first<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &Service
         Insert::Exists(slot, other) if other.state == TcpState::Connecting => {
             return connecting(cx, frame, p, svc, (slot, &other), flags);
         }
-        Insert::Exists(..) => return drop(DropReason::SynproxyNoSession),
-        Insert::Full => return drop(DropReason::SynproxyTableFull),
+        Insert::Exists(..) => return dropped(DropReason::SynproxyNoSession),
+        Insert::Full => return dropped(DropReason::SynproxyTableFull),
     };
     if seg.payload_len > 0 || flags & tcp::FIN != 0 {
         // Data with the handshake's ACK: kept for the backend.
@@ -159,7 +159,7 @@ fn backend_syn<F: Frame>(
     (opts, tsval): (SynOptions, Option<u32>),
 ) -> FromClient {
     let Some(backend) = svc.backends.get(usize::from(bi)) else {
-        return drop(DropReason::NoBackend);
+        return dropped(DropReason::NoBackend);
     };
     let offer = SynOffer {
         // The backend's segments come through the tunnel too: no larger than the path allows.
@@ -181,7 +181,7 @@ fn backend_syn<F: Frame>(
     };
     let ends = (p.flow.src.to_ip(), backend.address);
     let Some(len) = segment::write(frame, p.l2(), ends, (p.tos, p.ident), &syn) else {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {
         at: p.l2(),
@@ -204,7 +204,7 @@ fn connecting<F: Frame>(
 ) -> FromClient {
     let key = p.session_key();
     let Ok(seg) = segment::read(frame.data(), p.l2()) else {
-        return drop(DropReason::SynproxyMalformed);
+        return dropped(DropReason::SynproxyMalformed);
     };
     let backend = svc.backend_by_id(s.backend).filter(|&i| svc.backends.get(usize::from(i)).is_some());
     if flags & tcp::RST != 0 {
@@ -212,12 +212,12 @@ fn connecting<F: Frame>(
         cx.proxy.hold.take(slot, p.session_hash, None);
         return match backend {
             Some(bi) => reset_backend(frame, p, svc, bi, seg.seq),
-            None => drop(DropReason::BackendRemoved),
+            None => dropped(DropReason::BackendRemoved),
         };
     }
     if flags & tcp::SYN != 0 {
         if flags & tcp::ACK != 0 {
-            return drop(DropReason::SynproxyNoSession);
+            return dropped(DropReason::SynproxyNoSession);
         }
         if seg.seq != s.client_isn {
             // Another connection on the same ports: this one is over.
@@ -244,7 +244,7 @@ fn connecting<F: Frame>(
     let check =
         cx.proxy.keys.check(&p.flow, s.client_isn.wrapping_add(1), s.seq_delta.wrapping_add(1), period);
     let Ok(opts) = check else {
-        return drop(DropReason::SynCookieStale);
+        return dropped(DropReason::SynCookieStale);
     };
     let tsval = seg.opts.timestamps.map(|(val, _)| val);
     backend_syn(frame, p, svc, bi, s, (opts, tsval))
@@ -271,7 +271,7 @@ fn hold<F: Frame>(cx: &mut Ctx<'_>, frame: &F, p: &ToService, slot: usize) -> Op
             Some(Verdict::Consumed.into())
         }
         Err(_) if cx.proxy.hold.holds(slot, p.session_hash) => None,
-        Err(_) => Some(drop(DropReason::SynproxyNotHeld)),
+        Err(_) => Some(dropped(DropReason::SynproxyNotHeld)),
     }
 }
 
@@ -279,7 +279,7 @@ fn hold<F: Frame>(cx: &mut Ctx<'_>, frame: &F, p: &ToService, slot: usize) -> Op
 /// starts at the client's ISN + 1, where the client's sequence numbers, `seq`, are).
 fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16, seq: u32) -> FromClient {
     let Some(b) = svc.backends.get(usize::from(bi)) else {
-        return drop(DropReason::BackendRemoved);
+        return dropped(DropReason::BackendRemoved);
     };
     let rst = TcpRepr {
         src_port: p.flow.src_port,
@@ -292,7 +292,7 @@ fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16,
     };
     let Some(len) = segment::write(frame, p.l2(), (p.flow.src.to_ip(), b.address), (p.tos, p.ident), &rst)
     else {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {
         at: p.l2(),

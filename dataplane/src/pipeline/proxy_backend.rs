@@ -4,7 +4,7 @@
 
 use super::context::Ctx;
 use super::egress::inner;
-use super::outcome::{drop, BackendSegment, FromBackend, ToBackend, ToClient};
+use super::outcome::{dropped, BackendSegment, FromBackend, ToBackend, ToClient};
 use super::segment::{self, SegView};
 use crate::io::Frame;
 use crate::session::{flags::BACKEND_WSCALE_SHIFT, flags::CLIENT_TS, Session, TcpState};
@@ -21,10 +21,10 @@ use crate::wire::{tcp, TcpPacket, TcpRepr};
 /// connection; an ACK from another sequence space is reset.
 pub fn answer<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, b: &BackendSegment) -> FromBackend {
     let Some(svc) = cx.snap.services.get(usize::from(b.service)) else {
-        return drop(DropReason::NoService);
+        return dropped(DropReason::NoService);
     };
     let Ok(seg) = segment::read(frame.data(), b.at) else {
-        return drop(DropReason::SynproxyMalformed);
+        return dropped(DropReason::SynproxyMalformed);
     };
     let isn_ack = b.s.client_isn.wrapping_add(1);
     if seg.flags & tcp::RST != 0 {
@@ -41,10 +41,10 @@ pub fn answer<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, b: &BackendSegment) -> 
         return next;
     }
     if seg.flags & (tcp::SYN | tcp::ACK) != tcp::SYN | tcp::ACK || seg.ack != isn_ack {
-        return drop(DropReason::SynproxyBackendUnexpected);
+        return dropped(DropReason::SynproxyBackendUnexpected);
     }
     let Some(done) = complete(cx, b, &seg) else {
-        return drop(DropReason::SynproxyBackendUnexpected);
+        return dropped(DropReason::SynproxyBackendUnexpected);
     };
     cx.events.handshakes += 1;
     // The client's held segment, if any (see `proxy::hold` for the other side).
@@ -91,7 +91,7 @@ fn refused<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service) -> FromBa
         options: &[],
     };
     let Some(len) = segment::write(frame, b.at, (svc.vip, client), (0, 0), &rst) else {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     };
     FromBackend::Client(ToClient { at: b.at, len, client, service: b.service })
 }
@@ -104,7 +104,7 @@ fn refused<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service) -> FromBa
 /// on the client's behalf. The client's next retransmission sends the SYN again.
 fn challenge_ack<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service, ack: u32) -> FromBackend {
     let Some(backend) = svc.backends.get(usize::from(b.backend)) else {
-        return drop(DropReason::NoBackend);
+        return dropped(DropReason::NoBackend);
     };
     let client = b.key.addr.to_ip();
     let rst = TcpRepr {
@@ -117,10 +117,10 @@ fn challenge_ack<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service, ack
         options: &[],
     };
     if !frame.adj(b.at) {
-        return drop(DropReason::Ipv4Truncated);
+        return dropped(DropReason::Ipv4Truncated);
     }
     let Some(len) = segment::write(frame, 0, (client, backend.address), (0, 0), &rst) else {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     };
     FromBackend::Tunnel(ToBackend {
         at: 0,
@@ -140,21 +140,21 @@ fn release<F: Frame>(
     held: &[u8],
 ) -> FromBackend {
     let Some(backend) = svc.backends.get(usize::from(b.backend)) else {
-        return drop(DropReason::NoBackend);
+        return dropped(DropReason::NoBackend);
     };
     if !frame.adj(b.at) || !segment::resize(frame, held.len()) {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     }
     let bytes = frame.data_mut();
     bytes.copy_from_slice(held);
     if endpoint::rewrite(bytes, End::Dst, backend.address, backend.port).is_err()
         || synproxy::client_to_backend(bytes, 0, done.seq_delta, done.ts_delta).is_err()
     {
-        return drop(DropReason::SynproxyMalformed);
+        return dropped(DropReason::SynproxyMalformed);
     }
     let outer = match Ipv4Packet::new_checked(&bytes[..]) {
         Ok(ip) => inner(held.len(), ip.tos(), ip.ident(), ip.dont_frag()),
-        Err(_) => return drop(DropReason::SynproxyMalformed),
+        Err(_) => return dropped(DropReason::SynproxyMalformed),
     };
     FromBackend::Tunnel(ToBackend { at: 0, inner: outer, service: b.service, backend: b.backend })
 }
@@ -164,14 +164,14 @@ fn release<F: Frame>(
 /// reflected (its echo is the client's last timestamp, the backend has seen it).
 pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
     let Ok(seg) = segment::read(frame.data(), b.at) else {
-        return drop(DropReason::SynproxyMalformed);
+        return dropped(DropReason::SynproxyMalformed);
     };
     let (client, cport, backend, bport) = {
         let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[b.at..]) else {
-            return drop(DropReason::SynproxyMalformed);
+            return dropped(DropReason::SynproxyMalformed);
         };
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-            return drop(DropReason::SynproxyMalformed);
+            return dropped(DropReason::SynproxyMalformed);
         };
         (ip.dst().into(), t.dst_port(), ip.src().into(), t.src_port())
     };
@@ -186,10 +186,10 @@ pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
         options: ts.as_ref().map_or(&[], |t| &t[..]),
     };
     if !frame.adj(b.at) {
-        return drop(DropReason::Ipv4Truncated);
+        return dropped(DropReason::Ipv4Truncated);
     }
     let Some(len) = segment::write(frame, 0, (client, backend), (0, 0), &ack) else {
-        return drop(DropReason::NoHeadroom);
+        return dropped(DropReason::NoHeadroom);
     };
     FromBackend::Tunnel(ToBackend {
         at: 0,
