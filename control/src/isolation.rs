@@ -382,6 +382,7 @@ mod tests {
             vlan: None,
             gateway: None,
             neighbors: vec![],
+            kernel: None,
         };
         let snap = Snapshot::build(
             &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, services: vec![svc] },

@@ -974,6 +974,7 @@ mod tests {
                 vlan: None,
                 gateway: None,
                 neighbors: vec![],
+                kernel: None,
             }],
             tunnel_source: None,
             services,

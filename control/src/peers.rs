@@ -467,6 +467,7 @@ mod tests {
             vlan: None,
             gateway: None,
             neighbors: vec![],
+            kernel: None,
         };
         let mut nat = ServiceSpec::dsr(
             "tenant",

@@ -36,6 +36,7 @@ fn port(name: &str, last: u8, address: [u8; 4], gateway: Option<[u8; 4]>) -> Por
         vlan: None,
         gateway: gateway.map(Into::into),
         neighbors: vec![],
+        kernel: None,
     }
 }
 

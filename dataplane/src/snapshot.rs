@@ -90,6 +90,11 @@ pub struct PortSpec {
     pub gateway: Option<IpAddr>,
     /// Static neighbours: never expire, never re-learned.
     pub neighbors: Vec<(IpAddr, Mac)>,
+    /// The port index (after the data ports) of its exception path: a kernel interface with
+    /// the port's address and MAC, which gets the port's own traffic (ARP, routing, anything
+    /// to its address) and whose frames go out of the port. `None`: the appliance answers
+    /// ARP and echo for the address itself and drops the rest.
+    pub kernel: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +212,8 @@ pub struct Port {
     pub prefix_len: u8,
     pub mtu: u16,
     pub vlan: Option<u16>,
+    /// Its exception path's port index (see [`PortSpec::kernel`]).
+    pub kernel: Option<u16>,
 }
 
 impl Port {
@@ -480,6 +487,8 @@ pub struct Snapshot {
     service_ids: StaticMap<u64, u16>,
     vips: StaticMap<u128, ()>,
     nexthop_map: StaticMap<NeighborKey, u16>,
+    /// Indexed by port index: the data port an exception path belongs to.
+    from_kernel: Vec<Option<u16>>,
 }
 
 /// The rules a snapshot's spec keeps, each stated once, with its refusal's wording:
@@ -498,6 +507,16 @@ pub mod rules {
             0 => Err("at least one port is needed".into()),
             n if n > MAX_PORTS => Err(format!("at most {MAX_PORTS} ports")),
             _ => Ok(()),
+        }
+    }
+
+    /// An exception path's port index comes after the `data` ports, within [`MAX_PORTS`]
+    /// ports in all.
+    pub fn kernel_port(index: u16, data: usize) -> Result<(), String> {
+        if usize::from(index) < data || usize::from(index) >= MAX_PORTS {
+            Err(format!("port index {index}: exception paths come after the {data} data ports, {MAX_PORTS} ports in all"))
+        } else {
+            Ok(())
         }
     }
 
@@ -567,6 +586,25 @@ pub mod rules {
             _ => Ok(()),
         }
     }
+}
+
+/// Which data port each exception path belongs to, by port index (each checked by
+/// [`rules::kernel_port`]).
+fn kernel_ports(ports: &[Port]) -> Result<Vec<Option<u16>>, BuildError> {
+    let mut from = vec![None; crate::stats::MAX_PORTS];
+    for (pi, p) in ports.iter().enumerate() {
+        let Some(k) = p.kernel else { continue };
+        rules::kernel_port(k, ports.len()).map_err(|m| refuse(format!("ports[{pi}].kernel"), m))?;
+        let slot = &mut from[usize::from(k)];
+        if slot.is_some() {
+            return Err(refuse(
+                format!("ports[{pi}].kernel"),
+                format!("port index {k} is another port's exception path"),
+            ));
+        }
+        *slot = Some(pi as u16);
+    }
+    Ok(from)
 }
 
 /// A refusal at `path`.
@@ -878,8 +916,10 @@ impl Snapshot {
                 prefix_len: p.prefix_len,
                 mtu: p.mtu,
                 vlan: p.vlan,
+                kernel: p.kernel,
             })
             .collect();
+        let from_kernel = kernel_ports(&ports)?;
         let mut hops = NextHops::default();
         hops.add_static(spec)?;
         let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports });
@@ -918,7 +958,14 @@ impl Snapshot {
             default_nexthop,
             nat_map,
             nat_services,
+            from_kernel,
         })
+    }
+
+    /// The data port whose exception path port `rx` is, if it is one.
+    #[inline]
+    pub fn kernel_port_of(&self, rx: u16) -> Option<u16> {
+        self.from_kernel.get(usize::from(rx)).copied().flatten()
     }
 
     #[inline]
@@ -1066,6 +1113,7 @@ mod tests {
             vlan: None,
             gateway: gw.map(Into::into),
             neighbors: vec![],
+            kernel: None,
         }
     }
 

@@ -112,6 +112,9 @@ drop_reasons! {
     LimitConnections = "limit_connections",
     /// Isolation: a new connection while the service has its most concurrent sessions.
     LimitSessions = "limit_sessions",
+    /// Exception path: traffic to a port's own address, other than ARP and routing (BGP,
+    /// BFD), over the rate at which it is passed to the kernel.
+    KernelLimited = "kernel_limited",
 }
 
 impl DropReason {
@@ -282,6 +285,16 @@ counter_table! {
                 "sluice_unreachables_sent_total",
                 "ICMP unreachables sent for new flows no backend could take.",
             ),
+            /// Exception path: frames passed to a port's kernel interface, and frames the
+            /// kernel sent out through it.
+            to_kernel: metric(
+                "sluice_exception_to_kernel_total",
+                "Frames passed to the kernel through a port's exception interface.",
+            ),
+            from_kernel: metric(
+                "sluice_exception_from_kernel_total",
+                "Frames the kernel sent out of a port through its exception interface.",
+            ),
         }
         /// SYN proxy: SYN-ACKs with cookies sent; ACKs with a valid cookie (invalid ones are
         /// drops); backend handshakes completed; backends that refused (RST) or could not be
@@ -438,15 +451,16 @@ mod tests {
         w.synproxy.cookies_sent.add(3);
         w.synproxy.backend_resets.add(4);
         w.ports[0].rx_bytes.add(5);
+        w.from_kernel.add(7);
         assert_eq!(w.counters().len(), WorkerStats::METRICS.len());
         let (first, last) = (w.each().next().unwrap(), w.each().last().unwrap());
         assert_eq!((first.0.name, first.1.get()), ("sluice_tunneled_packets_total", 1));
-        assert_eq!((last.0.name, last.1.get()), ("sluice_unreachables_sent_total", 2));
+        assert_eq!((last.0.name, last.1.get()), ("sluice_exception_from_kernel_total", 7));
         let mut t = EventTotals::default();
         t.add(&w);
         t.add(&w);
-        assert_eq!((t.tunneled, t.unreachables_sent, t.arp_replies), (2, 4, 0));
-        assert_eq!(t.each().map(|(_, n)| n).sum::<u64>(), 6);
+        assert_eq!((t.tunneled, t.unreachables_sent, t.arp_replies, t.from_kernel), (2, 4, 0, 14));
+        assert_eq!(t.each().map(|(_, n)| n).sum::<u64>(), 20);
         let mut sp = SynProxyTotals::default();
         sp.add(&w.synproxy);
         let v: Vec<u64> = sp.each().map(|(_, n)| n).collect();

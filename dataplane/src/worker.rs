@@ -4,7 +4,7 @@
 //! queues in tests and benchmarks.
 
 use crate::io::{Burst, Frame, Io, BURST};
-use crate::limit::{Isolation, LimitState};
+use crate::limit::{Bucket, Isolation, LimitState};
 use crate::pipeline::{
     build_arp_request, classify, finish, Ctx, Limiter, Resolve, SessionEvents, Stage, Verdict,
 };
@@ -27,6 +27,8 @@ struct Tally {
     resets: u64,
     nat: u64,
     unreach: u64,
+    to_kernel: u64,
+    from_kernel: u64,
 }
 
 /// How often worker 0 walks the next hops to resolve or refresh them ahead of traffic.
@@ -45,6 +47,8 @@ pub struct Worker<I: Io> {
     next_scan_ns: u64,
     isolation: Arc<Isolation>,
     limits: LimitState,
+    /// The exception path's rate for traffic other than routing (`pipeline::KERNEL_RATE`).
+    kernel_budget: Bucket,
 }
 
 impl<I: Io> Worker<I> {
@@ -72,6 +76,7 @@ impl<I: Io> Worker<I> {
             next_scan_ns: 0,
             isolation: Arc::new(Isolation::new(workers)),
             limits: LimitState::default(),
+            kernel_budget: Bucket::default(),
         }
     }
 
@@ -127,6 +132,7 @@ impl<I: Io> Worker<I> {
         let stats = Arc::clone(&self.stats);
         let overloaded = isolation.overloaded();
         let mut limits = std::mem::take(&mut self.limits);
+        let mut kernel_budget = self.kernel_budget;
         // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
         let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
@@ -148,8 +154,9 @@ impl<I: Io> Worker<I> {
                 worker: self.id,
                 overloaded,
             };
-            let mut cx =
-                Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve).with_limiter(limiter);
+            let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve)
+                .with_limiter(limiter)
+                .with_kernel_budget(&mut kernel_budget);
             // Pass 1: classify the burst.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
@@ -183,6 +190,7 @@ impl<I: Io> Worker<I> {
         self.resolve_neighbors(snap, &mut resolve, now_ns);
         self.sched = sched;
         self.limits = limits;
+        self.kernel_budget = kernel_budget;
         self.flush_all();
         self.stats.polls.add(1);
         if received > 0 {
@@ -224,6 +232,14 @@ impl<I: Io> Worker<I> {
                 port
             }
             Verdict::SynAck { port } => port,
+            Verdict::ToKernel { port } => {
+                tally.to_kernel += 1;
+                port
+            }
+            Verdict::FromKernel { port } => {
+                tally.from_kernel += 1;
+                port
+            }
             Verdict::Consumed => return,
             Verdict::Drop(reason) => {
                 self.stats.count_drop(reason, 1);
@@ -256,6 +272,8 @@ impl<I: Io> Worker<I> {
         st.tunneled.add(tally.tunneled);
         st.nat_replies.add(tally.nat);
         st.unreachables_sent.add(tally.unreach);
+        st.to_kernel.add(tally.to_kernel);
+        st.from_kernel.add(tally.from_kernel);
     }
 
     /// Asks for the next hops the pass found unresolved (`resolve`) and, on worker 0 every

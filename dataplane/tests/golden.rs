@@ -68,6 +68,8 @@ fn verdict_string(v: Verdict) -> String {
         Verdict::SynAck { port } => format!("synack:{port}"),
         Verdict::NatReply { port, .. } => format!("nat_reply:{port}"),
         Verdict::Unreachable { port } => format!("unreachable:{port}"),
+        Verdict::ToKernel { port } => format!("to_kernel:{port}"),
+        Verdict::FromKernel { port } => format!("from_kernel:{port}"),
         Verdict::Consumed => "consumed".into(),
         Verdict::Drop(r) => format!("drop:{}", r.label()),
     }
@@ -165,6 +167,7 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
         DropReason::LimitBytes,
         DropReason::LimitConnections,
         DropReason::LimitSessions,
+        DropReason::KernelLimited,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());

@@ -70,6 +70,7 @@ impl Validator<'_> {
                 vlan: p.vlan,
                 gateway,
                 neighbors,
+                kernel: None,
             },
         })
     }

@@ -42,6 +42,16 @@ pub enum Local {
         l2: usize,
     },
     NatReply(Tunneled),
+    /// To the receiving port's own address, which has an exception path (port `kernel`);
+    /// `routing`: BGP or BFD, which no rate holds back.
+    ToKernel {
+        kernel: u16,
+        routing: bool,
+    },
+    /// From the kernel interface of data port `port`.
+    FromKernel {
+        port: u16,
+    },
 }
 
 impl From<DropReason> for Class {
@@ -58,7 +68,10 @@ pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
         return Class::from(DropReason::MultiSegment);
     }
     let Some(port) = cx.snap.ports.get(usize::from(rx_port)) else {
-        return Class::from(DropReason::NotForUs);
+        return match cx.snap.kernel_port_of(rx_port) {
+            Some(port) => Class::Local(Local::FromKernel { port }),
+            None => Class::from(DropReason::NotForUs),
+        };
     };
     let (l2, ethertype) = {
         let Ok(eth) = EthernetFrame::new_checked(frame.data()) else {
@@ -81,7 +94,7 @@ pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
     }
 }
 
-/// An IPv4 packet at `data[l2..]`.
+/// An IPv4 packet at `data[l2..]`, received on `rx_port`.
 fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
     let ip = match data.get(l2..).map(Ipv4Header::parse) {
         Some(Ok(ip)) => ip,
@@ -114,6 +127,13 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         return Class::Local(Local::NatReply(Tunneled { l2, ihl, total, proto }));
     }
 
+    // The port's own traffic, when it has an exception path: the kernel's.
+    let port = cx.snap.ports.get(usize::from(rx_port));
+    if let Some(kernel) = port.and_then(|p| p.kernel.filter(|_| dst == p.address)) {
+        let routing = !ip.is_fragment() && routing(proto, data.get(l2 + usize::from(ip.header_len)..));
+        return Class::Local(Local::ToKernel { kernel, routing });
+    }
+
     // Everything else.
     let vip = cx.snap.is_vip(dst);
     if !vip && !cx.snap.is_local(dst) {
@@ -132,6 +152,21 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         _ if l4 => DropReason::LocalUnsupported,
         _ => DropReason::ProtocolUnsupported,
     })
+}
+
+/// BGP (TCP port 179 either way) and BFD (UDP to 3784 single hop, 4784 multihop, 3785 echo):
+/// what keeps the appliance's routes, so what the exception path never holds back.
+fn routing(proto: u8, l4: Option<&[u8]>) -> bool {
+    let Some(l4) = l4 else { return false };
+    match proto {
+        ipv4::PROTO_TCP => {
+            TcpPacket::new_checked(l4).is_ok_and(|t| t.src_port() == 179 || t.dst_port() == 179)
+        }
+        ipv4::PROTO_UDP => {
+            UdpPacket::new_checked(l4).is_ok_and(|u| matches!(u.dst_port(), 3784 | 3785 | 4784))
+        }
+        _ => false,
+    }
 }
 
 /// Unfragmented TCP or UDP: the packet to a service, if its destination is one (`None` if

@@ -3,7 +3,7 @@
 
 use crate::counter::Counter;
 use crate::flow::FlowKey;
-use crate::limit::{self, Isolation, LimitState, Rate, Which};
+use crate::limit::{self, Bucket, Isolation, LimitState, Rate, Which};
 use crate::sched::SchedState;
 use crate::session::{SessionKey, SessionTable};
 use crate::snapshot::{Service, Snapshot};
@@ -48,7 +48,15 @@ pub struct Ctx<'a> {
     pub events: SessionEvents,
     /// Resource isolation: the worker's buckets and shares (`None`: limits are not enforced).
     pub limiter: Option<Limiter<'a>>,
+    /// The worker's bucket for the exception path's traffic other than routing (`None`: not
+    /// held back).
+    pub kernel_budget: Option<&'a mut Bucket>,
 }
+
+/// Frames per second a worker passes to the kernel through the exception path, other than
+/// ARP, BGP and BFD (which always pass): pings, management logins and floods at the port's
+/// address alike.
+pub const KERNEL_RATE: u64 = 10_000;
 
 impl<'a> Ctx<'a> {
     pub fn new(
@@ -70,7 +78,14 @@ impl<'a> Ctx<'a> {
             learned: 0,
             events: SessionEvents::default(),
             limiter: None,
+            kernel_budget: None,
         }
+    }
+
+    /// Holds the exception path's traffic (but routing) to [`KERNEL_RATE`] with `bucket`.
+    pub fn with_kernel_budget(mut self, bucket: &'a mut Bucket) -> Ctx<'a> {
+        self.kernel_budget = Some(bucket);
+        self
     }
 
     /// Enforces the services' limits with `limiter`'s buckets and shares.

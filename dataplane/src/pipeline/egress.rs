@@ -5,6 +5,7 @@ use super::context::Ctx;
 use super::outcome::{ToBackend, ToClient, Verdict};
 use crate::encap::Inner;
 use crate::io::Frame;
+use crate::limit::Bucket;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetRepr};
 use crate::wire::Mac;
@@ -60,6 +61,17 @@ pub fn tunnel<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &ToBackend) -> Verdi
         return Verdict::Drop(DropReason::Ipv4Truncated);
     }
     Verdict::Tunnel { port, service: t.service, backend: t.backend }
+}
+
+/// Exception path: the frame to the kernel through port `kernel`; unless it is routing (ARP,
+/// BGP, BFD), within the worker's rate for it ([`super::context::KERNEL_RATE`]).
+pub fn to_kernel(cx: &mut Ctx<'_>, kernel: u16, routing: bool) -> Verdict {
+    let now = cx.now_ns;
+    let within = |b: &mut Bucket| b.take(now, super::context::KERNEL_RATE, 1);
+    if !routing && cx.kernel_budget.as_deref_mut().is_some_and(|b| !within(b)) {
+        return Verdict::Drop(DropReason::KernelLimited);
+    }
+    Verdict::ToKernel { port: kernel }
 }
 
 /// Sends the IPv4 packet at `frame[c.at..c.at + c.len]` to the client: everything before it

@@ -26,7 +26,7 @@ mod proxy_backend;
 mod reply;
 mod segment;
 
-pub use context::{Ctx, Limiter, Resolve, SessionEvents, ToService};
+pub use context::{Ctx, Limiter, Resolve, SessionEvents, ToService, KERNEL_RATE};
 pub use neighbor::{build_arp_request, nexthop_ip};
 pub use outcome::Verdict;
 
@@ -77,6 +77,8 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
         Local::Arp { l2 } => neighbor::arp(cx, rx_port, frame, l2),
         Local::Icmp { l2 } => reply::echo(cx.snap, rx_port, frame, l2),
         Local::NatReply(t) => from_backend(cx, frame, &t),
+        Local::ToKernel { kernel, routing } => egress::to_kernel(cx, kernel, routing),
+        Local::FromKernel { port } => Verdict::FromKernel { port },
     }
 }
 

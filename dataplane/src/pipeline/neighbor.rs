@@ -37,6 +37,11 @@ pub fn arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -
             }
         }
     }
+    // With an exception path, the port's address is the kernel's: it answers for it and
+    // learns its own neighbours (the router it peers with).
+    if let Some(kernel) = port.kernel.filter(|_| IpAddr::V4(tpa) == port.address) {
+        return Verdict::ToKernel { port: kernel };
+    }
     if op == arp::OP_REQUEST && for_us && !gratuitous {
         let b = frame.data_mut();
         if let Ok(mut eth) = EthernetFrame::new_checked(&mut b[..]) {

@@ -43,6 +43,15 @@ pub enum Verdict {
     SynAck {
         port: u16,
     },
+    /// Exception path: the frame, unchanged, to the kernel through port `port` (a port's
+    /// kernel interface).
+    ToKernel {
+        port: u16,
+    },
+    /// Exception path: a frame the kernel sent, unchanged, out of data port `port`.
+    FromKernel {
+        port: u16,
+    },
     /// Used up with nothing to send (an ARP reply or announcement the appliance learned from).
     Consumed,
     Drop(DropReason),

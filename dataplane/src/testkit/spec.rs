@@ -31,6 +31,7 @@ pub fn port_spec<A: Into<Ipv4Addr>>(
         vlan: None,
         gateway: None,
         neighbors: neighbors.into_iter().map(|(a, m)| (spec_addr(a), m)).collect(),
+        kernel: None,
     }
 }
 

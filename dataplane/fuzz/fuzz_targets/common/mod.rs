@@ -97,6 +97,8 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         Verdict::SynAck { .. } => panic!("a SYN-ACK without a SYN-proxied service"),
         Verdict::NatReply { .. } => panic!("a NAT reply without a NAT service"),
         Verdict::Unreachable { .. } => panic!("an ICMP unreachable without an icmp_unreachable service"),
+        // Nor exception paths.
+        Verdict::ToKernel { .. } | Verdict::FromKernel { .. } => panic!("the kernel's without an exception path"),
         Verdict::Consumed | Verdict::Drop(_) => {
             assert!(
                 out.len() <= input.len(),
