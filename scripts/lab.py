@@ -245,6 +245,37 @@ class Lab:
         self.wait_for_log(p, "running:")
         return p
 
+    def start_bird(self, name, conf):
+        """BIRD 2 in namespace `name` with config text `conf`, in the foreground (so the lab
+        holds its pid); its control socket is run_dir/bird-NAME.ctl, for `birdc`."""
+        path = self.run_dir / f"bird-{name}.conf"
+        path.write_text(conf)
+        sock = self.run_dir / f"bird-{name}.ctl"
+        sock.unlink(missing_ok=True)
+        p = self.spawn(name, ["bird", "-f", "-c", str(path), "-s", str(sock)], f"bird-{name}.log")
+        deadline = time.time() + 10
+        while not sock.exists():
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"bird in {name}: {p.log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+        p.sock = sock
+        return p
+
+    def birdc(self, name, *cmd):
+        """A `birdc` command to the BIRD of namespace `name`; its output."""
+        return self.sh(name, "birdc", "-s", str(self.run_dir / f"bird-{name}.ctl"), *cmd, capture=True)
+
+    def kernel_port(self, gw, ifname, address, timeout=30):
+        """Gives sluiced's exception path `ifname` (created when sluiced starts) the port's
+        address and brings it up."""
+        deadline = time.time() + timeout
+        while self.sh(gw, "ip", "link", "show", ifname, check=False, capture=True).strip() == "":
+            if time.time() > deadline:
+                raise RuntimeError(f"{ifname} never appeared in {gw}")
+            time.sleep(0.1)
+        self.sh(gw, "ip", "addr", "add", address, "dev", ifname)
+        self.sh(gw, "ip", "link", "set", ifname, "up")
+
     def start_agents(self, agent):
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
         and gets the VM's address and a default route through it. The agents take tunnels only

@@ -227,6 +227,9 @@ struct RawPort {
     gateway: Option<String>,
     #[serde(default)]
     neighbors: Vec<RawNeighbor>,
+    /// The name of the port's exception path: a kernel interface sluiced creates (DPDK
+    /// `net_tap`) with the port's MAC, for the routing daemon and the port's own traffic.
+    kernel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,7 +415,14 @@ pub struct PortConfig {
     pub device: String,
     /// A MAC to program into the device; otherwise the device's own is used.
     pub mac: Option<Mac>,
+    /// The kernel interface of its exception path, by name (`spec.kernel` is its port index).
+    pub kernel: Option<String>,
     pub spec: PortSpec,
+}
+
+/// The DPDK device name of port `i`'s exception path (a `net_tap` vdev).
+pub fn kernel_device(i: usize) -> String {
+    format!("net_tap_sluice{i}")
 }
 
 #[derive(Debug, Clone)]

@@ -750,3 +750,16 @@ fn a_refusal_never_quotes_the_file() {
         assert!(e.contains("secret:"), "{e}");
     }
 }
+
+#[test]
+fn an_exception_path_is_numbered_after_the_data_ports_and_its_name_checked() {
+    let text = GOOD.replacen("    device: net_null0\n", "    device: net_null0\n    kernel: ext0\n", 1);
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    assert_eq!(c.ports[0].kernel.as_deref(), Some("ext0"));
+    assert_eq!(c.ports[0].spec.kernel, Some(1), "port index 1: after the one data port");
+    for bad in ["", "a-name-far-too-long", "ext 0", "ext/0"] {
+        let e = refuse("    device: net_null0\n", &format!("    device: net_null0\n    kernel: '{bad}'\n"));
+        assert!(e.contains("ports[0].kernel: an interface name"), "{bad:?}: {e}");
+        assert!(e.starts_with("p.yaml:9:5: "), "{bad:?}: {e}");
+    }
+}

@@ -28,7 +28,30 @@ impl Validator<'_> {
             }
             ports.extend(self.port(i, p));
         }
+        self.kernels(raw, &mut ports);
         ports
+    }
+
+    /// The ports' exception paths: a kernel interface name each (unique, as Linux takes it),
+    /// numbered after the data ports in order.
+    fn kernels(&mut self, raw: &[RawPort], ports: &mut [PortConfig]) {
+        let mut names = HashSet::new();
+        let mut next = raw.len();
+        for (i, p) in raw.iter().enumerate() {
+            let Some(name) = p.kernel.as_deref() else { continue };
+            let field = format!("ports[{i}].kernel");
+            let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if name.is_empty() || name.len() > 15 || !name.chars().all(ok) {
+                self.refuse(&field, "an interface name: 1 to 15 letters, digits, '-', '_' or '.'");
+            } else if !names.insert(name.to_string()) {
+                self.refuse(&field, format!("interface {name} is another port's too"));
+            }
+            if let Some(pc) = ports.iter_mut().find(|pc| pc.spec.name == p.name) {
+                pc.kernel = Some(name.to_string());
+                pc.spec.kernel = u16::try_from(next).ok();
+            }
+            next += 1;
+        }
     }
 
     /// `ports[i]` but for its name and device (which are checked against the other ports').
@@ -61,6 +84,7 @@ impl Validator<'_> {
         Some(PortConfig {
             device: p.device.clone(),
             mac,
+            kernel: None,
             spec: PortSpec {
                 name: p.name.clone(),
                 mac: mac.unwrap_or([0x02, 0, 0, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)]),

@@ -196,6 +196,9 @@ impl Validator<'_> {
             if n.device != o.device {
                 self.refuse(&f("device"), WHY);
             }
+            if n.kernel != o.kernel {
+                self.refuse(&f("kernel"), WHY);
+            }
             if n.mac != o.mac {
                 self.refuse(&f("mac"), WHY);
             }

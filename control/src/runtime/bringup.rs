@@ -1,7 +1,7 @@
 //! Bring-up: the cores are there, DPDK's EAL starts, the control thread moves off the workers'
 //! cores, and the mempool and ports are configured and started.
 
-use crate::config::{Config, PortConfig as PortEntry};
+use crate::config::{kernel_device, Config, PortConfig as PortEntry};
 use dpdk_sys::{Eal, Mempool, Port, PortConfig};
 use log::{info, warn};
 use sluice_dataplane::io::BURST;
@@ -49,6 +49,12 @@ pub(super) fn start_eal(config: &Config, cores: &[usize]) -> Result<(), String> 
     if !args.iter().any(|a| a == "--file-prefix" || a.starts_with("--file-prefix=")) {
         args.push(format!("--file-prefix=sluiced-{}", std::process::id()));
     }
+    // Each exception path: a TAP interface of that name in sluiced's network namespace.
+    for (i, pc) in config.ports.iter().enumerate() {
+        if let Some(name) = &pc.kernel {
+            args.push(format!("--vdev={},iface={name}", kernel_device(i)));
+        }
+    }
     info!("starting DPDK: {}", args.join(" "));
     Eal::init(&args).map_err(|e| format!("DPDK EAL: {e}"))?;
 
@@ -66,7 +72,8 @@ pub(super) fn start_eal(config: &Config, cores: &[usize]) -> Result<(), String> 
 /// Mbufs for every descriptor of every queue, plus a burst in flight per worker and port,
 /// rounded up to 2^n - 1 (the mempool's preferred size).
 fn default_mbufs(config: &Config) -> u32 {
-    let queues = (config.ports.len() * config.worker_cores.len()) as u32;
+    let kernels = config.ports.iter().filter(|p| p.kernel.is_some()).count();
+    let queues = ((config.ports.len() + kernels) * config.worker_cores.len()) as u32;
     let need = queues * (u32::from(config.rx_desc) + u32::from(config.tx_desc) + 2 * BURST as u32) + 1024;
     need.next_power_of_two().max(4096) - 1
 }
@@ -91,7 +98,45 @@ pub(super) fn start_ports(config: &Config) -> Result<Nic, String> {
         macs.push(mac);
         ports.push(port);
     }
+    // The exception paths come after the data ports, in order (`PortSpec::kernel`).
+    for (i, pc) in config.ports.iter().enumerate() {
+        if let Some(name) = &pc.kernel {
+            ports.push(start_kernel_port(config, i, name, macs[i], &pool)?);
+        }
+    }
     Ok(Nic { ports: Arc::new(ports), pool, macs })
+}
+
+/// Starts port `i`'s exception path: its TAP interface `name`, a queue pair per worker, with
+/// the port's MAC and MTU, so that what the kernel sends through it goes out as the port's.
+fn start_kernel_port(
+    config: &Config,
+    i: usize,
+    name: &str,
+    mac: Mac,
+    pool: &Mempool,
+) -> Result<Port, String> {
+    let field = format!("{}: ports[{i}].kernel", config.file);
+    let id = dpdk_sys::port_by_name(&kernel_device(i)).map_err(|e| format!("{field}: {e}"))?;
+    let n_workers = config.worker_cores.len() as u16;
+    let cfg = PortConfig {
+        rx_queues: n_workers,
+        tx_queues: n_workers,
+        rx_desc: config.rx_desc,
+        tx_desc: config.tx_desc,
+        mtu: Some(config.ports[i].spec.mtu),
+        rss: false,
+        promiscuous: false,
+    };
+    let port = Port::configure(id, &cfg, pool).map_err(|e| format!("{field}: {e}"))?;
+    port.set_mac(mac).map_err(|e| format!("{field}: its MAC: {e}"))?;
+    port.start().map_err(|e| format!("{field}: {e}"))?;
+    info!(
+        "port {}: exception path {name} (kernel interface), mac {}",
+        config.ports[i].spec.name,
+        sluice_dataplane::wire::fmt_mac(&mac)
+    );
+    Ok(port)
 }
 
 /// Configures and starts `config.ports[i]`; returns it and the MAC it sends with.
