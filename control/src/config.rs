@@ -41,6 +41,33 @@ struct RawConfig {
     isolation: Option<RawIsolation>,
     sync: Option<RawSync>,
     budget: Option<RawBudget>,
+    routing: Option<RawRouting>,
+}
+
+/// `routing`: the routing daemon that announces the VIPs (BIRD 2).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    bird: RawBird,
+    /// Seconds a worker may stand still before every VIP is withdrawn.
+    heartbeat: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBird {
+    /// BIRD's control socket.
+    socket: String,
+    /// The file sluiced writes (BIRD's static protocol includes it).
+    include: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawAnnounce {
+    #[default]
+    Healthy,
+    Always,
 }
 
 /// What the config's tables may take in memory (see `budget`).
@@ -348,6 +375,8 @@ struct RawService {
     on_no_backend: RawNoBackend,
     #[serde(default)]
     synproxy: bool,
+    #[serde(default)]
+    announce: RawAnnounce,
     limits: Option<RawLimits>,
     health: Option<RawHealth>,
     table_size: Option<u32>,
@@ -420,6 +449,14 @@ pub struct PortConfig {
     pub spec: PortSpec,
 }
 
+/// Where sluiced tells BIRD what to announce, and how long a worker may stand still.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSpec {
+    pub socket: std::path::PathBuf,
+    pub include: std::path::PathBuf,
+    pub heartbeat: std::time::Duration,
+}
+
 /// The DPDK device name of port `i`'s exception path (a `net_tap` vdev).
 pub fn kernel_device(i: usize) -> String {
     format!("net_tap_sluice{i}")
@@ -449,6 +486,10 @@ pub struct Config {
     pub isolation: crate::isolation::IsolationSpec,
     /// Session sync with peer appliances (`None`: no sync).
     pub sync: Option<crate::peers::SyncSpec>,
+    /// The routing daemon that announces the VIPs, if any; each service's announce policy by
+    /// name.
+    pub routing: Option<RoutingSpec>,
+    pub announce: std::collections::HashMap<String, crate::announce::Policy>,
 }
 
 impl Config {
@@ -600,3 +641,12 @@ pub const DEFAULT_SESSIONS: u64 = 4_000_000;
 pub const MAX_SESSIONS: u64 = 1 << 26;
 /// Longest service or port name: 64 bytes (names are labels in metrics and the admin API).
 pub const MAX_NAME_LEN: usize = 64;
+
+impl From<RawAnnounce> for crate::announce::Policy {
+    fn from(a: RawAnnounce) -> Self {
+        match a {
+            RawAnnounce::Healthy => crate::announce::Policy::Healthy,
+            RawAnnounce::Always => crate::announce::Policy::Always,
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //! feature, on by default); the config, the admin API and `sluiced which` do not.
 
 pub mod admin;
+pub mod announce;
 pub mod apply;
+pub mod bird;
 pub mod budget;
 pub mod config;
 pub mod health;

@@ -4,6 +4,7 @@
 //! packet threads and what they share), [`endpoints`] (the admin API and metrics threads),
 //! [`control_loop`] (the tick and the admin requests), with [`sweeper`] and [`listing`].
 
+mod announcer;
 mod bringup;
 mod control;
 mod control_loop;

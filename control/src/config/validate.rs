@@ -46,10 +46,14 @@ impl Validator<'_> {
         let (capacity, timeouts) = self.sessions(&raw.sessions);
         let isolation = self.isolation(raw.isolation.as_ref());
         let sync = raw.sync.as_ref().and_then(|r| self.sync(r, &timeouts));
+        let routing = raw.routing.as_ref().map(|r| self.routing(r));
+        let announce = raw.services.iter().map(|s| (s.name.clone(), s.announce.into())).collect();
 
         Config {
             isolation,
             sync,
+            routing,
+            announce,
             file: self.file.to_string(),
             eal_args,
             mbufs: raw.dpdk.mbufs,
@@ -184,6 +188,9 @@ impl Validator<'_> {
         }
         if new.worker_cores != old.worker_cores || new.control_core != old.control_core {
             self.refuse("workers", WHY);
+        }
+        if new.routing != old.routing {
+            self.refuse("routing", WHY);
         }
         if new.ports.len() != old.ports.len() {
             self.refuse("ports", format!("{} ports instead of {}: {WHY}", new.ports.len(), old.ports.len()));

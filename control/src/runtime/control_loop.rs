@@ -2,6 +2,7 @@
 //! keys), applies, health results and the admin API's requests, and now and then a counter
 //! line in the log.
 
+use super::announcer::Announcer;
 use super::control::Control;
 use super::listing::{list_services, list_sessions};
 use super::sweeper::{Sweeper, SWEEP_SLICES};
@@ -104,6 +105,8 @@ pub(super) struct ControlLoop {
     interval: Duration,
     next_report: Instant,
     last: (Instant, Totals),
+    /// The routing daemon's updates, if the config has `routing`.
+    announcer: Option<Announcer>,
 }
 
 impl ControlLoop {
@@ -116,6 +119,13 @@ impl ControlLoop {
     ) -> ControlLoop {
         let started = Instant::now();
         let last = (Instant::now(), Totals::sum(&workers.stats, names.len()));
+        let announcer = control.config.routing.as_ref().and_then(|spec| match Announcer::start(spec) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!("routing: {e}; no VIP will be announced");
+                None
+            }
+        });
         ControlLoop {
             control,
             health_rx,
@@ -128,6 +138,7 @@ impl ControlLoop {
             interval,
             next_report: Instant::now() + interval,
             last,
+            announcer,
         }
     }
 
@@ -189,6 +200,10 @@ impl ControlLoop {
         if self.workers.any_finished() {
             return Err("a worker stopped unexpectedly".to_string());
         }
+        if let Some(a) = &mut self.announcer {
+            let polls: Vec<u64> = self.workers.stats.iter().map(|s| s.polls.get()).collect();
+            a.step(&self.control.cell().load(), &self.control.config, &polls);
+        }
         if !self.interval.is_zero() && Instant::now() >= self.next_report {
             self.next_report += self.interval;
             let now = (Instant::now(), self.totals());
@@ -238,7 +253,7 @@ impl ControlLoop {
             if detector.active() { "on" } else { "off" },
             detector.checks(),
             detector.spec().interval,
-        )
+        ) + &self.announcer.as_ref().map_or(String::new(), Announcer::status)
     }
 
     /// Every counter now, with the sweep's session figures.
@@ -251,6 +266,10 @@ impl ControlLoop {
     /// Stops the health checks and the workers; the run's last totals (with the table's
     /// live sessions counted now) and the last worker's failure, if any.
     pub(super) fn finish(mut self) -> (Totals, Option<String>) {
+        // Routers first: every VIP withdrawn before the workers stop forwarding.
+        if let Some(a) = &mut self.announcer {
+            a.withdraw_all();
+        }
         self.control.stop_checks();
         let failed = self.workers.stop();
         let mut totals = Totals::sum(&self.workers.stats, self.names.len());

@@ -1,0 +1,183 @@
+//! Which VIPs this appliance announces to its routers, and the file that tells the routing
+//! daemon.
+//!
+//! A VIP is announced while (a) every worker is polling: its `polls` counter moved within the
+//! heartbeat, a data-path liveness that a wedged worker fails even when the process and its
+//! control thread are fine; and (b) one of its services wants it: `announce: always`, or
+//! `healthy` (the default) with a backend that takes new flows. Otherwise it is withdrawn, for
+//! a reason that the status and the metrics name. Whatever stops the whole process (SIGKILL,
+//! SIGSTOP) is caught by the router itself: BFD and BGP run over the exception path, through
+//! the workers, so they stop with them.
+
+use sluice_dataplane::snapshot::Snapshot;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// When a service's VIP is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// While the service has a backend that takes new flows.
+    #[default]
+    Healthy,
+    /// Whenever the appliance forwards at all.
+    Always,
+}
+
+/// Why a VIP is not announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Withdrawn {
+    /// None of its services has a backend that takes new flows.
+    NoBackend,
+    /// A worker stopped polling.
+    WorkersStalled,
+}
+
+impl Withdrawn {
+    pub const ALL: [Withdrawn; 2] = [Withdrawn::NoBackend, Withdrawn::WorkersStalled];
+
+    /// The `reason` label in metrics and status.
+    pub fn label(self) -> &'static str {
+        match self {
+            Withdrawn::NoBackend => "no_backend",
+            Withdrawn::WorkersStalled => "workers_stalled",
+        }
+    }
+}
+
+/// Each VIP of the snapshot and whether it is announced (`Ok`) or why not. `policy(name)` is
+/// the policy of the service of that name.
+pub fn standing(
+    snap: &Snapshot,
+    policy: impl Fn(&str) -> Policy,
+    workers_alive: bool,
+) -> BTreeMap<IpAddr, Result<(), Withdrawn>> {
+    let mut out = BTreeMap::new();
+    for s in &snap.services {
+        let wants = policy(&s.name) == Policy::Always || s.backends.iter().any(|b| b.takes_new_flows());
+        let entry = out.entry(s.vip).or_insert(Err(Withdrawn::NoBackend));
+        if wants {
+            *entry = Ok(());
+        }
+    }
+    if !workers_alive {
+        for v in out.values_mut() {
+            *v = Err(Withdrawn::WorkersStalled);
+        }
+    }
+    out
+}
+
+/// The include file for BIRD's static protocol: one blackhole route per announced VIP (the
+/// route exists only to be exported; the appliance's kernel never gets it).
+pub fn bird_include(vips: impl IntoIterator<Item = IpAddr>) -> String {
+    let mut out = String::from("# Written by sluiced: the VIPs this appliance announces. Do not edit.\n");
+    for v in vips {
+        let len = if v.is_ipv4() { 32 } else { 128 };
+        out.push_str(&format!("route {v}/{len} blackhole;\n"));
+    }
+    out
+}
+
+/// The workers' heartbeat: each worker's poll count, and when it last moved.
+#[derive(Debug)]
+pub struct Heartbeat {
+    timeout: Duration,
+    last: Vec<(u64, Instant)>,
+}
+
+impl Heartbeat {
+    /// A heartbeat that fails when a worker's polls stand still longer than `timeout`.
+    pub fn new(timeout: Duration) -> Heartbeat {
+        Heartbeat { timeout, last: Vec::new() }
+    }
+
+    /// Takes the workers' poll counts at `now`: true if every one moved within the timeout.
+    pub fn beat(&mut self, polls: &[u64], now: Instant) -> bool {
+        if self.last.len() != polls.len() {
+            self.last = polls.iter().map(|&p| (p, now)).collect();
+        }
+        let mut alive = true;
+        for (seen, &p) in self.last.iter_mut().zip(polls) {
+            if p != seen.0 {
+                *seen = (p, now);
+            } else if now.duration_since(seen.1) > self.timeout {
+                alive = false;
+            }
+        }
+        alive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_dataplane::snapshot::{BackendSpec, PortSpec, Protocol, ServiceSpec, SnapshotSpec};
+
+    fn snap(services: Vec<ServiceSpec>) -> Snapshot {
+        let port = PortSpec {
+            name: "ext".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            address: [198, 18, 0, 1].into(),
+            prefix_len: 24,
+            mtu: 1500,
+            vlan: None,
+            gateway: None,
+            neighbors: vec![],
+            kernel: None,
+        };
+        Snapshot::build(
+            &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, services },
+            None,
+        )
+        .unwrap()
+    }
+
+    fn service(id: u16, vip: [u8; 4], port: u16, weights: &[u32]) -> ServiceSpec {
+        let backends =
+            weights.iter().enumerate().map(|(i, &w)| BackendSpec::new([198, 18, 0, 10 + i as u8].into(), w));
+        let name = format!("s{id}");
+        ServiceSpec {
+            id: Some(id),
+            table_size: 251,
+            ..ServiceSpec::dsr(&name, vip.into(), port, Protocol::Tcp, backends.collect())
+        }
+    }
+
+    #[test]
+    fn a_vip_is_announced_while_any_of_its_services_has_a_backend() {
+        let s = snap(vec![
+            service(1, [198, 18, 10, 1], 80, &[1, 0]),
+            service(2, [198, 18, 10, 1], 53, &[0]),
+            service(3, [198, 18, 10, 2], 80, &[0]),
+            service(4, [198, 18, 10, 3], 80, &[0]),
+        ]);
+        let policy = |name: &str| if name == "s4" { Policy::Always } else { Policy::Healthy };
+        let got = standing(&s, policy, true);
+        let ip = |d: u8| IpAddr::from([198, 18, 10, d]);
+        assert_eq!(got[&ip(1)], Ok(()));
+        assert_eq!(got[&ip(2)], Err(Withdrawn::NoBackend));
+        assert_eq!(got[&ip(3)], Ok(()), "always");
+        let stalled = standing(&s, policy, false);
+        assert!(stalled.values().all(|v| *v == Err(Withdrawn::WorkersStalled)), "{stalled:?}");
+    }
+
+    #[test]
+    fn the_include_names_each_vip_once() {
+        let text = bird_include([IpAddr::from([198, 18, 10, 1]), "2001:db8::10".parse().unwrap()]);
+        assert!(text.contains("\nroute 198.18.10.1/32 blackhole;\n"), "{text}");
+        assert!(text.contains("\nroute 2001:db8::10/128 blackhole;\n"), "{text}");
+        assert_eq!(bird_include([]).lines().filter(|l| l.starts_with("route")).count(), 0);
+    }
+
+    #[test]
+    fn a_worker_that_stops_polling_stops_the_heartbeat() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut h = Heartbeat::new(Duration::from_millis(500));
+        assert!(h.beat(&[1, 1], ms(0)));
+        assert!(h.beat(&[5, 1], ms(400)), "worker 1 still within the timeout");
+        assert!(!h.beat(&[9, 1], ms(600)), "worker 1 stood still 600 ms");
+        assert!(h.beat(&[12, 2], ms(700)), "it moved again");
+    }
+}
