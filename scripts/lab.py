@@ -32,6 +32,7 @@ lab started (by pid) and deletes its namespaces.
 import argparse
 import collections
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -55,6 +56,11 @@ GW_MGMT_IP = "198.19.0.2"   # the appliance's kernel on the backend network: hea
 GW2_EXT_IP, RTR_EXT2_IP = "198.18.2.1", "198.18.2.254"
 GW2_INT_IP, GW2_MGMT_IP = "198.19.0.3", "198.19.0.4"
 ECHO_PORT = 9000             # the VMs' echo servers (long-lived streams)
+# Routing (Lab(bgp=True)): BIRD 2 on the router and on each appliance, over the appliance's
+# exception path for its `ext` port; the appliances share an AS, as an anycast cluster does.
+ROUTER_AS, APPLIANCE_AS = 65000, 65001
+KERNEL_IF = "ext0"
+APPLIANCE_LINKS = {"gw": (GW_EXT_IP, RTR_EXT_IP, "r-gw"), "gw2": (GW2_EXT_IP, RTR_EXT2_IP, "r-gw2")}
 INT_MTU = 1600
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
@@ -75,10 +81,11 @@ def run(cmd, check=True, capture=False, timeout=60):
 
 
 class Lab:
-    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1):
+    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1, bgp=False):
         self.prefix = prefix
         self.backends = backends
         self.appliances = appliances
+        self.bgp = bgp
         self.run_dir = Path(run_dir or ROOT / "lab-run" / prefix)
         self.procs = []
 
@@ -141,7 +148,8 @@ class Lab:
         # Router <-> appliance.
         self._veth("rtr", "r-gw", "gw", "gw-ext")
         self.sh("rtr", "ip", "addr", "add", f"{RTR_EXT_IP}/24", "dev", "r-gw")
-        self.sh("rtr", "ip", "route", "add", "198.18.10.0/24", "dev", "r-gw")
+        if not self.bgp:
+            self.sh("rtr", "ip", "route", "add", "198.18.10.0/24", "dev", "r-gw")
         # Backend network: appliance, router and backend hosts on one bridge.
         self._bridge("sw", "br0", INT_MTU)
         self._veth("gw", "gw-int", "sw", "sw-gw", INT_MTU)
@@ -178,7 +186,8 @@ class Lab:
         self.sh("sw", "ip", "link", "set", "sw-mgmt2", "master", "br0")
         self.sh("gw2", "ip", "addr", "add", f"{GW2_MGMT_IP}/24", "dev", "mgmt0")
         self.sysctl("rtr", "net.ipv4.fib_multipath_hash_policy=1")
-        self.route_vips(["gw", "gw2"])
+        if not self.bgp:
+            self.route_vips(["gw", "gw2"])
 
     def route_vips(self, appliances):
         """The router's route to the VIPs: through each of `appliances` (multipath)."""
@@ -265,6 +274,38 @@ class Lab:
         """A `birdc` command to the BIRD of namespace `name`; its output."""
         return self.sh(name, "birdc", "-s", str(self.run_dir / f"bird-{name}.ctl"), *cmd, capture=True)
 
+    def routing_config(self, text, gw="gw"):
+        """A pipeline `text` (for appliance `gw`) with the exception path on `ext` and
+        `routing` through that appliance's BIRD; the include file starts empty."""
+        include = self.run_dir / f"vips-{gw}.conf"
+        include.write_text("")
+        old = "    device: net_af_packet0\n"
+        assert old in text
+        text = text.replace(old, old + f"    kernel: {KERNEL_IF}\n", 1)
+        return text + (f"routing:\n  bird: {{ socket: {self.run_dir / f'bird-{gw}.ctl'}, include: {include} }}\n"
+                       "  heartbeat: 0.5\n")
+
+    def start_routing(self, gws, static=()):
+        """Once sluiced runs on each of `gws`: its exception path gets the port's address,
+        BIRD starts on the router and on each appliance (announcing what sluiced writes, and
+        `static` VIPs besides). Returns {name: BIRD process}."""
+        birds = {"rtr": self.start_bird("rtr", router_bird(gws))}
+        for gw in gws:
+            address = APPLIANCE_LINKS[gw][0]
+            self.kernel_port(gw, KERNEL_IF, f"{address}/24")
+            include = self.run_dir / f"vips-{gw}.conf"
+            if not include.exists():
+                include.write_text("")
+            birds[gw] = self.start_bird(gw, appliance_bird(gw, include, static))
+        return birds
+
+    def learned(self, vip):
+        """The router's next hops toward `vip` that BIRD installed (empty: no route)."""
+        out = self.sh("rtr", "ip", "route", "show", f"{vip}/32", capture=True)
+        if "proto bird" not in out:
+            return []
+        return sorted(set(re.findall(r"via (\d+\.\d+\.\d+\.\d+)", out)))
+
     def kernel_port(self, gw, ifname, address, timeout=30):
         """Gives sluiced's exception path `ifname` (created when sluiced starts) the port's
         address and brings it up."""
@@ -331,6 +372,52 @@ class Lab:
         p = self.spawn(name, ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", str(self.run_dir / pcap), bpf], pcap + ".log")
         self.wait_for_log(p, "listening on")
         return p
+
+
+def appliance_bird(gw, include, static=()):
+    """BIRD 2 on appliance `gw`: BGP with BFD to the router over the exception path,
+    exporting the VIPs sluiced writes to `include` (and `static` ones)."""
+    address, router, _ = APPLIANCE_LINKS[gw]
+    routes = "".join(f"  route {v}/32 blackhole;\n" for v in static)
+    return f"""router id {address};
+log stderr all;
+protocol device {{ scan time 10; }}
+protocol static vips {{
+  ipv4;
+{routes}  include "{include}";
+}}
+protocol bfd {{ interface "{KERNEL_IF}" {{ interval 100 ms; multiplier 3; }}; }}
+protocol bgp upstream {{
+  local {address} as {APPLIANCE_AS};
+  neighbor {router} as {ROUTER_AS};
+  bfd on;
+  error wait time 2, 30;
+  ipv4 {{ import none; export where proto = "vips"; }};
+}}
+"""
+
+
+def router_bird(gws):
+    """BIRD 2 on the router: a BGP session with BFD to each appliance of `gws`; what they
+    announce goes to the kernel, equal paths merged (ECMP, hashed on the 5-tuple)."""
+    out = f"""router id {RTR_EXT_IP};
+log stderr all;
+protocol device {{ scan time 10; }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
+"""
+    links = "".join(f' interface "{APPLIANCE_LINKS[gw][2]}" {{ interval 100 ms; multiplier 3; }};' for gw in gws)
+    out += f"protocol bfd {{{links} }}\n"
+    for gw in gws:
+        address, router, dev = APPLIANCE_LINKS[gw]
+        out += f"""protocol bgp appliance_{gw} {{
+  local {router} as {ROUTER_AS};
+  neighbor {address} as {APPLIANCE_AS};
+  bfd on;
+  error wait time 2, 30;
+  ipv4 {{ import all; export none; }};
+}}
+"""
+    return out
 
 
 def access(log):
