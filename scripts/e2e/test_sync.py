@@ -1,10 +1,11 @@
-"""Session sync in the lab (issue 9): two sluiced instances, A and B, behind a router that
-splits flows to the VIPs between them with a kernel multipath route hashed on the 5-tuple (an
-ECMP router). Long-lived TCP streams (a client sends a deterministic byte stream, the tenant
-VM echoes it) run to a NAT VIP and to a SYN-proxied VIP; once they are older than 5 s, A is
-killed (SIGKILL) and the router's route to it removed. Every stream that went through A
-carries on through B to its last byte, with no reset. A forged and a replayed sync message
-change nothing on B.
+"""Session sync in the lab (issue 9) behind a real routing daemon (issue 21): two sluiced
+instances, A and B, each announce the VIPs over BGP (with BFD) through their exception path
+to BIRD on the router, which installs one ECMP route per VIP hashed on the 5-tuple. Long-lived
+TCP streams (a client sends a deterministic byte stream, the tenant VM echoes it) run to a NAT
+VIP and to a SYN-proxied VIP; once they are older than 5 s, A is killed (SIGKILL) and the
+router drops it from every route by itself (measured from the router's view). Every stream
+that went through A carries on through B to its last byte, with no reset. A forged and a
+replayed sync message change nothing on B.
 
 Streams younger than `sync.after` (5 s) when A dies are not protected (documented, not
 tested). The client must keep sending for the host agent to learn the new return path (it
@@ -60,16 +61,22 @@ def configs():
 @pytest.fixture(scope="module")
 def pair_lab(sluiced):
     agent = Path(sluiced).parent / "sluice-agent"
-    lab = labmod.Lab(prefix="sls2", appliances=2)
+    lab = labmod.Lab(prefix="sls2", appliances=2, bgp=True)
     lab.up()
     try:
         a, b = configs()
-        (lab.run_dir / "a.yaml").write_text(a)
-        (lab.run_dir / "b.yaml").write_text(b)
+        (lab.run_dir / "a.yaml").write_text(lab.routing_config(a, "gw"))
+        (lab.run_dir / "b.yaml").write_text(lab.routing_config(b, "gw2"))
         lab.a = lab.start_sluiced(sluiced, lab.run_dir / "a.yaml")
         lab.b = lab.start_sluiced(sluiced, lab.run_dir / "b.yaml", gw="gw2")
         lab.start_agents(agent)
         lab.logs = lab.start_servers()
+        lab.start_routing(["gw", "gw2"])
+        both = sorted([labmod.GW_EXT_IP, labmod.GW2_EXT_IP])
+        deadline = time.time() + 60
+        while not all(lab.learned(v) == both for v in (VIP_A, VIP_S)):
+            assert time.time() < deadline, {v: lab.learned(v) for v in (VIP_A, VIP_S)}
+            time.sleep(0.2)
         yield lab
     finally:
         lab.down()
@@ -119,10 +126,15 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     assert a_ports, f"no stream went through A (sessions on A: {on_a!r})"
     assert installed >= len(a_ports), (installed, a_ports)
 
-    # A dies; the router stops sending to it.
+    # A dies; the router notices by itself (A's exception path and BFD die with it).
+    t0 = time.time()
     lab.a.kill()
     lab.a.wait()
-    lab.route_vips(["gw2"])
+    while any(labmod.GW_EXT_IP in lab.learned(v) for v in (VIP_A, VIP_S)):
+        assert time.time() - t0 < 10, {v: lab.learned(v) for v in (VIP_A, VIP_S)}
+        time.sleep(0.02)
+    print(f"the router dropped A from every route {(time.time() - t0) * 1000:.0f} ms after SIGKILL")
+    assert all(lab.learned(v) == [labmod.GW2_EXT_IP] for v in (VIP_A, VIP_S))
     results = []
     for i, vip, cli, p in streams:
         p.wait(timeout=SECONDS + 90)
