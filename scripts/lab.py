@@ -519,6 +519,11 @@ def wrk(lab, cli, url, connections=16, seconds=4, threads=2):
     """wrk from client namespace `cli`: (requests, non-2xx + socket errors, full output)."""
     out = lab.sh(cli, "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s", url,
                  capture=True, timeout=seconds + 30)
+    return wrk_result(out)
+
+
+def wrk_result(out):
+    """wrk's output: (requests, non-2xx + socket errors, the output)."""
     reqs = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
     errors = 0
     for line in out.splitlines():

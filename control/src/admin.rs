@@ -66,6 +66,9 @@ pub enum Request {
     Restore { service: String, backend: String },
     /// Validate and apply a pipeline file (`None`: the one sluiced runs, re-read).
     Apply { file: Option<String> },
+    /// Withdraw every VIP, wait until traffic has moved to the other appliances (bounded by
+    /// `routing.drain`), then stop: the graceful way out of a cluster.
+    DrainAppliance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

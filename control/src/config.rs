@@ -51,6 +51,8 @@ struct RawRouting {
     bird: RawBird,
     /// Seconds a worker may stand still before every VIP is withdrawn.
     heartbeat: Option<f64>,
+    /// At most this many seconds between withdrawing the VIPs and stopping (a drain).
+    drain: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +457,7 @@ pub struct RoutingSpec {
     pub socket: std::path::PathBuf,
     pub include: std::path::PathBuf,
     pub heartbeat: std::time::Duration,
+    pub drain: std::time::Duration,
 }
 
 /// The DPDK device name of port `i`'s exception path (a `net_tap` vdev).

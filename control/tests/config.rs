@@ -768,7 +768,11 @@ fn an_exception_path_is_numbered_after_the_data_ports_and_its_name_checked() {
 fn routing_names_birds_socket_and_include_and_each_service_its_policy() {
     use sluice_control::announce::Policy;
     let routing = "routing:\n  bird: { socket: /run/bird.ctl, include: /run/vips.conf }\n";
-    let text = format!("{GOOD}{routing}").replacen("    tunnel: gre\n", "    tunnel: gre\n    announce: always\n", 1);
+    let text = format!("{GOOD}{routing}").replacen(
+        "    tunnel: gre\n",
+        "    tunnel: gre\n    announce: always\n",
+        1,
+    );
     let c = Config::parse(&text, "p.yaml").unwrap();
     let r = c.routing.as_ref().unwrap();
     assert_eq!((r.socket.to_str(), r.include.to_str()), (Some("/run/bird.ctl"), Some("/run/vips.conf")));
@@ -781,8 +785,11 @@ fn routing_names_birds_socket_and_include_and_each_service_its_policy() {
     assert!(e.contains("routing.bird.socket: an absolute path"), "{e}");
     let e = bad("routing:\n  bird: { socket: /b, include: /i }\n  heartbeat: 60\n");
     assert!(e.contains("routing.heartbeat: 60 s is outside 0.05..=10"), "{e}");
-    let e = Config::parse(&GOOD.replacen("    tunnel: gre\n", "    tunnel: gre\n    announce: sometimes\n", 1), "p.yaml")
-        .unwrap_err()
-        .to_string();
+    let e = Config::parse(
+        &GOOD.replacen("    tunnel: gre\n", "    tunnel: gre\n    announce: sometimes\n", 1),
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("services[0].announce"), "{e}");
 }

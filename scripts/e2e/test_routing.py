@@ -138,3 +138,43 @@ def test_sluiced_decides_what_is_announced(bgp_lab, sluiced):
     assert lab.stop(gw) == 0
     assert include.read_text().count("route ") == 0, include.read_text()
     assert not any(lab.learned(v) for v in vips)
+
+
+def test_a_drained_appliance_leaves_under_load_without_an_error(sluiced):
+    """Two appliances announce; `sluicectl drain-appliance` on A while wrk runs keep-alive
+    connections through both: A withdraws, the router moves A's flows to B (which picks the
+    same backends: Maglev), A stops once nothing reaches it; wrk sees no error."""
+    from test_sync import configs
+    lab = labmod.Lab(prefix="sld", appliances=2, bgp=True)
+    lab.up()
+    try:
+        a, b = configs()
+        (lab.run_dir / "a.yaml").write_text(lab.routing_config(a, "gw"))
+        (lab.run_dir / "b.yaml").write_text(lab.routing_config(b, "gw2"))
+        gw_a = lab.start_sluiced(sluiced, lab.run_dir / "a.yaml")
+        lab.start_sluiced(sluiced, lab.run_dir / "b.yaml", gw="gw2")
+        lab.start_agents(Path(sluiced).parent / "sluice-agent")
+        lab.start_servers()
+        lab.start_routing(["gw", "gw2"])
+        both = sorted([labmod.GW_EXT_IP, labmod.GW2_EXT_IP])
+        wait("both appliances on the route", lambda: lab.learned(VIP_A) == both, timeout=60)
+
+        load = lab.spawn("cli1", ["wrk", "-t", "2", "-c", "16", "-d", "8s", "--timeout", "5s", f"http://{VIP_A}/"],
+                         "wrk.log")
+        time.sleep(2)
+        m = metrics(lab, "gw")
+        assert m["sluice_tunneled_packets_total"] > 0, "A carried part of the load before the drain"
+        r = subprocess.run([str(Path(sluiced).parent / "sluicectl"), "--socket", str(lab.admin_socket),
+                            "drain-appliance"], text=True, capture_output=True, timeout=30)
+        assert r.returncode == 0 and "draining" in r.stdout, r
+        t0 = time.time()
+        assert gw_a.wait(timeout=30) == 0
+        print(f"A stopped {time.time() - t0:.2f} s after drain-appliance")
+        assert lab.learned(VIP_A) == [labmod.GW2_EXT_IP]
+        assert load.wait(timeout=30) == 0
+        reqs, errors, out = labmod.wrk_result(load.log_path.read_text())
+        print(f"wrk through the drain: {reqs} requests, {errors} errors")
+        assert reqs > 100 and errors == 0, out
+        assert "drained: last packet forwarded" in gw_a.log_path.read_text()
+    finally:
+        lab.down()

@@ -5,6 +5,7 @@
 //!   sluicectl drain SERVICE BACKEND     no new flows to BACKEND (its sessions stay)
 //!   sluicectl restore SERVICE BACKEND
 //!   sluicectl apply [FILE]              validate and apply FILE (default: sluiced's own)
+//!   sluicectl drain-appliance           withdraw every VIP, wait for traffic to move, stop
 //!
 //! Exit status: 0 done, 1 refused by sluiced (the reason is printed), 2 sluiced not reached.
 
@@ -51,6 +52,9 @@ enum Command {
     /// Validate a pipeline file and apply it without a restart (default: the file sluiced
     /// runs, re-read). A refused file leaves the running config as it is.
     Apply { file: Option<PathBuf> },
+    /// Withdraw every VIP from the routers, wait until traffic has moved to the other
+    /// appliances, then stop sluiced (as SIGTERM does).
+    DrainAppliance,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Counters => Request::Counters,
         Command::Drain { service, backend } => Request::Drain { service, backend },
         Command::Restore { service, backend } => Request::Restore { service, backend },
+        Command::DrainAppliance => Request::DrainAppliance,
         Command::Apply { file } => Request::Apply {
             // sluiced resolves relative paths from its own directory: send an absolute one.
             file: file.map(|f| std::path::absolute(&f).unwrap_or(f).display().to_string()),

@@ -55,7 +55,8 @@ impl Validator<'_> {
     }
 
     /// The `routing` section: BIRD's control socket and the include file (absolute paths),
-    /// and the workers' heartbeat (0.05 to 10 s, 0.5 by default).
+    /// the workers' heartbeat (0.05 to 10 s, 0.5 by default) and the longest drain (0 to
+    /// 300 s, 10 by default).
     pub(super) fn routing(&mut self, r: &RawRouting) -> crate::config::RoutingSpec {
         for (field, path) in
             [("routing.bird.socket", &r.bird.socket), ("routing.bird.include", &r.bird.include)]
@@ -68,6 +69,7 @@ impl Validator<'_> {
             socket: r.bird.socket.clone().into(),
             include: r.bird.include.clone().into(),
             heartbeat: self.seconds("routing.heartbeat", r.heartbeat, 0.5, (0.05, 10.0)),
+            drain: self.seconds("routing.drain", r.drain, 10.0, (0.0, 300.0)),
         }
     }
 

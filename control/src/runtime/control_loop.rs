@@ -107,6 +107,8 @@ pub(super) struct ControlLoop {
     last: (Instant, Totals),
     /// The routing daemon's updates, if the config has `routing`.
     announcer: Option<Announcer>,
+    /// `sluicectl drain-appliance` asked to leave: the loop ends, and `finish` drains.
+    leaving: bool,
 }
 
 impl ControlLoop {
@@ -139,6 +141,7 @@ impl ControlLoop {
             next_report: Instant::now() + interval,
             last,
             announcer,
+            leaving: false,
         }
     }
 
@@ -175,7 +178,7 @@ impl ControlLoop {
 
     /// Ticks every 50 ms until `stop` is set (`Ok`) or a worker stops (`Err`).
     pub(super) fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<(), String> {
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && !self.leaving {
             thread::sleep(Duration::from_millis(50));
             self.tick(reload)?;
         }
@@ -233,8 +236,51 @@ impl ControlLoop {
                 self.workers.epoch,
             ),
             Request::Counters => Response::Ok { text: self.totals().render(&self.names) },
+            Request::DrainAppliance => self.leave(),
         };
         let _ = back.send(answer);
+    }
+
+    /// `sluicectl drain-appliance`: the loop ends after this tick; `finish` withdraws the VIPs
+    /// and waits for the traffic to move before the workers stop.
+    fn leave(&mut self) -> Response {
+        let Some(spec) = &self.control.config.routing else {
+            return Response::Refused {
+                text: "no `routing` in the config: nothing is announced to withdraw (SIGTERM stops sluiced)"
+                    .into(),
+            };
+        };
+        self.leaving = true;
+        info!("drain-appliance: withdrawing every VIP, then stopping (at most {:?} later)", spec.drain);
+        Response::Ok {
+            text: format!(
+                "draining: every VIP withdrawn; sluiced stops once traffic has moved (at most {:?})",
+                spec.drain
+            ),
+        }
+    }
+
+    /// After the VIPs are withdrawn: waits until no packet has been forwarded for a moment
+    /// (the routers have moved the flows to the other appliances), at most `bound`.
+    fn wait_until_quiet(&self, bound: Duration) {
+        const QUIET: Duration = Duration::from_millis(500);
+        let forwarded = || {
+            let t = Totals::sum(&self.workers.stats, self.names.len());
+            t.events.tunneled + t.events.nat_replies
+        };
+        let (start, mut last, mut since) = (Instant::now(), forwarded(), Instant::now());
+        while start.elapsed() < bound && since.elapsed() < QUIET {
+            thread::sleep(Duration::from_millis(50));
+            let now = forwarded();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        info!(
+            "drained: last packet forwarded {:?} ago, {:?} after the withdrawal",
+            since.elapsed(),
+            start.elapsed()
+        );
     }
 
     /// `sluicectl status`.
@@ -269,6 +315,8 @@ impl ControlLoop {
         // Routers first: every VIP withdrawn before the workers stop forwarding.
         if let Some(a) = &mut self.announcer {
             a.withdraw_all();
+            let bound = self.control.config.routing.as_ref().map_or(Duration::ZERO, |r| r.drain);
+            self.wait_until_quiet(bound);
         }
         self.control.stop_checks();
         let failed = self.workers.stop();
