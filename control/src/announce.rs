@@ -12,7 +12,28 @@
 use sluice_dataplane::snapshot::Snapshot;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// `m` locked, whatever a panicking holder left (the state is plain values, always whole).
+pub fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the routing side knows, for the status and the metrics: each VIP's standing, what
+/// BIRD was last told and how that went, and BIRD's BGP sessions.
+#[derive(Debug, Default)]
+pub struct RoutingState {
+    pub standing: Mutex<BTreeMap<IpAddr, Result<(), Withdrawn>>>,
+    /// The VIPs BIRD last took (after a successful `configure`).
+    pub announced: Mutex<Vec<IpAddr>>,
+    pub updates: AtomicU64,
+    pub failures: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    /// BIRD's BGP protocols: (name, established); empty until BIRD answered once.
+    pub bgp: Mutex<Vec<(String, bool)>>,
+}
 
 /// When a service's VIP is announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

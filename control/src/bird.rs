@@ -33,6 +33,42 @@ pub fn configure(socket: &Path) -> Result<String, String> {
     reply(&mut lines)
 }
 
+/// BIRD's protocols of type BGP: (name, up), where up is BIRD's `Established`.
+pub fn bgp_sessions(socket: &Path) -> Result<Vec<(String, bool)>, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| format!("BIRD at {}: {e}", socket.display()))?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    reply(&mut lines)?;
+    (&stream).write_all(b"show protocols\n").map_err(|e| format!("BIRD: {e}"))?;
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let mut line = String::new();
+        if lines.read_line(&mut line).map_err(|e| format!("BIRD: {e}"))? == 0 {
+            break;
+        }
+        if let Some(s) = bgp_line(&line) {
+            out.push(s);
+        }
+        if line.starts_with("0000") {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One line of `show protocols` (`1002-name BGP table state since info`, or without the
+/// code on later lines): the BGP protocol's name and whether it is Established.
+fn bgp_line(line: &str) -> Option<(String, bool)> {
+    let body = match line.get(..5) {
+        Some(code) if code[..4].bytes().all(|b| b.is_ascii_digit()) => &line[5..],
+        _ => line,
+    };
+    let mut words = body.split_whitespace();
+    let (name, proto) = (words.next()?, words.next()?);
+    (proto == "BGP").then(|| (name.to_string(), body.contains("Established")))
+}
+
 /// Reads one reply (up to its last line): its last line's text if its code is a success.
 fn reply(lines: &mut impl BufRead) -> Result<String, String> {
     for _ in 0..1000 {
@@ -69,6 +105,17 @@ mod tests {
         assert!(reply(&mut cut).unwrap_err().contains("closed"));
         let mut greeting = Cursor::new("0001 BIRD 2.0.12 ready.\n");
         assert_eq!(reply(&mut greeting).unwrap(), "0001 BIRD 2.0.12 ready.");
+    }
+
+    #[test]
+    fn bgp_protocols_and_their_state() {
+        let up = "1002-upstream  BGP        ---        up     02:10:05.123  Established   \n";
+        assert_eq!(bgp_line(up), Some(("upstream".into(), true)));
+        let down =
+            " peer2    BGP        ---        start  02:10:05.123  Active        Socket: Connection refused\n";
+        assert_eq!(bgp_line(down), Some(("peer2".into(), false)));
+        assert_eq!(bgp_line("1002-vips       Static     master4    up     02:10:05.123\n"), None);
+        assert_eq!(bgp_line("2002-Name       Proto      Table      State  Since         Info\n"), None);
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct MetricsSource {
     pub isolation: Option<Arc<crate::isolation::IsolationState>>,
     /// Session sync (`sluice_sync_*`); `None`: no sync configured.
     pub sync: Option<Arc<crate::peers::SyncCounters>>,
+    /// Routing (`sluice_vip_*`, `sluice_bgp_*`); `None`: no `routing` configured.
+    pub routing: Option<Arc<crate::announce::RoutingState>>,
     /// The local endpoints' refused connections (`sluice_control_connections_refused_total`),
     /// by endpoint name (`admin`, `metrics`); empty: not exported.
     pub connections: Vec<(&'static str, Arc<Refusals>)>,
@@ -255,6 +257,14 @@ families! {
         "The sync socket's receive buffer, as the kernel granted it.";
     SYNC_LAG: Gauge "sluice_sync_lag_seconds" []
         "Sender's clock in the last accepted message, behind ours.";
+    VIP_ANNOUNCED: Gauge "sluice_vip_announced" ["vip"]
+        "1 while the VIP is announced to the routers (BIRD took it), 0 while it is withdrawn.";
+    VIPS_WITHDRAWN: Gauge "sluice_vips_withdrawn" ["reason"]
+        "VIPs withdrawn, by why: no_backend (none of its services has a backend that takes flows), workers_stalled.";
+    ROUTING_UPDATES: Counter "sluice_routing_updates_total" ["result"]
+        "Updates of the VIPs given to the routing daemon (include written, configure), by result (ok, failed).";
+    BGP_SESSION_UP: Gauge "sluice_bgp_session_up" ["protocol"]
+        "1 while the routing daemon's BGP session is established, read from BIRD every 2 s.";
     CONFIG_GENERATION: Gauge "sluice_config_generation" []
         "Generation of the config in effect.";
     CONFIG_LAST_SUCCESS: Gauge "sluice_config_last_apply_success" []
@@ -702,6 +712,33 @@ impl SluiceCollector {
         single(&SYNC_LAG, get(&c.lag_ms) / 1000.0, out);
     }
 
+    fn routing(&self, out: &mut Vec<MetricFamily>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(r) = &self.source.routing else { return };
+        use crate::announce::locked;
+        let announced = locked(&r.announced).clone();
+        let (mut vips, mut withdrawn) = (Family::new(&VIP_ANNOUNCED), Family::new(&VIPS_WITHDRAWN));
+        let standing = locked(&r.standing).clone();
+        for vip in standing.keys() {
+            vips.add(&[&vip.to_string()], flag(announced.contains(vip)));
+        }
+        for why in crate::announce::Withdrawn::ALL {
+            let n = standing.values().filter(|s| **s == Err(why)).count();
+            withdrawn.add(&[why.label()], n as f64);
+        }
+        vips.push_to(out);
+        withdrawn.push_to(out);
+        let mut f = Family::new(&ROUTING_UPDATES);
+        f.add(&["ok"], r.updates.load(Relaxed) as f64);
+        f.add(&["failed"], r.failures.load(Relaxed) as f64);
+        f.push_to(out);
+        let mut f = Family::new(&BGP_SESSION_UP);
+        for (name, up) in locked(&r.bgp).iter() {
+            f.add(&[name], flag(*up));
+        }
+        f.push_to(out);
+    }
+
     fn config(&self, out: &mut Vec<MetricFamily>) {
         let a = &self.source.apply;
         single(&CONFIG_GENERATION, a.generation() as f64, out);
@@ -758,6 +795,7 @@ impl Collector for SluiceCollector {
         self.services(&snap, &mut out);
         self.limits(&snap, &mut out);
         self.sync(&mut out);
+        self.routing(&mut out);
         self.config(&mut out);
         connections(&src.connections, &mut out);
         build_info(&mut out);
@@ -995,6 +1033,7 @@ mod tests {
             health: None,
             isolation: None,
             sync: None,
+            routing: None,
             connections: vec![],
         }
     }
@@ -1073,6 +1112,10 @@ mod tests {
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
         src.connections = vec![("admin", Arc::default())];
+        let routing = crate::announce::RoutingState::default();
+        routing.standing.lock().unwrap().insert("198.18.10.1".parse().unwrap(), Ok(()));
+        routing.bgp.lock().unwrap().push(("upstream".into(), true));
+        src.routing = Some(Arc::new(routing));
         src.apply.record_refused();
         let c = SluiceCollector::new(src).expect("collector");
         let mfs = c.collect();

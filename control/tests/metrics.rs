@@ -152,6 +152,7 @@ fn appliance() -> (MetricsSource, Handles) {
         health: None,
         isolation: None,
         sync: None,
+        routing: None,
         connections: vec![],
     };
     (src, h)

@@ -115,7 +115,14 @@ def test_sluiced_decides_what_is_announced(bgp_lab, sluiced):
     ctl("drain", "tenant-b-web", "192.0.2.10:8080")
     wait("VIP B withdrawn", lambda: not lab.learned(VIP_B), timeout=10)
     assert all(lab.learned(v) for v in (VIP, VIP_A, VIP_S))
-    assert f"{VIP_B} withdrawn (no_backend)" in ctl("status")
+    status = ctl("status")
+    assert f"{VIP_B} withdrawn (no_backend)" in status, status
+    assert "bgp upstream established" in status, status
+    m = metrics(lab)
+    assert m[f'sluice_vip_announced{{vip="{VIP_B}"}}'] == 0 and m[f'sluice_vip_announced{{vip="{VIP_A}"}}'] == 1, m
+    assert m['sluice_vips_withdrawn{reason="no_backend"}'] == 1
+    assert m['sluice_bgp_session_up{protocol="upstream"}'] == 1
+    assert m['sluice_routing_updates_total{result="ok"}'] >= 2
     ctl("restore", "tenant-b-web", "192.0.2.10:8080")
     wait("VIP B back", lambda: lab.learned(VIP_B), timeout=10)
     assert f"{VIP_B} announced" in ctl("status")

@@ -1,38 +1,30 @@
 //! The routing daemon's part of the control loop: each tick works out which VIPs this
 //! appliance announces (`crate::announce`); a thread of its own writes them for BIRD and
-//! reconfigures it when they change, retrying every second while BIRD cannot take them, so
-//! the loop never waits on BIRD.
+//! reconfigures it when they change (retrying every second while BIRD cannot take them), and
+//! reads BIRD's BGP sessions every few seconds, so the loop never waits on BIRD.
 
-use crate::announce::{self, Heartbeat, Policy, Withdrawn};
+use crate::announce::{self, locked, Heartbeat, Policy, RoutingState};
 use crate::bird;
 use crate::config::{Config, RoutingSpec};
 use log::{info, warn};
 use sluice_dataplane::snapshot::Snapshot;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How often an update BIRD refused is tried again.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// What BIRD was last told, and how that went.
-#[derive(Debug, Default)]
-struct Outcome {
-    announced: Vec<IpAddr>,
-    error: Option<String>,
-    updates: u64,
-    failures: u64,
-}
+/// How often BIRD's BGP sessions are read.
+const POLL: Duration = Duration::from_secs(2);
 
 pub(super) struct Announcer {
     heartbeat: Heartbeat,
     tx: Option<Sender<Vec<IpAddr>>>,
     sent: Option<Vec<IpAddr>>,
-    standing: BTreeMap<IpAddr, Result<(), Withdrawn>>,
-    outcome: Arc<Mutex<Outcome>>,
+    state: Arc<RoutingState>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,21 +32,25 @@ impl Announcer {
     /// Starts the thread that talks to the BIRD of `spec`.
     pub(super) fn start(spec: &RoutingSpec) -> Result<Announcer, String> {
         let (tx, rx) = mpsc::channel();
-        let outcome = Arc::new(Mutex::new(Outcome::default()));
-        let (spec2, out2) = (spec.clone(), Arc::clone(&outcome));
+        let state = Arc::new(RoutingState::default());
+        let (spec2, state2) = (spec.clone(), Arc::clone(&state));
         let thread = thread::Builder::new()
             .name("sluice-announce".into())
-            .spawn(move || run(&spec2, &rx, &out2))
+            .spawn(move || run(&spec2, &rx, &state2))
             .map_err(|e| format!("announcer thread: {e}"))?;
         info!("routing: announcing VIPs through BIRD at {}", spec.socket.display());
         Ok(Announcer {
             heartbeat: Heartbeat::new(spec.heartbeat),
             tx: Some(tx),
             sent: None,
-            standing: BTreeMap::new(),
-            outcome,
+            state,
             thread: Some(thread),
         })
+    }
+
+    /// What the metrics endpoint reads.
+    pub(super) fn state(&self) -> Arc<RoutingState> {
+        Arc::clone(&self.state)
     }
 
     /// One tick: the VIPs to announce now, given the snapshot and the workers' poll counts;
@@ -63,18 +59,21 @@ impl Announcer {
         let alive = self.heartbeat.beat(polls, Instant::now());
         let policy = |name: &str| config.announce.get(name).copied().unwrap_or(Policy::Healthy);
         let standing = announce::standing(snap, policy, alive);
-        if standing != self.standing {
-            for (vip, s) in &standing {
-                if self.standing.get(vip) != Some(s) {
-                    match s {
-                        Ok(()) => info!("routing: announcing {vip}"),
-                        Err(why) => warn!("routing: withdrawing {vip}: {}", why.label()),
+        {
+            let mut old = locked(&self.state.standing);
+            if *old != standing {
+                for (vip, s) in &standing {
+                    if old.get(vip) != Some(s) {
+                        match s {
+                            Ok(()) => info!("routing: announcing {vip}"),
+                            Err(why) => warn!("routing: withdrawing {vip}: {}", why.label()),
+                        }
                     }
                 }
+                *old = standing.clone();
             }
-            self.standing = standing;
         }
-        let wanted: Vec<IpAddr> = self.standing.iter().filter(|(_, s)| s.is_ok()).map(|(v, _)| *v).collect();
+        let wanted: Vec<IpAddr> = standing.iter().filter(|(_, s)| s.is_ok()).map(|(v, _)| *v).collect();
         if self.sent.as_ref() != Some(&wanted) {
             if let Some(tx) = &self.tx {
                 let _ = tx.send(wanted.clone());
@@ -85,17 +84,21 @@ impl Announcer {
 
     /// `sluicectl status`'s routing lines.
     pub(super) fn status(&self) -> String {
-        let o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &self.state;
+        let announced = locked(&s.announced).clone();
         let mut out = format!(
             "routing: {} VIP(s) announced, {} update(s), {} failed{}\n",
-            o.announced.len(),
-            o.updates,
-            o.failures,
-            o.error.as_ref().map_or(String::new(), |e| format!("; last error: {e}"))
+            announced.len(),
+            s.updates.load(Relaxed),
+            s.failures.load(Relaxed),
+            locked(&s.last_error).as_ref().map_or(String::new(), |e| format!("; last error: {e}"))
         );
-        for (vip, s) in &self.standing {
-            let said = match s {
-                Ok(()) if o.announced.contains(vip) => "announced".to_string(),
+        for (name, up) in locked(&s.bgp).iter() {
+            out.push_str(&format!("  bgp {name} {}\n", if *up { "established" } else { "down" }));
+        }
+        for (vip, st) in locked(&s.standing).iter() {
+            let said = match st {
+                Ok(()) if announced.contains(vip) => "announced".to_string(),
                 Ok(()) => "to announce".to_string(),
                 Err(why) => format!("withdrawn ({})", why.label()),
             };
@@ -116,17 +119,15 @@ impl Announcer {
     }
 }
 
-/// The thread: takes the newest set, writes it for BIRD, reconfigures; until the control loop
-/// hangs up (after which the last set still goes out once).
-fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, outcome: &Mutex<Outcome>) {
+/// The thread: takes the newest set, writes it for BIRD, reconfigures; reads BIRD's sessions
+/// between; until the control loop hangs up (after which the last set still goes out once).
+fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, state: &RoutingState) {
     let mut pending: Option<Vec<IpAddr>> = None;
+    let mut next_poll = Instant::now();
     loop {
-        let next = if pending.is_some() {
-            rx.recv_timeout(RETRY)
-        } else {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        };
-        let closed = match next {
+        let wait =
+            if pending.is_some() { RETRY } else { next_poll.saturating_duration_since(Instant::now()) };
+        let closed = match rx.recv_timeout(wait) {
             Ok(v) => {
                 pending = Some(rx.try_iter().last().unwrap_or(v));
                 false
@@ -135,7 +136,7 @@ fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, outcome: &Mutex<Outcome>)
             Err(RecvTimeoutError::Disconnected) => true,
         };
         if let Some(vips) = pending.take() {
-            if let Err(e) = update(spec, &vips, outcome) {
+            if let Err(e) = update(spec, &vips, state) {
                 warn!("routing: BIRD not updated: {e}");
                 if !closed {
                     pending = Some(vips);
@@ -145,23 +146,29 @@ fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, outcome: &Mutex<Outcome>)
         if closed {
             return;
         }
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + POLL;
+            match bird::bgp_sessions(&spec.socket) {
+                Ok(s) => *locked(&state.bgp) = s,
+                Err(_) => locked(&state.bgp).clear(),
+            }
+        }
     }
 }
 
 /// Writes `vips` for BIRD and has it reconfigure.
-fn update(spec: &RoutingSpec, vips: &[IpAddr], outcome: &Mutex<Outcome>) -> Result<(), String> {
+fn update(spec: &RoutingSpec, vips: &[IpAddr], state: &RoutingState) -> Result<(), String> {
     let result = bird::write_include(&spec.include, &announce::bird_include(vips.iter().copied()))
         .and_then(|()| bird::configure(&spec.socket));
-    let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
     match &result {
         Ok(_) => {
-            o.announced = vips.to_vec();
-            o.updates += 1;
-            o.error = None;
+            *locked(&state.announced) = vips.to_vec();
+            state.updates.fetch_add(1, Relaxed);
+            *locked(&state.last_error) = None;
         }
         Err(e) => {
-            o.failures += 1;
-            o.error = Some(e.clone());
+            state.failures.fetch_add(1, Relaxed);
+            *locked(&state.last_error) = Some(e.clone());
         }
     }
     result.map(|_| ())

@@ -169,6 +169,7 @@ impl ControlLoop {
             })),
             isolation: Some(Arc::clone(&self.chores.monitor.state)),
             sync: self.chores.syncer.as_ref().map(|s| Arc::clone(&s.counters)),
+            routing: self.announcer.as_ref().map(Announcer::state),
             connections: [admin_refusals.map(|r| ("admin", r)), Some(("metrics", metrics_refusals))]
                 .into_iter()
                 .flatten()
