@@ -285,11 +285,12 @@ class Lab:
         return text + (f"routing:\n  bird: {{ socket: {self.run_dir / f'bird-{gw}.ctl'}, include: {include} }}\n"
                        "  heartbeat: 0.5\n")
 
-    def start_routing(self, gws, static=()):
+    def start_routing(self, gws, static=(), router=True):
         """Once sluiced runs on each of `gws`: its exception path gets the port's address,
         BIRD starts on the router and on each appliance (announcing what sluiced writes, and
-        `static` VIPs besides). Returns {name: BIRD process}."""
-        birds = {"rtr": self.start_bird("rtr", router_bird(gws))}
+        `static` VIPs besides); the router's too unless `router` is false (it runs already).
+        Returns {name: BIRD process}."""
+        birds = {"rtr": self.start_bird("rtr", router_bird(gws))} if router else {}
         for gw in gws:
             address = APPLIANCE_LINKS[gw][0]
             self.kernel_port(gw, KERNEL_IF, f"{address}/24")

@@ -52,26 +52,31 @@ pub enum Withdrawn {
     NoBackend,
     /// A worker stopped polling.
     WorkersStalled,
+    /// Just (re)started: the peers' sessions are not all here yet (session sync), so flows
+    /// moved here now would lose their state.
+    Joining,
 }
 
 impl Withdrawn {
-    pub const ALL: [Withdrawn; 2] = [Withdrawn::NoBackend, Withdrawn::WorkersStalled];
+    pub const ALL: [Withdrawn; 3] = [Withdrawn::NoBackend, Withdrawn::WorkersStalled, Withdrawn::Joining];
 
     /// The `reason` label in metrics and status.
     pub fn label(self) -> &'static str {
         match self {
             Withdrawn::NoBackend => "no_backend",
             Withdrawn::WorkersStalled => "workers_stalled",
+            Withdrawn::Joining => "joining",
         }
     }
 }
 
 /// Each VIP of the snapshot and whether it is announced (`Ok`) or why not. `policy(name)` is
-/// the policy of the service of that name.
+/// the policy of the service of that name; `workers_alive` the heartbeat; `joined` whether
+/// the peers' sessions are here (or were waited for long enough).
 pub fn standing(
     snap: &Snapshot,
     policy: impl Fn(&str) -> Policy,
-    workers_alive: bool,
+    (workers_alive, joined): (bool, bool),
 ) -> BTreeMap<IpAddr, Result<(), Withdrawn>> {
     let mut out = BTreeMap::new();
     for s in &snap.services {
@@ -81,9 +86,16 @@ pub fn standing(
             *entry = Ok(());
         }
     }
-    if !workers_alive {
+    let all_out = if !workers_alive {
+        Some(Withdrawn::WorkersStalled)
+    } else if !joined {
+        Some(Withdrawn::Joining)
+    } else {
+        None
+    };
+    if let Some(why) = all_out {
         for v in out.values_mut() {
-            *v = Err(Withdrawn::WorkersStalled);
+            *v = Err(why);
         }
     }
     out
@@ -174,13 +186,15 @@ mod tests {
             service(4, [198, 18, 10, 3], 80, &[0]),
         ]);
         let policy = |name: &str| if name == "s4" { Policy::Always } else { Policy::Healthy };
-        let got = standing(&s, policy, true);
+        let got = standing(&s, policy, (true, true));
         let ip = |d: u8| IpAddr::from([198, 18, 10, d]);
         assert_eq!(got[&ip(1)], Ok(()));
         assert_eq!(got[&ip(2)], Err(Withdrawn::NoBackend));
         assert_eq!(got[&ip(3)], Ok(()), "always");
-        let stalled = standing(&s, policy, false);
+        let stalled = standing(&s, policy, (false, true));
         assert!(stalled.values().all(|v| *v == Err(Withdrawn::WorkersStalled)), "{stalled:?}");
+        let joining = standing(&s, policy, (true, false));
+        assert!(joining.values().all(|v| *v == Err(Withdrawn::Joining)), "{joining:?}");
     }
 
     #[test]

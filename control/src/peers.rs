@@ -293,8 +293,18 @@ pub struct Syncer {
     pending: Vec<Record>,
     /// Per sweep slice, the tick of its previous visit.
     visited: Vec<u32>,
+    /// A peer asked for everything (`Resync`): slices of the full pass still to walk, every
+    /// session counting as due (those synced to us too, so that a connection survives a
+    /// second failover); `ResyncDone` goes out when it is over.
+    full_pass: Option<usize>,
+    /// Since start: the peers whose full copy is awaited, and until when (see [`Syncer::joined`]).
+    joining: Option<(std::time::Instant, Vec<std::net::IpAddr>)>,
     pub counters: std::sync::Arc<SyncCounters>,
 }
+
+/// The longest a (re)started appliance waits for its peers' full copies before it announces
+/// anyway (a peer sends one in a sweep pass, a second).
+pub const JOIN_WAIT: Duration = Duration::from_secs(3);
 
 impl Syncer {
     /// A syncer for a session table of `capacity`, swept in `slices` per pass.
@@ -313,10 +323,31 @@ impl Syncer {
             guard: ReplayGuard::new(),
             after: session::ticks(spec.after.as_secs() as u32),
             refresh: session::ticks(spec.refresh.as_secs() as u32),
-            pending: Vec::new(),
+            pending: vec![Record::control(Op::Resync)],
             visited: vec![0; slices],
+            full_pass: None,
+            joining: Some((
+                std::time::Instant::now() + JOIN_WAIT,
+                spec.peers.iter().map(|p| p.ip()).collect(),
+            )),
             counters: std::sync::Arc::new(counters),
         })
+    }
+
+    /// Whether this appliance has its peers' sessions (each peer's full copy has arrived) or
+    /// has waited [`JOIN_WAIT`] for them: until then it should not attract flows.
+    pub fn joined(&mut self, now: std::time::Instant) -> bool {
+        let Some((until, waiting)) = &self.joining else { return true };
+        if waiting.is_empty() {
+            log::info!("sync: joined: every peer's sessions are here");
+        } else if now >= *until {
+            let names: Vec<String> = waiting.iter().map(|a| a.to_string()).collect();
+            warn!("sync: joined after {JOIN_WAIT:?} without the full copy of {}", names.join(", "));
+        } else {
+            return false;
+        }
+        self.joining = None;
+        true
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -325,7 +356,14 @@ impl Syncer {
 
     /// A live session seen by the sweep in slice `slice` at tick `now`.
     pub fn live(&mut self, ix: &ServiceIndex<'_>, slice: usize, key: &SessionKey, s: &Session, now: u32) {
-        if s.flags & flags::SYNCED != 0 || s.state == TcpState::Connecting || key.kind != KeyKind::Flow {
+        if s.state == TcpState::Connecting || key.kind != KeyKind::Flow {
+            return;
+        }
+        if self.full_pass.is_some() {
+            self.pending.extend(record_of(ix, key, s, now, Op::Upsert));
+            return;
+        }
+        if s.flags & flags::SYNCED != 0 {
             return;
         }
         let since = idle(now, self.visited.get(slice).copied().unwrap_or(now));
@@ -350,6 +388,13 @@ impl Syncer {
     pub fn slice_done(&mut self, slice: usize, now: u32, unix_ms: u64) {
         if let Some(v) = self.visited.get_mut(slice) {
             *v = now;
+        }
+        if let Some(left) = self.full_pass.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.full_pass = None;
+                self.pending.push(Record::control(Op::ResyncDone));
+            }
         }
         self.flush(unix_ms);
     }
@@ -410,6 +455,21 @@ impl Syncer {
                     c.records_received.fetch_add(records.len() as u64, Relaxed);
                     c.lag_ms.store(unix_ms.saturating_sub(header.unix_ms), Relaxed);
                     for r in &records {
+                        match r.op {
+                            Op::Resync => {
+                                // A whole pass from the next slice on (one already under way
+                                // is extended to a whole one).
+                                self.full_pass = Some(self.visited.len() + 1);
+                                continue;
+                            }
+                            Op::ResyncDone => {
+                                if let Some((_, waiting)) = self.joining.as_mut() {
+                                    waiting.retain(|a| *a != from.ip());
+                                }
+                                continue;
+                            }
+                            Op::Upsert | Op::Delete => {}
+                        }
                         let o = install(table, ix, r, now);
                         if let Some(i) = Outcome::ALL.iter().position(|x| *x == o) {
                             c.outcomes[i].fetch_add(1, Relaxed);
@@ -619,7 +679,7 @@ mod tests {
         // The next pass a second later sends nothing new.
         ta.sweep_with(now + 15, 0, slots, |_, _| {}, |k, s| a.live(&ia, 0, k, s, now + 15));
         a.slice_done(0, now + 15, unix_ms());
-        assert_eq!(a.counters.records_sent.load(Relaxed), 60);
+        assert_eq!(a.counters.records_sent.load(Relaxed), 61, "60 sessions and A's Resync at its start");
         // A stranger's datagram (not a peer's address) and a forged one from the peer.
         let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
         stranger.send_to(b"SLSY garbage", b_addr).unwrap();
@@ -629,6 +689,84 @@ mod tests {
         assert_eq!(c.rejected[Reject::ALL.len()].load(Relaxed), 1, "not a peer");
         assert_eq!(c.rejected.iter().map(|x| x.load(Relaxed)).sum::<u64>(), 2);
         assert_eq!(tb.len(), 60, "nothing changed");
+    }
+
+    #[test]
+    fn a_restarted_peer_gets_everything_then_knows_it_has_joined() {
+        let snap = snapshot(3);
+        let key = SyncKey::new([7u8; 32]);
+        let spec = |peer: SocketAddr| SyncSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec![peer],
+            key: key.clone(),
+            after: Duration::from_secs(5),
+            refresh: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        };
+        let mut b = Syncer::new(&spec("127.0.0.1:9".parse().unwrap()), 2, 20, 10_000).unwrap();
+        b.joining = None;
+        b.pending.clear();
+        let tb = SessionTable::new(10_000, Timeouts::default(), 2);
+        let ix = ServiceIndex::new(&snap);
+        // B holds 30 young sessions of its own (not yet due) and 20 a peer synced to it.
+        let now = 1000;
+        for i in 0..50u32 {
+            let k = SessionKey::flow(Addr::v4(Ipv4Addr::from(0xc612_0200 + i)), 40000, 3);
+            let flags = if i < 30 { 0 } else { flags::SYNCED };
+            tb.insert(
+                &k,
+                tb.hash(&k),
+                &Session { flags, ..Session::new(13, TcpState::Established, now - 10) },
+            );
+        }
+        // A (re)starts: its first flush asks for everything.
+        let mut a = Syncer::new(&spec(b.local_addr().unwrap()), 1, 20, 10_000).unwrap();
+        b.spec.peers = vec![a.local_addr().unwrap()];
+        let ta = SessionTable::new(10_000, Timeouts::default(), 1);
+        assert!(!a.joined(std::time::Instant::now()), "no copy yet");
+        a.slice_done(0, now, unix_ms());
+        std::thread::sleep(Duration::from_millis(50));
+        b.receive(&tb, &ix, now, unix_ms());
+        // B's next whole pass sends every session, then says it is done.
+        let mut seen = Vec::new();
+        tb.sweep_with(now, 0, tb.slot_count(), |_, _| {}, |k, s| seen.push((*k, *s)));
+        for (k, s) in &seen {
+            b.live(&ix, 0, k, s, now);
+        }
+        for slice in 0..20 {
+            b.slice_done(slice, now, unix_ms());
+        }
+        assert!(b.full_pass.is_some(), "a whole pass from the slice after the request");
+        b.slice_done(0, now, unix_ms());
+        assert!(b.full_pass.is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        a.receive(&ta, &ix, now, unix_ms());
+        assert_eq!(ta.len(), 50, "its own young ones and those synced to it");
+        assert!(a.joined(std::time::Instant::now()));
+        // Without a full pass, synced and young sessions stay where they are.
+        let sent = b.counters.records_sent.load(Relaxed);
+        for (k, s) in &seen {
+            b.live(&ix, 0, k, s, now);
+        }
+        b.slice_done(1, now, unix_ms());
+        assert_eq!(b.counters.records_sent.load(Relaxed), sent);
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_is_waited_for_a_bounded_time() {
+        let spec = SyncSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec!["127.0.0.1:9".parse().unwrap()],
+            key: SyncKey::new([7u8; 32]),
+            after: Duration::from_secs(5),
+            refresh: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        };
+        let mut a = Syncer::new(&spec, 1, 20, 10_000).unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(!a.joined(t0));
+        assert!(a.joined(t0 + JOIN_WAIT + Duration::from_millis(1)));
+        assert!(a.joined(t0), "once joined, it stays so");
     }
 
     #[test]

@@ -72,6 +72,35 @@ pub const REPLAY_WINDOW: u64 = 64;
 pub enum Op {
     Upsert = 1,
     Delete = 2,
+    /// A (re)started appliance asks its peers for every session they hold (no session in it).
+    Resync = 3,
+    /// The sender has sent every session it holds since the last `Resync` (no session in it).
+    ResyncDone = 4,
+}
+
+impl Record {
+    /// A record that carries no session, only `op` (`Resync`, `ResyncDone`).
+    pub fn control(op: Op) -> Record {
+        Record {
+            op,
+            vip: Addr(0),
+            vport: 0,
+            protocol: 0,
+            client: Addr(0),
+            client_port: 0,
+            backend: Addr(0),
+            backend_port: 0,
+            state: 0,
+            flags: 0,
+            client_window: 0,
+            seq_delta: 0,
+            ts_delta: 0,
+            client_isn: 0,
+            timeout_ticks: 0,
+            idle_ms: 0,
+            age_ms: 0,
+        }
+    }
 }
 
 /// One session, all that a peer needs to forward the flow exactly as the origin did.
@@ -301,6 +330,8 @@ impl Reader<'_> {
         let op = match self.u8()? {
             1 => Op::Upsert,
             2 => Op::Delete,
+            3 => Op::Resync,
+            4 => Op::ResyncDone,
             _ => return Err(Reject::BadRecord),
         };
         let (protocol, state, flags) = (self.u8()?, self.u8()?, self.u8()?);

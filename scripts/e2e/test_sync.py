@@ -71,7 +71,7 @@ def pair_lab(sluiced):
         lab.b = lab.start_sluiced(sluiced, lab.run_dir / "b.yaml", gw="gw2")
         lab.start_agents(agent)
         lab.logs = lab.start_servers()
-        lab.start_routing(["gw", "gw2"])
+        lab.birds = lab.start_routing(["gw", "gw2"])
         both = sorted([labmod.GW_EXT_IP, labmod.GW2_EXT_IP])
         deadline = time.time() + 60
         while not all(lab.learned(v) == both for v in (VIP_A, VIP_S)):
@@ -217,3 +217,60 @@ def send_from_a(lab, payload):
             f"s.bind(('{labmod.GW_MGMT_IP}',0))\n"
             f"s.sendto(bytes.fromhex(sys.argv[1]),('{labmod.GW2_MGMT_IP}',{SYNC_PORT}))\n")
     lab.sh("gw", sys.executable, "-c", code, payload.hex())
+
+
+def test_a_restarted_appliance_rejoins_with_the_sessions_and_a_second_failover_keeps_them(pair_lab, sluiced):
+    """After the first test A is dead and B carries everything. A restarts: it asks B for every
+    session, announces its VIPs only once B's full copy is in (the router then moves part of
+    the flows back to A, which knows them), and when B dies in turn, the same streams go on
+    through A."""
+    lab = pair_lab
+    client = Path(__file__).resolve().parent.parent / "stream_client.py"
+    seconds = 40
+    streams = []
+    for i in range(8):
+        vip = VIP_A if i % 2 == 0 else VIP_S
+        cli = "cli1" if i % 4 < 2 else "cli2"
+        p = lab.spawn(cli, [sys.executable, str(client), "--host", vip, "--port", str(STREAM_PORT),
+                            "--seconds", str(seconds)], f"rejoin-stream-{i}.log")
+        streams.append((i, vip, p))
+    time.sleep(7)   # older than sync.after: B would sync them, but A is not there to hear it
+
+    # A restarts and rejoins: a fresh exception path and BIRD for it.
+    lab.stop(lab.birds["gw"])
+    lab.a = lab.start_sluiced(sluiced, lab.run_dir / "a.yaml")
+    lab.birds.update(lab.start_routing(["gw"], router=False))
+    both = sorted([labmod.GW_EXT_IP, labmod.GW2_EXT_IP])
+    deadline = time.time() + 60
+    while not all(lab.learned(v) == both for v in (VIP_A, VIP_S)):
+        assert time.time() < deadline, {v: lab.learned(v) for v in (VIP_A, VIP_S)}
+        time.sleep(0.2)
+    log = lab.a.log_path.read_text()
+    joined = log.find("sync: joined: every peer's sessions are here")
+    announced = log.find(f"routing: announcing {VIP_A}")
+    assert 0 <= joined < announced, log
+    a = labmod.metrics(lab, "gw")
+    installed = a.get('sluice_sync_records_applied_total{outcome="installed"}', 0)
+    print(f"A rejoined with {installed:.0f} sessions from B")
+    assert installed >= len(streams), a
+    time.sleep(3)
+    hits_a = labmod.metrics(lab, "gw")["sluice_session_hits_total"]
+    assert hits_a > 0, "the router moved flows back to A, which knew them"
+
+    # B dies: every stream goes on through A.
+    t0 = time.time()
+    lab.b.kill()
+    lab.b.wait()
+    while any(labmod.GW2_EXT_IP in lab.learned(v) for v in (VIP_A, VIP_S)):
+        assert time.time() - t0 < 10
+        time.sleep(0.02)
+    print(f"the router dropped B {(time.time() - t0) * 1000:.0f} ms after SIGKILL")
+    failed = []
+    for i, vip, p in streams:
+        p.wait(timeout=seconds + 90)
+        out = p.log_path.read_text().strip().splitlines()
+        r = json.loads(out[-1]) if out else {"ok": False, "error": "no output"}
+        print(f"stream {i} to {vip}: {r.get('received')} of {r.get('sent')} bytes {'ok' if r['ok'] else r['error']}")
+        if not r["ok"]:
+            failed.append(r)
+    assert not failed, failed

@@ -53,12 +53,12 @@ impl Announcer {
         Arc::clone(&self.state)
     }
 
-    /// One tick: the VIPs to announce now, given the snapshot and the workers' poll counts;
-    /// sent on to BIRD if they changed.
-    pub(super) fn step(&mut self, snap: &Snapshot, config: &Config, polls: &[u64]) {
+    /// One tick: the VIPs to announce now, given the snapshot, the workers' poll counts and
+    /// whether the peers' sessions are here; sent on to BIRD if they changed.
+    pub(super) fn step(&mut self, snap: &Snapshot, config: &Config, polls: &[u64], joined: bool) {
         let alive = self.heartbeat.beat(polls, Instant::now());
         let policy = |name: &str| config.announce.get(name).copied().unwrap_or(Policy::Healthy);
-        let standing = announce::standing(snap, policy, alive);
+        let standing = announce::standing(snap, policy, (alive, joined));
         {
             let mut old = locked(&self.state.standing);
             if *old != standing {

@@ -206,7 +206,8 @@ impl ControlLoop {
         }
         if let Some(a) = &mut self.announcer {
             let polls: Vec<u64> = self.workers.stats.iter().map(|s| s.polls.get()).collect();
-            a.step(&self.control.cell().load(), &self.control.config, &polls);
+            let joined = self.chores.syncer.as_mut().is_none_or(|s| s.joined(Instant::now()));
+            a.step(&self.control.cell().load(), &self.control.config, &polls, joined);
         }
         if !self.interval.is_zero() && Instant::now() >= self.next_report {
             self.next_report += self.interval;
