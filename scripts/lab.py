@@ -318,10 +318,12 @@ class Lab:
         self.sh(gw, "ip", "addr", "add", address, "dev", ifname)
         self.sh(gw, "ip", "link", "set", ifname, "up")
 
-    def start_agents(self, agent):
+    def start_agents(self, agent, reply_to=None):
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
         and gets the VM's address and a default route through it. The agents take tunnels only
-        from the appliances: their `int` port addresses (the lab sets no `tunnel.source`)."""
+        from the appliances: their `int` port addresses (the lab sets no `tunnel.source`).
+        `reply_to`: the appliances' cluster tunnel address, for NAT replies of flows past
+        session sync's delay."""
         agents = []
         appliances = [GW_INT_IP] + ([GW2_INT_IP] if self.appliances == 2 else [])
         for i in range(1, self.backends + 1):
@@ -331,6 +333,8 @@ class Lab:
                 cmd += ["--appliance", a]
             for v, _ in vpcs:
                 cmd += ["--vpc", f"{v}=v{v}"]
+            if reply_to:
+                cmd += ["--reply-to", reply_to]
             p = self.spawn(f"be{i}", cmd, f"agent-be{i}.log")
             self.wait_for_log(p, "running:")
             agents.append(p)

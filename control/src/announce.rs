@@ -70,7 +70,8 @@ impl Withdrawn {
     }
 }
 
-/// Each VIP of the snapshot and whether it is announced (`Ok`) or why not. `policy(name)` is
+/// Each VIP of the snapshot (and the cluster's tunnel address, announced whenever the
+/// appliance forwards) and whether it is announced (`Ok`) or why not. `policy(name)` is
 /// the policy of the service of that name; `workers_alive` the heartbeat; `joined` whether
 /// the peers' sessions are here (or were waited for long enough).
 pub fn standing(
@@ -85,6 +86,10 @@ pub fn standing(
         if wants {
             *entry = Ok(());
         }
+    }
+    // The cluster's tunnel address: whoever forwards takes NAT replies.
+    if let Some(c) = snap.cluster {
+        out.insert(c, Ok(()));
     }
     let all_out = if !workers_alive {
         Some(Withdrawn::WorkersStalled)
@@ -160,7 +165,7 @@ mod tests {
             kernel: None,
         };
         Snapshot::build(
-            &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, services },
+            &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, cluster: None, services },
             None,
         )
         .unwrap()

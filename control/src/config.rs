@@ -272,6 +272,9 @@ struct RawNeighbor {
 #[serde(deny_unknown_fields)]
 struct RawTunnelGlobal {
     source: Option<String>,
+    /// The cluster's tunnel address: host agents send NAT replies to it (`--reply-to`), every
+    /// appliance announces it and takes what arrives for it.
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -477,6 +480,8 @@ pub struct Config {
     pub control_core: Option<usize>,
     pub ports: Vec<PortConfig>,
     pub tunnel_source: Option<IpAddr>,
+    /// The cluster's tunnel address (`tunnel.cluster`).
+    pub cluster: Option<IpAddr>,
     pub services: Vec<ServiceSpec>,
     /// Most sessions the table holds (it has twice as many slots).
     pub session_capacity: usize,
@@ -550,7 +555,13 @@ impl Config {
                 p.mac = *m;
             }
         }
-        SnapshotSpec { generation, ports, tunnel_source: self.tunnel_source, services: self.services.clone() }
+        SnapshotSpec {
+            generation,
+            ports,
+            tunnel_source: self.tunnel_source,
+            cluster: self.cluster,
+            services: self.services.clone(),
+        }
     }
 }
 

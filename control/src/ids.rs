@@ -80,6 +80,7 @@ mod tests {
             generation: 1,
             ports: vec![],
             tunnel_source: None,
+            cluster: None,
             services: services
                 .into_iter()
                 .map(|(port, bs)| {

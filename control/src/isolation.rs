@@ -385,7 +385,13 @@ mod tests {
             kernel: None,
         };
         let snap = Snapshot::build(
-            &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, services: vec![svc] },
+            &SnapshotSpec {
+                generation: 1,
+                ports: vec![port],
+                tunnel_source: None,
+                cluster: None,
+                services: vec![svc],
+            },
             None,
         )
         .unwrap();

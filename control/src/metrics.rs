@@ -1015,6 +1015,7 @@ mod tests {
                 kernel: None,
             }],
             tunnel_source: None,
+            cluster: None,
             services,
         };
         Snapshot::build(&spec, None).expect("snapshot")

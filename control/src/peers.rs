@@ -552,6 +552,7 @@ mod tests {
             generation: 1,
             ports: vec![port("ext", [198, 18, 0, 1]), port("int", [198, 19, 0, 1])],
             tunnel_source: None,
+            cluster: None,
             services: vec![nat],
         };
         Snapshot::build(&spec, None).unwrap()

@@ -778,6 +778,9 @@ fn routing_names_birds_socket_and_include_and_each_service_its_policy() {
     assert_eq!((r.socket.to_str(), r.include.to_str()), (Some("/run/bird.ctl"), Some("/run/vips.conf")));
     assert_eq!(r.heartbeat, std::time::Duration::from_millis(500));
     assert_eq!(c.announce["web"], Policy::Always);
+    let cluster = Config::parse(&format!("{GOOD}tunnel:\n  cluster: 198.18.9.1\n"), "p.yaml").unwrap();
+    assert_eq!(cluster.cluster, Some("198.18.9.1".parse().unwrap()));
+    assert_eq!(cluster.snapshot_spec(1, None).cluster, cluster.cluster);
     assert_eq!(Config::parse(GOOD, "p.yaml").unwrap().announce["web"], Policy::Healthy);
 
     let bad = |r: &str| Config::parse(&format!("{GOOD}{r}"), "p.yaml").unwrap_err().to_string();

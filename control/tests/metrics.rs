@@ -70,6 +70,7 @@ fn snapshot(generation: u64, with_second_web_backend: bool) -> Snapshot {
             port("int", 2, [198, 19, 0, 1], None),
         ],
         tunnel_source: None,
+        cluster: None,
         services: vec![web, tenant],
     };
     Snapshot::build(&spec, None).expect("snapshot")

@@ -115,6 +115,7 @@ mod tests {
                 kernel: None,
             }],
             tunnel_source: None,
+            cluster: None,
             services: vec![svc],
         };
         Snapshot::build(&spec, None).unwrap()

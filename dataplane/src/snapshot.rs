@@ -185,6 +185,9 @@ pub struct SnapshotSpec {
     pub ports: Vec<PortSpec>,
     /// Outer source of tunnels; the egress port's address when unset.
     pub tunnel_source: Option<IpAddr>,
+    /// The cluster's tunnel address: an address of this appliance (as the ports' are) that
+    /// every appliance of the cluster shares, to which host agents send NAT replies.
+    pub cluster: Option<IpAddr>,
     pub services: Vec<ServiceSpec>,
 }
 
@@ -489,6 +492,8 @@ pub struct Snapshot {
     nexthop_map: StaticMap<NeighborKey, u16>,
     /// Indexed by port index: the data port an exception path belongs to.
     from_kernel: Vec<Option<u16>>,
+    /// The cluster's tunnel address (see [`SnapshotSpec::cluster`]).
+    pub cluster: Option<IpAddr>,
 }
 
 /// The rules a snapshot's spec keeps, each stated once, with its refusal's wording:
@@ -631,7 +636,10 @@ fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
         }
     }
     if let Some(t) = spec.tunnel_source {
-        v4("tunnel_source".into(), t)?;
+        v4("tunnel.source".into(), t)?;
+    }
+    if let Some(c) = spec.cluster {
+        v4("tunnel.cluster".into(), c)?;
     }
     for (si, s) in spec.services.iter().enumerate() {
         v4(format!("services[{si}].vip"), s.vip)?;
@@ -959,6 +967,7 @@ impl Snapshot {
             nat_map,
             nat_services,
             from_kernel,
+            cluster: spec.cluster,
         })
     }
 
@@ -983,10 +992,10 @@ impl Snapshot {
         self.vips.get(&Addr::from(a).0).is_some()
     }
 
-    /// True if `a` is the address of any port.
+    /// True if `a` is the address of any port, or the cluster's tunnel address.
     #[inline]
     pub fn is_local(&self, a: IpAddr) -> bool {
-        self.ports.iter().any(|p| p.address == a)
+        self.ports.iter().any(|p| p.address == a) || self.cluster == Some(a)
     }
 
     pub fn nexthop(&self, port: u16, ip: IpAddr) -> Option<&NextHop> {
@@ -1133,6 +1142,7 @@ mod tests {
                 port("int", [198, 19, 0, 1], None),
             ],
             tunnel_source: None,
+            cluster: None,
             services,
         }
     }

@@ -143,6 +143,7 @@ fn an_exception_path_must_come_after_the_data_ports() {
         generation: 1,
         ports: vec![PortSpec { kernel: Some(kernel), ..ext_port() }, int_port(hosts([10]))],
         tunnel_source: None,
+        cluster: None,
         services: vec![],
     };
     for k in [0, 1, 8] {

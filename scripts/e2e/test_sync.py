@@ -29,6 +29,7 @@ KEY = "5a" * 32
 STREAMS = int(__import__("os").environ.get("STREAMS", 12))          # over two VIPs and two clients: some go through A, some through B
 SECONDS = 24          # each stream's length; A dies at 10 s
 SYNC_PORT = 7946
+CLUSTER = "198.18.9.1"   # the appliances' cluster tunnel address (NAT replies of old flows)
 
 
 def configs():
@@ -42,7 +43,7 @@ def configs():
             f"    forwarding: nat\n    vpc: 100\n{extra}    backends:\n"
             f"      - {{ address: 192.0.2.10, port: {STREAM_PORT}, host: 198.19.0.11 }}\n"
             f"      - {{ address: 192.0.2.11, port: {STREAM_PORT}, host: 198.19.0.12 }}\n")
-    base = text + stream_services
+    base = text + stream_services + f"tunnel:\n  cluster: {CLUSTER}\n"
 
     def sync(me, peer):
         return (f"sync:\n  listen: {me}:{SYNC_PORT}\n  peers: [{peer}:{SYNC_PORT}]\n  key: {KEY}\n"
@@ -69,7 +70,7 @@ def pair_lab(sluiced):
         (lab.run_dir / "b.yaml").write_text(lab.routing_config(b, "gw2"))
         lab.a = lab.start_sluiced(sluiced, lab.run_dir / "a.yaml")
         lab.b = lab.start_sluiced(sluiced, lab.run_dir / "b.yaml", gw="gw2")
-        lab.start_agents(agent)
+        lab.start_agents(agent, reply_to=CLUSTER)
         lab.logs = lab.start_servers()
         lab.birds = lab.start_routing(["gw", "gw2"])
         both = sorted([labmod.GW_EXT_IP, labmod.GW2_EXT_IP])
@@ -101,6 +102,11 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     trace = [lab.capture(f"cli{c}", "cli0", f"streams-cli{c}.pcap", f"tcp port {STREAM_PORT}") for c in (1, 2)]
     trace += [lab.capture(lab.vm(h, v), f"v{v}", f"streams-{name}.pcap", f"tcp port {STREAM_PORT}")
               for h, v, _, name in labmod.VMS if v == 100]
+    # Silent downloads besides (the client only ACKs): once A is gone, their data must reach a
+    # survivor with no help from the client, by the cluster's tunnel address.
+    downloads = [lab.spawn("cli1", ["curl", "-sS", "--limit-rate", "600k", "-o", str(lab.run_dir / f"blob-{i}"),
+                                    "--local-port", str(41000 + i), f"http://{VIP_A}/blob"], f"download-{i}.log")
+                 for i in range(4)]
     streams = []
     for i in range(STREAMS):
         vip = VIP_A if i % 2 == 0 else VIP_S
@@ -114,6 +120,9 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
     on_a = sessions_of(lab, sluicectl, "gw", "stream-nat") + sessions_of(lab, sluicectl, "gw", "stream-proxied")
     a_ports = {tuple(w.split(":")) for line in on_a.splitlines() if " synced " not in line
                for w in line.split() if w.startswith("198.18.1.") and ":" in w}
+    on_a_web = sessions_of(lab, sluicectl, "gw", "tenant-a-web")
+    a_downloads = {tuple(w.split(":")) for line in on_a_web.splitlines() if " synced " not in line
+                   for w in line.split() if w.startswith("198.18.1.") and ":" in w}
     b_metrics = labmod.metrics(lab, "gw2")
     a_metrics = labmod.metrics(lab, "gw")
     # What A did (for a failure's diagnosis): its SYN-proxy counters and drops, and its sessions.
@@ -143,6 +152,15 @@ def test_long_streams_survive_the_death_of_their_appliance(pair_lab, sluiced):
         r["on_a"] = (labmod.CLIENT_IPS[int(cli[-1]) - 1], str(r.get("local_port"))) in a_ports
         results.append((i, vip, r))
     through_a = [(i, vip, r) for i, vip, r in results if r["on_a"]]
+    blob = lab_blob()
+    a_clients = {port for ip, port in a_downloads if ip == labmod.CLIENT_IPS[0]}
+    for i, d in enumerate(downloads):
+        assert d.wait(timeout=90) == 0, d.log_path.read_text()
+        got = (lab.run_dir / f"blob-{i}").read_bytes()
+        print(f"download {i} ({'through A' if str(41000 + i) in a_clients else 'B'}): {len(got)} bytes")
+        assert got == blob, f"download {i}: {len(got)} bytes, not the blob"
+    assert any(str(41000 + i) in a_clients for i in range(4)), "no download went through A"
+
     for i, vip, r in results:
         print(f"stream {i} to {vip}: {'A then B' if r['on_a'] else 'B'}: "
               f"{r.get('received')} of {r.get('sent')} bytes {'ok' if r['ok'] else r['error']}")
@@ -274,3 +292,10 @@ def test_a_restarted_appliance_rejoins_with_the_sessions_and_a_second_failover_k
         if not r["ok"]:
             failed.append(r)
     assert not failed, failed
+
+
+def lab_blob():
+    """The lab servers' /blob (lab_server.py), rebuilt."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import lab_server
+    return lab_server.blob()

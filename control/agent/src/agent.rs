@@ -45,6 +45,20 @@ pub struct Config {
     pub flow_timeout: u64,
     /// Most flows remembered per appliance source address, and in all.
     pub max_flows: Limits,
+    /// The appliances' cluster tunnel address, and the age (seconds) from which a flow's NAT
+    /// replies go there (the routers take them to any live appliance) instead of to the
+    /// appliance the flow came from: once every appliance has the flow's session (session
+    /// sync's delay).
+    pub reply_to: Option<(Ipv4Addr, u64)>,
+}
+
+/// Where a NAT reply on `path` is tunneled, for a flow `age` seconds old: the cluster's
+/// address once the flow is old enough, else the appliance the flow came from.
+pub fn reply_destination(reply_to: Option<(Ipv4Addr, u64)>, path: &ReturnPath, age: u64) -> Ipv4Addr {
+    match reply_to {
+        Some((cluster, after)) if age >= after => cluster,
+        _ => path.appliance,
+    }
 }
 
 impl Config {
@@ -155,6 +169,7 @@ struct Shared {
     gre: Socket,
     rx: Receiver,
     start: Instant,
+    reply_to: Option<(Ipv4Addr, u64)>,
 }
 
 impl Shared {
@@ -224,6 +239,7 @@ impl Agent {
             gre: open(ipv4::PROTO_GRE, "GRE")?,
             rx: Receiver::new(config),
             start: Instant::now(),
+            reply_to: config.reply_to,
         });
 
         for encap in [Encap::Ipip, Encap::Gre { key: None }] {
@@ -332,7 +348,7 @@ fn send_back(
     send_errors: &mut ErrorLog,
 ) -> Result<(), DropReason> {
     let (packet, tuple) = reply(packet)?;
-    let path = sh.rx.flows().lookup(tun, &tuple, sh.now()).ok_or(DropReason::NoFlow)?;
+    let (path, age) = sh.rx.flows().lookup_aged(tun, &tuple, sh.now()).ok_or(DropReason::NoFlow)?;
     let payload = match path.encap {
         Encap::Ipip => packet,
         Encap::Gre { key } => {
@@ -340,7 +356,7 @@ fn send_back(
             &gre[..]
         }
     };
-    let to = SockAddr::from(SocketAddrV4::new(path.appliance, 0));
+    let to = SockAddr::from(SocketAddrV4::new(reply_destination(sh.reply_to, &path, age), 0));
     if let Err(e) = sh.socket(path.encap).send_to(payload, &to) {
         send_errors.log(&e);
         return Err(DropReason::SendFailed);
@@ -374,7 +390,21 @@ mod tests {
             appliances: AllowList::new(vec![Prefix::host(APPLIANCE), "198.19.0.2/31".parse().unwrap()]),
             flow_timeout: 300,
             max_flows: Limits { per_appliance: 1000, total: 4000 },
+            reply_to: None,
         }
+    }
+
+    #[test]
+    fn replies_go_to_the_cluster_address_when_there_is_one() {
+        let path = ReturnPath { appliance: APPLIANCE, encap: Encap::Ipip };
+        assert_eq!(reply_destination(None, &path, 100), APPLIANCE);
+        let cluster = Ipv4Addr::new(198, 18, 9, 1);
+        assert_eq!(
+            reply_destination(Some((cluster, 5)), &path, 4),
+            APPLIANCE,
+            "young: its appliance only knows it"
+        );
+        assert_eq!(reply_destination(Some((cluster, 5)), &path, 5), cluster);
     }
 
     fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> Ipv4Repr {

@@ -31,6 +31,8 @@ struct Key {
 struct Entry {
     path: ReturnPath,
     last_seen: u64,
+    /// When the flow was first seen.
+    since: u64,
 }
 
 /// What [`FlowMemory::remember`] did.
@@ -85,7 +87,7 @@ impl FlowMemory {
         let key = Key { tun, reply: forward.reversed() };
         if let Some(e) = self.flows.get_mut(&key) {
             let from = e.path.appliance;
-            *e = Entry { path, last_seen: now };
+            *e = Entry { path, last_seen: now, since: e.since };
             if from != path.appliance {
                 uncount(&mut self.per_appliance, from);
                 *self.per_appliance.entry(path.appliance).or_insert(0) += 1;
@@ -96,7 +98,7 @@ impl FlowMemory {
         if mine >= self.limits.per_appliance || self.flows.len() >= self.limits.total {
             return Remembered::Full;
         }
-        self.flows.insert(key, Entry { path, last_seen: now });
+        self.flows.insert(key, Entry { path, last_seen: now, since: now });
         self.per_appliance.insert(path.appliance, mine + 1);
         Remembered::New
     }
@@ -104,6 +106,11 @@ impl FlowMemory {
     /// The return path of the flow a packet the kernel sent out of `tun` belongs to, by the
     /// packet's own 5-tuple; refreshes the flow. `None` if unknown or expired.
     pub fn lookup(&mut self, tun: usize, reply: &FiveTuple, now: u64) -> Option<ReturnPath> {
+        self.lookup_aged(tun, reply, now).map(|(path, _)| path)
+    }
+
+    /// [`FlowMemory::lookup`], with the flow's age in seconds.
+    pub fn lookup_aged(&mut self, tun: usize, reply: &FiveTuple, now: u64) -> Option<(ReturnPath, u64)> {
         let key = Key { tun, reply: *reply };
         let timeout = self.timeout;
         let e = self.flows.get_mut(&key)?;
@@ -111,7 +118,7 @@ impl FlowMemory {
             return None;
         }
         e.last_seen = now;
-        Some(e.path)
+        Some((e.path, now.saturating_sub(e.since)))
     }
 
     /// Forgets every flow unused for the timeout; returns how many.
@@ -178,6 +185,23 @@ mod tests {
 
     fn gre(key: u32) -> ReturnPath {
         ReturnPath { appliance: APPLIANCE, encap: Encap::Gre { key: Some(key) } }
+    }
+
+    #[test]
+    fn a_flows_age_counts_from_its_first_packet_through_refreshes_and_moves() {
+        let mut m = FlowMemory::new(300, Limits { per_appliance: 10, total: 10 });
+        let f = FiveTuple {
+            src: Ipv4Addr::new(198, 18, 1, 10),
+            dst: Ipv4Addr::new(192, 0, 2, 10),
+            src_port: 40000,
+            dst_port: 80,
+            protocol: 6,
+        };
+        let path = |a| ReturnPath { appliance: Ipv4Addr::new(198, 19, 0, a), encap: Encap::Ipip };
+        m.remember(0, &f, path(1), 100);
+        m.remember(0, &f, path(3), 104);
+        let (p, age) = m.lookup_aged(0, &f.reversed(), 107).unwrap();
+        assert_eq!((p, age), (path(3), 7));
     }
 
     #[test]

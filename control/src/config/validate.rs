@@ -41,6 +41,7 @@ impl Validator<'_> {
         let cores = self.workers(&raw.workers);
         let ports = self.ports(&raw.ports);
         let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.address("tunnel.source", s));
+        let cluster = raw.tunnel.cluster.as_deref().and_then(|s| self.address("tunnel.cluster", s));
         let (services, health) = self.services(&raw.services, &ports);
         let metrics_listen = self.metrics(raw.metrics.as_ref());
         let (capacity, timeouts) = self.sessions(&raw.sessions);
@@ -63,6 +64,7 @@ impl Validator<'_> {
             control_core: raw.workers.control_core,
             ports,
             tunnel_source,
+            cluster,
             services,
             session_capacity: capacity as usize,
             timeouts,

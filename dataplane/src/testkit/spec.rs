@@ -84,7 +84,7 @@ pub fn nat_service(
 
 /// Generation 1 of `ports` and `services`, tunnels from the egress port's address.
 pub fn snapshot_spec(ports: Vec<PortSpec>, services: Vec<ServiceSpec>) -> SnapshotSpec {
-    SnapshotSpec { generation: 1, ports, tunnel_source: None, services }
+    SnapshotSpec { generation: 1, ports, tunnel_source: None, cluster: None, services }
 }
 
 /// [`snapshot_spec`] with outer tunnel source `source`.

@@ -51,6 +51,15 @@ struct Cli {
     /// --max-flows.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS_TOTAL)]
     max_flows_total: usize,
+    /// The appliances' cluster tunnel address (sluiced's `tunnel.cluster`): NAT replies go
+    /// there, so the routers take them to a live appliance, instead of to the appliance each
+    /// flow came from (which a silent download would keep using after that appliance died).
+    #[arg(long)]
+    reply_to: Option<Ipv4Addr>,
+    /// Seconds a flow must be old before its replies go to --reply-to (session sync's
+    /// `after`: from then on every appliance has the flow's session).
+    #[arg(long, default_value_t = 5)]
+    reply_to_after: u64,
 }
 
 /// Default `--max-flows`: 1,000,000 flows per appliance, as many as one appliance's NAT
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
         appliances: AllowList::new(cli.appliances),
         flow_timeout: cli.flow_timeout,
         max_flows: Limits { per_appliance: cli.max_flows, total: cli.max_flows_total },
+        reply_to: cli.reply_to.map(|a| (a, cli.reply_to_after)),
     };
     if let Err(e) = config.validate() {
         eprintln!("sluice-agent: {e}");
