@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(edited(0, b'X', true), Err(Reject::BadMagic));
         assert_eq!(edited(4, 2, true), Err(Reject::BadVersion));
         assert_eq!(edited(5, 1, true), Err(Reject::BadRecord)); // reserved
-        assert_eq!(edited(HEADER_LEN + RECORD_LEN, 3, true), Err(Reject::BadRecord)); // op
+        assert_eq!(edited(HEADER_LEN + RECORD_LEN, 5, true), Err(Reject::BadRecord)); // op (1 to 4 exist)
         assert_eq!(edited(HEADER_LEN, 0, false), Err(Reject::BadTag));
         let labels: std::collections::HashSet<_> = Reject::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), 8);
