@@ -185,3 +185,44 @@ def test_a_drained_appliance_leaves_under_load_without_an_error(sluiced):
         assert "drained: last packet forwarded" in gw_a.log_path.read_text()
     finally:
         lab.down()
+
+
+def test_routing_faults_are_visible_and_never_announce_what_cannot_be_reached(bgp_lab, sluiced):
+    """BIRD not running yet, then peering with a router that expects another AS: sluiced says
+    so in its status and metrics, retries, and the router learns nothing until it is fixed."""
+    lab = bgp_lab
+    config = lab.run_dir / "faults.yaml"
+    config.write_text(lab.routing_config(CONFIG.read_text()))
+    sluicectl = Path(sluiced).parent / "sluicectl"
+    gw = lab.start_sluiced(sluiced, config)
+    lab.kernel_port("gw", labmod.KERNEL_IF, f"{GW_EXT_IP}/24")
+
+    def status():
+        r = subprocess.run([str(sluicectl), "--socket", str(lab.admin_socket), "status"], text=True,
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    # No BIRD: every update fails, is retried, and says why.
+    wait("failed updates", lambda: metrics(lab).get('sluice_routing_updates_total{result="failed"}', 0) >= 2)
+    assert "last error: BIRD at" in status(), status()
+    assert metrics(lab)['sluice_routing_updates_total{result="ok"}'] == 0
+
+    # A router that expects another AS for this appliance: BGP never comes up, nothing is
+    # learned, and sluiced shows the session down.
+    wrong = labmod.router_bird(["gw"]).replace(f"as {labmod.APPLIANCE_AS};", f"as {labmod.APPLIANCE_AS + 7};")
+    assert wrong != labmod.router_bird(["gw"])
+    rtr = lab.start_bird("rtr", wrong)
+    lab.start_bird("gw", labmod.appliance_bird("gw", lab.run_dir / "vips-gw.conf"))
+    wait("the update taken once BIRD runs", lambda: metrics(lab).get('sluice_routing_updates_total{result="ok"}', 0) >= 1)
+    wait("the session seen down", lambda: "bgp upstream down" in status(), timeout=10)
+    assert metrics(lab)['sluice_bgp_session_up{protocol="upstream"}'] == 0
+    time.sleep(3)
+    assert not lab.learned(VIP), "nothing learned over a session that is not up"
+
+    # The router fixed: the session comes up and the VIPs are learned.
+    lab.stop(rtr)
+    lab.start_bird("rtr", labmod.router_bird(["gw"]))
+    assert wait("the route once the AS is right", lambda: lab.learned(VIP), timeout=60) == [GW_EXT_IP]
+    wait("the session seen up", lambda: "bgp upstream established" in status(), timeout=10)
+    assert lab.stop(gw) == 0
