@@ -150,35 +150,21 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_dataplane::snapshot::{BackendSpec, PortSpec, Protocol, ServiceSpec, SnapshotSpec};
+    use sluice_dataplane::snapshot::{Protocol, ServiceSpec};
+    use sluice_dataplane::testkit::spec::{backend, dsr_service, ext_port, snapshot};
 
     fn snap(services: Vec<ServiceSpec>) -> Snapshot {
-        let port = PortSpec {
-            name: "ext".into(),
-            mac: [2, 0, 0, 0, 0, 1],
-            address: [198, 18, 0, 1].into(),
-            prefix_len: 24,
-            mtu: 1500,
-            vlan: None,
-            gateway: None,
-            neighbors: vec![],
-            kernel: None,
-        };
-        Snapshot::build(
-            &SnapshotSpec { generation: 1, ports: vec![port], tunnel_source: None, cluster: None, services },
-            None,
-        )
-        .unwrap()
+        snapshot(vec![ext_port()], services)
     }
 
+    /// Service `s{id}` at `vip:port` with a backend per weight.
     fn service(id: u16, vip: [u8; 4], port: u16, weights: &[u32]) -> ServiceSpec {
         let backends =
-            weights.iter().enumerate().map(|(i, &w)| BackendSpec::new([198, 18, 0, 10 + i as u8].into(), w));
-        let name = format!("s{id}");
+            weights.iter().enumerate().map(|(i, &w)| backend([198, 18, 0, 10 + i as u8], w)).collect();
         ServiceSpec {
             id: Some(id),
             table_size: 251,
-            ..ServiceSpec::dsr(&name, vip.into(), port, Protocol::Tcp, backends.collect())
+            ..dsr_service(&format!("s{id}"), vip, port, Protocol::Tcp, backends)
         }
     }
 

@@ -24,23 +24,25 @@ pub fn write_include(path: &Path, text: &str) -> Result<(), String> {
 /// Asks the BIRD at control socket `socket` to re-read its configuration; its last reply line
 /// on success, the error it gave otherwise.
 pub fn configure(socket: &Path) -> Result<String, String> {
+    let mut lines = ask(socket, "configure")?;
+    reply(&mut lines)
+}
+
+/// Connects to the control socket, takes BIRD's greeting and sends `command`: the reader of
+/// its answer (every read and write bounded by [`TIMEOUT`]).
+fn ask(socket: &Path, command: &str) -> Result<BufReader<UnixStream>, String> {
     let stream = UnixStream::connect(socket).map_err(|e| format!("BIRD at {}: {e}", socket.display()))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     reply(&mut lines)?; // the greeting
-    (&stream).write_all(b"configure\n").map_err(|e| format!("BIRD: {e}"))?;
-    reply(&mut lines)
+    (&stream).write_all(format!("{command}\n").as_bytes()).map_err(|e| format!("BIRD: {e}"))?;
+    Ok(lines)
 }
 
 /// BIRD's protocols of type BGP: (name, up), where up is BIRD's `Established`.
 pub fn bgp_sessions(socket: &Path) -> Result<Vec<(String, bool)>, String> {
-    let stream = UnixStream::connect(socket).map_err(|e| format!("BIRD at {}: {e}", socket.display()))?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    let mut lines = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-    reply(&mut lines)?;
-    (&stream).write_all(b"show protocols\n").map_err(|e| format!("BIRD: {e}"))?;
+    let mut lines = ask(socket, "show protocols")?;
     let mut out = Vec::new();
     for _ in 0..10_000 {
         let mut line = String::new();

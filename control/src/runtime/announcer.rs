@@ -63,11 +63,11 @@ impl Announcer {
             let mut old = locked(&self.state.standing);
             if *old != standing {
                 for (vip, s) in &standing {
-                    if old.get(vip) != Some(s) {
-                        match s {
-                            Ok(()) => info!("routing: announcing {vip}"),
-                            Err(why) => warn!("routing: withdrawing {vip}: {}", why.label()),
-                        }
+                    match (old.get(vip), s) {
+                        (Some(was), now) if was == now => {}
+                        (_, Ok(())) => info!("routing: announcing {vip}"),
+                        (Some(Ok(())), Err(why)) => warn!("routing: withdrawing {vip}: {}", why.label()),
+                        (_, Err(why)) => info!("routing: not announcing {vip}: {}", why.label()),
                     }
                 }
                 *old = standing.clone();

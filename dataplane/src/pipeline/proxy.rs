@@ -17,6 +17,7 @@ use crate::synproxy;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::tcp_options::{self, SynOffer, SYN_OPTIONS_MAX};
 use crate::wire::{tcp, TcpRepr};
+use std::net::IpAddr;
 
 /// The cookie period now.
 pub fn cookie_period(now_ns: u64) -> u32 {
@@ -179,8 +180,18 @@ fn backend_syn<F: Frame>(
         window: s.client_window,
         options: &options[..n],
     };
-    let ends = (p.flow.src.to_ip(), backend.address);
-    let Some(len) = segment::write(frame, p.l2(), ends, (p.tos, p.ident), &syn) else {
+    to_backend(frame, p, (backend.address, bi), &syn)
+}
+
+/// A segment the proxy makes on the client's behalf (`t`, from the client's address), written
+/// in place of the client's packet and put in the tunnel toward backend `bi` at `dst`.
+fn to_backend<F: Frame>(
+    frame: &mut F,
+    p: &ToService,
+    (dst, bi): (IpAddr, u16),
+    t: &TcpRepr<'_>,
+) -> FromClient {
+    let Some(len) = segment::write(frame, p.l2(), (p.flow.src.to_ip(), dst), (p.tos, p.ident), t) else {
         return dropped(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {
@@ -290,14 +301,5 @@ fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16,
         window: 0,
         options: &[],
     };
-    let Some(len) = segment::write(frame, p.l2(), (p.flow.src.to_ip(), b.address), (p.tos, p.ident), &rst)
-    else {
-        return dropped(DropReason::NoHeadroom);
-    };
-    FromClient::Tunnel(ToBackend {
-        at: p.l2(),
-        inner: inner(len, p.tos, p.ident, true),
-        service: p.service,
-        backend: bi,
-    })
+    to_backend(frame, p, (b.address, bi), &rst)
 }

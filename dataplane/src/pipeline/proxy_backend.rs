@@ -15,6 +15,7 @@ use crate::wire::endpoint::{self, End};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp_options;
 use crate::wire::{tcp, TcpPacket, TcpRepr};
+use std::net::IpAddr;
 
 /// The backend's answer to the appliance's SYN (the session is `Connecting`): a SYN-ACK for
 /// the client's ISN completes the session; a RST is passed to the client as the end of its
@@ -116,10 +117,21 @@ fn challenge_ack<F: Frame>(frame: &mut F, b: &BackendSegment, svc: &Service, ack
         window: 0,
         options: &[],
     };
+    to_backend(frame, b, (client, backend.address), &rst)
+}
+
+/// A segment the appliance makes on the client's behalf (`t`, between `ends`), written in
+/// place of the backend's (out of its tunnel) and put in the tunnel back toward that backend.
+fn to_backend<F: Frame>(
+    frame: &mut F,
+    b: &BackendSegment,
+    ends: (IpAddr, IpAddr),
+    t: &TcpRepr<'_>,
+) -> FromBackend {
     if !frame.adj(b.at) {
         return dropped(DropReason::Ipv4Truncated);
     }
-    let Some(len) = segment::write(frame, 0, (client, backend.address), (0, 0), &rst) else {
+    let Some(len) = segment::write(frame, 0, ends, (0, 0), t) else {
         return dropped(DropReason::NoHeadroom);
     };
     FromBackend::Tunnel(ToBackend {
@@ -185,16 +197,5 @@ pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
         window: b.s.client_window,
         options: ts.as_ref().map_or(&[], |t| &t[..]),
     };
-    if !frame.adj(b.at) {
-        return dropped(DropReason::Ipv4Truncated);
-    }
-    let Some(len) = segment::write(frame, 0, (client, backend), (0, 0), &ack) else {
-        return dropped(DropReason::NoHeadroom);
-    };
-    FromBackend::Tunnel(ToBackend {
-        at: 0,
-        inner: inner(len, 0, 0, true),
-        service: b.service,
-        backend: b.backend,
-    })
+    to_backend(frame, b, (client, backend), &ack)
 }

@@ -1,0 +1,421 @@
+//! `Snapshot::build`: a spec checked (by [`super::rules`]) and turned into the tables workers read.
+
+use super::*;
+use crate::maglev::MaglevInput;
+
+/// Which data port each exception path belongs to, by port index (each checked by
+/// [`rules::kernel_port`]).
+fn kernel_ports(ports: &[Port]) -> Result<Vec<Option<u16>>, BuildError> {
+    let mut from = vec![None; crate::stats::MAX_PORTS];
+    for (pi, p) in ports.iter().enumerate() {
+        let Some(k) = p.kernel else { continue };
+        rules::kernel_port(k, ports.len()).map_err(|m| refuse(format!("ports[{pi}].kernel"), m))?;
+        let slot = &mut from[usize::from(k)];
+        if slot.is_some() {
+            return Err(refuse(
+                format!("ports[{pi}].kernel"),
+                format!("port index {k} is another port's exception path"),
+            ));
+        }
+        *slot = Some(pi as u16);
+    }
+    Ok(from)
+}
+
+/// A refusal at `path`.
+fn refuse(path: impl Into<String>, message: impl Into<String>) -> BuildError {
+    BuildError { path: path.into(), message: message.into() }
+}
+
+/// The one rule on address families, for every address a spec holds: IPv4 only, so far.
+fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
+    let v4 = |path: String, a: IpAddr| {
+        if a.is_ipv4() {
+            Ok(())
+        } else {
+            Err(refuse(path, format!("{a}: IPv6 is not supported yet")))
+        }
+    };
+    for (pi, p) in spec.ports.iter().enumerate() {
+        v4(format!("ports[{pi}].address"), p.address)?;
+        if let Some(g) = p.gateway {
+            v4(format!("ports[{pi}].gateway"), g)?;
+        }
+        for (ni, &(ip, _)) in p.neighbors.iter().enumerate() {
+            v4(format!("ports[{pi}].neighbors[{ni}].address"), ip)?;
+        }
+    }
+    if let Some(t) = spec.tunnel_source {
+        v4("tunnel.source".into(), t)?;
+    }
+    if let Some(c) = spec.cluster {
+        v4("tunnel.cluster".into(), c)?;
+    }
+    for (si, s) in spec.services.iter().enumerate() {
+        v4(format!("services[{si}].vip"), s.vip)?;
+        for (bi, b) in s.backends.iter().enumerate() {
+            v4(format!("services[{si}].backends[{bi}].address"), b.address)?;
+            if let Some(h) = b.host {
+                v4(format!("services[{si}].backends[{bi}].host"), h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next hops a snapshot is building: static neighbours first, then whatever backends and
+/// the default route need, each (port, address) once.
+#[derive(Default)]
+struct NextHops {
+    list: Vec<NextHop>,
+    index: std::collections::HashMap<(u16, IpAddr), u16>,
+}
+
+impl NextHops {
+    fn add(&mut self, port: u16, ip: IpAddr, mac: Option<Mac>) -> u16 {
+        let list = &mut self.list;
+        *self.index.entry((port, ip)).or_insert_with(|| {
+            list.push(NextHop {
+                port,
+                ip,
+                is_static: mac.is_some(),
+                mac: AtomicU64::new(mac.map_or(0, pack_mac)),
+                learned_ns: AtomicU64::new(0),
+                requested_ns: AtomicU64::new(0),
+            });
+            (list.len() - 1) as u16
+        })
+    }
+
+    /// The ports' static neighbours.
+    fn add_static(&mut self, spec: &SnapshotSpec) -> Result<(), BuildError> {
+        for (pi, p) in spec.ports.iter().enumerate() {
+            for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
+                rules::on_link(ip, p.address, p.prefix_len)
+                    .map_err(|m| refuse(format!("ports[{pi}].neighbors[{ni}].address"), m))?;
+                self.add(pi as u16, ip, Some(mac));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids and keys seen so far in a build: each must be unique across services.
+#[derive(Default)]
+struct Seen {
+    keys: std::collections::HashMap<ServiceKey, usize>,
+    service_ids: std::collections::HashMap<u16, usize>,
+    backend_ids: std::collections::HashMap<u32, (usize, usize)>,
+    next_backend_id: u32,
+}
+
+/// What a service's build reads besides its own spec.
+struct Around<'a> {
+    spec: &'a SnapshotSpec,
+    ports: &'a [Port],
+}
+
+/// Service `si`'s spec, checked and built (next hops added to `hops`).
+fn build_service(
+    si: usize,
+    s: &ServiceSpec,
+    at: &Around<'_>,
+    hops: &mut NextHops,
+    seen: &mut Seen,
+) -> Result<Service, BuildError> {
+    let id = s.id.unwrap_or(si as u16);
+    if let Some(first) = seen.service_ids.insert(id, si) {
+        return Err(refuse(
+            format!("services[{si}]"),
+            format!("service id {id} is also services[{first}]'s"),
+        ));
+    }
+    let key = ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
+    if let Some(first) = seen.keys.insert(key, si) {
+        let what = format!("duplicate service {}:{} {:?}", s.vip, s.port, s.protocol);
+        return Err(refuse(format!("services[{si}]"), format!("{what}: services[{first}] already uses it")));
+    }
+    rules::table_size(s.table_size).map_err(|m| refuse(format!("services[{si}].table_size"), m))?;
+    rules::backend_count(s.backends.len()).map_err(|m| refuse(format!("services[{si}].backends"), m))?;
+    if s.backends.len() >= s.table_size as usize {
+        // Maglev needs a slot per backend at least (the config asks for a hundred).
+        let n = s.backends.len();
+        return Err(refuse(
+            format!("services[{si}].table_size"),
+            format!("{n} backends need a larger table"),
+        ));
+    }
+    let mut backends = Vec::with_capacity(s.backends.len());
+    let mut pairs = std::collections::HashSet::new();
+    // The smallest MTU toward a backend (the SYN proxy's MSS).
+    let mut backend_mtu = usize::MAX;
+    for (bi, b) in s.backends.iter().enumerate() {
+        let (backend, mtu) = build_backend((si, bi), s, b, at, hops, (seen, &mut pairs))?;
+        backend_mtu = backend_mtu.min(mtu);
+        backends.push(backend);
+    }
+    let synproxy_mss = synproxy_mss(si, s, backend_mtu)?;
+    Ok(Service {
+        synproxy_mss,
+        limits: s.limits,
+        limited: !s.limits.is_empty(),
+        id,
+        persistence_ticks: if s.persistence > 0 { crate::session::ticks(s.persistence) } else { 0 },
+        on_backend_removed: s.on_backend_removed,
+        on_no_backend: s.on_no_backend,
+        rr: rr_sequence(&weights(&backends)),
+        backend_ids: IdIndex::build(backends.iter().enumerate().map(|(i, b)| (b.id, i as u16))),
+        name: s.name.clone(),
+        vip: s.vip,
+        port: s.port,
+        protocol: s.protocol,
+        forwarding: s.forwarding,
+        tunnel: s.tunnel,
+        scheduler: s.scheduler,
+        maglev: maglev(s, &backends),
+        backends,
+    })
+}
+
+/// The backends' weights as the schedulers see them (a backend that is down has none).
+fn weights(backends: &[Backend]) -> Vec<u32> {
+    backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect()
+}
+
+/// The service's Maglev table. Maglev names a backend by its address (DSR) or address and
+/// port (NAT): the same on every appliance with this config.
+fn maglev(s: &ServiceSpec, backends: &[Backend]) -> Maglev {
+    let ids: Vec<Vec<u8>> = backends
+        .iter()
+        .map(|b| {
+            let mut id = match b.address {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            if s.forwarding == Forwarding::Nat {
+                id.extend_from_slice(&b.port.to_be_bytes());
+            }
+            id
+        })
+        .collect();
+    let weights = weights(backends);
+    let inputs: Vec<MaglevInput<'_>> =
+        ids.iter().zip(&weights).map(|(id, &weight)| MaglevInput { id, weight }).collect();
+    Maglev::build(&inputs, s.table_size)
+}
+
+/// The SYN proxy's MSS toward the backends (`None` without the SYN proxy): the smallest path
+/// MTU less the tunnel and 40.
+fn synproxy_mss(si: usize, s: &ServiceSpec, backend_mtu: usize) -> Result<Option<u16>, BuildError> {
+    if !s.synproxy {
+        return Ok(None);
+    }
+    rules::synproxy(s.forwarding, s.protocol).map_err(|m| refuse(format!("services[{si}].synproxy"), m))?;
+    let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
+    let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
+    Ok(Some(path_mtu.saturating_sub(40).max(536) as u16))
+}
+
+/// Backend `bi` of service `si` (not a repeat of one in `pairs`), with the MTU of the port it
+/// leaves by: its route (a port whose prefix
+/// holds its host, else the first gateway), its stable id, its tunnel header.
+fn build_backend(
+    (si, bi): (usize, usize),
+    s: &ServiceSpec,
+    b: &BackendSpec,
+    at: &Around<'_>,
+    hops: &mut NextHops,
+    (seen, pairs): (&mut Seen, &mut std::collections::HashSet<(IpAddr, u16)>),
+) -> Result<(Backend, usize), BuildError> {
+    let path = format!("services[{si}].backends[{bi}]");
+    rules::dsr_backend(s.forwarding, b.port.is_some(), b.host.is_some())
+        .map_err(|(field, m)| refuse(format!("{path}.{field}"), m))?;
+    let port = b.port.unwrap_or(s.port);
+    let host = b.host.unwrap_or(b.address);
+    rules::backend_port(port).map_err(|m| refuse(format!("{path}.port"), m))?;
+    if !pairs.insert((b.address, port)) {
+        return Err(refuse(
+            format!("{path}.address"),
+            format!("backend {}:{port} is listed twice", b.address),
+        ));
+    }
+    let route = at.ports.iter().position(|p| p.contains(host)).map(|pi| (pi, host)).or_else(|| {
+        let pi = at.spec.ports.iter().position(|p| p.gateway.is_some())?;
+        Some((pi, at.spec.ports[pi].gateway.unwrap_or(host)))
+    });
+    let field = if b.host.is_some() { "host" } else { "address" };
+    let Some((pi, via)) = route else {
+        return Err(refuse(
+            format!("{path}.{field}"),
+            format!("no route to {host}: no port's prefix holds it and no port has a gateway"),
+        ));
+    };
+    let nexthop = hops.add(pi as u16, via, None);
+    let id = backend_id(&path, (si, bi), b, seen)?;
+    let out = &at.ports[pi];
+    let tunnel_source = at.spec.tunnel_source.unwrap_or(out.address);
+    let Some(outer) = OuterHeader::new(out.mac, out.vlan, out.mtu, tunnel_source, host, s.tunnel) else {
+        return Err(refuse(format!("{path}.{field}"), format!("no tunnel from {tunnel_source} to {host}")));
+    };
+    let backend = Backend {
+        id,
+        address: b.address,
+        port,
+        host,
+        weight: b.weight,
+        down: b.down,
+        nexthop,
+        tunnel_source,
+        outer,
+    };
+    Ok((backend, usize::from(out.mtu)))
+}
+
+/// The backend's stable id: its own, or the next after the largest so far; unique.
+fn backend_id(
+    path: &str,
+    (si, bi): (usize, usize),
+    b: &BackendSpec,
+    seen: &mut Seen,
+) -> Result<u32, BuildError> {
+    let id = b.id.unwrap_or(seen.next_backend_id);
+    seen.next_backend_id = seen.next_backend_id.max(id) + 1;
+    if id as usize >= crate::counter::MAX_BACKEND_IDS {
+        return Err(refuse(path, format!("backend id {id} is too large")));
+    }
+    if let Some(first) = seen.backend_ids.insert(id, (si, bi)) {
+        return Err(refuse(
+            path,
+            format!("backend id {id} is also services[{}].backends[{}]'s", first.0, first.1),
+        ));
+    }
+    Ok(id)
+}
+
+/// NAT replies arrive from (VPC, backend address, port); a backend may serve several services
+/// (two VIPs or ports toward one server), at most [`NAT_SHARE`] of them. The map from that to
+/// (start << 8 | count) into the list of services.
+fn nat_groups(services: &[Service]) -> Result<(StaticMap<NatKey, u32>, Vec<u16>), BuildError> {
+    let mut groups: std::collections::BTreeMap<NatKey, Vec<u16>> = Default::default();
+    for (si, s) in services.iter().enumerate().filter(|(_, s)| s.forwarding == Forwarding::Nat) {
+        for b in &s.backends {
+            let key = NatKey::new(s.tunnel.vpc(), Addr::from(b.address), b.port, s.protocol.number());
+            let group = groups.entry(key).or_default();
+            group.push(si as u16);
+            if group.len() > NAT_SHARE {
+                return Err(refuse(
+                    format!("services[{si}].backends"),
+                    format!("{}:{} serves more than {NAT_SHARE} NAT services", b.address, b.port),
+                ));
+            }
+        }
+    }
+    let mut list = Vec::new();
+    let map = StaticMap::build(groups.into_iter().map(|(k, group)| {
+        let start = list.len() as u32;
+        list.extend_from_slice(&group);
+        (k, start << 8 | group.len() as u32)
+    }));
+    Ok((map, list))
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Next-hop MACs learned by `previous` carry over.
+    pub fn build(spec: &SnapshotSpec, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+        rules::port_count(spec.ports.len()).map_err(|m| refuse("ports", m))?;
+        check_families(spec)?;
+        let ports: Vec<Port> = spec
+            .ports
+            .iter()
+            .map(|p| Port {
+                name: p.name.clone(),
+                mac: p.mac,
+                address: p.address,
+                prefix_len: p.prefix_len,
+                mtu: p.mtu,
+                vlan: p.vlan,
+                kernel: p.kernel,
+            })
+            .collect();
+        let from_kernel = kernel_ports(&ports)?;
+        let mut hops = NextHops::default();
+        hops.add_static(spec)?;
+        let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports });
+        let services = (spec.services.iter().enumerate())
+            .map(|(si, s)| build_service(si, s, &around, &mut hops, &mut seen))
+            .collect::<Result<Vec<Service>, BuildError>>()?;
+        let (nat_map, nat_services) = nat_groups(&services)?;
+        let default_nexthop = (spec.ports.iter().enumerate())
+            .find_map(|(pi, p)| p.gateway.map(|g| hops.add(pi as u16, g, None)));
+        let nexthops = hops.list;
+        if nexthops.len() > usize::from(u16::MAX) {
+            return Err(refuse("services", "more than 65535 next hops"));
+        }
+        if let Some(prev) = previous {
+            for nh in nexthops.iter().filter(|n| !n.is_static) {
+                if let Some(old) = prev.nexthop(nh.port, nh.ip) {
+                    nh.carry_over(old);
+                }
+            }
+        }
+        let key = |s: &Service| ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
+        Ok(Snapshot {
+            generation: spec.generation,
+            service_map: StaticMap::build(services.iter().enumerate().map(|(i, s)| (key(s), i as u16))),
+            vips: StaticMap::build(services.iter().map(|s| (Addr::from(s.vip).0, ()))),
+            service_ids: StaticMap::build(
+                services.iter().enumerate().map(|(i, s)| (u64::from(s.id), i as u16)),
+            ),
+            nexthop_map: StaticMap::build(
+                nexthops.iter().enumerate().map(|(i, n)| (NeighborKey::new(n.port, n.ip), i as u16)),
+            ),
+            has_nat: services.iter().any(|s| s.forwarding == Forwarding::Nat),
+            ports,
+            services,
+            nexthops,
+            default_nexthop,
+            nat_map,
+            nat_services,
+            from_kernel,
+            cluster: spec.cluster,
+        })
+    }
+}
+
+/// Smooth weighted round robin (as nginx): over any window of `sum(weights)` turns each
+/// backend gets its weight's worth, spread out. Weights are scaled to a sequence of at most
+/// 4096 turns.
+pub(super) fn rr_sequence(weights: &[u32]) -> Box<[u16]> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 {
+        return Box::new([]);
+    }
+    let g = weights.iter().filter(|&&w| w > 0).fold(0u64, |g, &w| gcd(g, u64::from(w)));
+    let mut w: Vec<i64> = weights.iter().map(|&x| (u64::from(x) / g) as i64).collect();
+    let sum: i64 = w.iter().sum();
+    if sum > 4096 {
+        for x in w.iter_mut().filter(|x| **x > 0) {
+            *x = (*x * 4096 / sum).max(1);
+        }
+    }
+    let sum: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    (0..sum)
+        .map(|_| {
+            for (c, &x) in current.iter_mut().zip(&w) {
+                *c += x;
+            }
+            let best = (0..w.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+            current[best] -= sum;
+            best as u16
+        })
+        .collect()
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

@@ -1,0 +1,97 @@
+//! The rules a snapshot's spec keeps, each stated once, with its refusal's wording:
+//! `Snapshot::build` enforces them (refusing the first one broken), and the config validator
+//! reports every one a file breaks, at its line.
+
+use super::{Forwarding, Protocol};
+use crate::flow::in_prefix;
+use crate::maglev::{is_prime, MAX_BACKENDS, MAX_TABLE_SIZE};
+use crate::stats::MAX_PORTS;
+use std::net::IpAddr;
+
+/// An appliance has 1 to [`MAX_PORTS`] ports.
+pub fn port_count(n: usize) -> Result<(), String> {
+    match n {
+        0 => Err("at least one port is needed".into()),
+        n if n > MAX_PORTS => Err(format!("at most {MAX_PORTS} ports")),
+        _ => Ok(()),
+    }
+}
+
+/// An exception path's port index comes after the `data` ports, within [`MAX_PORTS`]
+/// ports in all.
+pub fn kernel_port(index: u16, data: usize) -> Result<(), String> {
+    if usize::from(index) < data || usize::from(index) >= MAX_PORTS {
+        Err(format!(
+            "port index {index}: exception paths come after the {data} data ports, {MAX_PORTS} ports in all"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A port's neighbour or gateway is on its link: inside `net`/`len`.
+pub fn on_link(a: IpAddr, net: IpAddr, len: u8) -> Result<(), String> {
+    if in_prefix(a, net, len) {
+        Ok(())
+    } else {
+        Err(format!("{a} is not inside {net}/{len}"))
+    }
+}
+
+/// A Maglev table's size is a prime (every permutation visits every slot), at most
+/// [`MAX_TABLE_SIZE`].
+pub fn table_size(size: u32) -> Result<(), String> {
+    if is_prime(size) && size <= MAX_TABLE_SIZE {
+        Ok(())
+    } else {
+        Err(format!("{size} must be a prime no larger than {MAX_TABLE_SIZE}"))
+    }
+}
+
+/// A service has at most [`MAX_BACKENDS`] backends.
+pub fn backend_count(n: usize) -> Result<(), String> {
+    if n > MAX_BACKENDS {
+        Err(format!("at most {MAX_BACKENDS} backends"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A DSR backend answers on the service's port from its own address: it has neither
+/// `port` nor `host`. The refusal names the field.
+pub fn dsr_backend(
+    forwarding: Forwarding,
+    port: bool,
+    host: bool,
+) -> Result<(), (&'static str, &'static str)> {
+    match (forwarding, port, host) {
+        (Forwarding::Dsr, true, _) => {
+            Err(("port", "a DSR backend answers on the service's port; port is for forwarding: nat"))
+        }
+        (Forwarding::Dsr, _, true) => {
+            Err(("host", "host is for forwarding: nat (a DSR backend's address is its host)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A backend's port is not 0.
+pub fn backend_port(port: u16) -> Result<(), &'static str> {
+    if port == 0 {
+        Err("port 0 is not a backend port")
+    } else {
+        Ok(())
+    }
+}
+
+/// The SYN proxy needs `nat` (it translates the backend's replies) over TCP.
+pub fn synproxy(forwarding: Forwarding, protocol: Protocol) -> Result<(), &'static str> {
+    match (forwarding, protocol) {
+        (Forwarding::Dsr, _) => {
+            Err("SYN proxy needs forwarding: nat: with DSR the backend answers the client \
+             directly, so the appliance cannot translate its sequence numbers")
+        }
+        (_, Protocol::Udp) => Err("SYN proxy is for TCP services"),
+        _ => Ok(()),
+    }
+}
