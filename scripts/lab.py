@@ -386,6 +386,7 @@ def appliance_bird(gw, include, static=()):
     routes = "".join(f"  route {v}/32 blackhole;\n" for v in static)
     return f"""router id {address};
 log stderr all;
+debug protocols {{ states }};
 protocol device {{ scan time 10; }}
 protocol static vips {{
   ipv4;
@@ -407,6 +408,7 @@ def router_bird(gws):
     announce goes to the kernel, equal paths merged (ECMP, hashed on the 5-tuple)."""
     out = f"""router id {RTR_EXT_IP};
 log stderr all;
+debug protocols {{ states }};
 protocol device {{ scan time 10; }}
 protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
 """
