@@ -254,11 +254,14 @@ class Lab:
         self.wait_for_log(p, "running:")
         return p
 
-    def start_bird(self, name, conf):
-        """BIRD 2 in namespace `name` with config text `conf`, in the foreground (so the lab
-        holds its pid); its control socket is run_dir/bird-NAME.ctl, for `birdc`."""
+    def start_bird(self, name, conf=None):
+        """BIRD 2 in namespace `name` with config text `conf` (None: the file run_dir/bird-NAME.conf
+        that sluiced wrote from its `routing.bgp`), in the foreground (so the lab holds its
+        pid); its control socket is run_dir/bird-NAME.ctl, for `birdc`."""
         path = self.run_dir / f"bird-{name}.conf"
-        path.write_text(conf)
+        if conf is not None:
+            path.write_text(conf)
+        assert path.exists(), f"{path}: sluiced writes it at start"
         sock = self.run_dir / f"bird-{name}.ctl"
         sock.unlink(missing_ok=True)
         p = self.spawn(name, ["bird", "-f", "-c", str(path), "-s", str(sock)], f"bird-{name}.log")
@@ -276,28 +279,32 @@ class Lab:
 
     def routing_config(self, text, gw="gw"):
         """A pipeline `text` (for appliance `gw`) with the exception path on `ext` and
-        `routing` through that appliance's BIRD; the include file starts empty."""
-        include = self.run_dir / f"vips-{gw}.conf"
-        include.write_text("")
+        `routing`: BGP with BFD (100 ms x 3) to the router, each VIP tagged with the community
+        APPLIANCE_AS:100, in the BIRD configuration that sluiced writes for its BIRD."""
+        address, router, _ = APPLIANCE_LINKS[gw]
         old = "    device: net_af_packet0\n"
         assert old in text
         text = text.replace(old, old + f"    kernel: {KERNEL_IF}\n", 1)
-        return text + (f"routing:\n  bird: {{ socket: {self.run_dir / f'bird-{gw}.ctl'}, include: {include} }}\n"
+        bird = (f"{{ socket: {self.run_dir / f'bird-{gw}.ctl'}, include: {self.run_dir / f'vips-{gw}.conf'}, "
+                f"config: {self.run_dir / f'bird-{gw}.conf'} }}")
+        return text + (f"routing:\n  bird: {bird}\n"
+                       f"  bgp:\n    as: {APPLIANCE_AS}\n    router_id: {address}\n"
+                       f"    neighbors: [{{ address: {router}, as: {ROUTER_AS} }}]\n"
+                       "    bfd: { interval: 0.1, multiplier: 3 }\n"
+                       f"    communities: [\"{APPLIANCE_AS}:100\"]\n"
                        "  heartbeat: 0.5\n")
 
     def start_routing(self, gws, static=(), router=True):
         """Once sluiced runs on each of `gws`: its exception path gets the port's address,
-        BIRD starts on the router and on each appliance (announcing what sluiced writes, and
-        `static` VIPs besides); the router's too unless `router` is false (it runs already).
+        BIRD starts on the router and on each appliance; the router's too unless `router` is
+        false (it runs already). An appliance's BIRD runs the configuration its sluiced wrote
+        (`routing_config`), or with `static` VIPs a hand-written one announcing only those.
         Returns {name: BIRD process}."""
         birds = {"rtr": self.start_bird("rtr", router_bird(gws))} if router else {}
         for gw in gws:
             address = APPLIANCE_LINKS[gw][0]
             self.kernel_port(gw, KERNEL_IF, f"{address}/24")
-            include = self.run_dir / f"vips-{gw}.conf"
-            if not include.exists():
-                include.write_text("")
-            birds[gw] = self.start_bird(gw, appliance_bird(gw, include, static))
+            birds[gw] = self.start_bird(gw, appliance_bird(gw, static) if static else None)
         return birds
 
     def learned(self, vip):
@@ -379,9 +386,9 @@ class Lab:
         return p
 
 
-def appliance_bird(gw, include, static=()):
-    """BIRD 2 on appliance `gw`: BGP with BFD to the router over the exception path,
-    exporting the VIPs sluiced writes to `include` (and `static` ones)."""
+def appliance_bird(gw, static):
+    """A hand-written BIRD 2 for appliance `gw` (its sluiced has no `routing`): BGP with BFD to
+    the router over the exception path, announcing the `static` VIPs."""
     address, router, _ = APPLIANCE_LINKS[gw]
     routes = "".join(f"  route {v}/32 blackhole;\n" for v in static)
     return f"""router id {address};
@@ -390,8 +397,7 @@ debug protocols {{ states }};
 protocol device {{ scan time 10; }}
 protocol static vips {{
   ipv4;
-{routes}  include "{include}";
-}}
+{routes}}}
 protocol bfd {{ interface "{KERNEL_IF}" {{ interval 100 ms; multiplier 3; }}; }}
 protocol bgp upstream {{
   local {address} as {APPLIANCE_AS};

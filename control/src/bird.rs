@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Writes `text` to `path` whole: to a temporary file beside it, then renamed over it, so that
 /// BIRD never reads half a file.
-pub fn write_include(path: &Path, text: &str) -> Result<(), String> {
+pub fn write_whole(path: &Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("sluiced-tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
@@ -125,8 +125,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-bird-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vips.conf");
-        write_include(&path, "route 198.18.10.1/32 blackhole;\n").unwrap();
-        write_include(&path, "").unwrap();
+        write_whole(&path, "route 198.18.10.1/32 blackhole;\n").unwrap();
+        write_whole(&path, "").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         assert!(!path.with_extension("sluiced-tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();

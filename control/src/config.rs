@@ -7,6 +7,7 @@
 
 mod operation;
 mod ports;
+mod routing;
 mod services;
 mod validate;
 
@@ -49,6 +50,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawRouting {
     bird: RawBird,
+    /// BGP and BFD toward the routers: with it, sluiced writes BIRD's whole configuration.
+    bgp: Option<RawBgp>,
     /// Seconds a worker may stand still before every VIP is withdrawn.
     heartbeat: Option<f64>,
     /// At most this many seconds between withdrawing the VIPs and stopping (a drain).
@@ -62,6 +65,42 @@ struct RawBird {
     socket: String,
     /// The file sluiced writes (BIRD's static protocol includes it).
     include: String,
+    /// Where sluiced writes BIRD's configuration (with `bgp`).
+    config: Option<String>,
+}
+
+/// `routing.bgp`: this appliance's AS and router id, its neighbours, BFD's timers and the
+/// communities every VIP route carries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgp {
+    #[serde(rename = "as")]
+    local_as: u32,
+    router_id: String,
+    neighbors: Vec<RawBgpNeighbor>,
+    #[serde(default)]
+    bfd: RawBfd,
+    #[serde(default)]
+    communities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgpNeighbor {
+    address: String,
+    #[serde(rename = "as")]
+    remote_as: u32,
+    /// BFD on this session (true by default).
+    bfd: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBfd {
+    /// Seconds between BFD packets, both ways.
+    interval: Option<f64>,
+    /// Packets missed before the session is down.
+    multiplier: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, Default)]
@@ -459,6 +498,8 @@ pub struct PortConfig {
 pub struct RoutingSpec {
     pub socket: std::path::PathBuf,
     pub include: std::path::PathBuf,
+    /// BIRD's configuration, written by sluiced from `bgp` (else the operator's own).
+    pub bgp: Option<(std::path::PathBuf, crate::bird_config::Bgp)>,
     pub heartbeat: std::time::Duration,
     pub drain: std::time::Duration,
 }

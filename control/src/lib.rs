@@ -6,6 +6,7 @@ pub mod admin;
 pub mod announce;
 pub mod apply;
 pub mod bird;
+pub mod bird_config;
 pub mod budget;
 pub mod config;
 pub mod health;

@@ -796,3 +796,71 @@ fn routing_names_birds_socket_and_include_and_each_service_its_policy() {
     .to_string();
     assert!(e.contains("services[0].announce"), "{e}");
 }
+
+const BGP: &str = "routing:
+  bird: { socket: /run/bird.ctl, include: /run/vips.conf, config: /run/bird.conf }
+  bgp:
+    as: 65001
+    router_id: 198.18.0.1
+    neighbors:
+      - { address: 198.18.0.254, as: 65000 }
+      - { address: 198.18.0.253, as: 65000, bfd: false }
+    bfd: { interval: 0.1, multiplier: 3 }
+    communities: [\"65001:100\"]
+";
+
+#[test]
+fn routing_bgp_gives_birds_whole_configuration() {
+    use sluice_control::bird_config::Community;
+    let c = Config::parse(&format!("{GOOD}{BGP}"), "p.yaml").unwrap();
+    let (path, bgp) = c.routing.as_ref().unwrap().bgp.as_ref().unwrap();
+    assert_eq!(path.to_str(), Some("/run/bird.conf"));
+    assert_eq!((bgp.local_as, bgp.router_id.to_string()), (65001, "198.18.0.1".into()));
+    assert_eq!(
+        bgp.neighbors.iter().map(|n| (n.remote_as, n.bfd)).collect::<Vec<_>>(),
+        [(65000, true), (65000, false)]
+    );
+    assert_eq!((bgp.bfd_interval.as_millis(), bgp.bfd_multiplier), (100, 3));
+    assert_eq!(bgp.communities, [Community::Standard(65001, 100)]);
+    let plain = BGP.replace("    bfd: { interval: 0.1, multiplier: 3 }\n", "");
+    let c = Config::parse(&format!("{GOOD}{plain}"), "p.yaml").unwrap();
+    let detection =
+        c.routing.as_ref().unwrap().bgp.as_ref().map(|(_, b)| b.bfd_interval * b.bfd_multiplier.into());
+    assert!(detection.unwrap() < std::time::Duration::from_secs(1), "default detection within 1 s");
+}
+
+#[test]
+fn bad_bgp_is_refused_with_line_and_field() {
+    // Lines of GOOD + BGP: routing starts at GOOD's line count + 1.
+    let at = |line: usize| format!("p.yaml:{}:", GOOD.lines().count() + line);
+    for (from, to, field, line) in [
+        ("as: 65001", "as: 0", "routing.bgp.as: 0 is not an AS", 4),
+        ("as: 65001", "as: 23456", "routing.bgp.as: 23456", 4),
+        ("router_id: 198.18.0.1", "router_id: 0.0.0.0", "routing.bgp.router_id", 5),
+        ("router_id: 198.18.0.1", "router_id: 2001:db8::1", "routing.bgp.router_id", 5),
+        ("address: 198.18.0.253, as: 65000,", "address: 198.18.0.254, as: 65000,", "neighbors[1].address: 198.18.0.254 is a neighbour twice", 8),
+        ("address: 198.18.0.253", "address: 224.0.0.5", "neighbors[1].address", 8),
+        ("address: 198.18.0.253", "address: 2001:db8::1", "neighbors[1].address", 8),
+        ("as: 65000, bfd", "as: 4294967295, bfd", "neighbors[1].as", 8),
+        ("interval: 0.1", "interval: 30", "routing.bgp.bfd.interval: 30 s is outside", 9),
+        ("multiplier: 3", "multiplier: 256", "routing.bgp.bfd.multiplier: 256 is outside 1..=255", 9),
+        ("\"65001:100\"", "\"65001:100000\"", "routing.bgp.communities[0]: \"65001:100000\" is neither", 10),
+        (", config: /run/bird.conf", "", "routing.bird.config: the file sluiced writes", 2),
+        ("config: /run/bird.conf", "config: '/run/b\"ird.conf'", "routing.bird.config: an absolute path", 2),
+        ("    neighbors:\n      - { address: 198.18.0.254, as: 65000 }\n      - { address: 198.18.0.253, as: 65000, bfd: false }\n",
+         "    neighbors: []\n", "routing.bgp.neighbors: one to 64", 6),
+    ] {
+        let text = format!("{GOOD}{}", BGP.replacen(from, to, 1));
+        assert_ne!(text, format!("{GOOD}{BGP}"), "{from}");
+        let e = Config::parse(&text, "p.yaml").unwrap_err().to_string();
+        assert!(e.contains(field), "{to}: {e}");
+        assert!(e.contains(&at(line)), "{to}: {e} (line {line})");
+    }
+    let e = Config::parse(
+        &format!("{GOOD}routing:\n  bird: {{ socket: /b, include: /i, config: /c }}\n"),
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("routing.bgp: what BIRD's configuration says"), "{e}");
+}

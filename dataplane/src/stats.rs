@@ -115,6 +115,9 @@ drop_reasons! {
     /// Exception path: traffic to a port's own address, other than ARP and routing (BGP,
     /// BFD), over the rate at which it is passed to the kernel.
     KernelLimited = "kernel_limited",
+    /// Exception path: the kernel interface did not take the frame (it is down, or its queue
+    /// is full: the kernel is not reading it).
+    KernelRefused = "kernel_refused",
 }
 
 impl DropReason {

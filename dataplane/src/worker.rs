@@ -49,6 +49,8 @@ pub struct Worker<I: Io> {
     limits: LimitState,
     /// The exception path's rate for traffic other than routing (`pipeline::KERNEL_RATE`).
     kernel_budget: Bucket,
+    /// Bit `p` set: port `p` is an exception path (a kernel interface), fixed at start.
+    kernel_ports: u16,
 }
 
 impl<I: Io> Worker<I> {
@@ -63,6 +65,8 @@ impl<I: Io> Worker<I> {
         stats: Arc<WorkerStats>,
     ) -> Self {
         assert!(usize::from(n_ports) <= MAX_PORTS);
+        let kernel_ports =
+            config.load().ports.iter().filter_map(|p| p.kernel).fold(0, |m, k| m | 1u16 << (k & 15));
         Worker {
             id,
             io,
@@ -77,6 +81,7 @@ impl<I: Io> Worker<I> {
             isolation: Arc::new(Isolation::new(workers)),
             limits: LimitState::default(),
             kernel_budget: Bucket::default(),
+            kernel_ports,
         }
     }
 
@@ -330,7 +335,9 @@ impl<I: Io> Worker<I> {
         pc.tx_packets.add(sent as u64);
         pc.tx_bytes.add((bytes - unsent_bytes) as u64);
         if sent < offered {
-            self.stats.count_drop(DropReason::TxFull, (offered - sent) as u64);
+            let kernel = self.kernel_ports & 1 << port != 0;
+            let reason = if kernel { DropReason::KernelRefused } else { DropReason::TxFull };
+            self.stats.count_drop(reason, (offered - sent) as u64);
             buf.clear();
         }
     }

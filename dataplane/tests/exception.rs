@@ -155,3 +155,27 @@ fn an_exception_path_must_come_after_the_data_ports() {
     twice.ports[1].kernel = Some(2);
     assert_eq!(Snapshot::build(&twice, None).unwrap_err().path, "ports[1].kernel");
 }
+
+#[test]
+fn a_full_kernel_queue_is_its_own_drop_reason() {
+    use arc_swap::ArcSwap;
+    use sluice_dataplane::io::MemIo;
+    use sluice_dataplane::stats::WorkerStats;
+    use sluice_dataplane::worker::Worker;
+    use std::sync::Arc;
+    // Nothing is taken on any port: the port's ARP for the kernel and a client's packet for
+    // the backend are both lost, each under its own reason.
+    let mut io = MemIo::new(3);
+    io.tx_limit = Some(0);
+    io.rx[0].push_back(VecFrame::new(&arp_request_for(EXT_ADDR)));
+    let client = Packet::new(ROUTER, vip(1)).tcp(&tcp((40000, 80), tcpf::SYN), b"");
+    io.rx[0].push_back(VecFrame::new(&client));
+    let stats = Arc::new(WorkerStats::default());
+    let tables = (Arc::new(SessionTable::new(1024, Timeouts::default(), 1)), Arc::new(synproxy()));
+    let config = Arc::new(ArcSwap::from_pointee(appliance(Some(2))));
+    let mut w = Worker::new((0, 1), io, 3, config, tables, Arc::clone(&stats));
+    w.poll(1_000_000_000);
+    w.poll(1_000_000_000);
+    assert_eq!(stats.dropped(DropReason::KernelRefused), 1);
+    assert_eq!(stats.dropped(DropReason::TxFull), 1, "the packet toward the backend");
+}

@@ -2,9 +2,7 @@
 //! table, the metrics endpoint, isolation (the overload check) and session sync with peers.
 
 use super::validate::Validator;
-use super::{
-    RawIsolation, RawLoad, RawMetrics, RawRouting, RawSessions, RawSync, DEFAULT_SESSIONS, MAX_SESSIONS,
-};
+use super::{RawIsolation, RawLoad, RawMetrics, RawSessions, RawSync, DEFAULT_SESSIONS, MAX_SESSIONS};
 use sluice_dataplane::session::Timeouts;
 use std::path::Path;
 
@@ -52,25 +50,6 @@ impl Validator<'_> {
                 None
             }
         })
-    }
-
-    /// The `routing` section: BIRD's control socket and the include file (absolute paths),
-    /// the workers' heartbeat (0.05 to 10 s, 0.5 by default) and the longest drain (0 to
-    /// 300 s, 10 by default).
-    pub(super) fn routing(&mut self, r: &RawRouting) -> crate::config::RoutingSpec {
-        for (field, path) in
-            [("routing.bird.socket", &r.bird.socket), ("routing.bird.include", &r.bird.include)]
-        {
-            if !path.starts_with('/') || path.contains('\0') || path.len() > 4096 {
-                self.refuse(field, "an absolute path");
-            }
-        }
-        crate::config::RoutingSpec {
-            socket: r.bird.socket.clone().into(),
-            include: r.bird.include.clone().into(),
-            heartbeat: self.seconds("routing.heartbeat", r.heartbeat, 0.5, (0.05, 10.0)),
-            drain: self.seconds("routing.drain", r.drain, 10.0, (0.0, 300.0)),
-        }
     }
 
     /// The `sync` section, checked. Copies age on a peer as the origin's sessions do, so they

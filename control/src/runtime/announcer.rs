@@ -4,8 +4,8 @@
 //! reads BIRD's BGP sessions every few seconds, so the loop never waits on BIRD.
 
 use crate::announce::{self, locked, Heartbeat, Policy, RoutingState};
-use crate::bird;
 use crate::config::{Config, RoutingSpec};
+use crate::{bird, bird_config};
 use log::{info, warn};
 use sluice_dataplane::snapshot::Snapshot;
 use std::net::IpAddr;
@@ -30,7 +30,13 @@ pub(super) struct Announcer {
 
 impl Announcer {
     /// Starts the thread that talks to the BIRD of `spec`.
+    /// With `bgp`, BIRD's configuration is written first, with nothing to announce yet.
     pub(super) fn start(spec: &RoutingSpec) -> Result<Announcer, String> {
+        if let Some((path, bgp)) = &spec.bgp {
+            bird::write_whole(&spec.include, "")?;
+            bird::write_whole(path, &bird_config::render(bgp, &spec.include))?;
+            info!("routing: BIRD's configuration written to {}", path.display());
+        }
         let (tx, rx) = mpsc::channel();
         let state = Arc::new(RoutingState::default());
         let (spec2, state2) = (spec.clone(), Arc::clone(&state));
@@ -158,7 +164,7 @@ fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, state: &RoutingState) {
 
 /// Writes `vips` for BIRD and has it reconfigure.
 fn update(spec: &RoutingSpec, vips: &[IpAddr], state: &RoutingState) -> Result<(), String> {
-    let result = bird::write_include(&spec.include, &announce::bird_include(vips.iter().copied()))
+    let result = bird::write_whole(&spec.include, &announce::bird_include(vips.iter().copied()))
         .and_then(|()| bird::configure(&spec.socket));
     match &result {
         Ok(_) => {

@@ -19,6 +19,7 @@ use dpdk_sys::Port;
 use log::{info, warn};
 use sluice_dataplane::cookie;
 use sluice_dataplane::session::tick;
+use sluice_dataplane::stats::DropReason;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -109,7 +110,13 @@ pub(super) struct ControlLoop {
     announcer: Option<Announcer>,
     /// `sluicectl drain-appliance` asked to leave: the loop ends, and `finish` drains.
     leaving: bool,
+    /// With an exception path: the frames its kernel queue lost as last logged, and when
+    /// it is looked at next.
+    kernel_lost: Option<(u64, Instant)>,
 }
+
+/// How often the exception path's losses are looked at (and logged, if they grew).
+const KERNEL_LOSS_CHECK: Duration = Duration::from_secs(5);
 
 impl ControlLoop {
     pub(super) fn new(
@@ -128,6 +135,8 @@ impl ControlLoop {
                 None
             }
         });
+        let kernel_lost =
+            control.config.ports.iter().any(|p| p.kernel.is_some()).then(|| (0, Instant::now()));
         ControlLoop {
             control,
             health_rx,
@@ -140,6 +149,7 @@ impl ControlLoop {
             interval,
             next_report: Instant::now() + interval,
             last,
+            kernel_lost,
             announcer,
             leaving: false,
         }
@@ -209,6 +219,7 @@ impl ControlLoop {
             let joined = self.chores.syncer.as_mut().is_none_or(|s| s.joined(Instant::now()));
             a.step(&self.control.cell().load(), &self.control.config, &polls, joined);
         }
+        self.watch_exception_path();
         if !self.interval.is_zero() && Instant::now() >= self.next_report {
             self.next_report += self.interval;
             let now = (Instant::now(), self.totals());
@@ -216,6 +227,24 @@ impl ControlLoop {
             self.last = now;
         }
         Ok(())
+    }
+
+    /// Logs frames the kernel did not take since the last look (its interface down, or a
+    /// kernel that does not read it: BGP and BFD may be among them).
+    fn watch_exception_path(&mut self) {
+        let Some((seen, next)) = self.kernel_lost else { return };
+        if Instant::now() < next {
+            return;
+        }
+        let lost = self.totals().drops[DropReason::KernelRefused as usize];
+        if lost > seen {
+            warn!(
+                "exception path: the kernel did not take {} frame(s) in {:?} (its interface down or its queue full; sluice_drops_total{{reason=\"kernel_refused\"}})",
+                lost - seen,
+                KERNEL_LOSS_CHECK
+            );
+        }
+        self.kernel_lost = Some((lost, Instant::now() + KERNEL_LOSS_CHECK));
     }
 
     /// Answers one admin request (an apply is answered when it is done, or refused now).
@@ -301,7 +330,23 @@ impl ControlLoop {
             if detector.active() { "on" } else { "off" },
             detector.checks(),
             detector.spec().interval,
-        ) + &self.announcer.as_ref().map_or(String::new(), Announcer::status)
+        ) + &self.exception_status()
+            + &self.announcer.as_ref().map_or(String::new(), Announcer::status)
+    }
+
+    /// `sluicectl status`'s exception path line, if there is one.
+    fn exception_status(&self) -> String {
+        if self.kernel_lost.is_none() {
+            return String::new();
+        }
+        let t = self.totals();
+        format!(
+            "exception path: {} frame(s) to the kernel, {} from it; lost: {} (not taken by the kernel), {} (over its rate)\n",
+            t.events.to_kernel,
+            t.events.from_kernel,
+            t.drops[DropReason::KernelRefused as usize],
+            t.drops[DropReason::KernelLimited as usize],
+        )
     }
 
     /// Every counter now, with the sweep's session figures.
