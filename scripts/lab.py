@@ -308,22 +308,50 @@ class Lab:
         return birds
 
     def learned(self, vip):
-        """The router's next hops toward `vip` that BIRD installed (empty: no route)."""
+        """The router's next hops toward `vip` that its routing daemon installed (empty: no
+        route)."""
         out = self.sh("rtr", "ip", "route", "show", f"{vip}/32", capture=True)
-        if "proto bird" not in out:
+        if "proto bird" not in out and "proto bgp" not in out:   # BIRD's, or FRR's
             return []
         return sorted(set(re.findall(r"via (\d+\.\d+\.\d+\.\d+)", out)))
 
+    def start_frr(self, gws):
+        """FRR 8 as the router instead of BIRD: zebra, bfdd and bgpd in the foreground with
+        private paths under run_dir/frr (owned by user frr), peering with `gws` as
+        `router_frr` says. Returns the control directory for `vtysh`."""
+        run = self.run_dir / "frr"
+        run.mkdir(exist_ok=True)
+        for daemon, conf in router_frr(gws).items():
+            (run / f"{daemon}.conf").write_text(conf)
+        subprocess.run(["chown", "-R", "frr:frr", str(run)], check=True)
+        common = ["-z", str(run / "zserv.api"), "--vty_socket", str(run), "-P", "0"]
+        for daemon in ("zebra", "bfdd", "bgpd"):
+            extra = ["--bfdctl", str(run / "bfdd.sock")] if daemon == "bfdd" else []
+            p = self.spawn("rtr", [f"/usr/lib/frr/{daemon}", *common, *extra, "-f", str(run / f"{daemon}.conf"),
+                                   "-i", str(run / f"{daemon}.pid")], f"frr-{daemon}.log")
+            deadline = time.time() + 10
+            while not (run / f"{daemon}.vty").exists():
+                if p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"FRR {daemon}: {p.log_path.read_text(errors='replace')}")
+                time.sleep(0.05)
+        return run
+
+    def vtysh(self, run, *command):
+        """One FRR command, through the router's vtysh; its output."""
+        return self.sh("rtr", "vtysh", "--vty_socket", str(run), "-c", " ".join(command), capture=True)
+
     def kernel_port(self, gw, ifname, address, timeout=30):
-        """Gives sluiced's exception path `ifname` (created when sluiced starts) the port's
-        address and brings it up."""
+        """Waits until sluiced's exception path `ifname` in `gw` is up with the port's
+        `address` (ADDR/LEN), which sluiced gives it at start."""
         deadline = time.time() + timeout
-        while self.sh(gw, "ip", "link", "show", ifname, check=False, capture=True).strip() == "":
+        while True:
+            out = self.sh(gw, "ip", "-o", "addr", "show", "dev", ifname, check=False, capture=True)
+            link = self.sh(gw, "ip", "-o", "link", "show", "dev", ifname, check=False, capture=True)
+            if f"inet {address} " in out and re.search(r"[<,]UP[,>]", link):
+                return
             if time.time() > deadline:
-                raise RuntimeError(f"{ifname} never appeared in {gw}")
+                raise RuntimeError(f"{ifname} in {gw} never came up with {address}: {out!r} {link!r}")
             time.sleep(0.1)
-        self.sh(gw, "ip", "addr", "add", address, "dev", ifname)
-        self.sh(gw, "ip", "link", "set", ifname, "up")
 
     def start_agents(self, agent, reply_to=None):
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
@@ -431,6 +459,30 @@ protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
 }}
 """
     return out
+
+
+def router_frr(gws):
+    """FRR 8 on the router, the configuration docs/operations.md gives: eBGP with BFD
+    (100 ms x 3) to each appliance of `gws`, /32s inside the VIP and cluster ranges imported,
+    nothing exported, ECMP over up to 8 paths. {daemon: its configuration}."""
+    bgp = [f"router bgp {ROUTER_AS}", f" bgp router-id {RTR_EXT_IP}", " bgp bestpath as-path multipath-relax"]
+    bfd = ["bfd"]
+    for gw in gws:
+        address = APPLIANCE_LINKS[gw][0]
+        bgp += [f" neighbor {address} remote-as {APPLIANCE_AS}", f" neighbor {address} bfd",
+                f" neighbor {address} timers connect 2"]
+        bfd += [f" peer {address}", "  receive-interval 100", "  transmit-interval 100", "  detect-multiplier 3",
+                " exit"]
+    bgp += [" address-family ipv4 unicast", "  maximum-paths 8"]
+    for gw in gws:
+        address = APPLIANCE_LINKS[gw][0]
+        bgp += [f"  neighbor {address} route-map SLUICE-VIPS in", f"  neighbor {address} route-map NOTHING out"]
+    bgp += [" exit-address-family", "!",
+            "ip prefix-list VIPS seq 5 permit 198.18.10.0/24 ge 32",
+            "ip prefix-list VIPS seq 10 permit 198.18.9.0/24 ge 32",
+            "route-map SLUICE-VIPS permit 10", " match ip address prefix-list VIPS", "route-map NOTHING deny 10"]
+    return {"zebra": "no zebra nexthop kernel enable\n", "bfdd": "\n".join(bfd) + "\n",
+            "bgpd": "\n".join(bgp) + "\n"}
 
 
 def access(log):

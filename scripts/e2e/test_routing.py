@@ -99,7 +99,6 @@ def test_bgp_and_bfd_through_the_exception_path(bgp_lab, sluiced):
                             text=True, capture_output=True, timeout=30).stdout
     assert re.search(r"exception path: \d+ frame\(s\) to the kernel, \d+ from it; lost: [1-9]\d* \(not taken", status), status
     wait("the loss logged", lambda: "exception path: the kernel did not take" in gw.log_path.read_text(), timeout=10)
-    lab.sh("gw", "ip", "addr", "add", f"{GW_EXT_IP}/24", "dev", labmod.KERNEL_IF, check=False)
     lab.sh("gw", "ip", "link", "set", labmod.KERNEL_IF, "up")
     wait("the route back with the kernel side up", lambda: lab.learned(VIP), timeout=60)
     assert lab.stop(gw) == 0
@@ -208,6 +207,43 @@ def test_routing_faults_are_visible_and_never_announce_what_cannot_be_reached(bg
     lab.start_bird("rtr", labmod.router_bird(["gw"]))
     assert wait("the route once the AS is right", lambda: lab.learned(VIP), timeout=60) == [GW_EXT_IP]
     wait("the session seen up", lambda: f"bgp {PEER} established" in status(), timeout=10)
+    assert lab.stop(gw) == 0
+
+
+def test_an_frr_router_learns_the_vips_and_drops_a_frozen_appliance(bgp_lab, sluiced):
+    """FRR (zebra, bgpd, bfdd) as the router, configured as docs/operations.md says: it learns
+    what sluiced's BIRD announces, with the communities, over BGP with BFD; a frozen sluiced
+    is dropped by BFD."""
+    lab = bgp_lab
+    config = lab.run_dir / "frr.yaml"
+    config.write_text(lab.routing_config(CONFIG.read_text()))
+    gw = lab.start_sluiced(sluiced, config)
+    lab.start_agents(Path(sluiced).parent / "sluice-agent")
+    lab.start_servers()
+    frr = lab.start_frr(["gw"])
+    lab.start_routing(["gw"], router=False)
+    vips = [VIP, VIP_A, VIP_B, VIP_S]
+    for v in vips:
+        assert wait(f"FRR's route to {v}", lambda: lab.learned(v), timeout=60) == [GW_EXT_IP]
+    assert re.search(r"Status: up", lab.vtysh(frr, "show bfd peers")), lab.vtysh(frr, "show bfd peers")
+    route = lab.vtysh(frr, "show", "ip", "bgp", f"{VIP_B}/32")
+    assert f"Community: {labmod.APPLIANCE_AS}:100" in route, route
+    ok, body = curl(lab, "cli1", f"http://{VIP_A}/")
+    assert ok, body
+
+    t0 = time.time()
+    gw.send_signal(signal.SIGSTOP)
+    try:
+        wait("every route gone with sluiced frozen", lambda: not any(lab.learned(v) for v in vips), timeout=10,
+             step=0.02)
+        took = time.time() - t0
+        peers = lab.vtysh(frr, "show bfd peers")
+    finally:
+        gw.send_signal(signal.SIGCONT)
+    print(f"FRR dropped the frozen appliance's routes in {took * 1000:.0f} ms")
+    assert re.search(r"Status: down", peers), peers
+    for v in vips:
+        wait(f"{v} back after sluiced thawed", lambda: lab.learned(v), timeout=60)
     assert lab.stop(gw) == 0
 
 

@@ -6,6 +6,7 @@ use dpdk_sys::{Eal, Mempool, Port, PortConfig};
 use log::{info, warn};
 use sluice_dataplane::io::BURST;
 use sluice_dataplane::wire::Mac;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The started ports (shared with the metrics endpoint's NIC counters), their mempool and the
@@ -131,9 +132,18 @@ fn start_kernel_port(
     let port = Port::configure(id, &cfg, pool).map_err(|e| format!("{field}: {e}"))?;
     port.set_mac(mac).map_err(|e| format!("{field}: its MAC: {e}"))?;
     port.start().map_err(|e| format!("{field}: {e}"))?;
+    let spec = &config.ports[i].spec;
+    // The kernel speaks for the port's address on it: it gets the address and comes up.
+    match spec.address {
+        IpAddr::V4(a) => sluice_host_sys::netdev::set_ipv4_up(name, a, spec.prefix_len)
+            .map_err(|e| format!("{field}: giving {name} {a}/{}: {e}", spec.prefix_len))?,
+        IpAddr::V6(a) => return Err(format!("{field}: {a}: IPv6 port addresses are not supported yet")),
+    }
     info!(
-        "port {}: exception path {name} (kernel interface), mac {}",
-        config.ports[i].spec.name,
+        "port {}: exception path {name} (kernel interface) with {}/{}, mac {}",
+        spec.name,
+        spec.address,
+        spec.prefix_len,
         sluice_dataplane::wire::fmt_mac(&mac)
     );
     Ok(port)

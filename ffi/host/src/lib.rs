@@ -1,4 +1,5 @@
-//! Host-side system calls for `sluice-agent`, the only place with `unsafe` for them.
+//! Host-side system calls for `sluice-agent` and sluiced, the only place with `unsafe` for
+//! them: TUN devices (here) and interface addresses ([`netdev`]).
 //!
 //! [`Tun`] creates a Linux TUN device (`IFF_TUN | IFF_NO_PI`): every `read` on its file gives
 //! one IP packet the kernel sent out of the device, every `write` hands one IP packet to the
@@ -7,6 +8,8 @@
 //! and the file keeps working; after that its name no longer resolves here, so keep the file.
 //!
 //! Raw IP sockets need no wrapper: `socket2` has a safe API for them.
+
+pub mod netdev;
 
 use std::fs::{File, OpenOptions};
 use std::io;
