@@ -57,6 +57,10 @@ PORT_IP, RTR_IP = "198.18.0.1", "198.18.0.254"
 CLIENT_IP = "198.18.100.1"
 EAL = ["--no-huge", "-m", "512", "--no-pci"]
 
+# The generator's device: net_af_packet as in the lab, or net_af_xdp (default XDP program;
+# whatever comes back is redirected to its socket and dropped there, never reaching the stack).
+GEN_VDEV = {"packet": "net_af_packet0,iface=xdpm-g0", "xdp": "net_af_xdp0,iface=xdpm-g0"}
+
 PROCS = []      # (name, Popen) of everything started, for cleanup
 
 
@@ -333,7 +337,7 @@ def rate_run(mode, args, logdir, rnd):
         dmac = mac_of("xdpm-dut", "xdpm-d0")
         gen = spawn(f"{tag}-gen", "xdpm-gen", [
             "dpdk-testpmd", *EAL, "--file-prefix", "xdpm-gen", f"--lcores=0@{GEN_CPU},1@{GEN_CPU}",
-            "--vdev", "net_af_packet0,iface=xdpm-g0", "--", "--forward-mode=txonly",
+            "--vdev", GEN_VDEV[args.gen], "--", "--forward-mode=txonly",
             f"--eth-peer=0,{dmac}", f"--tx-ip={CLIENT_IP},{VIP}", "--txonly-multi-flow",
             "--stats-period", "1", "--total-num-mbufs=16384"], logdir)
         wait_for(lambda: "Port statistics" in gen.log_path.read_text(errors="replace"), 30,
@@ -511,16 +515,32 @@ def flooded_ping(args, logdir, tag, rb):
                  "the flood's testpmd", proc=gen)
         time.sleep(2)
         t0, b0 = time.time(), backlog_drops()
-        rtts, lost = ping_rtts(args.pings, 0.01)
+        # Ping in the background; meanwhile watch the router's route to the VIP.
+        out = logdir / f"{tag}-flood-ping.txt"
+        with open(out, "w") as f:
+            ping = subprocess.Popen(["ip", "netns", "exec", "xdpm-rtr", "ping", "-n", "-c", str(args.pings),
+                                     "-i", "0.01", "-W", "1", PORT_IP], stdout=f, stderr=subprocess.STDOUT)
+        PROCS.append(ping)
+        ping.name, ping.log_path = "ping", out
+        gone, t = 0.0, time.time()
+        while ping.poll() is None:
+            time.sleep(0.05)
+            now = time.time()
+            if not router_has_vip():
+                gone += now - t
+            t = now
+        text = out.read_text()
+        rtts = [float(m.group(1)) for m in re.finditer(r"time=([\d.]+) ms(.*)", text) if "DUP" not in m.group(2)]
+        lost = args.pings - len(rtts)
         backlog = backlog_drops() - b0
         flaps = "Up" not in birdc("xdpm-rtr", rb, "show", "bfd", "sessions")
         tx = [s[1] for s in testpmd_samples(gen.log_path)][-int(time.time() - t0) - 1:]
     finally:
         stop(gen)
     return {"offered_pps": statistics.median(tx) if tx else None, "n": len(rtts), "lost": lost,
-            "median_ms": statistics.median(rtts) if rtts else None,
+            "median_ms": round(statistics.median(rtts), 3) if rtts else None,
             "p99_ms": sorted(rtts)[int(0.99 * (len(rtts) - 1))] if rtts else None,
-            "bfd_down_after": flaps, "backlog_drops": backlog}
+            "bfd_down_after": flaps, "backlog_drops": backlog, "route_gone_s": round(gone, 2)}
 
 
 def exception_run(mode, args, logdir, rnd):
@@ -558,11 +578,17 @@ def exception_run(mode, args, logdir, rnd):
         res["bgp_bfd_up_s"] = round(time.time() - t0, 2)
         rtts, lost = ping_rtts(args.pings, 0.01)
         res["ping"] = {"n": len(rtts), "lost": lost,
-                       "median_ms": statistics.median(rtts) if rtts else None,
+                       "median_ms": round(statistics.median(rtts), 3) if rtts else None,
                        "p99_ms": sorted(rtts)[int(0.99 * (len(rtts) - 1))] if rtts else None,
                        "max_ms": max(rtts) if rtts else None}
         if args.flood:
             res["flood"] = flooded_ping(args, logdir, f"exc-{mode}-{rnd}", rb)
+            # Sessions that went down under the flood come back before the freeze test.
+            t2 = time.time()
+            wait_for(lambda: router_has_vip() and "Up" in birdc("xdpm-rtr", rb, "show", "bfd", "sessions"),
+                     40, "BGP and BFD back after the flood", step=0.05)
+            res["flood"]["recovered_s"] = round(time.time() - t2, 2)
+            time.sleep(1)
         if maps:
             res["steer"] = steer_counts(maps)
         # A frozen DPDK process: does the router stop sending to this appliance?
@@ -603,7 +629,7 @@ def part_exception(args, logdir):
 
 def med(xs):
     xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
+    return round(statistics.median(xs), 3) if xs else None
 
 
 def lost(r):
@@ -617,7 +643,8 @@ def flood_cell(f):
     if not f:
         return "-"
     return (f"({(f['offered_pps'] or 0) / 1e6:.2f}) {f['median_ms']} / {f['p99_ms']}, {f['lost']}, "
-            f"{'went down' if f['bfd_down_after'] else 'up'}; backlog drops {f['backlog_drops']}")
+            f"BFD {'down' if f['bfd_down_after'] else 'up'} at the end, VIP route gone {f['route_gone_s']} s; "
+            f"backlog drops {f['backlog_drops']}")
 
 
 def report(args, rate, exc, started):
@@ -626,7 +653,7 @@ def report(args, rate, exc, started):
              f"Host: {cpu.group(1).strip() if cpu else '?'}, {os.cpu_count()} vCPUs, kernel {os.uname().release}",
              f"Command: `bench/xdp/measure.py {' '.join(sys.argv[1:])}`", ""]
     if rate:
-        lines += ["## rate: testpmd 5tswap on a veth, generator testpmd txonly (af_packet) on its peer", "",
+        lines += [f"## rate: testpmd 5tswap on a veth, generator testpmd txonly (net_af_{args.gen}) on its peer", "",
                   "| round | mode | DUT rx Mpps | DUT tx Mpps | generator tx Mpps | lost | CPU0 usr/sys/softirq/idle % | CPU1 usr/sys/softirq/idle % | DUT RSS MiB |",
                   "|---:|---|---:|---:|---:|---:|---|---|---:|"]
         for r in rate:
@@ -646,7 +673,7 @@ def report(args, rate, exc, started):
                   f"steering counters of the last xdp run: {[r['steer'] for r in rate if r['mode'] == 'xdp'][-1]}", ""]
     if exc:
         lines += ["## exception: BIRD 2 BGP + BFD (100 ms x 3) and ping, router -> port address", "",
-                  "| round | mode | DPDK process | BGP+BFD up, VIP in router FIB (s) | ping median ms | p99 ms | lost | under a VIP flood (Mpps offered): ping median / p99 ms, lost, BFD | frozen DPDK: VIP withdrawn after |",
+                  "| round | mode | DPDK process | BGP+BFD up, VIP in router FIB (s) | ping median ms | p99 ms | lost | under a VIP flood (Mpps offered): ping median / p99 ms, lost of N, BFD, router's route | frozen DPDK: VIP withdrawn after |",
                   "|---:|---|---|---:|---:|---:|---:|---|---|"]
         for r in exc:
             p = r.get("ping", {})
@@ -669,6 +696,8 @@ def main():
     ap.add_argument("--parts", default="rate,exception")
     ap.add_argument("--rounds", type=int, default=5, help="rate rounds (each: one run of each mode)")
     ap.add_argument("--exc-rounds", type=int, default=3)
+    ap.add_argument("--gen", choices=sorted(GEN_VDEV), default="xdp",
+                    help="the rate generator's device")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--pings", type=int, default=300)
