@@ -147,12 +147,14 @@ class Lab:
         self.sysctl("rtr", "net.ipv4.ip_forward=1")
         # Router <-> appliance.
         self._veth("rtr", "r-gw", "gw", "gw-ext")
+        self._dpdk_owned("gw", "gw-ext")
         self.sh("rtr", "ip", "addr", "add", f"{RTR_EXT_IP}/24", "dev", "r-gw")
         if not self.bgp:
             self.sh("rtr", "ip", "route", "add", "198.18.10.0/24", "dev", "r-gw")
         # Backend network: appliance, router and backend hosts on one bridge.
         self._bridge("sw", "br0", INT_MTU)
         self._veth("gw", "gw-int", "sw", "sw-gw", INT_MTU)
+        self._dpdk_owned("gw", "gw-int")
         self.sh("sw", "ip", "link", "set", "sw-gw", "master", "br0")
         # The appliance's management path: its own kernel's interface on the backend network,
         # which health checks leave from (DPDK owns gw-int).
@@ -174,13 +176,22 @@ class Lab:
         if self.appliances == 2:
             self._second_appliance()
 
+    def _dpdk_owned(self, ns, dev):
+        """`dev` is read by sluiced's net_af_packet, which sees a frame before the kernel does
+        but does not take it from the kernel: the kernel must stay out (no ARP answer on it, and
+        packets from anywhere not routed through it refused), or it would answer for the port's
+        address beside the exception path, twice."""
+        self.sysctl(ns, f"net.ipv4.conf.{dev}.arp_ignore=1", f"net.ipv4.conf.{dev}.rp_filter=1")
+
     def _second_appliance(self):
         """gw2: a second sluiced on its own link to the router (198.18.2.0/24) and on the same
         backend network; the router splits flows to the VIPs between the two by a multipath
         route hashed on the 5-tuple (an ECMP router)."""
         self._veth("rtr", "r-gw2", "gw2", "gw-ext")
+        self._dpdk_owned("gw2", "gw-ext")
         self.sh("rtr", "ip", "addr", "add", f"{RTR_EXT2_IP}/24", "dev", "r-gw2")
         self._veth("gw2", "gw-int", "sw", "sw-gw2", INT_MTU)
+        self._dpdk_owned("gw2", "gw-int")
         self.sh("sw", "ip", "link", "set", "sw-gw2", "master", "br0")
         self._veth("gw2", "mgmt0", "sw", "sw-mgmt2", INT_MTU)
         self.sh("sw", "ip", "link", "set", "sw-mgmt2", "master", "br0")
