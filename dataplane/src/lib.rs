@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod counter;
 pub mod encap;
 pub mod flow;
+pub mod fragments;
 pub mod hash;
 pub mod io;
 pub mod limit;

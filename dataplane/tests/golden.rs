@@ -153,7 +153,7 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
     // queue, missing headroom (tests in pipeline_extra.rs); a session whose backend left the
     // config (sessions.rs); a SYN proxy session in a state one frame cannot reach, or a cookie
     // from another time (synproxy.rs); a limit, which takes a rate or a count of frames to
-    // pass (limits.rs).
+    // pass (limits.rs); the exception path's kernel side refusing a frame (exception.rs).
     let elsewhere = [
         DropReason::MultiSegment,
         DropReason::TxFull,
@@ -168,6 +168,7 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
         DropReason::LimitConnections,
         DropReason::LimitSessions,
         DropReason::KernelLimited,
+        DropReason::KernelRefused,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());

@@ -28,8 +28,12 @@ pub const PROTO_UDP: u8 = 17;
 pub const PROTO_GRE: u8 = 47;
 
 pub const FLAG_DF: u16 = 0x4000;
-const FLAG_MF: u16 = 0x2000;
-const FRAG_OFFSET_MASK: u16 = 0x1fff;
+pub const FLAG_MF: u16 = 0x2000;
+/// The fragment offset's bits of the flags and fragment offset word (8-byte units).
+pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
+
+/// The longest header: 15 words.
+pub const MAX_HEADER_LEN: usize = 60;
 
 /// A view of an IPv4 packet. The buffer may be longer than the packet (link padding):
 /// `total_len()` is authoritative and `payload()` stops there.
@@ -58,6 +62,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(Self { buffer })
+    }
+
+    /// A view without checks, for a buffer the caller has just sized: accessors and setters
+    /// panic if it is shorter than the header its fields describe.
+    pub(super) fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
     }
 
     pub fn into_inner(self) -> T {
@@ -89,6 +99,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         read_u16(self.buffer.as_ref(), field::FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
     }
 
+    /// The flags and fragment offset word as it is (flags in the top 3 bits, offset in 8-byte
+    /// units in the low 13).
+    pub fn flags_frag(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG)
+    }
+
+    pub fn more_frags(&self) -> bool {
+        self.flags_frag() & FLAG_MF != 0
+    }
+
+    /// The fragment offset in bytes (a multiple of 8).
+    pub fn frag_offset(&self) -> usize {
+        usize::from(self.flags_frag() & FRAG_OFFSET_MASK) * 8
+    }
+
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
@@ -115,6 +140,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         checksum::fold(checksum::sum(&self.buffer.as_ref()[..self.header_len()])) == 0xffff
     }
 
+    /// The option bytes: the header past its fixed 20 bytes.
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
+    }
+
     /// The bytes after the header, up to `total_len()` (link padding excluded).
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..self.total_len()]
@@ -122,6 +152,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Sets the header length in bytes (version stays 4); `len` is a multiple of 4 from 20
+    /// to 60.
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | (len / 4) as u8 & 0x0f;
+    }
+
+    pub fn set_total_len(&mut self, len: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH, len);
+    }
+
+    /// Sets the flags and fragment offset word (see [`Ipv4Packet::flags_frag`]).
+    pub fn set_flags_frag(&mut self, word: u16) {
+        write_u16(self.buffer.as_mut(), field::FLAGS_FRAG, word);
+    }
+
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buffer.as_mut()[field::TTL] = ttl;
     }
@@ -403,6 +448,22 @@ mod tests {
         p[6] = 0x00;
         p[7] = 0x10; // offset 16*8
         assert!(Ipv4Packet::new_checked(&p[..]).unwrap().is_fragment());
+    }
+
+    #[test]
+    fn fragment_fields_and_setters() {
+        let mut p = packet();
+        let mut ip = Ipv4Packet::new_checked(&mut p[..]).unwrap();
+        assert_eq!((ip.flags_frag(), ip.more_frags(), ip.frag_offset()), (FLAG_DF, false, 0));
+        assert!(ip.options().is_empty());
+        ip.set_flags_frag(FLAG_MF | 0x1fff);
+        assert_eq!((ip.more_frags(), ip.frag_offset(), ip.dont_frag()), (true, 0x1fff * 8, false));
+        ip.set_total_len(0x40);
+        ip.set_header_len(24);
+        assert_eq!((ip.header_len(), ip.total_len(), ip.options().len()), (24, 0x40, 4));
+        ip.fill_checksum();
+        assert!(ip.verify_checksum());
+        assert_eq!(p[0], 0x46);
     }
 
     proptest::proptest! {

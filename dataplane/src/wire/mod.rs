@@ -8,6 +8,7 @@ pub mod arp;
 pub mod checksum;
 pub mod endpoint;
 pub mod ethernet;
+pub mod fragment;
 pub mod gre;
 pub mod icmp;
 pub mod ipv4;
