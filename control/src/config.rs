@@ -419,6 +419,7 @@ struct RawService {
     on_no_backend: RawNoBackend,
     #[serde(default)]
     synproxy: bool,
+    mss_clamp: Option<RawMssClamp>,
     #[serde(default)]
     announce: RawAnnounce,
     limits: Option<RawLimits>,
@@ -426,6 +427,14 @@ struct RawService {
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<RawBackend>,
+}
+
+/// `mss_clamp`: `auto`, `off` or a number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawMssClamp {
+    Value(u64),
+    Word(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -864,3 +864,33 @@ fn bad_bgp_is_refused_with_line_and_field() {
     .to_string();
     assert!(e.contains("routing.bgp: what BIRD's configuration says"), "{e}");
 }
+
+#[test]
+fn mss_clamp_is_auto_off_or_a_value_and_tcps_alone() {
+    use sluice_dataplane::snapshot::Snapshot;
+    let clamp = |to: &str| {
+        let text = GOOD.replacen("    gre_key: 7\n", &format!("    gre_key: 7\n{to}"), 1);
+        let c = Config::parse(&text, "p.yaml").unwrap();
+        Snapshot::build(&c.snapshot_spec(1, None), None).unwrap().services[0].mss_clamp
+    };
+    // auto: the port's MTU (1500) less IPv4 and keyed GRE (28) less 40.
+    assert_eq!(clamp(""), Some(1432));
+    assert_eq!(clamp("    mss_clamp: auto\n"), Some(1432));
+    assert_eq!(clamp("    mss_clamp: off\n"), None);
+    assert_eq!(clamp("    mss_clamp: 1200\n"), Some(1200));
+    for (bad, why) in [
+        ("    mss_clamp: 100\n", "100 is outside 536..=9160"),
+        ("    mss_clamp: 70000\n", "70000 is outside 536..=9160"),
+        ("    mss_clamp: sometimes\n", "auto, off, or an MSS"),
+    ] {
+        let e = refuse("    gre_key: 7\n", &format!("    gre_key: 7\n{bad}"));
+        assert!(e.starts_with("p.yaml:20:5: services[0].mss_clamp: "), "{e}");
+        assert!(e.contains(why), "{e}");
+    }
+    let udp = GOOD.replacen("protocol: tcp", "protocol: udp", 1).replacen("    gre_key: 7\n", "    gre_key: 7\n    mss_clamp: 1200\n", 1);
+    let e = Config::parse(&udp, "p.yaml").unwrap_err().to_string();
+    assert!(e.contains("services[0].mss_clamp: an MSS is TCP's"), "{e}");
+    let udp_auto = GOOD.replacen("protocol: tcp", "protocol: udp", 1);
+    let c = Config::parse(&udp_auto, "p.yaml").unwrap();
+    assert_eq!(Snapshot::build(&c.snapshot_spec(1, None), None).unwrap().services[0].mss_clamp, None);
+}

@@ -8,8 +8,9 @@ use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, R
 use crate::health::HealthSpec;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
+use super::RawMssClamp;
 use sluice_dataplane::snapshot::{
-    rules, BackendSpec, Forwarding, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
+    rules, BackendSpec, Forwarding, MssClamp, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -74,6 +75,7 @@ impl Validator<'_> {
                 self.refuse(&f("synproxy"), m);
             }
         }
+        let mss_clamp = self.mss_clamp(i, s);
         let limits = s.limits.as_ref().map(|l| self.limits(i, l)).unwrap_or_default();
         let health_spec = s.health.as_ref().map(|h| self.health(i, h, vip));
         let spec = ServiceSpec {
@@ -102,11 +104,37 @@ impl Validator<'_> {
                 RawNoBackend::IcmpUnreachable => NoBackend::IcmpUnreachable,
             },
             synproxy: s.synproxy,
+            mss_clamp,
             limits,
             table_size,
             backends,
         };
         Some((spec, health_spec.flatten()))
+    }
+
+    /// `mss_clamp`: `auto` (the default), `off`, or an MSS (TCP services only).
+    fn mss_clamp(&mut self, i: usize, s: &RawService) -> MssClamp {
+        let field = format!("services[{i}].mss_clamp");
+        let clamp = match &s.mss_clamp {
+            None => return MssClamp::Auto,
+            Some(RawMssClamp::Word(w)) if w == "auto" => MssClamp::Auto,
+            Some(RawMssClamp::Word(w)) if w == "off" => MssClamp::Off,
+            Some(RawMssClamp::Value(n)) => match rules::mss_clamp(*n) {
+                Ok(()) => MssClamp::To(*n as u16),
+                Err(m) => {
+                    self.refuse(&field, m);
+                    return MssClamp::Auto;
+                }
+            },
+            Some(RawMssClamp::Word(_)) => {
+                self.refuse(&field, "auto, off, or an MSS from 536 to 9160");
+                return MssClamp::Auto;
+            }
+        };
+        if !matches!(s.protocol, RawProtocol::Tcp) && clamp != MssClamp::Auto {
+            self.refuse(&field, "an MSS is TCP's: a UDP service has none to clamp");
+        }
+        clamp
     }
 
     /// A service's tunnel: `tunnel`, `gre_key` and `vpc` together.

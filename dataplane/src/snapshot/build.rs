@@ -154,9 +154,19 @@ fn build_service(
         backend_mtu = backend_mtu.min(mtu);
         backends.push(backend);
     }
-    let synproxy_mss = synproxy_mss(si, s, backend_mtu)?;
+    let path_mss = path_mss(s, backend_mtu);
+    let mss_clamp = match (s.protocol, s.mss_clamp) {
+        (Protocol::Udp, _) | (_, MssClamp::Off) => None,
+        (Protocol::Tcp, MssClamp::Auto) => Some(path_mss),
+        (Protocol::Tcp, MssClamp::To(n)) => {
+            rules::mss_clamp(n.into()).map_err(|m| refuse(format!("services[{si}].mss_clamp"), m))?;
+            Some(n)
+        }
+    };
+    let synproxy_mss = synproxy_mss(si, s, mss_clamp.unwrap_or(path_mss))?;
     Ok(Service {
         synproxy_mss,
+        mss_clamp,
         limits: s.limits,
         limited: !s.limits.is_empty(),
         id,
@@ -204,16 +214,21 @@ fn maglev(s: &ServiceSpec, backends: &[Backend]) -> Maglev {
     Maglev::build(&inputs, s.table_size)
 }
 
-/// The SYN proxy's MSS toward the backends (`None` without the SYN proxy): the smallest path
-/// MTU less the tunnel and 40.
-fn synproxy_mss(si: usize, s: &ServiceSpec, backend_mtu: usize) -> Result<Option<u16>, BuildError> {
+/// The MSS that fits the tunnel path: the smallest MTU toward a backend less the tunnel
+/// headers and 40 (IPv4 and TCP headers), at least 536.
+fn path_mss(s: &ServiceSpec, backend_mtu: usize) -> u16 {
+    let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
+    let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
+    path_mtu.saturating_sub(40).max(536) as u16
+}
+
+/// The SYN proxy's MSS toward the backends, `mss` (`None` without the SYN proxy).
+fn synproxy_mss(si: usize, s: &ServiceSpec, mss: u16) -> Result<Option<u16>, BuildError> {
     if !s.synproxy {
         return Ok(None);
     }
     rules::synproxy(s.forwarding, s.protocol).map_err(|m| refuse(format!("services[{si}].synproxy"), m))?;
-    let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
-    let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
-    Ok(Some(path_mtu.saturating_sub(40).max(536) as u16))
+    Ok(Some(mss))
 }
 
 /// Backend `bi` of service `si` (not a repeat of one in `pairs`), with the MTU of the port it

@@ -146,8 +146,23 @@ pub struct ServiceSpec {
     pub synproxy: bool,
     /// Rate and session limits (resource isolation; none by default).
     pub limits: Limits,
+    /// The MSS that TCP handshakes through the tunnel may carry at most.
+    pub mss_clamp: MssClamp,
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
+}
+
+/// `mss_clamp`: the MSS option a TCP SYN or SYN-ACK through the service's tunnel may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MssClamp {
+    /// What fits the tunnel path: the smallest MTU toward a backend, less the tunnel
+    /// headers, less 40 (IPv4 and TCP headers).
+    #[default]
+    Auto,
+    /// This value (536 to 9160).
+    To(u16),
+    /// No clamping (the SYN proxy still offers what fits).
+    Off,
 }
 
 impl ServiceSpec {
@@ -172,6 +187,7 @@ impl ServiceSpec {
             on_backend_removed: OnRemoved::Remap,
             on_no_backend: NoBackend::Drop,
             synproxy: false,
+            mss_clamp: MssClamp::Auto,
             limits: Limits::default(),
             table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             backends,
@@ -357,10 +373,13 @@ pub struct Service {
     pub persistence_ticks: u32,
     pub on_backend_removed: OnRemoved,
     pub on_no_backend: NoBackend,
-    /// SYN proxy on: the largest MSS of the tunnel paths to the backends (the smallest of
-    /// their ports' MTUs less the tunnel headers, less 40). The SYN-ACK offers this or the
-    /// client's port's MTU less 40, whichever is smaller.
+    /// SYN proxy on: the MSS toward the backends (`mss_clamp`'s, or with it off, what fits
+    /// the tunnel path). The SYN-ACK offers this or the client's port's MTU less 40,
+    /// whichever is smaller.
     pub synproxy_mss: Option<u16>,
+    /// TCP: the largest MSS option a SYN or SYN-ACK through the tunnel keeps (`mss_clamp`,
+    /// resolved); `None` for UDP or with clamping off.
+    pub mss_clamp: Option<u16>,
     /// Rate and session limits (see `limit`).
     pub limits: Limits,
     /// Whether `limits` has any (the per-packet test: one byte beside the other flags, not

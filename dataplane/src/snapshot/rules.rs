@@ -95,3 +95,13 @@ pub fn synproxy(forwarding: Forwarding, protocol: Protocol) -> Result<(), &'stat
         _ => Ok(()),
     }
 }
+
+/// An `mss_clamp` value: 536 (the MSS every IPv4 host takes, RFC 9293) to 9160 (a 9200-byte
+/// jumbo path).
+pub fn mss_clamp(mss: u64) -> Result<(), String> {
+    if (536..=9160).contains(&mss) {
+        Ok(())
+    } else {
+        Err(format!("{mss} is outside 536..=9160 (or give auto or off)"))
+    }
+}
