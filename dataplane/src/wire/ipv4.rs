@@ -29,7 +29,8 @@ pub const PROTO_GRE: u8 = 47;
 
 pub const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
-const FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// The fragment offset's bits in the flags and offset field (in units of 8 bytes).
+pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// A view of an IPv4 packet. The buffer may be longer than the packet (link padding):
 /// `total_len()` is authoritative and `payload()` stops there.

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod ethernet;
 pub mod gre;
 pub mod icmp;
+pub mod icmp_error;
 pub mod ipv4;
 pub mod tcp;
 pub mod tcp_options;
@@ -32,6 +33,8 @@ pub enum WireError {
     Malformed,
     /// Well-formed, but a variant we do not handle (ARP for another protocol, GRE routing...).
     Unsupported,
+    /// A fragment past the first: it holds no transport header (no ports).
+    Fragment,
 }
 
 /// A MAC address.

@@ -443,7 +443,7 @@ mod tests {
             o.resize(o.len().next_multiple_of(4), KIND_END);
             let (src, dst) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
             let mut b = vec![0u8; 20 + o.len()];
-            b[12] = ((20 + o.len()) / 4 << 4) as u8;
+            b[12] = (((20 + o.len()) / 4) << 4) as u8;
             b[13] = tcp::SYN;
             b[20..].copy_from_slice(&o);
             TcpPacket::new_checked(&mut b[..]).unwrap().fill_checksum_v4(src, dst);
