@@ -1,20 +1,23 @@
 //! Every checked wire view on arbitrary bytes.
 //!
 //! The bytes go to every `new_checked` at offset 0, and also down the layers the way the
-//! pipeline reads them (Ethernet payload -> ARP / IPv4; IPv4 payload -> ICMP / TCP / UDP / GRE;
-//! GRE payload -> IPv4). Whenever a constructor succeeds every accessor is called, then every
-//! setter on a copy. Asserts: no panic (the module's promise: after `new_checked` no accessor
-//! panics), plus a few round trips that must hold for any bytes (a filled checksum verifies,
-//! an emitted header parses back to its fields, the incremental checksum update agrees with a
-//! recomputation).
+//! pipeline reads them (Ethernet payload -> ARP / IPv4; IPv4 payload -> ICMP (echo and error
+//! views) / TCP / UDP / GRE; GRE payload -> IPv4). Whenever a constructor succeeds every
+//! accessor is called, then every setter on a copy. Asserts: no panic (the module's promise:
+//! after `new_checked` no accessor panics), plus a few round trips that must hold for any bytes
+//! (a filled checksum verifies, an emitted header parses back to its fields, the incremental
+//! checksum update agrees with a recomputation, an in-place rewrite (an ICMP error's quoted
+//! endpoint, a SYN's MSS) keeps a right checksum right and a wrong one wrong).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sluice_dataplane::testkit::{vip, ROUTER};
+use sluice_dataplane::wire::endpoint::End;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame, EthernetRepr};
+use sluice_dataplane::wire::icmp_error::{self, Quoted};
 use sluice_dataplane::wire::{
-    checksum, ipv4, ArpPacket, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, Ipv4Repr,
+    checksum, ipv4, tcp_options, ArpPacket, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, Ipv4Repr,
 };
 use sluice_dataplane::wire::{fmt_mac, parse_mac, TcpPacket, UdpPacket};
 use std::hint::black_box;
@@ -26,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     arp_view(data);
     ipv4_view(data, 0);
     icmp_view(data);
+    icmp_error_view(data);
     tcp_view(data, ROUTER, vip(1));
     udp_view(data);
     gre_view(data, 0);
@@ -82,7 +86,10 @@ fn ipv4_view(b: &[u8], depth: u32) {
     assert_eq!(payload.len(), ip.total_len() - ip.header_len());
     black_box(ok);
     match ip.protocol() {
-        ipv4::PROTO_ICMP => icmp_view(payload),
+        ipv4::PROTO_ICMP => {
+            icmp_view(payload);
+            icmp_error_view(payload);
+        }
         ipv4::PROTO_TCP => tcp_view(payload, src, dst),
         ipv4::PROTO_UDP => udp_view(payload),
         ipv4::PROTO_GRE => gre_view(payload, depth),
@@ -127,6 +134,60 @@ fn tcp_view(b: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
         m.set_checksum(0x1234);
         m.fill_checksum_v4(src, dst);
         assert!(m.verify_checksum_v4(src, dst), "fill_checksum_v4 did not make the segment verify");
+    }
+    clamp_view(b, t.window(), src, dst);
+}
+
+/// Clamping a SYN's MSS changes nothing or lowers it to `max`, keeping the checksum's verdict.
+fn clamp_view(b: &[u8], max: u16, src: Ipv4Addr, dst: Ipv4Addr) {
+    let mut copy = b.to_vec();
+    let Some(old) = tcp_options::clamp_mss(&mut copy, max) else {
+        assert_eq!(copy, b, "clamp_mss changed a segment it did not clamp");
+        return;
+    };
+    assert!(old > max);
+    let (before, after) = (TcpPacket::new_checked(b).unwrap(), TcpPacket::new_checked(&copy[..]).unwrap());
+    assert_eq!(tcp_options::parse(after.options()).unwrap().mss, Some(max));
+    let verdict = |t: &TcpPacket<&[u8]>| t.verify_checksum_v4(src, dst);
+    assert_eq!(verdict(&after), verdict(&before), "clamp_mss changed the checksum's verdict");
+}
+
+/// An ICMP error's quote: rewriting it fails exactly when reading it does, changes nothing
+/// then, and otherwise reads back with the checksum's verdict kept; a message built quoting
+/// these bytes verifies and reads the same quote.
+fn icmp_error_view(b: &[u8]) {
+    let read = icmp_error::parse(b);
+    if let Ok(e) = read {
+        black_box(e.next_hop_mtu());
+        assert!(icmp_error::is_error(e.msg_type));
+        assert!(e.quoted.len + 8 == b.len() && e.quoted.len >= e.quoted.ihl + 8);
+    }
+    let mut copy = b.to_vec();
+    let (addr, port) = (Ipv4Addr::new(10, 0, 0, 5), 8443);
+    let end = if b.len() % 2 == 0 { End::Src } else { End::Dst };
+    let r = icmp_error::rewrite_quoted(&mut copy, end, addr.into(), port);
+    assert_eq!(r, read.map(|_| ()));
+    match read {
+        Ok(e) => {
+            let q = icmp_error::parse(&copy).expect("a rewritten message reads back");
+            let got = if end == End::Src {
+                (q.quoted.src, q.quoted.src_port)
+            } else {
+                (q.quoted.dst, q.quoted.dst_port)
+            };
+            assert_eq!(got, (addr, port));
+            assert_eq!(q.checksum_ok, e.checksum_ok, "rewrite_quoted changed the checksum's verdict");
+        }
+        Err(_) => assert_eq!(copy, b, "rewrite_quoted changed a message it refused"),
+    }
+    let mut out = [0u8; 8 + icmp_error::QUOTE_MAX];
+    let n = icmp_error::emit_frag_needed(&mut out, b, 1400);
+    let quote = &b[..b.len().min(icmp_error::QUOTE_MAX)];
+    assert_eq!(n, 8 + quote.len());
+    assert!(IcmpPacket::new_checked(&out[..n]).unwrap().verify_checksum(), "an emitted error verifies");
+    if let Ok(q) = Quoted::parse(quote) {
+        let e = icmp_error::parse(&out[..n]).expect("an emitted error reads back");
+        assert_eq!((e.quoted, e.next_hop_mtu()), (q, Some(1400)));
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ethernet;
 pub mod fragment;
 pub mod gre;
 pub mod icmp;
+pub mod icmp_error;
 pub mod ipv4;
 pub mod tcp;
 pub mod tcp_options;
@@ -33,6 +34,8 @@ pub enum WireError {
     Malformed,
     /// Well-formed, but a variant we do not handle (ARP for another protocol, GRE routing...).
     Unsupported,
+    /// A fragment past the first: it holds no transport header (no ports).
+    Fragment,
 }
 
 /// A MAC address.

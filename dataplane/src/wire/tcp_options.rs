@@ -1,8 +1,10 @@
 //! TCP options (RFC 9293 3.1; MSS, window scale and timestamps RFC 7323; SACK RFC 2018): read
 //! from a segment's option bytes, written for a SYN or SYN-ACK, and shifted in place (the SYN
-//! proxy moves sequence numbers and timestamps between the two halves of a connection).
+//! proxy moves sequence numbers and timestamps between the two halves of a connection), and a
+//! SYN's MSS clamped.
 
-use super::WireError;
+use super::tcp::{self, TcpPacket};
+use super::{checksum, write_u16, WireError};
 use arrayvec::ArrayVec;
 
 pub const KIND_END: u8 = 0;
@@ -17,6 +19,8 @@ pub const KIND_TIMESTAMP: u8 = 8;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpOptions {
     pub mss: Option<u16>,
+    /// Offset of the MSS option's value within the option bytes.
+    pub mss_at: Option<usize>,
     pub wscale: Option<u8>,
     pub sack_perm: bool,
     /// (TSval, TSecr).
@@ -56,7 +60,10 @@ pub fn parse(b: &[u8]) -> Result<TcpOptions, WireError> {
         }
         let body = &b[i + 2..i + len];
         match (kind, body.len()) {
-            (KIND_MSS, 2) => o.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+            (KIND_MSS, 2) => {
+                o.mss = Some(u16::from_be_bytes([body[0], body[1]]));
+                o.mss_at = Some(i + 2);
+            }
             (KIND_WSCALE, 1) => o.wscale = Some(body[0]),
             (KIND_SACK_PERM, 0) => o.sack_perm = true,
             (KIND_TIMESTAMP, 8) => {
@@ -172,6 +179,32 @@ pub fn shift_timestamps(
     changed
 }
 
+/// Lowers the MSS option of a SYN or SYN-ACK to `max` when it offers more, in place, and
+/// updates the TCP checksum for the two bytes changed (the pseudo-header does not change).
+/// `segment` is the TCP header onwards. Returns the MSS replaced; `None`, with nothing changed,
+/// for a segment without SYN, without an MSS option or with one of at most `max`, or whose
+/// header or option list is malformed (see [`parse`]).
+pub fn clamp_mss(segment: &mut [u8], max: u16) -> Option<u16> {
+    let mut t = TcpPacket::new_checked(segment).ok()?;
+    if t.flags() & tcp::SYN == 0 {
+        return None;
+    }
+    let o = parse(t.options()).ok()?;
+    let (old, at) = (o.mss?, o.mss_at?);
+    if old <= max {
+        return None;
+    }
+    write_u16(t.options_mut(), at, max);
+    // A value at an odd offset of the segment straddles two checksum words: its bytes count
+    // swapped (RFC 1071 byte order independence).
+    let (old_w, new_w) = match (tcp::HEADER_LEN + at) % 2 {
+        0 => (old, max),
+        _ => (old.swap_bytes(), max.swap_bytes()),
+    };
+    t.set_checksum(checksum::update16(t.checksum(), old_w, new_w));
+    Some(old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +232,7 @@ mod tests {
         assert!(o.sack_perm);
         assert_eq!(o.timestamps, Some((0x8422_e48d, 0)));
         assert_eq!(o.ts_at, Some(8));
+        assert_eq!(o.mss_at, Some(2));
     }
 
     #[test]
@@ -262,6 +296,132 @@ mod tests {
         assert_eq!((o.wscale, o.mss), (Some(2), None));
     }
 
+    // SYN and SYN-ACK segments (TCP header onwards) and the same with the MSS at 1400, from
+    // scapy: raw(IP(src='192.0.2.1', dst='198.51.100.7')/TCP(sport=40000, dport=443, seq=1000,
+    // ack=2000 if SYN-ACK else 0, flags=FLAGS, window=64240, options=OPTIONS))[20:], with the
+    // FLAGS and OPTIONS of each comment (TS = ('Timestamp', (2216879245, 0))).
+    const CLAMPED: [(&[u8], &[u8]); 6] = [
+        // 'S', [('MSS', 1460)]
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x60, 0x02, 0xfa,
+                0xf0, 0x0f, 0x16, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x60, 0x02, 0xfa,
+                0xf0, 0x0f, 0x52, 0x00, 0x00, 0x02, 0x04, 0x05, 0x78,
+            ],
+        ),
+        // 'S', [('NOP', None), ('MSS', 1460)]: the value at an odd offset
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x70, 0x02, 0xfa,
+                0xf0, 0x4d, 0xc2, 0x00, 0x00, 0x01, 0x02, 0x04, 0x05, 0xb4, 0x00, 0x00, 0x00,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x70, 0x02, 0xfa,
+                0xf0, 0x89, 0xc2, 0x00, 0x00, 0x01, 0x02, 0x04, 0x05, 0x78, 0x00, 0x00, 0x00,
+            ],
+        ),
+        // 'S', [('NOP', None), ('NOP', None), ('MSS', 1460)]
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x70, 0x02, 0xfa,
+                0xf0, 0xfe, 0x10, 0x00, 0x00, 0x01, 0x01, 0x02, 0x04, 0x05, 0xb4, 0x00, 0x00,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x70, 0x02, 0xfa,
+                0xf0, 0xfe, 0x4c, 0x00, 0x00, 0x01, 0x01, 0x02, 0x04, 0x05, 0x78, 0x00, 0x00,
+            ],
+        ),
+        // 'S', [('MSS', 1460), ('SAckOK', b''), TS, ('NOP', None), ('WScale', 7)]
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa,
+                0xf0, 0x56, 0x3f, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x84, 0x22,
+                0xe4, 0x8d, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa,
+                0xf0, 0x56, 0x7b, 0x00, 0x00, 0x02, 0x04, 0x05, 0x78, 0x04, 0x02, 0x08, 0x0a, 0x84, 0x22,
+                0xe4, 0x8d, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+            ],
+        ),
+        // 'SA', [('MSS', 8960), ('NOP', None), ('NOP', None), ('SAckOK', b''), ('NOP', None),
+        // ('WScale', 9)]
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x07, 0xd0, 0x80, 0x12, 0xfa,
+                0xf0, 0xc0, 0xd2, 0x00, 0x00, 0x02, 0x04, 0x23, 0x00, 0x01, 0x01, 0x04, 0x02, 0x01, 0x03,
+                0x03, 0x09,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x07, 0xd0, 0x80, 0x12, 0xfa,
+                0xf0, 0xde, 0x5a, 0x00, 0x00, 0x02, 0x04, 0x05, 0x78, 0x01, 0x01, 0x04, 0x02, 0x01, 0x03,
+                0x03, 0x09,
+            ],
+        ),
+        // 'SA', [('NOP', None), ('WScale', 7), ('SAckOK', b''), ('MSS', 1460)]
+        (
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x07, 0xd0, 0x80, 0x12, 0xfa,
+                0xf0, 0xdf, 0x21, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07, 0x04, 0x02, 0x02, 0x04, 0x05, 0xb4,
+                0x00, 0x00,
+            ],
+            &[
+                0x9c, 0x40, 0x01, 0xbb, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x07, 0xd0, 0x80, 0x12, 0xfa,
+                0xf0, 0xdf, 0x5d, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07, 0x04, 0x02, 0x02, 0x04, 0x05, 0x78,
+                0x00, 0x00,
+            ],
+        ),
+    ];
+
+    fn verifies(segment: &[u8]) -> bool {
+        let (src, dst) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
+        TcpPacket::new_checked(segment).unwrap().verify_checksum_v4(src, dst)
+    }
+
+    #[test]
+    fn clamps_the_mss_of_syns_as_scapy_recomputes() {
+        for (before, after) in CLAMPED {
+            assert!(verifies(before));
+            let old = parse(TcpPacket::new_checked(before).unwrap().options()).unwrap().mss;
+            assert!(old > Some(1400));
+            let mut b = before.to_vec();
+            assert_eq!(clamp_mss(&mut b, 1400), old, "{before:x?}");
+            assert_eq!(b, after, "{before:x?}");
+            assert!(verifies(&b), "a full recomputation agrees");
+            assert_eq!(clamp_mss(&mut b, 1400), None, "clamped already");
+            assert_eq!(b, after);
+        }
+    }
+
+    #[test]
+    fn leaves_other_segments_alone() {
+        let syn = CLAMPED[3].0;
+        let mut ack = syn.to_vec();
+        ack[13] = tcp::ACK;
+        let mut no_mss = syn.to_vec();
+        no_mss[20..24].copy_from_slice(&[KIND_NOP; 4]);
+        let mut bad_options = syn.to_vec();
+        bad_options[25] = 9; // SACK-permitted of length 9, past the end
+        let mut short_header = syn.to_vec();
+        short_header[12] = 0x40; // data offset 16 bytes
+        for (b, max) in [
+            (syn.to_vec(), 1460),
+            (syn.to_vec(), 9000),
+            (ack, 1400),
+            (no_mss, 1400),
+            (bad_options, 1400),
+            (short_header, 1400),
+            (syn[..19].to_vec(), 1400),
+        ] {
+            let mut m = b.clone();
+            assert_eq!(clamp_mss(&mut m, max), None, "{b:x?}");
+            assert_eq!(m, b);
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..44), d in any::<u32>()) {
@@ -269,6 +429,31 @@ mod tests {
             if let Ok(o) = parse(&b) {
                 shift_sack(&mut b, &o, d);
                 shift_timestamps(&mut b, &o, |v| v ^ d, |e| e.wrapping_add(d));
+            }
+        }
+
+        #[test]
+        fn clamping_keeps_the_checksum_right(nops in 0usize..4, tail in proptest::collection::vec(any::<u8>(), 0..28),
+                                             mss in any::<u16>(), max in any::<u16>()) {
+            // A SYN whose options are NOPs (so the MSS value lies at an odd or even offset),
+            // an MSS option and arbitrary bytes (valid options or not).
+            let mut o = vec![KIND_NOP; nops];
+            o.extend_from_slice(&[KIND_MSS, 4, (mss >> 8) as u8, mss as u8]);
+            o.extend_from_slice(&tail);
+            o.resize(o.len().next_multiple_of(4), KIND_END);
+            let (src, dst) = ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
+            let mut b = vec![0u8; 20 + o.len()];
+            b[12] = (((20 + o.len()) / 4) << 4) as u8;
+            b[13] = tcp::SYN;
+            b[20..].copy_from_slice(&o);
+            TcpPacket::new_checked(&mut b[..]).unwrap().fill_checksum_v4(src, dst);
+            let before = b.clone();
+            let expect = parse(&o).ok().and_then(|p| p.mss).filter(|&m| m > max);
+            prop_assert_eq!(clamp_mss(&mut b, max), expect);
+            prop_assert!(TcpPacket::new_checked(&b[..]).unwrap().verify_checksum_v4(src, dst));
+            match expect {
+                Some(_) => prop_assert_eq!(parse(&b[20..]).unwrap().mss, Some(max)),
+                None => prop_assert_eq!(b, before),
             }
         }
     }
