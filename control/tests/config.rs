@@ -887,7 +887,11 @@ fn mss_clamp_is_auto_off_or_a_value_and_tcps_alone() {
         assert!(e.starts_with("p.yaml:20:5: services[0].mss_clamp: "), "{e}");
         assert!(e.contains(why), "{e}");
     }
-    let udp = GOOD.replacen("protocol: tcp", "protocol: udp", 1).replacen("    gre_key: 7\n", "    gre_key: 7\n    mss_clamp: 1200\n", 1);
+    let udp = GOOD.replacen("protocol: tcp", "protocol: udp", 1).replacen(
+        "    gre_key: 7\n",
+        "    gre_key: 7\n    mss_clamp: 1200\n",
+        1,
+    );
     let e = Config::parse(&udp, "p.yaml").unwrap_err().to_string();
     assert!(e.contains("services[0].mss_clamp: an MSS is TCP's"), "{e}");
     let udp_auto = GOOD.replacen("protocol: tcp", "protocol: udp", 1);

@@ -2,13 +2,13 @@
 //! scheduling, SYN proxy, limits and health check.
 
 use super::validate::Validator;
+use super::RawMssClamp;
 use super::{PortConfig, MAX_SESSIONS};
 use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
 use crate::health::HealthSpec;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
-use super::RawMssClamp;
 use sluice_dataplane::snapshot::{
     rules, BackendSpec, Forwarding, MssClamp, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
