@@ -282,6 +282,10 @@ counter_table! {
                 "sluice_sessions_remapped_total",
                 "Sessions moved off a backend that left the config.",
             ),
+            mss_clamped: metric(
+                "sluice_mss_clamped_total",
+                "TCP SYNs and SYN-ACKs whose MSS option was lowered to fit the tunnel path (mss_clamp).",
+            ),
             resets_sent: metric("sluice_resets_sent_total", "TCP resets sent for sessions whose backend left the config."),
             /// ICMP unreachables sent for new flows no backend could take (`icmp_unreachable`).
             unreachables_sent: metric(

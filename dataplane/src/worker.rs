@@ -261,6 +261,7 @@ impl<I: Io> Worker<I> {
         st.session_hits.add(u64::from(ev.hits));
         st.sessions_fallback.add(u64::from(ev.fallback));
         st.sessions_remapped.add(u64::from(ev.remapped));
+        st.mss_clamped.add(u64::from(ev.mss_clamped));
         let sp = &st.synproxy;
         sp.cookies_sent.add(u64::from(ev.cookies));
         sp.acks_valid.add(u64::from(ev.acks_valid));

@@ -32,6 +32,8 @@ pub struct SessionEvents {
     /// SYN proxy: backends that answered the appliance's SYN for an older connection on the
     /// same 4-tuple, reset so that the SYN can be sent again.
     pub backend_resets: u32,
+    /// TCP SYNs and SYN-ACKs whose MSS option was lowered (`mss_clamp`).
+    pub mss_clamped: u32,
 }
 
 /// Per-call context: the snapshot loaded for this burst, the shared session table, the

@@ -52,6 +52,9 @@ pub fn by_session<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> F
             Err(next) => return next,
         },
     };
+    if p.tcp_flags.is_some_and(|f| f & tcp::SYN != 0) {
+        clamp(cx, frame, p.l2(), svc.mss_clamp);
+    }
     if svc.forwarding == Forwarding::Nat {
         if let Err(reason) = translate(frame, p.l2(), svc, bi, proxied) {
             return dropped(reason);
@@ -163,6 +166,14 @@ fn new_flow(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u32)
         Insert::Full => cx.events.fallback += 1,
     }
     Ok(bi)
+}
+
+/// A client's SYN through the tunnel: its MSS lowered to the service's `mss_clamp`.
+#[inline(never)]
+fn clamp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, l2: usize, max: Option<u16>) {
+    if max.is_some_and(|m| segment::clamp_mss(frame.data_mut(), l2, m)) {
+        cx.events.mss_clamped += 1;
+    }
 }
 
 /// `nat`: the packet at `frame[l2..]` to backend `bi`'s address and port, and a SYN-proxied

@@ -5,6 +5,7 @@
 use super::classify::Tunneled;
 use super::context::Ctx;
 use super::outcome::{dropped, BackendSegment, FromBackend, ToClient};
+use super::segment;
 use crate::flow::Addr;
 use crate::io::Frame;
 use crate::session::{self, flags, Session, SessionKey, TcpState};
@@ -77,6 +78,12 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
         let b = frame.data_mut();
         if synproxy::backend_to_client(b, r.at, f.s.seq_delta, f.s.ts_delta, scales).is_err() {
             return dropped(DropReason::SynproxyMalformed);
+        }
+    }
+    if r.flags.is_some_and(|f| f & tcp::SYN != 0) {
+        // A SYN-ACK: the client's segments to the backend go through the tunnel too.
+        if f.svc.mss_clamp.is_some_and(|m| segment::clamp_mss(frame.data_mut(), r.at, m)) {
+            cx.events.mss_clamped += 1;
         }
     }
     let rewritten = match frame.data_mut().get_mut(r.at..) {

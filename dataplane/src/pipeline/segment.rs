@@ -33,6 +33,15 @@ pub fn read(b: &[u8], at: usize) -> Result<SegView, WireError> {
     })
 }
 
+/// Lowers the MSS option of the SYN or SYN-ACK at `b[at..]` (IPv4, headers checked) to
+/// `max` when it offers more; whether it did.
+pub fn clamp_mss(b: &mut [u8], at: usize, max: u16) -> bool {
+    let Some(Ok(ip)) = b.get_mut(at..).map(Ipv4Packet::new_checked) else {
+        return false;
+    };
+    tcp_options::clamp_mss(ip.into_payload_mut(), max).is_some()
+}
+
 /// Sizes the frame to `len` bytes (appending zeros or trimming the end).
 pub fn resize<F: Frame>(frame: &mut F, len: usize) -> bool {
     let cur = frame.data().len();

@@ -95,7 +95,11 @@ case("icmp truncated", 0, eth_in() / IP(src=CLI_IP, dst=VIP, proto=1) / Raw(b"\x
 
 # ---- TCP and UDP to a VIP: DSR tunnels -----------------------------------------------------
 syn = IP(src=CLI_IP, dst=VIP, id=0x4242, flags="DF", ttl=63) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64240, options=[("MSS", 1460), ("SAckOK", b""), ("WScale", 7)])
-case("tcp syn to a VIP goes to its backend in IPIP", 0, eth_in() / syn, ipip(syn, "198.19.0.10", B10_MAC), "tunnel:1")
+# mss_clamp auto: port 1's MTU 1500 less IPIP's 20 less 40 is 1440 (keyed GRE's 28: 1432).
+syn_clamped = IP(src=CLI_IP, dst=VIP, id=0x4242, flags="DF", ttl=63) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64240, options=[("MSS", 1440), ("SAckOK", b""), ("WScale", 7)])
+case("tcp syn to a VIP goes to its backend in IPIP, its MSS clamped to the tunnel path", 0, eth_in() / syn, ipip(syn_clamped, "198.19.0.10", B10_MAC), "tunnel:1")
+syn_small = IP(src=CLI_IP, dst=VIP, id=0x4244, flags="DF", ttl=63) / TCP(sport=40010, dport=80, flags="S", seq=1000, window=64240, options=[("NOP", None), ("MSS", 1400), ("SAckOK", b"")])
+case("tcp syn whose MSS fits the tunnel path is unchanged", 0, eth_in() / syn_small, ipip(syn_small, "198.19.0.10", B10_MAC), "tunnel:1")
 data = IP(src=CLI_IP, dst=VIP, id=0x4243, flags="DF", tos=0x28) / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5) / Raw(b"GET / HTTP/1.1\r\nHost: sluice\r\n\r\n")
 case("tcp data with a dscp keeps its tos in the outer header", 0, eth_in() / data, ipip(data, "198.19.0.10", B10_MAC), "tunnel:1")
 bare = IP(src=CLI_IP, dst=VIP, id=7) / TCP(sport=40001, dport=80, flags="S", seq=1)
@@ -128,6 +132,9 @@ case("ipv6 ethertype", 0, eth_in() / Raw(bytes.fromhex("6000000000083a40") + b"\
 nat_syn = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=0x4242, flags="DF") / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64240)
 nat_syn_dnat = IP(src=CLI_IP, dst=NAT_BE, ttl=63, id=0x4242, flags="DF") / TCP(sport=40000, dport=8080, flags="S", seq=1000, window=64240)
 case("tcp syn to a NAT VIP: DNAT to the backend's port, GRE keyed with the VPC", 0, eth_in() / nat_syn, gre(nat_syn_dnat, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
+nat_syn_mss = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=0x4245, flags="DF") / TCP(sport=40020, dport=80, flags="S", seq=1000, window=64240, options=[("MSS", 1460), ("NOP", None), ("WScale", 7)])
+nat_syn_mss_dnat = IP(src=CLI_IP, dst=NAT_BE, ttl=63, id=0x4245, flags="DF") / TCP(sport=40020, dport=8080, flags="S", seq=1000, window=64240, options=[("MSS", 1432), ("NOP", None), ("WScale", 7)])
+case("tcp syn to a NAT VIP: DNAT and the MSS clamped to keyed GRE's path", 0, eth_in() / nat_syn_mss, gre(nat_syn_mss_dnat, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
 nat_dns = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=7) / UDP(sport=5555, dport=53) / Raw(b"query")
 nat_dns_dnat = IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=7) / UDP(sport=5555, dport=5353) / Raw(b"query")
 case("udp to a NAT VIP on the physical network: DNAT in IPIP", 0, eth_in() / nat_dns, ipip(nat_dns_dnat, "198.19.0.11", B11_MAC), "tunnel:1")
@@ -147,6 +154,9 @@ synack_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=6
 pre_syn = (0, eth_in() / nat_syn)
 case("nat reply in the VPC's GRE: out of the tunnel, source back to VIP:port, to the client", 1, from_host(synack), synack_out, "nat_reply:0", pre=pre_syn)
 case("nat reply with link padding after the tunnel", 1, raw(from_host(synack)) + b"\0" * 9, synack_out, "nat_reply:0", pre=pre_syn)
+synack_mss = IP(src=NAT_BE, dst=CLI_IP, ttl=64, id=0x9a) / TCP(sport=8080, dport=40020, flags="SA", seq=5000, ack=1001, window=65160, options=[("MSS", 8960), ("SAckOK", b"")])
+synack_mss_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=0x9a) / TCP(sport=80, dport=40020, flags="SA", seq=5000, ack=1001, window=65160, options=[("MSS", 1432), ("SAckOK", b"")])
+case("nat syn-ack: the backend's MSS clamped to the tunnel path the client's segments take", 1, from_host(synack_mss), synack_mss_out, "nat_reply:0", pre=(0, eth_in() / nat_syn_mss))
 dns_reply = IP(src=NAT_BE_UDP, dst=CLI_IP, ttl=64, id=3) / UDP(sport=5353, dport=5555) / Raw(b"answer")
 dns_reply_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=3) / UDP(sport=53, dport=5555) / Raw(b"answer")
 case("nat reply over IPIP (physical network)", 1, from_host(dns_reply, "198.19.0.11", B11_MAC, None, 4), dns_reply_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
