@@ -145,6 +145,12 @@ impl OuterHeader {
 
     /// True if an inner packet of `len` bytes fits the port's MTU in this tunnel.
     #[inline]
+    /// The longest inner packet the tunnel carries out of its port (the path MTU that a
+    /// too-big message gives).
+    pub fn max_inner(&self) -> u16 {
+        self.max_inner
+    }
+
     pub fn fits(&self, len: usize) -> bool {
         len <= usize::from(self.max_inner)
     }

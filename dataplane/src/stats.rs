@@ -67,8 +67,12 @@ drop_reasons! {
     LocalUnsupported = "local_unsupported",
     /// The next hop's MAC is not known yet (an ARP request has been sent).
     NeighborUnresolved = "neighbor_unresolved",
-    /// The encapsulated packet would exceed the egress port's MTU.
+    /// The encapsulated packet would exceed the egress port's MTU (and it is not answered
+    /// with a too-big message: see `too_big_limited`).
     MtuExceeded = "mtu_exceeded",
+    /// A packet with DF set too big for the tunnel, while the worker's too-big messages
+    /// were over their rate (`pipeline::TOO_BIG_RATE`).
+    TooBigLimited = "too_big_limited",
     /// Not enough headroom in the buffer for the tunnel headers.
     NoHeadroom = "no_headroom",
     /// The packet spans several buffers.
@@ -291,6 +295,10 @@ counter_table! {
             unreachables_sent: metric(
                 "sluice_unreachables_sent_total",
                 "ICMP unreachables sent for new flows no backend could take.",
+            ),
+            too_big_sent: metric(
+                "sluice_icmp_too_big_sent_total",
+                "ICMP fragmentation-needed messages sent to clients whose packets (DF set) were too big for the tunnel.",
             ),
             /// Exception path: frames passed to a port's kernel interface, and frames the
             /// kernel sent out through it.

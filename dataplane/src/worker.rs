@@ -4,9 +4,9 @@
 //! queues in tests and benchmarks.
 
 use crate::io::{Burst, Frame, Io, BURST};
-use crate::limit::{Bucket, Isolation, LimitState};
+use crate::limit::{Isolation, LimitState};
 use crate::pipeline::{
-    build_arp_request, classify, finish, Ctx, Limiter, Resolve, SessionEvents, Stage, Verdict,
+    build_arp_request, classify, finish, Budgets, Ctx, Limiter, Resolve, SessionEvents, Stage, Verdict,
 };
 use crate::sched::SchedState;
 use crate::session::SessionTable;
@@ -27,6 +27,7 @@ struct Tally {
     resets: u64,
     nat: u64,
     unreach: u64,
+    too_big: u64,
     to_kernel: u64,
     from_kernel: u64,
 }
@@ -47,8 +48,8 @@ pub struct Worker<I: Io> {
     next_scan_ns: u64,
     isolation: Arc<Isolation>,
     limits: LimitState,
-    /// The exception path's rate for traffic other than routing (`pipeline::KERNEL_RATE`).
-    kernel_budget: Bucket,
+    /// The exception path's rate for traffic other than routing, and the too-big messages'.
+    budgets: Budgets,
     /// Bit `p` set: port `p` is an exception path (a kernel interface), fixed at start.
     kernel_ports: u16,
 }
@@ -80,7 +81,7 @@ impl<I: Io> Worker<I> {
             next_scan_ns: 0,
             isolation: Arc::new(Isolation::new(workers)),
             limits: LimitState::default(),
-            kernel_budget: Bucket::default(),
+            budgets: Budgets::default(),
             kernel_ports,
         }
     }
@@ -137,7 +138,7 @@ impl<I: Io> Worker<I> {
         let stats = Arc::clone(&self.stats);
         let overloaded = isolation.overloaded();
         let mut limits = std::mem::take(&mut self.limits);
-        let mut kernel_budget = self.kernel_budget;
+        let mut budgets = self.budgets;
         // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
         let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
@@ -161,7 +162,7 @@ impl<I: Io> Worker<I> {
             };
             let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve)
                 .with_limiter(limiter)
-                .with_kernel_budget(&mut kernel_budget);
+                .with_budgets(&mut budgets);
             // Pass 1: classify the burst.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
@@ -195,7 +196,7 @@ impl<I: Io> Worker<I> {
         self.resolve_neighbors(snap, &mut resolve, now_ns);
         self.sched = sched;
         self.limits = limits;
-        self.kernel_budget = kernel_budget;
+        self.budgets = budgets;
         self.flush_all();
         self.stats.polls.add(1);
         if received > 0 {
@@ -234,6 +235,10 @@ impl<I: Io> Worker<I> {
             }
             Verdict::Unreachable { port } => {
                 tally.unreach += 1;
+                port
+            }
+            Verdict::TooBig { port } => {
+                tally.too_big += 1;
                 port
             }
             Verdict::SynAck { port } => port,
@@ -278,6 +283,7 @@ impl<I: Io> Worker<I> {
         st.tunneled.add(tally.tunneled);
         st.nat_replies.add(tally.nat);
         st.unreachables_sent.add(tally.unreach);
+        st.too_big_sent.add(tally.too_big);
         st.to_kernel.add(tally.to_kernel);
         st.from_kernel.add(tally.from_kernel);
     }

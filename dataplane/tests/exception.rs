@@ -3,8 +3,8 @@
 //! what the kernel sends out of the port unchanged; VIPs stay the appliance's.
 
 use sluice_dataplane::io::{Frame, VecFrame};
-use sluice_dataplane::limit::Bucket;
-use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict, KERNEL_RATE};
+
+use sluice_dataplane::pipeline::{process, Budgets, Ctx, Resolve, Verdict, KERNEL_RATE};
 use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::snapshot::{PortSpec, Protocol, Snapshot};
@@ -23,18 +23,18 @@ fn appliance(kernel: Option<u16>) -> Snapshot {
     )
 }
 
-/// `frames` through the pipeline one by one at time `now`, with a worker's exception bucket.
+/// `frames` through the pipeline one by one at time `now`, with a worker's budgets.
 fn run(
     snap: &Snapshot,
     rx: u16,
     frames: &[Vec<u8>],
     now: u64,
-    bucket: &mut Bucket,
+    budgets: &mut Budgets,
 ) -> Vec<(Verdict, Vec<u8>)> {
     let (table, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
     let mut sched = SchedState::new(0, 1);
     let mut resolve = Resolve::new();
-    let mut cx = Ctx::new(snap, &table, &proxy, &mut sched, now, &mut resolve).with_kernel_budget(bucket);
+    let mut cx = Ctx::new(snap, &table, &proxy, &mut sched, now, &mut resolve).with_budgets(budgets);
     frames
         .iter()
         .map(|f| {
@@ -46,7 +46,7 @@ fn run(
 }
 
 fn one(snap: &Snapshot, rx: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
-    run(snap, rx, &[frame.to_vec()], 1_000_000_000, &mut Bucket::default()).remove(0)
+    run(snap, rx, &[frame.to_vec()], 1_000_000_000, &mut Budgets::default()).remove(0)
 }
 
 fn arp_request_for(target: std::net::Ipv4Addr) -> Vec<u8> {
@@ -124,8 +124,8 @@ fn a_flood_at_the_port_is_held_to_its_rate_and_routing_still_passes() {
     let n = 10 * KERNEL_RATE as usize / 20 + 1;
     let mut frames = vec![flood; n];
     frames.extend([bgp, bfd, arp]);
-    let mut bucket = Bucket::default();
-    let out = run(&snap, 0, &frames, 5_000_000_000, &mut bucket);
+    let mut budgets = Budgets::default();
+    let out = run(&snap, 0, &frames, 5_000_000_000, &mut budgets);
     let passed = out[..n].iter().filter(|(v, _)| *v == Verdict::ToKernel { port: 2 }).count();
     let limited = out[..n].iter().filter(|(v, _)| *v == Verdict::Drop(DropReason::KernelLimited)).count();
     assert_eq!(passed + limited, n);

@@ -68,6 +68,7 @@ fn verdict_string(v: Verdict) -> String {
         Verdict::SynAck { port } => format!("synack:{port}"),
         Verdict::NatReply { port, .. } => format!("nat_reply:{port}"),
         Verdict::Unreachable { port } => format!("unreachable:{port}"),
+        Verdict::TooBig { port } => format!("too_big:{port}"),
         Verdict::ToKernel { port } => format!("to_kernel:{port}"),
         Verdict::FromKernel { port } => format!("from_kernel:{port}"),
         Verdict::Consumed => "consumed".into(),
@@ -153,7 +154,8 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
     // queue, missing headroom (tests in pipeline_extra.rs); a session whose backend left the
     // config (sessions.rs); a SYN proxy session in a state one frame cannot reach, or a cookie
     // from another time (synproxy.rs); a limit, which takes a rate or a count of frames to
-    // pass (limits.rs); the exception path's kernel side refusing a frame (exception.rs).
+    // pass (limits.rs); the exception path's kernel side refusing a frame (exception.rs);
+    // too-big messages over their rate (path_mtu.rs).
     let elsewhere = [
         DropReason::MultiSegment,
         DropReason::TxFull,
@@ -169,6 +171,7 @@ fn every_drop_reason_reachable_from_the_wire_has_a_golden_case() {
         DropReason::LimitSessions,
         DropReason::KernelLimited,
         DropReason::KernelRefused,
+        DropReason::TooBigLimited,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         let v = format!("drop:{}", r.label());

@@ -56,3 +56,23 @@ fn a_syn_is_clamped_to_the_tunnel_path_unless_told_otherwise() {
     assert_eq!(through(MssClamp::To(1300)), (1300, 1));
     assert_eq!(through(MssClamp::Off), (1460, 0));
 }
+
+#[test]
+fn too_big_messages_are_held_to_their_rate_per_worker() {
+    use sluice_dataplane::pipeline::{process, Budgets, Ctx, Resolve, Verdict, TOO_BIG_RATE};
+    use sluice_dataplane::sched::SchedState;
+    use sluice_dataplane::stats::DropReason;
+    // A DF segment of 1500 bytes: 20 more than IPIP out of a 1500-byte port takes.
+    let snap = appliance(MssClamp::Auto);
+    let big = Packet::new(ROUTER, vip(1)).tcp(&tcp((40000, 80), tcpf::ACK), &[0x55; 1460]);
+    let (table, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
+    let (mut sched, mut resolve, mut budgets) = (SchedState::new(0, 1), Resolve::new(), Budgets::default());
+    let mut cx =
+        Ctx::new(&snap, &table, &proxy, &mut sched, 5_000_000_000, &mut resolve).with_budgets(&mut budgets);
+    let n = 10 * TOO_BIG_RATE as usize / 20;
+    let verdicts: Vec<Verdict> = (0..n).map(|_| process(&mut cx, 0, &mut VecFrame::new(&big))).collect();
+    let sent = verdicts.iter().filter(|v| **v == Verdict::TooBig { port: 0 }).count();
+    let held = verdicts.iter().filter(|v| **v == Verdict::Drop(DropReason::TooBigLimited)).count();
+    // A fresh bucket holds 50 ms of the rate (limit::BURST_NS).
+    assert_eq!((sent, held), (TOO_BIG_RATE as usize / 20, n - TOO_BIG_RATE as usize / 20));
+}

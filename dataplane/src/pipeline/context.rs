@@ -50,15 +50,27 @@ pub struct Ctx<'a> {
     pub events: SessionEvents,
     /// Resource isolation: the worker's buckets and shares (`None`: limits are not enforced).
     pub limiter: Option<Limiter<'a>>,
-    /// The worker's bucket for the exception path's traffic other than routing (`None`: not
-    /// held back).
-    pub kernel_budget: Option<&'a mut Bucket>,
+    /// The worker's buckets for what it sends of its own accord (`None`: not held back).
+    pub budgets: Option<&'a mut Budgets>,
 }
 
 /// Frames per second a worker passes to the kernel through the exception path, other than
 /// ARP, BGP and BFD (which always pass): pings, management logins and floods at the port's
 /// address alike.
 pub const KERNEL_RATE: u64 = 10_000;
+
+/// ICMP "fragmentation needed" messages per second a worker sends to clients whose packets
+/// are too big for the tunnel (a client gets one per packet it sends too big; its stack then
+/// sends smaller ones).
+pub const TOO_BIG_RATE: u64 = 1_000;
+
+/// A worker's buckets for traffic that a flood could otherwise make it send or pass without
+/// bound: the exception path's ([`KERNEL_RATE`]) and its too-big messages ([`TOO_BIG_RATE`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budgets {
+    pub kernel: Bucket,
+    pub too_big: Bucket,
+}
 
 impl<'a> Ctx<'a> {
     pub fn new(
@@ -80,13 +92,14 @@ impl<'a> Ctx<'a> {
             learned: 0,
             events: SessionEvents::default(),
             limiter: None,
-            kernel_budget: None,
+            budgets: None,
         }
     }
 
-    /// Holds the exception path's traffic (but routing) to [`KERNEL_RATE`] with `bucket`.
-    pub fn with_kernel_budget(mut self, bucket: &'a mut Bucket) -> Ctx<'a> {
-        self.kernel_budget = Some(bucket);
+    /// Holds the exception path's traffic (but routing) to [`KERNEL_RATE`] and the too-big
+    /// messages to [`TOO_BIG_RATE`] with `budgets`.
+    pub fn with_budgets(mut self, budgets: &'a mut Budgets) -> Ctx<'a> {
+        self.budgets = Some(budgets);
         self
     }
 

@@ -1,11 +1,10 @@
 //! The last stage: a packet leaves toward a backend, in its service's tunnel, or toward a
 //! client, with Ethernet to the next hop (whose MAC is asked for if it is not known).
 
-use super::context::Ctx;
+use super::context::{Budgets, Ctx};
 use super::outcome::{ToBackend, ToClient, Verdict};
 use crate::encap::Inner;
 use crate::io::Frame;
-use crate::limit::Bucket;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetRepr};
 use crate::wire::Mac;
@@ -67,8 +66,8 @@ pub fn tunnel<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &ToBackend) -> Verdi
 /// BGP, BFD), within the worker's rate for it ([`super::context::KERNEL_RATE`]).
 pub fn to_kernel(cx: &mut Ctx<'_>, kernel: u16, routing: bool) -> Verdict {
     let now = cx.now_ns;
-    let within = |b: &mut Bucket| b.take(now, super::context::KERNEL_RATE, 1);
-    if !routing && cx.kernel_budget.as_deref_mut().is_some_and(|b| !within(b)) {
+    let within = |b: &mut Budgets| b.kernel.take(now, super::context::KERNEL_RATE, 1);
+    if !routing && cx.budgets.as_deref_mut().is_some_and(|b| !within(b)) {
         return Verdict::Drop(DropReason::KernelLimited);
     }
     Verdict::ToKernel { port: kernel }

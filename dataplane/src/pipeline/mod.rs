@@ -26,14 +26,15 @@ mod proxy_backend;
 mod reply;
 mod segment;
 
-pub use context::{Ctx, Limiter, Resolve, SessionEvents, ToService, KERNEL_RATE};
+pub use context::{Budgets, Ctx, Limiter, Resolve, SessionEvents, ToService, KERNEL_RATE, TOO_BIG_RATE};
 pub use neighbor::{build_arp_request, nexthop_ip};
 pub use outcome::Verdict;
 
 use crate::io::Frame;
+use crate::snapshot::Forwarding;
 use crate::stats::DropReason;
 use classify::{Class, Local, Tunneled};
-use outcome::{FromBackend, FromClient};
+use outcome::{FromBackend, FromClient, ToBackend};
 
 /// Most stages one packet passes through after the first pass (the longest chain: forward,
 /// proxy, forward again for a released segment, egress). A bound, so that no state of the
@@ -86,9 +87,43 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
 #[inline(always)]
 pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     match forward::by_session(cx, frame, p) {
-        FromClient::Tunnel(t) => egress::tunnel(cx, frame, &t),
+        FromClient::Tunnel(t) => to_backend(cx, frame, p, &t),
         next => from_client(cx, frame, p, next),
     }
+}
+
+/// A client's packet into its backend's tunnel; if it is too big for it, [`too_big`].
+#[inline(always)]
+fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, t: &ToBackend) -> Verdict {
+    match egress::tunnel(cx, frame, t) {
+        Verdict::Drop(DropReason::MtuExceeded) => too_big(cx, frame, p, t),
+        v => v,
+    }
+}
+
+/// A client's packet too big for the tunnel toward backend `t.backend`: with DF set, the
+/// client is told the MTU that fits (at most [`TOO_BIG_RATE`] a second per worker), from the
+/// packet as it sent it (a `nat` packet's destination put back); without DF it is dropped.
+#[inline(never)]
+fn too_big<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, t: &ToBackend) -> Verdict {
+    let snap = cx.snap;
+    let Some(svc) = snap.services.get(usize::from(t.service)) else {
+        return Verdict::Drop(DropReason::NoService);
+    };
+    let Some(backend) = svc.backends.get(usize::from(t.backend)) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    if !p.dont_frag {
+        return Verdict::Drop(DropReason::MtuExceeded);
+    }
+    let now = cx.now_ns;
+    if cx.budgets.as_deref_mut().is_some_and(|b| !b.too_big.take(now, TOO_BIG_RATE, 1)) {
+        return Verdict::Drop(DropReason::TooBigLimited);
+    }
+    if svc.forwarding == Forwarding::Nat && nat::restore(frame, p.l2(), svc).is_err() {
+        return Verdict::Drop(DropReason::MtuExceeded);
+    }
+    reply::frag_needed(snap, frame, p, backend.outer.max_inner())
 }
 
 /// The rest of a client's packet's way, from `next`.
@@ -97,7 +132,7 @@ fn from_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, mut nex
     for _ in 0..MAX_STEPS {
         next = match next {
             FromClient::Done(v) => return v,
-            FromClient::Tunnel(t) => return egress::tunnel(cx, frame, &t),
+            FromClient::Tunnel(t) => return to_backend(cx, frame, p, &t),
             FromClient::Reset => return reply::reset(cx.snap, frame, p),
             FromClient::NoBackend => {
                 let Some(svc) = cx.snap.services.get(usize::from(p.service)) else {

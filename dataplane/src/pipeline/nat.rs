@@ -96,6 +96,13 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
     FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
 }
 
+/// A client's packet at `frame[l2..]` that `forward` gave a backend's address and port: the
+/// VIP and service port back as its destination (to quote it to the client as it was sent).
+pub fn restore<F: Frame>(frame: &mut F, l2: usize, svc: &Service) -> Result<(), DropReason> {
+    let ip = frame.data_mut().get_mut(l2..).ok_or(DropReason::L4Truncated)?;
+    endpoint::rewrite(ip, End::Dst, svc.vip, svc.port).map_err(|_| DropReason::L4Truncated)
+}
+
 /// The tunnel (GRE's key is the VPC; IPIP is the physical network) and the reply in it:
 /// backend -> client, TCP or UDP, whole.
 fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {

@@ -38,6 +38,11 @@ pub enum Verdict {
     Unreachable {
         port: u16,
     },
+    /// ICMP fragmentation needed to the client, built in place (its packet, DF set, is too big
+    /// for the tunnel); send it out of `port`.
+    TooBig {
+        port: u16,
+    },
     /// SYN proxy: the SYN-ACK with a cookie answering a client's SYN, built in place; send it
     /// out of `port`.
     SynAck {

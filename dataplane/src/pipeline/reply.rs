@@ -8,6 +8,7 @@ use crate::snapshot::{NoBackend, Service, Snapshot};
 use crate::stats::DropReason;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::icmp::{self, IcmpPacket};
+use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
 use crate::wire::{checksum, tcp, Mac, TcpPacket, TcpRepr};
 use std::net::Ipv4Addr;
@@ -116,6 +117,50 @@ pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> V
         return fail;
     }
     Verdict::Unreachable { port: p.rx_port }
+}
+
+/// Turns a client's packet (DF set) that is too big for the tunnel into ICMP destination
+/// unreachable, fragmentation needed (RFC 1191), from the VIP, with the largest packet the
+/// tunnel takes (`mtu`) and as much of the packet as ICMP quotes (548 bytes).
+pub fn frag_needed<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu: u16) -> Verdict {
+    let fail = Verdict::Drop(DropReason::MtuExceeded);
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+        return fail;
+    };
+    let (l2, head) = (p.l2(), ipv4::HEADER_LEN + icmp::HEADER_LEN);
+    let quote = usize::from(p.inner_len).min(icmp_error::QUOTE_MAX);
+    // Room for the new IP and ICMP headers between Ethernet and the packet they quote.
+    if !frame.prepend(head) {
+        return Verdict::Drop(DropReason::NoHeadroom);
+    }
+    let total = l2 + head + quote;
+    let len = frame.data().len();
+    if len < total || !frame.trim(len - total) {
+        return fail;
+    }
+    let b = frame.data_mut();
+    b.copy_within(head..head + l2, 0);
+    turn_around(b, port.mac);
+    let ip_hdr = Ipv4Repr {
+        src: vip,
+        dst: client,
+        protocol: ipv4::PROTO_ICMP,
+        payload_len: icmp::HEADER_LEN + quote,
+        tos: 0,
+        ident: 0,
+        dont_frag: false,
+        ttl: DEFAULT_TTL,
+    };
+    ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
+    let [hi, lo] = mtu.to_be_bytes();
+    let rest = [0, 0, hi, lo];
+    icmp_error::write_header(
+        &mut b[l2 + ipv4::HEADER_LEN..total],
+        icmp::TYPE_DEST_UNREACHABLE,
+        icmp_error::CODE_FRAG_NEEDED,
+        rest,
+    );
+    Verdict::TooBig { port: p.rx_port }
 }
 
 /// Turns a client's TCP segment into the RST that ends its connection (RFC 9293 3.10.7.1:

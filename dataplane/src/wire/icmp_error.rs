@@ -202,14 +202,23 @@ pub fn emit(out: &mut [u8], msg_type: u8, code: u8, rest: [u8; 4], packet: &[u8]
     };
     let n = packet.len().min(QUOTE_MAX).min(room);
     let m = &mut out[..HEADER_LEN + n];
+    m[HEADER_LEN..].copy_from_slice(&packet[..n]);
+    write_header(m, msg_type, code, rest);
+    m.len()
+}
+
+/// Writes the header of the error message `m` (at least [`HEADER_LEN`] bytes), whose quote
+/// is already in place after it, with the checksum over the whole message.
+pub fn write_header(m: &mut [u8], msg_type: u8, code: u8, rest: [u8; 4]) {
+    if m.len() < HEADER_LEN {
+        return;
+    }
     m[0] = msg_type;
     m[1] = code;
     write_u16(m, field::CHECKSUM, 0);
     m[field::REST].copy_from_slice(&rest);
-    m[HEADER_LEN..].copy_from_slice(&packet[..n]);
     let c = checksum::checksum(m);
     write_u16(m, field::CHECKSUM, c);
-    m.len()
 }
 
 /// [`emit`] for fragmentation needed (type 3 code 4) with the next-hop MTU `mtu`.

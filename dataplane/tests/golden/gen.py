@@ -122,6 +122,16 @@ case("udp to a tcp-only VIP port", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(s
 case("service with only drained backends", 0, eth_in() / IP(src=CLI_IP, dst=VIP_DEAD) / TCP(sport=1, dport=80), None, "drop:no_backend")
 case("backend whose MAC is unknown", 0, eth_in() / IP(src=CLI_IP, dst=VIP_UNRES) / TCP(sport=1, dport=80), None, "drop:neighbor_unresolved")
 case("encapsulated packet over the egress MTU", 0, eth_in() / IP(src=CLI_IP, dst=VIP_TINY) / TCP(sport=1, dport=80) / Raw(b"x" * 600), None, "drop:mtu_exceeded")
+
+
+def too_big(packet, vip, mtu):
+    """ICMP fragmentation needed from `vip` to the client quoting `packet` (548 bytes at most)."""
+    return Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=vip, dst=CLI_IP, ttl=64, id=0) / ICMP(type=3, code=4, nexthopmtu=mtu) / raw(packet)[:548]
+
+
+# Port 2's MTU 576 less IPIP's 20: 556 fits.
+big_df = IP(src=CLI_IP, dst=VIP_TINY, id=0x5151, flags="DF", ttl=63) / TCP(sport=40030, dport=80, flags="PA", seq=7, ack=9) / Raw(bytes(range(256)) * 3)
+case("DF packet too big for the tunnel: fragmentation needed from the VIP, 548 bytes quoted", 0, eth_in() / big_df, too_big(big_df, VIP_TINY, 556), "too_big:0")
 case("tcp to the appliance's own address", 0, eth_in() / IP(src=CLI_IP, dst=EXT_IP) / TCP(sport=1, dport=22), None, "drop:local_unsupported")
 case("gre to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / GRE() / Raw(b"\0" * 20), None, "drop:protocol_unsupported")
 case("ip broadcast", 0, Ether(dst="ff:ff:ff:ff:ff:ff", src=CLI_MAC) / IP(src=CLI_IP, dst="255.255.255.255") / UDP(sport=68, dport=67), None, "drop:not_for_us")
@@ -134,6 +144,10 @@ nat_syn_dnat = IP(src=CLI_IP, dst=NAT_BE, ttl=63, id=0x4242, flags="DF") / TCP(s
 case("tcp syn to a NAT VIP: DNAT to the backend's port, GRE keyed with the VPC", 0, eth_in() / nat_syn, gre(nat_syn_dnat, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
 nat_syn_mss = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=0x4245, flags="DF") / TCP(sport=40020, dport=80, flags="S", seq=1000, window=64240, options=[("MSS", 1460), ("NOP", None), ("WScale", 7)])
 nat_syn_mss_dnat = IP(src=CLI_IP, dst=NAT_BE, ttl=63, id=0x4245, flags="DF") / TCP(sport=40020, dport=8080, flags="S", seq=1000, window=64240, options=[("MSS", 1432), ("NOP", None), ("WScale", 7)])
+# Port 1's MTU 1500 less keyed GRE's 28: 1472 fits. The quote is the packet as the client sent
+# it (to the VIP), not as it would have gone to the backend.
+nat_big = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=0x4246, flags="DF") / TCP(sport=40021, dport=80, flags="PA", seq=1, ack=1) / Raw(b"n" * 1460)
+case("DF packet to a NAT VIP too big for the tunnel: fragmentation needed quoting it as sent", 0, eth_in() / nat_big, too_big(nat_big, VIP_NAT, 1472), "too_big:0")
 case("tcp syn to a NAT VIP: DNAT and the MSS clamped to keyed GRE's path", 0, eth_in() / nat_syn_mss, gre(nat_syn_mss_dnat, "198.19.0.10", B10_MAC, key=7), "tunnel:1")
 nat_dns = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=7) / UDP(sport=5555, dport=53) / Raw(b"query")
 nat_dns_dnat = IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=7) / UDP(sport=5555, dport=5353) / Raw(b"query")
