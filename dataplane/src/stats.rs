@@ -61,8 +61,15 @@ drop_reasons! {
     ProtocolUnsupported = "protocol_unsupported",
     IcmpTruncated = "icmp_truncated",
     IcmpBadChecksum = "icmp_bad_checksum",
-    /// ICMP other than an echo request to a VIP or appliance address.
+    /// ICMP other than an echo request to a VIP or appliance address (and other than an
+    /// error about a flow, to a VIP).
     IcmpUnsupported = "icmp_unsupported",
+    /// An ICMP error to a VIP whose quoted packet cannot be read (cut short, not IPv4, not TCP
+    /// or UDP, a fragment past the first).
+    IcmpErrorMalformed = "icmp_error_malformed",
+    /// An ICMP error to a VIP quoting a packet of no service of that VIP, or of a flow no
+    /// backend takes.
+    IcmpErrorUnknown = "icmp_error_unknown",
     /// TCP or UDP to an appliance address (the appliance has no local stack there).
     LocalUnsupported = "local_unsupported",
     /// The next hop's MAC is not known yet (an ARP request has been sent).

@@ -8,6 +8,7 @@ use crate::session::SessionKey;
 use crate::snapshot::ServiceKey;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Header};
 use crate::wire::{self, TcpPacket, UdpPacket, WireError};
 use std::net::IpAddr;
@@ -39,6 +40,10 @@ pub enum Local {
     },
     /// ICMP to a VIP or an appliance address, its IPv4 header at `frame[l2..]`.
     Icmp {
+        l2: usize,
+    },
+    /// An ICMP error to a VIP (about one of its flows), its IPv4 header at `frame[l2..]`.
+    IcmpError {
         l2: usize,
     },
     NatReply(Tunneled),
@@ -143,6 +148,9 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         return Class::from(DropReason::Ipv4Fragment);
     }
     Class::from(match proto {
+        ipv4::PROTO_ICMP if vip && icmp_type(data, l2, &ip).is_some_and(icmp_error::is_error) => {
+            return Class::Local(Local::IcmpError { l2 })
+        }
         ipv4::PROTO_ICMP => return Class::Local(Local::Icmp { l2 }),
         _ if l4 && vip => match l4_error {
             Some(WireError::Truncated) => DropReason::L4Truncated,
@@ -152,6 +160,11 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         _ if l4 => DropReason::LocalUnsupported,
         _ => DropReason::ProtocolUnsupported,
     })
+}
+
+/// The type of the ICMP message in the IPv4 packet `ip` at `data[l2..]`, if it has one.
+fn icmp_type(data: &[u8], l2: usize, ip: &Ipv4Header) -> Option<u8> {
+    data.get(l2 + usize::from(ip.header_len)).copied().filter(|_| ip.total_len > u16::from(ip.header_len))
 }
 
 /// BGP (TCP port 179 either way) and BFD (UDP to 3784 single hop, 4784 multihop, 3785 echo):

@@ -7,7 +7,8 @@
 //! them, so data flows one way (docs/architecture.md draws it):
 //!
 //! - [`classify`]: Ethernet checks and what the packet is for. ARP goes to `neighbor`, ICMP
-//!   to `reply`, a tunneled NAT reply to `nat`, a packet to a service on to [`finish`].
+//!   to `reply` (an ICMP error about a flow of a VIP to `icmp_error`, then `egress`), a
+//!   tunneled NAT reply to `nat`, a packet to a service on to [`finish`].
 //! - [`finish`]: `forward` (by session, or the scheduler's choice through `choose`) and, for
 //!   SYN-proxied services' handshakes, `proxy`; then `egress` into the backend's tunnel, or
 //!   `reply` to the client (RST, ICMP unreachable).
@@ -18,6 +19,7 @@ mod classify;
 mod context;
 mod egress;
 mod forward;
+mod icmp_error;
 mod nat;
 mod neighbor;
 mod outcome;
@@ -77,6 +79,10 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
         Local::Drop(reason) => Verdict::Drop(reason),
         Local::Arp { l2 } => neighbor::arp(cx, rx_port, frame, l2),
         Local::Icmp { l2 } => reply::echo(cx.snap, rx_port, frame, l2),
+        Local::IcmpError { l2 } => match icmp_error::to_backend(cx, frame, l2) {
+            Ok(t) => egress::tunnel(cx, frame, &t),
+            Err(reason) => Verdict::Drop(reason),
+        },
         Local::NatReply(t) => from_backend(cx, frame, &t),
         Local::ToKernel { kernel, routing } => egress::to_kernel(cx, kernel, routing),
         Local::FromKernel { port } => Verdict::FromKernel { port },

@@ -37,6 +37,7 @@ mod field {
     /// In the quoted TCP or UDP header.
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
+    pub const TCP_SEQ: usize = 4;
     pub const UDP_CHECKSUM: usize = 6;
     pub const TCP_CHECKSUM: usize = 16;
 }
@@ -180,6 +181,28 @@ pub fn rewrite_quoted(m: &mut [u8], end: End, addr: IpAddr, port: u16) -> Result
             let c = checksum::update16(checksum::update32(c, old_addr, new_addr), old_port, port);
             put16(m, at, c, &mut ck);
         }
+    }
+    write_u16(m, field::CHECKSUM, ck);
+    Ok(())
+}
+
+/// Adds `delta` to the sequence number of the TCP segment quoted by the error message `m` (a
+/// SYN proxy's translation undone), updating the quoted TCP checksum (when quoted) and the
+/// ICMP checksum incrementally. Errors as [`parse`], and `Unsupported` for a UDP quote;
+/// nothing changes on an error.
+pub fn shift_quoted_seq(m: &mut [u8], delta: u32) -> Result<(), WireError> {
+    let q = parse(m)?.quoted;
+    if q.protocol != ipv4::PROTO_TCP {
+        return Err(WireError::Unsupported);
+    }
+    let at = HEADER_LEN + q.ihl + field::TCP_SEQ;
+    let (old, new) = (read_u32(m, at), read_u32(m, at).wrapping_add(delta));
+    let mut ck = read_u16(m, field::CHECKSUM);
+    put16(m, at, (new >> 16) as u16, &mut ck);
+    put16(m, at + 2, new as u16, &mut ck);
+    if let Some(c_at) = q.l4_checksum_at().map(|a| HEADER_LEN + a) {
+        let c = checksum::update32(read_u16(m, c_at), old, new);
+        put16(m, c_at, c, &mut ck);
     }
     write_u16(m, field::CHECKSUM, ck);
     Ok(())
@@ -494,6 +517,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn shifting_the_quoted_sequence_keeps_every_checksum_right(delta in any::<u32>(), tcp in any::<bool>()) {
+            let p = small_packet(tcp, true);
+            let mut m = [0u8; 80];
+            let n = emit(&mut m, TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED, [0, 0, 5, 0], &p);
+            let m = &mut m[..n];
+            let before = m.to_vec();
+            let r = shift_quoted_seq(m, delta);
+            if tcp {
+                prop_assert_eq!(r, Ok(()));
+                prop_assert!(all_verify(m));
+                prop_assert_eq!(read_u32(m, 8 + 20 + 4), 5u32.wrapping_add(delta));
+            } else {
+                prop_assert_eq!(r, Err(WireError::Unsupported));
+                prop_assert_eq!(&m[..], &before[..]);
+            }
+        }
+
         #[test]
         fn rewriting_keeps_every_checksum_right(tcp in any::<bool>(), udp_checksum in any::<bool>(),
                                                 src in any::<bool>(), a in any::<u32>(), port in any::<u16>()) {

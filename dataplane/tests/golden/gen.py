@@ -90,7 +90,8 @@ case("ping with id, sequence and data all zero (reply checksum must be 0xffff)",
 bad = bytearray(raw(echo(VIP)))
 bad[14 + 20 + 2] ^= 0x5a
 case("ping with a bad icmp checksum", 0, bytes(bad), None, "drop:icmp_bad_checksum")
-case("icmp unreachable to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=3, code=3) / Raw(b"x" * 28), None, "drop:icmp_unsupported")
+case("icmp unreachable to a VIP quoting no IPv4 packet", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=3, code=3) / Raw(b"x" * 28), None, "drop:icmp_error_malformed")
+case("icmp timestamp request to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=13) / Raw(b"\0" * 12), None, "drop:icmp_unsupported")
 case("icmp truncated", 0, eth_in() / IP(src=CLI_IP, dst=VIP, proto=1) / Raw(b"\x08\x00\x00"), None, "drop:icmp_truncated")
 
 # ---- TCP and UDP to a VIP: DSR tunnels -----------------------------------------------------
@@ -155,6 +156,42 @@ case("udp to a NAT VIP on the physical network: DNAT in IPIP", 0, eth_in() / nat
 nat_dns0 = IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=8) / UDP(sport=5556, dport=53, chksum=0) / Raw(b"query")
 nat_dns0_dnat = IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=8) / UDP(sport=5556, dport=5353, chksum=0) / Raw(b"query")
 case("udp without a checksum stays without one through DNAT", 0, eth_in() / nat_dns0, ipip(nat_dns0_dnat, "198.19.0.11", B11_MAC), "tunnel:1")
+
+
+# ---- ICMP errors about a flow of a VIP ----------------------------------------------------------
+ROUTER_FAR = "203.0.113.9"   # a router on the way to the client
+
+
+def icmp_err(vip, quoted, t=3, c=4, mtu=1400, n=None):
+    """An ICMP error from a far router to `vip` quoting the first `n` bytes of `quoted` (a
+    packet the service sent to the client)."""
+    q = raw(quoted)[:n] if n else raw(quoted)
+    extra = dict(nexthopmtu=mtu) if (t, c) == (3, 4) else {}
+    return IP(src=ROUTER_FAR, dst=vip, ttl=60, id=0x0e0e) / ICMP(type=t, code=c, **extra) / q
+
+
+to_client = IP(src=VIP, dst=CLI_IP, id=0x77, flags="DF") / TCP(sport=80, dport=40000, flags="PA", seq=5000, ack=1001) / Raw(bytes(range(200)))
+e = icmp_err(VIP, to_client, n=548)
+case("fragmentation needed to a VIP about a dsr flow: to its backend unchanged", 0, eth_in() / e, ipip(e, "198.19.0.10", B10_MAC), "tunnel:1")
+dns_to_client = IP(src=VIP, dst=CLI_IP, id=0x78) / UDP(sport=53, dport=5555) / Raw(b"answer")
+e = icmp_err(VIP, dns_to_client, t=11, c=0)
+case("time exceeded to a VIP about a dsr udp flow: in the service's GRE", 0, eth_in() / e, gre(e, "198.19.0.11", B11_MAC, key=1001), "tunnel:1")
+# nat: the quote is what the appliance sent the client (VIP_NAT:80); the backend gets it as
+# it sent it (192.0.2.10:8080), every checksum recomputed by scapy.
+nat_to_client = lambda src, sport: IP(src=src, dst=CLI_IP, id=0x79, flags="DF") / TCP(sport=sport, dport=40000, flags="A", seq=5001, ack=1001) / Raw(b"d" * 1300)
+for n, what in ((28, "28 bytes quoted"), (548, "548 bytes quoted, the TCP checksum among them")):
+    e_in = icmp_err(VIP_NAT, nat_to_client(VIP_NAT, 80), n=n)
+    e_out = IP(src=ROUTER_FAR, dst=NAT_BE, ttl=60, id=0x0e0e) / ICMP(type=3, code=4, nexthopmtu=1400) / raw(nat_to_client(NAT_BE, 8080))[:n]
+    case(f"fragmentation needed to a NAT VIP, {what}: translated to the backend's form", 0, eth_in() / e_in, gre(e_out, "198.19.0.10", B10_MAC, key=7), "tunnel:1", pre=(0, eth_in() / nat_syn))
+e = icmp_err(VIP, IP(src=VIP, dst=CLI_IP) / TCP(sport=81, dport=40000))
+case("icmp error quoting a port of the VIP without a service", 0, eth_in() / e, None, "drop:icmp_error_unknown")
+e = icmp_err(VIP, IP(src=VIP2, dst=CLI_IP) / TCP(sport=80, dport=40000))
+case("icmp error to one VIP quoting another's packet", 0, eth_in() / e, None, "drop:icmp_error_unknown")
+e = icmp_err(VIP, IP(src=VIP, dst=CLI_IP) / TCP(sport=80, dport=40000), n=24)
+case("icmp error whose quote stops inside the ports", 0, eth_in() / e, None, "drop:icmp_error_malformed")
+bad_icmp = bytearray(raw(eth_in() / icmp_err(VIP, to_client, n=60)))
+bad_icmp[14 + 20 + 30] ^= 0x01
+case("icmp error to a VIP with a bad checksum", 0, bytes(bad_icmp), None, "drop:icmp_bad_checksum")
 
 
 def from_host(inner, host="198.19.0.10", mac=B10_MAC, key=7, proto=47):
