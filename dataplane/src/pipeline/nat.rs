@@ -14,6 +14,7 @@ use crate::stats::DropReason;
 use crate::synproxy;
 use crate::wire::endpoint::{self, End};
 use crate::wire::ethernet;
+use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::{tcp, GrePacket, TcpPacket, UdpPacket};
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +32,8 @@ struct Reply {
     protocol: u8,
     /// TCP flags (`None` for UDP).
     flags: Option<u8>,
+    /// An ICMP error the backend sent about the flow (the rest is its quote's flow).
+    icmp: bool,
 }
 
 /// The session a reply answers: found in service `service` (an index), whose backend
@@ -54,6 +57,9 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
     let Some(f) = session_of(cx, &r) else {
         return dropped(DropReason::NatNoSession);
     };
+    if r.icmp {
+        return icmp_to_client(frame, &r, &f);
+    }
     let seg = BackendSegment {
         at: r.at,
         service: f.service,
@@ -121,6 +127,9 @@ fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
     if !ip.verify_checksum() || ip.is_fragment() {
         return Err(bad);
     }
+    if ip.protocol() == ipv4::PROTO_ICMP {
+        return icmp_error(&ip, t.l2 + tunnel_len, vpc);
+    }
     let (bport, cport, flags) = match ip.protocol() {
         ipv4::PROTO_TCP => {
             TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
@@ -139,7 +148,51 @@ fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
         cport,
         protocol: ip.protocol(),
         flags,
+        icmp: false,
     })
+}
+
+/// An ICMP error from a backend about a packet it got from a client (client -> backend:port,
+/// quoted): the reply of that flow it is, at `at` in the frame.
+fn icmp_error(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result<Reply, DropReason> {
+    let e = icmp_error::parse(ip.payload()).map_err(|_| DropReason::IcmpErrorMalformed)?;
+    if !e.checksum_ok {
+        return Err(DropReason::IcmpBadChecksum);
+    }
+    let q = e.quoted;
+    if q.dst != ip.src() {
+        return Err(DropReason::IcmpErrorUnknown);
+    }
+    Ok(Reply {
+        at,
+        len: ip.total_len(),
+        vpc,
+        backend: q.dst,
+        client: q.src,
+        bport: q.dst_port,
+        cport: q.src_port,
+        protocol: q.protocol,
+        flags: None,
+        icmp: true,
+    })
+}
+
+/// A backend's ICMP error about its flow `f`, to the client in the VIP's form: from the VIP,
+/// quoting the client's packet as it was sent (to VIP:port).
+fn icmp_to_client<F: Frame>(frame: &mut F, r: &Reply, f: &Found<'_>) -> FromBackend {
+    let IpAddr::V4(vip) = f.svc.vip else {
+        return dropped(DropReason::IcmpErrorUnknown);
+    };
+    let bad = DropReason::IcmpErrorMalformed;
+    let Some(Ok(mut ip)) = frame.data_mut().get_mut(r.at..).map(Ipv4Packet::new_checked) else {
+        return dropped(bad);
+    };
+    ip.set_src(vip);
+    ip.fill_checksum();
+    if icmp_error::rewrite_quoted(ip.payload_mut(), End::Dst, f.svc.vip, f.svc.port).is_err() {
+        return dropped(bad);
+    }
+    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
 }
 
 /// The reply's session: one of the services this backend serves, keyed by the client. When

@@ -211,6 +211,20 @@ case("nat syn-ack: the backend's MSS clamped to the tunnel path the client's seg
 dns_reply = IP(src=NAT_BE_UDP, dst=CLI_IP, ttl=64, id=3) / UDP(sport=5353, dport=5555) / Raw(b"answer")
 dns_reply_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=3) / UDP(sport=53, dport=5555) / Raw(b"answer")
 case("nat reply over IPIP (physical network)", 1, from_host(dns_reply, "198.19.0.11", B11_MAC, None, 4), dns_reply_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
+# A backend's ICMP error about a client's packet comes back through its host: to the client
+# from the VIP, quoting the packet as the client sent it.
+def from_client(dst, dport, sport=40000):
+    return IP(src=CLI_IP, dst=dst, id=0x42, flags="DF") / TCP(sport=sport, dport=dport, flags="PA", seq=1001, ack=5001) / Raw(b"c" * 100)
+
+
+be_err = IP(src=NAT_BE, dst=CLI_IP, ttl=64, id=0x9b) / ICMP(type=3, code=4, nexthopmtu=1400) / raw(from_client(NAT_BE, 8080))
+be_err_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=0x9b) / ICMP(type=3, code=4, nexthopmtu=1400) / raw(from_client(VIP_NAT, 80))
+case("a nat backend's icmp error through its host: to the client in the VIP's form", 1, from_host(be_err), be_err_out, "nat_reply:0", pre=pre_syn)
+udp_err = IP(src=NAT_BE_UDP, dst=CLI_IP, ttl=64, id=0x9c) / ICMP(type=3, code=3) / raw(IP(src=CLI_IP, dst=NAT_BE_UDP, ttl=63, id=7) / UDP(sport=5555, dport=5353) / Raw(b"query"))
+udp_err_out = Ether(dst=CLI_MAC, src=EXT_MAC) / IP(src=VIP_NAT, dst=CLI_IP, ttl=64, id=0x9c) / ICMP(type=3, code=3) / raw(IP(src=CLI_IP, dst=VIP_NAT, ttl=63, id=7) / UDP(sport=5555, dport=53) / Raw(b"query"))
+case("a nat backend's port unreachable over IPIP: to the client in the VIP's form", 1, from_host(udp_err, "198.19.0.11", B11_MAC, None, 4), udp_err_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
+be_err_other = IP(src=NAT_BE, dst=CLI_IP, ttl=64) / ICMP(type=3, code=3) / raw(from_client(NAT_BE, 8080, sport=40999))
+case("a nat backend's icmp error about no session", 1, from_host(be_err_other), None, "drop:nat_no_session", pre=pre_syn)
 case("nat reply without a session", 1, from_host(synack), None, "drop:nat_no_session")
 case("nat reply in another VPC's tunnel", 1, from_host(synack, key=8), None, "drop:nat_no_session", pre=pre_syn)
 case("nat reply from another backend port", 1, from_host(IP(src=NAT_BE, dst=CLI_IP) / TCP(sport=8081, dport=40000, flags="A")), None, "drop:nat_no_session", pre=pre_syn)
