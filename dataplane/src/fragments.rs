@@ -130,6 +130,13 @@ impl<T> FragmentTable<T> {
         FragmentTable::new(capacity, DEFAULT_TIMEOUT_NS, MAX_HELD, seed)
     }
 
+    /// Forgets every entry and held frame (dropped), keeping the allocations.
+    pub fn clear(&mut self) {
+        self.slots.fill(Slot::default());
+        self.held.iter_mut().for_each(|h| *h = None);
+        self.held_count = 0;
+    }
+
     /// Entries the table has room for.
     pub fn capacity(&self) -> usize {
         self.slots.len()

@@ -77,6 +77,9 @@ drop_reasons! {
     /// The encapsulated packet would exceed the egress port's MTU (and it is not answered
     /// with a too-big message: see `too_big_limited`).
     MtuExceeded = "mtu_exceeded",
+    /// A fragment past the first to a VIP whose first fragment this worker has not seen (or
+    /// not within the fragment table's time).
+    FragmentNoFirst = "fragment_no_first",
     /// A packet with DF set too big for the tunnel, while the worker's too-big messages
     /// were over their rate (`pipeline::TOO_BIG_RATE`).
     TooBigLimited = "too_big_limited",

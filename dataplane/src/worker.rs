@@ -6,7 +6,8 @@
 use crate::io::{Burst, Frame, Io, BURST};
 use crate::limit::{Isolation, LimitState};
 use crate::pipeline::{
-    build_arp_request, classify, finish, Budgets, Ctx, Limiter, Resolve, SessionEvents, Stage, Verdict,
+    build_arp_request, classify, finish, Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, Stage,
+    Verdict, FRAGMENT_ENTRIES,
 };
 use crate::sched::SchedState;
 use crate::session::SessionTable;
@@ -32,6 +33,15 @@ struct Tally {
     from_kernel: u64,
 }
 
+/// Worker `id`'s fragment table: no frame held (a later fragment without its first is
+/// dropped), keyed by a seed of this process's randomness so that senders cannot aim
+/// collisions.
+fn fragment_table(id: usize) -> Fragments {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new().hash_one(id);
+    Fragments::new(FRAGMENT_ENTRIES, crate::fragments::DEFAULT_TIMEOUT_NS, 0, seed)
+}
+
 /// How often worker 0 walks the next hops to resolve or refresh them ahead of traffic.
 pub const NEIGHBOR_SCAN_NS: u64 = 100_000_000;
 
@@ -50,6 +60,8 @@ pub struct Worker<I: Io> {
     limits: LimitState,
     /// The exception path's rate for traffic other than routing, and the too-big messages'.
     budgets: Budgets,
+    /// Fragmented datagrams' ports (taken out for a pass, like `sched`).
+    fragments: Option<Fragments>,
     /// Bit `p` set: port `p` is an exception path (a kernel interface), fixed at start.
     kernel_ports: u16,
 }
@@ -82,6 +94,7 @@ impl<I: Io> Worker<I> {
             isolation: Arc::new(Isolation::new(workers)),
             limits: LimitState::default(),
             budgets: Budgets::default(),
+            fragments: Some(fragment_table(id)),
             kernel_ports,
         }
     }
@@ -95,6 +108,9 @@ impl<I: Io> Worker<I> {
         self.limits = LimitState::default();
         self.tx.iter_mut().for_each(|b| b.clear());
         self.next_scan_ns = 0;
+        if let Some(t) = self.fragments.as_mut() {
+            t.clear();
+        }
     }
 
     /// Shares the control thread's isolation state (overload flag, rate shares); without it
@@ -139,6 +155,7 @@ impl<I: Io> Worker<I> {
         let overloaded = isolation.overloaded();
         let mut limits = std::mem::take(&mut self.limits);
         let mut budgets = self.budgets;
+        let mut fragments = self.fragments.take();
         // Moved out for the pass (an empty Vec in its place: no allocation), put back after.
         let mut sched = std::mem::take(&mut self.sched);
         let mut resolve = Resolve::new();
@@ -163,6 +180,9 @@ impl<I: Io> Worker<I> {
             let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve)
                 .with_limiter(limiter)
                 .with_budgets(&mut budgets);
+            if let Some(table) = fragments.as_mut() {
+                cx = cx.with_fragments(table);
+            }
             // Pass 1: classify the burst.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
@@ -197,6 +217,7 @@ impl<I: Io> Worker<I> {
         self.sched = sched;
         self.limits = limits;
         self.budgets = budgets;
+        self.fragments = fragments;
         self.flush_all();
         self.stats.polls.add(1);
         if received > 0 {

@@ -76,3 +76,197 @@ fn too_big_messages_are_held_to_their_rate_per_worker() {
     // A fresh bucket holds 50 ms of the rate (limit::BURST_NS).
     assert_eq!((sent, held), (TOO_BIG_RATE as usize / 20, n - TOO_BIG_RATE as usize / 20));
 }
+
+mod fragments {
+    use super::*;
+    use sluice_dataplane::pipeline::{process, Ctx, Fragments, Resolve, Verdict};
+    use sluice_dataplane::sched::SchedState;
+    use sluice_dataplane::snapshot::Snapshot;
+    use sluice_dataplane::stats::DropReason;
+    use sluice_dataplane::testkit::frame::ethernet;
+    use sluice_dataplane::testkit::spec::{nat_backend, nat_service};
+    use sluice_dataplane::testkit::{EXT_ADDR, EXT_MAC, INT_ADDR, INT_MAC, ROUTER_MAC};
+    use sluice_dataplane::wire::{checksum, fragment, Ipv4Repr, UdpRepr};
+    use std::net::Ipv4Addr;
+
+    const BACKEND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+    /// UDP 53 on VIP 1, NAT to 192.0.2.10:5353 on host 10 (IPIP).
+    fn nat_appliance() -> Snapshot {
+        let dns =
+            nat_service("dns", vip(1), 53, Protocol::Udp, vec![nat_backend(BACKEND, 5353, host(10), 1)]);
+        let ext =
+            sluice_dataplane::testkit::spec::port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)]);
+        snapshot(vec![ext, int_port(hosts([10]))], vec![dns])
+    }
+
+    /// A UDP datagram of `len` payload bytes, checksummed, from `src:sport` to `dst:dport`.
+    fn datagram(
+        (src, sport): (Ipv4Addr, u16),
+        (dst, dport): (Ipv4Addr, u16),
+        len: usize,
+        ident: u16,
+    ) -> Vec<u8> {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let mut b = vec![0; 20 + 8 + len];
+        Ipv4Repr { src, dst, protocol: 17, payload_len: 8 + len, tos: 0, ident, dont_frag: false, ttl: 64 }
+            .emit(&mut b[..20]);
+        b[28..].copy_from_slice(&payload);
+        UdpRepr { src_port: sport, dst_port: dport }.emit_v4(&mut b[20..], src, dst);
+        b
+    }
+
+    /// `packet` cut into IPv4 fragments of at most `mtu` bytes.
+    fn fragments_of(packet: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+        fragment::plan(packet.len(), 20, mtu)
+            .unwrap()
+            .map(|f| {
+                let mut out = vec![0; mtu];
+                let n = fragment::write_fragment(packet, &f, &mut out).unwrap();
+                out.truncate(n);
+                out
+            })
+            .collect()
+    }
+
+    /// The fragments' payloads put back together by offset (the header of the first).
+    fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = frags[0][..20].to_vec();
+        let mut body = vec![0u8; 65536];
+        let mut end = 0;
+        for f in frags {
+            let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+            let at = ip.frag_offset();
+            body[at..at + ip.payload().len()].copy_from_slice(ip.payload());
+            end = end.max(at + ip.payload().len());
+        }
+        out.extend_from_slice(&body[..end]);
+        out
+    }
+
+    fn udp_checksum_ok(packet: &[u8]) -> bool {
+        let ip = Ipv4Packet::new_checked(packet).unwrap();
+        let l4 = &packet[20..];
+        let ph = checksum::pseudo_header_v4(ip.src().octets(), ip.dst().octets(), 17, l4.len() as u16);
+        checksum::fold(checksum::combine(ph, checksum::sum(l4))) == 0xffff
+    }
+
+    /// Frames through one context that has a fragment table; the verdicts and frames out.
+    fn run(
+        snap: &Snapshot,
+        frames: &[(u16, Vec<u8>)],
+        table: Option<&mut Fragments>,
+    ) -> Vec<(Verdict, Vec<u8>)> {
+        let (sessions, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
+        let (mut sched, mut resolve) = (SchedState::new(0, 1), Resolve::new());
+        let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, 1_000_000_000, &mut resolve);
+        if let Some(t) = table {
+            cx = cx.with_fragments(t);
+        }
+        frames
+            .iter()
+            .map(|(port, f)| {
+                let mut frame = VecFrame::new(f);
+                (process(&mut cx, *port, &mut frame), frame.data().to_vec())
+            })
+            .collect()
+    }
+
+    fn table() -> Fragments {
+        Fragments::new(64, 2_000_000_000, 0, 7)
+    }
+
+    #[test]
+    fn every_fragment_of_a_datagram_goes_to_its_backend_translated_whole() {
+        let snap = nat_appliance();
+        // Fragments that fit the tunnel (1500 less IPIP's 20).
+        let d = datagram((ROUTER, 40000), (vip(1), 53), 4000, 0x1234);
+        let frags = fragments_of(&d, 1480);
+        assert_eq!(frags.len(), 3);
+        let frames: Vec<_> = frags.iter().map(|f| (0, ethernet(EXT_MAC, ROUTER_MAC, f))).collect();
+        let mut t = table();
+        let out = run(&snap, &frames, Some(&mut t));
+        // Each in IPIP (Ethernet 14 + outer 20) toward host 10.
+        let inner: Vec<Vec<u8>> = out
+            .iter()
+            .map(|(v, f)| {
+                assert!(matches!(v, Verdict::Tunnel { port: 1, .. }), "{v:?}");
+                f[34..].to_vec()
+            })
+            .collect();
+        let whole = reassemble(&inner);
+        let ip = Ipv4Packet::new_checked(&whole[..]).unwrap();
+        assert_eq!(ip.dst(), BACKEND);
+        assert_eq!(u16::from_be_bytes([whole[22], whole[23]]), 5353, "the destination port");
+        assert!(udp_checksum_ok(&whole), "the first fragment's checksum covers the translated datagram");
+        assert_eq!(&whole[28..], &d[28..], "the data unchanged");
+        for f in &inner {
+            assert!(Ipv4Packet::new_checked(&f[..]).unwrap().verify_checksum());
+        }
+    }
+
+    #[test]
+    fn a_later_fragment_needs_its_first() {
+        let snap = nat_appliance();
+        let d = datagram((ROUTER, 40001), (vip(1), 53), 3000, 0x4321);
+        let frags = fragments_of(&d, 1480);
+        let frame = |i: usize| (0, ethernet(EXT_MAC, ROUTER_MAC, &frags[i]));
+        let mut t = table();
+        let out = run(&snap, &[frame(1), frame(0), frame(1)], Some(&mut t));
+        assert_eq!(out[0].0, Verdict::Drop(DropReason::FragmentNoFirst), "before its first");
+        assert!(matches!(out[1].0, Verdict::Tunnel { .. }));
+        assert!(matches!(out[2].0, Verdict::Tunnel { .. }), "after its first");
+        // Without a table, later fragments have nowhere to look.
+        let out = run(&snap, &[frame(0), frame(1)], None);
+        assert!(matches!(out[0].0, Verdict::Tunnel { .. }));
+        assert_eq!(out[1].0, Verdict::Drop(DropReason::FragmentNoFirst));
+        // Another datagram with the same identification from another client is another key.
+        let other = datagram((Ipv4Addr::new(198, 18, 0, 3), 40001), (vip(1), 53), 3000, 0x4321);
+        let other_frags = fragments_of(&other, 1480);
+        let out =
+            run(&snap, &[frame(0), (0, ethernet(EXT_MAC, ROUTER_MAC, &other_frags[1]))], Some(&mut table()));
+        assert_eq!(out[1].0, Verdict::Drop(DropReason::FragmentNoFirst));
+    }
+
+    #[test]
+    fn a_fragmented_nat_reply_reaches_the_client_translated_whole() {
+        let snap = nat_appliance();
+        let query = datagram((ROUTER, 40002), (vip(1), 53), 40, 1);
+        let reply = datagram((BACKEND, 5353), (ROUTER, 40002), 4000, 0x5555);
+        let frags = fragments_of(&reply, 1480);
+        // Each fragment in IPIP from host 10 to the appliance's internal address.
+        let tunneled = |f: &Vec<u8>| {
+            let mut outer = vec![0; 20];
+            Ipv4Repr {
+                src: host(10),
+                dst: INT_ADDR,
+                protocol: 4,
+                payload_len: f.len(),
+                tos: 0,
+                ident: 9,
+                dont_frag: false,
+                ttl: 64,
+            }
+            .emit(&mut outer);
+            outer.extend_from_slice(f);
+            (1, ethernet(INT_MAC, sluice_dataplane::testkit::host_mac(10), &outer))
+        };
+        let mut frames = vec![(0, ethernet(EXT_MAC, ROUTER_MAC, &query))];
+        frames.extend(frags.iter().map(tunneled));
+        let mut t = table();
+        let out = run(&snap, &frames, Some(&mut t));
+        assert!(matches!(out[0].0, Verdict::Tunnel { .. }), "the query made the session");
+        let to_client: Vec<Vec<u8>> = out[1..]
+            .iter()
+            .map(|(v, f)| {
+                assert!(matches!(v, Verdict::NatReply { port: 0, .. }), "{v:?}");
+                f[14..].to_vec()
+            })
+            .collect();
+        let whole = reassemble(&to_client);
+        assert_eq!(Ipv4Packet::new_checked(&whole[..]).unwrap().src(), vip(1));
+        assert_eq!(u16::from_be_bytes([whole[20], whole[21]]), 53, "the source port");
+        assert!(udp_checksum_ok(&whole));
+        assert_eq!(&whole[28..], &reply[28..]);
+    }
+}

@@ -2,10 +2,7 @@
 //! decides only; nothing here writes the frame.
 
 use super::context::{Ctx, ToService};
-use crate::flow::{Addr, FlowKey};
 use crate::io::Frame;
-use crate::session::SessionKey;
-use crate::snapshot::ServiceKey;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp_error;
@@ -47,6 +44,10 @@ pub enum Local {
         l2: usize,
     },
     NatReply(Tunneled),
+    /// A TCP or UDP fragment to a VIP, its IPv4 header at `frame[l2..]`.
+    Fragment {
+        l2: usize,
+    },
     /// To the receiving port's own address, which has an exception path (port `kernel`);
     /// `routing`: BGP or BFD, which no rate holds back.
     ToKernel {
@@ -145,6 +146,9 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         return Class::from(DropReason::NotForUs);
     }
     if ip.is_fragment() {
+        if vip && l4 {
+            return Class::Local(Local::Fragment { l2 });
+        }
         return Class::from(DropReason::Ipv4Fragment);
     }
     Class::from(match proto {
@@ -195,30 +199,6 @@ fn to_service(
     // Inside the buffer: Ipv4Header::parse checked header_len <= total_len <= its length.
     let payload =
         data.get(l2 + usize::from(ip.header_len)..l2 + usize::from(ip.total_len)).unwrap_or_default();
-    let (src_port, dst_port, tcp_flags) = if ip.protocol == ipv4::PROTO_TCP {
-        TcpPacket::new_checked(payload).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))?
-    } else {
-        UdpPacket::new_checked(payload).map(|u| (u.src_port(), u.dst_port(), None))?
-    };
-    let snap = cx.snap;
-    let found = snap.service(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol));
-    let Some((service, svc)) = found.and_then(|i| Some((i, snap.services.get(usize::from(i))?))) else {
-        return Ok(None);
-    };
-    let flow =
-        FlowKey { src: Addr::v4(ip.src), dst: Addr::v4(ip.dst), src_port, dst_port, protocol: ip.protocol };
-    let session = SessionKey::flow(flow.src, src_port, svc.id);
-    Ok(Some(ToService {
-        flow,
-        service,
-        service_id: svc.id,
-        session_hash: cx.sessions.hash(&session),
-        tcp_flags,
-        rx_port,
-        l2: l2 as u8,
-        inner_len: ip.total_len,
-        tos: ip.tos,
-        ident: ip.ident,
-        dont_frag: ip.dont_frag(),
-    }))
+    let l4 = super::context::transport(ip.protocol, payload, true)?;
+    Ok(ToService::find(cx, (rx_port, l2), ip, l4, false))
 }

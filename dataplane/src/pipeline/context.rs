@@ -2,13 +2,16 @@
 //! first pass left it ([`ToService`]), and the isolation limits checked against both.
 
 use crate::counter::Counter;
-use crate::flow::FlowKey;
+use crate::flow::{Addr, FlowKey};
+use crate::fragments::FragmentTable;
 use crate::limit::{self, Bucket, Isolation, LimitState, Rate, Which};
 use crate::sched::SchedState;
 use crate::session::{SessionKey, SessionTable};
-use crate::snapshot::{Service, Snapshot};
+use crate::snapshot::{Service, ServiceKey, Snapshot};
 use crate::stats::DropReason;
 use crate::synproxy::SynProxy;
+use crate::wire::ipv4::{self, Ipv4Header};
+use crate::wire::{TcpPacket, UdpPacket, WireError};
 use arrayvec::ArrayVec;
 
 /// Next hops whose MAC a worker should ask for after the burst (ARP requests).
@@ -52,7 +55,15 @@ pub struct Ctx<'a> {
     pub limiter: Option<Limiter<'a>>,
     /// The worker's buckets for what it sends of its own accord (`None`: not held back).
     pub budgets: Option<&'a mut Budgets>,
+    /// The worker's fragment table (`None`: later fragments have nowhere to find their ports).
+    pub fragments: Option<&'a mut Fragments>,
 }
+
+/// A worker's fragment table: the ports of each fragmented datagram's first fragment.
+pub type Fragments = FragmentTable<()>;
+
+/// Datagrams a worker's fragment table holds at once (64 bytes each: 256 KiB).
+pub const FRAGMENT_ENTRIES: usize = 4096;
 
 /// Frames per second a worker passes to the kernel through the exception path, other than
 /// ARP, BGP and BFD (which always pass): pings, management logins and floods at the port's
@@ -93,6 +104,7 @@ impl<'a> Ctx<'a> {
             events: SessionEvents::default(),
             limiter: None,
             budgets: None,
+            fragments: None,
         }
     }
 
@@ -100,6 +112,12 @@ impl<'a> Ctx<'a> {
     /// messages to [`TOO_BIG_RATE`] with `budgets`.
     pub fn with_budgets(mut self, budgets: &'a mut Budgets) -> Ctx<'a> {
         self.budgets = Some(budgets);
+        self
+    }
+
+    /// Learns and finds fragmented datagrams' ports in `table`.
+    pub fn with_fragments(mut self, table: &'a mut Fragments) -> Ctx<'a> {
+        self.fragments = Some(table);
         self
     }
 
@@ -132,9 +150,66 @@ pub struct ToService {
     pub(crate) tos: u8,
     pub(crate) ident: u16,
     pub(crate) dont_frag: bool,
+    /// A fragment past the first: no transport header (its ports came from the first).
+    pub(crate) later_fragment: bool,
+}
+
+/// A TCP segment's or UDP datagram's ports and (TCP) flags; `whole`: the payload is the whole
+/// datagram (else a first fragment, whose UDP length field counts more than it holds).
+#[inline(always)]
+pub(crate) fn transport(
+    protocol: u8,
+    payload: &[u8],
+    whole: bool,
+) -> Result<(u16, u16, Option<u8>), WireError> {
+    if protocol == ipv4::PROTO_TCP {
+        TcpPacket::new_checked(payload).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
+    } else if whole {
+        UdpPacket::new_checked(payload).map(|u| (u.src_port(), u.dst_port(), None))
+    } else {
+        UdpPacket::first_fragment(payload).map(|u| (u.src_port(), u.dst_port(), None))
+    }
 }
 
 impl ToService {
+    /// The packet `ip` at `frame[l2..]`, received on `rx_port`, with transport ports and
+    /// flags `(src_port, dst_port, tcp_flags)`: bound for the service of its destination and
+    /// destination port, if there is one.
+    #[inline(always)]
+    pub(crate) fn find(
+        cx: &Ctx<'_>,
+        (rx_port, l2): (u16, usize),
+        ip: &Ipv4Header,
+        (src_port, dst_port, tcp_flags): (u16, u16, Option<u8>),
+        later_fragment: bool,
+    ) -> Option<ToService> {
+        let snap = cx.snap;
+        let service = snap.service(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol))?;
+        let svc = snap.services.get(usize::from(service))?;
+        let flow = FlowKey {
+            src: Addr::v4(ip.src),
+            dst: Addr::v4(ip.dst),
+            src_port,
+            dst_port,
+            protocol: ip.protocol,
+        };
+        let session = SessionKey::flow(flow.src, src_port, svc.id);
+        Some(ToService {
+            flow,
+            service,
+            service_id: svc.id,
+            session_hash: cx.sessions.hash(&session),
+            tcp_flags,
+            rx_port,
+            l2: l2 as u8,
+            inner_len: ip.total_len,
+            tos: ip.tos,
+            ident: ip.ident,
+            dont_frag: ip.dont_frag(),
+            later_fragment,
+        })
+    }
+
     /// The key of the flow's session.
     #[inline]
     pub fn session_key(&self) -> SessionKey {

@@ -56,7 +56,7 @@ pub fn by_session<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> F
         clamp(cx, frame, p.l2(), svc.mss_clamp);
     }
     if svc.forwarding == Forwarding::Nat {
-        if let Err(reason) = translate(frame, p.l2(), svc, bi, proxied) {
+        if let Err(reason) = translate(frame, p.l2(), svc, bi, (proxied, p.later_fragment)) {
             return dropped(reason);
         }
     }
@@ -184,11 +184,14 @@ fn translate<F: Frame>(
     l2: usize,
     svc: &Service,
     bi: u16,
-    proxied: Option<(u32, u32)>,
+    (proxied, later_fragment): (Option<(u32, u32)>, bool),
 ) -> Result<(), DropReason> {
     let backend = svc.backends.get(usize::from(bi)).ok_or(DropReason::NoBackend)?;
     let b = frame.data_mut();
     let ip = b.get_mut(l2..).ok_or(DropReason::L4Truncated)?;
+    if later_fragment {
+        return endpoint::rewrite_address(ip, End::Dst, backend.address).map_err(|_| DropReason::L4Truncated);
+    }
     endpoint::rewrite(ip, End::Dst, backend.address, backend.port).map_err(|_| DropReason::L4Truncated)?;
     if let Some((seq_delta, ts_delta)) = proxied {
         synproxy::client_to_backend(b, l2, seq_delta, ts_delta).map_err(|_| DropReason::SynproxyMalformed)?;

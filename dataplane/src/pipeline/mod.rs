@@ -19,6 +19,7 @@ mod classify;
 mod context;
 mod egress;
 mod forward;
+mod fragment;
 mod icmp_error;
 mod nat;
 mod neighbor;
@@ -28,7 +29,10 @@ mod proxy_backend;
 mod reply;
 mod segment;
 
-pub use context::{Budgets, Ctx, Limiter, Resolve, SessionEvents, ToService, KERNEL_RATE, TOO_BIG_RATE};
+pub use context::{
+    Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, ToService, FRAGMENT_ENTRIES, KERNEL_RATE,
+    TOO_BIG_RATE,
+};
 pub use neighbor::{build_arp_request, nexthop_ip};
 pub use outcome::Verdict;
 
@@ -84,6 +88,10 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
             Err(reason) => Verdict::Drop(reason),
         },
         Local::NatReply(t) => from_backend(cx, frame, &t),
+        Local::Fragment { l2 } => match fragment::to_service(cx, rx_port, frame.data(), l2) {
+            Ok(p) => finish(cx, frame, &p),
+            Err(reason) => Verdict::Drop(reason),
+        },
         Local::ToKernel { kernel, routing } => egress::to_kernel(cx, kernel, routing),
         Local::FromKernel { port } => Verdict::FromKernel { port },
     }

@@ -7,6 +7,7 @@ use super::context::Ctx;
 use super::outcome::{dropped, BackendSegment, FromBackend, ToClient};
 use super::segment;
 use crate::flow::Addr;
+use crate::fragments::{FragKey, Ports};
 use crate::io::Frame;
 use crate::session::{self, flags, Session, SessionKey, TcpState};
 use crate::snapshot::Service;
@@ -34,6 +35,8 @@ struct Reply {
     flags: Option<u8>,
     /// An ICMP error the backend sent about the flow (the rest is its quote's flow).
     icmp: bool,
+    /// A fragment past the first (no transport header: its ports are its first's).
+    later_fragment: bool,
 }
 
 /// The session a reply answers: found in service `service` (an index), whose backend
@@ -51,6 +54,10 @@ struct Found<'a> {
 /// A tunneled packet to the appliance: the NAT reply in it, toward its client.
 pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBackend {
     let r = match open(frame.data(), t) {
+        Ok(r) => r,
+        Err(reason) => return dropped(reason),
+    };
+    let r = match fragment_ports(cx, r, frame.data()) {
         Ok(r) => r,
         Err(reason) => return dropped(reason),
     };
@@ -74,6 +81,10 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
     }
     cx.sessions.touch(f.slot, &f.s, session::tick(cx.now_ns), TcpState::after_reply(f.s.state, r.flags));
     if f.s.flags & flags::PROXIED != 0 {
+        if r.later_fragment {
+            // Its sequence numbers are in a header it does not carry.
+            return dropped(DropReason::SynproxyMalformed);
+        }
         let fl = r.flags.unwrap_or(0);
         if fl & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN | tcp::ACK {
             // The backend did not get the ACK that completed its handshake: again.
@@ -93,6 +104,7 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
         }
     }
     let rewritten = match frame.data_mut().get_mut(r.at..) {
+        Some(ip) if r.later_fragment => endpoint::rewrite_address(ip, End::Src, f.svc.vip),
         Some(ip) => endpoint::rewrite(ip, End::Src, f.svc.vip, f.svc.port),
         None => return dropped(DropReason::NatReplyMalformed),
     };
@@ -124,15 +136,21 @@ fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
     };
     let bad = DropReason::NatReplyMalformed;
     let ip = Ipv4Packet::new_checked(&outer[tunnel_len..]).map_err(|_| bad)?;
-    if !ip.verify_checksum() || ip.is_fragment() {
+    if !ip.verify_checksum() {
         return Err(bad);
     }
-    if ip.protocol() == ipv4::PROTO_ICMP {
+    if ip.protocol() == ipv4::PROTO_ICMP && !ip.is_fragment() {
         return icmp_error(&ip, t.l2 + tunnel_len, vpc);
+    }
+    if ip.frag_offset() != 0 {
+        return later_fragment(&ip, t.l2 + tunnel_len, vpc);
     }
     let (bport, cport, flags) = match ip.protocol() {
         ipv4::PROTO_TCP => {
             TcpPacket::new_checked(ip.payload()).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
+        }
+        ipv4::PROTO_UDP if ip.more_frags() => {
+            UdpPacket::first_fragment(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None))
         }
         ipv4::PROTO_UDP => UdpPacket::new_checked(ip.payload()).map(|u| (u.src_port(), u.dst_port(), None)),
         _ => return Err(bad),
@@ -149,7 +167,57 @@ fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
         protocol: ip.protocol(),
         flags,
         icmp: false,
+        later_fragment: false,
     })
+}
+
+/// A fragment past the first of a reply: its addresses now, its ports from its first fragment
+/// ([`fragment_ports`]).
+fn later_fragment(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result<Reply, DropReason> {
+    let protocol = ip.protocol();
+    if protocol != ipv4::PROTO_TCP && protocol != ipv4::PROTO_UDP {
+        return Err(DropReason::NatReplyMalformed);
+    }
+    Ok(Reply {
+        at,
+        len: ip.total_len(),
+        vpc,
+        backend: ip.src(),
+        client: ip.dst(),
+        bport: 0,
+        cport: 0,
+        protocol,
+        // Neither opening nor closing: no flags.
+        flags: (protocol == ipv4::PROTO_TCP).then_some(0),
+        icmp: false,
+        later_fragment: true,
+    })
+}
+
+/// A fragmented reply: its first fragment's ports learned in the worker's fragment table, a
+/// later one's found there (`fragment_no_first` if they are not).
+fn fragment_ports(cx: &mut Ctx<'_>, mut r: Reply, data: &[u8]) -> Result<Reply, DropReason> {
+    let Some(ip) = data.get(r.at..).and_then(|b| Ipv4Packet::new_checked(b).ok()) else {
+        return Ok(r);
+    };
+    if r.icmp || !ip.is_fragment() {
+        return Ok(r);
+    }
+    let key = FragKey {
+        src: Addr::v4(r.backend),
+        dst: Addr::v4(r.client),
+        protocol: r.protocol,
+        ident: ip.ident().into(),
+    };
+    let now = cx.now_ns;
+    if r.later_fragment {
+        let ports =
+            cx.fragments.as_deref().and_then(|t| t.lookup(&key, now)).ok_or(DropReason::FragmentNoFirst)?;
+        (r.bport, r.cport) = (ports.src, ports.dst);
+    } else if let Some(table) = cx.fragments.as_deref_mut() {
+        table.learn(&key, Ports { src: r.bport, dst: r.cport }, now);
+    }
+    Ok(r)
 }
 
 /// An ICMP error from a backend about a packet it got from a client (client -> backend:port,
@@ -174,6 +242,7 @@ fn icmp_error(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result<Rep
         protocol: q.protocol,
         flags: None,
         icmp: true,
+        later_fragment: false,
     })
 }
 

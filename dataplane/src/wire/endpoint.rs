@@ -23,6 +23,26 @@ pub fn rewrite(b: &mut [u8], end: End, addr: IpAddr, port: u16) -> Result<(), Wi
     }
 }
 
+/// Sets only the `end` address of the IPv4 packet at the start of `b`, with its header
+/// checksum: for a fragment past the first, which has no transport header (the first
+/// fragment's transport checksum, over the whole datagram, takes the change).
+pub fn rewrite_address(b: &mut [u8], end: End, addr: IpAddr) -> Result<(), WireError> {
+    let IpAddr::V4(addr) = addr else {
+        return Err(WireError::Unsupported);
+    };
+    let mut ip = Ipv4Packet::new_checked(b)?;
+    let old = u32::from(match end {
+        End::Src => ip.src(),
+        End::Dst => ip.dst(),
+    });
+    match end {
+        End::Src => ip.set_src(addr),
+        End::Dst => ip.set_dst(addr),
+    }
+    ip.set_checksum(checksum::update32(ip.checksum(), old, u32::from(addr)));
+    Ok(())
+}
+
 fn rewrite_v4(b: &mut [u8], end: End, addr: Ipv4Addr, port: u16) -> Result<(), WireError> {
     let mut ip = Ipv4Packet::new_checked(b)?;
     let old = u32::from(match end {
@@ -44,7 +64,8 @@ fn rewrite_v4(b: &mut [u8], end: End, addr: Ipv4Addr, port: u16) -> Result<(), W
             t.set_checksum(checksum::update16(checksum::update32(t.checksum(), old, new), old_port, port));
         }
         ipv4::PROTO_UDP => {
-            let mut u = UdpPacket::new_checked(ip.payload_mut())?;
+            // Ports and checksum only: a first fragment's length field counts the datagram.
+            let mut u = UdpPacket::first_fragment(ip.payload_mut())?;
             let old_port = match end {
                 End::Src => u.src_port(),
                 End::Dst => u.dst_port(),

@@ -272,6 +272,12 @@ impl Ipv4Header {
     pub fn is_fragment(&self) -> bool {
         self.flags_frag & (FLAG_MF | FRAG_OFFSET_MASK) != 0
     }
+
+    /// Offset 0: the whole packet, or a datagram's first fragment (the one with the transport
+    /// header).
+    pub fn at_offset_zero(&self) -> bool {
+        self.flags_frag & FRAG_OFFSET_MASK == 0
+    }
 }
 
 /// The fields of a 20-byte IPv4 header (no options), for building one.

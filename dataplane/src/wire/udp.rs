@@ -35,6 +35,16 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(Self { buffer })
     }
 
+    /// The header of a datagram's first fragment: 8 bytes at least, the length field (which
+    /// counts the whole datagram, not this fragment) not checked; `payload` is then empty
+    /// if it does not fit.
+    pub fn first_fragment(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
@@ -56,7 +66,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..self.len()]
+        self.buffer.as_ref().get(HEADER_LEN..self.len()).unwrap_or_default()
     }
 }
 
