@@ -77,6 +77,9 @@ drop_reasons! {
     /// The encapsulated packet would exceed the egress port's MTU (and it is not answered
     /// with a too-big message: see `too_big_limited`).
     MtuExceeded = "mtu_exceeded",
+    /// A packet too big for the tunnel (DF clear) that could not be fragmented: no buffer
+    /// for a fragment, or more than 64 of them.
+    FragmentFailed = "fragment_failed",
     /// A fragment past the first to a VIP whose first fragment this worker has not seen (or
     /// not within the fragment table's time).
     FragmentNoFirst = "fragment_no_first",
@@ -305,6 +308,10 @@ counter_table! {
             unreachables_sent: metric(
                 "sluice_unreachables_sent_total",
                 "ICMP unreachables sent for new flows no backend could take.",
+            ),
+            fragmented: metric(
+                "sluice_packets_fragmented_total",
+                "Packets (DF clear) too big for the tunnel, cut into fragments before encapsulation.",
             ),
             too_big_sent: metric(
                 "sluice_icmp_too_big_sent_total",

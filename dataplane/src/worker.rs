@@ -6,14 +6,16 @@
 use crate::io::{Burst, Frame, Io, BURST};
 use crate::limit::{Isolation, LimitState};
 use crate::pipeline::{
-    build_arp_request, classify, finish, Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, Stage,
-    Verdict, FRAGMENT_ENTRIES,
+    build_arp_request, classify, finish, fragment_to_backend, Budgets, Ctx, Fragments, Limiter, Resolve,
+    SessionEvents, Stage, Verdict, FRAGMENT_ENTRIES,
 };
 use crate::sched::SchedState;
 use crate::session::SessionTable;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats, MAX_PORTS};
 use crate::synproxy::SynProxy;
+use crate::wire::fragment;
+use crate::wire::ipv4::Ipv4Header;
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,6 +210,10 @@ impl<I: Io> Worker<I> {
                     Stage::Done(v) => *v,
                     Stage::Service(t) => finish(&mut cx, &mut frame, t),
                 };
+                if let Verdict::Fragment { service, backend, at, .. } = verdict {
+                    self.fragment(&mut cx, snap, &frame, (service, backend, at), &mut tally);
+                    continue;
+                }
                 self.dispatch(snap, frame, verdict, &mut tally);
             }
             self.stats.neighbors_learned.add(u64::from(cx.learned));
@@ -272,12 +278,48 @@ impl<I: Io> Worker<I> {
                 port
             }
             Verdict::Consumed => return,
+            // `poll` fragments these before they get here.
+            Verdict::Fragment { .. } => {
+                self.stats.count_drop(DropReason::FragmentFailed, 1);
+                return;
+            }
             Verdict::Drop(reason) => {
                 self.stats.count_drop(reason, 1);
                 return;
             }
         };
         self.enqueue(out, frame);
+    }
+
+    /// A packet too big for its tunnel with DF clear (a [`Verdict::Fragment`]): each of its
+    /// fragments in a buffer of its own, tunneled and sent; the packet itself is freed.
+    fn fragment(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        snap: &Snapshot,
+        frame: &I::Frame,
+        (service, backend, at): (u16, u16, u8),
+        tally: &mut Tally,
+    ) {
+        let at = usize::from(at);
+        let mtu = snap.services.get(usize::from(service)).and_then(|s| s.backends.get(usize::from(backend)));
+        let ip = frame.data().get(at..).map(Ipv4Header::parse);
+        let (Some(mtu), Some(Ok(ip))) = (mtu.map(|b| b.outer.max_inner()), ip) else {
+            return self.stats.count_drop(DropReason::FragmentFailed, 1);
+        };
+        let total = usize::from(ip.total_len);
+        let Ok(plan) = fragment::plan(total, usize::from(ip.header_len), usize::from(mtu)) else {
+            return self.stats.count_drop(DropReason::FragmentFailed, 1);
+        };
+        self.stats.fragmented.add(1);
+        let packet = &frame.data()[at..at + total];
+        for f in plan {
+            let Some(mut out) = self.io.alloc() else {
+                return self.stats.count_drop(DropReason::FragmentFailed, 1);
+            };
+            let v = fragment_to_backend(cx, packet, &f, (service, backend), &mut out);
+            self.dispatch(snap, out, v, tally);
+        }
     }
 
     /// Adds a burst's session events and sent packets to the worker's counters.

@@ -270,3 +270,69 @@ mod fragments {
         assert_eq!(&whole[28..], &reply[28..]);
     }
 }
+
+#[test]
+fn a_packet_without_df_is_cut_into_fragments_that_fit_the_tunnel() {
+    use sluice_dataplane::stats::DropReason;
+    // 1500 bytes, DF clear: IPIP out of a 1500-byte port takes 1480, so two fragments.
+    let run = |can_alloc: bool| {
+        let mut io = MemIo::new(2);
+        io.can_alloc = can_alloc;
+        let mut ip = Packet::new(ROUTER, vip(1)).tcp(&tcp((40000, 80), tcpf::ACK), &[0x77; 1460]);
+        ip[14 + 6] &= !0x40; // DF off
+        ip[14 + 10..14 + 12].fill(0);
+        let c = sluice_dataplane::wire::checksum::checksum(&ip[14..34]);
+        ip[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        io.rx[0].push_back(VecFrame::new(&ip));
+        let stats = Arc::new(WorkerStats::default());
+        let tables = (Arc::new(SessionTable::new(1024, Timeouts::default(), 1)), Arc::new(synproxy()));
+        let config = Arc::new(ArcSwap::from_pointee(appliance(MssClamp::Auto)));
+        let mut w = Worker::new((0, 1), io, 2, config, tables, Arc::clone(&stats));
+        w.poll(1_000_000_000);
+        w.poll(1_000_000_000);
+        let sizes: Vec<usize> = w.io().tx[1].iter().map(|f| f.data().len()).collect();
+        (sizes, stats.fragmented.get(), stats.dropped(DropReason::FragmentFailed))
+    };
+    // Ethernet 14 + IPIP 20 + 20 + 1456 (a multiple of 8), then the 24 bytes left of 1480.
+    assert_eq!(run(true), (vec![14 + 20 + 20 + 1456, 14 + 20 + 20 + 24], 1, 0));
+    assert_eq!(run(false), (vec![], 1, 1), "no buffer for a fragment: counted, nothing sent");
+}
+
+#[test]
+fn a_reply_too_big_for_the_clients_port_is_dropped() {
+    use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+    use sluice_dataplane::sched::SchedState;
+    use sluice_dataplane::snapshot::PortSpec;
+    use sluice_dataplane::stats::DropReason;
+    use sluice_dataplane::testkit::frame::ethernet;
+    use sluice_dataplane::testkit::spec::{nat_backend, nat_service, port_spec};
+    use sluice_dataplane::testkit::{host_mac, EXT_ADDR, EXT_MAC, INT_ADDR, INT_MAC, ROUTER_MAC};
+    use sluice_dataplane::wire::Ipv4Repr;
+    use std::net::Ipv4Addr;
+    let be = Ipv4Addr::new(192, 0, 2, 10);
+    let web = nat_service("web", vip(1), 80, Protocol::Udp, vec![nat_backend(be, 8080, host(10), 1)]);
+    let ext = PortSpec { mtu: 1400, ..port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)]) };
+    let snap = snapshot(vec![ext, int_port(hosts([10]))], vec![web]);
+    let query = Packet::new(ROUTER, vip(1)).udp(40000, 80, b"q");
+    let reply = Packet::new(be, ROUTER).udp(8080, 40000, &[0x33; 1440]);
+    let mut outer = vec![0; 20];
+    let inner = &reply[14..];
+    Ipv4Repr {
+        src: host(10),
+        dst: INT_ADDR,
+        protocol: 4,
+        payload_len: inner.len(),
+        tos: 0,
+        ident: 1,
+        dont_frag: false,
+        ttl: 64,
+    }
+    .emit(&mut outer);
+    outer.extend_from_slice(inner);
+    let tunneled = ethernet(INT_MAC, host_mac(10), &outer);
+    let (sessions, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
+    let (mut sched, mut resolve) = (SchedState::new(0, 1), Resolve::new());
+    let mut cx = Ctx::new(&snap, &sessions, &proxy, &mut sched, 1_000_000_000, &mut resolve);
+    assert!(matches!(process(&mut cx, 0, &mut VecFrame::new(&query)), Verdict::Tunnel { .. }));
+    assert_eq!(process(&mut cx, 1, &mut VecFrame::new(&tunneled)), Verdict::Drop(DropReason::MtuExceeded));
+}

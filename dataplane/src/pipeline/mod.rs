@@ -117,7 +117,8 @@ fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, t: &ToBa
 
 /// A client's packet too big for the tunnel toward backend `t.backend`: with DF set, the
 /// client is told the MTU that fits (at most [`TOO_BIG_RATE`] a second per worker), from the
-/// packet as it sent it (a `nat` packet's destination put back); without DF it is dropped.
+/// packet as it sent it (a `nat` packet's destination put back); without DF it is cut into
+/// fragments that fit, each tunneled on its own, so the backend's stack reassembles them.
 #[inline(never)]
 fn too_big<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, t: &ToBackend) -> Verdict {
     let snap = cx.snap;
@@ -128,7 +129,11 @@ fn too_big<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, t: &ToBacke
         return Verdict::Drop(DropReason::NoBackend);
     };
     if !p.dont_frag {
-        return Verdict::Drop(DropReason::MtuExceeded);
+        let port = snap.nexthops.get(usize::from(backend.nexthop)).map(|n| n.port);
+        let (Some(port), Ok(at)) = (port, u8::try_from(t.at)) else {
+            return Verdict::Drop(DropReason::MtuExceeded);
+        };
+        return Verdict::Fragment { port, service: t.service, backend: t.backend, at };
     }
     let now = cx.now_ns;
     if cx.budgets.as_deref_mut().is_some_and(|b| !b.too_big.take(now, TOO_BIG_RATE, 1)) {
@@ -159,6 +164,33 @@ fn from_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, mut nex
         };
     }
     Verdict::Drop(DropReason::SynproxyNoSession)
+}
+
+/// Fragment `frag` of the IPv4 packet `packet` (translated, bound for backend `backend` of
+/// service `service`, as a [`Verdict::Fragment`] left it), written into the empty frame
+/// `out` and put into the backend's tunnel.
+pub fn fragment_to_backend<F: Frame>(
+    cx: &mut Ctx<'_>,
+    packet: &[u8],
+    frag: &crate::wire::fragment::Fragment,
+    (service, backend): (u16, u16),
+    out: &mut F,
+) -> Verdict {
+    let room = frag.payload_len() + crate::wire::ipv4::MAX_HEADER_LEN;
+    if !out.append(room) {
+        return Verdict::Drop(DropReason::FragmentFailed);
+    }
+    let Ok(n) = crate::wire::fragment::write_fragment(packet, frag, out.data_mut()) else {
+        return Verdict::Drop(DropReason::FragmentFailed);
+    };
+    if !out.trim(room - n) {
+        return Verdict::Drop(DropReason::FragmentFailed);
+    }
+    let Ok(ip) = crate::wire::ipv4::Ipv4Header::parse(out.data()) else {
+        return Verdict::Drop(DropReason::FragmentFailed);
+    };
+    let inner = egress::inner(n, ip.tos, ip.ident, false);
+    egress::tunnel(cx, out, &ToBackend { at: 0, inner, service, backend })
 }
 
 /// A tunneled packet to the appliance: a NAT reply's way to its client.

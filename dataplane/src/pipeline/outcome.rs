@@ -38,6 +38,15 @@ pub enum Verdict {
     Unreachable {
         port: u16,
     },
+    /// A packet (DF clear) too big for the tunnel toward backend `backend` of service
+    /// `service` (indexes), its IPv4 header at `frame[at..]`: the worker cuts it into
+    /// fragments that fit ([`super::fragment_to_backend`]) and sends each out of `port`.
+    Fragment {
+        port: u16,
+        service: u16,
+        backend: u16,
+        at: u8,
+    },
     /// ICMP fragmentation needed to the client, built in place (its packet, DF set, is too big
     /// for the tunnel); send it out of `port`.
     TooBig {

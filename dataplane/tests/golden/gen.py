@@ -9,7 +9,7 @@ layout or checksum arithmetic is wrong, the bytes differ. Run after changing the
 The appliance these cases assume is built by `testkit::golden::spec()` in
 dataplane/src/testkit/golden.rs; keep the two in step.
 """
-from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, raw
+from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, fragment, raw
 
 # Appliance (see dataplane/src/testkit/golden.rs)
 EXT_MAC, EXT_IP = "02:00:00:00:00:01", "198.18.0.1"    # port 0, 198.18.0.0/24
@@ -33,7 +33,8 @@ def case(name, port, frame, out, verdict, pre=None):
     """`pre`: (port, frame) processed first on the same session table (its outcome is not
     checked here), e.g. the client packet that makes the session a NAT reply belongs to."""
     inp = frame if isinstance(frame, bytes) else raw(frame)
-    outb = b"" if out is None else (out if isinstance(out, bytes) else raw(out))
+    outs = out if isinstance(out, list) else [] if out is None else [out]
+    outb = [o if isinstance(o, bytes) else raw(o) for o in outs]
     if pre is not None:
         pre = (pre[0], pre[1] if isinstance(pre[1], bytes) else raw(pre[1]))
     cases.append((name, port, inp, outb, verdict, pre))
@@ -122,7 +123,10 @@ case("tcp to a VIP port without a service", 0, eth_in() / IP(src=CLI_IP, dst=VIP
 case("udp to a tcp-only VIP port", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(sport=1, dport=80), None, "drop:no_service")
 case("service with only drained backends", 0, eth_in() / IP(src=CLI_IP, dst=VIP_DEAD) / TCP(sport=1, dport=80), None, "drop:no_backend")
 case("backend whose MAC is unknown", 0, eth_in() / IP(src=CLI_IP, dst=VIP_UNRES) / TCP(sport=1, dport=80), None, "drop:neighbor_unresolved")
-case("encapsulated packet over the egress MTU", 0, eth_in() / IP(src=CLI_IP, dst=VIP_TINY) / TCP(sport=1, dport=80) / Raw(b"x" * 600), None, "drop:mtu_exceeded")
+# Without DF, cut before encapsulation into fragments that fit the tunnel (556: 536 bytes of
+# payload each, a multiple of 8), each in its own IPIP packet.
+big = IP(src=CLI_IP, dst=VIP_TINY, id=0x5150) / TCP(sport=1, dport=80) / Raw(bytes(range(256)) * 3)
+case("packet over the tunnel's MTU without DF: fragments, each tunneled", 0, eth_in() / big, [ipip(f, "198.20.0.10", "02:00:00:00:02:0a", src="198.20.0.1", src_mac="02:00:00:00:02:01") for f in fragment(big, fragsize=536)], "fragments:2")
 
 
 def too_big(packet, vip, mtu):
@@ -355,5 +359,5 @@ for name, port, inp, out, verdict, pre in cases:
         print(f"pre: {pre[0]} {pre[1].hex()}")
     print(f"port: {port}")
     print(f"in: {inp.hex()}")
-    print(f"out: {out.hex() if out else '-'}")
+    print(f"out: {','.join(o.hex() for o in out) if out else '-'}")
     print(f"verdict: {verdict}")

@@ -99,6 +99,18 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         Verdict::Unreachable { .. } => panic!("an ICMP unreachable without an icmp_unreachable service"),
         // Nor exception paths.
         Verdict::ToKernel { .. } | Verdict::FromKernel { .. } => panic!("the kernel's without an exception path"),
+        Verdict::TooBig { port } => {
+            assert_eq!(port, rx_port, "a too-big message goes back the way the packet came");
+            check_too_big(snap, input, out);
+        }
+        Verdict::Fragment { service, backend, at, .. } => {
+            assert!(out.len() <= input.len(), "a packet left to fragment is not grown ({v:?})");
+            let svc = snap.services.get(usize::from(service)).expect("verdict names an existing service");
+            let be = svc.backends.get(usize::from(backend)).expect("verdict names an existing backend");
+            let ip = Ipv4Packet::new_checked(&out[usize::from(at)..]).expect("the packet to fragment is IPv4");
+            assert!(!ip.dont_frag(), "fragmented a packet with DF set");
+            assert!(ip.total_len() > usize::from(be.outer.max_inner()), "fragmented a packet that fits");
+        }
         Verdict::Consumed | Verdict::Drop(_) => {
             assert!(
                 out.len() <= input.len(),
@@ -172,6 +184,22 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     assert!(carried == inner, "inner packet changed:\n in  {}\n out {}", hex(inner), hex(carried));
     assert_eq!(out.len(), l2_out + tunnel_len + inner.len());
     assert!(out.len() - inner.len() - l2_in <= MAX_GROWTH);
+}
+
+/// A fragmentation-needed message: from a VIP to the packet's sender, every checksum right,
+/// quoting the start of the packet.
+fn check_too_big(snap: &Snapshot, input: &[u8], out: &[u8]) {
+    let l2 = EthernetFrame::new_checked(out).expect("an Ethernet header").header_len();
+    let ip = Ipv4Packet::new_checked(&out[l2..]).expect("a valid IPv4 header");
+    assert!(ip.verify_checksum(), "too-big IPv4 checksum");
+    let in_ip = Ipv4Packet::new_checked(&input[l2..]).expect("the packet was IPv4");
+    assert_eq!(ip.dst(), in_ip.src(), "to the packet's sender");
+    assert!(snap.is_vip(ip.src().into()), "from a VIP");
+    let icmp = sluice_dataplane::wire::IcmpPacket::new_checked(ip.payload()).expect("an ICMP message");
+    assert!(icmp.verify_checksum(), "too-big ICMP checksum");
+    assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
+    let quote = &ip.payload()[8..];
+    assert_eq!(quote, &input[l2..l2 + quote.len()], "quotes the packet as it came");
 }
 
 fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdict) {
