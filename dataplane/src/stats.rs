@@ -313,6 +313,10 @@ counter_table! {
                 "sluice_packets_fragmented_total",
                 "Packets (DF clear) too big for the tunnel, cut into fragments before encapsulation.",
             ),
+            fragments_made: metric(
+                "sluice_fragments_made_total",
+                "Fragments cut from packets too big for the tunnel (each then tunneled, or dropped under a reason).",
+            ),
             too_big_sent: metric(
                 "sluice_icmp_too_big_sent_total",
                 "ICMP fragmentation-needed messages sent to clients whose packets (DF set) were too big for the tunnel.",

@@ -314,6 +314,7 @@ impl<I: Io> Worker<I> {
         self.stats.fragmented.add(1);
         let packet = &frame.data()[at..at + total];
         for f in plan {
+            self.stats.fragments_made.add(1);
             let Some(mut out) = self.io.alloc() else {
                 return self.stats.count_drop(DropReason::FragmentFailed, 1);
             };

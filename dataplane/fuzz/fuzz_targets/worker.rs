@@ -83,6 +83,9 @@ struct Totals {
     rx_bytes: u64,
     tx_packets: u64,
     produced: u64,
+    /// Packets cut into fragments, and the fragments cut: one frame, several verdicts.
+    fragmented: u64,
+    fragments: u64,
     arp_requests: u64,
     tx_full: u64,
     other_drops: u64,
@@ -94,7 +97,9 @@ impl Totals {
             rx_packets: s.ports.iter().map(|p| p.rx_packets.get()).sum(),
             rx_bytes: s.ports.iter().map(|p| p.rx_bytes.get()).sum(),
             tx_packets: s.ports.iter().map(|p| p.tx_packets.get()).sum(),
-            produced: s.arp_replies.get() + s.icmp_echo_replies.get() + s.tunneled.get(),
+            produced: s.arp_replies.get() + s.icmp_echo_replies.get() + s.tunneled.get() + s.too_big_sent.get(),
+            fragmented: s.fragmented.get(),
+            fragments: s.fragments_made.get(),
             arp_requests: s.arp_requests.get(),
             tx_full: s.dropped(DropReason::TxFull),
             other_drops: DropReason::ALL
@@ -112,6 +117,8 @@ impl Totals {
             rx_bytes: after.rx_bytes - self.rx_bytes,
             tx_packets: after.tx_packets - self.tx_packets,
             produced: after.produced - self.produced,
+            fragmented: after.fragmented - self.fragmented,
+            fragments: after.fragments - self.fragments,
             arp_requests: after.arp_requests - self.arp_requests,
             tx_full: after.tx_full - self.tx_full,
             other_drops: after.other_drops - self.other_drops,
@@ -202,11 +209,14 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
     // Sent + refused by TX = produced by verdicts + ARP requests.
     assert_eq!(t.tx_packets, sent.len() as u64, "tx counter vs frames on the wire");
     assert_eq!(t.tx_packets + t.tx_full, t.produced + t.arp_requests, "sent + tx_full vs produced");
+    // One verdict a frame, but a fragmented packet's are its fragments'.
     assert!(
-        t.other_drops + t.produced <= frames,
-        "more verdicts ({} drops + {}) than frames ({frames})",
+        t.other_drops + t.produced + t.fragmented <= frames + t.fragments,
+        "more verdicts ({} drops + {}, {} fragments of {} packets) than frames ({frames})",
         t.other_drops,
-        t.produced
+        t.produced,
+        t.fragments,
+        t.fragmented
     );
     if t.arp_requests > 0 {
         assert!(setup & 8 == 0, "an ARP request sent without a frame to build it in");
