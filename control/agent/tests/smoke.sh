@@ -20,7 +20,10 @@
 # dropped as unknown_vpc. Then a spoofer sends a GRE packet of the known key-7 flow from
 # 198.19.254.9 (not an appliance): it must be dropped as not_appliance, and a datagram the VM's
 # listener sends afterwards on that flow must still come back to the real appliance. Then the
-# agent is stopped with SIGTERM and its counters checked. Before all that, an agent started
+# VM answers two 3,000-byte datagrams (one fragmented outside the tunnel, one cut into inner
+# fragments) with 4,000 bytes each, whose fragments must all come back in GRE key 7, and a
+# datagram to a closed port, whose ICMP port unreachable must come back too. Then the agent is
+# stopped with SIGTERM and its counters checked. Before all that, an agent started
 # without --appliance must refuse to start.
 #
 # Uses $SLUICE_AGENT if set, else builds target/debug/sluice-agent with cargo.
