@@ -3,7 +3,8 @@
 //! - A raw socket thread (IPIP, GRE) reads whole tunneled packets addressed to `--address`,
 //!   decapsulates them, drops those whose sender is not an `--appliance`, remembers their flow
 //!   and writes the inner packet into its TUN.
-//! - A TUN thread reads what the local kernel sends out of that TUN, looks its flow up and
+//! - A TUN thread reads what the local kernel sends out of that TUN, looks its flow up (by its
+//!   own 5-tuple, an ICMP error's quote, or a fragment's first fragment: [`Replies`]) and
 //!   sends it back to the appliance through the raw socket of the protocol it came by; the
 //!   kernel adds the outer IPv4 header, with the bound address as source.
 //!
@@ -13,8 +14,9 @@
 
 use crate::allow::AllowList;
 use crate::flows::{FlowMemory, Limits, Remembered, ReturnPath};
+use crate::replies::{Carried, Replies, Verdict};
 use crate::stats::{add, bump, Stats};
-use crate::tunnel::{decap, encap_gre, reply, DropReason, Encap, TunMap};
+use crate::tunnel::{decap, encap_gre, DropReason, Encap, FiveTuple, TunMap};
 use sluice_dataplane::wire::ipv4;
 use sluice_host_sys::Tun;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -108,7 +110,12 @@ impl Config {
     }
 }
 
-/// The receive path's decisions, without I/O: who may send, which TUN, which flows.
+/// Where a packet out of a TUN is tunneled: its flow's return path, the flow's age in seconds,
+/// and what the packet is.
+type SendTo = (ReturnPath, u64, Carried);
+
+/// The receive path's decisions, without I/O: who may send, which TUN, which flows; and where
+/// what comes out of a TUN goes.
 struct Receiver {
     appliances: AllowList,
     map: TunMap,
@@ -161,6 +168,29 @@ impl Receiver {
         }
         Ok((tun, d.inner))
     }
+
+    /// Decides where `packet`, read out of TUN `tun` at `now` (seconds, nanoseconds), goes
+    /// (see [`Replies::route`]); calls `send` with the bytes of each packet to tunnel back,
+    /// and counts what is held or dropped (also by `send`).
+    fn route(
+        &self,
+        replies: &mut Replies,
+        tun: usize,
+        packet: &[u8],
+        (now, now_ns): (u64, u64),
+        mut send: impl FnMut(&[u8], SendTo) -> Result<(), DropReason>,
+    ) {
+        let lookup = |t: &FiveTuple| self.flows().lookup_aged(tun, t, now);
+        replies.route(packet, now_ns, lookup, |bytes, verdict| match verdict {
+            Verdict::Send { path, age, carried } => {
+                if let Err(r) = send(bytes, (path, age, carried)) {
+                    self.stats.count_drop(r);
+                }
+            }
+            Verdict::Held => bump(&self.stats.tun(tun).fragments_held),
+            Verdict::Drop(r) => self.stats.count_drop(r),
+        });
+    }
 }
 
 struct Shared {
@@ -175,6 +205,11 @@ struct Shared {
 impl Shared {
     fn now(&self) -> u64 {
         self.start.elapsed().as_secs()
+    }
+
+    /// The same clock in nanoseconds (u64 holds 584 years of them).
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn socket(&self, encap: Encap) -> &Socket {
@@ -319,6 +354,7 @@ fn tun_loop(sh: &Shared, tun: usize) {
     let mut send_errors = ErrorLog::new(format!("sending replies from TUN {name}"));
     let mut buf = vec![0u8; PACKET_BUFFER];
     let mut gre = Vec::with_capacity(PACKET_BUFFER + 8);
+    let mut replies = Replies::new(random_seed());
     let mut file = &sh.tuns[tun];
     loop {
         let n = match file.read(&mut buf) {
@@ -333,22 +369,28 @@ fn tun_loop(sh: &Shared, tun: usize) {
             }
         };
         bump(&stats.tun(tun).read_packets);
-        if let Err(r) = send_back(sh, tun, &buf[..n], &mut gre, &mut send_errors) {
-            stats.count_drop(r);
-        }
+        sh.rx.route(&mut replies, tun, &buf[..n], (sh.now(), sh.now_ns()), |packet, to| {
+            send_back(sh, tun, packet, to, &mut gre, &mut send_errors)
+        });
     }
 }
 
-/// Tunnels one packet out of a TUN back to the appliance its flow came from.
+/// A seed for a fragment table's hash that senders cannot guess: std's per-process random keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Tunnels one packet out of a TUN back along its flow's return path (`age`: the flow's, in
+/// seconds).
 fn send_back(
     sh: &Shared,
     tun: usize,
     packet: &[u8],
+    (path, age, carried): SendTo,
     gre: &mut Vec<u8>,
     send_errors: &mut ErrorLog,
 ) -> Result<(), DropReason> {
-    let (packet, tuple) = reply(packet)?;
-    let (path, age) = sh.rx.flows().lookup_aged(tun, &tuple, sh.now()).ok_or(DropReason::NoFlow)?;
     let payload = match path.encap {
         Encap::Ipip => packet,
         Encap::Gre { key } => {
@@ -364,6 +406,11 @@ fn send_back(
     let st = sh.rx.stats.tun(tun);
     bump(&st.replies_tunneled);
     add(&st.replies_bytes, packet.len());
+    match carried {
+        Carried::Packet => {}
+        Carried::Fragment => bump(&st.replies_fragments),
+        Carried::IcmpError => bump(&st.replies_icmp_errors),
+    }
     Ok(())
 }
 
@@ -371,6 +418,7 @@ fn send_back(
 mod tests {
     use super::*;
     use crate::allow::Prefix;
+    use crate::testpkt;
     use crate::tunnel::encap_gre;
     use sluice_dataplane::wire::{Ipv4Repr, UdpRepr};
 
@@ -491,6 +539,143 @@ mod tests {
         assert_eq!(c.tun_names(), ["sl-v100"]);
         assert_eq!(c.tun_map().select(Encap::Gre { key: Some(100) }), Ok(0));
         assert_eq!(c.tun_map().select(Encap::Ipip), Err(DropReason::NoPhysicalTun));
+    }
+
+    /// What [`Receiver::route`] sent for each packet: (bytes, appliance, encap, what).
+    type Sent = Vec<(Vec<u8>, Ipv4Addr, Encap, Carried)>;
+
+    /// Routes `packets` out of TUN `tun` at `now` seconds through `replies`.
+    fn route_all(rx: &Receiver, replies: &mut Replies, tun: usize, packets: &[Vec<u8>], now: u64) -> Sent {
+        let mut sent = Vec::new();
+        for p in packets {
+            rx.route(replies, tun, p, (now, now * 1_000_000_000), |b, (path, _, carried)| {
+                sent.push((b.to_vec(), path.appliance, path.encap, carried));
+                Ok(())
+            });
+        }
+        sent
+    }
+
+    fn drops(rx: &Receiver, r: DropReason) -> u64 {
+        rx.stats.drops(r)
+    }
+
+    /// UDP CLIENT:`port` -> VM:53, as the VM receives it.
+    fn query(port: u16) -> Vec<u8> {
+        testpkt::udp((CLIENT, port), (VM, 53), 5, 1, true)
+    }
+
+    #[test]
+    fn a_vms_icmp_error_about_a_flow_goes_back_to_its_appliance_with_its_key() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100"), (200, "sl-v200")]));
+        let mut replies = Replies::new(7);
+        assert_eq!(
+            rx.receive(&testpkt::gre(APPLIANCE_2, HOST, Some(100), &query(40000)), 0).map(|r| r.0),
+            Some(1)
+        );
+        // The VM has no socket on port 53: port unreachable, quoting what it received.
+        let unreachable = testpkt::icmp_error(VM, CLIENT, 3, 3, [0; 4], &query(40000));
+        let sent = route_all(&rx, &mut replies, 1, std::slice::from_ref(&unreachable), 0);
+        assert_eq!(
+            sent,
+            [(unreachable.clone(), APPLIANCE_2, Encap::Gre { key: Some(100) }, Carried::IcmpError)]
+        );
+        // Read back as the appliance would: GRE key 100 around the error, whole.
+        let mut gre = Vec::new();
+        encap_gre(Some(100), &unreachable, &mut gre);
+        let mut outer = vec![0u8; 20];
+        ip(HOST, APPLIANCE_2, ipv4::PROTO_GRE, gre.len()).emit(&mut outer);
+        outer.extend_from_slice(&gre);
+        let back = decap(&outer).unwrap();
+        assert_eq!((back.encap, back.inner), (Encap::Gre { key: Some(100) }, &unreachable[..]));
+        // Another VPC's TUN does not know the flow.
+        assert!(route_all(&rx, &mut replies, 2, &[unreachable], 0).is_empty());
+        assert_eq!(drops(&rx, DropReason::IcmpNoFlow), 1);
+    }
+
+    #[test]
+    fn icmp_errors_about_no_flow_and_other_icmp_are_dropped_and_counted() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        let mut replies = Replies::new(7);
+        assert!(rx.receive(&testpkt::gre(APPLIANCE, HOST, Some(100), &query(40000)), 0).is_some());
+        let unknown = testpkt::icmp_error(VM, CLIENT, 3, 3, [0; 4], &query(40001));
+        let mut echo_reply = vec![0u8; 28];
+        ip(VM, CLIENT, ipv4::PROTO_ICMP, 8).emit(&mut echo_reply);
+        assert!(route_all(&rx, &mut replies, 1, &[unknown, echo_reply], 0).is_empty());
+        assert_eq!(drops(&rx, DropReason::IcmpNoFlow), 1);
+        assert_eq!(drops(&rx, DropReason::ReplyIcmpNotError), 1);
+        let text = rx.stats.render(rx.flows().len());
+        assert!(text.contains("sluice_agent_drops_total{reason=\"icmp_no_flow\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn every_fragment_of_a_big_udp_reply_goes_back_to_the_flows_appliance() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        let mut replies = Replies::new(7);
+        assert!(rx.receive(&testpkt::gre(APPLIANCE, HOST, Some(100), &query(40000)), 0).is_some());
+        let big = testpkt::udp((VM, 53), (CLIENT, 40000), 4000, 0x5151, false);
+        let frags = testpkt::fragments(&big, 1500);
+        assert_eq!(frags.len(), 3);
+        let sent = route_all(&rx, &mut replies, 1, &frags, 1);
+        let want: Vec<_> = frags
+            .iter()
+            .map(|f| (f.clone(), APPLIANCE, Encap::Gre { key: Some(100) }, Carried::Fragment))
+            .collect();
+        assert_eq!(sent, want);
+        // Put together again, they are the VM's datagram: nothing lost or changed.
+        let payload: Vec<u8> = frags.iter().flat_map(|f| f[20..].to_vec()).collect();
+        assert_eq!(payload, big[20..]);
+
+        // Out of order: the last fragment is held, then follows its first.
+        let big = testpkt::udp((VM, 53), (CLIENT, 40000), 4000, 0x5152, false);
+        let frags = testpkt::fragments(&big, 1500);
+        let order = [frags[2].clone(), frags[0].clone(), frags[1].clone()];
+        let sent = route_all(&rx, &mut replies, 1, &order, 1);
+        let got: Vec<_> = sent.iter().map(|s| s.0.clone()).collect();
+        assert_eq!(got, [frags[0].clone(), frags[2].clone(), frags[1].clone()]);
+        assert!(sent.iter().all(|s| s.1 == APPLIANCE && s.2 == Encap::Gre { key: Some(100) }));
+        assert_eq!(rx.stats.tun(1).fragments_held.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // A later fragment whose first never comes: held, then dropped as an orphan 2 s on.
+        let lone = testpkt::fragments(&testpkt::udp((VM, 53), (CLIENT, 40000), 4000, 0x5153, false), 1500);
+        assert!(route_all(&rx, &mut replies, 1, &lone[1..2], 1).is_empty());
+        assert!(route_all(&rx, &mut replies, 1, &[query(1)], 3).is_empty());
+        assert_eq!(drops(&rx, DropReason::ReplyFragmentOrphan), 1);
+        assert_eq!(replies.held(), 0);
+    }
+
+    #[test]
+    fn a_failed_send_is_counted() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        let mut replies = Replies::new(7);
+        assert!(rx.receive(&testpkt::gre(APPLIANCE, HOST, Some(100), &query(40000)), 0).is_some());
+        let answer = testpkt::udp((VM, 53), (CLIENT, 40000), 5, 1, true);
+        rx.route(&mut replies, 1, &answer, (0, 0), |_, _| Err(DropReason::SendFailed));
+        assert_eq!(drops(&rx, DropReason::SendFailed), 1);
+    }
+
+    #[test]
+    fn icmp_errors_and_fragments_from_an_appliance_reach_the_tun_and_make_no_flow() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        // Fragmentation needed (MTU 1400) about a packet the VM sent on a flow.
+        let sent = testpkt::udp((VM, 53), (CLIENT, 40000), 1600, 3, true);
+        let frag_needed = testpkt::icmp_error(CLIENT, VM, 3, 4, [0, 0, 0x05, 0x78], &sent);
+        let p = testpkt::gre(APPLIANCE, HOST, Some(100), &frag_needed);
+        assert_eq!(rx.receive(&p, 0), Some((1, &frag_needed[..])));
+        // The same over IPIP to the physical TUN.
+        let p = testpkt::ipip(APPLIANCE, HOST, &frag_needed);
+        assert_eq!(rx.receive(&p, 0), Some((0, &frag_needed[..])));
+        // A big client datagram the appliance cut before encapsulating: every piece delivered.
+        let big = testpkt::udp((CLIENT, 40000), (VM, 53), 3000, 4, false);
+        for f in testpkt::fragments(&big, 1400) {
+            let p = testpkt::gre(APPLIANCE, HOST, Some(100), &f);
+            assert_eq!(rx.receive(&p, 0), Some((1, &f[..])));
+        }
+        assert_eq!(rx.flows().len(), 0, "neither errors nor fragments make flows");
+        // The allow-list holds for them too.
+        let p = testpkt::gre(SPOOFER, HOST, Some(100), &frag_needed);
+        assert_eq!(rx.receive(&p, 0), None);
+        assert_eq!(drops(&rx, DropReason::NotAppliance), 1);
     }
 
     #[test]

@@ -14,11 +14,17 @@
 //! gets its own share of the flow memory, so no other sender can move a flow's replies or crowd
 //! out an appliance's flows.
 //!
-//! [`tunnel`], [`flows`] and [`allow`] are the pure core (bytes and state in, verdicts out);
+//! ICMP errors a backend sends about a flow's packet go back by that flow; fragments of a
+//! reply follow their first fragment's flow ([`replies`]).
+//!
+//! [`tunnel`], [`flows`], [`replies`] and [`allow`] are the pure core (bytes and state in, verdicts out);
 //! [`agent`] does the I/O with one blocking thread per raw socket and per TUN.
 
 pub mod agent;
 pub mod allow;
 pub mod flows;
+pub mod replies;
 pub mod stats;
+#[cfg(test)]
+mod testpkt;
 pub mod tunnel;

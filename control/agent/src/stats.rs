@@ -16,6 +16,12 @@ pub struct TunStats {
     /// Of those, tunneled back to an appliance.
     pub replies_tunneled: AtomicU64,
     pub replies_bytes: AtomicU64,
+    /// Of the replies tunneled, fragments of TCP/UDP datagrams.
+    pub replies_fragments: AtomicU64,
+    /// Of the replies tunneled, ICMP errors about a flow's packet.
+    pub replies_icmp_errors: AtomicU64,
+    /// Later fragments held because their first had not come yet.
+    pub fragments_held: AtomicU64,
 }
 
 /// Every counter of the agent.
@@ -86,6 +92,9 @@ impl Stats {
                 ("tun_read_packets_total", &t.read_packets),
                 ("replies_tunneled_total", &t.replies_tunneled),
                 ("replies_tunneled_bytes_total", &t.replies_bytes),
+                ("replies_fragments_total", &t.replies_fragments),
+                ("replies_icmp_errors_total", &t.replies_icmp_errors),
+                ("reply_fragments_held_total", &t.fragments_held),
             ];
             for (metric, c) in rows {
                 let _ = writeln!(s, "sluice_agent_{metric}{{tun=\"{name}\"}} {}", get(c));
@@ -112,12 +121,16 @@ mod tests {
         let s = Stats::new(&["sl-phys".to_string(), "sl-v100".to_string()]);
         add(&s.tun(1).decapsulated_packets, 42);
         bump(&s.tun(1).replies_tunneled);
+        bump(&s.tun(1).replies_icmp_errors);
         s.count_drop(DropReason::NoFlow);
         s.count_drop(DropReason::NoFlow);
         let text = s.render(3);
         assert!(text.contains("sluice_agent_decapsulated_packets_total{tun=\"sl-v100\"} 42\n"), "{text}");
         assert!(text.contains("sluice_agent_decapsulated_packets_total{tun=\"sl-phys\"} 0\n"));
         assert!(text.contains("sluice_agent_replies_tunneled_total{tun=\"sl-v100\"} 1\n"));
+        assert!(text.contains("sluice_agent_replies_icmp_errors_total{tun=\"sl-v100\"} 1\n"));
+        assert!(text.contains("sluice_agent_replies_fragments_total{tun=\"sl-v100\"} 0\n"));
+        assert!(text.contains("sluice_agent_reply_fragments_held_total{tun=\"sl-phys\"} 0\n"));
         assert!(text.contains("sluice_agent_drops_total{reason=\"no_flow\"} 2\n"));
         assert!(text.contains("sluice_agent_flows 3\n"));
         for r in DropReason::ALL {

@@ -1,11 +1,15 @@
 //! The packet logic, pure: decapsulating what appliances tunnel to this host, choosing the TUN
-//! it goes to, reading the 5-tuple of what the kernel sends back out of a TUN, and building
-//! the GRE payload that carries it back.
+//! it goes to, reading what the kernel sends back out of a TUN (the 5-tuple its flow is found
+//! by: its own, or for an ICMP error the one of the packet it quotes; for a fragment past the
+//! first, its datagram), and building the GRE payload that carries it back.
 //!
 //! Every function takes bytes and returns a result or a [`DropReason`]; none does I/O and
 //! none panics on any input (the property test at the bottom feeds them arbitrary bytes).
 
-use sluice_dataplane::wire::{ipv4, GrePacket, GreRepr, Ipv4Packet, TcpPacket, UdpPacket, WireError};
+use sluice_dataplane::flow::Addr;
+use sluice_dataplane::fragments::{FragKey, Ports};
+use sluice_dataplane::wire::{icmp_error, ipv4, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, TcpPacket};
+use sluice_dataplane::wire::{UdpPacket, WireError};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -97,19 +101,28 @@ pub enum DropReason {
     ReplyNotIpv4,
     /// Packet out of a TUN with a bad IPv4, TCP or UDP header.
     ReplyMalformed,
-    /// Packet out of a TUN that is a fragment (it has no ports to look the flow up by).
-    ReplyFragment,
-    /// Packet out of a TUN that is neither TCP nor UDP.
+    /// Packet out of a TUN that is neither TCP, UDP nor ICMP, or a fragment of neither TCP nor
+    /// UDP (only their fragments are followed: an ICMP error fits in 576 bytes).
     ReplyNotTcpUdp,
+    /// ICMP out of a TUN that is not an error (types 3, 11, 12): echo replies and the like.
+    ReplyIcmpNotError,
+    /// ICMP error out of a TUN that cannot be followed: too short, a wrong checksum, or a quote
+    /// that is not the start of a TCP or UDP packet.
+    ReplyIcmpMalformed,
     /// Packet out of a TUN for a flow that did not come in through a tunnel (or expired).
     NoFlow,
+    /// ICMP error out of a TUN about a packet of no remembered flow.
+    IcmpNoFlow,
+    /// A fragment past the first out of a TUN whose first fragment did not come within the
+    /// fragment timeout (2 s), or came while the TUN's hold for early fragments was full.
+    ReplyFragmentOrphan,
     /// Sending a reply back through the tunnel failed.
     SendFailed,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::OuterTruncated,
         DropReason::OuterMalformed,
         DropReason::OuterChecksum,
@@ -129,9 +142,12 @@ impl DropReason {
         DropReason::TunWriteFailed,
         DropReason::ReplyNotIpv4,
         DropReason::ReplyMalformed,
-        DropReason::ReplyFragment,
         DropReason::ReplyNotTcpUdp,
+        DropReason::ReplyIcmpNotError,
+        DropReason::ReplyIcmpMalformed,
         DropReason::NoFlow,
+        DropReason::IcmpNoFlow,
+        DropReason::ReplyFragmentOrphan,
         DropReason::SendFailed,
     ];
 
@@ -156,9 +172,12 @@ impl DropReason {
             DropReason::TunWriteFailed => "tun_write_failed",
             DropReason::ReplyNotIpv4 => "reply_not_ipv4",
             DropReason::ReplyMalformed => "reply_malformed",
-            DropReason::ReplyFragment => "reply_fragment",
             DropReason::ReplyNotTcpUdp => "reply_not_tcp_udp",
+            DropReason::ReplyIcmpNotError => "reply_icmp_not_error",
+            DropReason::ReplyIcmpMalformed => "reply_icmp_malformed",
             DropReason::NoFlow => "no_flow",
+            DropReason::IcmpNoFlow => "icmp_no_flow",
+            DropReason::ReplyFragmentOrphan => "reply_fragment_orphan",
             DropReason::SendFailed => "send_failed",
         }
     }
@@ -179,7 +198,10 @@ pub struct Decap<'a> {
 
 /// Strips the tunnel from a whole IPv4 packet as a raw socket reads it (outer header
 /// included): IPIP, or GRE version 0 carrying IPv4 with optional checksum (verified), key and
-/// sequence number.
+/// sequence number. The inner packet may be of any protocol and may be a fragment (the
+/// appliance cuts big inner packets before encapsulating them; ICMP errors it translated for a
+/// flow, such as fragmentation needed): all are delivered, only whole TCP/UDP ones with a
+/// 5-tuple to remember.
 pub fn decap(packet: &[u8]) -> Result<Decap<'_>, DropReason> {
     let outer = Ipv4Packet::new_checked(packet).map_err(|e| match e {
         WireError::Truncated => DropReason::OuterTruncated,
@@ -188,6 +210,11 @@ pub fn decap(packet: &[u8]) -> Result<Decap<'_>, DropReason> {
     if !outer.verify_checksum() {
         return Err(DropReason::OuterChecksum);
     }
+    // A tunnel packet fragmented on its way arrives here whole: IPv4 reassembles in
+    // ip_local_deliver, before raw sockets see a packet, and the reassembled header has a
+    // fragment word of 0 (or DF alone) and its checksum recomputed (ip_frag_reasm). Checked on
+    // Linux 6.18: two IPIP fragments sent to a raw IPIP socket are read as one 3,120-byte
+    // packet, flags and offset 0, checksum right. So a fragment here is not expected.
     if outer.is_fragment() {
         return Err(DropReason::OuterFragment);
     }
@@ -262,23 +289,126 @@ fn five_tuple(ip: &Ipv4Packet<&[u8]>) -> Result<Option<FiveTuple>, WireError> {
     Ok(Some(FiveTuple { src: ip.src(), src_port, dst: ip.dst(), dst_port, protocol: ip.protocol() }))
 }
 
-/// Reads a packet the kernel sent out of a TUN: the packet (trimmed to its total length) and
-/// its own 5-tuple, by which its flow is looked up.
-pub fn reply(packet: &[u8]) -> Result<(&[u8], FiveTuple), DropReason> {
+/// A datagram whose fragments come out of a TUN: what its fragments share (RFC 791 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ident: u16,
+}
+
+impl Datagram {
+    fn of(ip: &Ipv4Packet<&[u8]>) -> Datagram {
+        Datagram { src: ip.src(), dst: ip.dst(), protocol: ip.protocol(), ident: ip.ident() }
+    }
+
+    /// Its key in a fragment table.
+    pub fn key(&self) -> FragKey {
+        FragKey {
+            src: Addr::v4(self.src),
+            dst: Addr::v4(self.dst),
+            protocol: self.protocol,
+            ident: u32::from(self.ident),
+        }
+    }
+
+    /// Its 5-tuple, with the ports its first fragment carried.
+    pub fn tuple(&self, ports: Ports) -> FiveTuple {
+        FiveTuple {
+            src: self.src,
+            src_port: ports.src,
+            dst: self.dst,
+            dst_port: ports.dst,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// What a packet out of a TUN is, and so how its flow is found. Every 5-tuple here is in the
+/// direction of the reply (the backend's end as source), the way flows are remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Unfragmented TCP or UDP: its own 5-tuple.
+    Whole(FiveTuple),
+    /// The first fragment of a TCP or UDP datagram: its own 5-tuple, and its datagram (whose
+    /// later fragments carry no ports).
+    First(FiveTuple, Datagram),
+    /// A later fragment of a TCP or UDP datagram: no ports, only its datagram.
+    Later(Datagram),
+    /// An ICMP error (types 3, 11, 12) about a packet the backend received: the 5-tuple of that
+    /// quoted packet reversed (it went client -> backend, the flow's forward direction).
+    IcmpError(FiveTuple),
+}
+
+/// A packet the kernel sent out of a TUN, read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply<'a> {
+    /// The packet, trimmed to its total length.
+    pub packet: &'a [u8],
+    pub kind: ReplyKind,
+}
+
+/// Reads a packet the kernel sent out of a TUN: TCP or UDP (whole or a fragment) or an ICMP
+/// error; anything else is dropped.
+pub fn reply(packet: &[u8]) -> Result<Reply<'_>, DropReason> {
     if packet.first().is_some_and(|v| v >> 4 != 4) {
         return Err(DropReason::ReplyNotIpv4);
     }
     let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::ReplyMalformed)?;
-    if ip.is_fragment() {
-        return Err(DropReason::ReplyFragment);
+    let packet = &packet[..ip.total_len()];
+    let kind = match ip.protocol() {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP => transport(&ip, packet)?,
+        ipv4::PROTO_ICMP if !ip.is_fragment() => ReplyKind::IcmpError(quoted_flow(ip.payload())?),
+        _ => return Err(DropReason::ReplyNotTcpUdp),
+    };
+    Ok(Reply { packet, kind })
+}
+
+/// A TCP or UDP packet out of a TUN (`packet` is `ip`'s bytes, trimmed).
+fn transport(ip: &Ipv4Packet<&[u8]>, packet: &[u8]) -> Result<ReplyKind, DropReason> {
+    if !ip.is_fragment() {
+        return match five_tuple(ip) {
+            Ok(Some(t)) => Ok(ReplyKind::Whole(t)),
+            _ => Err(DropReason::ReplyMalformed),
+        };
     }
-    if !matches!(ip.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP) {
-        return Err(DropReason::ReplyNotTcpUdp);
+    if ip.frag_offset() != 0 {
+        return Ok(ReplyKind::Later(Datagram::of(ip)));
     }
-    match five_tuple(&ip) {
-        Ok(Some(t)) => Ok((&packet[..ip.total_len()], t)),
-        _ => Err(DropReason::ReplyMalformed),
+    // A first fragment holds the start of the transport header, not all of the datagram its
+    // length fields describe: its ports are read the way an ICMP error's quote is read.
+    let q = icmp_error::Quoted::parse(packet).map_err(|_| DropReason::ReplyMalformed)?;
+    let t = FiveTuple {
+        src: q.src,
+        src_port: q.src_port,
+        dst: q.dst,
+        dst_port: q.dst_port,
+        protocol: q.protocol,
+    };
+    Ok(ReplyKind::First(t, Datagram::of(ip)))
+}
+
+/// The reply-direction 5-tuple of the flow an ICMP message (the IP payload) is about, if it is
+/// an error with a right checksum quoting the start of a TCP or UDP packet.
+fn quoted_flow(icmp: &[u8]) -> Result<FiveTuple, DropReason> {
+    let msg_type = IcmpPacket::new_checked(icmp).map_err(|_| DropReason::ReplyIcmpMalformed)?.msg_type();
+    if !icmp_error::is_error(msg_type) {
+        return Err(DropReason::ReplyIcmpNotError);
     }
+    let e = icmp_error::parse(icmp).map_err(|_| DropReason::ReplyIcmpMalformed)?;
+    if !e.checksum_ok {
+        return Err(DropReason::ReplyIcmpMalformed);
+    }
+    let q = e.quoted;
+    let forward = FiveTuple {
+        src: q.src,
+        src_port: q.src_port,
+        dst: q.dst,
+        dst_port: q.dst_port,
+        protocol: q.protocol,
+    };
+    Ok(forward.reversed())
 }
 
 /// Writes into `out` (cleared first) the GRE payload that carries `inner` back: the GRE header
@@ -312,6 +442,7 @@ impl TunMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testpkt;
     use sluice_dataplane::wire::checksum;
     use sluice_dataplane::wire::{Ipv4Repr, TcpRepr, UdpRepr};
 
@@ -557,9 +688,103 @@ mod tests {
         ip_header(VIP, CLIENT, ipv4::PROTO_UDP, 10).emit(&mut p);
         let want = p.clone();
         p.push(0);
-        let (pkt, t) = reply(&p).unwrap();
-        assert_eq!(pkt, &want[..]);
-        assert_eq!(t, udp_tuple().reversed());
+        let r = reply(&p).unwrap();
+        assert_eq!(r.packet, &want[..]);
+        assert_eq!(r.kind, ReplyKind::Whole(udp_tuple().reversed()));
+    }
+
+    #[test]
+    fn reply_fragments_carry_their_datagram_and_the_first_its_ports() {
+        let big = testpkt::udp((VIP, 53), (CLIENT, 40000), 4000, 0x4242, false);
+        let frags = testpkt::fragments(&big, 1500);
+        assert_eq!(frags.len(), 3);
+        let d = Datagram { src: VIP, dst: CLIENT, protocol: ipv4::PROTO_UDP, ident: 0x4242 };
+        assert_eq!(reply(&frags[0]).unwrap().kind, ReplyKind::First(udp_tuple().reversed(), d));
+        for f in &frags[1..] {
+            let r = reply(f).unwrap();
+            assert_eq!((r.packet, r.kind), (&f[..], ReplyKind::Later(d)));
+        }
+        assert_eq!(d.tuple(Ports { src: 53, dst: 40000 }), udp_tuple().reversed());
+        // A first fragment too short for the ports.
+        let mut short = frags[0][..24].to_vec();
+        testpkt::ip(VIP, CLIENT, ipv4::PROTO_UDP, 4, 0x4242, false).emit(&mut short);
+        let mut view = Ipv4Packet::new_checked(&mut short[..]).unwrap();
+        view.set_flags_frag(ipv4::FLAG_MF);
+        view.fill_checksum();
+        assert_eq!(reply(&short), Err(DropReason::ReplyMalformed));
+    }
+
+    #[test]
+    fn reply_icmp_errors_carry_the_quoted_flow_reversed() {
+        // The backend (VIP here) got CLIENT:40000 -> VIP:53 and answers port unreachable.
+        let quoted = udp_inner();
+        for (t, c) in [(3, 3), (3, 4), (11, 0), (12, 0)] {
+            let e = testpkt::icmp_error(VIP, CLIENT, t, c, [0; 4], &quoted);
+            let r = reply(&e).unwrap();
+            assert_eq!((r.packet, r.kind), (&e[..], ReplyKind::IcmpError(udp_tuple().reversed())), "{t}/{c}");
+        }
+        // Quoting TCP: the same, with TCP's ports.
+        let e = testpkt::icmp_error(VIP, CLIENT, 3, 3, [0; 4], &tcp_inner());
+        let want =
+            FiveTuple { src: VIP, src_port: 80, dst: CLIENT, dst_port: 40001, protocol: ipv4::PROTO_TCP };
+        assert_eq!(reply(&e).unwrap().kind, ReplyKind::IcmpError(want));
+    }
+
+    #[test]
+    fn reply_icmp_drops() {
+        let quoted = udp_inner();
+        // An echo reply: not an error.
+        let mut echo = vec![0u8; 28];
+        ip_header(VIP, CLIENT, ipv4::PROTO_ICMP, 8).emit(&mut echo);
+        assert_eq!(reply(&echo), Err(DropReason::ReplyIcmpNotError));
+        // Shorter than an ICMP header; a quote shorter than IP header + 8 bytes.
+        let mut tiny = vec![0u8; 24];
+        ip_header(VIP, CLIENT, ipv4::PROTO_ICMP, 4).emit(&mut tiny);
+        assert_eq!(reply(&tiny), Err(DropReason::ReplyIcmpMalformed));
+        let short = testpkt::icmp_error(VIP, CLIENT, 3, 3, [0; 4], &quoted[..27]);
+        assert_eq!(reply(&short), Err(DropReason::ReplyIcmpMalformed));
+        // A wrong ICMP checksum.
+        let mut bad = testpkt::icmp_error(VIP, CLIENT, 3, 3, [0; 4], &quoted);
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        assert_eq!(reply(&bad), Err(DropReason::ReplyIcmpMalformed));
+        // Quoting an ICMP echo request: no flow to follow.
+        let mut ping = vec![0u8; 28];
+        ip_header(CLIENT, VIP, ipv4::PROTO_ICMP, 8).emit(&mut ping);
+        ping[20] = 8;
+        let about_ping = testpkt::icmp_error(VIP, CLIENT, 3, 1, [0; 4], &ping);
+        assert_eq!(reply(&about_ping), Err(DropReason::ReplyIcmpMalformed));
+        // A fragment of ICMP (the errors fit in 576 bytes): not followed.
+        let mut frag = testpkt::icmp_error(VIP, CLIENT, 3, 3, [0; 4], &quoted);
+        frag[6] = 0x20;
+        Ipv4Packet::new_checked(&mut frag[..]).unwrap().fill_checksum();
+        assert_eq!(reply(&frag), Err(DropReason::ReplyNotTcpUdp));
+    }
+
+    #[test]
+    fn a_reassembled_outer_packet_is_an_ordinary_one() {
+        // What the raw socket reads after the kernel reassembled a fragmented tunnel packet:
+        // one packet, fragment word 0, around a big inner datagram.
+        let inner = testpkt::udp((CLIENT, 40000), (VIP, 53), 3000, 5, false);
+        let p = testpkt::ipip(APPLIANCE, HOST, &inner);
+        let d = decap(&p).unwrap();
+        assert_eq!((d.inner, d.tuple), (&inner[..], Some(udp_tuple())));
+    }
+
+    #[test]
+    fn inner_fragments_and_icmp_errors_are_delivered_without_a_tuple() {
+        let big = testpkt::udp((CLIENT, 40000), (VIP, 53), 4000, 9, false);
+        for f in testpkt::fragments(&big, 1400) {
+            let p = testpkt::gre(APPLIANCE, HOST, Some(7), &f);
+            let d = decap(&p).unwrap();
+            assert_eq!((d.inner, d.tuple), (&f[..], None));
+        }
+        // Fragmentation needed, MTU 1400, about VIP:53 -> CLIENT:40000 (a packet the backend sent).
+        let sent = testpkt::udp((VIP, 53), (CLIENT, 40000), 1600, 3, true);
+        let e = testpkt::icmp_error(CLIENT, VIP, 3, 4, [0, 0, 0x05, 0x78], &sent);
+        let p = testpkt::ipip(APPLIANCE, HOST, &e);
+        let d = decap(&p).unwrap();
+        assert_eq!((d.inner, d.tuple), (&e[..], None));
     }
 
     #[test]
@@ -570,13 +795,12 @@ mod tests {
         assert_eq!(reply(&[]), Err(DropReason::ReplyMalformed));
         assert_eq!(reply(&udp_inner()[..10]), Err(DropReason::ReplyMalformed));
 
-        let mut icmp = vec![0u8; 28];
-        ip_header(VIP, CLIENT, 1, 8).emit(&mut icmp);
-        assert_eq!(reply(&icmp), Err(DropReason::ReplyNotTcpUdp));
-
-        let mut frag = udp_inner();
-        frag[6] = 0x20;
-        assert_eq!(reply(&frag), Err(DropReason::ReplyFragment));
+        // Another protocol, whole or a fragment (GRE out of a TUN).
+        let mut gre = vec![0u8; 28];
+        ip_header(VIP, CLIENT, ipv4::PROTO_GRE, 8).emit(&mut gre);
+        assert_eq!(reply(&gre), Err(DropReason::ReplyNotTcpUdp));
+        gre[6] = 0x20;
+        assert_eq!(reply(&gre), Err(DropReason::ReplyNotTcpUdp));
 
         // UDP header cut short: protocol UDP, 4 bytes of payload.
         let mut short = vec![0u8; 24];

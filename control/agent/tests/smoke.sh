@@ -20,7 +20,10 @@
 # dropped as unknown_vpc. Then a spoofer sends a GRE packet of the known key-7 flow from
 # 198.19.254.9 (not an appliance): it must be dropped as not_appliance, and a datagram the VM's
 # listener sends afterwards on that flow must still come back to the real appliance. Then the
-# agent is stopped with SIGTERM and its counters checked. Before all that, an agent started
+# VM answers two 3,000-byte datagrams (one fragmented outside the tunnel, one cut into inner
+# fragments) with 4,000 bytes each, whose fragments must all come back in GRE key 7, and a
+# datagram to a closed port, whose ICMP port unreachable must come back too. Then the agent is
+# stopped with SIGTERM and its counters checked. Before all that, an agent started
 # without --appliance must refuse to start.
 #
 # Uses $SLUICE_AGENT if set, else builds target/debug/sluice-agent with cargo.
@@ -273,6 +276,121 @@ grep -qx '198.51.100.5:40001 hello-ipip' "$work/listener.10.99.0.10" ||
     fail "listener on 10.99.0.10 got: $(cat "$work/listener.10.99.0.10")"
 echo "listeners got: $(cat "$work/listener.192.0.2.10") / $(cat "$work/listener.10.99.0.10")"
 
+# Fragments and ICMP errors. The VM's second listener answers each datagram with 4,000 bytes
+# (its kernel cuts that into three fragments on agt7). The appliance sends one 3,000-byte
+# datagram whole (its kernel fragments the GRE packet on the veth; the agent's kernel
+# reassembles it before the raw socket), then the same flow's next datagram cut into three
+# inner fragments, each in its own GRE packet; every fragment of both answers must come back
+# in GRE key 7. Then a datagram to a closed port: the VM's port unreachable must come back in
+# GRE key 7 too.
+cat >"$work/big.py" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.10", 5302))
+s.settimeout(10)
+open(sys.argv[1], "w").close()
+for _ in range(2):
+    data, peer = s.recvfrom(65535)
+    s.sendto(bytes(i * 7 % 256 for i in range(4000)), peer)
+    print(f"{peer[0]}:{peer[1]} {len(data)}", flush=True)
+EOF
+in_vm "$python" "$work/big.py" "$work/listening.big" >"$work/listener.big" 2>&1 &
+listener_pids="$!"
+for _ in $(seq 50); do
+    [ -e "$work/listening.big" ] && break
+    sleep 0.1
+done
+[ -e "$work/listening.big" ] || fail "the VM's second UDP listener did not start"
+
+cat >"$work/appliance2.py" <<'EOF'
+import select, socket, struct, sys, time
+
+AGENT, ME, CLIENT, VM = "198.19.255.1", "198.19.255.2", "203.0.113.5", "192.0.2.10"
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+def ip_header(proto, payload_len, ident, frag_word):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, frag_word, 64, proto, 0,
+                    socket.inet_aton(CLIENT), socket.inet_aton(VM))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:]
+
+def udp(sport, dport, payload):
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(CLIENT) + socket.inet_aton(VM) + struct.pack("!BBH", 0, 17, ulen)
+    u = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    c = csum(pseudo + u) or 0xFFFF
+    return u[:6] + struct.pack("!H", c) + u[8:]
+
+def gre7(inner):
+    return struct.pack("!HHI", 0x2000, 0x0800, 7) + inner
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+sock.bind((ME, 0))
+
+def inner_packets(n, what):
+    """The next n inner packets the agent sends back in GRE key 7."""
+    got, deadline = [], time.time() + 5
+    while len(got) < n and time.time() < deadline:
+        if not select.select([sock], [], [], 0.2)[0]:
+            continue
+        pkt = sock.recv(65535)
+        ihl = (pkt[0] & 0x0F) * 4
+        if socket.inet_ntoa(pkt[12:16]) != AGENT:
+            continue
+        if pkt[ihl:ihl + 8] != b"\x20\x00\x08\x00\x00\x00\x00\x07":
+            sys.exit(f"{what}: GRE header {pkt[ihl:ihl + 8].hex()}, want key 7, IPv4")
+        got.append(pkt[ihl + 8:])
+    if len(got) < n:
+        sys.exit(f"{what}: {len(got)} of {n} packets back within 5 s")
+    return got
+
+def reassemble(frags, what):
+    parts = sorted(((struct.unpack("!H", f[6:8])[0] & 0x1FFF) * 8, f) for f in frags)
+    if any((f[6] & 0x20 == 0) != (i == len(parts) - 1) for i, (_, f) in enumerate(parts)):
+        sys.exit(f"{what}: more-fragments flags wrong")
+    payload = b"".join(f[(f[0] & 0x0F) * 4:struct.unpack("!H", f[2:4])[0]] for _, f in parts)
+    sport, dport, ulen = struct.unpack("!HHH", payload[:6])
+    want = bytes(i * 7 % 256 for i in range(4000))
+    if (sport, dport, ulen, payload[8:]) != (5302, 40003, 4008, want):
+        sys.exit(f"{what}: reassembled {sport} -> {dport} ({ulen} bytes), not the VM's answer")
+    print(f"{what}: the answer came back in {len(frags)} fragments, whole")
+
+body = bytes(i % 251 for i in range(3000))
+whole = udp(40003, 5302, body)
+sock.sendto(gre7(ip_header(17, len(whole), 0x2001, 0) + whole), (AGENT, 0))
+reassemble(inner_packets(3, "outer-fragmented request"), "outer-fragmented request")
+
+step = 1376
+for off in range(0, len(whole), step):
+    more = 0x2000 if off + step < len(whole) else 0
+    piece = whole[off:off + step]
+    sock.sendto(gre7(ip_header(17, len(piece), 0x2002, more | off // 8) + piece), (AGENT, 0))
+reassemble(inner_packets(3, "inner-fragmented request"), "inner-fragmented request")
+
+closed = udp(40005, 5309, b"anyone?")
+sock.sendto(gre7(ip_header(17, len(closed), 0x2003, 0x4000) + closed), (AGENT, 0))
+(icmp,) = inner_packets(1, "port unreachable")
+ihl = (icmp[0] & 0x0F) * 4
+q = icmp[ihl + 8:]
+qihl = (q[0] & 0x0F) * 4
+got = (icmp[9], icmp[ihl], icmp[ihl + 1], socket.inet_ntoa(icmp[12:16]), socket.inet_ntoa(icmp[16:20]),
+       struct.unpack("!HH", q[qihl:qihl + 4]))
+if got != (1, 3, 3, VM, CLIENT, (40005, 5309)):
+    sys.exit(f"port unreachable: got {got}")
+print("the VM's port unreachable came back in GRE key 7")
+EOF
+in_app "$python" "$work/appliance2.py" || fail "fragments or the ICMP error did not come back"
+wait "$listener_pids" || fail "the VM's second listener failed: $(cat "$work/listener.big")"
+listener_pids=
+[ "$(cat "$work/listener.big")" = "$(printf '203.0.113.5:40003 3000\n203.0.113.5:40003 3000')" ] ||
+    fail "the VM's second listener got: $(cat "$work/listener.big")"
+
 # Stop the agent: it prints its counters and exits 0.
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "sluice-agent exited with $? on SIGTERM"
@@ -280,17 +398,24 @@ agent_pid=
 expect() {
     grep -qxF "$1" "$work/agent.log" || fail "counter missing or wrong: want '$1'"
 }
-expect 'sluice_agent_received_packets_total{proto="gre"} 3'
+# GRE: 3 + 1 reassembled + 3 inner fragments + 1 to the closed port; replies on agt7: 2 + 3 +
+# 3 fragments + 1 ICMP error. The inner fragments make no flow (40003 has one already).
+expect 'sluice_agent_received_packets_total{proto="gre"} 8'
 expect 'sluice_agent_received_packets_total{proto="ipip"} 1'
-expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 1'
+expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 6'
 expect 'sluice_agent_decapsulated_packets_total{tun="agtp"} 1'
-expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 2'
+expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 9'
+expect 'sluice_agent_replies_fragments_total{tun="agt7"} 6'
+expect 'sluice_agent_replies_icmp_errors_total{tun="agt7"} 1'
+expect 'sluice_agent_drops_total{reason="outer_fragment"} 0'
+expect 'sluice_agent_drops_total{reason="reply_fragment_orphan"} 0'
+expect 'sluice_agent_drops_total{reason="icmp_no_flow"} 0'
 expect 'sluice_agent_replies_tunneled_total{tun="agtp"} 1'
 expect 'sluice_agent_drops_total{reason="unknown_vpc"} 1'
 expect 'sluice_agent_drops_total{reason="not_appliance"} 1'
 expect 'sluice_agent_drops_total{reason="no_flow"} 0'
 expect 'sluice_agent_drops_total{reason="send_failed"} 0'
-expect 'sluice_agent_flows 2'
+expect 'sluice_agent_flows 4'
 if in_vm ip link show agt7 >/dev/null 2>&1; then fail "agt7 outlived the agent"; fi
 if in_ns ip link show agtp >/dev/null 2>&1; then fail "agtp outlived the agent"; fi
 grep "^sluice_agent_" "$work/agent.log" | grep -v " 0$" || true
