@@ -270,15 +270,21 @@ fn inner_packet(b: &[u8]) -> Result<(&[u8], Option<FiveTuple>), DropReason> {
     Ok((&b[..ip.total_len()], tuple))
 }
 
-/// The TCP/UDP 5-tuple of an unfragmented packet; `None` for fragments and other protocols.
+/// The TCP/UDP 5-tuple of an unfragmented packet or a first fragment; `None` for later
+/// fragments and other protocols.
 fn five_tuple(ip: &Ipv4Packet<&[u8]>) -> Result<Option<FiveTuple>, WireError> {
-    if ip.is_fragment() {
+    if ip.frag_offset() != 0 {
         return Ok(None);
     }
     let (src_port, dst_port) = match ip.protocol() {
         ipv4::PROTO_TCP => {
             let t = TcpPacket::new_checked(ip.payload())?;
             (t.src_port(), t.dst_port())
+        }
+        // A first fragment's length field counts the whole datagram, not what it holds.
+        ipv4::PROTO_UDP if ip.more_frags() => {
+            let u = UdpPacket::first_fragment(ip.payload())?;
+            (u.src_port(), u.dst_port())
         }
         ipv4::PROTO_UDP => {
             let u = UdpPacket::new_checked(ip.payload())?;
@@ -772,12 +778,13 @@ mod tests {
     }
 
     #[test]
-    fn inner_fragments_and_icmp_errors_are_delivered_without_a_tuple() {
+    fn inner_fragments_and_icmp_errors_are_delivered_the_first_fragment_with_its_tuple() {
         let big = testpkt::udp((CLIENT, 40000), (VIP, 53), 4000, 9, false);
-        for f in testpkt::fragments(&big, 1400) {
-            let p = testpkt::gre(APPLIANCE, HOST, Some(7), &f);
+        for (i, f) in testpkt::fragments(&big, 1400).iter().enumerate() {
+            let p = testpkt::gre(APPLIANCE, HOST, Some(7), f);
             let d = decap(&p).unwrap();
-            assert_eq!((d.inner, d.tuple), (&f[..], None));
+            let tuple = (i == 0).then(udp_tuple);
+            assert_eq!((d.inner, d.tuple), (&f[..], tuple));
         }
         // Fragmentation needed, MTU 1400, about VIP:53 -> CLIENT:40000 (a packet the backend sent).
         let sent = testpkt::udp((VIP, 53), (CLIENT, 40000), 1600, 3, true);
