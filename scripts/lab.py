@@ -13,13 +13,18 @@ joined by veth pairs, with real Linux TCP/IP stacks on every side of sluiced.
           |              (198.19.0.1); the kernel has no address on these veths, DPDK owns them
           |  veth gw-int <-> sw-gw
     <p>-sw               a bridge joining the appliance, the router and the backend hosts
-          |  veth sw-beN <-> be0        (MTU 1600 on this network: room for tunnel headers)
+          |  veth sw-beN <-> be0        (MTU 1500 everywhere; the VMs' TUNs 1472: room for
+          |                             the agent's tunnel header back)
     <p>-beN              backend host N, 198.19.0.(10+N)/24, runs sluice-agent; DSR: the VIP on
           |              lo, servers in the host; the agent's `phys0` TUN takes decapsulated
           |              DSR packets into the host's kernel
     <p>-bNvK             tenant VM on host N in VPC K (the agent's TUN moved into it): NAT
                          backends, 192.0.2.x from the documentation range; VPC 100 and VPC 200
                          both have a 192.0.2.10, on host 1
+
+With `narrow=True`, a third client behind a narrower path: <p>-cli3 (198.18.5.10/24, MTU 1500)
+-- <p>-mid (a router) -- a link of MTU 1400 -- <p>-rtr. Packets too big for that link get ICMP
+"fragmentation needed" from the router that has to send them on it (path MTU discovery).
 
 Every address is from 198.18.0.0/15 or 192.0.2.0/24 and exists only inside these namespaces.
 `up` is idempotent (it removes a lab of the same prefix first); `down` ends the processes the
@@ -61,7 +66,12 @@ ECHO_PORT = 9000             # the VMs' echo servers (long-lived streams)
 ROUTER_AS, APPLIANCE_AS = 65000, 65001
 KERNEL_IF = "ext0"
 APPLIANCE_LINKS = {"gw": (GW_EXT_IP, RTR_EXT_IP, "r-gw"), "gw2": (GW2_EXT_IP, RTR_EXT2_IP, "r-gw2")}
-INT_MTU = 1600
+INT_MTU = 1500
+# The VMs' TUNs: the backend network's MTU less the agent's keyed GRE header back (20 + 8).
+VM_MTU = INT_MTU - 28
+# Lab(narrow=True): cli3 behind a router (mid) whose link to the main router has MTU 1400.
+NARROW_CLIENT_IP, MID_CLI_IP, MID_RTR_IP, RTR_MID_IP = "198.18.5.10", "198.18.5.1", "198.18.4.2", "198.18.4.1"
+NARROW_MTU = 1400
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
 
@@ -81,8 +91,9 @@ def run(cmd, check=True, capture=False, timeout=60):
 
 
 class Lab:
-    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1, bgp=False):
+    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1, bgp=False, narrow=False):
         self.prefix = prefix
+        self.narrow = narrow
         self.backends = backends
         self.appliances = appliances
         self.bgp = bgp
@@ -100,7 +111,8 @@ class Lab:
                 + [self.ns("rtr"), self.ns("gw"), self.ns("sw")]
                 + ([self.ns("gw2")] if self.appliances == 2 else [])
                 + [self.ns(f"be{i}") for i in range(1, self.backends + 1)]
-                + [self.ns(self.vm(h, v)) for h, v, _, _ in VMS])
+                + [self.ns(self.vm(h, v)) for h, v, _, _ in VMS]
+                + ([self.ns("mid"), self.ns("cli3")] if self.narrow else []))
 
     def sh(self, name, *cmd, check=True, capture=False, timeout=60):
         """Runs a command inside namespace `name` (short name, e.g. "cli1")."""
@@ -175,6 +187,24 @@ class Lab:
             self.sysctl(be, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
         if self.appliances == 2:
             self._second_appliance()
+        if self.narrow:
+            self._narrow_client()
+
+    def _narrow_client(self):
+        """cli3 behind mid, whose link to the router has MTU 1400 (both ends): the router must
+        send "fragmentation needed" for bigger packets toward cli3, and mid for bigger ones
+        from it. The router answers every one (no ICMP rate limit: the test is not about it)."""
+        self._veth("rtr", "r-mid", "mid", "mid-rtr", NARROW_MTU)
+        self._veth("mid", "mid-cli", "cli3", "cli0")
+        self.sh("rtr", "ip", "addr", "add", f"{RTR_MID_IP}/24", "dev", "r-mid")
+        self.sh("mid", "ip", "addr", "add", f"{MID_RTR_IP}/24", "dev", "mid-rtr")
+        self.sh("mid", "ip", "addr", "add", f"{MID_CLI_IP}/24", "dev", "mid-cli")
+        self.sh("cli3", "ip", "addr", "add", f"{NARROW_CLIENT_IP}/24", "dev", "cli0")
+        self.sh("cli3", "ip", "route", "add", "default", "via", MID_CLI_IP)
+        self.sh("mid", "ip", "route", "add", "default", "via", RTR_MID_IP)
+        self.sh("rtr", "ip", "route", "add", "198.18.5.0/24", "via", MID_RTR_IP)
+        self.sysctl("mid", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
+        self.sysctl("rtr", "net.ipv4.icmp_ratelimit=0")
 
     def _dpdk_owned(self, ns, dev):
         """`dev` is read by sluiced's net_af_packet, which sees a frame before the kernel does
@@ -389,7 +419,7 @@ class Lab:
                 vm = self.vm(i, v)
                 self.sh(f"be{i}", "ip", "link", "set", f"v{v}", "netns", self.ns(vm))
                 self.sh(vm, "ip", "addr", "add", f"{addr}/24", "dev", f"v{v}")
-                self.sh(vm, "ip", "link", "set", f"v{v}", "up")
+                self.sh(vm, "ip", "link", "set", f"v{v}", "mtu", str(VM_MTU), "up")
                 self.sh(vm, "ip", "route", "add", "default", "dev", f"v{v}")
         return agents
 

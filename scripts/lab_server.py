@@ -4,9 +4,10 @@
     lab_server.py --name be1 --http 80 --udp 53 --log DIR/be1.access
 
 HTTP: `GET /` answers "<name>\\n"; `GET /blob` answers BLOB_SIZE bytes of a fixed pseudo-random
-stream (so a download can be checked byte for byte); anything else is 404. HTTP/1.0, one request
+stream (so a download can be checked byte for byte); `PUT` (an upload) answers the SHA-256 of
+the body in hex; anything else is 404. HTTP/1.0, one request
 per connection, so every request is a new flow. UDP: a datagram is answered with
-"<name>:<datagram>". Each request, either kind, is one line in the log:
+"<name>:<datagram>" (padded with dots to N bytes if the datagram starts with "pad:N:"). Each request, either kind, is one line in the log:
 "<name> <proto> <client-ip> <client-port> <path or bytes>", flushed at once. Echo (`--echo
 PORT`): every byte of a TCP connection is sent back, until the client closes (long-lived
 streams for the session-sync test); logged as "<name> echo <ip> <port> <bytes>" at the end.
@@ -73,6 +74,23 @@ def main():
             self.end_headers()
             self.wfile.write(body)
 
+        def do_PUT(self):
+            # An upload: answered with the SHA-256 of what came (hex), so the client can check it.
+            n = int(self.headers.get("Content-Length", "0"))
+            h, left = hashlib.sha256(), n
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            record(f"tcp {self.client_address[0]} {self.client_address[1]} PUT {self.path} {n - left}")
+            body = (h.hexdigest() + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, fmt, *a):
             pass
 
@@ -93,7 +111,12 @@ def main():
             while True:
                 msg, peer = sock.recvfrom(65535)
                 record(f"udp {peer[0]} {peer[1]} {len(msg)}")
-                sock.sendto(args.name.encode() + b":" + msg, peer)
+                answer = args.name.encode() + b":" + msg
+                if msg.startswith(b"pad:"):
+                    # "pad:N:...": the answer padded to N bytes (big answers from small questions).
+                    want = int(msg.split(b":")[1] or 0)
+                    answer += b"." * max(0, min(want, 65000) - len(answer))
+                sock.sendto(answer, peer)
 
         threads.append(threading.Thread(target=udp_loop, daemon=True))
     if args.echo:

@@ -299,6 +299,10 @@ counter_table! {
                 "sluice_sessions_remapped_total",
                 "Sessions moved off a backend that left the config.",
             ),
+            icmp_errors_forwarded: metric(
+                "sluice_icmp_errors_forwarded_total",
+                "ICMP errors about a flow passed on: to its backend, or from a nat backend to its client.",
+            ),
             mss_clamped: metric(
                 "sluice_mss_clamped_total",
                 "TCP SYNs and SYN-ACKs whose MSS option was lowered to fit the tunnel path (mss_clamp).",

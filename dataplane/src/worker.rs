@@ -331,6 +331,7 @@ impl<I: Io> Worker<I> {
         st.sessions_fallback.add(u64::from(ev.fallback));
         st.sessions_remapped.add(u64::from(ev.remapped));
         st.mss_clamped.add(u64::from(ev.mss_clamped));
+        st.icmp_errors_forwarded.add(u64::from(ev.icmp_errors));
         let sp = &st.synproxy;
         sp.cookies_sent.add(u64::from(ev.cookies));
         sp.acks_valid.add(u64::from(ev.acks_valid));

@@ -336,3 +336,48 @@ fn a_reply_too_big_for_the_clients_port_is_dropped() {
     assert!(matches!(process(&mut cx, 0, &mut VecFrame::new(&query)), Verdict::Tunnel { .. }));
     assert_eq!(process(&mut cx, 1, &mut VecFrame::new(&tunneled)), Verdict::Drop(DropReason::MtuExceeded));
 }
+
+#[test]
+fn a_clients_fragments_too_big_for_the_tunnel_are_cut_again() {
+    use sluice_dataplane::snapshot::Tunnel;
+    use sluice_dataplane::stats::DropReason;
+    use sluice_dataplane::testkit::frame::ethernet;
+    use sluice_dataplane::testkit::{EXT_MAC, ROUTER_MAC};
+    use sluice_dataplane::wire::{fragment, Ipv4Repr, UdpRepr};
+    // UDP 53 over keyless GRE (24 bytes): 1476 fits.
+    let dns = ServiceSpec {
+        tunnel: Tunnel::Gre { key: None },
+        ..dsr_service("dns", vip(1), 53, Protocol::Udp, vec![backend(host(10), 1)])
+    };
+    let snap = snapshot(vec![ext_port(), int_port(hosts([10]))], vec![dns]);
+    let mut d = vec![0; 20 + 8 + 4000];
+    Ipv4Repr {
+        src: ROUTER,
+        dst: vip(1),
+        protocol: 17,
+        payload_len: 4008,
+        tos: 0,
+        ident: 77,
+        dont_frag: false,
+        ttl: 64,
+    }
+    .emit(&mut d[..20]);
+    UdpRepr { src_port: 40000, dst_port: 53 }.emit_v4(&mut d[20..], ROUTER, vip(1));
+    let mut io = MemIo::new(2);
+    for f in fragment::plan(d.len(), 20, 1500).unwrap() {
+        let mut out = vec![0; 1500];
+        let n = fragment::write_fragment(&d, &f, &mut out).unwrap();
+        io.rx[0].push_back(VecFrame::new(&ethernet(EXT_MAC, ROUTER_MAC, &out[..n])));
+    }
+    let stats = Arc::new(WorkerStats::default());
+    let tables = (Arc::new(SessionTable::new(1024, Timeouts::default(), 1)), Arc::new(synproxy()));
+    let mut w = Worker::new((0, 1), io, 2, Arc::new(ArcSwap::from_pointee(snap)), tables, Arc::clone(&stats));
+    w.poll(1_000_000_000);
+    w.poll(1_000_000_000);
+    let drops: Vec<_> =
+        DropReason::ALL.iter().filter(|&&r| stats.dropped(r) > 0).map(|r| r.label()).collect();
+    assert!(drops.is_empty(), "{drops:?}");
+    // Three fragments of 1500 bytes (1480, 1480, 1048 of payload): the first two cut in two.
+    assert_eq!(stats.fragmented.get(), 2);
+    assert_eq!(w.io().tx[1].len(), 5);
+}

@@ -37,6 +37,8 @@ pub struct SessionEvents {
     pub backend_resets: u32,
     /// TCP SYNs and SYN-ACKs whose MSS option was lowered (`mss_clamp`).
     pub mss_clamped: u32,
+    /// ICMP errors about a flow passed on: to its backend, or (`nat`) from it to its client.
+    pub icmp_errors: u32,
 }
 
 /// Per-call context: the snapshot loaded for this burst, the shared session table, the

@@ -33,6 +33,7 @@ pub fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, l2: usize) -> Resul
     if svc.forwarding == Forwarding::Nat {
         translate(frame, l2, svc, bi, seq_delta)?;
     }
+    cx.events.icmp_errors += 1;
     Ok(ToBackend { at: l2, inner: header.inner, service: si, backend: bi })
 }
 

@@ -65,7 +65,11 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
         return dropped(DropReason::NatNoSession);
     };
     if r.icmp {
-        return icmp_to_client(frame, &r, &f);
+        let out = icmp_to_client(frame, &r, &f);
+        if matches!(out, FromBackend::Client(_)) {
+            cx.events.icmp_errors += 1;
+        }
+        return out;
     }
     let seg = BackendSegment {
         at: r.at,
