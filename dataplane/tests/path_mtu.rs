@@ -381,3 +381,54 @@ fn a_clients_fragments_too_big_for_the_tunnel_are_cut_again() {
     assert_eq!(stats.fragmented.get(), 2);
     assert_eq!(w.io().tx[1].len(), 5);
 }
+
+#[test]
+fn overlapping_fragments_pass_and_oversized_ones_do_not() {
+    use sluice_dataplane::pipeline::{process, Ctx, Fragments, Resolve, Verdict};
+    use sluice_dataplane::sched::SchedState;
+    use sluice_dataplane::stats::DropReason;
+    use sluice_dataplane::testkit::frame::ethernet;
+    use sluice_dataplane::testkit::{EXT_MAC, ROUTER_MAC};
+    use sluice_dataplane::wire::{Ipv4Repr, UdpRepr};
+    let snap = snapshot(
+        vec![ext_port(), int_port(hosts([10]))],
+        vec![dsr_service("dns", vip(1), 53, Protocol::Udp, vec![backend(host(10), 1)])],
+    );
+    // A fragment of datagram 9 at `offset` bytes with `len` bytes of data (the first has the
+    // UDP header).
+    let frag = |offset: usize, len: usize, more: bool| {
+        let mut b = vec![0x41; 20 + len];
+        Ipv4Repr {
+            src: ROUTER,
+            dst: vip(1),
+            protocol: 17,
+            payload_len: len,
+            tos: 0,
+            ident: 9,
+            dont_frag: false,
+            ttl: 64,
+        }
+        .emit(&mut b[..20]);
+        if offset == 0 {
+            UdpRepr { src_port: 40000, dst_port: 53 }.emit_v4(&mut b[20..28], ROUTER, vip(1));
+        }
+        let word = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        b[6..8].copy_from_slice(&word.to_be_bytes());
+        b[10..12].fill(0);
+        let c = sluice_dataplane::wire::checksum::checksum(&b[..20]);
+        b[10..12].copy_from_slice(&c.to_be_bytes());
+        ethernet(EXT_MAC, ROUTER_MAC, &b)
+    };
+    let (sessions, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
+    let (mut sched, mut resolve, mut table) =
+        (SchedState::new(0, 1), Resolve::new(), Fragments::new(64, 2_000_000_000, 0, 3));
+    let mut cx = Ctx::new(&snap, &sessions, &proxy, &mut sched, 1_000_000_000, &mut resolve)
+        .with_fragments(&mut table);
+    let mut run = |f: Vec<u8>| process(&mut cx, 0, &mut VecFrame::new(&f));
+    assert!(matches!(run(frag(0, 400, true)), Verdict::Tunnel { .. }));
+    // Overlapping the first: forwarded like any other; reassembly is the backend's.
+    assert!(matches!(run(frag(200, 400, true)), Verdict::Tunnel { .. }));
+    // Reaching past 65,535 bytes.
+    assert_eq!(run(frag(65_000, 600, false)), Verdict::Drop(DropReason::Ipv4Malformed));
+    assert!(matches!(run(frag(64_000, 400, false)), Verdict::Tunnel { .. }));
+}

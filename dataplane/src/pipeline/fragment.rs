@@ -17,6 +17,11 @@ use crate::wire::WireError;
 /// datagram's service.
 pub fn to_service(cx: &mut Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Result<ToService, DropReason> {
     let ip = Ipv4Header::parse(data.get(l2..).unwrap_or_default()).map_err(|_| DropReason::Ipv4Malformed)?;
+    // A fragment reaching past 65,535 bytes would make a datagram no IPv4 packet can be
+    // ("ping of death"): no stack should be asked to reassemble it.
+    if ip.frag_offset() + usize::from(ip.total_len - u16::from(ip.header_len)) > usize::from(u16::MAX) {
+        return Err(DropReason::Ipv4Malformed);
+    }
     let key = FragKey {
         src: Addr::v4(ip.src),
         dst: Addr::v4(ip.dst),

@@ -278,6 +278,11 @@ impl Ipv4Header {
     pub fn at_offset_zero(&self) -> bool {
         self.flags_frag & FRAG_OFFSET_MASK == 0
     }
+
+    /// Where this fragment's data sits in its datagram, in bytes.
+    pub fn frag_offset(&self) -> usize {
+        usize::from(self.flags_frag & FRAG_OFFSET_MASK) * 8
+    }
 }
 
 /// The fields of a 20-byte IPv4 header (no options), for building one.
