@@ -27,10 +27,10 @@ EXAMPLE = ROOT / "target/release/examples/worker_loop"
 SMALL, LARGE = 1_100_000, 2_100_000
 
 
-def callgrind(packets: int, out: Path) -> None:
+def callgrind(packets: int, out: Path, mode: str) -> None:
     subprocess.run(
         ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--dump-line=no",
-         f"--callgrind-out-file={out}", str(EXAMPLE), str(packets)],
+         f"--callgrind-out-file={out}", str(EXAMPLE), str(packets)] + ([mode] if mode else []),
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -91,21 +91,25 @@ def main() -> int:
     ap.add_argument("--match", default="sluice", help="list functions whose name contains this")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--mode", default="", choices=["", "isolation", "too-big", "fragment"],
+                    help="worker_loop's scenario: established packets with limits (isolation), "
+                         "1500-byte ones too big for the tunnel with DF (too-big) or without (fragment)")
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice-bench", "--example", "worker_loop"],
                        check=True, cwd=ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp, "small"), Path(tmp, "large")
-        callgrind(SMALL, small)
-        callgrind(LARGE, large)
+        callgrind(SMALL, small, a.mode)
+        callgrind(LARGE, large, a.mode)
         c_small, c_large = costs(small, EXAMPLE.name), costs(large, EXAMPLE.name)
     diff = {a: c_large[a] - c_small.get(a, 0) for a in c_large}
     diff = {a: v for a, v in diff.items() if v > 0}
     chains = inline_chains(EXAMPLE, sorted(diff))
     scale = LARGE - SMALL  # packets in the difference, all established
     total = sum(diff.values()) / scale
-    print(f"worker_loop, {EXAMPLE.name}: {total:.0f} instructions per established packet "
+    what = f"{a.mode} packet" if a.mode else "established packet"
+    print(f"worker_loop{' ' + a.mode if a.mode else ''}, {EXAMPLE.name}: {total:.0f} instructions per {what} "
           f"(this binary's own; libc's memcpy not included)")
     if a.lines:
         rows = collections.Counter()

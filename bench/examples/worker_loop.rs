@@ -4,6 +4,9 @@
 //! service limits that always apply and never drop (isolation's cost per packet); `baseline`
 //! runs the loop with the packets moved from the receive queue to the transmit queue
 //! untouched, so that the example's own share (making packets, its queues) can be taken out.
+//! `too-big` and `fragment` send 1500-byte packets, 20 bytes too big for the tunnel, with DF
+//! (each answered by a too-big message while the worker's rate allows, dropped after) and
+//! without (each cut into two fragments): the cost of those paths per packet.
 
 use arc_swap::ArcSwap;
 use sluice_bench::{FlowWalk, Template, Traffic};
@@ -39,13 +42,26 @@ fn main() {
     );
     let t = Template::new(EXT_MAC, GEN_MAC, vip(1), 80, Some(0x10));
     let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
+    // 1500-byte packets (`too-big`, `fragment`): the 60-byte template's headers, then zeros.
+    let big = match mode.as_deref() {
+        Some("too-big") => Some(true),
+        Some("fragment") => Some(false),
+        _ => None,
+    };
     let mut b = [0u8; 60];
+    let mut wide = vec![0u8; 14 + 1500];
     let (mut done, mut now) = (0, 1u64);
     let mut spare: Vec<VecFrame> = (0..32).map(|_| VecFrame::new(&b)).collect();
     while done < packets {
         for mut f in spare.drain(..) {
             t.fill(&mut walk, &mut b);
-            f.reset(&b);
+            match big {
+                Some(df) => {
+                    widen(&b, &mut wide, df);
+                    f.reset(&wide);
+                }
+                None => f.reset(&b),
+            }
             w.io().rx[0].push_back(f);
         }
         // 1 us a burst: the buckets refill.
@@ -58,9 +74,31 @@ fn main() {
             done += w.poll(now);
         }
         spare.append(&mut w.io().tx[1]);
+        // Too-big messages leave by port 0; dropped frames are gone: made again.
+        spare.append(&mut w.io().tx[0]);
+        while spare.len() < 32 {
+            spare.push(VecFrame::new(&b));
+        }
     }
-    println!("tunneled {}", stats.tunneled.get());
+    println!(
+        "tunneled {}, too-big sent {}, packets fragmented {}",
+        stats.tunneled.get(),
+        stats.too_big_sent.get(),
+        stats.fragmented.get()
+    );
     if baseline {
         println!("baseline: {done} packets made and moved, none processed");
     }
+}
+
+/// `frame` (a 60-byte TCP packet of the template) as a 1500-byte IPv4 packet in `out`, with DF
+/// set or clear, its header checksum made again.
+fn widen(frame: &[u8; 60], out: &mut [u8], df: bool) {
+    out[..54].copy_from_slice(&frame[..54]);
+    let ip = &mut out[14..34];
+    ip[2..4].copy_from_slice(&1500u16.to_be_bytes());
+    ip[6] = if df { 0x40 } else { 0 };
+    ip[10..12].fill(0);
+    let c = sluice_dataplane::wire::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
