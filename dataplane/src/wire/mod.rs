@@ -13,6 +13,7 @@ pub mod gre;
 pub mod icmp;
 pub mod icmp_error;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod tcp_options;
 pub mod udp;
@@ -22,6 +23,7 @@ pub use ethernet::{EthernetFrame, EthernetRepr};
 pub use gre::{GrePacket, GreRepr};
 pub use icmp::IcmpPacket;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
