@@ -12,6 +12,7 @@ pub mod fragment;
 pub mod gre;
 pub mod icmp;
 pub mod icmp_error;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
