@@ -13,6 +13,7 @@ pub mod gre;
 pub mod icmp;
 pub mod icmp_error;
 pub mod icmpv6;
+pub mod icmpv6_error;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
