@@ -54,6 +54,9 @@ pub enum NdError {
     UnspecifiedSource,
     /// An advertisement to a multicast address with the solicited flag set.
     SolicitedToMulticast,
+    /// The packet's source is a multicast address, which no packet has (RFC 4291 2.7); an
+    /// answer would go to a group.
+    MulticastSource,
 }
 
 /// A neighbor solicitation as [`parse_ns`] reads it.
@@ -112,7 +115,7 @@ pub fn parse_na(m: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Result
     })
 }
 
-/// The checks both messages share: length, type, hop limit, code, checksum.
+/// The checks both messages share: length, type, hop limit, code, checksum, source.
 fn check(m: &[u8], msg_type: u8, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Result<(), NdError> {
     if m.len() < MSG_LEN {
         return Err(NdError::Truncated);
@@ -128,6 +131,9 @@ fn check(m: &[u8], msg_type: u8, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) ->
     }
     if !icmpv6::verify(m, src, dst) {
         return Err(NdError::Checksum);
+    }
+    if src.is_multicast() {
+        return Err(NdError::MulticastSource);
     }
     Ok(())
 }
@@ -400,7 +406,13 @@ mod tests {
         let u = Ipv6Addr::UNSPECIFIED;
         assert_eq!(parse_ns(&fixed(NS.to_vec(), u, nsma()), u, nsma(), 255), Err(NdError::UnspecifiedSource));
         assert_eq!(parse_ns(&fixed(NS_DAD.to_vec(), u, t()), u, t(), 255), Err(NdError::UnspecifiedSource));
+        let group = ALL_NODES;
+        assert_eq!(
+            parse_ns(&fixed(NS.to_vec(), group, nsma()), group, nsma(), 255),
+            Err(NdError::MulticastSource)
+        );
         let na = |m: &[u8], dst: Ipv6Addr| parse_na(m, t(), dst, 255);
+        assert_eq!(parse_na(&fixed(NA.to_vec(), group, a()), group, a(), 255), Err(NdError::MulticastSource));
         assert_eq!(na(&NS, a()), Err(NdError::Type));
         assert_eq!(parse_na(&NA, t(), a(), 64), Err(NdError::HopLimit));
         assert_eq!(na(&fixed(with(&NA, 8, 0xff), t(), a()), a()), Err(NdError::MulticastTarget));
