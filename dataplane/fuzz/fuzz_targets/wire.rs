@@ -1,8 +1,10 @@
 //! Every checked wire view on arbitrary bytes.
 //!
 //! The bytes go to every `new_checked` at offset 0, and also down the layers the way the
-//! pipeline reads them (Ethernet payload -> ARP / IPv4; IPv4 payload -> ICMP (echo and error
-//! views) / TCP / UDP / GRE; GRE payload -> IPv4). Whenever a constructor succeeds every
+//! pipeline reads them (Ethernet payload -> ARP / IPv4 / IPv6; IPv4 payload -> ICMP (echo and
+//! error views) / TCP / UDP / GRE; IPv6 upper layer (past the extension headers) -> ICMPv6
+//! (echo, error and Neighbor Discovery views) / TCP / UDP / GRE / IPv4 / IPv6; GRE payload ->
+//! IPv4 / IPv6). Whenever a constructor succeeds every
 //! accessor is called, then every setter on a copy. Asserts: no panic (the module's promise:
 //! after `new_checked` no accessor panics), plus a few round trips that must hold for any bytes
 //! (a filled checksum verifies, an emitted header parses back to its fields, the incremental
@@ -16,12 +18,19 @@ use sluice_dataplane::testkit::{vip, ROUTER};
 use sluice_dataplane::wire::endpoint::End;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame, EthernetRepr};
 use sluice_dataplane::wire::icmp_error::{self, Quoted};
+use sluice_dataplane::wire::icmpv6::{self, Icmpv6Packet};
+use sluice_dataplane::wire::ndisc::{self, NeighborAdvert, NeighborSolicit};
 use sluice_dataplane::wire::{
     checksum, ipv4, tcp_options, ArpPacket, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, Ipv4Repr,
 };
 use sluice_dataplane::wire::{fmt_mac, parse_mac, TcpPacket, UdpPacket};
+use sluice_dataplane::wire::{icmpv6_error, ipv6, Ipv6Packet, Ipv6Repr, UdpRepr};
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Addresses for bytes read without an IPv6 header around them.
+const V6_SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const V6_DST: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x80);
 
 fuzz_target!(|data: &[u8]| {
     // Every parser on the raw bytes.
@@ -33,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
     tcp_view(data, ROUTER, vip(1));
     udp_view(data);
     gre_view(data, 0);
+    ipv6_view(data, 0);
+    icmpv6_view(data, V6_SRC, V6_DST, 255);
+    udp_v6_view(data, V6_SRC, V6_DST);
     reprs(data);
     checksums(data);
     macs(data);
@@ -47,6 +59,7 @@ fn ethernet_view(b: &[u8]) {
     match e.ethertype() {
         ethernet::ETHERTYPE_ARP => arp_view(payload),
         ethernet::ETHERTYPE_IPV4 => ipv4_view(payload, 0),
+        ethernet::ETHERTYPE_IPV6 => ipv6_view(payload, 0),
         _ => {}
     }
     let mut copy = b.to_vec();
@@ -191,6 +204,166 @@ fn icmp_error_view(b: &[u8]) {
     }
 }
 
+fn ipv6_view(b: &[u8], depth: u32) {
+    let walked = ipv6::upper_layer(b);
+    let Ok(ip) = Ipv6Packet::new_checked(b) else {
+        assert!(walked.is_err(), "upper_layer read a packet new_checked refuses");
+        return;
+    };
+    black_box((ip.traffic_class(), ip.flow_label(), ip.next_header(), ip.hop_limit()));
+    let (src, dst, hl, total) = (ip.src(), ip.dst(), ip.hop_limit(), ip.total_len());
+    assert!(total <= b.len() && ip.payload().len() + 40 == total);
+    // The fixed header emitted from its fields is the one read.
+    let r = Ipv6Repr::parse(&ip);
+    let mut out = [0u8; ipv6::HEADER_LEN];
+    r.emit(&mut out);
+    assert_eq!(&out[..], &b[..ipv6::HEADER_LEN], "Ipv6Repr round trip");
+    if let Ok(u) = walked {
+        assert!(u.next_header_at < u.offset && u.offset <= total);
+        assert_eq!(b[u.next_header_at], u.protocol);
+        let upper = &b[u.offset..total];
+        if u.fragment.is_none_or(|f| f.at_offset_zero()) {
+            match u.protocol {
+                ipv6::NEXT_ICMPV6 => icmpv6_view(upper, src, dst, hl),
+                ipv6::NEXT_TCP => tcp_v6_view(upper, src, dst),
+                ipv6::NEXT_UDP => udp_v6_view(upper, src, dst),
+                ipv6::NEXT_GRE => gre_view(upper, depth),
+                ipv6::NEXT_IPV4 if depth < 4 => ipv4_view(upper, depth + 1),
+                ipv6::NEXT_IPV6 if depth < 4 => ipv6_view(upper, depth + 1),
+                _ => {}
+            }
+        }
+    }
+    // Setters on a copy write what the getters read back.
+    let mut copy = b.to_vec();
+    let mut m = Ipv6Packet::new_checked(&mut copy[..]).unwrap();
+    m.set_traffic_class(!r.traffic_class);
+    m.set_flow_label(!r.flow_label);
+    m.set_next_header(!r.next_header);
+    m.set_hop_limit(hl.wrapping_sub(1));
+    m.set_src(dst);
+    m.set_dst(src);
+    m.set_payload_len(0);
+    assert_eq!(
+        (m.traffic_class(), m.flow_label(), m.next_header()),
+        (!r.traffic_class, !r.flow_label & 0xfffff, !r.next_header)
+    );
+    assert_eq!((m.hop_limit(), m.src(), m.dst(), m.payload_len()), (hl.wrapping_sub(1), dst, src, 0));
+    assert_eq!(m.payload_mut().len(), 0);
+}
+
+/// An ICMPv6 message carried from `src` to `dst` with hop limit `hl`: the view, the echo reply,
+/// an outer address change, the error quote and its rewrite, Neighbor Discovery.
+fn icmpv6_view(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hl: u8) {
+    if let Ok(i) = Icmpv6Packet::new_checked(b) {
+        black_box((i.msg_type(), i.code(), i.checksum(), i.rest(), i.mtu(), i.is_error(), i.payload()));
+        let ok = i.verify_checksum(src, dst);
+        let mut copy = b.to_vec();
+        let mut m = Icmpv6Packet::new_checked(&mut copy[..]).unwrap();
+        m.make_echo_reply();
+        assert_eq!((m.msg_type(), m.code()), (icmpv6::TYPE_ECHO_REPLY, i.code()));
+        let mut copy = b.to_vec();
+        let new = Ipv6Addr::from(u128::from(src).rotate_left(17));
+        icmpv6::update_checksum_for_address(&mut copy, src, new);
+        let m = Icmpv6Packet::new_checked(&copy[..]).unwrap();
+        assert_eq!(m.verify_checksum(new, dst), ok, "an outer address change changed the verdict");
+        if b.len() <= usize::from(u16::MAX) {
+            let mut copy = b.to_vec();
+            let mut m = Icmpv6Packet::new_checked(&mut copy[..]).unwrap();
+            m.fill_checksum(src, dst);
+            assert!(m.verify_checksum(src, dst), "fill_checksum did not make the message verify");
+        }
+    }
+    icmpv6_error_view(b, src, dst);
+    ndisc_view(b, src, dst, hl);
+}
+
+/// As `icmp_error_view`, for ICMPv6.
+fn icmpv6_error_view(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    let read = icmpv6_error::parse(b, src, dst);
+    if let Ok(e) = read {
+        black_box(e.mtu());
+        assert!(icmpv6_error::is_error(e.msg_type));
+        assert!(e.quoted.len + 8 <= b.len() && e.quoted.len >= e.quoted.l4_at + 8);
+    }
+    let mut copy = b.to_vec();
+    let (addr, port) = (Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0, 0, 0, 0, 5), 8443);
+    let end = if b.len() % 2 == 0 { End::Src } else { End::Dst };
+    let r = icmpv6_error::rewrite_quoted(&mut copy, end, addr.into(), port);
+    assert_eq!(r, read.map(|_| ()));
+    match read {
+        Ok(e) => {
+            let q = icmpv6_error::parse(&copy, src, dst).expect("a rewritten message reads back");
+            let got = if end == End::Src {
+                (q.quoted.src, q.quoted.src_port)
+            } else {
+                (q.quoted.dst, q.quoted.dst_port)
+            };
+            assert_eq!(got, (addr, port));
+            assert_eq!(q.checksum_ok, e.checksum_ok, "rewrite_quoted changed the checksum's verdict");
+            let mut shifted = b.to_vec();
+            if icmpv6_error::shift_quoted_seq(&mut shifted, 0x0102_0304).is_ok() {
+                let q = icmpv6_error::parse(&shifted, src, dst).expect("a shifted message reads back");
+                assert_eq!(q.checksum_ok, e.checksum_ok, "shift_quoted_seq changed the checksum's verdict");
+            }
+        }
+        Err(_) => assert_eq!(copy, b, "rewrite_quoted changed a message it refused"),
+    }
+    let mut out = [0u8; 8 + icmpv6_error::QUOTE_MAX];
+    let n = icmpv6_error::emit_packet_too_big(&mut out, b, 1280, dst, src);
+    let quote = &b[..b.len().min(icmpv6_error::QUOTE_MAX)];
+    assert_eq!(n, 8 + quote.len());
+    let e = Icmpv6Packet::new_checked(&out[..n]).unwrap();
+    assert!(e.verify_checksum(dst, src), "an emitted error verifies");
+    if let Ok(q) = icmpv6_error::Quoted::parse(quote) {
+        let e = icmpv6_error::parse(&out[..n], dst, src).expect("an emitted error reads back");
+        assert_eq!((e.quoted, e.mtu(), e.checksum_ok), (q, Some(1280), true));
+    }
+}
+
+/// A solicitation or advertisement that reads emits one that reads the same.
+fn ndisc_view(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hl: u8) {
+    let mut out = [0u8; ndisc::MSG_WITH_LL_LEN];
+    if let Ok(ns) = ndisc::parse_ns(b, src, dst, hl) {
+        assert!(!ns.target.is_multicast() && !src.is_multicast() && hl == ndisc::HOP_LIMIT);
+        let n = ns.emit(&mut out, src, dst);
+        assert_eq!(ndisc::parse_ns(&out[..n], src, dst, hl), Ok(ns));
+        let (na, to) = NeighborAdvert::answer(&ns, src, [2, 0, 0, 0, 0, 1]);
+        let n = na.emit(&mut out, ns.target, to);
+        assert_eq!(ndisc::parse_na(&out[..n], ns.target, to, hl), Ok(na), "an answer reads back");
+        let (rs, to) = NeighborSolicit::resolve(ns.target, [2, 0, 0, 0, 0, 1]);
+        let n = rs.emit(&mut out, V6_SRC, to);
+        assert_eq!(ndisc::parse_ns(&out[..n], V6_SRC, to, hl), Ok(rs));
+        assert_eq!(ndisc::multicast_mac(to)[..3], [0x33, 0x33, 0xff]);
+    }
+    if let Ok(na) = ndisc::parse_na(b, src, dst, hl) {
+        assert!(!na.target.is_multicast() && !(dst.is_multicast() && na.solicited));
+        let n = na.emit(&mut out, src, dst);
+        assert_eq!(ndisc::parse_na(&out[..n], src, dst, hl), Ok(na));
+    }
+}
+
+fn tcp_v6_view(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    let Ok(t) = TcpPacket::new_checked(b) else { return };
+    black_box(t.verify_checksum_v6(src, dst));
+    if b.len() <= usize::from(u16::MAX) {
+        let mut copy = b.to_vec();
+        let mut m = TcpPacket::new_checked(&mut copy[..]).unwrap();
+        m.set_checksum(0x1234);
+        m.fill_checksum_v6(src, dst);
+        assert!(m.verify_checksum_v6(src, dst), "fill_checksum_v6 did not make the segment verify");
+    }
+}
+
+fn udp_v6_view(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    let Ok(u) = UdpPacket::new_checked(b) else { return };
+    black_box(u.verify_checksum_v6(src, dst));
+    let mut copy = b[..u.len()].to_vec();
+    UdpRepr { src_port: u.dst_port(), dst_port: u.src_port() }.emit_v6(&mut copy, dst, src);
+    let e = UdpPacket::new_checked(&copy[..]).unwrap();
+    assert!(e.checksum() != 0 && e.verify_checksum_v6(dst, src), "an emitted v6 datagram verifies");
+}
+
 fn udp_view(b: &[u8]) {
     let Ok(u) = UdpPacket::new_checked(b) else { return };
     black_box((u.src_port(), u.dst_port(), u.len(), u.is_empty(), u.checksum()));
@@ -204,6 +377,9 @@ fn gre_view(b: &[u8], depth: u32) {
     assert_eq!(payload.len() + g.header_len(), b.len());
     if g.protocol() == ethernet::ETHERTYPE_IPV4 && depth < 4 {
         ipv4_view(payload, depth + 1);
+    }
+    if g.protocol() == ethernet::ETHERTYPE_IPV6 && depth < 4 {
+        ipv6_view(payload, depth + 1);
     }
 }
 

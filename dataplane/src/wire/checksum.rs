@@ -57,6 +57,17 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -
     acc
 }
 
+/// Sum of the IPv6 pseudo-header (RFC 8200 8.1) for upper-layer checksums: source and
+/// destination addresses, the upper-layer packet length as 32 bits, and the next header.
+pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, length: u32) -> u32 {
+    let acc = u64::from(sum(&src))
+        + u64::from(sum(&dst))
+        + u64::from(length >> 16)
+        + u64::from(length & 0xffff)
+        + u64::from(next_header);
+    fold64(acc)
+}
+
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
 ///
 /// When the data now sums to zero the equation can give 0x0000, which fails verification if
@@ -75,6 +86,16 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
 pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
     let c = update16(csum, (old >> 16) as u16, (new >> 16) as u16);
     update16(c, old as u16, new as u16)
+}
+
+/// As [`update16`] for a 128-bit field (an IPv6 address), in one step: the old field's sum
+/// is subtracted (its ones' complement added) and the new one's added.
+pub fn update128(csum: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
+    let acc = combine(combine(u32::from(!csum), u32::from(!fold(sum(&old)))), sum(&new));
+    match !fold(acc) {
+        0 => 0xffff,
+        c => c,
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +150,33 @@ mod tests {
         assert_eq!(fold64(0x1_ffff_ffff), 0x1);
     }
 
+    #[test]
+    fn ipv6_pseudo_header() {
+        // 2001:db8::1 -> 2001:db8::2, next header 17, length 0x1_0008 (a jumbo length shows
+        // the upper 16 bits are summed): words 2001 0db8 0001 2001 0db8 0002 0001 0008 0011.
+        let (s, d) = (
+            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        );
+        let words = [0x2001u32, 0x0db8, 0x0001, 0x2001, 0x0db8, 0x0002, 0x0001, 0x0008, 0x0011];
+        assert_eq!(fold(pseudo_header_v6(s, d, 17, 0x1_0008)), fold(words.iter().sum()));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn update128_matches_recompute(mut data in proptest::collection::vec(proptest::num::u8::ANY, 40..64),
+                                       new in proptest::array::uniform16(proptest::num::u8::ANY)) {
+            data[0] = 0; data[1] = 0;
+            let c0 = checksum(&data);
+            let mut old = [0u8; 16];
+            old.copy_from_slice(&data[8..24]);
+            data[8..24].copy_from_slice(&new);
+            let (inc, full) = (update128(c0, old, new), checksum(&data));
+            proptest::prop_assert!(inc == full || (inc ^ full) == 0xffff, "{inc:#x} vs {full:#x}");
+            data[0..2].copy_from_slice(&inc.to_be_bytes());
+            proptest::prop_assert_eq!(fold(sum(&data)), 0xffff);
+        }
+
         #[test]
         fn incremental_update_matches_recompute(
             mut data in proptest::collection::vec(proptest::num::u8::ANY, 20..64),

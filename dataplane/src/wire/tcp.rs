@@ -1,7 +1,7 @@
 //! TCP (RFC 9293): header fields and checksum.
 
 use super::{checksum, read_u16, read_u32, write_u16, write_u32, WireError};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const HEADER_LEN: usize = 20;
 
@@ -92,6 +92,14 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let ph = checksum::pseudo_header_v4(src.octets(), dst.octets(), 6, b.len() as u16);
         checksum::fold(checksum::combine(ph, checksum::sum(b))) == 0xffff
     }
+
+    /// Verifies the checksum over the IPv6 pseudo-header (RFC 8200 8.1: `dst` is the final
+    /// destination when a routing header is present) and the whole segment.
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let b = self.buffer.as_ref();
+        let ph = checksum::pseudo_header_v6(src.octets(), dst.octets(), 6, b.len() as u32);
+        checksum::fold(checksum::combine(ph, checksum::sum(b))) == 0xffff
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
@@ -133,6 +141,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
         self.set_checksum(c);
     }
+
+    /// Recomputes the checksum over the IPv6 pseudo-header and the whole segment.
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let b = self.buffer.as_ref();
+        let ph = checksum::pseudo_header_v6(src.octets(), dst.octets(), 6, b.len() as u32);
+        let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
+        self.set_checksum(c);
+    }
 }
 
 /// The fields of a TCP header, for building a segment.
@@ -156,6 +173,22 @@ impl TcpRepr<'_> {
     /// Writes the header into `b`, whose bytes after `header_len()` are the payload, and fills
     /// the checksum over the whole of `b`. Options longer than 40 bytes are the caller's error.
     pub fn emit_v4(&self, b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+        self.emit_header(b);
+        if let Ok(mut p) = TcpPacket::new_checked(b) {
+            p.fill_checksum_v4(src, dst);
+        }
+    }
+
+    /// As [`TcpRepr::emit_v4`], the checksum over the IPv6 pseudo-header.
+    pub fn emit_v6(&self, b: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
+        self.emit_header(b);
+        if let Ok(mut p) = TcpPacket::new_checked(b) {
+            p.fill_checksum_v6(src, dst);
+        }
+    }
+
+    /// Writes the header with a zero checksum.
+    fn emit_header(&self, b: &mut [u8]) {
         let hl = self.header_len();
         write_u16(b, field::SRC_PORT, self.src_port);
         write_u16(b, field::DST_PORT, self.dst_port);
@@ -168,9 +201,6 @@ impl TcpRepr<'_> {
         write_u16(b, field::CHECKSUM + 2, 0);
         b[HEADER_LEN..HEADER_LEN + self.options.len()].copy_from_slice(self.options);
         b[HEADER_LEN + self.options.len()..hl].fill(0);
-        if let Ok(mut p) = TcpPacket::new_checked(b) {
-            p.fill_checksum_v4(src, dst);
-        }
     }
 }
 
@@ -203,6 +233,38 @@ mod tests {
         // Odd-length options are padded.
         let short = TcpRepr { options: &[0x01, 0x01, 0x01, 0x01, 0x01], ..r };
         assert_eq!(short.header_len(), 28);
+    }
+
+    #[test]
+    fn emit_v6_matches_scapy() {
+        // scapy: raw(IPv6(src='2001:db8::1', dst='2001:db8:0:1::80')/TCP(sport=40000, dport=80,
+        //     seq=0x01020304, ack=0x0a0b0c0d, flags="SA", window=29200, options=[('MSS', 1440),
+        //     ('NOP', None), ('WScale', 7)])/"hi")[40:]
+        let want = [
+            0x9c, 0x40, 0x00, 0x50, 0x01, 0x02, 0x03, 0x04, 0x0a, 0x0b, 0x0c, 0x0d, 0x70, 0x12, 0x72, 0x10,
+            0x96, 0xfe, 0x00, 0x00, 0x02, 0x04, 0x05, 0xa0, 0x01, 0x03, 0x03, 0x07, 0x68, 0x69,
+        ];
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8:0:1::80".parse().unwrap());
+        let r = TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 0x0102_0304,
+            ack: 0x0a0b_0c0d,
+            flags: SYN | ACK,
+            window: 29200,
+            options: &[0x02, 0x04, 0x05, 0xa0, 0x01, 0x03, 0x03, 0x07],
+        };
+        let mut b = [0u8; 30];
+        b[28..].copy_from_slice(b"hi");
+        r.emit_v6(&mut b, src, dst);
+        assert_eq!(b, want);
+        let mut p = TcpPacket::new_checked(&mut b[..]).unwrap();
+        assert!(p.verify_checksum_v6(src, dst));
+        assert!(!p.verify_checksum_v6("2001:db8::2".parse().unwrap(), dst));
+        p.set_checksum(0x1234);
+        p.fill_checksum_v6(src, dst);
+        assert_eq!(b, want);
     }
 
     // 198.18.0.2:40000 -> 198.18.10.1:80 SYN, seq 1, window 64240, no options.

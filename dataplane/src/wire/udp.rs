@@ -1,7 +1,7 @@
 //! UDP (RFC 768).
 
 use super::{checksum, read_u16, write_u16, WireError};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const HEADER_LEN: usize = 8;
 
@@ -68,6 +68,16 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     pub fn payload(&self) -> &[u8] {
         self.buffer.as_ref().get(HEADER_LEN..self.len()).unwrap_or_default()
     }
+
+    /// Verifies the checksum over the IPv6 pseudo-header and the datagram (its length field's
+    /// worth). A checksum of zero fails: over IPv6 it is mandatory (RFC 8200 8.1).
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let Some(d) = self.buffer.as_ref().get(..self.len()) else {
+            return false;
+        };
+        let ph = checksum::pseudo_header_v6(src.octets(), dst.octets(), 17, d.len() as u32);
+        self.checksum() != 0 && checksum::fold(checksum::combine(ph, checksum::sum(d))) == 0xffff
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
@@ -104,6 +114,19 @@ impl UdpRepr {
         let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
         write_u16(b, field::CHECKSUM, if c == 0 { 0xffff } else { c });
     }
+
+    /// As [`UdpRepr::emit_v4`], the checksum over the IPv6 pseudo-header (mandatory there: a
+    /// computed 0 is sent as 0xffff, RFC 8200 8.1).
+    pub fn emit_v6(&self, b: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
+        let len = b.len() as u16;
+        write_u16(b, field::SRC_PORT, self.src_port);
+        write_u16(b, field::DST_PORT, self.dst_port);
+        write_u16(b, field::LENGTH, len);
+        write_u16(b, field::CHECKSUM, 0);
+        let ph = checksum::pseudo_header_v6(src.octets(), dst.octets(), 17, u32::from(len));
+        let c = !checksum::fold(checksum::combine(ph, checksum::sum(b)));
+        write_u16(b, field::CHECKSUM, if c == 0 { 0xffff } else { c });
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +145,44 @@ mod tests {
             Ipv4Addr::new(198, 18, 10, 1),
         );
         assert_eq!(b, want);
+    }
+
+    fn v6() -> (Ipv6Addr, Ipv6Addr) {
+        ("2001:db8::1".parse().unwrap(), "2001:db8:0:1::80".parse().unwrap())
+    }
+
+    #[test]
+    fn emit_v6_matches_scapy() {
+        // scapy: raw(IPv6(src='2001:db8::1', dst='2001:db8:0:1::80')/UDP(sport=5353, dport=53)
+        //     /"query")[40:]
+        let want = [0x14, 0xe9, 0x00, 0x35, 0x00, 0x0d, 0x3e, 0xda, 0x71, 0x75, 0x65, 0x72, 0x79];
+        let (src, dst) = v6();
+        let mut b = [0u8; 13];
+        b[8..].copy_from_slice(b"query");
+        UdpRepr { src_port: 5353, dst_port: 53 }.emit_v6(&mut b, src, dst);
+        assert_eq!(b, want);
+        let u = UdpPacket::new_checked(&b[..]).unwrap();
+        assert!(u.verify_checksum_v6(src, dst));
+        assert!(!u.verify_checksum_v6("2001:db8::2".parse().unwrap(), dst));
+        // With link padding after the datagram: the length field decides.
+        let mut padded = b.to_vec();
+        padded.extend_from_slice(&[1, 2, 3]);
+        assert!(UdpPacket::new_checked(&padded[..]).unwrap().verify_checksum_v6(src, dst));
+    }
+
+    #[test]
+    fn v6_checksum_zero_is_sent_as_ffff_and_refused() {
+        // scapy: raw(IPv6(src='2001:db8::1', dst='2001:db8:0:1::80')/UDP(sport=1, dport=2)
+        //     /b'\xa3\xe3')[40:]: the sum is zero, the checksum field 0xffff
+        let want = [0x00, 0x01, 0x00, 0x02, 0x00, 0x0a, 0xff, 0xff, 0xa3, 0xe3];
+        let (src, dst) = v6();
+        let mut b = [0u8; 10];
+        b[8..].copy_from_slice(&[0xa3, 0xe3]);
+        UdpRepr { src_port: 1, dst_port: 2 }.emit_v6(&mut b, src, dst);
+        assert_eq!(b, want);
+        assert!(UdpPacket::new_checked(&b[..]).unwrap().verify_checksum_v6(src, dst));
+        b[6..8].fill(0);
+        assert!(!UdpPacket::new_checked(&b[..]).unwrap().verify_checksum_v6(src, dst), "0 means none");
     }
 
     const DGRAM: [u8; 12] = [0x9c, 0x40, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'p', b'i', b'n', b'g'];
