@@ -271,6 +271,8 @@ struct RawDpdk {
     #[serde(default)]
     vdevs: Vec<String>,
     mbufs: Option<u32>,
+    /// Bytes of packet data a buffer holds.
+    buffer_size: Option<u32>,
     rx_desc: Option<u16>,
     tx_desc: Option<u16>,
 }
@@ -524,6 +526,8 @@ pub struct Config {
     /// EAL arguments after the program name: `dpdk.args` then one `--vdev` per `dpdk.vdevs`.
     pub eal_args: Vec<String>,
     pub mbufs: Option<u32>,
+    /// Bytes of packet data per buffer (`dpdk.buffer_size`): the largest frame a port takes.
+    pub buffer_size: u16,
     pub rx_desc: u16,
     pub tx_desc: u16,
     pub worker_cores: Vec<usize>,

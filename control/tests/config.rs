@@ -898,3 +898,15 @@ fn mss_clamp_is_auto_off_or_a_value_and_tcps_alone() {
     let c = Config::parse(&udp_auto, "p.yaml").unwrap();
     assert_eq!(Snapshot::build(&c.snapshot_spec(1, None), None).unwrap().services[0].mss_clamp, None);
 }
+
+#[test]
+fn buffer_size_is_2048_by_default_and_bounded() {
+    assert_eq!(Config::parse(GOOD, "p.yaml").unwrap().buffer_size, 2048);
+    let text = GOOD.replacen("  vdevs: [net_null0]\n", "  vdevs: [net_null0]\n  buffer_size: 9216\n", 1);
+    assert_eq!(Config::parse(&text, "p.yaml").unwrap().buffer_size, 9216);
+    for bad in ["1500", "20000"] {
+        let e = refuse("  vdevs: [net_null0]\n", &format!("  vdevs: [net_null0]\n  buffer_size: {bad}\n"));
+        assert!(e.starts_with("p.yaml:4:3: dpdk.buffer_size: "), "{e}");
+        assert!(e.contains("outside 2048..=16384"), "{e}");
+    }
+}

@@ -9,8 +9,8 @@ the router, addressed to the VIP they came from.
 - Uploads from cli1 (a 1500-byte path): a `dsr` backend offers MSS 1460, so cli1's segments do
   not fit the tunnel and sluiced answers with "fragmentation needed" from the VIP; `nat`
   handshakes get the tunnel's MSS (clamped). And uploads from cli3.
-- 4000-byte UDP datagrams (arriving in fragments, too big for the tunnel once more) to a `dsr`
-  and a `nat` service, and their 4000-byte answers (a VM's in fragments through its agent).
+- 4000-byte UDP datagrams (sent in fragments, too big for the tunnel once more) to a `dsr` and
+  a `nat` service, and their 4000-byte answers (a VM's in fragments through its agent).
 """
 import hashlib
 import os
@@ -109,21 +109,22 @@ def udp_exchange(lab, cli, host, port, size, answer):
 
 
 def test_fragmented_datagrams_both_ways(narrow_lab):
-    """An 1800-byte question (cli1 sends it in two fragments, which the lab's af_packet device
-    reassembles before DPDK sees them: DPDK's af_packet PMD asks the kernel to; a real NIC hands
-    sluiced the fragments, which the unit tests cover) is too big for the tunnel without DF:
-    sluiced cuts it. The 4000-byte answers come back in fragments: a `dsr` backend's directly, a
-    VM's through its host agent and sluiced, each fragment where its first went."""
+    """A 4000-byte question (cli1 sends it in three fragments, which the lab's af_packet device
+    reassembles before DPDK sees them: DPDK's af_packet PMD asks the kernel to, and lab.yaml
+    gives it 8 KiB frames and buffers; a real NIC hands sluiced the fragments, which the unit
+    tests cover) is too big for the tunnel without DF: sluiced cuts it. The 4000-byte answers
+    come back in fragments: a `dsr` backend's directly, a VM's through its host agent and
+    sluiced, each fragment where its first went."""
     lab = narrow_lab
     before = metrics(lab)
     for kind, vip in (("dsr", VIP), ("nat", VIP_A)):
-        got = udp_exchange(lab, "cli1", vip, 53, 1800, 4000)
+        got = udp_exchange(lab, "cli1", vip, 53, 4000, 4000)
         if got is None:
             print({k: v for k, v in metrics(lab).items() if v and ("drop" in k or "frag" in k)})
         assert got is not None, f"{kind}: no answer"
         size, whole = got
         assert (int(size), whole) == (4000, "True"), (kind, got)
-        print(f"1800-byte datagram through {kind}: answered with 4000 bytes in fragments, whole")
+        print(f"4000-byte datagram through {kind}: answered with 4000 bytes in fragments, whole")
     m = metrics(lab)
     fragmented = m["sluice_packets_fragmented_total"] - before.get("sluice_packets_fragmented_total", 0)
     print(f"client datagrams cut to fit a tunnel: {fragmented:.0f}")

@@ -13,6 +13,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Bytes of packet data per buffer by default: a 1500-byte frame fits, with room.
+pub const DEFAULT_BUFFER_SIZE: u32 = 2048;
+
 /// Longest EAL argument, vdev or device name: 1024 bytes.
 const MAX_ARG_LEN: usize = 1024;
 /// Highest CPU number for a worker or the control thread: 1023 (a CPU set holds 1024).
@@ -58,6 +61,7 @@ impl Validator<'_> {
             file: self.file.to_string(),
             eal_args,
             mbufs: raw.dpdk.mbufs,
+            buffer_size: self.buffer_size(raw.dpdk.buffer_size),
             rx_desc: raw.dpdk.rx_desc.unwrap_or(1024),
             tx_desc: raw.dpdk.tx_desc.unwrap_or(1024),
             worker_cores: cores,
@@ -70,6 +74,17 @@ impl Validator<'_> {
             timeouts,
             health,
             metrics_listen,
+        }
+    }
+
+    /// `dpdk.buffer_size`: 2048 (a 1500-byte frame and room) to 16384 bytes (jumbo frames).
+    fn buffer_size(&mut self, size: Option<u32>) -> u16 {
+        match size.unwrap_or(DEFAULT_BUFFER_SIZE) {
+            n @ 2048..=16384 => n as u16,
+            n => {
+                self.refuse("dpdk.buffer_size", format!("{n} bytes is outside 2048..=16384"));
+                DEFAULT_BUFFER_SIZE as u16
+            }
         }
     }
 
@@ -182,7 +197,7 @@ impl Validator<'_> {
     /// Refuses every change a running sluiced cannot take without a restart.
     pub(super) fn same_as_running(&mut self, new: &Config, old: &Config) {
         const WHY: &str = "cannot change while sluiced runs (restart it for that); the running value stays";
-        if new.eal_args != old.eal_args || new.mbufs != old.mbufs {
+        if new.eal_args != old.eal_args || new.mbufs != old.mbufs || new.buffer_size != old.buffer_size {
             self.refuse("dpdk", WHY);
         }
         if (new.rx_desc, new.tx_desc) != (old.rx_desc, old.tx_desc) {

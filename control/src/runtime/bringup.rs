@@ -88,9 +88,10 @@ pub(super) fn start_ports(config: &Config) -> Result<Nic, String> {
     })?)
     .map(|i| i.socket_id)
     .unwrap_or(dpdk_sys::SOCKET_ID_ANY);
-    let pool =
-        Mempool::new("sluice_pkts", mbufs, 256, 2048 + 128, socket).map_err(|e| format!("mempool: {e}"))?;
-    info!("mempool: {mbufs} mbufs");
+    // Each buffer: `buffer_size` bytes of data after DPDK's headroom (RTE_PKTMBUF_HEADROOM).
+    let room = config.buffer_size + 128;
+    let pool = Mempool::new("sluice_pkts", mbufs, 256, room, socket).map_err(|e| format!("mempool: {e}"))?;
+    info!("mempool: {mbufs} mbufs of {} bytes", config.buffer_size);
 
     let mut ports = Vec::new();
     let mut macs = Vec::new();
