@@ -5,17 +5,21 @@
 //! is tunneled back to the appliance it came from, the way it came. An entry unused (neither
 //! refreshed by an incoming packet nor by a reply) for the idle timeout is forgotten.
 //!
+//! Flows of both families share the memory: an IPv6 flow's key holds its IPv6 addresses, and
+//! its path the appliance's address of whichever family the tunnel came over.
+//!
 //! Time is passed in explicitly, in whole seconds from any fixed origin.
 
 use crate::tunnel::{Encap, FiveTuple};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Where a flow's replies go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReturnPath {
-    /// The appliance that tunneled the flow's packets here (their outer source).
-    pub appliance: Ipv4Addr,
+    /// The appliance that tunneled the flow's packets here (their outer source, IPv4 or IPv6:
+    /// the family of the underlay the replies go back over).
+    pub appliance: IpAddr,
     /// How they came: replies go back the same way (IPIP, or GRE with the same key).
     pub encap: Encap,
 }
@@ -67,7 +71,7 @@ pub struct Limits {
 pub struct FlowMemory {
     flows: HashMap<Key, Entry>,
     /// Flows remembered per appliance; an appliance with none has no entry.
-    per_appliance: HashMap<Ipv4Addr, usize>,
+    per_appliance: HashMap<IpAddr, usize>,
     timeout: u64,
     limits: Limits,
 }
@@ -137,7 +141,7 @@ impl FlowMemory {
     }
 
     /// How many flows `appliance` has now.
-    pub fn flows_of(&self, appliance: Ipv4Addr) -> usize {
+    pub fn flows_of(&self, appliance: IpAddr) -> usize {
         self.per_appliance.get(&appliance).copied().unwrap_or(0)
     }
 
@@ -151,7 +155,7 @@ impl FlowMemory {
 }
 
 /// One flow of `appliance` fewer in `counts`; an appliance left with none loses its entry.
-fn uncount(counts: &mut HashMap<Ipv4Addr, usize>, appliance: Ipv4Addr) {
+fn uncount(counts: &mut HashMap<IpAddr, usize>, appliance: IpAddr) {
     if let Some(n) = counts.get_mut(&appliance) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -163,21 +167,22 @@ fn uncount(counts: &mut HashMap<Ipv4Addr, usize>, appliance: Ipv4Addr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const APPLIANCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+    const APPLIANCE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1));
 
     /// CLIENT:40000 -> BACKEND:80 over TCP, as it arrives.
     fn forward(client_port: u16) -> FiveTuple {
         FiveTuple {
-            src: Ipv4Addr::new(198, 18, 0, 2),
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
             src_port: client_port,
-            dst: Ipv4Addr::new(10, 0, 0, 5),
+            dst: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
             dst_port: 80,
             protocol: 6,
         }
     }
 
-    const OTHER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
+    const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 3));
 
     fn limits(per_appliance: usize, total: usize) -> Limits {
         Limits { per_appliance, total }
@@ -191,13 +196,13 @@ mod tests {
     fn a_flows_age_counts_from_its_first_packet_through_refreshes_and_moves() {
         let mut m = FlowMemory::new(300, Limits { per_appliance: 10, total: 10 });
         let f = FiveTuple {
-            src: Ipv4Addr::new(198, 18, 1, 10),
-            dst: Ipv4Addr::new(192, 0, 2, 10),
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10)),
+            dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
             src_port: 40000,
             dst_port: 80,
             protocol: 6,
         };
-        let path = |a| ReturnPath { appliance: Ipv4Addr::new(198, 19, 0, a), encap: Encap::Ipip };
+        let path = |a| ReturnPath { appliance: IpAddr::V4(Ipv4Addr::new(198, 19, 0, a)), encap: Encap::Ipip };
         m.remember(0, &f, path(1), 100);
         m.remember(0, &f, path(3), 104);
         let (p, age) = m.lookup_aged(0, &f.reversed(), 107).unwrap();
@@ -224,10 +229,38 @@ mod tests {
     fn path_follows_the_latest_packet() {
         let mut m = FlowMemory::new(300, limits(100, 100));
         m.remember(0, &forward(40000), ReturnPath { appliance: APPLIANCE, encap: Encap::Ipip }, 1);
-        let moved = ReturnPath { appliance: Ipv4Addr::new(198, 19, 0, 2), encap: Encap::Ipip };
+        let moved = ReturnPath { appliance: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)), encap: Encap::Ipip };
         assert_eq!(m.remember(0, &forward(40000), moved, 2), Remembered::Refreshed);
         assert_eq!(m.len(), 1);
         assert_eq!(m.lookup(0, &forward(40000).reversed(), 3), Some(moved));
+    }
+
+    #[test]
+    fn ipv6_flows_are_remembered_beside_ipv4_ones() {
+        let mut m = FlowMemory::new(300, limits(2, 10));
+        let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+        // CLIENT6:40000 -> VM6:80, over an IPv6 underlay from an IPv6 appliance, key 100.
+        let f = FiveTuple {
+            src: v6("2001:db8:c::2"),
+            src_port: 40000,
+            dst: v6("2001:db8:f::5"),
+            dst_port: 80,
+            protocol: 6,
+        };
+        let a6 = ReturnPath { appliance: v6("2001:db8:19::1"), encap: Encap::Gre { key: Some(100) } };
+        assert_eq!(m.remember(1, &f, a6, 0), Remembered::New);
+        // The IPv4 flow with the same ports is another flow; it may come over either underlay.
+        assert_eq!(m.remember(1, &forward(40000), from(APPLIANCE), 0), Remembered::New);
+        let over_v6 = ReturnPath { appliance: v6("2001:db8:19::1"), encap: Encap::Ipip };
+        assert_eq!(m.remember(0, &forward(40001), over_v6, 0), Remembered::New);
+        assert_eq!(m.lookup(1, &f.reversed(), 1), Some(a6));
+        assert_eq!(m.lookup(1, &forward(40000).reversed(), 1), Some(from(APPLIANCE)));
+        assert_eq!(m.lookup(0, &forward(40001).reversed(), 1), Some(over_v6));
+        // The IPv6 appliance has its own share, full now; the IPv4 one's is not.
+        assert_eq!((m.flows_of(v6("2001:db8:19::1")), m.flows_of(APPLIANCE)), (2, 1));
+        let g = FiveTuple { src_port: 40002, ..f };
+        assert_eq!(m.remember(1, &g, a6, 1), Remembered::Full);
+        assert_eq!(m.remember(1, &forward(40002), from(APPLIANCE), 1), Remembered::New);
     }
 
     #[test]
@@ -268,7 +301,7 @@ mod tests {
         assert_eq!(m.lookup(0, &forward(2).reversed(), 1), Some(gre(2)));
     }
 
-    fn from(appliance: Ipv4Addr) -> ReturnPath {
+    fn from(appliance: IpAddr) -> ReturnPath {
         ReturnPath { appliance, encap: Encap::Gre { key: Some(100) } }
     }
 
@@ -344,7 +377,7 @@ mod tests {
         fn counts_and_limits_hold(ops in proptest::collection::vec(op(), 0..200), per in 1usize..6, extra in 0usize..12) {
             let total = per + extra;
             let mut m = FlowMemory::new(10, limits(per, total));
-            let addr = |a: u8| Ipv4Addr::new(198, 19, 0, a);
+            let addr = |a: u8| IpAddr::V4(Ipv4Addr::new(198, 19, 0, a));
             for o in ops {
                 match o {
                     Op::Remember(tun, port, a, now) => {

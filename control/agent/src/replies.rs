@@ -143,19 +143,25 @@ mod tests {
     use crate::testpkt;
     use crate::tunnel::Encap;
     use sluice_dataplane::wire::ipv4;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
     const VM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
     const APPLIANCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
     const S: u64 = 1_000_000_000;
-    const PATH: ReturnPath = ReturnPath { appliance: APPLIANCE, encap: Encap::Gre { key: Some(100) } };
+    const PATH: ReturnPath =
+        ReturnPath { appliance: IpAddr::V4(APPLIANCE), encap: Encap::Gre { key: Some(100) } };
 
     /// A flow memory that knows CLIENT:40000 -> VM:53 over UDP, arrived on TUN 0 at 0 s.
     fn flows() -> FlowMemory {
         let mut m = FlowMemory::new(300, Limits { per_appliance: 10, total: 10 });
-        let forward =
-            FiveTuple { src: CLIENT, src_port: 40000, dst: VM, dst_port: 53, protocol: ipv4::PROTO_UDP };
+        let forward = FiveTuple {
+            src: CLIENT.into(),
+            src_port: 40000,
+            dst: VM.into(),
+            dst_port: 53,
+            protocol: ipv4::PROTO_UDP,
+        };
         m.remember(0, &forward, PATH, 0);
         m
     }
@@ -264,11 +270,11 @@ mod tests {
     #[test]
     fn what_reply_refuses_is_dropped_with_its_reason() {
         let (mut r, mut m) = (Replies::new(7), flows());
-        let got = run(&mut r, &mut m, &[(&[0x60; 40], 0), (&[], 0)]);
+        let got = run(&mut r, &mut m, &[(&[0x70; 40], 0), (&[], 0)]);
         let verdicts: Vec<_> = got.iter().map(|(_, v)| *v).collect();
         assert_eq!(
             verdicts,
-            [Verdict::Drop(DropReason::ReplyNotIpv4), Verdict::Drop(DropReason::ReplyMalformed)]
+            [Verdict::Drop(DropReason::ReplyNotIp), Verdict::Drop(DropReason::ReplyMalformed)]
         );
     }
 

@@ -1,9 +1,12 @@
 //! The agent's counters: relaxed atomics bumped by the packet threads, printed in the
 //! Prometheus text form (`sluice_agent_<name>{labels} <value>`) when the agent stops.
 
-use crate::tunnel::DropReason;
+use crate::tunnel::{DropReason, Family, PROTOCOLS};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The `proto` label of each of [`PROTOCOLS`]: IPv4 in IP (4), IPv6 in IP (41), GRE (47).
+const RECEIVED_LABELS: [&str; PROTOCOLS.len()] = ["ipip", "ipv6", "gre"];
 
 /// Counters of one TUN.
 #[derive(Debug, Default)]
@@ -29,8 +32,8 @@ pub struct TunStats {
 pub struct Stats {
     /// (TUN name, its counters), in the agent's TUN order.
     pub tuns: Vec<(String, TunStats)>,
-    pub received_ipip: AtomicU64,
-    pub received_gre: AtomicU64,
+    /// Tunneled packets read, by underlay (IPv4, IPv6) and outer protocol (of [`PROTOCOLS`]).
+    received: [[AtomicU64; PROTOCOLS.len()]; 2],
     /// Flows remembered for the first time (not refreshes).
     pub flows_remembered: AtomicU64,
     /// New flows not remembered because the flow memory was full.
@@ -55,14 +58,19 @@ impl Stats {
     pub fn new(tun_names: &[String]) -> Stats {
         Stats {
             tuns: tun_names.iter().map(|n| (n.clone(), TunStats::default())).collect(),
-            received_ipip: AtomicU64::new(0),
-            received_gre: AtomicU64::new(0),
+            received: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             flows_remembered: AtomicU64::new(0),
             flows_not_remembered: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The count of tunneled packets read over the underlay of `family` with outer protocol
+    /// `PROTOCOLS[protocol]`.
+    pub fn received(&self, family: Family, protocol: usize) -> &AtomicU64 {
+        &self.received[family as usize][protocol]
     }
 
     pub fn tun(&self, i: usize) -> &TunStats {
@@ -81,10 +89,16 @@ impl Stats {
     pub fn render(&self, flows: usize) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut s = String::new();
-        let _ =
-            writeln!(s, "sluice_agent_received_packets_total{{proto=\"ipip\"}} {}", get(&self.received_ipip));
-        let _ =
-            writeln!(s, "sluice_agent_received_packets_total{{proto=\"gre\"}} {}", get(&self.received_gre));
+        for family in [Family::V4, Family::V6] {
+            let underlay = if family == Family::V4 { "ipv4" } else { "ipv6" };
+            for (i, proto) in RECEIVED_LABELS.iter().enumerate() {
+                let n = get(self.received(family, i));
+                let _ = writeln!(
+                    s,
+                    "sluice_agent_received_packets_total{{underlay=\"{underlay}\",proto=\"{proto}\"}} {n}"
+                );
+            }
+        }
         for (name, t) in &self.tuns {
             let rows = [
                 ("decapsulated_packets_total", &t.decapsulated_packets),
@@ -133,6 +147,10 @@ mod tests {
         assert!(text.contains("sluice_agent_reply_fragments_held_total{tun=\"sl-phys\"} 0\n"));
         assert!(text.contains("sluice_agent_drops_total{reason=\"no_flow\"} 2\n"));
         assert!(text.contains("sluice_agent_flows 3\n"));
+        bump(s.received(Family::V6, 1));
+        let text = s.render(3);
+        assert!(text.contains("sluice_agent_received_packets_total{underlay=\"ipv6\",proto=\"ipv6\"} 1\n"));
+        assert!(text.contains("sluice_agent_received_packets_total{underlay=\"ipv4\",proto=\"gre\"} 0\n"));
         for r in DropReason::ALL {
             assert!(
                 text.contains(&format!("sluice_agent_drops_total{{reason=\"{}\"}} ", r.label())),

@@ -3,46 +3,99 @@
 //! by: its own, or for an ICMP error the one of the packet it quotes; for a fragment past the
 //! first, its datagram), and building the GRE payload that carries it back.
 //!
+//! Both families, in both places. The underlay (the outer header) is IPv4 or IPv6; each
+//! carries IP in IP (an IPv4 packet as protocol 4, an IPv6 one as protocol 41) or GRE (47,
+//! protocol type 0x0800 or 0x86DD). What raw sockets hand over differs by family: an IPv4 raw
+//! socket reads the whole packet, outer header included ([`decap`]); an IPv6 raw socket reads
+//! only what follows the outer header and its extension headers, which the kernel has already
+//! processed (hop-by-hop, routing, destination options, and fragments reassembled), with the
+//! source address beside it from recvfrom ([`decap_v6`]). Inner packets and replies are
+//! IPv4 or IPv6 whatever the underlay, and a flow is remembered by a family-neutral
+//! [`FiveTuple`].
+//!
 //! Every function takes bytes and returns a result or a [`DropReason`]; none does I/O and
-//! none panics on any input (the property test at the bottom feeds them arbitrary bytes).
+//! none panics on any input (the property tests at the bottom feed them arbitrary bytes).
 
 use sluice_dataplane::flow::Addr;
 use sluice_dataplane::fragments::{FragKey, Ports};
-use sluice_dataplane::wire::{icmp_error, ipv4, GrePacket, GreRepr, IcmpPacket, Ipv4Packet, TcpPacket};
-use sluice_dataplane::wire::{UdpPacket, WireError};
+use sluice_dataplane::wire::ipv6::{self, UpperLayer};
+use sluice_dataplane::wire::{icmp_error, icmpv6, icmpv6_error, ipv4, GrePacket, GreRepr, IcmpPacket};
+use sluice_dataplane::wire::{Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, WireError};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// GRE protocol type of an IPv4 payload.
 pub const GRE_PROTO_IPV4: u16 = 0x0800;
+/// GRE protocol type of an IPv6 payload.
+pub const GRE_PROTO_IPV6: u16 = 0x86dd;
 /// The GRE version bits (RFC 2784: must be 0).
 const GRE_VERSION_MASK: u16 = 0x0007;
+/// IP protocol (and IPv6 next header) of IPv6 in IP (RFC 2473, RFC 4213).
+pub const PROTO_IPV6: u8 = ipv6::NEXT_IPV6;
+/// The outer protocols tunnels come by, over either underlay: IPv4 in IP, IPv6 in IP, GRE.
+pub const PROTOCOLS: [u8; 3] = [ipv4::PROTO_IPIP, PROTO_IPV6, ipv4::PROTO_GRE];
+
+/// An IP family: of an underlay, or of an inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(a: IpAddr) -> Family {
+        if a.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The family of the IP packet `p` by its version nibble; `None` for neither 4 nor 6.
+    pub fn of_packet(p: &[u8]) -> Option<Family> {
+        match p.first().map(|v| v >> 4) {
+            Some(4) => Some(Family::V4),
+            Some(6) => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// The GRE protocol type of a packet of this family.
+    pub fn gre_protocol(self) -> u16 {
+        match self {
+            Family::V4 => GRE_PROTO_IPV4,
+            Family::V6 => GRE_PROTO_IPV6,
+        }
+    }
+}
 
 /// How a packet came in, and so how its replies go back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encap {
-    /// IP in IP (protocol 4).
+    /// IP in IP: protocol 4 for an IPv4 packet, 41 for an IPv6 one.
     Ipip,
     /// GRE (protocol 47), with the key if it had one.
     Gre { key: Option<u32> },
 }
 
 impl Encap {
-    /// The outer IP protocol.
-    pub fn protocol(self) -> u8 {
-        match self {
-            Encap::Ipip => ipv4::PROTO_IPIP,
-            Encap::Gre { .. } => ipv4::PROTO_GRE,
+    /// The outer IP protocol that carries a packet of `inner` family this way.
+    pub fn protocol(self, inner: Family) -> u8 {
+        match (self, inner) {
+            (Encap::Ipip, Family::V4) => ipv4::PROTO_IPIP,
+            (Encap::Ipip, Family::V6) => PROTO_IPV6,
+            (Encap::Gre { .. }, _) => ipv4::PROTO_GRE,
         }
     }
 }
 
-/// A TCP or UDP flow's addresses, ports and protocol, as seen in one direction.
+/// A TCP or UDP flow's addresses, ports and protocol, as seen in one direction; both
+/// addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub src_port: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dst_port: u16,
     pub protocol: u8,
 }
@@ -71,7 +124,7 @@ pub enum DropReason {
     OuterChecksum,
     /// Outer packet is a fragment (the kernel reassembles before raw sockets, so unexpected).
     OuterFragment,
-    /// Outer protocol neither IPIP nor GRE.
+    /// Outer protocol neither IPIP (4 or 41) nor GRE.
     OuterProtocol,
     /// GRE header (with its optional words) longer than the packet.
     GreTruncated,
@@ -79,15 +132,17 @@ pub enum DropReason {
     GreVersion,
     /// GRE routing or other RFC 1701 bits set.
     GreFlags,
-    /// GRE protocol type other than IPv4 (0x0800).
+    /// GRE protocol type other than IPv4 (0x0800) or IPv6 (0x86DD).
     GreProtocol,
     /// GRE checksum present and wrong.
     GreChecksum,
-    /// Inner packet shorter than its IPv4 header, its total length or its TCP/UDP header.
+    /// Inner packet shorter than its IP header, its total (or payload) length, its IPv6
+    /// extension headers or its TCP/UDP header.
     InnerTruncated,
-    /// Inner IPv4 header or TCP/UDP header with impossible lengths.
+    /// Inner IPv4 header or TCP/UDP header with impossible lengths, or an IPv6 extension
+    /// header chain out of order (hop-by-hop not first, two fragment headers, more than 8).
     InnerMalformed,
-    /// Inner packet is not IPv4.
+    /// Inner packet is not IPv4, but the tunnel says it is (protocol 4, GRE type 0x0800).
     InnerNotIpv4,
     /// Tunneled packet from a sender outside `--appliance`: not an appliance, maybe a spoofer.
     NotAppliance,
@@ -97,17 +152,20 @@ pub enum DropReason {
     NoPhysicalTun,
     /// Writing the inner packet into its TUN failed.
     TunWriteFailed,
-    /// Packet out of a TUN that is not IPv4 (IPv6 router solicitations and the like).
-    ReplyNotIpv4,
-    /// Packet out of a TUN with a bad IPv4, TCP or UDP header.
+    /// Packet out of a TUN that is neither IPv4 nor IPv6 (by its version nibble).
+    ReplyNotIp,
+    /// Packet out of a TUN with a bad IPv4 or IPv6 header, IPv6 extension header chain, or
+    /// TCP or UDP header.
     ReplyMalformed,
-    /// Packet out of a TUN that is neither TCP, UDP nor ICMP, or a fragment of neither TCP nor
-    /// UDP (only their fragments are followed: an ICMP error fits in 576 bytes).
+    /// Packet out of a TUN that is neither TCP, UDP, ICMP nor ICMPv6, or a fragment of neither
+    /// TCP nor UDP (only their fragments are followed: an ICMP error fits in 576 bytes, an
+    /// ICMPv6 one in 1280). Among them IPv6's MLD reports.
     ReplyNotTcpUdp,
-    /// ICMP out of a TUN that is not an error (types 3, 11, 12): echo replies and the like.
+    /// ICMP or ICMPv6 out of a TUN that is not an error (ICMP types 3, 11, 12; ICMPv6 types 1
+    /// to 4): echo replies, router solicitations and the like.
     ReplyIcmpNotError,
-    /// ICMP error out of a TUN that cannot be followed: too short, a wrong checksum, or a quote
-    /// that is not the start of a TCP or UDP packet.
+    /// ICMP or ICMPv6 error out of a TUN that cannot be followed: too short, a wrong checksum,
+    /// or a quote that is not the start of a TCP or UDP packet.
     ReplyIcmpMalformed,
     /// Packet out of a TUN for a flow that did not come in through a tunnel (or expired).
     NoFlow,
@@ -118,11 +176,13 @@ pub enum DropReason {
     ReplyFragmentOrphan,
     /// Sending a reply back through the tunnel failed.
     SendFailed,
+    /// Inner packet is not IPv6, but the tunnel says it is (protocol 41, GRE type 0x86DD).
+    InnerNotIpv6,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::OuterTruncated,
         DropReason::OuterMalformed,
         DropReason::OuterChecksum,
@@ -140,7 +200,7 @@ impl DropReason {
         DropReason::UnknownVpc,
         DropReason::NoPhysicalTun,
         DropReason::TunWriteFailed,
-        DropReason::ReplyNotIpv4,
+        DropReason::ReplyNotIp,
         DropReason::ReplyMalformed,
         DropReason::ReplyNotTcpUdp,
         DropReason::ReplyIcmpNotError,
@@ -149,6 +209,7 @@ impl DropReason {
         DropReason::IcmpNoFlow,
         DropReason::ReplyFragmentOrphan,
         DropReason::SendFailed,
+        DropReason::InnerNotIpv6,
     ];
 
     pub fn label(self) -> &'static str {
@@ -170,7 +231,7 @@ impl DropReason {
             DropReason::UnknownVpc => "unknown_vpc",
             DropReason::NoPhysicalTun => "no_physical_tun",
             DropReason::TunWriteFailed => "tun_write_failed",
-            DropReason::ReplyNotIpv4 => "reply_not_ipv4",
+            DropReason::ReplyNotIp => "reply_not_ip",
             DropReason::ReplyMalformed => "reply_malformed",
             DropReason::ReplyNotTcpUdp => "reply_not_tcp_udp",
             DropReason::ReplyIcmpNotError => "reply_icmp_not_error",
@@ -179,6 +240,7 @@ impl DropReason {
             DropReason::IcmpNoFlow => "icmp_no_flow",
             DropReason::ReplyFragmentOrphan => "reply_fragment_orphan",
             DropReason::SendFailed => "send_failed",
+            DropReason::InnerNotIpv6 => "inner_not_ipv6",
         }
     }
 }
@@ -186,22 +248,22 @@ impl DropReason {
 /// A decapsulated packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decap<'a> {
-    /// Outer source: the appliance that tunneled it.
-    pub appliance: Ipv4Addr,
+    /// Outer source: the appliance that tunneled it (its family is the underlay's).
+    pub appliance: IpAddr,
     pub encap: Encap,
-    /// The inner IPv4 packet, exactly its total length.
+    /// The inner IPv4 or IPv6 packet, exactly its total length.
     pub inner: &'a [u8],
-    /// The inner TCP/UDP 5-tuple; `None` for other protocols and for fragments, which are
-    /// delivered but not remembered.
+    /// The inner TCP/UDP 5-tuple; `None` for other protocols and for fragments past the
+    /// first, which are delivered but not remembered.
     pub tuple: Option<FiveTuple>,
 }
 
 /// Strips the tunnel from a whole IPv4 packet as a raw socket reads it (outer header
-/// included): IPIP, or GRE version 0 carrying IPv4 with optional checksum (verified), key and
-/// sequence number. The inner packet may be of any protocol and may be a fragment (the
-/// appliance cuts big inner packets before encapsulating them; ICMP errors it translated for a
-/// flow, such as fragmentation needed): all are delivered, only whole TCP/UDP ones with a
-/// 5-tuple to remember.
+/// included): IP in IP (protocol 4 around IPv4, 41 around IPv6), or GRE version 0 carrying
+/// IPv4 or IPv6 with optional checksum (verified), key and sequence number. The inner packet
+/// may be of any protocol and may be a fragment (the appliance cuts big inner packets before
+/// encapsulating them; ICMP errors it translated for a flow, such as fragmentation needed):
+/// all are delivered, only whole TCP/UDP ones and first fragments with a 5-tuple to remember.
 pub fn decap(packet: &[u8]) -> Result<Decap<'_>, DropReason> {
     let outer = Ipv4Packet::new_checked(packet).map_err(|e| match e {
         WireError::Truncated => DropReason::OuterTruncated,
@@ -218,17 +280,37 @@ pub fn decap(packet: &[u8]) -> Result<Decap<'_>, DropReason> {
     if outer.is_fragment() {
         return Err(DropReason::OuterFragment);
     }
-    let appliance = outer.src();
     let payload = &packet[outer.header_len()..outer.total_len()];
-    let (encap, inner) = match outer.protocol() {
-        ipv4::PROTO_IPIP => (Encap::Ipip, payload),
+    tunneled(outer.src().into(), outer.protocol(), payload)
+}
+
+/// Strips the tunnel from what an IPv6 raw socket of `protocol` (4, 41 or 47) reads: the
+/// payload after the outer IPv6 header and its extension headers, sent by `appliance` (the
+/// source recvfrom gives). The kernel removed the outer header; it also processed the
+/// extension headers before raw delivery (so none is seen here, and a hop-by-hop or routing
+/// header it refuses never arrives) and reassembled a fragmented outer packet (checked on
+/// Linux 6.18: a destination options header before protocol 4 is skipped, and a 3,048-byte
+/// GRE packet sent in fragments is read whole). Otherwise as [`decap`].
+pub fn decap_v6(appliance: Ipv6Addr, protocol: u8, payload: &[u8]) -> Result<Decap<'_>, DropReason> {
+    tunneled(appliance.into(), protocol, payload)
+}
+
+/// The tunnel header of `protocol` at the start of `payload`, and the inner packet after it.
+fn tunneled(appliance: IpAddr, protocol: u8, payload: &[u8]) -> Result<Decap<'_>, DropReason> {
+    let (encap, family, inner) = match protocol {
+        ipv4::PROTO_IPIP => (Encap::Ipip, Family::V4, payload),
+        PROTO_IPV6 => (Encap::Ipip, Family::V6, payload),
         ipv4::PROTO_GRE => {
             let gre = gre(payload)?;
-            (Encap::Gre { key: gre.key() }, &payload[gre.header_len()..])
+            let family = if gre.protocol() == GRE_PROTO_IPV6 { Family::V6 } else { Family::V4 };
+            (Encap::Gre { key: gre.key() }, family, &payload[gre.header_len()..])
         }
         _ => return Err(DropReason::OuterProtocol),
     };
-    let (inner, tuple) = inner_packet(inner)?;
+    let (inner, tuple) = match family {
+        Family::V4 => inner_packet(inner)?,
+        Family::V6 => inner_packet_v6(inner)?,
+    };
     Ok(Decap { appliance, encap, inner, tuple })
 }
 
@@ -243,7 +325,7 @@ fn gre(payload: &[u8]) -> Result<GrePacket<&[u8]>, DropReason> {
         WireError::Truncated => DropReason::GreTruncated,
         _ => DropReason::GreFlags,
     })?;
-    if gre.protocol() != GRE_PROTO_IPV4 {
+    if gre.protocol() != GRE_PROTO_IPV4 && gre.protocol() != GRE_PROTO_IPV6 {
         return Err(DropReason::GreProtocol);
     }
     if !gre.verify_checksum() {
@@ -252,22 +334,39 @@ fn gre(payload: &[u8]) -> Result<GrePacket<&[u8]>, DropReason> {
     Ok(gre)
 }
 
+/// An inner packet's wire error as a drop reason.
+fn inner_error(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::InnerTruncated,
+        _ => DropReason::InnerMalformed,
+    }
+}
+
 /// Checks the inner IPv4 packet, trims what follows its total length, reads its 5-tuple.
 fn inner_packet(b: &[u8]) -> Result<(&[u8], Option<FiveTuple>), DropReason> {
-    match b.first() {
-        None => return Err(DropReason::InnerTruncated),
-        Some(v) if v >> 4 != 4 => return Err(DropReason::InnerNotIpv4),
-        Some(_) => {}
+    match Family::of_packet(b) {
+        None if b.is_empty() => return Err(DropReason::InnerTruncated),
+        Some(Family::V4) => {}
+        _ => return Err(DropReason::InnerNotIpv4),
     }
-    let ip = Ipv4Packet::new_checked(b).map_err(|e| match e {
-        WireError::Truncated => DropReason::InnerTruncated,
-        _ => DropReason::InnerMalformed,
-    })?;
-    let tuple = five_tuple(&ip).map_err(|e| match e {
-        WireError::Truncated => DropReason::InnerTruncated,
-        _ => DropReason::InnerMalformed,
-    })?;
+    let ip = Ipv4Packet::new_checked(b).map_err(inner_error)?;
+    let tuple = five_tuple(&ip).map_err(inner_error)?;
     Ok((&b[..ip.total_len()], tuple))
+}
+
+/// Checks the inner IPv6 packet and its extension header chain, trims what follows its
+/// payload length, reads its 5-tuple.
+fn inner_packet_v6(b: &[u8]) -> Result<(&[u8], Option<FiveTuple>), DropReason> {
+    match Family::of_packet(b) {
+        None if b.is_empty() => return Err(DropReason::InnerTruncated),
+        Some(Family::V6) => {}
+        _ => return Err(DropReason::InnerNotIpv6),
+    }
+    let ip = Ipv6Packet::new_checked(b).map_err(inner_error)?;
+    let b = &b[..ip.total_len()];
+    let u = ipv6::upper_layer(b).map_err(inner_error)?;
+    let tuple = five_tuple_v6(&ip, b, &u).map_err(inner_error)?;
+    Ok((b, tuple))
 }
 
 /// The TCP/UDP 5-tuple of an unfragmented packet or a first fragment; `None` for later
@@ -276,46 +375,81 @@ fn five_tuple(ip: &Ipv4Packet<&[u8]>) -> Result<Option<FiveTuple>, WireError> {
     if ip.frag_offset() != 0 {
         return Ok(None);
     }
-    let (src_port, dst_port) = match ip.protocol() {
+    let ports = ports(ip.protocol(), ip.payload(), ip.more_frags())?;
+    Ok(ports.map(|(src_port, dst_port)| FiveTuple {
+        src: ip.src().into(),
+        src_port,
+        dst: ip.dst().into(),
+        dst_port,
+        protocol: ip.protocol(),
+    }))
+}
+
+/// The same for an IPv6 packet `b` whose upper layer is `u`.
+fn five_tuple_v6(ip: &Ipv6Packet<&[u8]>, b: &[u8], u: &UpperLayer) -> Result<Option<FiveTuple>, WireError> {
+    if u.fragment.is_some_and(|f| !f.at_offset_zero()) {
+        return Ok(None);
+    }
+    let first = u.fragment.is_some_and(|f| f.more);
+    let ports = ports(u.protocol, &b[u.offset..], first)?;
+    Ok(ports.map(|(src_port, dst_port)| FiveTuple {
+        src: ip.src().into(),
+        src_port,
+        dst: ip.dst().into(),
+        dst_port,
+        protocol: u.protocol,
+    }))
+}
+
+/// The ports of the TCP or UDP header starting `l4` (a first fragment's if `first`); `None`
+/// for other protocols. TCP and UDP share their protocol numbers across both families.
+fn ports(protocol: u8, l4: &[u8], first: bool) -> Result<Option<(u16, u16)>, WireError> {
+    Ok(Some(match protocol {
         ipv4::PROTO_TCP => {
-            let t = TcpPacket::new_checked(ip.payload())?;
+            let t = TcpPacket::new_checked(l4)?;
             (t.src_port(), t.dst_port())
         }
         // A first fragment's length field counts the whole datagram, not what it holds.
-        ipv4::PROTO_UDP if ip.more_frags() => {
-            let u = UdpPacket::first_fragment(ip.payload())?;
+        ipv4::PROTO_UDP if first => {
+            let u = UdpPacket::first_fragment(l4)?;
             (u.src_port(), u.dst_port())
         }
         ipv4::PROTO_UDP => {
-            let u = UdpPacket::new_checked(ip.payload())?;
+            let u = UdpPacket::new_checked(l4)?;
             (u.src_port(), u.dst_port())
         }
         _ => return Ok(None),
-    };
-    Ok(Some(FiveTuple { src: ip.src(), src_port, dst: ip.dst(), dst_port, protocol: ip.protocol() }))
+    }))
 }
 
-/// A datagram whose fragments come out of a TUN: what its fragments share (RFC 791 3.2).
+/// A datagram whose fragments come out of a TUN: what its fragments share (RFC 791 3.2,
+/// RFC 8200 4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
-    pub ident: u16,
+    /// The identification: 16 bits in IPv4, 32 in IPv6's fragment header.
+    pub ident: u32,
 }
 
 impl Datagram {
     fn of(ip: &Ipv4Packet<&[u8]>) -> Datagram {
-        Datagram { src: ip.src(), dst: ip.dst(), protocol: ip.protocol(), ident: ip.ident() }
+        Datagram {
+            src: ip.src().into(),
+            dst: ip.dst().into(),
+            protocol: ip.protocol(),
+            ident: u32::from(ip.ident()),
+        }
     }
 
     /// Its key in a fragment table.
     pub fn key(&self) -> FragKey {
         FragKey {
-            src: Addr::v4(self.src),
-            dst: Addr::v4(self.dst),
+            src: Addr::from(self.src),
+            dst: Addr::from(self.dst),
             protocol: self.protocol,
-            ident: u32::from(self.ident),
+            ident: self.ident,
         }
     }
 
@@ -342,8 +476,9 @@ pub enum ReplyKind {
     First(FiveTuple, Datagram),
     /// A later fragment of a TCP or UDP datagram: no ports, only its datagram.
     Later(Datagram),
-    /// An ICMP error (types 3, 11, 12) about a packet the backend received: the 5-tuple of that
-    /// quoted packet reversed (it went client -> backend, the flow's forward direction).
+    /// An ICMP error (types 3, 11, 12) or ICMPv6 error (types 1 to 4) about a packet the
+    /// backend received: the 5-tuple of that quoted packet reversed (it went client ->
+    /// backend, the flow's forward direction).
     IcmpError(FiveTuple),
 }
 
@@ -355,12 +490,19 @@ pub struct Reply<'a> {
     pub kind: ReplyKind,
 }
 
-/// Reads a packet the kernel sent out of a TUN: TCP or UDP (whole or a fragment) or an ICMP
-/// error; anything else is dropped.
+/// Reads a packet the kernel sent out of a TUN (IPv4 or IPv6, by its version nibble: a TUN
+/// without packet information carries both): TCP or UDP (whole or a fragment) or an ICMP or
+/// ICMPv6 error; anything else is dropped.
 pub fn reply(packet: &[u8]) -> Result<Reply<'_>, DropReason> {
-    if packet.first().is_some_and(|v| v >> 4 != 4) {
-        return Err(DropReason::ReplyNotIpv4);
+    match Family::of_packet(packet) {
+        Some(Family::V4) => reply_v4(packet),
+        Some(Family::V6) => reply_v6(packet),
+        None if packet.is_empty() => Err(DropReason::ReplyMalformed),
+        None => Err(DropReason::ReplyNotIp),
     }
+}
+
+fn reply_v4(packet: &[u8]) -> Result<Reply<'_>, DropReason> {
     let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::ReplyMalformed)?;
     let packet = &packet[..ip.total_len()];
     let kind = match ip.protocol() {
@@ -369,6 +511,51 @@ pub fn reply(packet: &[u8]) -> Result<Reply<'_>, DropReason> {
         _ => return Err(DropReason::ReplyNotTcpUdp),
     };
     Ok(Reply { packet, kind })
+}
+
+/// An IPv6 packet out of a TUN: read past its extension headers to TCP, UDP or ICMPv6.
+fn reply_v6(packet: &[u8]) -> Result<Reply<'_>, DropReason> {
+    let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::ReplyMalformed)?;
+    let packet = &packet[..ip.total_len()];
+    let u = ipv6::upper_layer(packet).map_err(|_| DropReason::ReplyMalformed)?;
+    // An atomic fragment (offset 0, no more) is a whole packet.
+    let fragment = u.fragment.filter(|f| !f.at_offset_zero() || f.more);
+    let kind = match u.protocol {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP => match fragment {
+            None => match five_tuple_v6(&ip, packet, &u) {
+                Ok(Some(t)) => ReplyKind::Whole(t),
+                _ => return Err(DropReason::ReplyMalformed),
+            },
+            Some(f) => {
+                let d = Datagram {
+                    src: ip.src().into(),
+                    dst: ip.dst().into(),
+                    protocol: u.protocol,
+                    ident: f.ident,
+                };
+                if !f.at_offset_zero() {
+                    ReplyKind::Later(d)
+                } else {
+                    // Ports read as an ICMPv6 error's quote is: 8 bytes past the chain.
+                    let q = icmpv6_error::Quoted::parse(packet).map_err(|_| DropReason::ReplyMalformed)?;
+                    ReplyKind::First(
+                        quoted_tuple(q.src.into(), q.dst.into(), q.protocol, (q.src_port, q.dst_port)),
+                        d,
+                    )
+                }
+            }
+        },
+        ipv6::NEXT_ICMPV6 if fragment.is_none() => {
+            ReplyKind::IcmpError(quoted_flow_v6(&packet[u.offset..], ip.src(), ip.dst())?)
+        }
+        _ => return Err(DropReason::ReplyNotTcpUdp),
+    };
+    Ok(Reply { packet, kind })
+}
+
+/// A 5-tuple from its parts (a quote's, or a first fragment's read as a quote).
+fn quoted_tuple(src: IpAddr, dst: IpAddr, protocol: u8, (src_port, dst_port): (u16, u16)) -> FiveTuple {
+    FiveTuple { src, src_port, dst, dst_port, protocol }
 }
 
 /// A TCP or UDP packet out of a TUN (`packet` is `ip`'s bytes, trimmed).
@@ -385,13 +572,7 @@ fn transport(ip: &Ipv4Packet<&[u8]>, packet: &[u8]) -> Result<ReplyKind, DropRea
     // A first fragment holds the start of the transport header, not all of the datagram its
     // length fields describe: its ports are read the way an ICMP error's quote is read.
     let q = icmp_error::Quoted::parse(packet).map_err(|_| DropReason::ReplyMalformed)?;
-    let t = FiveTuple {
-        src: q.src,
-        src_port: q.src_port,
-        dst: q.dst,
-        dst_port: q.dst_port,
-        protocol: q.protocol,
-    };
+    let t = quoted_tuple(q.src.into(), q.dst.into(), q.protocol, (q.src_port, q.dst_port));
     Ok(ReplyKind::First(t, Datagram::of(ip)))
 }
 
@@ -407,21 +588,29 @@ fn quoted_flow(icmp: &[u8]) -> Result<FiveTuple, DropReason> {
         return Err(DropReason::ReplyIcmpMalformed);
     }
     let q = e.quoted;
-    let forward = FiveTuple {
-        src: q.src,
-        src_port: q.src_port,
-        dst: q.dst,
-        dst_port: q.dst_port,
-        protocol: q.protocol,
-    };
-    Ok(forward.reversed())
+    Ok(quoted_tuple(q.src.into(), q.dst.into(), q.protocol, (q.src_port, q.dst_port)).reversed())
+}
+
+/// The same for an ICMPv6 message (the upper layer of its packet) carried from `src` to `dst`
+/// (its checksum covers them): an error of types 1 to 4.
+fn quoted_flow_v6(icmp: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<FiveTuple, DropReason> {
+    let m = icmpv6::Icmpv6Packet::new_checked(icmp).map_err(|_| DropReason::ReplyIcmpMalformed)?;
+    if !icmpv6_error::is_error(m.msg_type()) {
+        return Err(DropReason::ReplyIcmpNotError);
+    }
+    let e = icmpv6_error::parse(icmp, src, dst).map_err(|_| DropReason::ReplyIcmpMalformed)?;
+    if !e.checksum_ok {
+        return Err(DropReason::ReplyIcmpMalformed);
+    }
+    let q = e.quoted;
+    Ok(quoted_tuple(q.src.into(), q.dst.into(), q.protocol, (q.src_port, q.dst_port)).reversed())
 }
 
 /// Writes into `out` (cleared first) the GRE payload that carries `inner` back: the GRE header
-/// (no checksum, no sequence number, the key if any, protocol IPv4) then `inner`. The raw
-/// socket adds the outer IPv4 header.
-pub fn encap_gre(key: Option<u32>, inner: &[u8], out: &mut Vec<u8>) {
-    let gre = GreRepr { protocol: GRE_PROTO_IPV4, key };
+/// (no checksum, no sequence number, the key if any, protocol type of `family`: IPv4 or
+/// IPv6) then `inner`. The raw socket adds the outer IPv4 or IPv6 header.
+pub fn encap_gre(key: Option<u32>, family: Family, inner: &[u8], out: &mut Vec<u8>) {
+    let gre = GreRepr { protocol: family.gre_protocol(), key };
     out.clear();
     out.resize(gre.header_len(), 0);
     gre.emit(out);
@@ -429,7 +618,8 @@ pub fn encap_gre(key: Option<u32>, inner: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Which TUN each way of arriving goes to: the physical TUN for IPIP and keyless GRE, the
-/// VPC's TUN for GRE with a key. Values are indexes into the agent's TUN list.
+/// VPC's TUN for GRE with a key, whatever the underlay's or the inner packet's family. Values
+/// are indexes into the agent's TUN list.
 #[derive(Debug, Clone, Default)]
 pub struct TunMap {
     pub physical: Option<usize>,
@@ -451,11 +641,15 @@ mod tests {
     use crate::testpkt;
     use sluice_dataplane::wire::checksum;
     use sluice_dataplane::wire::{Ipv4Repr, TcpRepr, UdpRepr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
     const APPLIANCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
     const HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 2);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 1);
+    const APPLIANCE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1);
 
     /// A UDP packet CLIENT:40000 -> VIP:53 carrying "query".
     fn udp_inner() -> Vec<u8> {
@@ -497,12 +691,18 @@ mod tests {
 
     fn gre_packet(key: Option<u32>, inner: &[u8]) -> Vec<u8> {
         let mut g = Vec::new();
-        encap_gre(key, inner, &mut g);
+        encap_gre(key, Family::V4, inner, &mut g);
         outer(ipv4::PROTO_GRE, &g)
     }
 
     fn udp_tuple() -> FiveTuple {
-        FiveTuple { src: CLIENT, src_port: 40000, dst: VIP, dst_port: 53, protocol: ipv4::PROTO_UDP }
+        FiveTuple {
+            src: CLIENT.into(),
+            src_port: 40000,
+            dst: VIP.into(),
+            dst_port: 53,
+            protocol: ipv4::PROTO_UDP,
+        }
     }
 
     /// Rewrites the outer header checksum after a test changed a field in it.
@@ -517,7 +717,12 @@ mod tests {
         let d = decap(&p).unwrap();
         assert_eq!(
             d,
-            Decap { appliance: APPLIANCE, encap: Encap::Ipip, inner: &inner, tuple: Some(udp_tuple()) }
+            Decap {
+                appliance: APPLIANCE.into(),
+                encap: Encap::Ipip,
+                inner: &inner,
+                tuple: Some(udp_tuple())
+            }
         );
     }
 
@@ -528,10 +733,13 @@ mod tests {
             let p = gre_packet(key, &inner);
             let d = decap(&p).unwrap();
             assert_eq!(d.encap, Encap::Gre { key });
-            assert_eq!(d.appliance, APPLIANCE);
+            assert_eq!(d.appliance, IpAddr::from(APPLIANCE));
             assert_eq!(d.inner, &inner[..]);
             let t = d.tuple.unwrap();
-            assert_eq!((t.src, t.src_port, t.dst, t.dst_port, t.protocol), (CLIENT, 40001, VIP, 80, 6));
+            assert_eq!(
+                (t.src, t.src_port, t.dst, t.dst_port, t.protocol),
+                (CLIENT.into(), 40001, VIP.into(), 80, 6)
+            );
         }
     }
 
@@ -613,7 +821,7 @@ mod tests {
         let inner = udp_inner();
         let keyed = {
             let mut g = Vec::new();
-            encap_gre(Some(5), &inner, &mut g);
+            encap_gre(Some(5), Family::V4, &inner, &mut g);
             g
         };
         // Too short for the base header, and for the key word the K bit announces.
@@ -628,9 +836,16 @@ mod tests {
         routing[0] |= 0x40;
         assert_eq!(decap(&outer(ipv4::PROTO_GRE, &routing)), Err(DropReason::GreFlags));
 
+        let mut ethernet = keyed.clone();
+        ethernet[2..4].copy_from_slice(&0x6558u16.to_be_bytes());
+        assert_eq!(decap(&outer(ipv4::PROTO_GRE, &ethernet)), Err(DropReason::GreProtocol));
+        // Type IPv6 around an IPv4 packet, and IPv4 around an IPv6 one.
         let mut ipv6 = keyed.clone();
         ipv6[2..4].copy_from_slice(&0x86ddu16.to_be_bytes());
-        assert_eq!(decap(&outer(ipv4::PROTO_GRE, &ipv6)), Err(DropReason::GreProtocol));
+        assert_eq!(decap(&outer(ipv4::PROTO_GRE, &ipv6)), Err(DropReason::InnerNotIpv6));
+        let mut v4_type = testpkt::gre6(Some(5), &testpkt::udp6((CLIENT6, 1), (VIP6, 53), 4));
+        v4_type[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        assert_eq!(decap_v6(APPLIANCE6, ipv4::PROTO_GRE, &v4_type), Err(DropReason::InnerNotIpv4));
     }
 
     #[test]
@@ -678,7 +893,7 @@ mod tests {
         let inner = udp_inner();
         let mut out = vec![0xee; 3]; // cleared first
         for key in [Some(7), Some(0xffff_ffff), None] {
-            encap_gre(key, &inner, &mut out);
+            encap_gre(key, Family::V4, &inner, &mut out);
             assert_eq!(out.len(), inner.len() + if key.is_some() { 8 } else { 4 });
             let p = outer(ipv4::PROTO_GRE, &out);
             let d = decap(&p).unwrap();
@@ -704,7 +919,7 @@ mod tests {
         let big = testpkt::udp((VIP, 53), (CLIENT, 40000), 4000, 0x4242, false);
         let frags = testpkt::fragments(&big, 1500);
         assert_eq!(frags.len(), 3);
-        let d = Datagram { src: VIP, dst: CLIENT, protocol: ipv4::PROTO_UDP, ident: 0x4242 };
+        let d = Datagram { src: VIP.into(), dst: CLIENT.into(), protocol: ipv4::PROTO_UDP, ident: 0x4242 };
         assert_eq!(reply(&frags[0]).unwrap().kind, ReplyKind::First(udp_tuple().reversed(), d));
         for f in &frags[1..] {
             let r = reply(f).unwrap();
@@ -731,8 +946,13 @@ mod tests {
         }
         // Quoting TCP: the same, with TCP's ports.
         let e = testpkt::icmp_error(VIP, CLIENT, 3, 3, [0; 4], &tcp_inner());
-        let want =
-            FiveTuple { src: VIP, src_port: 80, dst: CLIENT, dst_port: 40001, protocol: ipv4::PROTO_TCP };
+        let want = FiveTuple {
+            src: VIP.into(),
+            src_port: 80,
+            dst: CLIENT.into(),
+            dst_port: 40001,
+            protocol: ipv4::PROTO_TCP,
+        };
         assert_eq!(reply(&e).unwrap().kind, ReplyKind::IcmpError(want));
     }
 
@@ -798,7 +1018,10 @@ mod tests {
     fn reply_drops() {
         let mut v6 = vec![0u8; 40];
         v6[0] = 0x60;
-        assert_eq!(reply(&v6), Err(DropReason::ReplyNotIpv4));
+        assert_eq!(reply(&v6), Err(DropReason::ReplyMalformed), "no payload for UDP");
+        let mut v5 = v6.clone();
+        v5[0] = 0x50;
+        assert_eq!(reply(&v5), Err(DropReason::ReplyNotIp));
         assert_eq!(reply(&[]), Err(DropReason::ReplyMalformed));
         assert_eq!(reply(&udp_inner()[..10]), Err(DropReason::ReplyMalformed));
 
@@ -813,6 +1036,237 @@ mod tests {
         let mut short = vec![0u8; 24];
         ip_header(VIP, CLIENT, ipv4::PROTO_UDP, 4).emit(&mut short);
         assert_eq!(reply(&short), Err(DropReason::ReplyMalformed));
+    }
+
+    /// UDP CLIENT6:40000 -> VIP6:53 with 5 bytes.
+    fn udp6_inner() -> Vec<u8> {
+        testpkt::udp6((CLIENT6, 40000), (VIP6, 53), 5)
+    }
+
+    fn udp6_tuple() -> FiveTuple {
+        FiveTuple {
+            src: CLIENT6.into(),
+            src_port: 40000,
+            dst: VIP6.into(),
+            dst_port: 53,
+            protocol: ipv4::PROTO_UDP,
+        }
+    }
+
+    #[test]
+    fn decap_over_an_ipv6_underlay_with_either_inner_family() {
+        // What an IPv6 raw socket of each protocol reads: the payload, the sender beside it.
+        let (v4, v6) = (udp_inner(), udp6_inner());
+        type Case<'a> = (u8, Vec<u8>, Encap, &'a [u8], FiveTuple);
+        let cases: [Case; 5] = [
+            (ipv4::PROTO_IPIP, v4.clone(), Encap::Ipip, &v4, udp_tuple()),
+            (PROTO_IPV6, v6.clone(), Encap::Ipip, &v6, udp6_tuple()),
+            (ipv4::PROTO_GRE, testpkt::gre6(Some(7), &v4), Encap::Gre { key: Some(7) }, &v4, udp_tuple()),
+            (ipv4::PROTO_GRE, testpkt::gre6(Some(7), &v6), Encap::Gre { key: Some(7) }, &v6, udp6_tuple()),
+            (ipv4::PROTO_GRE, testpkt::gre6(None, &v6), Encap::Gre { key: None }, &v6, udp6_tuple()),
+        ];
+        for (protocol, payload, encap, inner, tuple) in cases {
+            let d = decap_v6(APPLIANCE6, protocol, &payload).unwrap();
+            let want = Decap { appliance: APPLIANCE6.into(), encap, inner, tuple: Some(tuple) };
+            assert_eq!(d, want, "protocol {protocol}");
+        }
+        // The socket's protocol is one of the three; anything else is refused.
+        assert_eq!(decap_v6(APPLIANCE6, ipv4::PROTO_UDP, &v6), Err(DropReason::OuterProtocol));
+    }
+
+    #[test]
+    fn decap_ipv6_inner_over_an_ipv4_underlay() {
+        let v6 = udp6_inner();
+        let p = testpkt::ipip(APPLIANCE, HOST, &v6);
+        let d = decap(&p).unwrap();
+        assert_eq!(
+            (d.appliance, d.encap, d.inner, d.tuple),
+            (APPLIANCE.into(), Encap::Ipip, &v6[..], Some(udp6_tuple()))
+        );
+        let p = testpkt::gre(APPLIANCE, HOST, Some(9), &v6);
+        let d = decap(&p).unwrap();
+        assert_eq!((d.encap, d.inner, d.tuple), (Encap::Gre { key: Some(9) }, &v6[..], Some(udp6_tuple())));
+        let syn = testpkt::tcp6((CLIENT6, 40001), (VIP6, 80));
+        let t = decap(&testpkt::ipip(APPLIANCE, HOST, &syn)).unwrap().tuple.unwrap();
+        assert_eq!(
+            (t.src, t.src_port, t.dst, t.dst_port, t.protocol),
+            (CLIENT6.into(), 40001, VIP6.into(), 80, 6)
+        );
+    }
+
+    #[test]
+    fn the_inner_family_must_be_the_one_the_tunnel_names() {
+        let (v4, v6) = (udp_inner(), udp6_inner());
+        // Protocol 4 around IPv6, protocol 41 around IPv4, over either underlay.
+        assert_eq!(decap(&outer(ipv4::PROTO_IPIP, &v6)), Err(DropReason::InnerNotIpv4));
+        assert_eq!(decap(&outer(PROTO_IPV6, &v4)), Err(DropReason::InnerNotIpv6));
+        assert_eq!(decap_v6(APPLIANCE6, ipv4::PROTO_IPIP, &v6), Err(DropReason::InnerNotIpv4));
+        assert_eq!(decap_v6(APPLIANCE6, PROTO_IPV6, &v4), Err(DropReason::InnerNotIpv6));
+        assert_eq!(decap_v6(APPLIANCE6, PROTO_IPV6, &[]), Err(DropReason::InnerTruncated));
+        assert_eq!(decap_v6(APPLIANCE6, PROTO_IPV6, &[0x00]), Err(DropReason::InnerNotIpv6));
+    }
+
+    #[test]
+    fn ipv6_inner_drops_and_trimming() {
+        let v6 = udp6_inner();
+        fn ipv6(b: &[u8]) -> Result<Decap<'_>, DropReason> {
+            decap_v6(APPLIANCE6, PROTO_IPV6, b)
+        }
+        // Shorter than the fixed header, than its payload length, than its UDP header.
+        assert_eq!(ipv6(&v6[..39]), Err(DropReason::InnerTruncated));
+        assert_eq!(ipv6(&v6[..v6.len() - 1]), Err(DropReason::InnerTruncated));
+        let mut short_udp = v6[..44].to_vec();
+        short_udp[4..6].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(ipv6(&short_udp), Err(DropReason::InnerTruncated));
+        // A UDP length shorter than its header.
+        let mut udp_len = v6.clone();
+        udp_len[44..46].copy_from_slice(&3u16.to_be_bytes());
+        assert_eq!(ipv6(&udp_len), Err(DropReason::InnerMalformed));
+        // An extension header chain out of order: hop-by-hop after destination options.
+        let mut chain = testpkt::udp6((CLIENT6, 40000), (VIP6, 53), 16);
+        chain[6] = ipv6::NEXT_DEST_OPTS;
+        chain[40] = ipv6::NEXT_HOP_BY_HOP;
+        chain[41] = 0;
+        chain[48] = ipv4::PROTO_UDP;
+        chain[49] = 0;
+        assert_eq!(ipv6(&chain), Err(DropReason::InnerMalformed));
+        // An extension header running past the packet.
+        let mut long_ext = v6.clone();
+        long_ext[6] = ipv6::NEXT_DEST_OPTS;
+        long_ext[41] = 9;
+        assert_eq!(ipv6(&long_ext), Err(DropReason::InnerTruncated));
+        // Trailing bytes are trimmed; a protocol without ports is delivered without a tuple.
+        let mut padded = v6.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(ipv6(&padded).unwrap().inner, &v6[..]);
+        let echo = testpkt::icmpv6_error(CLIENT6, VIP6, 128, 0, [0; 4], &[]);
+        let d = ipv6(&echo).unwrap();
+        assert_eq!((d.inner, d.tuple), (&echo[..], None));
+    }
+
+    #[test]
+    fn ipv6_inner_fragments_are_delivered_the_first_with_its_tuple() {
+        let big = testpkt::udp6((CLIENT6, 40000), (VIP6, 53), 3000);
+        let frags = testpkt::fragments6(&big, 1280, 0xabcd_0001);
+        assert_eq!(frags.len(), 3);
+        for (i, f) in frags.iter().enumerate() {
+            let g = testpkt::gre6(Some(7), f);
+            let d = decap_v6(APPLIANCE6, ipv4::PROTO_GRE, &g).unwrap();
+            assert_eq!((d.inner, d.tuple), (&f[..], (i == 0).then(udp6_tuple)), "fragment {i}");
+        }
+    }
+
+    #[test]
+    fn ipv6_replies_read_their_own_tuple() {
+        let mut answer = testpkt::udp6((VIP6, 53), (CLIENT6, 40000), 10);
+        let want = answer.clone();
+        answer.push(0);
+        let r = reply(&answer).unwrap();
+        assert_eq!((r.packet, r.kind), (&want[..], ReplyKind::Whole(udp6_tuple().reversed())));
+        let synack = testpkt::tcp6((VIP6, 80), (CLIENT6, 40001));
+        let t =
+            FiveTuple { src: VIP6.into(), src_port: 80, dst: CLIENT6.into(), dst_port: 40001, protocol: 6 };
+        assert_eq!(reply(&synack).unwrap().kind, ReplyKind::Whole(t));
+    }
+
+    #[test]
+    fn ipv6_reply_fragments_carry_their_datagram_and_the_first_its_ports() {
+        let big = testpkt::udp6((VIP6, 53), (CLIENT6, 40000), 4000);
+        let frags = testpkt::fragments6(&big, 1500, 0x1234_5678);
+        assert_eq!(frags.len(), 3);
+        let d =
+            Datagram { src: VIP6.into(), dst: CLIENT6.into(), protocol: ipv4::PROTO_UDP, ident: 0x1234_5678 };
+        assert_eq!(reply(&frags[0]).unwrap().kind, ReplyKind::First(udp6_tuple().reversed(), d));
+        for f in &frags[1..] {
+            let r = reply(f).unwrap();
+            assert_eq!((r.packet, r.kind), (&f[..], ReplyKind::Later(d)));
+        }
+        assert_eq!(d.tuple(Ports { src: 53, dst: 40000 }), udp6_tuple().reversed());
+        // The key of an IPv6 datagram is not the IPv4 one with the same ident.
+        let d4 = Datagram { src: VIP.into(), dst: CLIENT.into(), ..d };
+        assert_ne!(d.key(), d4.key());
+        // A first fragment too short for the ports: the fragment header, then 4 bytes.
+        let mut short = frags[0][..52].to_vec();
+        short[4..6].copy_from_slice(&12u16.to_be_bytes());
+        assert_eq!(reply(&short), Err(DropReason::ReplyMalformed));
+        // An atomic fragment (offset 0, no more) is a whole packet.
+        let mut atomic =
+            testpkt::fragments6(&testpkt::udp6((VIP6, 53), (CLIENT6, 40000), 10), 1500, 5).remove(0);
+        assert_eq!(atomic[43] & 1, 0);
+        assert_eq!(reply(&atomic).unwrap().kind, ReplyKind::Whole(udp6_tuple().reversed()));
+        // ICMPv6 in fragments is not followed.
+        let e = testpkt::icmpv6_error(VIP6, CLIENT6, 1, 4, [0; 4], &udp6_inner());
+        let mut frag = testpkt::fragments6(&e, 1500, 6).remove(0);
+        frag[43] |= 1;
+        assert_eq!(reply(&frag), Err(DropReason::ReplyNotTcpUdp));
+        atomic[40] = 47;
+        assert_eq!(reply(&atomic), Err(DropReason::ReplyNotTcpUdp));
+    }
+
+    #[test]
+    fn ipv6_reply_icmpv6_errors_carry_the_quoted_flow_reversed() {
+        // The backend (VIP6) got CLIENT6:40000 -> VIP6:53 and answers with an error.
+        for (t, c) in [(1, 4), (1, 1), (2, 0), (3, 0), (4, 1)] {
+            let e = testpkt::icmpv6_error(VIP6, CLIENT6, t, c, [0, 0, 5, 0], &udp6_inner());
+            let r = reply(&e).unwrap();
+            assert_eq!(
+                (r.packet, r.kind),
+                (&e[..], ReplyKind::IcmpError(udp6_tuple().reversed())),
+                "{t}/{c}"
+            );
+        }
+        // Not errors: an echo reply, a router solicitation.
+        for t in [129, 133] {
+            let m = testpkt::icmpv6_error(VIP6, CLIENT6, t, 0, [0; 4], &[]);
+            assert_eq!(reply(&m), Err(DropReason::ReplyIcmpNotError), "{t}");
+        }
+        // A wrong checksum; a quote of ICMPv6 (no flow); a quote too short; under 8 bytes.
+        let mut bad = testpkt::icmpv6_error(VIP6, CLIENT6, 1, 4, [0; 4], &udp6_inner());
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(reply(&bad), Err(DropReason::ReplyIcmpMalformed));
+        let ping = testpkt::icmpv6_error(CLIENT6, VIP6, 128, 0, [0; 4], &[]);
+        let about_ping = testpkt::icmpv6_error(VIP6, CLIENT6, 1, 4, [0; 4], &ping);
+        assert_eq!(reply(&about_ping), Err(DropReason::ReplyIcmpMalformed));
+        let short = testpkt::icmpv6_error(VIP6, CLIENT6, 1, 4, [0; 4], &udp6_inner()[..47]);
+        assert_eq!(reply(&short), Err(DropReason::ReplyIcmpMalformed));
+        let mut tiny = testpkt::udp6((VIP6, 53), (CLIENT6, 40000), 0)[..44].to_vec();
+        tiny[4..6].copy_from_slice(&4u16.to_be_bytes());
+        tiny[6] = ipv6::NEXT_ICMPV6;
+        assert_eq!(reply(&tiny), Err(DropReason::ReplyIcmpMalformed));
+    }
+
+    #[test]
+    fn ipv6_reply_drops() {
+        let answer = testpkt::udp6((VIP6, 53), (CLIENT6, 40000), 10);
+        assert_eq!(reply(&answer[..39]), Err(DropReason::ReplyMalformed));
+        assert_eq!(reply(&answer[..answer.len() - 1]), Err(DropReason::ReplyMalformed));
+        let mut gre = answer.clone();
+        gre[6] = ipv4::PROTO_GRE;
+        assert_eq!(reply(&gre), Err(DropReason::ReplyNotTcpUdp));
+        let mut no_next = answer.clone();
+        no_next[6] = ipv6::NEXT_NO_NEXT;
+        assert_eq!(reply(&no_next), Err(DropReason::ReplyNotTcpUdp));
+        let mut udp_len = answer.clone();
+        udp_len[44..46].copy_from_slice(&3u16.to_be_bytes());
+        assert_eq!(reply(&udp_len), Err(DropReason::ReplyMalformed));
+    }
+
+    #[test]
+    fn ipv6_encap_round_trip() {
+        let v6 = udp6_inner();
+        let mut out = Vec::new();
+        for key in [Some(7), None] {
+            encap_gre(key, Family::V6, &v6, &mut out);
+            assert_eq!(out[2..4], GRE_PROTO_IPV6.to_be_bytes());
+            let d = decap_v6(APPLIANCE6, ipv4::PROTO_GRE, &out).unwrap();
+            assert_eq!((d.encap, d.inner), (Encap::Gre { key }, &v6[..]));
+            let p = outer(ipv4::PROTO_GRE, &out);
+            let d = decap(&p).unwrap();
+            assert_eq!((d.encap, d.inner), (Encap::Gre { key }, &v6[..]));
+        }
+        assert_eq!((Encap::Ipip.protocol(Family::V4), Encap::Ipip.protocol(Family::V6)), (4, 41));
+        assert_eq!(Encap::Gre { key: None }.protocol(Family::V6), 47);
     }
 
     #[test]
@@ -836,6 +1290,35 @@ mod tests {
         fn never_panics_on_arbitrary_bytes(b in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
             let _ = decap(&b);
             let _ = reply(&b);
+            for protocol in [ipv4::PROTO_IPIP, PROTO_IPV6, ipv4::PROTO_GRE, ipv4::PROTO_UDP] {
+                let _ = decap_v6(APPLIANCE6, protocol, &b);
+            }
+        }
+
+        /// Arbitrary bytes behind a valid IPv6 fixed header (any next header, extension
+        /// headers among them), inside each tunnel of each underlay and out of a TUN: the
+        /// extension walk, fragment and ICMPv6 paths are reached.
+        #[test]
+        fn never_panics_behind_a_valid_ipv6_header(
+            next in proptest::sample::select(vec![0u8, 6, 17, 43, 44, 47, 58, 59, 60, 4, 41]),
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..160),
+            extra in 0usize..3,
+            key in proptest::option::of(proptest::num::u32::ANY),
+        ) {
+            let mut p = vec![0u8; 40];
+            testpkt::ip6(VIP6, CLIENT6, next, rest.len()).emit(&mut p);
+            p.extend_from_slice(&rest);
+            p.extend(std::iter::repeat_n(0u8, extra));
+            let _ = reply(&p);
+            let gre = testpkt::gre6(key, &p);
+            let decapped = [decap_v6(APPLIANCE6, PROTO_IPV6, &p), decap_v6(APPLIANCE6, ipv4::PROTO_GRE, &gre)];
+            for d in decapped.into_iter().flatten() {
+                proptest::prop_assert!(d.inner.len() == 40 + rest.len());
+            }
+            let over_v4 = testpkt::ipip(APPLIANCE, HOST, &p);
+            if let Ok(d) = decap(&over_v4) {
+                proptest::prop_assert_eq!(d.encap, Encap::Ipip);
+            }
         }
 
         /// Arbitrary bytes behind a valid outer header and a GRE or IPIP header, so that the

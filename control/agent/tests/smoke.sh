@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Smoke test of sluice-agent, for real, in two throwaway network namespaces (root only).
+# Smoke test of sluice-agent, for real, in three throwaway network namespaces (root only).
+# Their names (agt6-test*) are this script's own.
 #
-#   agt-test-app (the "appliance")          agt-test (the backend host)
-#   agt-veth1 198.19.255.2/30  <── veth ──>  agt-veth0 198.19.255.1/30
+#   agt6-test-app (the "appliance")          agt6-test (the backend host)
+#   agt6-veth1 198.19.255.2/30 <── veth ──>  agt6-veth0 198.19.255.1/30
+#              2001:db8:ff::2/64                        2001:db8:ff::1/64
 #                                            sluice-agent --address 198.19.255.1
+#                                                         --address 2001:db8:ff::1
 #                                                         --appliance 198.19.255.2
+#                                                         --appliance 2001:db8:ff::2
 #                                                         --vpc 7=agt7 --physical agtp
 #                                            agtp 10.99.0.10/24, route 198.51.100.0/24 via agtp
+#                                                 2001:db8:99::10/64, route 2001:db8:51::/64
 #                                            UDP listener on 10.99.0.10:5300
-#                                                 │ agt7 moved (ip link set agt7 netns agt-test-vm)
-#                                            agt-test-vm (a VM of VPC 7)
+#                                                 │ agt7 moved (ip link set agt7 netns agt6-test-vm)
+#                                            agt6-test-vm (a VM of VPC 7)
 #                                            agt7 192.0.2.10/24, route 203.0.113.0/24 via agt7
+#                                                 2001:db8:7::10/64, route 2001:db8:c::/64
 #                                            UDP listener on 192.0.2.10:5300
 #
-# From agt-test-app, python sends a GRE (key 7) packet carrying UDP 203.0.113.5:40000 ->
+# From agt6-test-app, python sends a GRE (key 7) packet carrying UDP 203.0.113.5:40000 ->
 # 192.0.2.10:5300; the listener must get it and answer, and the answer must come back to
-# agt-test-app GRE-encapsulated with key 7 (the NAT return path). The same over IPIP to
+# agt6-test-app GRE-encapsulated with key 7 (the NAT return path). The same over IPIP to
 # 10.99.0.10 through the physical TUN, answered in IPIP. A GRE packet with key 8 must be
 # dropped as unknown_vpc. Then a spoofer sends a GRE packet of the known key-7 flow from
 # 198.19.254.9 (not an appliance): it must be dropped as not_appliance, and a datagram the VM's
@@ -23,8 +29,14 @@
 # VM answers two 3,000-byte datagrams (one fragmented outside the tunnel, one cut into inner
 # fragments) with 4,000 bytes each, whose fragments must all come back in GRE key 7, and a
 # datagram to a closed port, whose ICMP port unreachable must come back too. Then the agent is
-# stopped with SIGTERM and its counters checked. Before all that, an agent started
-# without --appliance must refuse to start.
+# stopped with SIGTERM and its counters checked. Before that, over the IPv6 underlay with IPv6
+# inside (documentation addresses, 2001:db8::/32, only): an IPv6-in-IPv6 (next header 41)
+# datagram to [2001:db8:99::10]:5300 through the physical TUN, answered in IPv6-in-IPv6; a
+# GRE-over-IPv6 (key 7, type 0x86DD) datagram to [2001:db8:7::10]:5300 in the VM, answered in
+# GRE key 7 over IPv6; and one to a closed port, whose ICMPv6 port unreachable must come back
+# in GRE key 7 over IPv6 too. IPv6 is enabled in the namespaces and DAD is off (accept_dad=0,
+# nodad), so the addresses work at once. Before all that, an agent started without
+# --appliance must refuse to start.
 #
 # Uses $SLUICE_AGENT if set, else builds target/debug/sluice-agent with cargo.
 # Exits 0 when not root (skipped). Everything it creates is removed on exit, also on failure.
@@ -44,10 +56,10 @@ if [ -z "${SLUICE_AGENT:-}" ]; then
 fi
 python=${PYTHON:-/usr/bin/python3}
 
-NS=agt-test
-APP=agt-test-app
-VM=agt-test-vm
-work=$(mktemp -d /tmp/agt-test.XXXXXX)
+NS=agt6-test
+APP=agt6-test-app
+VM=agt6-test-vm
+work=$(mktemp -d /tmp/agt6-test.XXXXXX)
 agent_pid=
 listener_pids=
 
@@ -88,18 +100,22 @@ done
 
 for ns in "$NS" "$APP" "$VM"; do
     ip netns add "$ns"
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+        net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
 done
-ip link add agt-veth0 netns "$NS" type veth peer name agt-veth1 netns "$APP"
-in_ns ip addr add 198.19.255.1/30 dev agt-veth0
-in_app ip addr add 198.19.255.2/30 dev agt-veth1
+ip link add agt6-veth0 netns "$NS" type veth peer name agt6-veth1 netns "$APP"
+in_ns ip addr add 198.19.255.1/30 dev agt6-veth0
+in_app ip addr add 198.19.255.2/30 dev agt6-veth1
+in_ns ip addr add 2001:db8:ff::1/64 dev agt6-veth0 nodad
+in_app ip addr add 2001:db8:ff::2/64 dev agt6-veth1 nodad
 for ns in "$NS" "$APP" "$VM"; do
     ip netns exec "$ns" ip link set lo up
     ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 done
-in_ns ip link set agt-veth0 up
-in_app ip link set agt-veth1 up
-in_ns sysctl -qw net.ipv4.conf.agt-veth0.rp_filter=0
-in_app sysctl -qw net.ipv4.conf.agt-veth1.rp_filter=0
+in_ns ip link set agt6-veth0 up
+in_app ip link set agt6-veth1 up
+in_ns sysctl -qw net.ipv4.conf.agt6-veth0.rp_filter=0
+in_app sysctl -qw net.ipv4.conf.agt6-veth1.rp_filter=0
 
 # Without --appliance the agent would take tunnels from anyone: it must refuse to start.
 rc=0
@@ -109,7 +125,8 @@ grep -q 'no --appliance given' "$work/refused.log" ||
     fail "sluice-agent without --appliance said: $(cat "$work/refused.log")"
 
 # The agent, in the backend namespace (ip netns exec execs it: $! is the agent itself).
-RUST_LOG=info ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --appliance 198.19.255.2 \
+RUST_LOG=info ip netns exec "$NS" "$SLUICE_AGENT" --address 198.19.255.1 --address 2001:db8:ff::1 \
+    --appliance 198.19.255.2 --appliance 2001:db8:ff::2 \
     --vpc 7=agt7 --physical agtp >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do
@@ -125,10 +142,16 @@ in_ns ip link set agt7 netns "$VM"
 in_vm ip addr add 192.0.2.10/24 dev agt7
 in_vm ip link set agt7 up
 in_vm ip route add 203.0.113.0/24 dev agt7
+in_vm sysctl -qw net.ipv6.conf.agt7.disable_ipv6=0 net.ipv6.conf.agt7.accept_dad=0
+in_vm ip addr add 2001:db8:7::10/64 dev agt7 nodad
+in_vm ip route add 2001:db8:c::/64 dev agt7
 in_vm sysctl -qw net.ipv4.conf.agt7.rp_filter=0
 in_ns ip addr add 10.99.0.10/24 dev agtp
 in_ns ip link set agtp up
 in_ns ip route add 198.51.100.0/24 dev agtp
+in_ns sysctl -qw net.ipv6.conf.agtp.disable_ipv6=0 net.ipv6.conf.agtp.accept_dad=0
+in_ns ip addr add 2001:db8:99::10/64 dev agtp nodad
+in_ns ip route add 2001:db8:51::/64 dev agtp
 in_ns sysctl -qw net.ipv4.conf.agtp.rp_filter=0
 
 # The backend application: answers one datagram with "pong:" + what it got; given a third
@@ -391,6 +414,121 @@ listener_pids=
 [ "$(cat "$work/listener.big")" = "$(printf '203.0.113.5:40003 3000\n203.0.113.5:40003 3000')" ] ||
     fail "the VM's second listener got: $(cat "$work/listener.big")"
 
+# The IPv6 underlay, IPv6 inside. Listeners on [2001:db8:99::10]:5300 (the host, physical TUN)
+# and [2001:db8:7::10]:5300 (the VM); the appliance sends IPv6-in-IPv6 to the first, GRE key 7
+# over IPv6 to the second and to a closed port of the VM.
+cat >"$work/listener6.py" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 5300))
+s.settimeout(10)
+open(sys.argv[1], "w").close()
+data, peer = s.recvfrom(2048)
+s.sendto(b"pong:" + data, peer)
+print(f"[{peer[0]}]:{peer[1]} {data.decode()}", flush=True)
+EOF
+listener_pids=
+for where in "$VM 2001:db8:7::10" "$NS 2001:db8:99::10"; do
+    read -r ns addr <<<"$where"
+    ip netns exec "$ns" "$python" "$work/listener6.py" "$work/listening.$addr" "$addr" \
+        >"$work/listener.$addr" 2>&1 &
+    listener_pids="$listener_pids $!"
+    for _ in $(seq 50); do
+        [ -e "$work/listening.$addr" ] && break
+        sleep 0.1
+    done
+    [ -e "$work/listening.$addr" ] || fail "UDP listener on $addr did not start"
+done
+
+cat >"$work/appliance6.py" <<'EOF'
+import select, socket, struct, sys, time
+
+AGENT, ME = "2001:db8:ff::1", "2001:db8:ff::2"
+
+def a6(s):
+    return socket.inet_pton(socket.AF_INET6, s)
+
+def addr(b):
+    return socket.inet_ntop(socket.AF_INET6, b)
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+def udp_in_ipv6(src, sport, dst, dport, payload):
+    ulen = 8 + len(payload)
+    pseudo = a6(src) + a6(dst) + struct.pack("!IxxxB", ulen, 17)
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    c = csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    return struct.pack("!IHBB", 6 << 28, ulen, 17, 64) + a6(src) + a6(dst) + udp
+
+def parse_udp(ip):
+    if ip[0] >> 4 != 6 or ip[6] != 17:
+        return ("not IPv6 UDP", ip[:48].hex())
+    sport, dport, ulen = struct.unpack("!HHH", ip[40:46])
+    return (addr(ip[8:24]), sport, addr(ip[24:40]), dport, ip[48:40 + ulen])
+
+def gre7(inner):
+    return struct.pack("!HHI", 0x2000, 0x86DD, 7) + inner
+
+# An IPv6 raw socket reads the payload after the outer header; the sender comes from recvfrom.
+ip6ip6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
+gre = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 47)
+for s in (ip6ip6, gre):
+    s.bind((ME, 0))
+
+ip6ip6.sendto(udp_in_ipv6("2001:db8:51::5", 40011, "2001:db8:99::10", 5300, b"hello-ip6ip6"), (AGENT, 0))
+gre.sendto(gre7(udp_in_ipv6("2001:db8:c::5", 40012, "2001:db8:7::10", 5300, b"hello-gre6")), (AGENT, 0))
+gre.sendto(gre7(udp_in_ipv6("2001:db8:c::5", 40013, "2001:db8:7::10", 5309, b"anyone?")), (AGENT, 0))
+
+want = {
+    "ip6ip6": ("2001:db8:99::10", 5300, "2001:db8:51::5", 40011, b"pong:hello-ip6ip6"),
+    "gre6": ("2001:db8:7::10", 5300, "2001:db8:c::5", 40012, b"pong:hello-gre6"),
+    "icmpv6": (1, 4, "2001:db8:7::10", "2001:db8:c::5", "2001:db8:c::5", (40013, 5309)),
+}
+deadline = time.time() + 5
+while want and time.time() < deadline:
+    ready, _, _ = select.select([ip6ip6, gre], [], [], 0.2)
+    for s in ready:
+        pkt, (src, *_) = s.recvfrom(65535)
+        if src != AGENT:
+            continue
+        if s is ip6ip6:
+            kind, got = "ip6ip6", parse_udp(pkt)
+        else:
+            if pkt[:8] != b"\x20\x00\x86\xdd\x00\x00\x00\x07":
+                sys.exit(f"GRE over IPv6: header {pkt[:8].hex()}, want key 7, type IPv6")
+            inner = pkt[8:]
+            if inner[6] == 58:  # ICMPv6: the port unreachable, quoting the request to 5309
+                q = inner[48:]
+                kind = "icmpv6"
+                got = (inner[40], inner[41], addr(inner[8:24]), addr(inner[24:40]),
+                       addr(q[8:24]), struct.unpack("!HH", q[40:44]))
+            else:
+                kind, got = "gre6", parse_udp(inner)
+        if want.get(kind) != got:
+            sys.exit(f"{kind} reply: got {got}, want {want.get(kind)}")
+        del want[kind]
+        print(f"{kind} back from [{src}]: {got}")
+if want:
+    sys.exit(f"no reply within 5 s for: {', '.join(want)}")
+EOF
+in_app "$python" "$work/appliance6.py" || fail "the IPv6 answers did not come back"
+for pid in $listener_pids; do
+    wait "$pid" || fail "an IPv6 UDP listener failed: $(cat "$work"/listener.2001*)"
+done
+listener_pids=
+grep -qx '\[2001:db8:c::5\]:40012 hello-gre6' "$work/listener.2001:db8:7::10" ||
+    fail "listener on 2001:db8:7::10 got: $(cat "$work/listener.2001:db8:7::10")"
+grep -qx '\[2001:db8:51::5\]:40011 hello-ip6ip6' "$work/listener.2001:db8:99::10" ||
+    fail "listener on 2001:db8:99::10 got: $(cat "$work/listener.2001:db8:99::10")"
+echo "IPv6 listeners got: $(cat "$work/listener.2001:db8:7::10") / $(cat "$work/listener.2001:db8:99::10")"
+
 # Stop the agent: it prints its counters and exits 0.
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "sluice-agent exited with $? on SIGTERM"
@@ -398,24 +536,28 @@ agent_pid=
 expect() {
     grep -qxF "$1" "$work/agent.log" || fail "counter missing or wrong: want '$1'"
 }
-# GRE: 3 + 1 reassembled + 3 inner fragments + 1 to the closed port; replies on agt7: 2 + 3 +
-# 3 fragments + 1 ICMP error. The inner fragments make no flow (40003 has one already).
-expect 'sluice_agent_received_packets_total{proto="gre"} 8'
-expect 'sluice_agent_received_packets_total{proto="ipip"} 1'
-expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 6'
-expect 'sluice_agent_decapsulated_packets_total{tun="agtp"} 1'
-expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 9'
+# GRE over IPv4: 3 + 1 reassembled + 3 inner fragments + 1 to the closed port; over IPv6: 2.
+# Replies on agt7: 2 + 3 + 3 fragments + 1 ICMP error over IPv4, 1 + 1 ICMPv6 error over IPv6;
+# on agtp: 1 IPIP, 1 IPv6-in-IPv6. The inner fragments make no flow (40003 has one already).
+expect 'sluice_agent_received_packets_total{underlay="ipv4",proto="gre"} 8'
+expect 'sluice_agent_received_packets_total{underlay="ipv4",proto="ipip"} 1'
+expect 'sluice_agent_received_packets_total{underlay="ipv6",proto="gre"} 2'
+expect 'sluice_agent_received_packets_total{underlay="ipv6",proto="ipv6"} 1'
+expect 'sluice_agent_decapsulated_packets_total{tun="agt7"} 8'
+expect 'sluice_agent_decapsulated_packets_total{tun="agtp"} 2'
+expect 'sluice_agent_replies_tunneled_total{tun="agt7"} 11'
 expect 'sluice_agent_replies_fragments_total{tun="agt7"} 6'
-expect 'sluice_agent_replies_icmp_errors_total{tun="agt7"} 1'
+expect 'sluice_agent_replies_icmp_errors_total{tun="agt7"} 2'
 expect 'sluice_agent_drops_total{reason="outer_fragment"} 0'
 expect 'sluice_agent_drops_total{reason="reply_fragment_orphan"} 0'
 expect 'sluice_agent_drops_total{reason="icmp_no_flow"} 0'
-expect 'sluice_agent_replies_tunneled_total{tun="agtp"} 1'
+expect 'sluice_agent_replies_tunneled_total{tun="agtp"} 2'
 expect 'sluice_agent_drops_total{reason="unknown_vpc"} 1'
 expect 'sluice_agent_drops_total{reason="not_appliance"} 1'
 expect 'sluice_agent_drops_total{reason="no_flow"} 0'
 expect 'sluice_agent_drops_total{reason="send_failed"} 0'
-expect 'sluice_agent_flows 4'
+expect 'sluice_agent_drops_total{reason="inner_not_ipv6"} 0'
+expect 'sluice_agent_flows 7'
 if in_vm ip link show agt7 >/dev/null 2>&1; then fail "agt7 outlived the agent"; fi
 if in_ns ip link show agtp >/dev/null 2>&1; then fail "agtp outlived the agent"; fi
 grep "^sluice_agent_" "$work/agent.log" | grep -v " 0$" || true

@@ -1,12 +1,15 @@
 //! sluice-agent: the backend host agent.
 //!
-//!   sluice-agent --address 198.19.0.11 --appliance 198.19.0.1 [--appliance 198.19.0.0/24 ...]
+//!   sluice-agent --address 198.19.0.11 [--address 2001:db8:19::11]
+//!                --appliance 198.19.0.1 [--appliance 198.19.0.0/24 --appliance 2001:db8:19::1 ...]
 //!                [--physical sl-phys] [--vpc 100=sl-v100 ...]
 //!                [--flow-timeout 300] [--max-flows 1000000] [--max-flows-total 4000000]
+//!                [--reply-to 198.18.9.1 [--reply-to 2001:db8:9::1]] [--reply-to-after 5]
 //!
-//! Creates the TUNs (it does not configure or bring them up), binds raw IPIP and GRE sockets
-//! to the address, prints a line with `running:` and runs until SIGINT or SIGTERM, when it
-//! prints every counter and exits 0.
+//! Creates the TUNs (it does not configure or bring them up), binds raw sockets for protocols
+//! 4 (IPv4 in IP), 41 (IPv6 in IP) and 47 (GRE) to each address (one IPv4, one IPv6 at most),
+//! prints a line with `running:` and runs until SIGINT or SIGTERM, when it prints every counter
+//! and exits 0.
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -14,7 +17,7 @@ use sluice_agent::agent::{Agent, Config};
 use sluice_agent::allow::{AllowList, Prefix};
 use sluice_agent::flows::Limits;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,20 +27,22 @@ use std::time::{Duration, Instant};
 #[command(
     name = "sluice-agent",
     version,
-    about = "Sluice backend host agent: userspace IPIP/GRE decapsulation"
+    about = "Sluice backend host agent: userspace IPIP/GRE decapsulation, IPv4 and IPv6"
 )]
 struct Cli {
     /// This host's address: where appliances tunnel to, and the source of tunneled replies.
-    #[arg(long)]
-    address: Ipv4Addr,
+    /// IPv4 or IPv6; give it twice, once per family, for both underlays.
+    #[arg(long = "address", value_name = "ADDRESS", required = true)]
+    addresses: Vec<IpAddr>,
     /// TUN device to create for IPIP and keyless GRE.
     #[arg(long)]
     physical: Option<String>,
     /// KEY=NAME: TUN device to create for GRE with key KEY (decimal), one per VPC. Repeatable.
     #[arg(long = "vpc", value_name = "KEY=NAME", value_parser = parse_vpc)]
     vpcs: Vec<(u32, String)>,
-    /// ADDRESS or PREFIX/LEN: an appliance's tunnel source address, or a prefix holding them.
-    /// Repeatable, at least one: tunnels from any other sender are dropped (not_appliance).
+    /// ADDRESS or PREFIX/LEN: an appliance's tunnel source address, or a prefix holding them,
+    /// IPv4 or IPv6. Repeatable, at least one: tunnels from any other sender are dropped
+    /// (not_appliance).
     #[arg(long = "appliance", value_name = "ADDRESS[/LEN]")]
     appliances: Vec<Prefix>,
     /// Seconds a flow is remembered for its replies after its last packet.
@@ -54,8 +59,9 @@ struct Cli {
     /// The appliances' cluster tunnel address (sluiced's `tunnel.cluster`): NAT replies go
     /// there, so the routers take them to a live appliance, instead of to the appliance each
     /// flow came from (which a silent download would keep using after that appliance died).
-    #[arg(long)]
-    reply_to: Option<Ipv4Addr>,
+    /// Once per family at most: a flow's replies go to the one of its underlay's family.
+    #[arg(long = "reply-to", value_name = "ADDRESS")]
+    reply_to: Vec<IpAddr>,
     /// Seconds a flow must be old before its replies go to --reply-to (session sync's
     /// `after`: from then on every appliance has the flow's session).
     #[arg(long, default_value_t = 5)]
@@ -63,10 +69,10 @@ struct Cli {
 }
 
 /// Default `--max-flows`: 1,000,000 flows per appliance, as many as one appliance's NAT
-/// sessions toward one host are expected to reach. A flow takes 48 bytes plus the hash
-/// table's slack: up to about 100 MB per million.
+/// sessions toward one host are expected to reach. A flow takes 96 bytes (key and entry with
+/// family-neutral addresses) plus the hash table's slack: up to about 200 MB per million.
 const DEFAULT_MAX_FLOWS: usize = 1_000_000;
-/// Default `--max-flows-total`: four appliances' worth (up to about 400 MB when full). One
+/// Default `--max-flows-total`: four appliances' worth (up to about 800 MB when full). One
 /// flooding sender (even a spoofed address inside an allowed prefix) takes at most a quarter,
 /// so the others keep their share; it takes four flooding senders to fill the memory.
 const DEFAULT_MAX_FLOWS_TOTAL: usize = 4 * DEFAULT_MAX_FLOWS;
@@ -99,13 +105,14 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let config = Config {
-        address: cli.address,
+        addresses: cli.addresses,
         physical: cli.physical,
         vpcs: cli.vpcs,
         appliances: AllowList::new(cli.appliances),
         flow_timeout: cli.flow_timeout,
         max_flows: Limits { per_appliance: cli.max_flows, total: cli.max_flows_total },
-        reply_to: cli.reply_to.map(|a| (a, cli.reply_to_after)),
+        reply_to: cli.reply_to,
+        reply_to_after: cli.reply_to_after,
     };
     if let Err(e) = config.validate() {
         eprintln!("sluice-agent: {e}");
@@ -129,10 +136,11 @@ fn main() -> ExitCode {
     };
     let vpcs: Vec<String> = config.vpcs.iter().map(|(k, n)| format!("{k}={n}")).collect();
     let appliances: Vec<String> = config.appliances.prefixes().iter().map(Prefix::to_string).collect();
+    let addresses: Vec<String> = config.addresses.iter().map(IpAddr::to_string).collect();
     println!(
         "sluice-agent running: address {} physical {} vpcs [{}] appliances [{}] flow timeout {}s \
          max flows {} per appliance, {} in all",
-        config.address,
+        addresses.join(" "),
         config.physical.as_deref().unwrap_or("-"),
         vpcs.join(" "),
         appliances.join(" "),
@@ -211,5 +219,33 @@ mod tests {
             Cli::try_parse_from(["sluice-agent", "--address", "198.19.0.11", "--flow-timeout", "0"]).is_err()
         );
         assert!(Cli::try_parse_from(["sluice-agent"]).is_err());
+        assert!(Cli::try_parse_from(["sluice-agent", "--appliance", "198.19.0.1"]).is_err(), "no --address");
+    }
+
+    #[test]
+    fn cli_takes_both_families() {
+        let c = Cli::try_parse_from([
+            "sluice-agent",
+            "--address",
+            "198.19.0.11",
+            "--address",
+            "2001:db8:19::11",
+            "--appliance",
+            "2001:db8:19::/64",
+            "--appliance",
+            "198.19.0.1",
+            "--reply-to",
+            "2001:db8:9::1",
+        ])
+        .unwrap();
+        let addresses: Vec<IpAddr> = vec!["198.19.0.11".parse().unwrap(), "2001:db8:19::11".parse().unwrap()];
+        assert_eq!(c.addresses, addresses);
+        assert_eq!(
+            c.appliances,
+            ["2001:db8:19::/64".parse::<Prefix>().unwrap(), "198.19.0.1".parse().unwrap()]
+        );
+        assert_eq!(c.reply_to, ["2001:db8:9::1".parse::<IpAddr>().unwrap()]);
+        let v6_only = Cli::try_parse_from(["sluice-agent", "--address", "2001:db8:19::11"]).unwrap();
+        assert_eq!(v6_only.addresses, ["2001:db8:19::11".parse::<IpAddr>().unwrap()]);
     }
 }
