@@ -99,19 +99,8 @@ pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> V
     // Move the quoted bytes behind the new IP and ICMP headers.
     b.copy_within(l2..l2 + quoted, l2 + ipv4::HEADER_LEN + icmp::HEADER_LEN);
     turn_around(b, port.mac);
-    let ip_hdr = Ipv4Repr {
-        src: vip,
-        dst: client,
-        protocol: ipv4::PROTO_ICMP,
-        payload_len: icmp::HEADER_LEN + quoted,
-        tos: 0,
-        ident: 0,
-        dont_frag: false,
-        ttl: DEFAULT_TTL,
-    };
-    ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
-    let message = &mut b[l2 + ipv4::HEADER_LEN..l2 + reply_len];
-    icmp::emit_error(message, icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_PORT_UNREACHABLE);
+    let kind = (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_PORT_UNREACHABLE, [0; 4]);
+    error_headers(b, l2, (vip, client), quoted, kind);
     let len = frame.data().len();
     if !frame.trim(len - (l2 + reply_len)) {
         return fail;
@@ -141,6 +130,22 @@ pub fn frag_needed<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu:
     let b = frame.data_mut();
     b.copy_within(head..head + l2, 0);
     turn_around(b, port.mac);
+    let [hi, lo] = mtu.to_be_bytes();
+    let kind = (icmp::TYPE_DEST_UNREACHABLE, icmp_error::CODE_FRAG_NEEDED, [0, 0, hi, lo]);
+    error_headers(b, l2, (vip, client), quote, kind);
+    Verdict::TooBig { port: p.rx_port }
+}
+
+/// Writes, from the VIP to the client, the IPv4 header and an ICMP error's header
+/// `(type, code, rest)` in front of the `quote` bytes already in place after them, at
+/// `b[l2 + 28..]`.
+fn error_headers(
+    b: &mut [u8],
+    l2: usize,
+    (vip, client): (Ipv4Addr, Ipv4Addr),
+    quote: usize,
+    kind: (u8, u8, [u8; 4]),
+) {
     let ip_hdr = Ipv4Repr {
         src: vip,
         dst: client,
@@ -152,15 +157,9 @@ pub fn frag_needed<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu:
         ttl: DEFAULT_TTL,
     };
     ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
-    let [hi, lo] = mtu.to_be_bytes();
-    let rest = [0, 0, hi, lo];
-    icmp_error::write_header(
-        &mut b[l2 + ipv4::HEADER_LEN..total],
-        icmp::TYPE_DEST_UNREACHABLE,
-        icmp_error::CODE_FRAG_NEEDED,
-        rest,
-    );
-    Verdict::TooBig { port: p.rx_port }
+    let (msg_type, code, rest) = kind;
+    let at = l2 + ipv4::HEADER_LEN;
+    icmp_error::write_header(&mut b[at..at + icmp::HEADER_LEN + quote], msg_type, code, rest);
 }
 
 /// Turns a client's TCP segment into the RST that ends its connection (RFC 9293 3.10.7.1:
