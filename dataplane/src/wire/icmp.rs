@@ -69,17 +69,6 @@ pub fn emit_echo(b: &mut [u8], msg_type: u8, ident: u16, seq: u16) {
     write_u16(b, field::CHECKSUM, c);
 }
 
-/// Writes an error message's header into `b` (type, code, four bytes of zero: RFC 792's
-/// "unused") and fills the checksum over all of `b`, whose bytes after 8 are the quoted
-/// packet.
-pub fn emit_error(b: &mut [u8], msg_type: u8, code: u8) {
-    b[field::TYPE] = msg_type;
-    b[field::CODE] = code;
-    b[field::CHECKSUM..HEADER_LEN].fill(0);
-    let c = checksum::checksum(b);
-    write_u16(b, field::CHECKSUM, c);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,19 +105,6 @@ mod tests {
         fresh[3] = 0;
         let c = checksum::checksum(&fresh);
         assert_eq!(u16::from_be_bytes([m[2], m[3]]), c);
-    }
-
-    #[test]
-    fn emit_error_matches_scapy() {
-        // scapy: ICMP(type=3, code=3) / b"quoted!!"
-        let mut b = [0xeeu8; 16];
-        b[8..].copy_from_slice(b"quoted!!");
-        emit_error(&mut b, TYPE_DEST_UNREACHABLE, CODE_PORT_UNREACHABLE);
-        let mut want = [3u8, 3, 0, 0, 0, 0, 0, 0, b'q', b'u', b'o', b't', b'e', b'd', b'!', b'!'];
-        let c = checksum::checksum(&want);
-        want[2..4].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(b, want);
-        assert!(IcmpPacket::new_checked(&b[..]).unwrap().verify_checksum());
     }
 
     #[test]
