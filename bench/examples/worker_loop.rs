@@ -16,6 +16,7 @@ use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::testkit::bench::dsr_snapshot_limited;
 use sluice_dataplane::testkit::{self, vip, EXT_MAC, GEN_MAC};
+use sluice_dataplane::wire::ipv4::{self, Ipv4Packet};
 use sluice_dataplane::worker::Worker;
 use std::sync::Arc;
 
@@ -95,10 +96,8 @@ fn main() {
 /// set or clear, its header checksum made again.
 fn widen(frame: &[u8; 60], out: &mut [u8], df: bool) {
     out[..54].copy_from_slice(&frame[..54]);
-    let ip = &mut out[14..34];
-    ip[2..4].copy_from_slice(&1500u16.to_be_bytes());
-    ip[6] = if df { 0x40 } else { 0 };
-    ip[10..12].fill(0);
-    let c = sluice_dataplane::wire::checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = Ipv4Packet::new_checked(&mut out[14..]).expect("the template is an IPv4 packet");
+    ip.set_total_len(1500);
+    ip.set_flags_frag(if df { ipv4::FLAG_DF } else { 0 });
+    ip.fill_checksum();
 }

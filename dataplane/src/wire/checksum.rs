@@ -98,6 +98,35 @@ pub fn update128(csum: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
     }
 }
 
+/// Writes `v` at the even offset `at` of `b`, updating the checksum `sum` of a region of
+/// `b` that covers it (RFC 1624).
+pub fn put16(b: &mut [u8], at: usize, v: u16, sum: &mut u16) {
+    *sum = update16(*sum, super::read_u16(b, at), v);
+    super::write_u16(b, at, v);
+}
+
+/// Adds `delta` to the TCP sequence number at the even offset `seq_at` of an ICMP error
+/// message `m` (a quoted segment's), updating the quoted TCP checksum at `tcp_checksum_at`
+/// when it is quoted, and the message's own checksum at `msg_checksum_at`.
+pub fn shift_seq(
+    m: &mut [u8],
+    seq_at: usize,
+    tcp_checksum_at: Option<usize>,
+    msg_checksum_at: usize,
+    delta: u32,
+) {
+    let old = super::read_u32(m, seq_at);
+    let new = old.wrapping_add(delta);
+    let mut ck = super::read_u16(m, msg_checksum_at);
+    put16(m, seq_at, (new >> 16) as u16, &mut ck);
+    put16(m, seq_at + 2, new as u16, &mut ck);
+    if let Some(at) = tcp_checksum_at {
+        let c = update32(super::read_u16(m, at), old, new);
+        put16(m, at, c, &mut ck);
+    }
+    super::write_u16(m, msg_checksum_at, ck);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,16 +170,16 @@ pub fn rewrite_quoted(m: &mut [u8], end: End, addr: IpAddr, port: u16) -> Result
     let (old_addr, new_addr) = (read_u32(m, addr_at), u32::from(addr));
     let old_port = read_u16(m, port_at);
     let mut ck = read_u16(m, field::CHECKSUM);
-    put16(m, addr_at, (new_addr >> 16) as u16, &mut ck);
-    put16(m, addr_at + 2, new_addr as u16, &mut ck);
-    put16(m, port_at, port, &mut ck);
+    checksum::put16(m, addr_at, (new_addr >> 16) as u16, &mut ck);
+    checksum::put16(m, addr_at + 2, new_addr as u16, &mut ck);
+    checksum::put16(m, port_at, port, &mut ck);
     let ip_ck = checksum::update32(read_u16(m, ip + field::IP_CHECKSUM), old_addr, new_addr);
-    put16(m, ip + field::IP_CHECKSUM, ip_ck, &mut ck);
+    checksum::put16(m, ip + field::IP_CHECKSUM, ip_ck, &mut ck);
     if let Some(at) = q.l4_checksum_at().map(|at| HEADER_LEN + at) {
         let c = read_u16(m, at);
         if !(q.protocol == ipv4::PROTO_UDP && c == 0) {
             let c = checksum::update16(checksum::update32(c, old_addr, new_addr), old_port, port);
-            put16(m, at, c, &mut ck);
+            checksum::put16(m, at, c, &mut ck);
         }
     }
     write_u16(m, field::CHECKSUM, ck);
@@ -195,24 +195,9 @@ pub fn shift_quoted_seq(m: &mut [u8], delta: u32) -> Result<(), WireError> {
     if q.protocol != ipv4::PROTO_TCP {
         return Err(WireError::Unsupported);
     }
-    let at = HEADER_LEN + q.ihl + field::TCP_SEQ;
-    let (old, new) = (read_u32(m, at), read_u32(m, at).wrapping_add(delta));
-    let mut ck = read_u16(m, field::CHECKSUM);
-    put16(m, at, (new >> 16) as u16, &mut ck);
-    put16(m, at + 2, new as u16, &mut ck);
-    if let Some(c_at) = q.l4_checksum_at().map(|a| HEADER_LEN + a) {
-        let c = checksum::update32(read_u16(m, c_at), old, new);
-        put16(m, c_at, c, &mut ck);
-    }
-    write_u16(m, field::CHECKSUM, ck);
+    let tcp_checksum_at = q.l4_checksum_at().map(|a| HEADER_LEN + a);
+    checksum::shift_seq(m, HEADER_LEN + q.ihl + field::TCP_SEQ, tcp_checksum_at, field::CHECKSUM, delta);
     Ok(())
-}
-
-/// Writes `v` at the even offset `at` of the message `m` and updates the message's checksum
-/// `ck` for it.
-fn put16(m: &mut [u8], at: usize, v: u16, ck: &mut u16) {
-    *ck = checksum::update16(*ck, read_u16(m, at), v);
-    write_u16(m, at, v);
 }
 
 /// Writes an error message into `out`: type, code, the four bytes `rest`, the quote and the

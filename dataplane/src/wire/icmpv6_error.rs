@@ -11,7 +11,7 @@
 use super::endpoint::End;
 use super::icmpv6::{self, HEADER_LEN, TYPE_PACKET_TOO_BIG};
 use super::ipv6::{self, NEXT_TCP, NEXT_UDP};
-use super::{checksum, read_u16, read_u32, write_u16, WireError};
+use super::{checksum, read_u16, write_u16, WireError};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// Fewest bytes a quote holds: an IPv6 header and 8 bytes of transport header.
@@ -180,12 +180,12 @@ pub fn rewrite_quoted(m: &mut [u8], end: End, addr: IpAddr, port: u16) -> Result
     let old_port = read_u16(m, port_at);
     let mut ck = checksum::update128(read_u16(m, field::CHECKSUM), old_addr, new_addr);
     m[addr_at..addr_at + 16].copy_from_slice(&new_addr);
-    put16(m, port_at, port, &mut ck);
+    checksum::put16(m, port_at, port, &mut ck);
     if let Some(at) = q.l4_checksum_at().map(|at| HEADER_LEN + at) {
         let c = read_u16(m, at);
         if !(q.protocol == NEXT_UDP && c == 0) {
             let c = checksum::update16(checksum::update128(c, old_addr, new_addr), old_port, port);
-            put16(m, at, c, &mut ck);
+            checksum::put16(m, at, c, &mut ck);
         }
     }
     write_u16(m, field::CHECKSUM, ck);
@@ -201,24 +201,9 @@ pub fn shift_quoted_seq(m: &mut [u8], delta: u32) -> Result<(), WireError> {
     if q.protocol != NEXT_TCP {
         return Err(WireError::Unsupported);
     }
-    let at = HEADER_LEN + q.l4_at + field::TCP_SEQ;
-    let (old, new) = (read_u32(m, at), read_u32(m, at).wrapping_add(delta));
-    let mut ck = read_u16(m, field::CHECKSUM);
-    put16(m, at, (new >> 16) as u16, &mut ck);
-    put16(m, at + 2, new as u16, &mut ck);
-    if let Some(c_at) = q.l4_checksum_at().map(|a| HEADER_LEN + a) {
-        let c = checksum::update32(read_u16(m, c_at), old, new);
-        put16(m, c_at, c, &mut ck);
-    }
-    write_u16(m, field::CHECKSUM, ck);
+    let tcp_checksum_at = q.l4_checksum_at().map(|a| HEADER_LEN + a);
+    checksum::shift_seq(m, HEADER_LEN + q.l4_at + field::TCP_SEQ, tcp_checksum_at, field::CHECKSUM, delta);
     Ok(())
-}
-
-/// Writes `v` at the even offset `at` of the message `m` and updates the message's checksum
-/// `ck` for it.
-fn put16(m: &mut [u8], at: usize, v: u16, ck: &mut u16) {
-    *ck = checksum::update16(*ck, read_u16(m, at), v);
-    write_u16(m, at, v);
 }
 
 /// Writes an error message into `out`: type, code, the four bytes `rest`, the quote and the
@@ -577,7 +562,7 @@ mod tests {
             if tcp {
                 prop_assert_eq!(res, Ok(()));
                 prop_assert!(all_verify(m, b()));
-                prop_assert_eq!(read_u32(m, 8 + 40 + 4), 5u32.wrapping_add(delta));
+                prop_assert_eq!(crate::wire::read_u32(m, 8 + 40 + 4), 5u32.wrapping_add(delta));
             } else {
                 prop_assert_eq!(res, Err(WireError::Unsupported));
                 prop_assert_eq!(&m[..], &before[..]);
