@@ -88,7 +88,7 @@ pub fn standing(
         }
     }
     // The cluster's tunnel address: whoever forwards takes NAT replies.
-    if let Some(c) = snap.cluster {
+    for &c in &snap.clusters {
         out.insert(c, Ok(()));
     }
     let all_out = if !workers_alive {

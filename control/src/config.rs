@@ -290,11 +290,13 @@ struct RawWorkers {
 struct RawPort {
     name: String,
     device: String,
-    address: String,
+    /// One address, or a list (one of each family).
+    address: RawAddresses,
     mac: Option<String>,
     mtu: Option<u16>,
     vlan: Option<u16>,
-    gateway: Option<String>,
+    #[serde(default)]
+    gateway: RawAddresses,
     #[serde(default)]
     neighbors: Vec<RawNeighbor>,
     /// The name of the port's exception path: a kernel interface sluiced creates (DPDK
@@ -312,10 +314,57 @@ struct RawNeighbor {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTunnelGlobal {
-    source: Option<String>,
-    /// The cluster's tunnel address: host agents send NAT replies to it (`--reply-to`), every
-    /// appliance announces it and takes what arrives for it.
-    cluster: Option<String>,
+    #[serde(default)]
+    source: RawAddresses,
+    /// The cluster's tunnel addresses (one of each family): host agents send NAT replies to
+    /// them (`--reply-to`), every appliance announces them and takes what arrives for them.
+    #[serde(default)]
+    cluster: RawAddresses,
+}
+
+/// A field that takes one address or a list of them (a dual-stack port's, one per family):
+/// the strings, and whether they came as a list (so that a refusal names `field[i]`).
+#[derive(Debug, Default)]
+pub(crate) struct RawAddresses {
+    items: Vec<String>,
+    list: bool,
+}
+
+impl RawAddresses {
+    /// Each address with its field's path under `field`.
+    pub(crate) fn fields<'a>(&'a self, field: &'a str) -> impl Iterator<Item = (String, &'a str)> + 'a {
+        let list = self.list;
+        (self.items.iter().enumerate())
+            .map(move |(i, s)| (if list { format!("{field}[{i}]") } else { field.to_string() }, s.as_str()))
+    }
+}
+
+// By hand, so that a wrong value is named for what it is, at its field.
+impl<'de> Deserialize<'de> for RawAddresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAddresses;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address, or a list of addresses (one of each family)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAddresses, E> {
+                Ok(RawAddresses { items: vec![v.to_string()], list: false })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddresses, A::Error> {
+                let mut items = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    if items.len() == 2 {
+                        return Err(de::Error::custom("at most two addresses, one of each family"));
+                    }
+                    items.push(s);
+                }
+                Ok(RawAddresses { items, list: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -533,9 +582,10 @@ pub struct Config {
     pub worker_cores: Vec<usize>,
     pub control_core: Option<usize>,
     pub ports: Vec<PortConfig>,
-    pub tunnel_source: Option<IpAddr>,
-    /// The cluster's tunnel address (`tunnel.cluster`).
-    pub cluster: Option<IpAddr>,
+    /// Tunnels' outer source addresses (`tunnel.source`), at most one of each family.
+    pub tunnel_sources: Vec<IpAddr>,
+    /// The cluster's tunnel addresses (`tunnel.cluster`), at most one of each family.
+    pub clusters: Vec<IpAddr>,
     pub services: Vec<ServiceSpec>,
     /// Most sessions the table holds (it has twice as many slots).
     pub session_capacity: usize,
@@ -612,8 +662,8 @@ impl Config {
         SnapshotSpec {
             generation,
             ports,
-            tunnel_source: self.tunnel_source,
-            cluster: self.cluster,
+            tunnel_sources: self.tunnel_sources.clone(),
+            clusters: self.clusters.clone(),
             services: self.services.clone(),
         }
     }

@@ -79,8 +79,8 @@ mod tests {
         SnapshotSpec {
             generation: 1,
             ports: vec![],
-            tunnel_source: None,
-            cluster: None,
+            tunnel_sources: vec![],
+            clusters: vec![],
             services: services
                 .into_iter()
                 .map(|(port, bs)| {

@@ -376,11 +376,10 @@ mod tests {
         let port = PortSpec {
             name: "ext".into(),
             mac: [2, 0, 0, 0, 0, 1],
-            address: [198, 18, 0, 1].into(),
-            prefix_len: 16,
+            addresses: vec![sluice_dataplane::flow::Prefix::new([198, 18, 0, 1], 16)],
             mtu: 1500,
             vlan: None,
-            gateway: None,
+            gateways: vec![],
             neighbors: vec![],
             kernel: None,
         };
@@ -388,8 +387,8 @@ mod tests {
             &SnapshotSpec {
                 generation: 1,
                 ports: vec![port],
-                tunnel_source: None,
-                cluster: None,
+                tunnel_sources: vec![],
+                clusters: vec![],
                 services: vec![svc],
             },
             None,

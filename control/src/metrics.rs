@@ -1006,16 +1006,15 @@ mod tests {
             ports: vec![PortSpec {
                 name: "ext".into(),
                 mac: [2, 0, 0, 0, 0, 1],
-                address: Ipv4Addr::new(198, 19, 0, 1).into(),
-                prefix_len: 24,
+                addresses: vec![sluice_dataplane::flow::Prefix::new(Ipv4Addr::new(198, 19, 0, 1), 24)],
                 mtu: 1500,
                 vlan: None,
-                gateway: None,
+                gateways: vec![],
                 neighbors: vec![],
                 kernel: None,
             }],
-            tunnel_source: None,
-            cluster: None,
+            tunnel_sources: vec![],
+            clusters: vec![],
             services,
         };
         Snapshot::build(&spec, None).expect("snapshot")

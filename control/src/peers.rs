@@ -521,11 +521,10 @@ mod tests {
         let port = |name: &str, a: [u8; 4]| PortSpec {
             name: name.into(),
             mac: [2, 0, 0, 0, 0, a[3]],
-            address: a.into(),
-            prefix_len: 24,
+            addresses: vec![sluice_dataplane::flow::Prefix::new(a, 24)],
             mtu: 1500,
             vlan: None,
-            gateway: None,
+            gateways: vec![],
             neighbors: vec![],
             kernel: None,
         };
@@ -551,8 +550,8 @@ mod tests {
         let spec = SnapshotSpec {
             generation: 1,
             ports: vec![port("ext", [198, 18, 0, 1]), port("int", [198, 19, 0, 1])],
-            tunnel_source: None,
-            cluster: None,
+            tunnel_sources: vec![],
+            clusters: vec![],
             services: vec![nat],
         };
         Snapshot::build(&spec, None).unwrap()

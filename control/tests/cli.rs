@@ -47,7 +47,7 @@ fn check_refuses_a_broken_config_with_file_line_and_field() {
         err,
         format!(
             "{f}:12:9: services[0].backends[0].weight: 1001 is outside 0..=1000\n\
-             {f}:13:9: services[0].backends[1].address: \"198.18.0.300\" is not an IPv4 address\n"
+             {f}:13:9: services[0].backends[1].address: \"198.18.0.300\" is not an IPv4 or IPv6 address\n"
         )
     );
     // Running it is refused the same way, before DPDK starts.

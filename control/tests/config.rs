@@ -88,7 +88,7 @@ fn unknown_key_names_line_and_field() {
 #[test]
 fn bad_address() {
     let e = refuse("vip: 198.18.10.1", "vip: 198.18.10.300");
-    assert_eq!(e, "p.yaml:15:5: services[0].vip: \"198.18.10.300\" is not an IPv4 address");
+    assert_eq!(e, "p.yaml:15:5: services[0].vip: \"198.18.10.300\" is not an IPv4 or IPv6 address");
 }
 
 #[test]
@@ -96,9 +96,44 @@ fn ipv6_is_refused_where_it_is_until_it_lands() {
     // Addresses are family-neutral from the parser on; the one rule that refuses IPv6 for now
     // is Snapshot::build's, placed by its path.
     let e = refuse("vip: 198.18.10.1", "vip: 2001:db8::10");
-    assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 is not supported yet");
+    assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 services are not supported yet");
     let e = refuse("address: 198.18.0.11", "address: 2001:db8::11");
-    assert!(e.ends_with("services[0].backends[1].address: 2001:db8::11: IPv6 is not supported yet"), "{e}");
+    assert!(
+        e.ends_with("services[0].backends[1].address: 2001:db8::11: IPv6 services are not supported yet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_port_may_have_an_address_of_each_family() {
+    let dual = GOOD.replacen(
+        "address: 198.18.0.1/24",
+        "address: [198.18.0.1/24, '2001:db8:18::1/64']\n    gateway: ['2001:db8:18::fe']",
+        1,
+    ) + "tunnel:\n  source: ['2001:db8:18::1', 198.18.0.1]\n  cluster: '2001:db8:9::1'\n";
+    let c = Config::parse(&dual, "p.yaml").unwrap();
+    let spec = c.snapshot_spec(1, None);
+    let want: Vec<String> = vec!["198.18.0.1/24".into(), "2001:db8:18::1/64".into()];
+    assert_eq!(spec.ports[0].addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(), want);
+    assert_eq!(spec.ports[0].gateways, vec!["2001:db8:18::fe".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(spec.tunnel_sources.len(), 2);
+    assert_eq!(spec.clusters, vec!["2001:db8:9::1".parse::<std::net::IpAddr>().unwrap()]);
+
+    let e = refuse("address: 198.18.0.1/24", "address: [198.18.0.1/24, 198.18.1.1/24]");
+    assert_eq!(e, "p.yaml:9:5: ports[0].address: at most one IPv4 address");
+    let e = refuse("address: 198.18.0.1/24", "address: [198.18.0.1/24, '2001:db8::1/129']");
+    assert_eq!(e, "p.yaml:9:30: ports[0].address[1]: prefix length in \"2001:db8::1/129\" must be 1 to 128");
+    let e = refuse("address: 198.18.0.1/24", "address: []");
+    assert_eq!(e, "p.yaml:9:5: ports[0].address: a port needs an address");
+    let e = refuse("address: 198.18.0.1/24", "address: [198.18.0.1/24, '2001:db8::1/64', '2001:db8::2/64']");
+    assert!(e.contains("ports[0].address: at most two addresses, one of each family"), "{e}");
+    let e = refuse(
+        "address: 198.18.0.1/24",
+        "address: 198.18.0.1/24\n    gateway: [198.18.0.254, '2001:db8::fe']",
+    );
+    assert_eq!(e, "p.yaml:10:29: ports[0].gateway[1]: 2001:db8::fe: the port has no address of its family");
+    let e = refuse("    neighbors:", "    gateway: 198.18.1.254\n    neighbors:");
+    assert_eq!(e, "p.yaml:11:5: ports[0].gateway: 198.18.1.254 is not inside 198.18.0.1/24");
 }
 
 #[test]
@@ -131,7 +166,7 @@ fn unroutable_backend() {
     let e = refuse("- address: 198.18.0.11", "- address: 203.0.113.9");
     assert_eq!(
         e,
-        "p.yaml:22:9: services[0].backends[1].address: no route to 203.0.113.9: no port's prefix holds it and no port has a gateway"
+        "p.yaml:22:9: services[0].backends[1].address: no route to 203.0.113.9: no port's prefix holds it and no port has a gateway of its family"
     );
 }
 
@@ -779,8 +814,8 @@ fn routing_names_birds_socket_and_include_and_each_service_its_policy() {
     assert_eq!(r.heartbeat, std::time::Duration::from_millis(500));
     assert_eq!(c.announce["web"], Policy::Always);
     let cluster = Config::parse(&format!("{GOOD}tunnel:\n  cluster: 198.18.9.1\n"), "p.yaml").unwrap();
-    assert_eq!(cluster.cluster, Some("198.18.9.1".parse().unwrap()));
-    assert_eq!(cluster.snapshot_spec(1, None).cluster, cluster.cluster);
+    assert_eq!(cluster.clusters, vec!["198.18.9.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(cluster.snapshot_spec(1, None).clusters, cluster.clusters);
     assert_eq!(Config::parse(GOOD, "p.yaml").unwrap().announce["web"], Policy::Healthy);
 
     let bad = |r: &str| Config::parse(&format!("{GOOD}{r}"), "p.yaml").unwrap_err().to_string();

@@ -30,11 +30,10 @@ fn port(name: &str, last: u8, address: [u8; 4], gateway: Option<[u8; 4]>) -> Por
     PortSpec {
         name: name.into(),
         mac: [2, 0, 0, 0, 0, last],
-        address: address.into(),
-        prefix_len: 24,
+        addresses: vec![sluice_dataplane::flow::Prefix::new(address, 24)],
         mtu: 1500,
         vlan: None,
-        gateway: gateway.map(Into::into),
+        gateways: gateway.into_iter().map(|g| std::net::Ipv4Addr::from(g).into()).collect(),
         neighbors: vec![],
         kernel: None,
     }
@@ -69,8 +68,8 @@ fn snapshot(generation: u64, with_second_web_backend: bool) -> Snapshot {
             port("ext", 1, [198, 18, 0, 1], Some([198, 18, 0, 254])),
             port("int", 2, [198, 19, 0, 1], None),
         ],
-        tunnel_source: None,
-        cluster: None,
+        tunnel_sources: vec![],
+        clusters: vec![],
         services: vec![web, tenant],
     };
     Snapshot::build(&spec, None).expect("snapshot")

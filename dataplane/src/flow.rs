@@ -46,6 +46,41 @@ pub fn in_prefix(a: IpAddr, net: IpAddr, len: u8) -> bool {
     a.is_ipv4() == net.is_ipv4() && Addr::from(a).0 & mask == Addr::from(net).0 & mask
 }
 
+/// An address with its prefix length: a port's address and the link it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn new(addr: impl Into<IpAddr>, len: u8) -> Prefix {
+        Prefix { addr: addr.into(), len }
+    }
+
+    /// Whether `a` is on this prefix (of the same family).
+    pub fn contains(&self, a: IpAddr) -> bool {
+        in_prefix(a, self.addr, self.len)
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The index of `a`'s family in tables kept per family: 0 for IPv4, 1 for IPv6.
+#[inline]
+pub fn family(a: IpAddr) -> usize {
+    usize::from(a.is_ipv6())
+}
+
+/// The first address of `list` of the same family as `a`.
+pub fn of_family(list: &[IpAddr], a: IpAddr) -> Option<IpAddr> {
+    list.iter().copied().find(|x| x.is_ipv4() == a.is_ipv4())
+}
+
 impl From<Ipv4Addr> for Addr {
     fn from(a: Ipv4Addr) -> Addr {
         Addr::v4(a)
@@ -130,6 +165,12 @@ mod tests {
         assert!(!in_prefix("::ffff:198.18.0.2".parse().unwrap(), net, 24), "families differ");
         assert!(!in_prefix(net, "::ffff:198.18.0.1".parse().unwrap(), 24), "families differ");
         assert_eq!((max_prefix(net), max_prefix(v6)), (32, 128));
+        let p = Prefix::new(v6, 64);
+        assert!(p.contains("2001:db8::9".parse().unwrap()) && !p.contains(net));
+        assert_eq!(p.to_string(), "2001:db8::1/64");
+        assert_eq!((family(net), family(v6)), (0, 1));
+        assert_eq!(of_family(&[net, v6], "2001:db8::5".parse().unwrap()), Some(v6));
+        assert_eq!(of_family(&[v6], net), None);
     }
 
     #[test]

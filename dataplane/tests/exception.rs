@@ -142,8 +142,8 @@ fn an_exception_path_must_come_after_the_data_ports() {
     let bad = |kernel| SnapshotSpec {
         generation: 1,
         ports: vec![PortSpec { kernel: Some(kernel), ..ext_port() }, int_port(hosts([10]))],
-        tunnel_source: None,
-        cluster: None,
+        tunnel_sources: vec![],
+        clusters: vec![],
         services: vec![],
     };
     for k in [0, 1, 8] {

@@ -64,7 +64,7 @@ fn web(synproxy: bool) -> ServiceSpec {
 /// The test's two ports with `services`; the router is the external port's gateway.
 fn snapshot_with(services: Vec<ServiceSpec>) -> Result<Snapshot, BuildError> {
     let ext = PortSpec {
-        gateway: Some(spec::spec_addr(ROUTER)),
+        gateways: vec![spec::spec_addr(ROUTER)],
         ..spec::port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)])
     };
     let ports = vec![ext, spec::int_port(hosts([10]))];

@@ -1,11 +1,10 @@
 //! The `ports` section: names, devices, addresses, MACs, MTUs, VLANs, gateways, neighbours.
 
 use super::validate::Validator;
-use super::{PortConfig, RawPort};
-use sluice_dataplane::flow::max_prefix;
+use super::{PortConfig, RawAddresses, RawPort};
+use sluice_dataplane::flow::{max_prefix, Prefix};
 use sluice_dataplane::snapshot::{rules, PortSpec};
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 const DEFAULT_MTU: u16 = 1500;
 
@@ -57,7 +56,7 @@ impl Validator<'_> {
     /// `ports[i]` but for its name and device (which are checked against the other ports').
     fn port(&mut self, i: usize, p: &RawPort) -> Option<PortConfig> {
         let f = |k: &str| format!("ports[{i}].{k}");
-        let (address, prefix_len) = self.port_address(&f("address"), &p.address)?;
+        let addresses = self.port_addresses(&f("address"), &p.address)?;
         let mac = p.mac.as_deref().and_then(|m| self.mac(&f("mac"), m));
         let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
         if !(576..=9000).contains(&mtu) {
@@ -66,16 +65,18 @@ impl Validator<'_> {
         if p.vlan.is_some_and(|v| !(1..=4094).contains(&v)) {
             self.refuse(&f("vlan"), "a VLAN id from 1 to 4094");
         }
-        let gateway = p.gateway.as_deref().and_then(|g| self.address(&f("gateway"), g));
-        if let Some(Err(m)) = gateway.map(|g| rules::on_link(g, address, prefix_len)) {
-            self.refuse(&f("gateway"), m);
+        let gateways = self.addresses(&f("gateway"), &p.gateway);
+        for (field, g) in p.gateway.fields(&f("gateway")) {
+            if let Some(Err(m)) = g.parse().ok().map(|g| rules::on_link(g, &addresses)) {
+                self.refuse(&field, m);
+            }
         }
         let mut neighbors = Vec::new();
         for (n, nb) in p.neighbors.iter().enumerate() {
             let a = self.address(&f(&format!("neighbors[{n}].address")), &nb.address);
             let m = self.mac(&f(&format!("neighbors[{n}].mac")), &nb.mac);
             if let (Some(a), Some(m)) = (a, m) {
-                if let Err(e) = rules::on_link(a, address, prefix_len) {
+                if let Err(e) = rules::on_link(a, &addresses) {
                     self.refuse(&f(&format!("neighbors[{n}].address")), e);
                 }
                 neighbors.push((a, m));
@@ -88,25 +89,36 @@ impl Validator<'_> {
             spec: PortSpec {
                 name: p.name.clone(),
                 mac: mac.unwrap_or([0x02, 0, 0, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)]),
-                address,
-                prefix_len,
+                addresses,
                 mtu,
                 vlan: p.vlan,
-                gateway,
+                gateways,
                 neighbors,
                 kernel: None,
             },
         })
     }
 
+    /// A port's `ADDRESS/PREFIX_LEN`, or a list of them (one of each family); `None` if
+    /// none is good.
+    fn port_addresses(&mut self, field: &str, raw: &RawAddresses) -> Option<Vec<Prefix>> {
+        let list: Vec<Prefix> = raw.fields(field).filter_map(|(f, s)| self.port_address(&f, s)).collect();
+        if raw.fields(field).next().is_none() {
+            self.refuse(field, "a port needs an address");
+        } else if let Err(m) = rules::one_per_family(&mut list.iter().map(|p| p.addr)) {
+            self.refuse(field, m);
+        }
+        (!list.is_empty()).then_some(list)
+    }
+
     /// A port's `ADDRESS/PREFIX_LEN`.
-    fn port_address(&mut self, field: &str, s: &str) -> Option<(IpAddr, u8)> {
+    fn port_address(&mut self, field: &str, s: &str) -> Option<Prefix> {
         let Some((a, l)) = s.split_once('/') else {
             self.refuse(field, format!("{s:?} needs a prefix length, as in 198.18.0.1/24"));
             return None;
         };
         match (self.address(field, a), l.parse::<u8>()) {
-            (Some(a), Ok(l)) if (1..=max_prefix(a)).contains(&l) => Some((a, l)),
+            (Some(a), Ok(l)) if (1..=max_prefix(a)).contains(&l) => Some(Prefix::new(a, l)),
             (Some(a), _) => {
                 self.refuse(field, format!("prefix length in {s:?} must be 1 to {}", max_prefix(a)));
                 None

@@ -53,7 +53,7 @@ impl Validator<'_> {
         let f = |k: &str| format!("services[{i}].{k}");
         let vip = self.address(&f("vip"), &s.vip);
         if let Some(v) = vip {
-            if ports.iter().any(|p| p.spec.address == v) {
+            if ports.iter().any(|p| p.spec.addresses.iter().any(|a| a.addr == v)) {
                 self.refuse(&f("vip"), format!("{v} is a port address"));
             }
         }

@@ -3,11 +3,12 @@
 //! words, DPDK and workers, and what only a restart can change.
 
 use super::{truncate, MAX_ERRORS, MAX_MESSAGE, MAX_NAME_LEN};
-use super::{Config, ConfigError, ConfigErrors, RawConfig, RawDpdk, RawWorkers};
+use super::{Config, ConfigError, ConfigErrors, RawAddresses, RawConfig, RawDpdk, RawWorkers};
 use crate::locate::Locations;
 use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
 use sluice_dataplane::maglev::MAX_TABLE_SIZE;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
+use sluice_dataplane::snapshot::rules;
 use sluice_dataplane::wire::{parse_mac, Mac};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -43,8 +44,8 @@ impl Validator<'_> {
         let eal_args = self.dpdk(&raw.dpdk);
         let cores = self.workers(&raw.workers);
         let ports = self.ports(&raw.ports);
-        let tunnel_source = raw.tunnel.source.as_deref().and_then(|s| self.address("tunnel.source", s));
-        let cluster = raw.tunnel.cluster.as_deref().and_then(|s| self.address("tunnel.cluster", s));
+        let tunnel_sources = self.addresses("tunnel.source", &raw.tunnel.source);
+        let clusters = self.addresses("tunnel.cluster", &raw.tunnel.cluster);
         let (services, health) = self.services(&raw.services, &ports);
         let metrics_listen = self.metrics(raw.metrics.as_ref());
         let (capacity, timeouts) = self.sessions(&raw.sessions);
@@ -67,8 +68,8 @@ impl Validator<'_> {
             worker_cores: cores,
             control_core: raw.workers.control_core,
             ports,
-            tunnel_source,
-            cluster,
+            tunnel_sources,
+            clusters,
             services,
             session_capacity: capacity as usize,
             timeouts,
@@ -316,10 +317,19 @@ impl Validator<'_> {
             }
             Ok(a) => Some(a),
             Err(_) => {
-                self.refuse(field, format!("{s:?} is not an IPv4 address"));
+                self.refuse(field, format!("{s:?} is not an IPv4 or IPv6 address"));
                 None
             }
         }
+    }
+
+    /// A field of one address or a list, at most one of each family.
+    pub(super) fn addresses(&mut self, field: &str, raw: &RawAddresses) -> Vec<IpAddr> {
+        let list: Vec<IpAddr> = raw.fields(field).filter_map(|(f, s)| self.address(&f, s)).collect();
+        if let Err(m) = rules::one_per_family(&mut list.iter().copied()) {
+            self.refuse(field, m);
+        }
+        list
     }
 
     pub(super) fn mac(&mut self, field: &str, s: &str) -> Option<Mac> {

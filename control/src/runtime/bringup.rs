@@ -135,16 +135,18 @@ fn start_kernel_port(
     port.start().map_err(|e| format!("{field}: {e}"))?;
     let spec = &config.ports[i].spec;
     // The kernel speaks for the port's address on it: it gets the address and comes up.
-    match spec.address {
-        IpAddr::V4(a) => sluice_host_sys::netdev::set_ipv4_up(name, a, spec.prefix_len)
-            .map_err(|e| format!("{field}: giving {name} {a}/{}: {e}", spec.prefix_len))?,
-        IpAddr::V6(a) => return Err(format!("{field}: {a}: IPv6 port addresses are not supported yet")),
+    for a in &spec.addresses {
+        match a.addr {
+            IpAddr::V4(v4) => sluice_host_sys::netdev::set_ipv4_up(name, v4, a.len),
+            IpAddr::V6(v6) => sluice_host_sys::netdev::add_ipv6(name, v6, a.len),
+        }
+        .map_err(|e| format!("{field}: giving {name} {a}: {e}"))?;
     }
+    let addresses: Vec<String> = spec.addresses.iter().map(|a| a.to_string()).collect();
     info!(
-        "port {}: exception path {name} (kernel interface) with {}/{}, mac {}",
+        "port {}: exception path {name} (kernel interface) with {}, mac {}",
         spec.name,
-        spec.address,
-        spec.prefix_len,
+        addresses.join(" and "),
         sluice_dataplane::wire::fmt_mac(&mac)
     );
     Ok(port)

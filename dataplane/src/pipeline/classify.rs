@@ -135,7 +135,7 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
 
     // The port's own traffic, when it has an exception path: the kernel's.
     let port = cx.snap.ports.get(usize::from(rx_port));
-    if let Some(kernel) = port.and_then(|p| p.kernel.filter(|_| dst == p.address)) {
+    if let Some(kernel) = port.and_then(|p| p.kernel.filter(|_| p.has_address(dst))) {
         let routing = !ip.is_fragment() && routing(proto, data.get(l2 + usize::from(ip.header_len)..));
         return Class::Local(Local::ToKernel { kernel, routing });
     }

@@ -23,7 +23,7 @@ pub fn arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -
         Err(WireError::Truncated) => return Verdict::Drop(DropReason::ArpTruncated),
         Err(_) => return Verdict::Drop(DropReason::ArpUnsupported),
     };
-    let for_us = IpAddr::V4(tpa) == port.address || cx.snap.is_vip(tpa.into());
+    let for_us = port.has_address(tpa.into()) || cx.snap.is_vip(tpa.into());
     let gratuitous = spa == tpa;
     // Learn only next hops we already send to, only from plausible unicast senders, and only
     // from a reply, a request aimed at us, or an announcement: bytes from the wire never
@@ -39,7 +39,7 @@ pub fn arp<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -
     }
     // With an exception path, the port's address is the kernel's: it answers for it and
     // learns its own neighbours (the router it peers with).
-    if let Some(kernel) = port.kernel.filter(|_| IpAddr::V4(tpa) == port.address) {
+    if let Some(kernel) = port.kernel.filter(|_| port.has_address(tpa.into())) {
         return Verdict::ToKernel { port: kernel };
     }
     if op == arp::OP_REQUEST && for_us && !gratuitous {
@@ -70,7 +70,7 @@ pub fn build_arp_request<F: Frame>(snap: &Snapshot, nh: u16, frame: &mut F) -> O
         ethertype: ethernet::ETHERTYPE_ARP,
     };
     // ARP asks for IPv4 addresses, from the port's.
-    let (IpAddr::V4(ours), IpAddr::V4(theirs)) = (port.address, nh.ip) else {
+    let (Some(ours), IpAddr::V4(theirs)) = (port.ipv4(), nh.ip) else {
         return None;
     };
     let len = eth.header_len() + arp::PACKET_LEN;

@@ -1,6 +1,7 @@
 //! `Snapshot::build`: a spec checked (by [`super::rules`]) and turned into the tables workers read.
 
 use super::*;
+use crate::flow::of_family;
 use crate::maglev::MaglevInput;
 
 /// Which data port each exception path belongs to, by port index (each checked by
@@ -27,30 +28,25 @@ fn refuse(path: impl Into<String>, message: impl Into<String>) -> BuildError {
     BuildError { path: path.into(), message: message.into() }
 }
 
-/// The one rule on address families, for every address a spec holds: IPv4 only, so far.
+/// The rules on address families: each port, the gateways and the tunnel addresses hold at
+/// most one address of each family; services are IPv4 only, so far.
 fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
+    let one_each = |path: String, list: &mut dyn Iterator<Item = IpAddr>| {
+        rules::one_per_family(list).map_err(|m| refuse(path, m))
+    };
+    for (pi, p) in spec.ports.iter().enumerate() {
+        one_each(format!("ports[{pi}].address"), &mut p.addresses.iter().map(|a| a.addr))?;
+        one_each(format!("ports[{pi}].gateway"), &mut p.gateways.iter().copied())?;
+    }
+    one_each("tunnel.source".into(), &mut spec.tunnel_sources.iter().copied())?;
+    one_each("tunnel.cluster".into(), &mut spec.clusters.iter().copied())?;
     let v4 = |path: String, a: IpAddr| {
         if a.is_ipv4() {
             Ok(())
         } else {
-            Err(refuse(path, format!("{a}: IPv6 is not supported yet")))
+            Err(refuse(path, format!("{a}: IPv6 services are not supported yet")))
         }
     };
-    for (pi, p) in spec.ports.iter().enumerate() {
-        v4(format!("ports[{pi}].address"), p.address)?;
-        if let Some(g) = p.gateway {
-            v4(format!("ports[{pi}].gateway"), g)?;
-        }
-        for (ni, &(ip, _)) in p.neighbors.iter().enumerate() {
-            v4(format!("ports[{pi}].neighbors[{ni}].address"), ip)?;
-        }
-    }
-    if let Some(t) = spec.tunnel_source {
-        v4("tunnel.source".into(), t)?;
-    }
-    if let Some(c) = spec.cluster {
-        v4("tunnel.cluster".into(), c)?;
-    }
     for (si, s) in spec.services.iter().enumerate() {
         v4(format!("services[{si}].vip"), s.vip)?;
         for (bi, b) in s.backends.iter().enumerate() {
@@ -91,7 +87,7 @@ impl NextHops {
     fn add_static(&mut self, spec: &SnapshotSpec) -> Result<(), BuildError> {
         for (pi, p) in spec.ports.iter().enumerate() {
             for (ni, &(ip, mac)) in p.neighbors.iter().enumerate() {
-                rules::on_link(ip, p.address, p.prefix_len)
+                rules::on_link(ip, &p.addresses)
                     .map_err(|m| refuse(format!("ports[{pi}].neighbors[{ni}].address"), m))?;
                 self.add(pi as u16, ip, Some(mac));
             }
@@ -255,20 +251,25 @@ fn build_backend(
         ));
     }
     let route = at.ports.iter().position(|p| p.contains(host)).map(|pi| (pi, host)).or_else(|| {
-        let pi = at.spec.ports.iter().position(|p| p.gateway.is_some())?;
-        Some((pi, at.spec.ports[pi].gateway.unwrap_or(host)))
+        (at.spec.ports.iter().enumerate()).find_map(|(pi, p)| Some((pi, of_family(&p.gateways, host)?)))
     });
     let field = if b.host.is_some() { "host" } else { "address" };
     let Some((pi, via)) = route else {
         return Err(refuse(
             format!("{path}.{field}"),
-            format!("no route to {host}: no port's prefix holds it and no port has a gateway"),
+            format!("no route to {host}: no port's prefix holds it and no port has a gateway of its family"),
         ));
     };
     let nexthop = hops.add(pi as u16, via, None);
     let id = backend_id(&path, (si, bi), b, seen)?;
     let out = &at.ports[pi];
-    let tunnel_source = at.spec.tunnel_source.unwrap_or(out.address);
+    let Some(tunnel_source) = of_family(&at.spec.tunnel_sources, host).or_else(|| out.address_like(host))
+    else {
+        return Err(refuse(
+            format!("{path}.{field}"),
+            format!("no tunnel source for {host}: port {} has no address of its family", out.name),
+        ));
+    };
     let Some(outer) = OuterHeader::new(out.mac, out.vlan, out.mtu, tunnel_source, host, s.tunnel) else {
         return Err(refuse(format!("{path}.{field}"), format!("no tunnel from {tunnel_source} to {host}")));
     };
@@ -345,8 +346,7 @@ impl Snapshot {
             .map(|p| Port {
                 name: p.name.clone(),
                 mac: p.mac,
-                address: p.address,
-                prefix_len: p.prefix_len,
+                addresses: p.addresses.clone(),
                 mtu: p.mtu,
                 vlan: p.vlan,
                 kernel: p.kernel,
@@ -360,8 +360,15 @@ impl Snapshot {
             .map(|(si, s)| build_service(si, s, &around, &mut hops, &mut seen))
             .collect::<Result<Vec<Service>, BuildError>>()?;
         let (nat_map, nat_services) = nat_groups(&services)?;
-        let default_nexthop = (spec.ports.iter().enumerate())
-            .find_map(|(pi, p)| p.gateway.map(|g| hops.add(pi as u16, g, None)));
+        let mut default_nexthops = [None; 2];
+        for (pi, p) in spec.ports.iter().enumerate() {
+            for &g in &p.gateways {
+                let slot = &mut default_nexthops[crate::flow::family(g)];
+                if slot.is_none() {
+                    *slot = Some(hops.add(pi as u16, g, None));
+                }
+            }
+        }
         let nexthops = hops.list;
         if nexthops.len() > usize::from(u16::MAX) {
             return Err(refuse("services", "more than 65535 next hops"));
@@ -388,11 +395,11 @@ impl Snapshot {
             ports,
             services,
             nexthops,
-            default_nexthop,
+            default_nexthops,
             nat_map,
             nat_services,
             from_kernel,
-            cluster: spec.cluster,
+            clusters: spec.clusters.clone(),
         })
     }
 }

@@ -7,12 +7,12 @@
 
 use crate::encap::OuterHeader;
 pub use crate::encap::Tunnel;
-use crate::flow::{Addr, FlowKey, SELECT_SEED};
+use crate::flow::{Addr, FlowKey, Prefix, SELECT_SEED};
 pub use crate::limit::Limits;
 use crate::maglev::Maglev;
 use crate::table::{IdIndex, MapKey, StaticMap};
 use crate::wire::{ipv4, Mac};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// How a service reaches its backends.
@@ -82,12 +82,12 @@ impl Protocol {
 pub struct PortSpec {
     pub name: String,
     pub mac: Mac,
-    pub address: IpAddr,
-    pub prefix_len: u8,
+    /// The port's addresses, at most one of each family (a dual-stack port has two).
+    pub addresses: Vec<Prefix>,
     pub mtu: u16,
     pub vlan: Option<u16>,
-    /// Next hop for destinations outside the port's prefix.
-    pub gateway: Option<IpAddr>,
+    /// Next hops for destinations outside every port's prefixes, at most one of each family.
+    pub gateways: Vec<IpAddr>,
     /// Static neighbours: never expire, never re-learned.
     pub neighbors: Vec<(IpAddr, Mac)>,
     /// The port index (after the data ports) of its exception path: a kernel interface with
@@ -199,11 +199,13 @@ impl ServiceSpec {
 pub struct SnapshotSpec {
     pub generation: u64,
     pub ports: Vec<PortSpec>,
-    /// Outer source of tunnels; the egress port's address when unset.
-    pub tunnel_source: Option<IpAddr>,
-    /// The cluster's tunnel address: an address of this appliance (as the ports' are) that
-    /// every appliance of the cluster shares, to which host agents send NAT replies.
-    pub cluster: Option<IpAddr>,
+    /// Outer sources of tunnels, at most one of each family; a tunnel whose family has none
+    /// starts at the egress port's address of its family.
+    pub tunnel_sources: Vec<IpAddr>,
+    /// The cluster's tunnel addresses (at most one of each family): addresses of this
+    /// appliance (as the ports' are) that every appliance of the cluster shares, to which host
+    /// agents send NAT replies.
+    pub clusters: Vec<IpAddr>,
     pub services: Vec<ServiceSpec>,
 }
 
@@ -227,8 +229,8 @@ impl std::fmt::Display for BuildError {
 pub struct Port {
     pub name: String,
     pub mac: Mac,
-    pub address: IpAddr,
-    pub prefix_len: u8,
+    /// At most one of each family.
+    pub addresses: Vec<Prefix>,
     pub mtu: u16,
     pub vlan: Option<u16>,
     /// Its exception path's port index (see [`PortSpec::kernel`]).
@@ -236,9 +238,36 @@ pub struct Port {
 }
 
 impl Port {
-    /// Whether `a` is inside the port's prefix (of the same family).
-    fn contains(&self, a: IpAddr) -> bool {
-        crate::flow::in_prefix(a, self.address, self.prefix_len)
+    /// Whether `a` is inside one of the port's prefixes.
+    pub fn contains(&self, a: IpAddr) -> bool {
+        self.addresses.iter().any(|p| p.contains(a))
+    }
+
+    /// Whether `a` is one of the port's addresses.
+    #[inline]
+    pub fn has_address(&self, a: IpAddr) -> bool {
+        self.addresses.iter().any(|p| p.addr == a)
+    }
+
+    /// The port's address of `a`'s family, if it has one.
+    pub fn address_like(&self, a: IpAddr) -> Option<IpAddr> {
+        self.addresses.iter().map(|p| p.addr).find(|x| x.is_ipv4() == a.is_ipv4())
+    }
+
+    /// The port's IPv4 address, if it has one.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.addresses.iter().find_map(|p| match p.addr {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The port's IPv6 address, if it has one.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.addresses.iter().find_map(|p| match p.addr {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        })
     }
 }
 
@@ -458,9 +487,9 @@ pub struct Snapshot {
     pub ports: Vec<Port>,
     pub services: Vec<Service>,
     pub nexthops: Vec<NextHop>,
-    /// The next hop for destinations outside every port's prefix (the first port with a
-    /// gateway): where NAT replies to clients go.
-    pub default_nexthop: Option<u16>,
+    /// The next hop for destinations outside every port's prefix, per family (IPv4, IPv6; the
+    /// first port with a gateway of the family): where NAT replies to clients go.
+    pub default_nexthops: [Option<u16>; 2],
     /// True if any service uses NAT (tunneled replies are looked at only then).
     pub has_nat: bool,
     /// NAT replies: (VPC, backend address, port, protocol) -> the services with that backend,
@@ -473,8 +502,8 @@ pub struct Snapshot {
     nexthop_map: StaticMap<NeighborKey, u16>,
     /// Indexed by port index: the data port an exception path belongs to.
     from_kernel: Vec<Option<u16>>,
-    /// The cluster's tunnel address (see [`SnapshotSpec::cluster`]).
-    pub cluster: Option<IpAddr>,
+    /// The cluster's tunnel addresses (see [`SnapshotSpec::clusters`]).
+    pub clusters: Vec<IpAddr>,
 }
 
 mod build;
@@ -505,7 +534,7 @@ impl Snapshot {
     /// True if `a` is the address of any port, or the cluster's tunnel address.
     #[inline]
     pub fn is_local(&self, a: IpAddr) -> bool {
-        self.ports.iter().any(|p| p.address == a) || self.cluster == Some(a)
+        self.ports.iter().any(|p| p.has_address(a)) || self.clusters.contains(&a)
     }
 
     pub fn nexthop(&self, port: u16, ip: IpAddr) -> Option<&NextHop> {
@@ -533,7 +562,7 @@ impl Snapshot {
     pub fn route_to(&self, a: IpAddr) -> Option<u16> {
         match self.ports.iter().position(|p| p.contains(a)) {
             Some(pi) => self.nexthop_index(pi as u16, a),
-            None => self.default_nexthop,
+            None => self.default_nexthops[crate::flow::family(a)],
         }
     }
 }
@@ -571,12 +600,19 @@ mod tests {
         assert!(port_count(1).is_ok() && port_count(crate::stats::MAX_PORTS).is_ok());
         assert_eq!(port_count(0).unwrap_err(), "at least one port is needed");
         assert!(port_count(crate::stats::MAX_PORTS + 1).unwrap_err().starts_with("at most"));
-        let net: IpAddr = [198, 18, 0, 1].into();
-        assert!(on_link([198, 18, 0, 9].into(), net, 24).is_ok());
+        let net = [Prefix::new(Ipv4Addr::new(198, 18, 0, 1), 24)];
+        assert!(on_link([198, 18, 0, 9].into(), &net).is_ok());
         assert_eq!(
-            on_link([198, 18, 1, 9].into(), net, 24).unwrap_err(),
+            on_link([198, 18, 1, 9].into(), &net).unwrap_err(),
             "198.18.1.9 is not inside 198.18.0.1/24"
         );
+        let v6: IpAddr = "2001:db8::9".parse().unwrap();
+        assert_eq!(on_link(v6, &net).unwrap_err(), "2001:db8::9: the port has no address of its family");
+        let dual = [net[0], Prefix::new("2001:db8::1".parse::<IpAddr>().unwrap(), 64)];
+        assert!(on_link(v6, &dual).is_ok());
+        assert!(one_per_family(&mut dual.iter().map(|p| p.addr)).is_ok());
+        let two = [net[0].addr, v6, [198, 18, 0, 2].into()];
+        assert_eq!(one_per_family(&mut two.into_iter()).unwrap_err(), "at most one IPv4 address");
         assert!(
             backend_count(crate::maglev::MAX_BACKENDS).is_ok()
                 && backend_count(crate::maglev::MAX_BACKENDS + 1).is_err()
@@ -619,7 +655,7 @@ mod tests {
         let e = Snapshot::build(&v6, None).unwrap_err();
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
-            ("services[0].vip", "2001:db8::1: IPv6 is not supported yet")
+            ("services[0].vip", "2001:db8::1: IPv6 services are not supported yet")
         );
     }
 
@@ -627,11 +663,10 @@ mod tests {
         PortSpec {
             name: name.into(),
             mac: [2, 0, 0, 0, 0, addr[3]],
-            address: addr.into(),
-            prefix_len: 24,
+            addresses: vec![Prefix::new(Ipv4Addr::from(addr), 24)],
             mtu: 1500,
             vlan: None,
-            gateway: gw.map(Into::into),
+            gateways: gw.into_iter().map(|g| Ipv4Addr::from(g).into()).collect(),
             neighbors: vec![],
             kernel: None,
         }
@@ -652,8 +687,8 @@ mod tests {
                 port("ext", [198, 18, 0, 1], Some([198, 18, 0, 254])),
                 port("int", [198, 19, 0, 1], None),
             ],
-            tunnel_source: None,
-            cluster: None,
+            tunnel_sources: vec![],
+            clusters: vec![],
             services,
         }
     }
@@ -701,7 +736,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(twice.path, "services[0].backends[1].address");
         let mut no_gw = spec(vec![service([198, 18, 10, 1], 80, &[[203, 0, 113, 5]])]);
-        no_gw.ports[0].gateway = None;
+        no_gw.ports[0].gateways.clear();
         assert_eq!(Snapshot::build(&no_gw, None).unwrap_err().path, "services[0].backends[0].address");
     }
 

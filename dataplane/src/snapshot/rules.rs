@@ -3,7 +3,7 @@
 //! reports every one a file breaks, at its line.
 
 use super::{Forwarding, Protocol};
-use crate::flow::in_prefix;
+use crate::flow::Prefix;
 use crate::maglev::{is_prime, MAX_BACKENDS, MAX_TABLE_SIZE};
 use crate::stats::MAX_PORTS;
 use std::net::IpAddr;
@@ -29,12 +29,26 @@ pub fn kernel_port(index: u16, data: usize) -> Result<(), String> {
     }
 }
 
-/// A port's neighbour or gateway is on its link: inside `net`/`len`.
-pub fn on_link(a: IpAddr, net: IpAddr, len: u8) -> Result<(), String> {
-    if in_prefix(a, net, len) {
-        Ok(())
-    } else {
-        Err(format!("{a} is not inside {net}/{len}"))
+/// A port's neighbour or gateway is on its link: inside the port's prefix of its family.
+pub fn on_link(a: IpAddr, prefixes: &[Prefix]) -> Result<(), String> {
+    match prefixes.iter().find(|p| p.addr.is_ipv4() == a.is_ipv4()) {
+        Some(p) if p.contains(a) => Ok(()),
+        Some(p) => Err(format!("{a} is not inside {p}")),
+        None => Err(format!("{a}: the port has no address of its family")),
+    }
+}
+
+/// A port, the gateways, the tunnel sources and the cluster addresses: at most one address
+/// of each family.
+pub fn one_per_family(list: &mut dyn Iterator<Item = IpAddr>) -> Result<(), String> {
+    let (mut v4, mut v6) = (0, 0);
+    for a in list {
+        *if a.is_ipv4() { &mut v4 } else { &mut v6 } += 1;
+    }
+    match (v4 > 1, v6 > 1) {
+        (true, _) => Err("at most one IPv4 address".into()),
+        (_, true) => Err("at most one IPv6 address".into()),
+        _ => Ok(()),
     }
 }
 

@@ -24,7 +24,9 @@ pub fn bench_host(i: u32) -> Ipv4Addr {
 /// The two ports, with `hosts` static neighbours on `int` ([`bench_host`] 0 and up).
 fn ports(hosts: u32) -> Vec<PortSpec> {
     let neighbors = (0..hosts).map(|i| (bench_host(i), [2, 0, 0, 1, 0, i as u8]));
-    vec![ext_port(), PortSpec { prefix_len: 16, ..port_spec("int", INT_MAC, INT_ADDR, neighbors) }]
+    let mut int = port_spec("int", INT_MAC, INT_ADDR, neighbors);
+    int.addresses[0].len = 16;
+    vec![ext_port(), int]
 }
 
 /// One DSR service (198.18.10.1:80 TCP, IPIP) over `backends` backends, [`bench_host`] 0 and

@@ -6,6 +6,7 @@
 //! the caller, with struct-update syntax: `PortSpec { mtu: 576, ..port_spec(..) }`.
 
 use super::{hosts, EXT_ADDR, EXT_MAC, INT_ADDR, INT_MAC};
+use crate::flow::Prefix;
 use crate::snapshot::{BackendSpec, Forwarding, PortSpec, Protocol, ServiceSpec, Snapshot, SnapshotSpec};
 use crate::wire::Mac;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,11 +26,10 @@ pub fn port_spec<A: Into<Ipv4Addr>>(
     PortSpec {
         name: name.into(),
         mac,
-        address: spec_addr(address),
-        prefix_len: 24,
+        addresses: vec![Prefix::new(spec_addr(address), 24)],
         mtu: 1500,
         vlan: None,
-        gateway: None,
+        gateways: vec![],
         neighbors: neighbors.into_iter().map(|(a, m)| (spec_addr(a), m)).collect(),
         kernel: None,
     }
@@ -84,12 +84,12 @@ pub fn nat_service(
 
 /// Generation 1 of `ports` and `services`, tunnels from the egress port's address.
 pub fn snapshot_spec(ports: Vec<PortSpec>, services: Vec<ServiceSpec>) -> SnapshotSpec {
-    SnapshotSpec { generation: 1, ports, tunnel_source: None, cluster: None, services }
+    SnapshotSpec { generation: 1, ports, tunnel_sources: vec![], clusters: vec![], services }
 }
 
 /// [`snapshot_spec`] with outer tunnel source `source`.
 pub fn with_tunnel_source(spec: SnapshotSpec, source: impl Into<Ipv4Addr>) -> SnapshotSpec {
-    SnapshotSpec { tunnel_source: Some(spec_addr(source)), ..spec }
+    SnapshotSpec { tunnel_sources: vec![spec_addr(source)], ..spec }
 }
 
 /// [`snapshot_spec`], built; panics if the build refuses it.

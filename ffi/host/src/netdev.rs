@@ -1,9 +1,10 @@
 //! An interface's IPv4 address and its up flag, set the way `ip addr add` and `ip link set
 //! up` do for one address (`SIOCSIFADDR`, `SIOCSIFNETMASK`, `SIOCSIFFLAGS` on a datagram
-//! socket of this network namespace): what sluiced does for an exception path's TAP device.
+//! socket of this network namespace), and an IPv6 address added (`SIOCSIFADDR` on an IPv6
+//! socket): what sluiced does for an exception path's TAP device.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// An `ifreq` naming `name` (checked: 1 to IFNAMSIZ - 1 bytes, no NUL or `/`).
@@ -22,9 +23,14 @@ fn request(name: &str) -> io::Result<libc::ifreq> {
 
 /// A socket to address the interface ioctls to.
 fn socket() -> io::Result<OwnedFd> {
+    socket_of(libc::AF_INET)
+}
+
+/// A datagram socket of `family`.
+fn socket_of(family: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers; a non-negative result is a new descriptor that
     // nothing else owns, so OwnedFd may take it.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -77,6 +83,48 @@ pub fn set_ipv4_up(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()>
     ioctl(&sock, libc::SIOCSIFFLAGS, &mut req)
 }
 
+/// Adds the IPv6 address `addr/prefix_len` to interface `name`, without duplicate address
+/// detection (the port's address is the appliance's; the kernel side must use it at once).
+/// Needs CAP_NET_ADMIN.
+pub fn add_ipv6(name: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    if prefix_len > 128 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("prefix length {prefix_len}")));
+    }
+    let mut req = request(name)?;
+    ioctl(&socket()?, libc::SIOCGIFINDEX, &mut req)?;
+    // The interface exists (and its name is plain): its DAD switch is a file of that name.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_dad"), "0");
+    // SAFETY: SIOCGIFINDEX has just written the union's index member.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    let mut req6 = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr { s6_addr: addr.octets() },
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: index,
+    };
+    let sock = socket_of(libc::AF_INET6)?;
+    // SAFETY: `sock` is open for the whole call; SIOCSIFADDR on an IPv6 socket reads one
+    // `struct in6_ifreq`, and `req6` is a valid one that lives across the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut req6 as *mut libc::in6_ifreq) };
+    match rc {
+        0 => Ok(()),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// Whether interface `name` has the IPv6 address `addr/prefix_len` (from the calling thread's
+/// network namespace's `if_inet6`).
+pub fn has_ipv6(name: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<bool> {
+    let hex: String = addr.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let table = std::fs::read_to_string("/proc/thread-self/net/if_inet6")?;
+    Ok(table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 6 && f[0] == hex && u8::from_str_radix(f[2], 16) == Ok(prefix_len) && f[5] == name
+    }))
+}
+
 /// Interface `name`'s primary IPv4 address and netmask, and whether it is up.
 pub fn ipv4_of(name: &str) -> io::Result<(Ipv4Addr, Ipv4Addr, bool)> {
     let sock = socket()?;
@@ -117,6 +165,12 @@ mod tests {
             assert!(set_ipv4_up("no-such-if", Ipv4Addr::new(198, 18, 255, 1), 24).is_err());
             assert!(set_ipv4_up(tun.name(), Ipv4Addr::new(198, 18, 255, 1), 33).is_err());
             assert!(set_ipv4_up("a/b", Ipv4Addr::new(198, 18, 255, 1), 24).is_err());
+            let v6: Ipv6Addr = "2001:db8:ff::1".parse().unwrap();
+            assert!(!has_ipv6(tun.name(), v6, 64).unwrap());
+            add_ipv6(tun.name(), v6, 64).unwrap();
+            add_ipv6(tun.name(), v6, 64).unwrap();
+            assert!(has_ipv6(tun.name(), v6, 64).unwrap());
+            assert!(add_ipv6("no-such-if", v6, 64).is_err() && add_ipv6(tun.name(), v6, 129).is_err());
         })
         .join()
         .unwrap();
