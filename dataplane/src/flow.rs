@@ -70,6 +70,23 @@ impl std::fmt::Display for Prefix {
     }
 }
 
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(a: IpAddr) -> Family {
+        if a.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
 /// The index of `a`'s family in tables kept per family: 0 for IPv4, 1 for IPv6.
 #[inline]
 pub fn family(a: IpAddr) -> usize {

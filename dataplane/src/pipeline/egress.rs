@@ -13,7 +13,7 @@ use crate::wire::Mac;
 /// long for any MTU if it does not fit 16 bits).
 #[inline]
 pub fn inner(len: usize, tos: u8, ident: u16, dont_frag: bool) -> Inner {
-    Inner { len: u16::try_from(len).unwrap_or(u16::MAX), tos, ident, dont_frag }
+    Inner { len: u16::try_from(len).unwrap_or(u16::MAX), tos, ident, dont_frag, label: 0 }
 }
 
 /// Next hop `nhi`'s MAC, asking for it (after the burst) if it is unknown or due a refresh

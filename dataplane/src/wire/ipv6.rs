@@ -216,6 +216,20 @@ impl Ipv6Repr {
     }
 }
 
+/// A fixed header written once as a template and completed per packet (tunnels' outer
+/// headers): [`write_varying`](template::write_varying) writes what changes.
+pub mod template {
+    use super::{field, write_u16, write_u32};
+
+    /// Writes the per-packet fields of the header at the front of `h`: version, traffic class
+    /// and flow label (its low 20 bits) as one word, and the payload length.
+    #[inline(always)]
+    pub fn write_varying(h: &mut [u8], traffic_class: u8, flow_label: u32, payload_len: u16) {
+        write_u32(h, field::VER_TC_FLOW, 6 << 28 | u32::from(traffic_class) << 20 | flow_label & 0x000f_ffff);
+        write_u16(h, field::PAYLOAD_LEN, payload_len);
+    }
+}
+
 /// A fragment header (RFC 8200 4.5) as [`upper_layer`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentHeader {
