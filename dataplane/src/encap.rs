@@ -122,7 +122,9 @@ impl OuterHeader {
         let ip = eth.header_len();
         eth.emit(&mut bytes[..ip]);
         let (ip_len, sum) = match (source, host) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => (ipv4::HEADER_LEN, v4_template(&mut bytes[ip..], s, d, protocol)),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (ipv4::HEADER_LEN, v4_template(&mut bytes[ip..], s, d, protocol))
+            }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 let fixed = Ipv6Repr {
                     src: s,
@@ -177,15 +179,15 @@ impl OuterHeader {
     }
 
     /// Writes the header to `b[..self.len()]` toward `dst_mac`, for `inner`. False, with
-    /// nothing written, if `b` is shorter than [`MAX_LEN`] (a tunneled packet is always
-    /// longer: the header and at least an inner IP header). What follows the header in `b`
-    /// is left as it was.
+    /// nothing written, if `b` is shorter than the longest header of the underlay's family
+    /// (a tunneled packet is always longer: the header and at least an inner IP header).
+    /// What follows the header in `b` is left as it was.
     #[inline]
     pub fn write(&self, b: &mut [u8], dst_mac: Mac, inner: Inner) -> bool {
-        let Some(h) = b.get_mut(..MAX_LEN) else { return false };
         if self.v6 {
-            return self.write_v6(h, dst_mac, inner);
+            return self.write_v6(b, dst_mac, inner);
         }
+        let Some(h) = b.get_mut(..MAX_LEN_V4) else { return false };
         // `new` keeps both in these ranges; saying so lets the compiler drop the bounds
         // checks below.
         let len = self.len().clamp(MIN_LEN, MAX_LEN_V4);
@@ -208,9 +210,10 @@ impl OuterHeader {
         true
     }
 
-    /// [`OuterHeader::write`] for an IPv6 underlay, into `h` of [`MAX_LEN`] bytes.
+    /// [`OuterHeader::write`] for an IPv6 underlay.
     #[inline(never)]
-    fn write_v6(&self, h: &mut [u8], dst_mac: Mac, inner: Inner) -> bool {
+    fn write_v6(&self, b: &mut [u8], dst_mac: Mac, inner: Inner) -> bool {
+        let Some(h) = b.get_mut(..MAX_LEN) else { return false };
         let len = self.len().clamp(MIN_LEN_V6, MAX_LEN);
         let ip = usize::from(self.ip).min(18);
         h[..HEAD_V6].copy_from_slice(&self.bytes[..HEAD_V6]);
@@ -239,7 +242,12 @@ fn v4_template(h: &mut [u8], source: std::net::Ipv4Addr, host: std::net::Ipv4Add
     fixed.emit(&mut h[..ipv4::HEADER_LEN]);
     ipv4::template::clear_varying(h);
     let (s, d) = (u32::from(source), u32::from(host));
-    0x4500 + u32::from(u16::from_be_bytes([fixed.ttl, protocol])) + (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff)
+    0x4500
+        + u32::from(u16::from_be_bytes([fixed.ttl, protocol]))
+        + (s >> 16)
+        + (s & 0xffff)
+        + (d >> 16)
+        + (d & 0xffff)
 }
 
 #[cfg(test)]
@@ -362,8 +370,14 @@ mod tests {
     #[test]
     fn refuses_a_buffer_shorter_than_any_packet_it_tunnels() {
         let h = OuterHeader::new(([2; 6], None, 1500), LOCAL, LOCAL, Tunnel::Ipip, Family::V4).unwrap();
+        let inner = Inner { len: 20, tos: 0, ident: 0, dont_frag: false, label: 0 };
+        let mut b = [7u8; MAX_LEN_V4 - 1];
+        assert!(!h.write(&mut b, [1; 6], inner));
+        assert!(b.iter().all(|&x| x == 7));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let h = OuterHeader::new(([2; 6], None, 1500), v6, v6, Tunnel::Ipip, Family::V4).unwrap();
         let mut b = [7u8; MAX_LEN - 1];
-        assert!(!h.write(&mut b, [1; 6], Inner { len: 20, tos: 0, ident: 0, dont_frag: false, label: 0 }));
+        assert!(!h.write(&mut b, [1; 6], inner));
         assert!(b.iter().all(|&x| x == 7));
     }
 

@@ -333,7 +333,8 @@ fn a_reply_too_big_for_the_clients_port_is_dropped() {
     let (sessions, proxy) = (SessionTable::new(1024, Timeouts::default(), 1), synproxy());
     let (mut sched, mut resolve) = (SchedState::new(0, 1), Resolve::new());
     let mut cx = Ctx::new(&snap, &sessions, &proxy, &mut sched, 1_000_000_000, &mut resolve);
-    assert!(matches!(process(&mut cx, 0, &mut VecFrame::new(&query)), Verdict::Tunnel { .. }));
+    let v = process(&mut cx, 0, &mut VecFrame::new(&query));
+    assert!(matches!(v, Verdict::Tunnel { .. }), "{v:?}");
     assert_eq!(process(&mut cx, 1, &mut VecFrame::new(&tunneled)), Verdict::Drop(DropReason::MtuExceeded));
 }
 

@@ -1,7 +1,7 @@
 //! The first pass over a frame: Ethernet checks, then what the packet is for. Parses and
 //! decides only; nothing here writes the frame.
 
-use super::context::{Ctx, ToService};
+use super::context::{Ctx, Network, ToService};
 use crate::io::Frame;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetFrame};
@@ -200,5 +200,5 @@ fn to_service(
     let payload =
         data.get(l2 + usize::from(ip.header_len)..l2 + usize::from(ip.total_len)).unwrap_or_default();
     let l4 = super::context::transport(ip.protocol, payload, true)?;
-    Ok(ToService::find(cx, (rx_port, l2), ip, l4, false))
+    Ok(ToService::find(cx, (rx_port, l2), &Network::v4(ip), l4, false))
 }

@@ -147,7 +147,8 @@ pub struct ToService {
     pub(crate) rx_port: u16,
     /// Where the IP header starts in the frame.
     pub(crate) l2: u8,
-    /// The IPv4 packet's total length, TOS, identification and DF bit.
+    /// The packet's whole length, TOS (or traffic class), identification and DF bit (IPv6:
+    /// 0, and set: it is never fragmented on the way).
     pub(crate) inner_len: u16,
     pub(crate) tos: u8,
     pub(crate) ident: u16,
@@ -173,6 +174,37 @@ pub(crate) fn transport(
     }
 }
 
+/// What the first pass read of a packet's network header, of either family.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Network {
+    pub src: Addr,
+    pub dst: Addr,
+    /// The transport protocol (IPv6: the upper layer after any extension headers).
+    pub protocol: u8,
+    /// The packet's whole length.
+    pub len: u16,
+    /// TOS or traffic class.
+    pub tos: u8,
+    /// IPv4's identification and DF bit; IPv6: 0 and set.
+    pub ident: u16,
+    pub dont_frag: bool,
+}
+
+impl Network {
+    #[inline(always)]
+    pub fn v4(ip: &Ipv4Header) -> Network {
+        Network {
+            src: Addr::v4(ip.src),
+            dst: Addr::v4(ip.dst),
+            protocol: ip.protocol,
+            len: ip.total_len,
+            tos: ip.tos,
+            ident: ip.ident,
+            dont_frag: ip.dont_frag(),
+        }
+    }
+}
+
 impl ToService {
     /// The packet `ip` at `frame[l2..]`, received on `rx_port`, with transport ports and
     /// flags `(src_port, dst_port, tcp_flags)`: bound for the service of its destination and
@@ -181,20 +213,14 @@ impl ToService {
     pub(crate) fn find(
         cx: &Ctx<'_>,
         (rx_port, l2): (u16, usize),
-        ip: &Ipv4Header,
+        ip: &Network,
         (src_port, dst_port, tcp_flags): (u16, u16, Option<u8>),
         later_fragment: bool,
     ) -> Option<ToService> {
         let snap = cx.snap;
-        let service = snap.service(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol))?;
+        let service = snap.service(ServiceKey::new(ip.dst, dst_port, ip.protocol))?;
         let svc = snap.services.get(usize::from(service))?;
-        let flow = FlowKey {
-            src: Addr::v4(ip.src),
-            dst: Addr::v4(ip.dst),
-            src_port,
-            dst_port,
-            protocol: ip.protocol,
-        };
+        let flow = FlowKey { src: ip.src, dst: ip.dst, src_port, dst_port, protocol: ip.protocol };
         let session = SessionKey::flow(flow.src, src_port, svc.id);
         Some(ToService {
             flow,
@@ -204,10 +230,10 @@ impl ToService {
             tcp_flags,
             rx_port,
             l2: l2 as u8,
-            inner_len: ip.total_len,
+            inner_len: ip.len,
             tos: ip.tos,
             ident: ip.ident,
-            dont_frag: ip.dont_frag(),
+            dont_frag: ip.dont_frag,
             later_fragment,
         })
     }
@@ -222,6 +248,12 @@ impl ToService {
     #[inline(always)]
     pub(crate) fn l2(&self) -> usize {
         usize::from(self.l2)
+    }
+
+    /// The outer IPv6 flow label of the packet's tunnel: the same for every packet of a flow.
+    #[inline(always)]
+    pub(crate) fn flow_label(&self) -> u32 {
+        (self.session_hash >> 32) as u32 & 0x000f_ffff
     }
 }
 

@@ -6,7 +6,7 @@
 //! no transport header, so `nat` rewrites only their addresses; the first fragment's transport
 //! checksum, which covers the whole datagram, is updated as any packet's is.
 
-use super::context::{transport, Ctx, ToService};
+use super::context::{transport, Ctx, Network, ToService};
 use crate::flow::Addr;
 use crate::fragments::{FragKey, Ports};
 use crate::stats::DropReason;
@@ -47,5 +47,5 @@ pub fn to_service(cx: &mut Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Res
         let flags = (ip.protocol == ipv4::PROTO_TCP).then_some(0);
         ((ports.src, ports.dst, flags), true)
     };
-    ToService::find(cx, (rx_port, l2), &ip, l4, later).ok_or(DropReason::NoService)
+    ToService::find(cx, (rx_port, l2), &Network::v4(&ip), l4, later).ok_or(DropReason::NoService)
 }

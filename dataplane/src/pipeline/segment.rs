@@ -3,6 +3,7 @@
 
 use crate::io::Frame;
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
+use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::tcp_options::{self, TcpOptions};
 use crate::wire::{TcpPacket, TcpRepr, WireError};
 use std::net::IpAddr;
@@ -18,10 +19,27 @@ pub struct SegView {
     pub opts: TcpOptions,
 }
 
-/// Reads the TCP/IPv4 packet at `b[at..]` (its headers were checked by the first pass).
+/// Where the transport header and the packet's end are in the IPv4 or IPv6 packet at
+/// `b[at..]` (past IPv6 extension headers), as offsets into `b`.
+fn transport_range(b: &[u8], at: usize) -> Result<std::ops::Range<usize>, WireError> {
+    let packet = b.get(at..).ok_or(WireError::Truncated)?;
+    match packet.first().map(|v| v >> 4) {
+        Some(6) => {
+            let u = ipv6::upper_layer(packet)?;
+            let end = Ipv6Packet::new_checked(packet)?.total_len();
+            Ok(at + u.offset..at + end)
+        }
+        _ => {
+            let ip = Ipv4Packet::new_checked(packet)?;
+            Ok(at + ip.header_len()..at + ip.total_len())
+        }
+    }
+}
+
+/// Reads the TCP packet (IPv4 or IPv6) at `b[at..]` (its headers were checked by the first
+/// pass).
 pub fn read(b: &[u8], at: usize) -> Result<SegView, WireError> {
-    let ip = Ipv4Packet::new_checked(b.get(at..).ok_or(WireError::Truncated)?)?;
-    let t = TcpPacket::new_checked(ip.payload())?;
+    let t = TcpPacket::new_checked(&b[transport_range(b, at)?])?;
     let opts = tcp_options::parse(t.options())?;
     Ok(SegView {
         seq: t.seq(),
@@ -33,13 +51,13 @@ pub fn read(b: &[u8], at: usize) -> Result<SegView, WireError> {
     })
 }
 
-/// Lowers the MSS option of the SYN or SYN-ACK at `b[at..]` (IPv4, headers checked) to
-/// `max` when it offers more; whether it did.
+/// Lowers the MSS option of the SYN or SYN-ACK at `b[at..]` (IPv4 or IPv6, headers checked)
+/// to `max` when it offers more; whether it did.
 pub fn clamp_mss(b: &mut [u8], at: usize, max: u16) -> bool {
-    let Some(Ok(ip)) = b.get_mut(at..).map(Ipv4Packet::new_checked) else {
+    let Ok(range) = transport_range(b, at) else {
         return false;
     };
-    tcp_options::clamp_mss(ip.into_payload_mut(), max).is_some()
+    tcp_options::clamp_mss(&mut b[range], max).is_some()
 }
 
 /// Sizes the frame to `len` bytes (appending zeros or trimming the end).

@@ -271,7 +271,8 @@ fn build_backend(
         ));
     };
     let inner = crate::flow::Family::of(s.vip);
-    let Some(outer) = OuterHeader::new((out.mac, out.vlan, out.mtu), tunnel_source, host, s.tunnel, inner) else {
+    let Some(outer) = OuterHeader::new((out.mac, out.vlan, out.mtu), tunnel_source, host, s.tunnel, inner)
+    else {
         return Err(refuse(format!("{path}.{field}"), format!("no tunnel from {tunnel_source} to {host}")));
     };
     let backend = Backend {
