@@ -92,16 +92,18 @@ fn bad_address() {
 }
 
 #[test]
-fn ipv6_is_refused_where_it_is_until_it_lands() {
+fn ipv6_nat_is_refused_where_it_is_until_it_lands() {
     // Addresses are family-neutral from the parser on; the one rule that refuses IPv6 for now
-    // is Snapshot::build's, placed by its path.
-    let e = refuse("vip: 198.18.10.1", "vip: 2001:db8::10");
-    assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 services are not supported yet");
-    let e = refuse("address: 198.18.0.11", "address: 2001:db8::11");
-    assert!(
-        e.ends_with("services[0].backends[1].address: 2001:db8::11: IPv6 services are not supported yet"),
-        "{e}"
+    // is Snapshot::build's, placed by its path. A `dsr` service takes an IPv6 VIP.
+    let v6 = Config::parse(&GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1), "p.yaml").unwrap();
+    assert_eq!(v6.services[0].vip, "2001:db8::10".parse::<std::net::IpAddr>().unwrap());
+    let nat = GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1).replacen(
+        "    tunnel: gre\n    gre_key: 7\n",
+        "    forwarding: nat\n    vpc: 100\n",
+        1,
     );
+    let e = Config::parse(&nat, "p.yaml").unwrap_err().to_string();
+    assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 `nat` services are not supported yet");
 }
 
 #[test]

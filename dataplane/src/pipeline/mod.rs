@@ -27,6 +27,7 @@ mod outcome;
 mod proxy;
 mod proxy_backend;
 mod reply;
+mod reply6;
 mod segment;
 
 pub use context::{

@@ -1,8 +1,10 @@
 //! Replies the appliance builds in place and sends back to a packet's sender: ICMP echo
-//! replies, and for a service's client a TCP RST or ICMP port unreachable.
+//! replies, and for a service's client a TCP RST, ICMP port unreachable or fragmentation
+//! needed (an IPv6 client's are [`super::reply6`]'s).
 
 use super::context::ToService;
 use super::outcome::Verdict;
+use super::reply6;
 use crate::io::Frame;
 use crate::snapshot::{NoBackend, Service, Snapshot};
 use crate::stats::DropReason;
@@ -77,6 +79,9 @@ fn ends(p: &ToService) -> Option<(Ipv4Addr, Ipv4Addr)> {
 /// Turns a client's packet into ICMP destination unreachable, port unreachable (RFC 792),
 /// from the VIP: the original IP header and the first 8 bytes after it are quoted.
 pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict {
+    if reply6::ends(p).is_some() {
+        return reply6::unreachable(snap, frame, p);
+    }
     let fail = Verdict::Drop(DropReason::NoBackend);
     let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
         return fail;
@@ -112,6 +117,9 @@ pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> V
 /// unreachable, fragmentation needed (RFC 1191), from the VIP, with the largest packet the
 /// tunnel takes (`mtu`) and as much of the packet as ICMP quotes (548 bytes).
 pub fn frag_needed<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu: u16) -> Verdict {
+    if reply6::ends(p).is_some() {
+        return reply6::too_big(snap, frame, p, mtu);
+    }
     let fail = Verdict::Drop(DropReason::MtuExceeded);
     let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
         return fail;
@@ -162,6 +170,17 @@ fn error_headers(
     icmp_error::write_header(&mut b[at..at + icmp::HEADER_LEN + quote], msg_type, code, rest);
 }
 
+/// The client's TCP segment at `b[l2..]` (IPv4 or IPv6): its sequence and acknowledgment
+/// numbers and its data length.
+fn segment(b: &[u8], l2: usize) -> Option<(u32, u32, u32)> {
+    if b.get(l2).is_some_and(|v| v >> 4 == 6) {
+        return reply6::segment(b, l2);
+    }
+    let ip = Ipv4Packet::new_checked(b.get(l2..)?).ok()?;
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((t.seq(), t.ack(), t.payload().len() as u32))
+}
+
 /// Turns a client's TCP segment into the RST that ends its connection (RFC 9293 3.10.7.1:
 /// the reset takes its sequence number from the segment's ACK, or acknowledges the segment),
 /// addressed back to the sender from the VIP. UDP is dropped.
@@ -170,24 +189,21 @@ pub fn reset<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict
     let Some(flags) = p.tcp_flags.filter(|f| f & tcp::RST == 0) else {
         return fail;
     };
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let l2 = p.l2();
+    let Some((seq, ack, data_len)) = segment(frame.data(), l2) else {
         return fail;
     };
-    let l2 = p.l2();
-    let (seq, ack, seg_len) = {
-        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[l2..]) else {
-            return fail;
-        };
-        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-            return fail;
-        };
-        let syn_fin = u32::from(flags & tcp::SYN != 0) + u32::from(flags & tcp::FIN != 0);
-        (t.seq(), t.ack(), t.payload().len() as u32 + syn_fin)
-    };
+    let seg_len = data_len + u32::from(flags & tcp::SYN != 0) + u32::from(flags & tcp::FIN != 0);
     let (rst_seq, rst_ack, rst_flags) = if flags & tcp::ACK != 0 {
         (ack, 0, tcp::RST)
     } else {
         (0, seq.wrapping_add(seg_len), tcp::RST | tcp::ACK)
+    };
+    if reply6::ends(p).is_some() {
+        return reply6::reset(snap, frame, p, (rst_seq, rst_ack, rst_flags));
+    }
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+        return fail;
     };
     // Keep Ethernet, a 20-byte IP header and a 20-byte TCP header (both written whole); drop
     // options and data.

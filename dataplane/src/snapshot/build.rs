@@ -29,7 +29,7 @@ fn refuse(path: impl Into<String>, message: impl Into<String>) -> BuildError {
 }
 
 /// The rules on address families: each port, the gateways and the tunnel addresses hold at
-/// most one address of each family; services are IPv4 only, so far.
+/// most one address of each family; a service's VIP and backends, see [`rules::families`].
 fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
     let one_each = |path: String, list: &mut dyn Iterator<Item = IpAddr>| {
         rules::one_per_family(list).map_err(|m| refuse(path, m))
@@ -40,20 +40,13 @@ fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
     }
     one_each("tunnel.source".into(), &mut spec.tunnel_sources.iter().copied())?;
     one_each("tunnel.cluster".into(), &mut spec.clusters.iter().copied())?;
-    let v4 = |path: String, a: IpAddr| {
-        if a.is_ipv4() {
-            Ok(())
-        } else {
-            Err(refuse(path, format!("{a}: IPv6 services are not supported yet")))
-        }
-    };
     for (si, s) in spec.services.iter().enumerate() {
-        v4(format!("services[{si}].vip"), s.vip)?;
+        let synproxy = s.synproxy && s.protocol == Protocol::Tcp;
+        rules::families(s.vip, s.forwarding, synproxy, None)
+            .map_err(|m| refuse(format!("services[{si}].vip"), m))?;
         for (bi, b) in s.backends.iter().enumerate() {
-            v4(format!("services[{si}].backends[{bi}].address"), b.address)?;
-            if let Some(h) = b.host {
-                v4(format!("services[{si}].backends[{bi}].host"), h)?;
-            }
+            rules::families(s.vip, s.forwarding, synproxy, Some(b.address))
+                .map_err(|m| refuse(format!("services[{si}].backends[{bi}].address"), m))?;
         }
     }
     Ok(())

@@ -649,13 +649,23 @@ mod tests {
             (e.path.as_str(), e.message.as_str()),
             ("ports[0].neighbors[0].address", "198.19.0.5 is not inside 198.18.0.1/24")
         );
-        let v6 = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
-        let mut v6 = v6;
+        // An IPv6 VIP forwards `dsr` over the IPv4 underlay; `nat` waits, and never mixes.
+        let mut v6 = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
         v6.services[0].vip = "2001:db8::1".parse().unwrap();
+        let s = Snapshot::build(&v6, None).unwrap();
+        assert!(s.is_vip("2001:db8::1".parse().unwrap()));
+        assert_eq!(s.services[0].backends[0].outer.len(), 14 + 20);
+        v6.services[0].forwarding = Forwarding::Nat;
         let e = Snapshot::build(&v6, None).unwrap_err();
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
-            ("services[0].vip", "2001:db8::1: IPv6 services are not supported yet")
+            ("services[0].vip", "2001:db8::1: IPv6 `nat` services are not supported yet")
+        );
+        assert!(rules::families(v6.services[0].vip, Forwarding::Nat, false, Some([192, 0, 2, 1].into()))
+            .unwrap_err()
+            .contains("NAT46 and NAT64"));
+        assert!(
+            rules::families([192, 0, 2, 1].into(), Forwarding::Dsr, false, Some(v6.services[0].vip)).is_ok()
         );
     }
 

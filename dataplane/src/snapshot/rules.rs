@@ -38,6 +38,28 @@ pub fn on_link(a: IpAddr, prefixes: &[Prefix]) -> Result<(), String> {
     }
 }
 
+/// A service's families: an IPv6 VIP forwards `dsr` (over either underlay) but not yet
+/// `nat` or through the SYN proxy; a `nat` backend (`backend`) is of its VIP's family (no
+/// NAT46 or NAT64).
+pub fn families(
+    vip: IpAddr,
+    forwarding: Forwarding,
+    synproxy: bool,
+    backend: Option<IpAddr>,
+) -> Result<(), String> {
+    let nat = forwarding == Forwarding::Nat;
+    match backend {
+        None if vip.is_ipv6() && nat => Err(format!("{vip}: IPv6 `nat` services are not supported yet")),
+        None if vip.is_ipv6() && synproxy => {
+            Err(format!("{vip}: the SYN proxy takes IPv4 VIPs only, so far"))
+        }
+        Some(b) if nat && b.is_ipv4() != vip.is_ipv4() => {
+            Err(format!("{b}: a `nat` backend is of its VIP's family (NAT46 and NAT64 are not done)"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A port, the gateways, the tunnel sources and the cluster addresses: at most one address
 /// of each family.
 pub fn one_per_family(list: &mut dyn Iterator<Item = IpAddr>) -> Result<(), String> {
