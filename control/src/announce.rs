@@ -106,11 +106,12 @@ pub fn standing(
     out
 }
 
-/// The include file for BIRD's static protocol: one blackhole route per announced VIP (the
-/// route exists only to be exported; the appliance's kernel never gets it).
-pub fn bird_include(vips: impl IntoIterator<Item = IpAddr>) -> String {
+/// The include file for BIRD's static protocol of `vips`' family (IPv4, or with `ipv6`,
+/// IPv6): one blackhole route per announced VIP of it (the route exists only to be exported;
+/// the appliance's kernel never gets it).
+pub fn bird_include(vips: impl IntoIterator<Item = IpAddr>, ipv6: bool) -> String {
     let mut out = String::from("# Written by sluiced: the VIPs this appliance announces. Do not edit.\n");
-    for v in vips {
+    for v in vips.into_iter().filter(|v| v.is_ipv6() == ipv6) {
         let len = if v.is_ipv4() { 32 } else { 128 };
         out.push_str(&format!("route {v}/{len} blackhole;\n"));
     }
@@ -189,11 +190,14 @@ mod tests {
     }
 
     #[test]
-    fn the_include_names_each_vip_once() {
-        let text = bird_include([IpAddr::from([198, 18, 10, 1]), "2001:db8::10".parse().unwrap()]);
-        assert!(text.contains("\nroute 198.18.10.1/32 blackhole;\n"), "{text}");
-        assert!(text.contains("\nroute 2001:db8::10/128 blackhole;\n"), "{text}");
-        assert_eq!(bird_include([]).lines().filter(|l| l.starts_with("route")).count(), 0);
+    fn each_include_names_each_vip_of_its_family_once() {
+        let vips = [IpAddr::from([198, 18, 10, 1]), "2001:db8::10".parse().unwrap()];
+        let (v4, v6) = (bird_include(vips, false), bird_include(vips, true));
+        let routes =
+            |t: &str| t.lines().filter(|l| l.starts_with("route")).map(String::from).collect::<Vec<_>>();
+        assert_eq!(routes(&v4), ["route 198.18.10.1/32 blackhole;"], "{v4}");
+        assert_eq!(routes(&v6), ["route 2001:db8::10/128 blackhole;"], "{v6}");
+        assert!(routes(&bird_include([], false)).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Telling BIRD 2 what to announce: sluiced writes the include file BIRD's static protocol
-//! reads, then asks BIRD to `configure` over its control socket (BIRD keeps its BGP and BFD
+//! Telling BIRD 2 what to announce: sluiced writes the include files BIRD's static protocols
+//! read (one per family: a static protocol has one channel), then asks BIRD to `configure` over its control socket (BIRD keeps its BGP and BFD
 //! sessions through a reconfiguration; a config it cannot read leaves the old one running).
 //!
 //! The control socket speaks lines of a four-digit code, then `-` (more follow) or a space
@@ -7,11 +7,22 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The longest a configure may take before it is given up (BIRD answers in ~100 ms).
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The include file of the IPv6 VIPs beside `include` (the IPv4 VIPs'): its name with `6`
+/// before the extension (`vips.conf`: `vips6.conf`).
+pub fn ipv6_include(include: &Path) -> PathBuf {
+    let stem = include.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match include.extension() {
+        Some(ext) => format!("{stem}6.{}", ext.to_string_lossy()),
+        None => format!("{stem}6"),
+    };
+    include.with_file_name(name)
+}
 
 /// Writes `text` to `path` whole: to a temporary file beside it, then renamed over it, so that
 /// BIRD never reads half a file.
@@ -118,6 +129,12 @@ mod tests {
         assert_eq!(bgp_line(down), Some(("peer2".into(), false)));
         assert_eq!(bgp_line("1002-vips       Static     master4    up     02:10:05.123\n"), None);
         assert_eq!(bgp_line("2002-Name       Proto      Table      State  Since         Info\n"), None);
+    }
+
+    #[test]
+    fn the_ipv6_include_is_beside_the_ipv4_one() {
+        assert_eq!(ipv6_include(Path::new("/run/sluice/vips.conf")), Path::new("/run/sluice/vips6.conf"));
+        assert_eq!(ipv6_include(Path::new("/run/vips")), Path::new("/run/vips6"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! BIRD 2's configuration written from the config's `routing.bgp`: the appliance's AS and
-//! router id, a BGP session with BFD to each neighbour, the VIP routes (the include file that
-//! the announcer rewrites) as the only routes exported, each carrying the configured
-//! communities. Nothing is imported: an appliance forwards by its own tables, not the routers'.
+//! router id, a BGP session with BFD to each neighbour, the VIP routes (the include files that
+//! the announcer rewrites, one per family) as the only routes exported, each carrying the
+//! configured communities. A session carries its neighbour's family: IPv4 VIPs to IPv4
+//! neighbours, IPv6 VIPs to IPv6 neighbours. Nothing is imported: an appliance forwards by its
+//! own tables, not the routers'.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -69,9 +71,11 @@ pub fn render(bgp: &Bgp, include: &Path) -> String {
          log stderr all;\n\
          debug protocols {{ states }};\n\
          protocol device {{ scan time 10; }}\n\
-         protocol static vips {{\n  ipv4;\n  include \"{}\";\n}}\n",
+         protocol static vips {{\n  ipv4;\n  include \"{}\";\n}}\n\
+         protocol static vips6 {{\n  ipv6;\n  include \"{}\";\n}}\n",
         bgp.router_id,
-        include.display()
+        include.display(),
+        crate::bird::ipv6_include(include).display()
     );
     if bgp.neighbors.iter().any(|n| n.bfd) {
         let ms = bgp.bfd_interval.as_millis();
@@ -90,10 +94,11 @@ pub fn render(bgp: &Bgp, include: &Path) -> String {
         })
         .collect();
     for n in &bgp.neighbors {
+        let (channel, vips) = if n.address.is_ipv4() { ("ipv4", "vips") } else { ("ipv6", "vips6") };
         let _ = writeln!(
             out,
             "protocol bgp {} {{\n  local as {};\n  neighbor {} as {};\n  bfd {};\n  error wait time 2, 30;\n  \
-             ipv4 {{ import none; export filter {{ if proto != \"vips\" then reject;{tags} accept; }}; }};\n}}",
+             {channel} {{ import none; export filter {{ if proto != \"{vips}\" then reject;{tags} accept; }}; }};\n}}",
             protocol_name(n.address),
             bgp.local_as,
             n.address,
@@ -146,6 +151,25 @@ mod tests {
         assert_eq!(text.matches(filter).count(), 2, "{text}");
         assert_eq!(text.matches("import none;").count(), 2);
         assert_eq!(text.matches("local as 65001;").count(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_neighbour_gets_the_ipv6_vips() {
+        let mut b = bgp();
+        b.neighbors.push(Neighbor {
+            address: "2001:db8:18::fe".parse().unwrap(),
+            remote_as: 65000,
+            bfd: true,
+        });
+        let text = render(&b, Path::new("/run/sluice/vips.conf"));
+        assert!(
+            text.contains("protocol static vips6 {\n  ipv6;\n  include \"/run/sluice/vips6.conf\";\n}"),
+            "{text}"
+        );
+        let at = text.find("protocol bgp peer_2001_db8_18__fe {").expect("the IPv6 neighbour");
+        assert!(text[at..].contains("neighbor 2001:db8:18::fe as 65000;"));
+        assert!(text[at..].contains("ipv6 { import none; export filter { if proto != \"vips6\" then reject;"));
+        assert_eq!(text.matches("ipv4 { import none;").count(), 2);
     }
 
     #[test]

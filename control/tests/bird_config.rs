@@ -11,12 +11,15 @@ fn bird_parses_what_sluiced_writes() {
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("vips.conf");
     std::fs::write(&include, "route 198.18.10.1/32 blackhole;\nroute 198.18.10.2/32 blackhole;\n").unwrap();
+    let include6 = sluice_control::bird::ipv6_include(&include);
+    std::fs::write(&include6, "route 2001:db8:10::1/128 blackhole;\n").unwrap();
     let bgp = Bgp {
         local_as: 4_200_000_001,
         router_id: "198.18.0.1".parse().unwrap(),
         neighbors: vec![
             Neighbor { address: "198.18.0.254".parse().unwrap(), remote_as: 65000, bfd: true },
             Neighbor { address: "198.18.2.254".parse().unwrap(), remote_as: 65002, bfd: false },
+            Neighbor { address: "2001:db8:18::fe".parse().unwrap(), remote_as: 65000, bfd: true },
         ],
         bfd_interval: Duration::from_millis(300),
         bfd_multiplier: 3,

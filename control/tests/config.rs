@@ -877,7 +877,7 @@ fn bad_bgp_is_refused_with_line_and_field() {
         ("router_id: 198.18.0.1", "router_id: 2001:db8::1", "routing.bgp.router_id", 5),
         ("address: 198.18.0.253, as: 65000,", "address: 198.18.0.254, as: 65000,", "neighbors[1].address: 198.18.0.254 is a neighbour twice", 8),
         ("address: 198.18.0.253", "address: 224.0.0.5", "neighbors[1].address", 8),
-        ("address: 198.18.0.253", "address: 2001:db8::1", "neighbors[1].address", 8),
+        ("address: 198.18.0.253", "address: ff02::1", "neighbors[1].address: \"ff02::1\" is not a unicast address", 8),
         ("as: 65000, bfd", "as: 4294967295, bfd", "neighbors[1].as", 8),
         ("interval: 0.1", "interval: 30", "routing.bgp.bfd.interval: 30 s is outside", 9),
         ("multiplier: 3", "multiplier: 256", "routing.bgp.bfd.multiplier: 256 is outside 1..=255", 9),

@@ -79,20 +79,22 @@ impl Validator<'_> {
         for (i, n) in b.neighbors.iter().enumerate() {
             let field = format!("routing.bgp.neighbors[{i}]");
             match n.address.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) if !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()) => {
+                Ok(a)
+                    if !(a.is_unspecified()
+                        || a.is_multicast()
+                        || a == IpAddr::from(Ipv4Addr::BROADCAST)) =>
+                {
                     if !seen.insert(a) {
                         self.refuse(&format!("{field}.address"), format!("{a} is a neighbour twice"));
                     }
                     neighbors.push(Neighbor {
-                        address: a.into(),
+                        address: a,
                         remote_as: n.remote_as,
                         bfd: n.bfd.unwrap_or(true),
                     });
                 }
-                _ => self.refuse(
-                    &format!("{field}.address"),
-                    format!("{:?} is not a unicast IPv4 address", n.address),
-                ),
+                _ => self
+                    .refuse(&format!("{field}.address"), format!("{:?} is not a unicast address", n.address)),
             }
             if !usable_as(n.remote_as) {
                 self.refuse(

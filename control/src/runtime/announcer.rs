@@ -34,6 +34,7 @@ impl Announcer {
     pub(super) fn start(spec: &RoutingSpec) -> Result<Announcer, String> {
         if let Some((path, bgp)) = &spec.bgp {
             bird::write_whole(&spec.include, "")?;
+            bird::write_whole(&bird::ipv6_include(&spec.include), "")?;
             bird::write_whole(path, &bird_config::render(bgp, &spec.include))?;
             info!("routing: BIRD's configuration written to {}", path.display());
         }
@@ -164,7 +165,9 @@ fn run(spec: &RoutingSpec, rx: &Receiver<Vec<IpAddr>>, state: &RoutingState) {
 
 /// Writes `vips` for BIRD and has it reconfigure.
 fn update(spec: &RoutingSpec, vips: &[IpAddr], state: &RoutingState) -> Result<(), String> {
-    let result = bird::write_whole(&spec.include, &announce::bird_include(vips.iter().copied()))
+    let v6 = bird::ipv6_include(&spec.include);
+    let result = bird::write_whole(&spec.include, &announce::bird_include(vips.iter().copied(), false))
+        .and_then(|()| bird::write_whole(&v6, &announce::bird_include(vips.iter().copied(), true)))
         .and_then(|()| bird::configure(&spec.socket));
     match &result {
         Ok(_) => {

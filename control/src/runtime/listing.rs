@@ -88,11 +88,11 @@ pub(super) fn list_sessions(
 ) -> Response {
     use sluice_dataplane::session::KeyKind;
     use std::fmt::Write;
-    let client = match client.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
+    let client = match client.as_deref().map(str::parse::<std::net::IpAddr>) {
         Some(Ok(a)) => Some(a),
         Some(Err(_)) => {
             return Response::Refused {
-                text: format!("{:?} is not an IPv4 address", client.unwrap_or_default()),
+                text: format!("{:?} is not an IPv4 or IPv6 address", client.unwrap_or_default()),
             }
         }
         None => None,
@@ -111,10 +111,10 @@ pub(super) fn list_sessions(
             || format!("(removed #{})", s.backend),
             |b| backend_label(svc.forwarding, b.address, b.port),
         );
-        let addr = k.addr.as_v4();
+        let addr = k.addr.to_ip();
         if service.as_ref().is_some_and(|n| *n != svc.name)
             || backend.as_ref().is_some_and(|b| *b != label)
-            || client.is_some_and(|c| addr != Some(c))
+            || client.is_some_and(|c| addr != c)
         {
             return;
         }
@@ -127,10 +127,9 @@ pub(super) fn list_sessions(
             use sluice_dataplane::session::flags::{PROXIED, SYNCED};
             let _ = writeln!(
                 out,
-                "{} {}:{} -> {label} {:?}{}{} idle {idle}s",
+                "{} {} -> {label} {:?}{}{} idle {idle}s",
                 svc.name,
-                addr.map_or("?".into(), |a| a.to_string()),
-                k.port,
+                std::net::SocketAddr::new(addr, k.port),
                 s.state,
                 if s.flags & PROXIED != 0 { " proxied" } else { "" },
                 if s.flags & SYNCED != 0 { " synced" } else { "" }
