@@ -104,6 +104,18 @@ fn ipv6_nat_is_refused_where_it_is_until_it_lands() {
     );
     let e = Config::parse(&nat, "p.yaml").unwrap_err().to_string();
     assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 `nat` services are not supported yet");
+    // An HTTP health check's Host is the VIP by default: an IPv6 literal in brackets.
+    let checked = GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1).replacen(
+        "tunnel: gre\n",
+        "tunnel: gre\n    health: { type: http }\n",
+        1,
+    );
+    let c = Config::parse(&checked, "p.yaml").unwrap();
+    let check = &c.health[0].as_ref().unwrap().check;
+    assert!(
+        matches!(check, sluice_control::health::Check::Http { host, .. } if host == "[2001:db8::10]"),
+        "{check:?}"
+    );
 }
 
 #[test]

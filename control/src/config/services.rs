@@ -301,7 +301,9 @@ impl Validator<'_> {
                 if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
                     self.refuse(&f("path"), format!("{path:?}: an absolute path without spaces or controls"));
                 }
-                let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, |v| v.to_string()));
+                // The VIP as a Host header has it (RFC 9110 7.2: an IPv6 literal in brackets).
+                let literal = |v: IpAddr| if v.is_ipv6() { format!("[{v}]") } else { v.to_string() };
+                let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, literal));
                 if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
                     self.refuse(&f("host"), format!("{host:?}: no spaces or controls"));
                 }
