@@ -22,6 +22,14 @@ joined by veth pairs, with real Linux TCP/IP stacks on every side of sluiced.
                          backends, 192.0.2.x from the documentation range; VPC 100 and VPC 200
                          both have a 192.0.2.10, on host 1
 
+With `dual=True`, the lab is dual-stack (IPv6 from 2001:db8::/32): clients 2001:db8:1::(10+N)
+behind the router's 2001:db8:1::1; the router's link to sluiced 2001:db8::fe (sluiced's `ext`
+2001:db8::1) with the IPv6 VIPs 2001:db8:10::/64 on-link toward it (so the router asks for
+them by neighbour discovery); the backend network 2001:db8:19::/64 (sluiced's `int` ::1, its
+kernel's mgmt0 ::2, host N ::(10+N), the router ::fe). `dual_config` adds the IPv6 addresses
+and services to a config: an IPv6 VIP over the IPv4 underlay, over the IPv6 underlay, and an
+IPv4 VIP whose backends are reached over the IPv6 underlay only.
+
 With `narrow=True`, a third client behind a narrower path: <p>-cli3 (198.18.5.10/24, MTU 1500)
 -- <p>-mid (a router) -- a link of MTU 1400 -- <p>-rtr. Packets too big for that link get ICMP
 "fragmentation needed" from the router that has to send them on it (path MTU discovery).
@@ -72,12 +80,62 @@ VM_MTU = INT_MTU - 28
 # Lab(narrow=True): cli3 behind a router (mid) whose link to the main router has MTU 1400.
 NARROW_CLIENT_IP, MID_CLI_IP, MID_RTR_IP, RTR_MID_IP = "198.18.5.10", "198.18.5.1", "198.18.4.2", "198.18.4.1"
 NARROW_MTU = 1400
+# Lab(dual=True): IPv6 beside every IPv4 address above (see the module's docs).
+CLIENT6_IPS = ["2001:db8:1::10", "2001:db8:1::11"]
+RTR_CLI6, RTR_EXT6, RTR_INT6 = "2001:db8:1::1", "2001:db8::fe", "2001:db8:19::fe"
+GW_EXT6, GW_INT6, GW_MGMT6 = "2001:db8::1", "2001:db8:19::1", "2001:db8:19::2"
+VIP6 = "2001:db8:10::1"      # DSR: web tcp/80 over the IPv4 underlay (IPIP), dns udp/53 over IPv6 (GRE)
+VIP_U6 = "198.18.10.5"       # DSR: an IPv4 VIP, web tcp/80, whose backends are reached over IPv6 only
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
 
 
 def backend_ip(n):
     return f"198.19.0.{10 + n}"
+
+
+def backend_ip6(n):
+    return f"2001:db8:19::{10 + n}"
+
+
+def dual_config(text):
+    """A lab config (lab.yaml's text) made dual-stack: the ports' IPv6 addresses and the
+    router's as the IPv6 gateway, and the IPv6 services appended (services is the last
+    section)."""
+    ports = [("    address: 198.18.0.1/24\n    gateway: 198.18.0.254",
+              f"    address: [198.18.0.1/24, '{GW_EXT6}/64']\n    gateway: [198.18.0.254, '{RTR_EXT6}']"),
+             ("    address: 198.19.0.1/24\n", f"    address: [198.19.0.1/24, '{GW_INT6}/64']\n")]
+    for old, new in ports:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    v4_hosts = "".join(f"      - {{ address: {backend_ip(i)} }}\n" for i in (1, 2))
+    v6_hosts = "".join(f"      - {{ address: '{backend_ip6(i)}' }}\n" for i in (1, 2))
+    return text + f"""  # IPv6 (Lab(dual=True)): an IPv6 VIP over the IPv4 underlay (IPv6 in IPIP, protocol 41)...
+  - name: web6
+    vip: '{VIP6}'
+    port: 80
+    protocol: tcp
+    forwarding: dsr
+    tunnel: ipip
+    backends:
+{v4_hosts}  # ...over the IPv6 underlay (GRE over IPv6, keyed)...
+  - name: dns6
+    vip: '{VIP6}'
+    port: 53
+    protocol: udp
+    forwarding: dsr
+    tunnel: gre
+    gre_key: 6
+    backends:
+{v6_hosts}  # ...and an IPv4 VIP whose backends are reached over IPv6 only (IPv4 in IPv6).
+  - name: web-u6
+    vip: {VIP_U6}
+    port: 80
+    protocol: tcp
+    forwarding: dsr
+    tunnel: ipip
+    backends:
+{v6_hosts}"""
 
 
 def run(cmd, check=True, capture=False, timeout=60):
@@ -91,9 +149,10 @@ def run(cmd, check=True, capture=False, timeout=60):
 
 
 class Lab:
-    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1, bgp=False, narrow=False):
+    def __init__(self, prefix="sl", backends=2, run_dir=None, appliances=1, bgp=False, narrow=False, dual=False):
         self.prefix = prefix
         self.narrow = narrow
+        self.dual = dual
         self.backends = backends
         self.appliances = appliances
         self.bgp = bgp
@@ -140,14 +199,21 @@ class Lab:
     def up(self):
         self.down()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        off = "0" if self.dual else "1"
         for n in self.namespaces():
             run(["ip", "netns", "add", n])
             run(["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"])
-            # IPv6 off: router solicitations and MLD would only be noise on the appliance.
+            # IPv6 off unless the lab is dual-stack: router solicitations and MLD would only be
+            # noise on the appliance. Dual-stack: static addresses only, at once (no duplicate
+            # address detection, router advertisements or solicitations).
             # rp_filter off: tunnels deliver packets on interfaces that are not the route back.
-            run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                 "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.conf.all.rp_filter=0",
+            run(["ip", "netns", "exec", n, "sysctl", "-qw", f"net.ipv6.conf.all.disable_ipv6={off}",
+                 f"net.ipv6.conf.default.disable_ipv6={off}", "net.ipv4.conf.all.rp_filter=0",
                  "net.ipv4.conf.default.rp_filter=0"])
+            if self.dual:
+                run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0",
+                     "net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.default.autoconf=0",
+                     "net.ipv6.conf.default.router_solicitations=0"])
         # Clients and the router.
         self._bridge("rtr", "br-cli")
         self.sh("rtr", "ip", "addr", "add", f"{RTR_CLI_IP}/24", "dev", "br-cli")
@@ -189,6 +255,27 @@ class Lab:
             self._second_appliance()
         if self.narrow:
             self._narrow_client()
+        if self.dual:
+            self._dual()
+
+    def _dual(self):
+        """The IPv6 half of a dual-stack lab (see the module's docs)."""
+        self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_CLI6}/64", "dev", "br-cli")
+        for i, ip in enumerate(CLIENT6_IPS, 1):
+            self.sh(f"cli{i}", "ip", "-6", "addr", "add", f"{ip}/64", "dev", "cli0")
+            self.sh(f"cli{i}", "ip", "-6", "route", "add", "default", "via", RTR_CLI6)
+        self.sysctl("rtr", "net.ipv6.conf.all.forwarding=1")
+        self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_EXT6}/64", "dev", "r-gw")
+        if not self.bgp:
+            self.sh("rtr", "ip", "-6", "route", "add", "2001:db8:10::/64", "dev", "r-gw")
+        self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_INT6}/64", "dev", "r-sw")
+        self.sh("gw", "ip", "-6", "addr", "add", f"{GW_MGMT6}/64", "dev", "mgmt0")
+        for i in range(1, self.backends + 1):
+            be = f"be{i}"
+            self.sh(be, "ip", "-6", "addr", "add", f"{backend_ip6(i)}/64", "dev", "be0")
+            self.sh(be, "ip", "-6", "route", "add", "default", "via", RTR_INT6)
+            self.sh(be, "ip", "-6", "addr", "add", f"{VIP6}/128", "dev", "lo")
+            self.sh(be, "ip", "addr", "add", f"{VIP_U6}/32", "dev", "lo")
 
     def _narrow_client(self):
         """cli3 behind mid, whose link to the router has MTU 1400 (both ends): the router must
@@ -212,6 +299,8 @@ class Lab:
         packets from anywhere not routed through it refused), or it would answer for the port's
         address beside the exception path, twice."""
         self.sysctl(ns, f"net.ipv4.conf.{dev}.arp_ignore=1", f"net.ipv4.conf.{dev}.rp_filter=1")
+        if self.dual:
+            self.sysctl(ns, f"net.ipv6.conf.{dev}.disable_ipv6=1")
 
     def _second_appliance(self):
         """gw2: a second sluiced on its own link to the router (198.18.2.0/24) and on the same
@@ -407,6 +496,8 @@ class Lab:
             cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
             for a in appliances:
                 cmd += ["--appliance", a]
+            if self.dual:
+                cmd += ["--address", backend_ip6(i), "--appliance", GW_INT6]
             for v, _ in vpcs:
                 cmd += ["--vpc", f"{v}=v{v}"]
             if reply_to:
@@ -429,7 +520,8 @@ class Lab:
         logs = {}
         self.servers = {}
         server = str(ROOT / "scripts" / "lab_server.py")
-        places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53"]) for i in range(1, self.backends + 1)]
+        v6 = ["--ipv6"] if self.dual else []
+        places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53", *v6]) for i in range(1, self.backends + 1)]
         places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353", "--echo", str(ECHO_PORT)])
                    for h, v, _, name in VMS]
         for ns, name, ports in places:

@@ -11,6 +11,7 @@ per connection, so every request is a new flow. UDP: a datagram is answered with
 "<name> <proto> <client-ip> <client-port> <path or bytes>", flushed at once. Echo (`--echo
 PORT`): every byte of a TCP connection is sent back, until the client closes (long-lived
 streams for the session-sync test); logged as "<name> echo <ip> <port> <bytes>" at the end.
+With `--ipv6`, each server listens on IPv6 (`::`) as well as on IPv4.
 """
 import argparse
 import hashlib
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--http", type=int)
     ap.add_argument("--udp", type=int)
+    ap.add_argument("--ipv6", action="store_true", help="listen on IPv6 as well")
     ap.add_argument("--echo", type=int)
     ap.add_argument("--log", required=True)
     args = ap.parse_args()
@@ -99,15 +101,25 @@ def main():
         request_queue_size = 512
         allow_reuse_address = True
 
-    threads = []
-    if args.http:
-        httpd = Server(("0.0.0.0", args.http), Handler)
-        threads.append(threading.Thread(target=httpd.serve_forever, daemon=True))
-    if args.udp:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", args.udp))
+    class Server6(Server):
+        address_family = socket.AF_INET6
 
-        def udp_loop():
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            super().server_bind()
+
+    families = [(socket.AF_INET, "0.0.0.0", Server)] + ([(socket.AF_INET6, "::", Server6)] if args.ipv6 else [])
+    threads = []
+    for _, any_addr, server in families if args.http else []:
+        httpd = server((any_addr, args.http), Handler)
+        threads.append(threading.Thread(target=httpd.serve_forever, daemon=True))
+    for family, any_addr, _ in families if args.udp else []:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((any_addr, args.udp))
+
+        def udp_loop(sock=sock):
             while True:
                 msg, peer = sock.recvfrom(65535)
                 record(f"udp {peer[0]} {peer[1]} {len(msg)}")
