@@ -25,6 +25,7 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 struct Tally {
     arp: u64,
+    nd: u64,
     echo: u64,
     tunneled: u64,
     resets: u64,
@@ -240,6 +241,10 @@ impl<I: Io> Worker<I> {
                 tally.arp += 1;
                 port
             }
+            Verdict::NeighborAdvert { port } => {
+                tally.nd += 1;
+                port
+            }
             Verdict::EchoReply { port } => {
                 tally.echo += 1;
                 port
@@ -344,6 +349,7 @@ impl<I: Io> Worker<I> {
         }
         st.resets_sent.add(tally.resets);
         st.arp_replies.add(tally.arp);
+        st.nd_advertisements.add(tally.nd);
         st.icmp_echo_replies.add(tally.echo);
         st.tunneled.add(tally.tunneled);
         st.nat_replies.add(tally.nat);

@@ -36,7 +36,8 @@ use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::testkit;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
-use sluice_dataplane::wire::{ArpPacket, Ipv4Packet};
+use sluice_dataplane::wire::icmpv6::Icmpv6Packet;
+use sluice_dataplane::wire::{ipv6, ArpPacket, Ipv4Packet, Ipv6Packet};
 use sluice_dataplane::worker::Worker;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -97,7 +98,11 @@ impl Totals {
             rx_packets: s.ports.iter().map(|p| p.rx_packets.get()).sum(),
             rx_bytes: s.ports.iter().map(|p| p.rx_bytes.get()).sum(),
             tx_packets: s.ports.iter().map(|p| p.tx_packets.get()).sum(),
-            produced: s.arp_replies.get() + s.icmp_echo_replies.get() + s.tunneled.get() + s.too_big_sent.get(),
+            produced: s.arp_replies.get()
+                + s.nd_advertisements.get()
+                + s.icmp_echo_replies.get()
+                + s.tunneled.get()
+                + s.too_big_sent.get(),
             fragmented: s.fragmented.get(),
             fragments: s.fragments_made.get(),
             arp_requests: s.arp_requests.get(),
@@ -238,6 +243,13 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
             ethernet::ETHERTYPE_IPV4 => {
                 let ip = Ipv4Packet::new_checked(eth.payload()).expect("sent IPv4 is valid");
                 assert!(ip.verify_checksum(), "sent IPv4 checksum does not verify: {}", common::hex(b));
+            }
+            ethernet::ETHERTYPE_IPV6 => {
+                // Echo replies and neighbor discovery: ICMPv6 right after the fixed header.
+                let ip = Ipv6Packet::new_checked(eth.payload()).expect("sent IPv6 is valid");
+                assert_eq!(ip.next_header(), ipv6::NEXT_ICMPV6, "sent IPv6 is ICMPv6: {}", common::hex(b));
+                let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("sent ICMPv6 is whole");
+                assert!(icmp.verify_checksum(ip.src(), ip.dst()), "sent ICMPv6 checksum: {}", common::hex(b));
             }
             t => panic!("sent EtherType {t:#06x}"),
         }

@@ -1,5 +1,5 @@
-//! Replies the appliance builds in place and sends back to a packet's sender: ICMP echo
-//! replies, and for a service's client a TCP RST or ICMP port unreachable.
+//! Replies the appliance builds in place and sends back to a packet's sender: ICMP and ICMPv6
+//! echo replies, and for a service's client a TCP RST or ICMP port unreachable.
 
 use super::context::ToService;
 use super::outcome::Verdict;
@@ -9,7 +9,9 @@ use crate::stats::DropReason;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::icmp_error;
+use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
+use crate::wire::ipv6::{self, Ipv6Packet, DEFAULT_HOP_LIMIT};
 use crate::wire::{checksum, tcp, Mac, TcpPacket, TcpRepr};
 use std::net::Ipv4Addr;
 
@@ -53,6 +55,58 @@ pub fn echo<F: Frame>(snap: &Snapshot, rx_port: u16, frame: &mut F, l2: usize) -
         icmp.make_echo_reply();
     }
     turn_around(b, port.mac);
+    Verdict::EchoReply { port: rx_port }
+}
+
+/// An ICMPv6 echo request to a VIP or an appliance address, received on `rx_port`, its IPv6
+/// header at `frame[l2..]` and the message at `frame[at..]` (after any extension headers):
+/// answered in place. The reply has no extension headers: the message moves up behind the
+/// fixed header, and the frame then ends with it.
+pub fn echo6<F: Frame>(snap: &Snapshot, rx_port: u16, frame: &mut F, (l2, at): (usize, usize)) -> Verdict {
+    let Some(port) = snap.ports.get(usize::from(rx_port)) else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let (src, dst, end) = match frame.data().get(l2..).map(Ipv6Packet::new_checked) {
+        Some(Ok(ip)) => (ip.src(), ip.dst(), l2 + ip.total_len()),
+        _ => return Verdict::Drop(DropReason::Ipv6Truncated),
+    };
+    {
+        let Some(Ok(icmp)) = frame.data().get(at..end).map(Icmpv6Packet::new_checked) else {
+            return Verdict::Drop(DropReason::IcmpTruncated);
+        };
+        if icmp.msg_type() != icmpv6::TYPE_ECHO_REQUEST || icmp.code() != 0 {
+            return Verdict::Drop(DropReason::Icmpv6Unsupported);
+        }
+        if !icmp.verify_checksum(src, dst) {
+            return Verdict::Drop(DropReason::IcmpBadChecksum);
+        }
+    }
+    let (len, fixed_end) = (end - at, l2 + ipv6::HEADER_LEN);
+    let b = frame.data_mut();
+    if let Ok(mut ip) = Ipv6Packet::new_checked(&mut b[l2..]) {
+        // Shorter than it was: still inside the buffer.
+        ip.set_payload_len(len as u16);
+        ip.set_next_header(ipv6::NEXT_ICMPV6);
+        ip.set_src(dst);
+        ip.set_dst(src);
+        ip.set_hop_limit(DEFAULT_HOP_LIMIT);
+    }
+    if at > fixed_end {
+        b.copy_within(at..end, fixed_end);
+    }
+    if let Ok(mut ip) = Ipv6Packet::new_checked(&mut b[l2..]) {
+        // Swapping the addresses leaves the pseudo-header's sum as it was, and the message's
+        // length is the same.
+        if let Ok(mut icmp) = Icmpv6Packet::new_checked(ip.payload_mut()) {
+            icmp.make_echo_reply();
+        }
+    }
+    turn_around(b, port.mac);
+    // Extension headers gone, the frame ends with the message.
+    let extra = b.len() - (fixed_end + len);
+    if at > fixed_end && !frame.trim(extra) {
+        return Verdict::Drop(DropReason::Ipv6Truncated);
+    }
     Verdict::EchoReply { port: rx_port }
 }
 
