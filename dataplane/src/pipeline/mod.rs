@@ -36,7 +36,7 @@ pub use context::{
     Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, ToService, FRAGMENT_ENTRIES, KERNEL_RATE,
     TOO_BIG_RATE,
 };
-pub use neighbor::{build_arp_request, nexthop_ip};
+pub use neighbor::{announcements, build_announcement, build_neighbor_request, nexthop_ip};
 pub use outcome::Verdict;
 
 use crate::io::Frame;
