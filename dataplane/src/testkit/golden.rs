@@ -10,7 +10,7 @@
 //! | 2    | tiny | 198.20.0.1/24   | 02:00:00:00:02:01 | -    | 576  | .10 -> :02:0a                |
 //! | 3    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 1500 | -                            |
 //!
-//! and IPv6 on the first two ([`with_ipv6`]): ext 2001:db8:18::1/64 with gateway 2001:db8:18::2
+//! and IPv6 on the first two (`with_ipv6`): ext 2001:db8:18::1/64 with gateway 2001:db8:18::2
 //! (the router, its MAC learned), int 2001:db8:19::1/64 with static neighbour 2001:db8:19::a ->
 //! 02:00:00:00:01:0a.
 //!
