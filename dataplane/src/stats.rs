@@ -32,7 +32,7 @@ drop_reasons! {
     ForeignMac = "foreign_mac",
     /// Tagged when the port is untagged, untagged when it is tagged, or another VLAN.
     VlanMismatch = "vlan_mismatch",
-    /// An EtherType the appliance does not handle (QinQ, IPv6 until it lands, ...).
+    /// An EtherType the appliance does not handle (QinQ, LLDP, ...).
     EthertypeUnsupported = "ethertype_unsupported",
     /// ARP shorter than 28 bytes.
     ArpTruncated = "arp_truncated",
@@ -40,6 +40,15 @@ drop_reasons! {
     ArpUnsupported = "arp_unsupported",
     /// ARP asking for an address that is neither a VIP nor this port's.
     ArpNotForUs = "arp_not_for_us",
+    /// A neighbour solicitation or advertisement that fails RFC 4861 7.1's checks: hop limit
+    /// not 255, bad ICMPv6 checksum, code not 0, shorter than 24 bytes, an option of length 0
+    /// or past the message, a multicast target, a solicitation from the unspecified address
+    /// not to a solicited-node address or with a link-layer option, a solicited
+    /// advertisement to a multicast address.
+    NdInvalid = "nd_invalid",
+    /// A neighbour solicitation for an address that is neither a VIP nor this port's, or an
+    /// advertisement of no next hop the appliance sends to.
+    NdNotForUs = "nd_not_for_us",
     /// IPv4 header longer than the frame, or total length past the frame's end.
     Ipv4Truncated = "ipv4_truncated",
     /// Version not 4, header length under 20, or total length under the header length.
@@ -47,6 +56,15 @@ drop_reasons! {
     Ipv4BadChecksum = "ipv4_bad_checksum",
     /// A fragment for a VIP (fragments are not reassembled yet).
     Ipv4Fragment = "ipv4_fragment",
+    /// Shorter than the IPv6 header, payload length past the frame's end, or an extension
+    /// header running past the payload.
+    Ipv6Truncated = "ipv6_truncated",
+    /// Version not 6; more extension headers than `wire::ipv6::MAX_EXT_HEADERS` (8),
+    /// hop-by-hop options not first, or two fragment headers; a multicast source, or the
+    /// unspecified source on anything but neighbour discovery.
+    Ipv6Malformed = "ipv6_malformed",
+    /// An IPv6 fragment (a packet with a fragment header) to a VIP or an appliance address.
+    Ipv6Fragment = "ipv6_fragment",
     /// Destination neither a VIP nor an address of the appliance.
     NotForUs = "not_for_us",
     /// A VIP, but no service on that port and protocol.
@@ -59,11 +77,17 @@ drop_reasons! {
     L4Malformed = "l4_malformed",
     /// An IP protocol other than TCP, UDP or ICMP to a VIP.
     ProtocolUnsupported = "protocol_unsupported",
+    /// An ICMP or ICMPv6 message shorter than its 8-byte header.
     IcmpTruncated = "icmp_truncated",
+    /// An ICMP or ICMPv6 message whose checksum is wrong.
     IcmpBadChecksum = "icmp_bad_checksum",
     /// ICMP other than an echo request to a VIP or appliance address (and other than an
     /// error about a flow, to a VIP).
     IcmpUnsupported = "icmp_unsupported",
+    /// ICMPv6 to a VIP or an appliance address other than an echo request or neighbour
+    /// discovery: errors (not passed to backends yet), router and multicast listener
+    /// messages, an echo request of code other than 0.
+    Icmpv6Unsupported = "icmpv6_unsupported",
     /// An ICMP error to a VIP whose quoted packet cannot be read (cut short, not IPv4, not TCP
     /// or UDP, a fragment past the first).
     IcmpErrorMalformed = "icmp_error_malformed",
@@ -281,13 +305,25 @@ counter_table! {
             nat_replies: metric("sluice_nat_replies_total", "NAT replies from backends translated and sent toward clients."),
             arp_replies: metric("sluice_arp_replies_total", "ARP requests answered for VIPs and port addresses."),
             arp_requests: metric("sluice_arp_requests_total", "ARP requests sent to resolve next hops."),
+            nd_advertisements: metric(
+                "sluice_nd_advertisements_total",
+                "Neighbor solicitations answered for VIPs and port addresses (IPv6).",
+            ),
+            nd_solicitations: metric(
+                "sluice_nd_solicitations_total",
+                "Neighbor solicitations sent to resolve IPv6 next hops.",
+            ),
+            nd_unsolicited: metric(
+                "sluice_nd_unsolicited_total",
+                "Unsolicited neighbor advertisements sent for IPv6 port addresses and VIPs.",
+            ),
             icmp_echo_replies: metric(
                 "sluice_icmp_echo_replies_total",
                 "ICMP echo requests answered for VIPs and port addresses.",
             ),
             neighbors_learned: metric(
                 "sluice_neighbors_learned_total",
-                "Next-hop MAC addresses learned or changed from ARP.",
+                "Next-hop MAC addresses learned or changed from ARP or neighbor discovery.",
             ),
             sessions_created: metric("sluice_sessions_created_total", "Sessions created."),
             session_hits: metric("sluice_session_hits_total", "Packets that found their session."),

@@ -6,8 +6,8 @@
 use crate::io::{Burst, Frame, Io, BURST};
 use crate::limit::{Isolation, LimitState};
 use crate::pipeline::{
-    build_arp_request, classify, finish, fragment_to_backend, Budgets, Ctx, Fragments, Limiter, Resolve,
-    SessionEvents, Stage, Verdict, FRAGMENT_ENTRIES,
+    announcements, build_announcement, build_neighbor_request, classify, finish, fragment_to_backend,
+    Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, Stage, Verdict, FRAGMENT_ENTRIES,
 };
 use crate::sched::SchedState;
 use crate::session::SessionTable;
@@ -18,6 +18,7 @@ use crate::wire::fragment;
 use crate::wire::ipv4::Ipv4Header;
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 struct Tally {
     arp: u64,
+    nd: u64,
     echo: u64,
     tunneled: u64,
     resets: u64,
@@ -66,6 +68,10 @@ pub struct Worker<I: Io> {
     fragments: Option<Fragments>,
     /// Bit `p` set: port `p` is an exception path (a kernel interface), fixed at start.
     kernel_ports: u16,
+    /// Worker 0: the snapshot (its address and generation) whose IPv6 addresses were last
+    /// announced, and what was announced (`pipeline::announcements`).
+    announced_for: Option<(usize, u64)>,
+    announced: Vec<(u16, Ipv6Addr)>,
 }
 
 impl<I: Io> Worker<I> {
@@ -98,18 +104,23 @@ impl<I: Io> Worker<I> {
             budgets: Budgets::default(),
             fragments: Some(fragment_table(id)),
             kernel_ports,
+            announced_for: None,
+            announced: Vec::new(),
         }
     }
 
     /// Back to the state `new` left, keeping the allocations and the shared state (config,
     /// sessions, SYN proxy, stats, isolation): no scheduler cursors or limit buckets, no
-    /// frame waiting to be sent, the neighbour scan due at the next poll. For harnesses that
+    /// frame waiting to be sent, the neighbour scan and the announcements due at the next
+    /// poll. For harnesses that
     /// run many short scenarios on one worker (the fuzz targets); `io` is the caller's.
     pub fn reset(&mut self) {
         self.sched.reset();
         self.limits = LimitState::default();
         self.tx.iter_mut().for_each(|b| b.clear());
         self.next_scan_ns = 0;
+        self.announced_for = None;
+        self.announced.clear();
         if let Some(t) = self.fragments.as_mut() {
             t.clear();
         }
@@ -220,6 +231,9 @@ impl<I: Io> Worker<I> {
             self.count_burst(&cx.events, &tally);
         }
         self.resolve_neighbors(snap, &mut resolve, now_ns);
+        if self.id == 0 {
+            self.announce(&guard);
+        }
         self.sched = sched;
         self.limits = limits;
         self.budgets = budgets;
@@ -238,6 +252,10 @@ impl<I: Io> Worker<I> {
         let out = match verdict {
             Verdict::ArpReply { port } => {
                 tally.arp += 1;
+                port
+            }
+            Verdict::NeighborAdvert { port } => {
+                tally.nd += 1;
                 port
             }
             Verdict::EchoReply { port } => {
@@ -344,6 +362,7 @@ impl<I: Io> Worker<I> {
         }
         st.resets_sent.add(tally.resets);
         st.arp_replies.add(tally.arp);
+        st.nd_advertisements.add(tally.nd);
         st.icmp_echo_replies.add(tally.echo);
         st.tunneled.add(tally.tunneled);
         st.nat_replies.add(tally.nat);
@@ -369,11 +388,38 @@ impl<I: Io> Worker<I> {
         }
         for &nh in resolve.iter() {
             let Some(mut frame) = self.io.alloc() else { break };
-            if let Some(port) = build_arp_request(snap, nh, &mut frame) {
-                self.stats.arp_requests.add(1);
+            if let Some(port) = build_neighbor_request(snap, nh, &mut frame) {
+                match snap.nexthops.get(usize::from(nh)).map(|n| n.ip) {
+                    Some(IpAddr::V6(_)) => self.stats.nd_solicitations.add(1),
+                    _ => self.stats.arp_requests.add(1),
+                }
                 self.enqueue(port, frame);
             }
         }
+    }
+
+    /// Worker 0, at the first poll and the first after a new snapshot: an unsolicited neighbor
+    /// advertisement for each IPv6 address (port address or VIP, on each port) that the
+    /// previous snapshot did not have. Best effort, as any announcement: one the buffer pool
+    /// cannot give a frame for is not sent later.
+    fn announce(&mut self, snap: &Arc<Snapshot>) {
+        let key = (Arc::as_ptr(snap) as usize, snap.generation);
+        if self.announced_for == Some(key) {
+            return;
+        }
+        self.announced_for = Some(key);
+        let now = announcements(snap);
+        for &(port, addr) in &now {
+            if self.announced.binary_search(&(port, addr)).is_ok() {
+                continue;
+            }
+            let Some(mut frame) = self.io.alloc() else { break };
+            if let Some(port) = build_announcement(snap, (port, addr), &mut frame) {
+                self.stats.nd_unsolicited.add(1);
+                self.enqueue(port, frame);
+            }
+        }
+        self.announced = now;
     }
 
     fn enqueue(&mut self, port: u16, frame: I::Frame) {

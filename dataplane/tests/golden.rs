@@ -63,6 +63,7 @@ fn run_pre(c: &Case, snap: &Snapshot, table: &SessionTable) {
 fn verdict_string(v: Verdict) -> String {
     match v {
         Verdict::ArpReply { port } => format!("arp_reply:{port}"),
+        Verdict::NeighborAdvert { port } => format!("nd_advert:{port}"),
         Verdict::EchoReply { port } => format!("echo_reply:{port}"),
         Verdict::Tunnel { port, .. } => format!("tunnel:{port}"),
         Verdict::Reset { port } => format!("reset:{port}"),
@@ -128,6 +129,9 @@ fn golden_through_worker_counts_every_drop() {
             assert_eq!(stats.dropped(r), 1, "case {:?}: not counted under {reason}", c.name);
             assert_eq!(drops, 1, "case {:?}: counted more than once", c.name);
             assert!(sent.is_empty(), "case {:?}: a dropped packet was sent", c.name);
+        } else if c.verdict == "consumed" {
+            assert_eq!(drops, 0, "case {:?}", c.name);
+            assert!(sent.is_empty(), "case {:?}: a consumed packet was sent", c.name);
         } else {
             let want_port: usize = c.verdict.rsplit(':').next().unwrap().parse().unwrap();
             assert_eq!(drops, 0, "case {:?}", c.name);

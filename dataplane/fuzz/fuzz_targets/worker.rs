@@ -2,7 +2,7 @@
 //!
 //! Input layout:
 //! - byte 0, the set-up: bit 0 clear = worker 0 (which also walks the next hops and sends
-//!   ARP requests), set = worker 1; bits 1-2 = TX limit per burst (none, 0, 1, 2);
+//!   ARP requests and neighbor solicitations, and announces the IPv6 addresses), set = worker 1; bits 1-2 = TX limit per burst (none, 0, 1, 2);
 //!   bit 3 = frame allocation fails; bit 4 = republish the snapshot (rebuilt from the current
 //!   one, learned MACs carried over) halfway through.
 //! - then records: `sel, len_hi, len_lo, frame[len]` (len clamped to what is left and to 2048).
@@ -13,8 +13,9 @@
 //!
 //! After the last record the worker polls until every RX queue is empty. Asserts: no panic;
 //! every received frame is counted once; what was sent plus what the TX queue refused equals
-//! what the verdicts and the ARP resolver produced; every sent frame is a well-formed Ethernet
-//! frame for its port carrying a valid ARP packet or an IPv4 packet whose checksum verifies.
+//! what the verdicts, the neighbour resolver and the announcements produced; every sent frame
+//! is a well-formed Ethernet frame for its port carrying a valid ARP packet, an IPv4 packet
+//! whose checksum verifies, or an ICMPv6 message whose checksum verifies.
 //!
 //! State: one session table, SYN proxy, stats and worker of each id per process (a SYN proxy
 //! per input zeroed its 6 MB hold pool, a worker its isolation shares: ~700 µs per input).
@@ -36,7 +37,8 @@ use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::{DropReason, WorkerStats};
 use sluice_dataplane::testkit;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
-use sluice_dataplane::wire::{ArpPacket, Ipv4Packet};
+use sluice_dataplane::wire::icmpv6::Icmpv6Packet;
+use sluice_dataplane::wire::{ipv6, ArpPacket, Ipv4Packet, Ipv6Packet};
 use sluice_dataplane::worker::Worker;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -86,7 +88,9 @@ struct Totals {
     /// Packets cut into fragments, and the fragments cut: one frame, several verdicts.
     fragmented: u64,
     fragments: u64,
-    arp_requests: u64,
+    /// Sent of the worker's own accord: ARP requests, neighbor solicitations and unsolicited
+    /// advertisements.
+    originated: u64,
     tx_full: u64,
     other_drops: u64,
 }
@@ -97,10 +101,14 @@ impl Totals {
             rx_packets: s.ports.iter().map(|p| p.rx_packets.get()).sum(),
             rx_bytes: s.ports.iter().map(|p| p.rx_bytes.get()).sum(),
             tx_packets: s.ports.iter().map(|p| p.tx_packets.get()).sum(),
-            produced: s.arp_replies.get() + s.icmp_echo_replies.get() + s.tunneled.get() + s.too_big_sent.get(),
+            produced: s.arp_replies.get()
+                + s.nd_advertisements.get()
+                + s.icmp_echo_replies.get()
+                + s.tunneled.get()
+                + s.too_big_sent.get(),
             fragmented: s.fragmented.get(),
             fragments: s.fragments_made.get(),
-            arp_requests: s.arp_requests.get(),
+            originated: s.arp_requests.get() + s.nd_solicitations.get() + s.nd_unsolicited.get(),
             tx_full: s.dropped(DropReason::TxFull),
             other_drops: DropReason::ALL
                 .iter()
@@ -119,7 +127,7 @@ impl Totals {
             produced: after.produced - self.produced,
             fragmented: after.fragmented - self.fragmented,
             fragments: after.fragments - self.fragments,
-            arp_requests: after.arp_requests - self.arp_requests,
+            originated: after.originated - self.originated,
             tx_full: after.tx_full - self.tx_full,
             other_drops: after.other_drops - self.other_drops,
         }
@@ -206,9 +214,9 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
     assert_eq!(received, frames, "frames queued vs received");
     assert_eq!((t.rx_packets, t.rx_bytes), (frames, bytes), "rx counters");
 
-    // Sent + refused by TX = produced by verdicts + ARP requests.
+    // Sent + refused by TX = produced by verdicts + the worker's own (ARP and ND).
     assert_eq!(t.tx_packets, sent.len() as u64, "tx counter vs frames on the wire");
-    assert_eq!(t.tx_packets + t.tx_full, t.produced + t.arp_requests, "sent + tx_full vs produced");
+    assert_eq!(t.tx_packets + t.tx_full, t.produced + t.originated, "sent + tx_full vs produced");
     // One verdict a frame, but a fragmented packet's are its fragments'.
     assert!(
         t.other_drops + t.produced + t.fragmented <= frames + t.fragments,
@@ -218,8 +226,8 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
         t.fragments,
         t.fragmented
     );
-    if t.arp_requests > 0 {
-        assert!(setup & 8 == 0, "an ARP request sent without a frame to build it in");
+    if t.originated > 0 {
+        assert!(setup & 8 == 0, "an ARP request or ND message sent without a frame to build it in");
     }
 
     // Every frame on the wire is well formed for its port.
@@ -238,6 +246,13 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
             ethernet::ETHERTYPE_IPV4 => {
                 let ip = Ipv4Packet::new_checked(eth.payload()).expect("sent IPv4 is valid");
                 assert!(ip.verify_checksum(), "sent IPv4 checksum does not verify: {}", common::hex(b));
+            }
+            ethernet::ETHERTYPE_IPV6 => {
+                // Echo replies and neighbor discovery: ICMPv6 right after the fixed header.
+                let ip = Ipv6Packet::new_checked(eth.payload()).expect("sent IPv6 is valid");
+                assert_eq!(ip.next_header(), ipv6::NEXT_ICMPV6, "sent IPv6 is ICMPv6: {}", common::hex(b));
+                let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("sent ICMPv6 is whole");
+                assert!(icmp.verify_checksum(ip.src(), ip.dst()), "sent ICMPv6 checksum: {}", common::hex(b));
             }
             t => panic!("sent EtherType {t:#06x}"),
         }

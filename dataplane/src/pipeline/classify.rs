@@ -25,6 +25,10 @@ pub struct Tunneled {
 pub enum Class {
     Service(ToService),
     Local(Local),
+    /// IPv6, its header at `frame[l2..]`: for `classify6`, the first pass's IPv6 half.
+    Ipv6 {
+        l2: usize,
+    },
 }
 
 /// A frame that is not for a service.
@@ -38,6 +42,19 @@ pub enum Local {
     /// ICMP to a VIP or an appliance address, its IPv4 header at `frame[l2..]`.
     Icmp {
         l2: usize,
+    },
+    /// A neighbor solicitation or advertisement (unchecked), its IPv6 header at `frame[l2..]`
+    /// and the message at `frame[at..end]`.
+    Ndisc {
+        l2: usize,
+        at: usize,
+        end: usize,
+    },
+    /// An ICMPv6 echo request to a VIP or an appliance address, its IPv6 header at
+    /// `frame[l2..]` and the message at `frame[at..]`.
+    Echo6 {
+        l2: usize,
+        at: usize,
     },
     /// An ICMP error to a VIP (about one of its flows), its IPv4 header at `frame[l2..]`.
     IcmpError {
@@ -96,6 +113,7 @@ pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
     match ethertype {
         ethernet::ETHERTYPE_ARP => Class::Local(Local::Arp { l2 }),
         ethernet::ETHERTYPE_IPV4 => ipv4(cx, rx_port, frame.data(), l2),
+        ethernet::ETHERTYPE_IPV6 => Class::Ipv6 { l2 },
         _ => Class::from(DropReason::EthertypeUnsupported),
     }
 }
@@ -173,7 +191,7 @@ fn icmp_type(data: &[u8], l2: usize, ip: &Ipv4Header) -> Option<u8> {
 
 /// BGP (TCP port 179 either way) and BFD (UDP to 3784 single hop, 4784 multihop, 3785 echo):
 /// what keeps the appliance's routes, so what the exception path never holds back.
-fn routing(proto: u8, l4: Option<&[u8]>) -> bool {
+pub(super) fn routing(proto: u8, l4: Option<&[u8]>) -> bool {
     let Some(l4) = l4 else { return false };
     match proto {
         ipv4::PROTO_TCP => {

@@ -11,6 +11,7 @@ use crate::snapshot::{Service, ServiceKey, Snapshot};
 use crate::stats::DropReason;
 use crate::synproxy::SynProxy;
 use crate::wire::ipv4::{self, Ipv4Header};
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{TcpPacket, UdpPacket, WireError};
 use arrayvec::ArrayVec;
 
@@ -201,6 +202,22 @@ impl Network {
             tos: ip.tos,
             ident: ip.ident,
             dont_frag: ip.dont_frag(),
+        }
+    }
+
+    /// An IPv6 packet's fields, with `protocol` its upper layer (past extension headers). A
+    /// packet's length is at most 65,575 bytes (40 and a 16-bit payload length); longer than
+    /// 16 bits counts as 65,535, which no port's MTU takes.
+    #[inline(always)]
+    pub fn v6<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>, protocol: u8) -> Network {
+        Network {
+            src: Addr(u128::from(ip.src())),
+            dst: Addr(u128::from(ip.dst())),
+            protocol,
+            len: u16::try_from(ip.total_len()).unwrap_or(u16::MAX),
+            tos: ip.traffic_class(),
+            ident: 0,
+            dont_frag: true,
         }
     }
 }

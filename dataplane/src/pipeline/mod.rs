@@ -6,9 +6,10 @@
 //! Each stage is a file and returns what it leaves to the next one; only this file sequences
 //! them, so data flows one way (docs/architecture.md draws it):
 //!
-//! - [`classify`]: Ethernet checks and what the packet is for. ARP goes to `neighbor`, ICMP
-//!   to `reply` (an ICMP error about a flow of a VIP to `icmp_error`, then `egress`), a
-//!   tunneled NAT reply to `nat`, a packet to a service on to [`finish`].
+//! - [`classify`]: Ethernet checks and what the packet is for (IPv6: `classify6`). ARP goes to
+//!   `neighbor`, neighbor discovery to `ndisc`, ICMP and ICMPv6 echo to `reply` (an ICMP
+//!   error about a flow of a VIP to `icmp_error`, then `egress`), a tunneled NAT reply to
+//!   `nat`, a packet to a service on to [`finish`].
 //! - [`finish`]: `forward` (by session, or the scheduler's choice through `choose`) and, for
 //!   SYN-proxied services' handshakes, `proxy`; then `egress` into the backend's tunnel, or
 //!   `reply` to the client (RST, ICMP unreachable).
@@ -16,12 +17,14 @@
 
 mod choose;
 mod classify;
+mod classify6;
 mod context;
 mod egress;
 mod forward;
 mod fragment;
 mod icmp_error;
 mod nat;
+mod ndisc;
 mod neighbor;
 mod outcome;
 mod proxy;
@@ -34,7 +37,7 @@ pub use context::{
     Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, ToService, FRAGMENT_ENTRIES, KERNEL_RATE,
     TOO_BIG_RATE,
 };
-pub use neighbor::{build_arp_request, nexthop_ip};
+pub use neighbor::{announcements, build_announcement, build_neighbor_request, nexthop_ip};
 pub use outcome::Verdict;
 
 use crate::io::Frame;
@@ -67,13 +70,26 @@ pub fn process<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Verdi
     }
 }
 
-/// The first pass: parse and classify; answer ARP and echo; take NAT replies back to their
-/// clients; find the service and the flow's hash for traffic to a service.
+/// The first pass: parse and classify; answer ARP, neighbor discovery and echo; take NAT
+/// replies back to their clients; find the service and the flow's hash for traffic to a
+/// service.
 #[inline(always)]
 pub fn classify<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Stage {
     match classify::frame(cx, rx_port, frame) {
         Class::Service(p) => Stage::Service(p),
         Class::Local(l) => Stage::Done(local(cx, rx_port, frame, l)),
+        Class::Ipv6 { l2 } => ipv6(cx, rx_port, frame, l2),
+    }
+}
+
+/// The first pass's IPv6 half, for an IPv6 packet at `frame[l2..]`.
+#[inline(never)]
+fn ipv6<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -> Stage {
+    match classify6::packet(cx, rx_port, frame.data(), l2) {
+        Class::Service(p) => Stage::Service(p),
+        Class::Local(l) => Stage::Done(local(cx, rx_port, frame, l)),
+        // classify6 hands nothing back to be read as IPv6 again.
+        Class::Ipv6 { .. } => Stage::Done(Verdict::Drop(DropReason::Ipv6Malformed)),
     }
 }
 
@@ -84,6 +100,8 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
         Local::Drop(reason) => Verdict::Drop(reason),
         Local::Arp { l2 } => neighbor::arp(cx, rx_port, frame, l2),
         Local::Icmp { l2 } => reply::echo(cx.snap, rx_port, frame, l2),
+        Local::Ndisc { l2, at, end } => ndisc::message(cx, rx_port, frame, (l2, at, end)),
+        Local::Echo6 { l2, at } => reply6::echo6(cx.snap, rx_port, frame, (l2, at)),
         Local::IcmpError { l2 } => match icmp_error::to_backend(cx, frame, l2) {
             Ok(t) => egress::tunnel(cx, frame, &t),
             Err(reason) => Verdict::Drop(reason),

@@ -12,7 +12,12 @@ pub enum Verdict {
     ArpReply {
         port: u16,
     },
-    /// An ICMP echo reply, built in place; send it out of `port`.
+    /// A neighbor advertisement answering a solicitation for a VIP or the port's address,
+    /// built in place; send it out of `port`.
+    NeighborAdvert {
+        port: u16,
+    },
+    /// An ICMP or ICMPv6 echo reply, built in place; send it out of `port`.
     EchoReply {
         port: u16,
     },
@@ -66,7 +71,8 @@ pub enum Verdict {
     FromKernel {
         port: u16,
     },
-    /// Used up with nothing to send (an ARP reply or announcement the appliance learned from).
+    /// Used up with nothing to send (an ARP reply or announcement, or a neighbor
+    /// advertisement or solicitation, the appliance learned from).
     Consumed,
     Drop(DropReason),
 }

@@ -1,6 +1,6 @@
 //! Replies the appliance builds in place and sends back to a packet's sender: ICMP echo
 //! replies, and for a service's client a TCP RST, ICMP port unreachable or fragmentation
-//! needed (an IPv6 client's are [`super::reply6`]'s).
+//! needed (IPv6's are [`super::reply6`]'s).
 
 use super::context::ToService;
 use super::outcome::Verdict;
@@ -8,19 +8,12 @@ use super::reply6;
 use crate::io::Frame;
 use crate::snapshot::{NoBackend, Service, Snapshot};
 use crate::stats::DropReason;
-use crate::wire::ethernet::EthernetFrame;
+use crate::wire::ethernet::turn_around;
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
-use crate::wire::{checksum, tcp, Mac, TcpPacket, TcpRepr};
+use crate::wire::{checksum, tcp, TcpPacket, TcpRepr};
 use std::net::Ipv4Addr;
-
-/// Addresses the frame back to its sender, from `mac`.
-fn turn_around(b: &mut [u8], mac: Mac) {
-    if let Ok(mut eth) = EthernetFrame::new_checked(b) {
-        eth.reply_to_sender(mac);
-    }
-}
 
 /// An ICMP message at `frame[l2..]` to a VIP or an appliance address, received on
 /// `rx_port`: an echo request is answered in place.

@@ -1,18 +1,71 @@
-//! The IPv6 half of [`super::reply`]: what the appliance sends back to an IPv6 client of a
-//! service, built in place from the client's packet: a TCP RST, ICMPv6 destination
-//! unreachable (port unreachable, RFC 4443 3.1) and packet too big (3.2), from the VIP.
+//! The IPv6 half of [`super::reply`]: ICMPv6 echo replies, and what the appliance sends back
+//! to an IPv6 client of a service, built in place from the client's packet: a TCP RST, ICMPv6
+//! destination unreachable (port unreachable, RFC 4443 3.1) and packet too big (3.2), from
+//! the VIP.
 
 use super::context::ToService;
 use super::outcome::Verdict;
 use crate::io::Frame;
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
-use crate::wire::ethernet::EthernetFrame;
-use crate::wire::icmpv6::{self, TYPE_DEST_UNREACHABLE, TYPE_PACKET_TOO_BIG};
+use crate::wire::ethernet::turn_around;
+use crate::wire::icmpv6::{self, Icmpv6Packet, TYPE_DEST_UNREACHABLE, TYPE_PACKET_TOO_BIG};
 use crate::wire::icmpv6_error::{self, QUOTE_MAX};
-use crate::wire::ipv6::{self, Ipv6Repr, DEFAULT_HOP_LIMIT};
-use crate::wire::{tcp, Mac, TcpPacket, TcpRepr};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr, DEFAULT_HOP_LIMIT};
+use crate::wire::{tcp, TcpPacket, TcpRepr};
 use std::net::Ipv6Addr;
+
+/// An ICMPv6 echo request to a VIP or an appliance address, received on `rx_port`, its IPv6
+/// header at `frame[l2..]` and the message at `frame[at..]` (after any extension headers):
+/// answered in place. The reply has no extension headers: the message moves up behind the
+/// fixed header, and the frame then ends with it.
+pub fn echo6<F: Frame>(snap: &Snapshot, rx_port: u16, frame: &mut F, (l2, at): (usize, usize)) -> Verdict {
+    let Some(port) = snap.ports.get(usize::from(rx_port)) else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let (src, dst, end) = match frame.data().get(l2..).map(Ipv6Packet::new_checked) {
+        Some(Ok(ip)) => (ip.src(), ip.dst(), l2 + ip.total_len()),
+        _ => return Verdict::Drop(DropReason::Ipv6Truncated),
+    };
+    {
+        let Some(Ok(icmp)) = frame.data().get(at..end).map(Icmpv6Packet::new_checked) else {
+            return Verdict::Drop(DropReason::IcmpTruncated);
+        };
+        if icmp.msg_type() != icmpv6::TYPE_ECHO_REQUEST || icmp.code() != 0 {
+            return Verdict::Drop(DropReason::Icmpv6Unsupported);
+        }
+        if !icmp.verify_checksum(src, dst) {
+            return Verdict::Drop(DropReason::IcmpBadChecksum);
+        }
+    }
+    let (len, fixed_end) = (end - at, l2 + ipv6::HEADER_LEN);
+    let b = frame.data_mut();
+    if let Ok(mut ip) = Ipv6Packet::new_checked(&mut b[l2..]) {
+        // Shorter than it was: still inside the buffer.
+        ip.set_payload_len(len as u16);
+        ip.set_next_header(ipv6::NEXT_ICMPV6);
+        ip.set_src(dst);
+        ip.set_dst(src);
+        ip.set_hop_limit(DEFAULT_HOP_LIMIT);
+    }
+    if at > fixed_end {
+        b.copy_within(at..end, fixed_end);
+    }
+    if let Ok(mut ip) = Ipv6Packet::new_checked(&mut b[l2..]) {
+        // Swapping the addresses leaves the pseudo-header's sum as it was, and the message's
+        // length is the same.
+        if let Ok(mut icmp) = Icmpv6Packet::new_checked(ip.payload_mut()) {
+            icmp.make_echo_reply();
+        }
+    }
+    turn_around(b, port.mac);
+    // Extension headers gone, the frame ends with the message.
+    let extra = b.len() - (fixed_end + len);
+    if at > fixed_end && !frame.trim(extra) {
+        return Verdict::Drop(DropReason::Ipv6Truncated);
+    }
+    Verdict::EchoReply { port: rx_port }
+}
 
 /// The client and the VIP of an IPv6 packet to a service; `None` for IPv4.
 pub fn ends(p: &ToService) -> Option<(Ipv6Addr, Ipv6Addr)> {
@@ -20,13 +73,6 @@ pub fn ends(p: &ToService) -> Option<(Ipv6Addr, Ipv6Addr)> {
         return None;
     }
     Some((Ipv6Addr::from(p.flow.src.0), Ipv6Addr::from(p.flow.dst.0)))
-}
-
-/// Addresses the frame back to its sender, from `mac`.
-fn turn_around(b: &mut [u8], mac: Mac) {
-    if let Ok(mut eth) = EthernetFrame::new_checked(b) {
-        eth.reply_to_sender(mac);
-    }
 }
 
 /// The IPv6 header of a reply from `vip` to `client` carrying `payload_len` bytes of

@@ -136,14 +136,14 @@ fn build_service(
     }
     let mut backends = Vec::with_capacity(s.backends.len());
     let mut pairs = std::collections::HashSet::new();
-    // The smallest MTU toward a backend (the SYN proxy's MSS).
-    let mut backend_mtu = usize::MAX;
+    // The longest packet the tunnel to any backend carries (the SYN proxy's MSS).
+    let mut path_mtu = u16::MAX;
     for (bi, b) in s.backends.iter().enumerate() {
-        let (backend, mtu) = build_backend((si, bi), s, b, at, hops, (seen, &mut pairs))?;
-        backend_mtu = backend_mtu.min(mtu);
+        let backend = build_backend((si, bi), s, b, at, hops, (seen, &mut pairs))?;
+        path_mtu = path_mtu.min(backend.outer.max_inner());
         backends.push(backend);
     }
-    let path_mss = path_mss(s, backend_mtu);
+    let path_mss = path_mss(s, path_mtu);
     let mss_clamp = match (s.protocol, s.mss_clamp) {
         (Protocol::Udp, _) | (_, MssClamp::Off) => None,
         (Protocol::Tcp, MssClamp::Auto) => Some(path_mss),
@@ -203,12 +203,12 @@ fn maglev(s: &ServiceSpec, backends: &[Backend]) -> Maglev {
     Maglev::build(&inputs, s.table_size)
 }
 
-/// The MSS that fits the tunnel path: the smallest MTU toward a backend less the tunnel
-/// headers and 40 (IPv4 and TCP headers), at least 536.
-fn path_mss(s: &ServiceSpec, backend_mtu: usize) -> u16 {
-    let tunnel_len = ipv4::HEADER_LEN + s.tunnel.overhead();
-    let path_mtu = backend_mtu.min(usize::from(u16::MAX)).saturating_sub(tunnel_len);
-    path_mtu.saturating_sub(40).max(536) as u16
+/// The MSS that fits the tunnel path `path_mtu` (the longest inner packet every backend's
+/// tunnel carries) less the VIP's family's IP and TCP headers (40 for IPv4, 60 for IPv6), at
+/// least what the family's minimum MTU allows (536, 1220).
+fn path_mss(s: &ServiceSpec, path_mtu: u16) -> u16 {
+    let (headers, least) = if s.vip.is_ipv4() { (40, 536) } else { (60, 1220) };
+    path_mtu.saturating_sub(headers).max(least)
 }
 
 /// The SYN proxy's MSS toward the backends, `mss` (`None` without the SYN proxy).
@@ -230,7 +230,7 @@ fn build_backend(
     at: &Around<'_>,
     hops: &mut NextHops,
     (seen, pairs): (&mut Seen, &mut std::collections::HashSet<(IpAddr, u16)>),
-) -> Result<(Backend, usize), BuildError> {
+) -> Result<Backend, BuildError> {
     let path = format!("services[{si}].backends[{bi}]");
     rules::dsr_backend(s.forwarding, b.port.is_some(), b.host.is_some())
         .map_err(|(field, m)| refuse(format!("{path}.{field}"), m))?;
@@ -268,7 +268,7 @@ fn build_backend(
     else {
         return Err(refuse(format!("{path}.{field}"), format!("no tunnel from {tunnel_source} to {host}")));
     };
-    let backend = Backend {
+    Ok(Backend {
         id,
         address: b.address,
         port,
@@ -278,8 +278,7 @@ fn build_backend(
         nexthop,
         tunnel_source,
         outer,
-    };
-    Ok((backend, usize::from(out.mtu)))
+    })
 }
 
 /// The backend's stable id: its own, or the next after the largest so far; unique.

@@ -11,7 +11,7 @@ use crate::flow::{Addr, FlowKey, Prefix, SELECT_SEED};
 pub use crate::limit::Limits;
 use crate::maglev::Maglev;
 use crate::table::{IdIndex, MapKey, StaticMap};
-use crate::wire::{ipv4, Mac};
+use crate::wire::Mac;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

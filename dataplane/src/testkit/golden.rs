@@ -10,6 +10,10 @@
 //! | 2    | tiny | 198.20.0.1/24   | 02:00:00:00:02:01 | -    | 576  | .10 -> :02:0a                |
 //! | 3    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 1500 | -                            |
 //!
+//! and IPv6 on the first two (`with_ipv6`): ext 2001:db8:18::1/64 with gateway 2001:db8:18::2
+//! (the router, its MAC learned), int 2001:db8:19::1/64 with static neighbour 2001:db8:19::a ->
+//! 02:00:00:00:01:0a.
+//!
 //! Services (Maglev, table 251), the first five shared with [`fuzz_spec`]:
 //! - 198.18.10.1:80/tcp  IPIP           -> 198.19.0.10
 //! - 198.18.10.1:53/udp  GRE key 1001   -> 198.19.0.11
@@ -22,6 +26,9 @@
 //!   `on_no_backend` reset (.7) and ICMP unreachable (.8)
 //! - 198.18.10.9:80/tcp  NAT, GRE key 7, SYN proxy -> 192.0.2.10:8080 on 198.19.0.10
 //! - 198.18.10.6:53/udp  NAT, IPIP      -> 192.0.2.20:5353 on 198.19.0.11
+//! - [2001:db8:10::1]:80/tcp  IPIP (IPv6 in IPv4)     -> 198.19.0.10
+//! - [2001:db8:10::1]:53/udp  GRE key 6 over IPv6     -> 2001:db8:19::a
+//! - 198.18.10.10:80/tcp      IPIP (IPv4 in IPv6)     -> 2001:db8:19::a
 //!
 //! [`fuzz_spec`] folds it onto three ports so that one rx port index of the four a fuzz
 //! selector byte can name (3) does not exist, and keeps only DSR services (the fuzz targets'
@@ -33,15 +40,42 @@
 //! | 1    | int  | 198.19.0.1/24   | 02:00:00:00:01:01 | -    | 1500 | .10 -> :01:0a, .11 -> :01:0b |
 //! | 2    | tag  | 198.21.0.1/24   | 02:00:00:00:03:01 | 100  | 576  | .10 -> :03:0a                |
 //!
+//! with the same IPv6 on ext and int.
+//!
 //! Its services are the five shared ones, then 198.18.10.5:80/tcp over GRE key 7 to
 //! 198.21.0.10 on the tagged, small-MTU port.
 
 use super::spec::{backend, int_port, nat_backend, port_spec, snapshot_spec, spec_addr};
 use super::{hosts, EXT_ADDR, EXT_MAC, ROUTER, ROUTER_MAC};
+use crate::flow::Prefix;
 use crate::snapshot::{
     BackendSpec, Forwarding, NoBackend, PortSpec, Protocol, ServiceSpec, Snapshot, SnapshotSpec, Tunnel,
 };
 use crate::wire::Mac;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The external port's IPv6 address (2001:db8:18::1/64).
+pub const EXT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 1);
+/// The router's IPv6 address on the external port, its gateway: a next hop whose MAC is
+/// learned.
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
+/// The internal port's IPv6 address (2001:db8:19::1/64).
+pub const INT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1);
+/// Backend host 10's IPv6 address, a static neighbour of the internal port (its MAC is
+/// [`super::host_mac`]`(10)`).
+pub const HOST6_10: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 0x0a);
+
+/// `ports` with IPv6 on the first two (ext and int): their addresses, the external port's
+/// gateway and the internal port's static neighbour.
+fn with_ipv6(mut ports: Vec<PortSpec>) -> Vec<PortSpec> {
+    if let [ext, int, ..] = &mut ports[..] {
+        ext.addresses.push(Prefix::new(EXT_ADDR6, 64));
+        ext.gateways.push(IpAddr::V6(ROUTER6));
+        int.addresses.push(Prefix::new(INT_ADDR6, 64));
+        int.neighbors.push((IpAddr::V6(HOST6_10), super::host_mac(10)));
+    }
+    ports
+}
 
 /// The golden appliance's spec (see the module's table).
 pub fn spec() -> SnapshotSpec {
@@ -77,6 +111,7 @@ pub fn spec() -> SnapshotSpec {
             nat_backend([192, 0, 2, 20], 5353, [198, 19, 0, 11], 1),
         ),
     ]);
+    services.extend(ipv6_services());
     let ports = vec![
         port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)]),
         int_port(hosts([10, 11])),
@@ -86,7 +121,7 @@ pub fn spec() -> SnapshotSpec {
         },
         PortSpec { vlan: Some(100), ..port_spec("tag", mac(3), [198, 21, 0, 1], hosts([])) },
     ];
-    snapshot_spec(ports, services)
+    snapshot_spec(with_ipv6(ports), services)
 }
 
 /// The golden appliance, built.
@@ -113,7 +148,7 @@ pub fn fuzz_spec() -> SnapshotSpec {
             ..port_spec("tag", mac(3), [198, 21, 0, 1], [([198, 21, 0, 10], [2, 0, 0, 0, 3, 0x0a])])
         },
     ];
-    snapshot_spec(ports, services)
+    snapshot_spec(with_ipv6(ports), services)
 }
 
 /// The fuzz targets' appliance, built.
@@ -159,6 +194,24 @@ fn service(
     }
 }
 
+/// The IPv6 VIP (2001:db8:10::1) and the services that cross families (see the module's
+/// docs).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1);
+
+/// The services over IPv6: an IPv6 VIP over each underlay, an IPv4 VIP over IPv6.
+fn ipv6_services() -> Vec<ServiceSpec> {
+    let dsr = |vip: IpAddr, port, protocol, tunnel, host: IpAddr| ServiceSpec {
+        tunnel,
+        table_size: 251,
+        ..ServiceSpec::dsr(&format!("{vip}:{port}"), vip, port, protocol, vec![BackendSpec::new(host, 1)])
+    };
+    vec![
+        dsr(VIP6.into(), 80, Protocol::Tcp, Tunnel::Ipip, spec_addr([198, 19, 0, 10])),
+        dsr(VIP6.into(), 53, Protocol::Udp, Tunnel::Gre { key: Some(6) }, HOST6_10.into()),
+        dsr(spec_addr([198, 18, 10, 10]), 80, Protocol::Tcp, Tunnel::Ipip, HOST6_10.into()),
+    ]
+}
+
 /// [`service`] as NAT to the one backend `b`.
 fn nat(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: BackendSpec) -> ServiceSpec {
     ServiceSpec {
@@ -179,7 +232,7 @@ fn down(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSp
 mod tests {
     #[test]
     fn both_build() {
-        assert_eq!(super::snapshot().services.len(), 13);
+        assert_eq!(super::snapshot().services.len(), 16);
         assert_eq!(super::fuzz_snapshot().ports.len(), 3);
     }
 }

@@ -103,6 +103,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// Addresses the frame at the front of `b` back to its sender, from `mac` (nothing if `b` is
+/// shorter than an Ethernet header).
+pub fn turn_around(b: &mut [u8], mac: Mac) {
+    if let Ok(mut eth) = EthernetFrame::new_checked(b) {
+        eth.reply_to_sender(mac);
+    }
+}
+
 /// Writes the destination MAC of the frame at the front of `b` (headers built from a template).
 #[inline(always)]
 pub fn write_dst(b: &mut [u8], m: Mac) {

@@ -6,6 +6,7 @@
 //! ICMPv6 message exactly (no link padding): its checksum covers its length.
 
 use super::icmpv6::{self, TYPE_NEIGHBOR_ADVERT, TYPE_NEIGHBOR_SOLICIT};
+use super::ipv6::{self, Ipv6Repr};
 use super::Mac;
 use std::net::Ipv6Addr;
 
@@ -15,6 +16,8 @@ pub const HOP_LIMIT: u8 = 255;
 pub const MSG_LEN: usize = 24;
 /// With one link-layer address option for Ethernet.
 pub const MSG_WITH_LL_LEN: usize = MSG_LEN + 8;
+/// A packet the appliance sends: the IPv6 header and a message with a link-layer option.
+pub const PACKET_LEN: usize = ipv6::HEADER_LEN + MSG_WITH_LL_LEN;
 
 pub const OPT_SOURCE_LL: u8 = 1;
 pub const OPT_TARGET_LL: u8 = 2;
@@ -191,6 +194,35 @@ fn emit(
     len
 }
 
+/// Writes a packet from `src` to `dst` into `b`: the IPv6 header (no extension header, hop
+/// limit [`HOP_LIMIT`]), then the message `message` writes after it (returning its length, 0
+/// if it has no room). Returns the packet's length, 0 if `b` is too short.
+fn emit_packet(
+    b: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    message: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let Some((header, m)) = b.split_at_mut_checked(ipv6::HEADER_LEN) else {
+        return 0;
+    };
+    let len = message(m);
+    if len == 0 {
+        return 0;
+    }
+    let repr = Ipv6Repr {
+        src,
+        dst,
+        next_header: ipv6::NEXT_ICMPV6,
+        payload_len: len,
+        traffic_class: 0,
+        flow_label: 0,
+        hop_limit: HOP_LIMIT,
+    };
+    repr.emit(header);
+    ipv6::HEADER_LEN + len
+}
+
 impl NeighborSolicit {
     /// Writes the solicitation into `out` with its checksum for a packet from `src` to `dst`
     /// (the caller's IPv6 header: hop limit [`HOP_LIMIT`]). Returns its length (24, or 32 with
@@ -204,6 +236,13 @@ impl NeighborSolicit {
     /// it goes: `target`'s solicited-node multicast address (RFC 4861 7.2.2).
     pub fn resolve(target: Ipv6Addr, mac: Mac) -> (Self, Ipv6Addr) {
         (NeighborSolicit { target, source_mac: Some(mac) }, solicited_node(target))
+    }
+
+    /// Writes the packet carrying the solicitation from `src` to `dst` into `b`: the IPv6
+    /// header (hop limit [`HOP_LIMIT`]), then the message. Returns its length, 0 if `b` is
+    /// too short.
+    pub fn emit_packet(&self, b: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) -> usize {
+        emit_packet(b, src, dst, |m| self.emit(m, src, dst))
     }
 }
 
@@ -246,6 +285,13 @@ impl NeighborAdvert {
             target_mac: Some(mac),
         };
         (na, ALL_NODES)
+    }
+
+    /// Writes the packet carrying the advertisement from `src` to `dst` into `b`: the IPv6
+    /// header (hop limit [`HOP_LIMIT`]), then the message. Returns its length, 0 if `b` is
+    /// too short.
+    pub fn emit_packet(&self, b: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) -> usize {
+        emit_packet(b, src, dst, |m| self.emit(m, src, dst))
     }
 }
 
@@ -378,6 +424,39 @@ mod tests {
         assert_eq!(out[..24], NS_DAD);
         assert_eq!(dad.emit(&mut out[..23], Ipv6Addr::UNSPECIFIED, nsma()), 0);
         assert_eq!(na.emit(&mut out[..31], t(), to), 0);
+    }
+
+    // raw(IPv6(src=T, dst='ff02::1:ff00:1', hlim=255)/ICMPv6ND_NS(tgt=A)
+    //     /ICMPv6NDOptSrcLLAddr(lladdr=MT))[:40]: NS_RESOLVE's IPv6 header
+    const NS_RESOLVE_HEADER: [u8; 40] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x01, 0xff, 0x00, 0x00, 0x01,
+    ];
+    // raw(IPv6(src=T, dst=A, hlim=255)/ICMPv6ND_NA(tgt=T, R=0, S=1, O=1)
+    //     /ICMPv6NDOptDstLLAddr(lladdr=MT))[:40]: NA's IPv6 header
+    const NA_HEADER: [u8; 40] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    ];
+
+    #[test]
+    fn emits_whole_packets_as_scapy_builds_them() {
+        let mut out = [0xeeu8; PACKET_LEN + 4];
+        let (ns, to) = NeighborSolicit::resolve(a(), MT);
+        assert_eq!(ns.emit_packet(&mut out, t(), to), PACKET_LEN);
+        assert_eq!(
+            (out[..40].to_vec(), out[40..PACKET_LEN].to_vec()),
+            (NS_RESOLVE_HEADER.to_vec(), NS_RESOLVE.to_vec())
+        );
+        let ns = parse_ns(&NS, a(), nsma(), 255).unwrap();
+        let (na, to) = NeighborAdvert::answer(&ns, a(), MT);
+        assert_eq!(na.emit_packet(&mut out, t(), to), PACKET_LEN);
+        assert_eq!((out[..40].to_vec(), out[40..PACKET_LEN].to_vec()), (NA_HEADER.to_vec(), NA.to_vec()));
+        assert_eq!(out[PACKET_LEN..], [0xee; 4], "nothing written past the packet");
+        assert_eq!(na.emit_packet(&mut out[..PACKET_LEN - 1], t(), to), 0);
+        assert_eq!(na.emit_packet(&mut out[..39], t(), to), 0);
     }
 
     #[test]

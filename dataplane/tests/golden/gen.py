@@ -9,7 +9,13 @@ layout or checksum arithmetic is wrong, the bytes differ. Run after changing the
 The appliance these cases assume is built by `testkit::golden::spec()` in
 dataplane/src/testkit/golden.rs; keep the two in step.
 """
+import socket
+
 from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, fragment, raw
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
+                                ICMPv6ND_RS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrDestOpt,
+                                IPv6ExtHdrFragment)
+from scapy.utils6 import in6_getnsma, in6_getnsmac
 
 # Appliance (see dataplane/src/testkit/golden.rs)
 EXT_MAC, EXT_IP = "02:00:00:00:00:01", "198.18.0.1"    # port 0, 198.18.0.0/24
@@ -25,6 +31,10 @@ VIP_NAT, NAT_BE, NAT_BE_UDP = "198.18.10.6", "192.0.2.10", "192.0.2.20"
 VIP_DOWN_RST, VIP_DOWN_ICMP = "198.18.10.7", "198.18.10.8"
 # A client on port 0's segment
 CLI_MAC, CLI_IP = "02:00:00:00:00:99", "198.18.0.2"
+# IPv6 on ports 0 and 1 (testkit::golden::with_ipv6): the router 2001:db8:18::2 (CLI_MAC) is
+# port 0's gateway, a next hop whose MAC is learned; 2001:db8:19::a is a static neighbour.
+EXT6, ROUTER6, INT6 = "2001:db8:18::1", "2001:db8:18::2", "2001:db8:19::1"
+CLI6 = "2001:db8:18::99"  # on port 0's link, not a next hop
 
 cases = []
 
@@ -92,7 +102,9 @@ bad = bytearray(raw(echo(VIP)))
 bad[14 + 20 + 2] ^= 0x5a
 case("ping with a bad icmp checksum", 0, bytes(bad), None, "drop:icmp_bad_checksum")
 case("icmp unreachable to a VIP quoting no IPv4 packet", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=3, code=3) / Raw(b"x" * 28), None, "drop:icmp_error_malformed")
-case("icmp timestamp request to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=13) / Raw(b"\0" * 12), None, "drop:icmp_unsupported")
+# The timestamps fixed (scapy fills in the time of day), as when the case was first written.
+ts = 0x00F44234
+case("icmp timestamp request to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / ICMP(type=13, ts_ori=ts, ts_rx=ts, ts_tx=ts) / Raw(b"\0" * 12), None, "drop:icmp_unsupported")
 case("icmp truncated", 0, eth_in() / IP(src=CLI_IP, dst=VIP, proto=1) / Raw(b"\x08\x00\x00"), None, "drop:icmp_truncated")
 
 # ---- TCP and UDP to a VIP: DSR tunnels -----------------------------------------------------
@@ -141,6 +153,7 @@ case("tcp to the appliance's own address", 0, eth_in() / IP(src=CLI_IP, dst=EXT_
 case("gre to a VIP", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / GRE() / Raw(b"\0" * 20), None, "drop:protocol_unsupported")
 case("ip broadcast", 0, Ether(dst="ff:ff:ff:ff:ff:ff", src=CLI_MAC) / IP(src=CLI_IP, dst="255.255.255.255") / UDP(sport=68, dport=67), None, "drop:not_for_us")
 case("unicast to another MAC", 0, eth_in(dst="02:00:00:00:00:42") / syn, None, "drop:foreign_mac")
+# (scapy gives Raw after Ether the EtherType 0x9000: an unknown EtherType, whatever it carries.)
 case("ipv6 ethertype", 0, eth_in() / Raw(bytes.fromhex("6000000000083a40") + b"\0" * 40), None, "drop:ethertype_unsupported")
 
 # ---- NAT (TGW VPC) -------------------------------------------------------------------------
@@ -350,6 +363,147 @@ case("tcp data offset below 5", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / TCP(spor
 case("tcp options past the segment", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / TCP(sport=1, dport=80, dataofs=15), None, "drop:l4_truncated")
 case("udp length below 8", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(sport=1, dport=53, len=7), None, "drop:l4_malformed")
 case("udp length past the datagram", 0, eth_in() / IP(src=CLI_IP, dst=VIP) / UDP(sport=1, dport=53, len=40) / Raw(b"x" * 4), None, "drop:l4_truncated")
+
+# ---- IPv6: neighbor discovery and echo on the data ports --------------------------------------
+def nsma(a):
+    """The solicited-node multicast address of `a` and its MAC (scapy's)."""
+    group = socket.inet_ntop(socket.AF_INET6, in6_getnsma(socket.inet_pton(socket.AF_INET6, a)))
+    return group, in6_getnsmac(socket.inet_pton(socket.AF_INET6, group))
+
+
+EXT_NSMA, EXT_NSMA_MAC = nsma(EXT6)
+
+
+def ns(src, dst, tgt, eth_dst, lladdr=CLI_MAC, hlim=255, eth_src=CLI_MAC):
+    m = ICMPv6ND_NS(tgt=tgt)
+    if lladdr is not None:
+        m = m / ICMPv6NDOptSrcLLAddr(lladdr=lladdr)
+    return Ether(dst=eth_dst, src=eth_src) / IPv6(src=src, dst=dst, hlim=hlim) / m
+
+
+def na_from_port(dst, eth_dst, solicited=1, tgt=EXT6):
+    return Ether(dst=eth_dst, src=EXT_MAC) / IPv6(src=tgt, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=tgt, R=0, S=solicited, O=1) / ICMPv6NDOptDstLLAddr(lladdr=EXT_MAC)
+
+
+case("nd: solicitation for the port address to its solicited-node group is answered", 0, ns(CLI6, EXT_NSMA, EXT6, EXT_NSMA_MAC), na_from_port(CLI6, CLI_MAC), "nd_advert:0")
+case("nd: unicast solicitation without a link-layer option: answered to the frame's source", 0, ns(CLI6, EXT6, EXT6, EXT_MAC, lladdr=None), na_from_port(CLI6, CLI_MAC), "nd_advert:0")
+case("nd: solicitation whose link-layer option names another MAC: answered there", 0, ns(CLI6, EXT_NSMA, EXT6, EXT_NSMA_MAC, lladdr="02:00:00:00:00:77"), na_from_port(CLI6, "02:00:00:00:00:77"), "nd_advert:0")
+case("nd: duplicate address detection for the port address: defended to all nodes", 0, ns("::", EXT_NSMA, EXT6, EXT_NSMA_MAC, lladdr=None), na_from_port("ff02::1", "33:33:00:00:00:01", solicited=0), "nd_advert:0")
+case("nd: solicitation from the router (a next hop) is answered", 0, ns(ROUTER6, EXT_NSMA, EXT6, EXT_NSMA_MAC), na_from_port(ROUTER6, CLI_MAC), "nd_advert:0")
+case("nd: solicitation with link padding: the advertisement is cut to its length", 0, raw(ns(CLI6, EXT6, EXT6, EXT_MAC)) + b"\0" * 10, na_from_port(CLI6, CLI_MAC), "nd_advert:0")
+case("nd: solicitation for an address the appliance does not have", 0, ns(CLI6, nsma("2001:db8:18::77")[0], "2001:db8:18::77", nsma("2001:db8:18::77")[1]), None, "drop:nd_not_for_us")
+case("nd: solicitation for the other port's address", 0, ns(CLI6, nsma(INT6)[0], INT6, nsma(INT6)[1]), None, "drop:nd_not_for_us")
+case("nd: solicitation with hop limit 254 (forwarded, not from the link)", 0, ns(CLI6, EXT_NSMA, EXT6, EXT_NSMA_MAC, hlim=254), None, "drop:nd_invalid")
+bad_ns = bytearray(raw(ns(CLI6, EXT_NSMA, EXT6, EXT_NSMA_MAC)))
+bad_ns[14 + 40 + 2] ^= 0x5a
+case("nd: solicitation with a bad checksum", 0, bytes(bad_ns), None, "drop:nd_invalid")
+case("nd: duplicate address detection with a link-layer option", 0, ns("::", EXT_NSMA, EXT6, EXT_NSMA_MAC), None, "drop:nd_invalid")
+na_in = lambda src, tgt, lladdr, dst=EXT6, eth_dst=EXT_MAC, S=1, O=1: Ether(dst=eth_dst, src=CLI_MAC) / IPv6(src=src, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=tgt, R=1, S=S, O=O) / ICMPv6NDOptDstLLAddr(lladdr=lladdr)
+case("nd: advertisement from the router (the port's gateway): its MAC learned", 0, na_in(ROUTER6, ROUTER6, CLI_MAC), None, "consumed")
+case("nd: unsolicited advertisement from the router to all nodes: its MAC learned", 0, na_in(ROUTER6, ROUTER6, CLI_MAC, dst="ff02::1", eth_dst="33:33:00:00:00:01", S=0), None, "consumed")
+case("nd: advertisement from a host the appliance does not send to", 0, na_in(CLI6, CLI6, CLI_MAC), None, "drop:nd_not_for_us")
+case("nd: router solicitation to all routers", 0, Ether(dst="33:33:00:00:00:02", src=CLI_MAC) / IPv6(src=CLI6, dst="ff02::2", hlim=255) / ICMPv6ND_RS(), None, "drop:not_for_us")
+case("nd: solicitation to another group", 0, ns(CLI6, "ff02::2", EXT6, "33:33:00:00:00:02"), None, "drop:not_for_us")
+
+
+def echo6(dst, payload=b"sluice-ping6-0123456789", hlim=61, ext=None, src=CLI6):
+    ip = IPv6(src=src, dst=dst, hlim=hlim, fl=0x12345)
+    e = ICMPv6EchoRequest(id=0x77, seq=3, data=payload)
+    return eth_in() / (ip / ext / e if ext is not None else ip / e)
+
+
+def echo6_reply(src, payload=b"sluice-ping6-0123456789", dst=CLI6):
+    return Ether(dst=CLI_MAC, src=EXT_MAC) / IPv6(src=src, dst=dst, hlim=64, fl=0x12345) / ICMPv6EchoReply(id=0x77, seq=3, data=payload)
+
+
+case("icmpv6 echo to the port address is answered", 0, echo6(EXT6), echo6_reply(EXT6), "echo_reply:0")
+case("icmpv6 echo to the other port's address is answered", 0, echo6(INT6), echo6_reply(INT6), "echo_reply:0")
+case("icmpv6 echo with link padding keeps it", 0, raw(echo6(EXT6, b"ab")) + b"\0" * 6, raw(echo6_reply(EXT6, b"ab")) + b"\0" * 6, "echo_reply:0")
+case("icmpv6 echo after a destination options header: answered without it", 0, echo6(EXT6, ext=IPv6ExtHdrDestOpt()), echo6_reply(EXT6), "echo_reply:0")
+eight = IPv6ExtHdrDestOpt()
+for _ in range(7):
+    eight = eight / IPv6ExtHdrDestOpt()
+case("icmpv6 echo after eight extension headers (the most walked)", 0, echo6(EXT6, ext=eight), echo6_reply(EXT6), "echo_reply:0")
+case("icmpv6 echo after nine extension headers", 0, echo6(EXT6, ext=eight / IPv6ExtHdrDestOpt()), None, "drop:ipv6_malformed")
+bad_echo6 = bytearray(raw(echo6(EXT6)))
+bad_echo6[14 + 40 + 2] ^= 0x5a
+case("icmpv6 echo with a bad checksum", 0, bytes(bad_echo6), None, "drop:icmp_bad_checksum")
+case("icmpv6 echo truncated", 0, eth_in() / IPv6(src=CLI6, dst=EXT6, nh=58) / Raw(b"\x80\x00\x00\x00"), None, "drop:icmp_truncated")
+case("icmpv6 echo to all nodes", 0, Ether(dst="33:33:00:00:00:01", src=CLI_MAC) / IPv6(src=CLI6, dst="ff02::1") / ICMPv6EchoRequest(id=1, seq=1), None, "drop:not_for_us")
+case("icmpv6 error to the port address", 0, eth_in() / IPv6(src=CLI6, dst=EXT6) / ICMPv6DestUnreach(code=4) / raw(IPv6(src=EXT6, dst=CLI6) / UDP(sport=53, dport=5353)), None, "drop:icmpv6_unsupported")
+case("ipv6 tcp to the port address", 0, eth_in() / IPv6(src=CLI6, dst=EXT6) / TCP(sport=40000, dport=22, flags="S"), None, "drop:local_unsupported")
+case("ipv6 udp to another host", 0, eth_in() / IPv6(src=CLI6, dst="2001:db8:18::50") / UDP(sport=1, dport=53), None, "drop:not_for_us")
+case("ipv6 fragment to the port address", 0, eth_in() / IPv6(src=CLI6, dst=EXT6) / IPv6ExtHdrFragment(m=1, id=7) / ICMPv6EchoRequest(id=1, seq=1), None, "drop:ipv6_fragment")
+good6 = raw(echo6(EXT6))
+case("ipv6 header truncated", 0, good6[:14 + 30], None, "drop:ipv6_truncated")
+case("ipv6 payload length past the frame", 0, mutate(good6, 14 + 5, good6[14 + 5] + 1), None, "drop:ipv6_truncated")
+case("ipv6 extension header running past the payload", 0, eth_in() / IPv6(src=CLI6, dst=EXT6, nh=60) / Raw(b"\x3a\x01" + b"\0" * 6), None, "drop:ipv6_truncated")
+case("ipv6 version 4 under the ipv6 ethertype", 0, mutate(good6, 14, 0x40), None, "drop:ipv6_malformed")
+case("ipv6 from a multicast source", 0, echo6(EXT6, src="ff02::1"), None, "drop:ipv6_malformed")
+case("ipv6 from the unspecified source, not neighbor discovery", 0, echo6(EXT6, src="::"), None, "drop:ipv6_malformed")
+
+# ---- IPv6 services: each encapsulation -----------------------------------------------------
+VIP6, HOST6_10, VIP_OVER6 = "2001:db8:10::1", "2001:db8:19::a", "198.18.10.10"
+SVC_WEB6, SVC_DNS6, SVC_OVER6 = 13, 14, 15  # service ids: the order of testkit::golden::spec()
+M64 = (1 << 64) - 1
+
+
+def mix64(x):
+    x ^= x >> 33
+    x = (x * 0xff51afd7ed558ccd) & M64
+    x ^= x >> 33
+    x = (x * 0xc4ceb9fe1a85ec53) & M64
+    return x ^ (x >> 33)
+
+
+def flow_label(client, sport, service_id, seed=1):
+    """The outer IPv6 flow label of a flow's tunnel: bits 32..51 of its session hash
+    (SessionTable::hash over the client's address (IPv4 mapped), port and the service id, with
+    the golden tests' table seed 1)."""
+    if ":" in client:
+        a = int.from_bytes(socket.inet_pton(socket.AF_INET6, client), "big")
+    else:
+        a = 0xffff00000000 | int.from_bytes(socket.inet_aton(client), "big")
+    seeds = [mix64(seed ^ 1), mix64(seed ^ 2), mix64(seed ^ 3)]
+    w = [a & M64, a >> 64, sport | 1 << 16 | service_id << 32]
+    k = [0x9e3779b97f4a7c15, 0xc2b2ae3d27d4eb4f, 0x165667b19e3779f9]
+    x = 0
+    for wi, si, ki in zip(w, seeds, k):
+        x ^= ((wi ^ si) * ki) & M64
+    return (mix64(x) >> 32) & 0xfffff
+
+
+def over6(inner, nh, key=None, label=0):
+    """`inner` tunneled from port 1 over IPv6 to `nh` (2001:db8:19::a): IPv4 or IPv6 in IPv6,
+    or GRE with `key`; the outer traffic class is the inner TOS or class."""
+    b = raw(inner)
+    v6 = b[0] >> 4 == 6
+    tc = IPv6(b).tc if v6 else IP(b).tos
+    ip = IPv6(src=INT6, dst=nh, tc=tc, fl=label, hlim=64)
+    if key is None:
+        tunnel = ip / Raw(b)
+        tunnel.nh = 41 if v6 else 4
+    else:
+        tunnel = ip / GRE(proto=0x86DD if v6 else 0x0800, key_present=1, key=key) / Raw(b)
+    return Ether(dst=B10_MAC, src=INT_MAC) / tunnel
+
+
+syn6 = IPv6(src=CLI6, dst=VIP6, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64800, options=[("MSS", 1440), ("SAckOK", b"")])
+syn6_clamped = IPv6(src=CLI6, dst=VIP6, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=64800, options=[("MSS", 1420), ("SAckOK", b"")])
+v6_in_v4 = Ether(dst=B10_MAC, src=INT_MAC) / IP(src=INT_IP, dst="198.19.0.10", proto=41, tos=0x28, id=0, flags="DF", ttl=64) / raw(syn6_clamped)
+case("ipv6 tcp syn to a dsr vip: ipv6 in ipip over ipv4, its MSS clamped to the path (1480 - 60)", 0, eth_in() / syn6, v6_in_v4, "tunnel:1")
+data6 = IPv6(src=CLI6, dst=VIP6, hlim=61) / IPv6ExtHdrDestOpt() / TCP(sport=40001, dport=80, flags="PA", seq=5, ack=7) / Raw(b"GET / HTTP/1.1\r\n\r\n")
+case("ipv6 tcp after a destination options header: carried whole", 0, eth_in() / data6, Ether(dst=B10_MAC, src=INT_MAC) / IP(src=INT_IP, dst="198.19.0.10", proto=41, tos=0, id=0, flags="DF", ttl=64) / raw(data6), "tunnel:1")
+dns6 = IPv6(src=CLI6, dst=VIP6, hlim=61, tc=0xb8) / UDP(sport=40053, dport=53) / Raw(b"query")
+case("ipv6 udp to a dsr vip: gre with its key over ipv6, flow label from the flow", 0, eth_in() / dns6, over6(dns6, HOST6_10, key=6, label=flow_label(CLI6, 40053, SVC_DNS6)), "tunnel:1")
+web4 = IP(src=CLI_IP, dst=VIP_OVER6, ttl=63, tos=0x10, id=0x3333, flags="DF") / TCP(sport=40002, dport=80, flags="A", seq=1, ack=1)
+case("ipv4 to a vip whose backend is on the ipv6 underlay: ipv4 in ipv6", 0, eth_in() / web4, over6(web4, HOST6_10, label=flow_label(CLI_IP, 40002, SVC_OVER6)), "tunnel:1")
+big6 = IPv6(src=CLI6, dst=VIP6, hlim=61) / TCP(sport=40003, dport=80, flags="PA", seq=9, ack=9) / Raw((bytes(range(256)) * 6)[:1500 - 60])
+ptb = Ether(dst=CLI_MAC, src=EXT_MAC) / IPv6(src=VIP6, dst=CLI6, hlim=64) / ICMPv6PacketTooBig(mtu=1480) / raw(big6)[:1232]
+case("ipv6 packet too big for the tunnel: packet too big from the vip, 1232 bytes quoted", 0, eth_in() / big6, ptb, "too_big:0")
+case("nd: solicitation for an ipv6 vip is answered (a host: router flag clear)", 0, ns(CLI6, nsma(VIP6)[0], VIP6, nsma(VIP6)[1]), na_from_port(CLI6, CLI_MAC, tgt=VIP6), "nd_advert:0")
+case("icmpv6 echo to an ipv6 vip is answered", 0, echo6(VIP6), echo6_reply(VIP6), "echo_reply:0")
+case("ipv6 tcp to a vip on a port no service has", 0, eth_in() / IPv6(src=CLI6, dst=VIP6) / TCP(sport=40000, dport=81, flags="S"), None, "drop:no_service")
 
 print("# Generated by gen.py (scapy); do not edit by hand. Format: blank-line separated records.")
 for name, port, inp, out, verdict, pre in cases:

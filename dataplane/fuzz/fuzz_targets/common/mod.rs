@@ -17,7 +17,9 @@ use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::{Snapshot, SnapshotSpec, Tunnel};
 use sluice_dataplane::testkit::golden;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
-use sluice_dataplane::wire::{ipv4, GrePacket, Ipv4Packet};
+use sluice_dataplane::wire::icmpv6::{self, Icmpv6Packet};
+use sluice_dataplane::wire::{ipv4, ipv6, ndisc, GrePacket, Ipv4Packet, Ipv6Packet};
+use std::net::IpAddr;
 
 /// Number of ports in the snapshot; rx port indexes at or past it do not exist.
 pub const N_PORTS: u16 = 3;
@@ -88,8 +90,19 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         Verdict::Tunnel { port, service, backend } => check_tunnel(snap, input, out, port, service, backend),
         Verdict::ArpReply { port } | Verdict::EchoReply { port } => {
             assert_eq!(port, rx_port, "a reply leaves by the port it came in ({v:?})");
-            assert_eq!(out.len(), input.len(), "a reply is built in place ({v:?})");
+            // In place; an ICMPv6 echo reply without the request's extension headers.
+            let ipv6 =
+                EthernetFrame::new_checked(input).is_ok_and(|e| e.ethertype() == ethernet::ETHERTYPE_IPV6);
+            if ipv6 {
+                assert!(out.len() <= input.len(), "a reply is built in place ({v:?})");
+            } else {
+                assert_eq!(out.len(), input.len(), "a reply is built in place ({v:?})");
+            }
             check_reply(snap, rx_port, input, out, v);
+        }
+        Verdict::NeighborAdvert { port } => {
+            assert_eq!(port, rx_port, "an advertisement leaves by the port the solicitation came in");
+            check_advert(snap, rx_port, input, out);
         }
         // The fuzz snapshot never loses a backend, so no session can need a reset.
         Verdict::Reset { .. } => panic!("a reset without a removed backend"),
@@ -98,7 +111,9 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         Verdict::NatReply { .. } => panic!("a NAT reply without a NAT service"),
         Verdict::Unreachable { .. } => panic!("an ICMP unreachable without an icmp_unreachable service"),
         // Nor exception paths.
-        Verdict::ToKernel { .. } | Verdict::FromKernel { .. } => panic!("the kernel's without an exception path"),
+        Verdict::ToKernel { .. } | Verdict::FromKernel { .. } => {
+            panic!("the kernel's without an exception path")
+        }
         Verdict::TooBig { port } => {
             assert_eq!(port, rx_port, "a too-big message goes back the way the packet came");
             check_too_big(snap, input, out);
@@ -107,7 +122,8 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
             assert!(out.len() <= input.len(), "a packet left to fragment is not grown ({v:?})");
             let svc = snap.services.get(usize::from(service)).expect("verdict names an existing service");
             let be = svc.backends.get(usize::from(backend)).expect("verdict names an existing backend");
-            let ip = Ipv4Packet::new_checked(&out[usize::from(at)..]).expect("the packet to fragment is IPv4");
+            let ip =
+                Ipv4Packet::new_checked(&out[usize::from(at)..]).expect("the packet to fragment is IPv4");
             assert!(!ip.dont_frag(), "fragmented a packet with DF set");
             assert!(ip.total_len() > usize::from(be.outer.max_inner()), "fragmented a packet that fits");
         }
@@ -224,6 +240,9 @@ fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdi
             );
             assert_eq!(&out[l2 + 28..], &input[l2 + 28..], "padding after the ARP packet is kept");
         }
+        Verdict::EchoReply { .. } if eth.ethertype() == ethernet::ETHERTYPE_IPV6 => {
+            check_echo6(&input[l2..], &out[l2..]);
+        }
         Verdict::EchoReply { .. } => {
             let ip = Ipv4Packet::new_checked(&out[l2..]).expect("a valid IPv4 echo reply");
             assert!(ip.verify_checksum(), "echo reply IPv4 checksum does not verify");
@@ -243,11 +262,55 @@ fn check_reply(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8], v: Verdi
     }
 }
 
+/// An ICMPv6 echo reply `out` (from its IPv6 header) to the request `input`.
+fn check_echo6(input: &[u8], out: &[u8]) {
+    let ip = Ipv6Packet::new_checked(out).expect("a valid IPv6 echo reply");
+    let in_ip = Ipv6Packet::new_checked(input).expect("echoed input is IPv6");
+    assert_eq!((ip.src(), ip.dst()), (in_ip.dst(), in_ip.src()), "addresses swapped");
+    assert_eq!(ip.next_header(), ipv6::NEXT_ICMPV6, "no extension header in the reply");
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("an ICMPv6 message");
+    assert_eq!(icmp.msg_type(), icmpv6::TYPE_ECHO_REPLY);
+    assert!(icmp.verify_checksum(ip.src(), ip.dst()), "echo reply ICMPv6 checksum: {}", hex(ip.payload()));
+    let upper = ipv6::upper_layer(input).expect("the request's headers were walked");
+    let request = &input[upper.offset..in_ip.total_len()];
+    assert_eq!(&ip.payload()[4..], &request[4..], "echo id, sequence and data kept");
+}
+
+/// A neighbor advertisement `out` answering the solicitation `input`, sent out of `rx_port`.
+fn check_advert(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
+    let port = &snap.ports[usize::from(rx_port)];
+    let eth = EthernetFrame::new_checked(out).expect("advertisement has an Ethernet header");
+    assert_eq!((eth.vlan(), eth.src()), (port.vlan, port.mac), "from the port");
+    let l2 = eth.header_len();
+    assert_eq!(out.len(), l2 + ndisc::PACKET_LEN, "an advertisement with one option, nothing after");
+    let ip = Ipv6Packet::new_checked(&out[l2..]).expect("a valid IPv6 header");
+    let na =
+        ndisc::parse_na(ip.payload(), ip.src(), ip.dst(), ip.hop_limit()).expect("a valid advertisement");
+    let in_ip = Ipv6Packet::new_checked(&input[l2..]).expect("the solicitation was IPv6");
+    assert!(!na.router && na.override_flag, "a host's answer, overriding");
+    assert_eq!(na.target_mac, Some(port.mac));
+    assert_eq!(ip.src(), na.target, "from the target");
+    let target = IpAddr::V6(na.target);
+    assert!(port.has_address(target) || snap.is_vip(target), "answered for a foreign address");
+    if in_ip.src().is_unspecified() {
+        assert_eq!((ip.dst(), na.solicited), (ndisc::ALL_NODES, false), "DAD: to all nodes");
+        assert_eq!(eth.dst(), ndisc::multicast_mac(ndisc::ALL_NODES));
+    } else {
+        assert_eq!((ip.dst(), na.solicited), (in_ip.src(), true), "back to the soliciter");
+    }
+}
+
 /// Makes the IPv4 header checksum (and an ICMP message's checksum) of an Ethernet frame valid,
-/// so that mutations behind the checksums reach the code after them. Returns the frame.
+/// or an ICMPv6 message's, so that mutations behind the checksums reach the code after them.
+/// Returns the frame.
 pub fn fix_checksums(frame: &mut [u8]) -> &mut [u8] {
     let l2 = match EthernetFrame::new_checked(&*frame) {
         Ok(e) if e.ethertype() == ethernet::ETHERTYPE_IPV4 => e.header_len(),
+        Ok(e) if e.ethertype() == ethernet::ETHERTYPE_IPV6 => {
+            let l2 = e.header_len();
+            fix_icmpv6(&mut frame[l2..]);
+            return frame;
+        }
         _ => return frame,
     };
     if let Ok(mut ip) = Ipv4Packet::new_checked(&mut frame[l2..]) {
@@ -263,6 +326,20 @@ pub fn fix_checksums(frame: &mut [u8]) -> &mut [u8] {
         }
     }
     frame
+}
+
+/// Makes the checksum of the ICMPv6 message an IPv6 packet `b` carries valid.
+fn fix_icmpv6(b: &mut [u8]) {
+    let Ok(upper) = ipv6::upper_layer(b) else { return };
+    let Ok(mut ip) = Ipv6Packet::new_checked(&mut *b) else { return };
+    if upper.protocol != ipv6::NEXT_ICMPV6 || upper.fragment.is_some() {
+        return;
+    }
+    let (src, dst) = (ip.src(), ip.dst());
+    let skip = upper.offset - ipv6::HEADER_LEN;
+    if let Some(Ok(mut icmp)) = ip.payload_mut().get_mut(skip..).map(Icmpv6Packet::new_checked) {
+        icmp.fill_checksum(src, dst);
+    }
 }
 
 pub use sluice_dataplane::testkit::hex;
