@@ -118,14 +118,13 @@ def dual_config(text):
     forwarding: dsr
     tunnel: ipip
     backends:
-{v4_hosts}  # ...over the IPv6 underlay (GRE over IPv6, keyed)...
+{v4_hosts}  # ...over the IPv6 underlay (GRE over IPv6; a key is a VPC to the host agents)...
   - name: dns6
     vip: '{VIP6}'
     port: 53
     protocol: udp
     forwarding: dsr
     tunnel: gre
-    gre_key: 6
     backends:
 {v6_hosts}  # ...and an IPv4 VIP whose backends are reached over IPv6 only (IPv4 in IPv6).
   - name: web-u6
