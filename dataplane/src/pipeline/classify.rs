@@ -61,7 +61,7 @@ pub enum Local {
         l2: usize,
     },
     NatReply(Tunneled),
-    /// A TCP or UDP fragment to a VIP, its IPv4 header at `frame[l2..]`.
+    /// A TCP or UDP fragment to a VIP, its IP header at `frame[l2..]`.
     Fragment {
         l2: usize,
     },

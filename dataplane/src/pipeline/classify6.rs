@@ -74,6 +74,9 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         return Class::from(DropReason::NotForUs);
     }
     if !whole {
+        if vip && l4 {
+            return Class::Local(Local::Fragment { l2 });
+        }
         return Class::from(DropReason::Ipv6Fragment);
     }
     Class::from(match upper.protocol {
