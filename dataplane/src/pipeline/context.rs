@@ -186,8 +186,8 @@ impl ToService {
         later_fragment: bool,
     ) -> Option<ToService> {
         let snap = cx.snap;
-        let service = snap.service(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol))?;
-        let svc = snap.services.get(usize::from(service))?;
+        let (service, service_id) =
+            snap.service_and_id(ServiceKey::new(Addr::v4(ip.dst), dst_port, ip.protocol))?;
         let flow = FlowKey {
             src: Addr::v4(ip.src),
             dst: Addr::v4(ip.dst),
@@ -195,11 +195,11 @@ impl ToService {
             dst_port,
             protocol: ip.protocol,
         };
-        let session = SessionKey::flow(flow.src, src_port, svc.id);
+        let session = SessionKey::flow(flow.src, src_port, service_id);
         Some(ToService {
             flow,
             service,
-            service_id: svc.id,
+            service_id,
             session_hash: cx.sessions.hash(&session),
             tcp_flags,
             rx_port,
