@@ -7,7 +7,7 @@
 
 use super::classify::Tunneled;
 use super::context::Ctx;
-use super::nat6;
+use super::nat6::{self, Reply};
 use super::outcome::{dropped, BackendSegment, FromBackend, ToClient};
 use super::segment;
 use crate::flow::Addr;
@@ -24,27 +24,6 @@ use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::ipv6;
 use crate::wire::{tcp, GrePacket, TcpPacket, UdpPacket};
 use std::net::{IpAddr, Ipv4Addr};
-
-/// The reply inside the tunnel, of either family.
-pub(super) struct Reply {
-    /// Where its IP header starts in the frame, and its length.
-    pub at: usize,
-    pub len: usize,
-    pub vpc: Option<u32>,
-    pub backend: IpAddr,
-    pub client: IpAddr,
-    pub bport: u16,
-    pub cport: u16,
-    pub protocol: u8,
-    /// TCP flags (`None` for UDP).
-    pub flags: Option<u8>,
-    /// An ICMP error the backend sent about the flow (the rest is its quote's flow).
-    pub icmp: bool,
-    /// A fragment past the first (no transport header: its ports are its first's).
-    pub later_fragment: bool,
-    /// A fragment's identification (first or later): its ports are learned or found by it.
-    pub fragment: Option<u32>,
-}
 
 /// The session a reply answers: found in service `service` (an index), whose backend
 /// `backend` (an index) sent it.

@@ -2,14 +2,35 @@
 //! (past its extension headers, at most `wire::ipv6::MAX_EXT_HEADERS` of them), and an ICMPv6
 //! error a backend sent about a client's packet turned into the VIP's form for the client.
 
-use super::nat::Reply;
 use crate::stats::DropReason;
 use crate::wire::endpoint::End;
 use crate::wire::icmpv6;
 use crate::wire::icmpv6_error;
 use crate::wire::ipv6::{self, FragmentHeader, Ipv6Packet};
 use crate::wire::{TcpPacket, UdpPacket};
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The reply inside the tunnel, of either family (read here and in `nat`, which imports it:
+/// a type lives with its lowest user).
+pub(super) struct Reply {
+    /// Where its IP header starts in the frame, and its length.
+    pub at: usize,
+    pub len: usize,
+    pub vpc: Option<u32>,
+    pub backend: IpAddr,
+    pub client: IpAddr,
+    pub bport: u16,
+    pub cport: u16,
+    pub protocol: u8,
+    /// TCP flags (`None` for UDP).
+    pub flags: Option<u8>,
+    /// An ICMP error the backend sent about the flow (the rest is its quote's flow).
+    pub icmp: bool,
+    /// A fragment past the first (no transport header: its ports are its first's).
+    pub later_fragment: bool,
+    /// A fragment's identification (first or later): its ports are learned or found by it.
+    pub fragment: Option<u32>,
+}
 
 /// The IPv6 reply at the front of `b` (`frame[at..]`, link padding after it allowed), from a
 /// tunnel of VPC `vpc`: backend -> client, TCP or UDP (a first fragment, or a later one whose

@@ -12,7 +12,7 @@ dataplane/src/testkit/golden.rs; keep the two in step.
 import socket
 
 from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, fragment, raw
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6TimeExceeded, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
                                 ICMPv6ND_RS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrDestOpt,
                                 IPv6ExtHdrFragment)
 from scapy.utils6 import in6_getnsma, in6_getnsmac
@@ -504,6 +504,46 @@ case("ipv6 packet too big for the tunnel: packet too big from the vip, 1232 byte
 case("nd: solicitation for an ipv6 vip is answered (a host: router flag clear)", 0, ns(CLI6, nsma(VIP6)[0], VIP6, nsma(VIP6)[1]), na_from_port(CLI6, CLI_MAC, tgt=VIP6), "nd_advert:0")
 case("icmpv6 echo to an ipv6 vip is answered", 0, echo6(VIP6), echo6_reply(VIP6), "echo_reply:0")
 case("ipv6 tcp to a vip on a port no service has", 0, eth_in() / IPv6(src=CLI6, dst=VIP6) / TCP(sport=40000, dport=81, flags="S"), None, "drop:no_service")
+
+# ---- ICMPv6 errors to an IPv6 VIP: to the quoted flow's backend, unchanged (dsr) -----------
+def icmp6_err(kind, quoted, n=None):
+    q = raw(quoted)[:n] if n is not None else raw(quoted)
+    return IPv6(src=ROUTER6, dst=VIP6, hlim=63, tc=0x10) / kind / Raw(q)
+
+
+web6_reply = IPv6(src=VIP6, dst=CLI6, hlim=64) / TCP(sport=80, dport=40000, flags="PA", seq=5, ack=9) / Raw(b"x" * 1400)
+e6 = icmp6_err(ICMPv6PacketTooBig(mtu=1280), web6_reply, n=1232)
+case("icmpv6 packet too big to an ipv6 vip: to the flow's backend, unchanged, in ipip", 0, eth_in() / e6, Ether(dst=B10_MAC, src=INT_MAC) / IP(src=INT_IP, dst="198.19.0.10", proto=41, tos=0x10, id=0, flags="DF", ttl=64) / raw(e6), "tunnel:1")
+dns6_reply = IPv6(src=VIP6, dst=CLI6, hlim=64) / UDP(sport=53, dport=40053) / Raw(b"answer")
+e6 = icmp6_err(ICMPv6DestUnreach(code=4), dns6_reply)
+case("icmpv6 port unreachable to an ipv6 vip: to the flow's backend over ipv6", 0, eth_in() / e6, over6(e6, HOST6_10, key=6), "tunnel:1")
+e6 = icmp6_err(ICMPv6DestUnreach(code=4), IPv6(src=VIP6, dst=CLI6) / UDP(sport=54, dport=40053))
+case("icmpv6 error quoting a port of the ipv6 vip without a service", 0, eth_in() / e6, None, "drop:icmp_error_unknown")
+e6 = icmp6_err(ICMPv6TimeExceeded(), web6_reply, n=40 + 6)
+case("icmpv6 error whose quote stops inside the ports", 0, eth_in() / e6, None, "drop:icmp_error_malformed")
+bad_e6 = bytearray(raw(eth_in() / icmp6_err(ICMPv6DestUnreach(code=4), dns6_reply)))
+bad_e6[14 + 40 + 2] ^= 0x5a
+case("icmpv6 error with a bad checksum", 0, bytes(bad_e6), None, "drop:icmp_bad_checksum")
+
+# ---- IPv6 fragments to an IPv6 VIP: each where its datagram's flow goes ------------------------
+def frag6(datagram, offset, size, more, ident=0x5a5a):
+    """The fragment of IPv6 `datagram` (no extension headers) holding bytes offset..offset+size
+    of its payload, with a fragment header."""
+    d = raw(datagram)
+    ip = IPv6(d)
+    part = d[40 + offset:40 + offset + size]
+    return IPv6(src=ip.src, dst=ip.dst, hlim=ip.hlim, tc=ip.tc) / IPv6ExtHdrFragment(nh=ip.nh, offset=offset // 8, m=int(more), id=ident) / Raw(part)
+
+
+dns6_big = IPv6(src=CLI6, dst=VIP6, hlim=61) / UDP(sport=40054, dport=53) / Raw(bytes(range(200)))
+f1, f2 = frag6(dns6_big, 0, 104, True), frag6(dns6_big, 104, 104, False)
+label = flow_label(CLI6, 40054, SVC_DNS6)
+case("ipv6 first fragment to a vip goes to its flow's backend (gre over ipv6)", 0, eth_in() / f1, over6(f1, HOST6_10, key=6, label=label), "tunnel:1")
+# (A later fragment after its first needs the worker's fragment table: dataplane/tests/path_mtu.rs.)
+case("ipv6 later fragment whose first was not seen", 0, eth_in() / f2, None, "drop:fragment_no_first")
+case("ipv6 first fragment to a port of the vip without a service", 0, eth_in() / frag6(IPv6(src=CLI6, dst=VIP6) / UDP(sport=1, dport=54) / Raw(b"y" * 40), 0, 24, True), None, "drop:no_service")
+past = IPv6(src=CLI6, dst=VIP6) / IPv6ExtHdrFragment(nh=17, offset=(65536 - 16) // 8, m=0, id=9) / Raw(b"z" * 24)
+case("ipv6 fragment reaching past 65535 bytes", 0, eth_in() / past, None, "drop:ipv6_malformed")
 
 # ---- NAT66: IPv6 VIPs to IPv6 backends (tenant VMs) ------------------------------------------
 # [2001:db8:10::2]:80/tcp -> [2001:db8:c0::10]:8080 in VPC 7 on 198.19.0.10 (GRE key 7 over
