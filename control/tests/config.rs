@@ -106,7 +106,7 @@ fn ipv6_nat_takes_ipv6_backends_only() {
     let e = Config::parse(&nat, "p.yaml").unwrap_err().to_string();
     assert_eq!(
         e,
-        "p.yaml:20:9: services[0].backends[0].address: 198.18.0.10: a `nat` backend is of its VIP's \
+        "p.yaml:21:11: services[0].backends[0].address: 198.18.0.10: a `nat` backend is of its VIP's \
          family (NAT46 and NAT64 are not done)"
     );
     let nat66 = nat
