@@ -34,6 +34,7 @@
 //! - [2001:db8:10::2]:53/udp  NAT66, IPIP over IPv6   -> [2001:db8:c0::20]:5353 on 2001:db8:19::a
 //! - [2001:db8:10::2]:443/tcp NAT66, GRE key 8 over IPv6 -> [2001:db8:c0::10]:8080 on
 //!   2001:db8:19::a (another tenant's VM with the same address and port as the first's)
+//! - [2001:db8:10::2]:22/tcp  NAT66, IPIP over IPv4   -> [2001:db8:c0::30]:2222 on 198.19.0.11
 //!
 //! [`fuzz_spec`] folds it onto three ports so that one rx port index of the four a fuzz
 //! selector byte can name (3) does not exist, and keeps only DSR services (the fuzz targets'
@@ -225,7 +226,8 @@ fn ipv6_services() -> Vec<ServiceSpec> {
 }
 
 /// The NAT66 services (see the module's docs): VPC 7's VM over the IPv4 underlay, a VM of the
-/// physical network and VPC 8's VM (the same address as VPC 7's) over the IPv6 underlay.
+/// physical network and VPC 8's VM (the same address as VPC 7's) over the IPv6 underlay, and a
+/// VM of the physical network over the IPv4 underlay.
 fn nat66_services() -> Vec<ServiceSpec> {
     let nat = |port, protocol, tunnel, b| ServiceSpec {
         forwarding: Forwarding::Nat,
@@ -239,6 +241,12 @@ fn nat66_services() -> Vec<ServiceSpec> {
         nat(80, Protocol::Tcp, Tunnel::Gre { key: Some(7) }, BackendSpec::nat(vm(0x10), 8080, host4, 1)),
         nat(53, Protocol::Udp, Tunnel::Ipip, BackendSpec::nat(vm(0x20), 5353, host6, 1)),
         nat(443, Protocol::Tcp, Tunnel::Gre { key: Some(8) }, BackendSpec::nat(vm(0x10), 8080, host6, 1)),
+        nat(
+            22,
+            Protocol::Tcp,
+            Tunnel::Ipip,
+            BackendSpec::nat(vm(0x30), 2222, spec_addr([198, 19, 0, 11]), 1),
+        ),
     ]
 }
 
@@ -262,7 +270,7 @@ fn down(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSp
 mod tests {
     #[test]
     fn both_build() {
-        assert_eq!(super::snapshot().services.len(), 19);
+        assert_eq!(super::snapshot().services.len(), 20);
         assert_eq!(super::fuzz_snapshot().ports.len(), 3);
     }
 }

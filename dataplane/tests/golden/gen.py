@@ -549,12 +549,13 @@ case("ipv6 fragment reaching past 65535 bytes", 0, eth_in() / past, None, "drop:
 # [2001:db8:10::2]:80/tcp -> [2001:db8:c0::10]:8080 in VPC 7 on 198.19.0.10 (GRE key 7 over
 # IPv4); :53/udp -> [2001:db8:c0::20]:5353 on 2001:db8:19::a (IPv6 in IPv6); :443/tcp ->
 # [2001:db8:c0::10]:8080 in VPC 8 on 2001:db8:19::a (GRE key 8 over IPv6): the same address and
-# port as VPC 7's VM. CLI6N is a static neighbour of port 0 (so replies have a next hop).
-VIP6N, CLI6N, VM10, VM20 = "2001:db8:10::2", "2001:db8:18::98", "2001:db8:c0::10", "2001:db8:c0::20"
-SVC_NAT6_WEB, SVC_NAT6_DNS, SVC_NAT6_T8 = 16, 17, 18
+# port as VPC 7's VM; :22/tcp -> [2001:db8:c0::30]:2222 on 198.19.0.11 (IPv6 in IPv4). CLI6N is
+# a static neighbour of port 0 (so replies have a next hop).
+VIP6N, CLI6N, VM10, VM20, VM30 = "2001:db8:10::2", "2001:db8:18::98", "2001:db8:c0::10", "2001:db8:c0::20", "2001:db8:c0::30"
+SVC_NAT6_WEB, SVC_NAT6_DNS, SVC_NAT6_T8, SVC_NAT6_SSH = 16, 17, 18, 19
 
 
-def v6_in_v4(inner, key=None, dst="198.19.0.10", mac=B10_MAC):
+def v6_over4(inner, key=None, dst="198.19.0.10", mac=B10_MAC):
     """An IPv6 packet tunneled from port 1 over IPv4: IPIP (protocol 41) or GRE with `key`
     (protocol type 0x86DD); the outer TOS is the inner traffic class, DF set, ID 0."""
     b = raw(inner)
@@ -589,7 +590,7 @@ def to_client6(packet):
 n6_syn = IPv6(src=CLI6N, dst=VIP6N, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=41000, dport=80, flags="S", seq=1000, window=64800, options=[("MSS", 1440), ("SAckOK", b"")])
 # Port 1's MTU 1500 less keyed GRE's 28, less IPv6's and TCP's 60: 1412.
 n6_syn_dnat = IPv6(src=CLI6N, dst=VM10, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=41000, dport=8080, flags="S", seq=1000, window=64800, options=[("MSS", 1412), ("SAckOK", b"")])
-case("nat66: tcp syn to an ipv6 nat vip: DNAT to the VM's address and port, in the VPC's GRE over ipv4, its MSS clamped", 0, eth_in() / n6_syn, v6_in_v4(n6_syn_dnat, key=7), "tunnel:1")
+case("nat66: tcp syn to an ipv6 nat vip: DNAT to the VM's address and port, in the VPC's GRE over ipv4, its MSS clamped", 0, eth_in() / n6_syn, v6_over4(n6_syn_dnat, key=7), "tunnel:1")
 n6_pre = (0, eth_in() / n6_syn)
 n6_synack = IPv6(src=VM10, dst=CLI6N, hlim=64, fl=0x54321) / TCP(sport=8080, dport=41000, flags="SA", seq=5000, ack=1001, window=65000, options=[("MSS", 8940), ("SAckOK", b"")])
 n6_synack_out = IPv6(src=VIP6N, dst=CLI6N, hlim=64, fl=0x54321) / TCP(sport=80, dport=41000, flags="SA", seq=5000, ack=1001, window=65000, options=[("MSS", 1412), ("SAckOK", b"")])
@@ -649,6 +650,21 @@ bad_n6 = bytearray(raw(from_host6(n6_unreach, outer6=True)))
 bad_n6[14 + 40 + 40 + 2] ^= 0x01
 case("nat66: a VM's icmpv6 error with a bad checksum", 1, bytes(bad_n6), None, "drop:icmp_bad_checksum", pre=n6_dns_pre)
 case("nat66: a VM's icmpv6 echo reply (not an error)", 1, from_host6(IPv6(src=VM20, dst=CLI6N) / ICMPv6EchoReply(id=1, seq=1), outer6=True), None, "drop:icmp_error_malformed", pre=n6_dns_pre)
+
+# IPv6 in IPv4 (protocol 41) to a VM of the physical network, and its reply the same way.
+ssh_syn = lambda dst, dport: IPv6(src=CLI6N, dst=dst, hlim=61, tc=0x10) / TCP(sport=41022, dport=dport, flags="S", seq=3, window=64800)
+case("nat66: tcp syn to an ipv6 nat vip over ipip: DNAT, ipv6 in ipv4 (protocol 41) to the VM's host", 0, eth_in() / ssh_syn(VIP6N, 22), v6_over4(ssh_syn(VM30, 2222), dst="198.19.0.11", mac=B11_MAC), "tunnel:1")
+ssh_synack = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41022, flags="SA", seq=70, ack=4, window=65000)
+case("nat66: its syn-ack in ipv6-in-ipv4 from the VM's host: from the VIP's port 22", 1, from_host6(ssh_synack(VM30, 2222)), to_client6(ssh_synack(VIP6N, 22)), "nat_reply:0", pre=(0, eth_in() / ssh_syn(VIP6N, 22)))
+
+# ICMPv6 errors from the Internet about a NAT66 VIP's reply (VIP:port -> client): to the flow's
+# VM in its form (to the VM; quoting VM:port -> client), every checksum recomputed by scapy.
+n6_web_reply = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41000, flags="PA", seq=5001, ack=1001) / Raw(b"x" * 1400)
+n6_err = lambda dst, kind, quoted, n=None: IPv6(src=ROUTER6, dst=dst, hlim=63, tc=0x10) / kind / Raw(raw(quoted)[:n] if n else raw(quoted))
+case("nat66: packet too big from a router to a nat vip: to the VM in its VPC's GRE, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6PacketTooBig(mtu=1280), n6_web_reply(VIP6N, 80), 1232), v6_over4(n6_err(VM10, ICMPv6PacketTooBig(mtu=1280), n6_web_reply(VM10, 8080), 1232), key=7), "tunnel:1", pre=n6_pre)
+t8_reply = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41000, flags="A", seq=9001, ack=78)
+case("nat66: time exceeded about VPC 8's flow: to VPC 8's VM in its GRE over ipv6, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6TimeExceeded(), t8_reply(VIP6N, 443)), over6(n6_err(VM10, ICMPv6TimeExceeded(), t8_reply(VM10, 8080)), HOST6_10, key=8), "tunnel:1", pre=(0, eth_in() / t8_syn))
+case("nat66: port unreachable about a udp flow without a session: to the VM Maglev picks, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6DestUnreach(code=4), n6_answer(VIP6N, 53)), over6(n6_err(VM20, ICMPv6DestUnreach(code=4), n6_answer(VM20, 5353)), HOST6_10), "tunnel:1")
 
 # Malformed IPv6 inside a tunnel.
 case("nat66: GRE's ipv6 protocol type carrying a truncated packet", 1, from_host6(Raw(raw(n6_synack)[:30]), key=7), None, "drop:nat_reply_malformed", pre=n6_pre)
