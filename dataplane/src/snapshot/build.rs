@@ -41,11 +41,9 @@ fn check_families(spec: &SnapshotSpec) -> Result<(), BuildError> {
     one_each("tunnel.source".into(), &mut spec.tunnel_sources.iter().copied())?;
     one_each("tunnel.cluster".into(), &mut spec.clusters.iter().copied())?;
     for (si, s) in spec.services.iter().enumerate() {
-        let synproxy = s.synproxy && s.protocol == Protocol::Tcp;
-        rules::families(s.vip, s.forwarding, synproxy, None)
-            .map_err(|m| refuse(format!("services[{si}].vip"), m))?;
+        rules::families(s.vip, s.forwarding, None).map_err(|m| refuse(format!("services[{si}].vip"), m))?;
         for (bi, b) in s.backends.iter().enumerate() {
-            rules::families(s.vip, s.forwarding, synproxy, Some(b.address))
+            rules::families(s.vip, s.forwarding, Some(b.address))
                 .map_err(|m| refuse(format!("services[{si}].backends[{bi}].address"), m))?;
         }
     }

@@ -678,16 +678,11 @@ mod tests {
         let s = Snapshot::build(&v6, None).unwrap();
         assert_eq!(s.nat_services(None, Addr::from(vm), 8080, 6), &[0]);
         v6.services[0].synproxy = true;
-        assert_eq!(
-            Snapshot::build(&v6, None).unwrap_err().message,
-            "2001:db8::1: the SYN proxy takes IPv4 VIPs only, so far"
-        );
-        assert!(rules::families(v6.services[0].vip, Forwarding::Nat, false, Some([192, 0, 2, 1].into()))
+        assert!(Snapshot::build(&v6, None).unwrap().services[0].synproxy_mss.is_some());
+        assert!(rules::families(v6.services[0].vip, Forwarding::Nat, Some([192, 0, 2, 1].into()))
             .unwrap_err()
             .contains("NAT46 and NAT64"));
-        assert!(
-            rules::families([192, 0, 2, 1].into(), Forwarding::Dsr, false, Some(v6.services[0].vip)).is_ok()
-        );
+        assert!(rules::families([192, 0, 2, 1].into(), Forwarding::Dsr, Some(v6.services[0].vip)).is_ok());
     }
 
     pub(crate) fn port(name: &str, addr: [u8; 4], gw: Option<[u8; 4]>) -> PortSpec {

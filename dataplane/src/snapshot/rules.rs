@@ -38,20 +38,12 @@ pub fn on_link(a: IpAddr, prefixes: &[Prefix]) -> Result<(), String> {
     }
 }
 
-/// A service's families: an IPv6 VIP forwards `dsr` or `nat` (over either underlay) but not
-/// yet through the SYN proxy; a `nat` backend (`backend`) is of its VIP's family (NAT66, no
-/// NAT46 or NAT64).
-pub fn families(
-    vip: IpAddr,
-    forwarding: Forwarding,
-    synproxy: bool,
-    backend: Option<IpAddr>,
-) -> Result<(), String> {
+/// A service's families: a VIP of either family forwards `dsr` or `nat` (over either
+/// underlay), through the SYN proxy or not; a `nat` backend (`backend`) is of its VIP's family
+/// (NAT66, no NAT46 or NAT64).
+pub fn families(vip: IpAddr, forwarding: Forwarding, backend: Option<IpAddr>) -> Result<(), String> {
     let nat = forwarding == Forwarding::Nat;
     match backend {
-        None if vip.is_ipv6() && synproxy => {
-            Err(format!("{vip}: the SYN proxy takes IPv4 VIPs only, so far"))
-        }
         Some(b) if nat && b.is_ipv4() != vip.is_ipv4() => {
             Err(format!("{b}: a `nat` backend is of its VIP's family (NAT46 and NAT64 are not done)"))
         }

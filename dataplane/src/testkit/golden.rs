@@ -35,6 +35,8 @@
 //! - [2001:db8:10::2]:443/tcp NAT66, GRE key 8 over IPv6 -> [2001:db8:c0::10]:8080 on
 //!   2001:db8:19::a (another tenant's VM with the same address and port as the first's)
 //! - [2001:db8:10::2]:22/tcp  NAT66, IPIP over IPv4   -> [2001:db8:c0::30]:2222 on 198.19.0.11
+//! - [2001:db8:10::2]:8443/tcp NAT66 with the SYN proxy, GRE key 7 over IPv4 ->
+//!   [2001:db8:c0::40]:8080 on 198.19.0.10
 //!
 //! [`fuzz_spec`] folds it onto three ports so that one rx port index of the four a fuzz
 //! selector byte can name (3) does not exist, and keeps only DSR services (the fuzz targets'
@@ -247,6 +249,15 @@ fn nat66_services() -> Vec<ServiceSpec> {
             Tunnel::Ipip,
             BackendSpec::nat(vm(0x30), 2222, spec_addr([198, 19, 0, 11]), 1),
         ),
+        ServiceSpec {
+            synproxy: true,
+            ..nat(
+                8443,
+                Protocol::Tcp,
+                Tunnel::Gre { key: Some(7) },
+                BackendSpec::nat(vm(0x40), 8080, host4, 1),
+            )
+        },
     ]
 }
 
@@ -270,7 +281,7 @@ fn down(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSp
 mod tests {
     #[test]
     fn both_build() {
-        assert_eq!(super::snapshot().services.len(), 20);
+        assert_eq!(super::snapshot().services.len(), 21);
         assert_eq!(super::fuzz_snapshot().ports.len(), 3);
     }
 }

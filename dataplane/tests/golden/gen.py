@@ -9,6 +9,7 @@ layout or checksum arithmetic is wrong, the bytes differ. Run after changing the
 The appliance these cases assume is built by `testkit::golden::spec()` in
 dataplane/src/testkit/golden.rs; keep the two in step.
 """
+import ipaddress
 import socket
 
 from scapy.all import ARP, Dot1Q, Ether, GRE, ICMP, IP, IPOption, Raw, TCP, UDP, fragment, raw
@@ -286,7 +287,11 @@ def siphash24(k0, k1, data):
 
 
 def flow_bytes(src, sport, dst, dport):
-    a = lambda ip: (0xFFFF00000000 | int.from_bytes(bytes(map(int, ip.split("."))), "big")).to_bytes(16, "little")
+    """A flow as cookie.rs hashes it: each address as a u128 (IPv4 mapped into IPv6), little
+    endian, then the ports."""
+    def a(ip):
+        n = int(ipaddress.ip_address(ip))
+        return (n | 0xFFFF00000000 if ":" not in ip else n).to_bytes(16, "little")
     return a(src) + a(dst) + (sport << 16 | dport).to_bytes(4, "little")
 
 
@@ -674,6 +679,30 @@ case("nat66: a reply of another upper layer", 1, from_host6(IPv6(src=VM10, dst=C
 bad_gre6 = bytearray(raw(Ether(dst=INT_MAC, src=B10_MAC) / IPv6(src=HOST6_10, dst=INT6, hlim=64) / GRE(proto=0x86DD, chksum_present=1, key_present=1, key=7) / n6_synack))
 bad_gre6[14 + 40 + 4] ^= 0xff
 case("nat66: a reply in GRE over ipv6 with a bad GRE checksum", 1, bytes(bad_gre6), None, "drop:tunnel_malformed", pre=n6_pre)
+# ---- SYN proxy for an IPv6 VIP: [2001:db8:10::2]:8443 -> [2001:db8:c0::40]:8080 in VPC 7 ---
+# The cookie as for IPv4 (the flow hashed as two 16-byte addresses); the MSS the appliance
+# offers: 1500 less keyed GRE over IPv4 (28) less IPv6's and TCP's 60.
+VM40, SVC_SP6 = "2001:db8:c0::40", 20
+sp6_opts = [("MSS", 1440), ("SAckOK", b""), ("Timestamp", (SP_TS, 0)), ("NOP", None), ("WScale", 7)]
+sp6_syn = IPv6(src=CLI6N, dst=VIP6N, hlim=61, fl=0x11111) / TCP(sport=41300, dport=8443, flags="S", seq=SP_ISN, window=64800, options=sp6_opts)
+SP6_COOKIE = cookie(CLI6N, 41300, VIP6N, 8443, SP_ISN, 0, 5, 7, 1, 1)  # MSS_TABLE[5] = 1440
+sp6_synack = to_client6(IPv6(src=VIP6N, dst=CLI6N, hlim=64) / TCP(
+    sport=8443, dport=41300, flags="SA", seq=SP6_COOKIE, ack=(SP_ISN + 1) & 0xFFFFFFFF, window=536,
+    options=[("MSS", 1412), ("SAckOK", b""), ("Timestamp", (0, SP_TS)), ("NOP", None), ("WScale", 7)]))
+case("synproxy over ipv6: a syn to an ipv6 VIP gets a SYN-ACK with the cookie, nothing kept", 0, eth_in() / sp6_syn, sp6_synack, "synack:0")
+sp6_ack = IPv6(src=CLI6N, dst=VIP6N, hlim=61, fl=0x11111) / TCP(
+    sport=41300, dport=8443, flags="A", seq=(SP_ISN + 1) & 0xFFFFFFFF, ack=(SP6_COOKIE + 1) & 0xFFFFFFFF, window=502,
+    options=[("NOP", None), ("NOP", None), ("Timestamp", (SP_TS + 1, 0))])
+# The VM's SYN is the appliance's own segment, as for IPv4 (TTL 64 there): hop limit 64, flow
+# label 0 (RFC 6437 lets a source leave it unset), the client's ISN and options, MSS clamped.
+sp6_backend_syn = IPv6(src=CLI6N, dst=VM40, hlim=64) / TCP(
+    sport=41300, dport=8080, flags="S", seq=SP_ISN, window=502,
+    options=[("MSS", 1412), ("SAckOK", b""), ("Timestamp", (SP_TS + 1, 0)), ("NOP", None), ("WScale", 7)])
+case("synproxy over ipv6: the ack with a valid cookie opens the VM's handshake (NAT66, GRE over ipv4)", 0, eth_in() / sp6_ack, v6_over4(sp6_backend_syn, key=7), "tunnel:1")
+sp6_forged = sp6_ack.copy()
+sp6_forged[TCP].ack = (SP6_COOKIE + 2) & 0xFFFFFFFF
+case("synproxy over ipv6: an ack with a forged cookie", 0, eth_in() / sp6_forged, None, "drop:syn_cookie_invalid")
+
 # And an IPv4 NAT VIP's reply over the IPv6 underlay (IPv4 in IPv6, next header 4).
 case("nat reply of an ipv4 VIP in ipv4-in-ipv6", 1, from_host6(dns_reply, outer6=True), dns_reply_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
 
