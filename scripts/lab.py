@@ -126,13 +126,15 @@ def dual_config(text):
     forwarding: dsr
     tunnel: gre
     backends:
-{v6_hosts}  # ...and an IPv4 VIP whose backends are reached over IPv6 only (IPv4 in IPv6).
+{v6_hosts}  # ...and an IPv4 VIP whose backends are reached over IPv6 only (IPv4 in IPv6), checked
+  # over IPv6 from the appliance's kernel (mgmt0, 2001:db8:19::2).
   - name: web-u6
     vip: {VIP_U6}
     port: 80
     protocol: tcp
     forwarding: dsr
     tunnel: ipip
+    health: {{ type: http, host: web, interval: 0.5, timeout: 0.4, rise: 2, fall: 3 }}
     backends:
 {v6_hosts}"""
 

@@ -38,7 +38,8 @@ pub fn parse_flow(proto: &str, src: &str, dst: &str) -> Result<FlowKey, String> 
 pub fn which(config: &Config, flow: &FlowKey) -> Result<Choice, String> {
     let snap = Snapshot::build(&config.snapshot_spec(0, None), None).map_err(|e| e.to_string())?;
     let si = snap.service(ServiceKey::new(flow.dst, flow.dst_port, flow.protocol)).ok_or_else(|| {
-        format!("no service at {}:{} for protocol {}", flow.dst, flow.dst_port, flow.protocol)
+        let at = SocketAddr::new(flow.dst.to_ip(), flow.dst_port);
+        format!("no service at {at} for protocol {}", flow.protocol)
     })?;
     let svc = &snap.services[usize::from(si)];
     let hash = match svc.scheduler {
@@ -93,5 +94,19 @@ mod tests {
         assert!(which(&c, &udp).unwrap_err().contains("no service"));
         assert!(parse_flow("sctp", "1.2.3.4:1", "1.2.3.4:2").is_err());
         assert!(parse_flow("tcp", "1.2.3.4", "1.2.3.4:2").is_err());
+    }
+
+    #[test]
+    fn answers_for_ipv6_flows() {
+        let yaml = "ports:\n  - { name: ext, device: d0, address: [198.18.0.1/24, '2001:db8:18::1/64'] }\nservices:\n  - name: web6\n    vip: '2001:db8:10::1'\n    port: 80\n    protocol: tcp\n    backends: [{ address: '2001:db8:18::10' }, { address: 198.18.0.11 }]\n";
+        let c = Config::parse(yaml, "t.yaml").unwrap();
+        let f = parse_flow("tcp", "[2001:db8:1::10]:40000", "[2001:db8:10::1]:80").unwrap();
+        let got = which(&c, &f).unwrap();
+        assert_eq!(got.service, "web6");
+        let via =
+            if got.backend == "198.18.0.11" { "ext via 198.18.0.11" } else { "ext via 2001:db8:18::10" };
+        assert_eq!(got.port, via, "{got:?}");
+        let udp = parse_flow("udp", "[2001:db8:1::10]:1", "[2001:db8:10::1]:80").unwrap();
+        assert_eq!(which(&c, &udp).unwrap_err(), "no service at [2001:db8:10::1]:80 for protocol 17");
     }
 }

@@ -36,7 +36,8 @@
 //! big-endian bytes of [`Addr`]'s u128 (IPv4 mapped), so IPv6 needs no format change. The
 //! message ends in a [`TAG_LEN`]-byte tag: the first 16 bytes of HMAC-SHA256, under the key the
 //! peers share, of everything before it. At most [`MAX_RECORDS`] (16) records fit one message
-//! of at most [`MAX_MESSAGE`] bytes, so a message is one unfragmented IPv4/UDP datagram.
+//! of at most [`MAX_MESSAGE`] bytes, so a message (1392 bytes at most) is one unfragmented
+//! UDP datagram over IPv4 or IPv6 (1452 bytes of payload at MTU 1500): peers may be of either.
 //!
 //! Receiving, [`decode`] checks in this order: length, magic and version (cheap, no secret);
 //! the tag, compared in constant time (nothing else of a message is trusted before it); the
@@ -521,6 +522,7 @@ mod tests {
         assert_eq!(r0[80..84], 6_000u32.to_be_bytes());
         let full = message(&key(1), 1, 1, NOW, &[record(0); MAX_RECORDS]);
         assert!(full.len() <= MAX_MESSAGE && full.len() + RECORD_LEN > MAX_MESSAGE);
+        assert!(full.len() <= 1500 - 40 - 8, "one unfragmented datagram over IPv6 too");
         let too_many = [record(0); MAX_RECORDS + 1];
         let mut out = Vec::new();
         let err = encode(&key(1), &header, &too_many, &mut out);

@@ -97,14 +97,17 @@ impl VecFrame {
 }
 
 impl Frame for VecFrame {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.end]
     }
 
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {
             return false;
@@ -113,6 +116,7 @@ impl Frame for VecFrame {
         true
     }
 
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -121,6 +125,7 @@ impl Frame for VecFrame {
         true
     }
 
+    #[inline]
     fn trim(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -129,6 +134,7 @@ impl Frame for VecFrame {
         true
     }
 
+    #[inline]
     fn append(&mut self, n: usize) -> bool {
         if self.end + n > self.buf.len() {
             return false;

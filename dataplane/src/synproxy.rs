@@ -23,7 +23,6 @@
 
 use crate::cookie::CookieKeys;
 use crate::sync::{AtomicU64, Ordering};
-use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp_options::{self, TcpOptions};
 use crate::wire::{checksum, tcp, TcpPacket, WireError};
 
@@ -210,10 +209,11 @@ impl HoldPool {
 
 // ---- translation ---------------------------------------------------------------------------
 
-/// The TCP segment of the IPv4 packet at `b[ip..]`, and its options.
+/// The TCP segment of the IP packet (IPv4 or IPv6) at `b[ip..]`, and its options.
 fn segment(b: &mut [u8], ip: usize) -> Result<(TcpPacket<&mut [u8]>, TcpOptions), WireError> {
-    let ip = Ipv4Packet::new_checked(b.get_mut(ip..).ok_or(WireError::Truncated)?)?;
-    let t = TcpPacket::new_checked(ip.into_payload_mut())?;
+    let packet = b.get_mut(ip..).ok_or(WireError::Truncated)?;
+    let (_, range) = crate::wire::transport_of(packet)?;
+    let t = TcpPacket::new_checked(&mut packet[range])?;
     let opts = tcp_options::parse(t.options())?;
     Ok((t, opts))
 }
@@ -293,7 +293,7 @@ pub fn rescale(window: u16, from: u8, to: u8) -> u16 {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::wire::ipv4::{Ipv4Repr, PROTO_TCP};
+    use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr, PROTO_TCP};
     use crate::wire::TcpRepr;
     use std::net::Ipv4Addr;
 

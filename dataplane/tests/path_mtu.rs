@@ -269,6 +269,47 @@ mod fragments {
         assert!(udp_checksum_ok(&whole));
         assert_eq!(&whole[28..], &reply[28..]);
     }
+
+    /// An IPv6 fragment of `payload` (UDP from the client at `offset`), to the golden
+    /// appliance's IPv6 VIP: fixed header, fragment header (identification `ident`), data.
+    fn fragment6(payload: &[u8], offset: usize, more: bool, ident: u32) -> Vec<u8> {
+        use sluice_dataplane::testkit::golden::VIP6;
+        let mut b = vec![0; 40 + 8];
+        let repr = sluice_dataplane::wire::Ipv6Repr {
+            src: "2001:db8:18::99".parse().unwrap(),
+            dst: VIP6,
+            next_header: 44,
+            payload_len: 8 + payload.len(),
+            traffic_class: 0,
+            flow_label: 0,
+            hop_limit: 64,
+        };
+        repr.emit(&mut b);
+        b[40] = 17;
+        b[42..44].copy_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+        b[44..48].copy_from_slice(&ident.to_be_bytes());
+        b.extend_from_slice(payload);
+        ethernet(EXT_MAC, ROUTER_MAC, &b)
+    }
+
+    #[test]
+    fn ipv6_fragments_follow_their_first() {
+        let snap = sluice_dataplane::testkit::golden::snapshot();
+        // A UDP datagram to port 53 (its checksum is not looked at), cut at 104 bytes.
+        let mut udp = vec![0x9c, 0x76, 0, 53, 0, 208, 0, 0];
+        udp.extend((0..200).map(|i| i as u8));
+        let (first, later) = (fragment6(&udp[..104], 0, true, 7), fragment6(&udp[104..], 104, false, 7));
+        let out = run(&snap, &[(0, later.clone()), (0, first), (0, later.clone())], Some(&mut table()));
+        assert_eq!(out[0].0, Verdict::Drop(DropReason::FragmentNoFirst), "before its first");
+        assert!(matches!(out[1].0, Verdict::Tunnel { port: 1, .. }), "{:?}", out[1].0);
+        assert_eq!(out[2].0, out[1].0, "after its first: where the first went");
+        // GRE over IPv6 (Ethernet 14, IPv6 40, keyed GRE 8), the fragment inside unchanged.
+        assert_eq!(&out[2].1[14 + 48..], &later[14..]);
+        // Another identification is another datagram.
+        let other = fragment6(&udp[104..], 104, false, 8);
+        let out = run(&snap, &[(0, fragment6(&udp[..104], 0, true, 7)), (0, other)], Some(&mut table()));
+        assert_eq!(out[1].0, Verdict::Drop(DropReason::FragmentNoFirst));
+    }
 }
 
 #[test]

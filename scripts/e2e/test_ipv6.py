@@ -7,15 +7,17 @@
   IPIP), a 10 MB download is byte-identical, and the backends log the clients' own IPv6
   addresses;
 - a UDP service of the same VIP goes over the IPv6 underlay (GRE over IPv6);
-- an IPv4 VIP is served by backends reached over IPv6 only (IPv4 in IPv6).
+- an IPv4 VIP is served by backends reached over IPv6 only (IPv4 in IPv6), health-checked over
+  IPv6.
 """
 import re
 import subprocess
+import time
 
 import pytest
 
 import lab as labmod
-from lab import CLIENT6_IPS, CONFIG, GW_EXT6, VIP6, VIP_U6, dual_config
+from lab import CLIENT6_IPS, CONFIG, GW_EXT6, VIP6, VIP_U6, backend_ip6, dual_config
 
 
 @pytest.fixture(scope="module")
@@ -94,4 +96,13 @@ def test_ipv6_underlay_both_ways(dual_lab):
     assert r.returncode == 0 and r.stdout.strip() in ("be1:q6", "be2:q6"), (r.stdout, r.stderr)
     r = run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"])
     assert r.returncode == 0 and r.stdout.strip() in ("be1", "be2"), r.stderr
+    # Its backends are health-checked over IPv6 (HTTP from the appliance's kernel). One whose
+    # server came up after sluiced is down until it rises (2 checks), so that is awaited.
+    names = [f'sluice_backend_healthy{{service="web-u6",backend="{backend_ip6(i)}"}}' for i in (1, 2)]
+    for _ in range(40):
+        healthy = [labmod.metrics(lab).get(n) for n in names]
+        if healthy == [1.0, 1.0]:
+            break
+        time.sleep(0.5)
+    assert healthy == [1.0, 1.0], (healthy, {k: v for k, v in labmod.metrics(lab).items() if "health" in k})
     print(f"UDP over GRE/IPv6 answered; IPv4 VIP over IPv6 answered by {r.stdout.strip()}")

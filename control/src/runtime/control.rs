@@ -88,6 +88,7 @@ impl Control {
         control.apply_state.record_applied(1);
         let targets = control.check_targets();
         control.restart_checks(targets);
+        control.share_standings();
         Ok((control, health_rx))
     }
 
@@ -120,12 +121,6 @@ impl Control {
         }
         let snap =
             Snapshot::build(&spec, Some(&self.cell.load())).map_err(|e| format!("{}: {e}", config.file))?;
-        let by_id: HashMap<u32, bool> = snap
-            .services
-            .iter()
-            .flat_map(|s| &s.backends)
-            .filter_map(|b| Some((b.id, self.health.get(&b.id)?.state.up)))
-            .collect();
         self.cell.store(Arc::new(snap));
         self.generation += 1;
         self.apply_state.record_applied(self.generation);
@@ -142,8 +137,22 @@ impl Control {
         if checks_changed || ids_changed || self.health_threads.is_empty() {
             self.restart_checks(targets);
         }
-        *self.health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = by_id;
+        self.share_standings();
         Ok(())
+    }
+
+    /// Shares each checked backend's standing (for the metrics), after a (re)start of the
+    /// checks so that backends checked for the first time have one.
+    fn share_standings(&self) {
+        let by_id: HashMap<u32, bool> = self
+            .cell
+            .load()
+            .services
+            .iter()
+            .flat_map(|s| &s.backends)
+            .filter_map(|b| Some((b.id, self.health.get(&b.id)?.state.up)))
+            .collect();
+        *self.health_by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = by_id;
     }
 
     /// What the running config checks: each backend to probe, with its service's name and its

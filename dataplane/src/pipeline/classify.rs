@@ -56,12 +56,12 @@ pub enum Local {
         l2: usize,
         at: usize,
     },
-    /// An ICMP error to a VIP (about one of its flows), its IPv4 header at `frame[l2..]`.
+    /// An ICMP or ICMPv6 error to a VIP (about one of its flows), its IP header at `frame[l2..]`.
     IcmpError {
         l2: usize,
     },
     NatReply(Tunneled),
-    /// A TCP or UDP fragment to a VIP, its IPv4 header at `frame[l2..]`.
+    /// A TCP or UDP fragment to a VIP, its IP header at `frame[l2..]`.
     Fragment {
         l2: usize,
     },

@@ -12,6 +12,7 @@ use super::classify::{routing, Class, Local};
 use super::context::{Ctx, Network, ToService};
 use crate::stats::DropReason;
 use crate::wire::icmpv6::{TYPE_ECHO_REQUEST, TYPE_NEIGHBOR_ADVERT, TYPE_NEIGHBOR_SOLICIT};
+use crate::wire::icmpv6_error;
 use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::ndisc::{self, ALL_NODES};
 use crate::wire::WireError;
@@ -73,11 +74,15 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         return Class::from(DropReason::NotForUs);
     }
     if !whole {
+        if vip && l4 {
+            return Class::Local(Local::Fragment { l2 });
+        }
         return Class::from(DropReason::Ipv6Fragment);
     }
     Class::from(match upper.protocol {
         ipv6::NEXT_ICMPV6 => match message.first() {
             Some(&TYPE_ECHO_REQUEST) => return Class::Local(Local::Echo6 { l2, at }),
+            Some(&t) if vip && icmpv6_error::is_error(t) => return Class::Local(Local::IcmpError { l2 }),
             Some(_) => DropReason::Icmpv6Unsupported,
             None => DropReason::IcmpTruncated,
         },

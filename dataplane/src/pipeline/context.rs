@@ -235,14 +235,13 @@ impl ToService {
         later_fragment: bool,
     ) -> Option<ToService> {
         let snap = cx.snap;
-        let service = snap.service(ServiceKey::new(ip.dst, dst_port, ip.protocol))?;
-        let svc = snap.services.get(usize::from(service))?;
+        let (service, service_id) = snap.service_and_id(ServiceKey::new(ip.dst, dst_port, ip.protocol))?;
         let flow = FlowKey { src: ip.src, dst: ip.dst, src_port, dst_port, protocol: ip.protocol };
-        let session = SessionKey::flow(flow.src, src_port, svc.id);
+        let session = SessionKey::flow(flow.src, src_port, service_id);
         Some(ToService {
             flow,
             service,
-            service_id: svc.id,
+            service_id,
             session_hash: cx.sessions.hash(&session),
             tcp_flags,
             rx_port,

@@ -110,11 +110,11 @@ fn existing(
     (slot, s): (usize, Session),
     now: u32,
 ) -> Result<Option<Chosen>, FromClient> {
-    let (table, key) = (cx.sessions, p.session_key());
+    let table = cx.sessions;
     let fresh_syn = p.tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK) == tcp::SYN)
         && matches!(s.state, TcpState::Closing | TcpState::Closed);
     if fresh_syn {
-        table.remove(slot, &key);
+        table.remove(slot, &p.session_key());
         return Ok(None);
     }
     let alive =
@@ -128,6 +128,7 @@ fn existing(
     match svc.on_backend_removed {
         // Another backend cannot take over a proxied connection's sequence numbers.
         OnRemoved::Remap if s.flags & PROXIED == 0 => {
+            let key = p.session_key();
             let Some(bi) = choose::backend(cx, svc, si, p, now) else {
                 table.remove(slot, &key);
                 return Err(FromClient::NoBackend);
@@ -138,7 +139,7 @@ fn existing(
             Ok(Some((bi, None)))
         }
         _ => {
-            table.remove(slot, &key);
+            table.remove(slot, &p.session_key());
             Err(FromClient::Reset)
         }
     }

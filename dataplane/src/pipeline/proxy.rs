@@ -120,7 +120,10 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     let o = &seg.opts;
     let opts = SynOptions::from_syn(o.mss, o.wscale, o.sack_perm, o.timestamps.is_some());
     let cookie = cx.proxy.keys.make(&p.flow, seg.seq, cookie_period(cx.now_ns), opts);
-    let mss = svc.synproxy_mss.unwrap_or(536).min(port.mtu.saturating_sub(40)).max(536);
+    // What the client's link takes: its port's MTU less IP and TCP headers (40 for IPv4, 60
+    // for IPv6), at least the family's minimum (536, 1220).
+    let (headers, least) = if p.flow.src.as_v4().is_some() { (40, 536) } else { (60, 1220) };
+    let mss = svc.synproxy_mss.unwrap_or(least).min(port.mtu.saturating_sub(headers)).max(least);
     let offer = SynOffer {
         mss,
         wscale: opts.wscale.map(|_| synproxy::WSCALE),

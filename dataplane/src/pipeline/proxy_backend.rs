@@ -13,6 +13,7 @@ use crate::stats::DropReason;
 use crate::synproxy::{self, HOLD_BYTES};
 use crate::wire::endpoint::{self, End};
 use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::tcp_options;
 use crate::wire::{tcp, TcpPacket, TcpRepr};
 use std::net::IpAddr;
@@ -164,9 +165,10 @@ fn release<F: Frame>(
     {
         return dropped(DropReason::SynproxyMalformed);
     }
-    let outer = match Ipv4Packet::new_checked(&bytes[..]) {
-        Ok(ip) => inner(held.len(), ip.tos(), ip.ident(), ip.dont_frag()),
-        Err(_) => return dropped(DropReason::SynproxyMalformed),
+    let outer = match (Ipv6Packet::new_checked(&bytes[..]), Ipv4Packet::new_checked(&bytes[..])) {
+        (Ok(ip), _) => inner(held.len(), ip.traffic_class(), 0, true),
+        (_, Ok(ip)) => inner(held.len(), ip.tos(), ip.ident(), ip.dont_frag()),
+        _ => return dropped(DropReason::SynproxyMalformed),
     };
     FromBackend::Tunnel(ToBackend { at: 0, inner: outer, service: b.service, backend: b.backend })
 }
@@ -178,14 +180,8 @@ pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
     let Ok(seg) = segment::read(frame.data(), b.at) else {
         return dropped(DropReason::SynproxyMalformed);
     };
-    let (client, cport, backend, bport) = {
-        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[b.at..]) else {
-            return dropped(DropReason::SynproxyMalformed);
-        };
-        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-            return dropped(DropReason::SynproxyMalformed);
-        };
-        (ip.dst().into(), t.dst_port(), ip.src().into(), t.src_port())
+    let Some((client, cport, backend, bport)) = ends(frame.data().get(b.at..).unwrap_or_default()) else {
+        return dropped(DropReason::SynproxyMalformed);
     };
     let ts = seg.opts.timestamps.map(|(val, ecr)| tcp_options::emit_timestamps(ecr, val));
     let ack = TcpRepr {
@@ -198,4 +194,19 @@ pub fn ack<F: Frame>(frame: &mut F, b: &BackendSegment) -> FromBackend {
         options: ts.as_ref().map_or(&[], |t| &t[..]),
     };
     to_backend(frame, b, (client, backend), &ack)
+}
+
+/// The ends of the backend's TCP segment at the front of `packet` (IPv4 or IPv6): the client
+/// and its port (the destination), the backend and its port.
+fn ends(packet: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
+    let (_, range) = crate::wire::transport_of(packet).ok()?;
+    let t = TcpPacket::new_checked(packet.get(range)?).ok()?;
+    let (src, dst): (IpAddr, IpAddr) = match Ipv6Packet::new_checked(packet) {
+        Ok(ip) => (ip.src().into(), ip.dst().into()),
+        Err(_) => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            (ip.src().into(), ip.dst().into())
+        }
+    };
+    Some((dst, t.dst_port(), src, t.src_port()))
 }

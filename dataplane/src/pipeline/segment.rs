@@ -2,11 +2,11 @@
 //! handshakes): the parts it reads, and a whole segment without data written in place.
 
 use crate::io::Frame;
-use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr, DEFAULT_TTL};
-use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::ipv4::{self, Ipv4Repr, DEFAULT_TTL};
+use crate::wire::ipv6::{self, Ipv6Repr};
 use crate::wire::tcp_options::{self, TcpOptions};
 use crate::wire::{TcpPacket, TcpRepr, WireError};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The parts of a TCP segment the proxy reads.
 #[derive(Debug, Clone)]
@@ -22,18 +22,8 @@ pub struct SegView {
 /// Where the transport header and the packet's end are in the IPv4 or IPv6 packet at
 /// `b[at..]` (past IPv6 extension headers), as offsets into `b`.
 fn transport_range(b: &[u8], at: usize) -> Result<std::ops::Range<usize>, WireError> {
-    let packet = b.get(at..).ok_or(WireError::Truncated)?;
-    match packet.first().map(|v| v >> 4) {
-        Some(6) => {
-            let u = ipv6::upper_layer(packet)?;
-            let end = Ipv6Packet::new_checked(packet)?.total_len();
-            Ok(at + u.offset..at + end)
-        }
-        _ => {
-            let ip = Ipv4Packet::new_checked(packet)?;
-            Ok(at + ip.header_len()..at + ip.total_len())
-        }
-    }
+    let (_, r) = crate::wire::transport_of(b.get(at..).ok_or(WireError::Truncated)?)?;
+    Ok(at + r.start..at + r.end)
 }
 
 /// Reads the TCP packet (IPv4 or IPv6) at `b[at..]` (its headers were checked by the first
@@ -70,9 +60,9 @@ pub fn resize<F: Frame>(frame: &mut F, len: usize) -> bool {
     }
 }
 
-/// Writes a TCP segment without data at `frame[at..]`, making the frame end with it; its
-/// length. `None` if the frame cannot hold it, or for addresses of another family than IPv4
-/// (so far).
+/// Writes a TCP segment without data at `frame[at..]` (IPv4 with TOS and identification
+/// `(tos, ident)`, or IPv6 with traffic class `tos`), making the frame end with it; its
+/// length. `None` if the frame cannot hold it, or for addresses of two families.
 pub fn write<F: Frame>(
     frame: &mut F,
     at: usize,
@@ -80,8 +70,10 @@ pub fn write<F: Frame>(
     (tos, ident): (u8, u16),
     t: &TcpRepr<'_>,
 ) -> Option<usize> {
-    let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
-        return None;
+    let (src, dst) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => return write_v6(frame, at, (s, d), tos, t),
+        _ => return None,
     };
     let len = ipv4::HEADER_LEN + t.header_len();
     if !resize(frame, at + len) {
@@ -100,5 +92,32 @@ pub fn write<F: Frame>(
     };
     ip.emit(&mut b[at..at + ipv4::HEADER_LEN]);
     t.emit_v4(&mut b[at + ipv4::HEADER_LEN..at + len], src, dst);
+    Some(len)
+}
+
+/// [`write`] for IPv6.
+fn write_v6<F: Frame>(
+    frame: &mut F,
+    at: usize,
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    traffic_class: u8,
+    t: &TcpRepr<'_>,
+) -> Option<usize> {
+    let len = ipv6::HEADER_LEN + t.header_len();
+    if !resize(frame, at + len) {
+        return None;
+    }
+    let b = frame.data_mut();
+    let ip = Ipv6Repr {
+        src,
+        dst,
+        next_header: ipv6::NEXT_TCP,
+        payload_len: t.header_len(),
+        traffic_class,
+        flow_label: 0,
+        hop_limit: ipv6::DEFAULT_HOP_LIMIT,
+    };
+    ip.emit(&mut b[at..at + ipv6::HEADER_LEN]);
+    t.emit_v6(&mut b[at + ipv6::HEADER_LEN..at + len], src, dst);
     Some(len)
 }

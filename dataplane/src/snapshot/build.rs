@@ -377,7 +377,9 @@ impl Snapshot {
         let key = |s: &Service| ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
         Ok(Snapshot {
             generation: spec.generation,
-            service_map: StaticMap::build(services.iter().enumerate().map(|(i, s)| (key(s), i as u16))),
+            service_map: StaticMap::build(
+                services.iter().enumerate().map(|(i, s)| (key(s), (i as u16, s.id))),
+            ),
             vips: StaticMap::build(services.iter().map(|s| (Addr::from(s.vip).0, ()))),
             service_ids: StaticMap::build(
                 services.iter().enumerate().map(|(i, s)| (u64::from(s.id), i as u16)),

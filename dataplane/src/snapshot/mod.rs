@@ -496,7 +496,9 @@ pub struct Snapshot {
     /// as (start << 8 | count) into `nat_services`.
     nat_map: StaticMap<NatKey, u32>,
     nat_services: Vec<u16>,
-    service_map: StaticMap<ServiceKey, u16>,
+    /// (index, stable id) of each service: the first pass needs both, and takes them from
+    /// the map's slot without reading the service.
+    service_map: StaticMap<ServiceKey, (u16, u16)>,
     service_ids: StaticMap<u64, u16>,
     vips: StaticMap<u128, ()>,
     nexthop_map: StaticMap<NeighborKey, u16>,
@@ -518,6 +520,12 @@ impl Snapshot {
 
     #[inline]
     pub fn service(&self, key: ServiceKey) -> Option<u16> {
+        self.service_map.get(&key).map(|(i, _)| i)
+    }
+
+    /// The service of `key`: its index and its stable id.
+    #[inline]
+    pub fn service_and_id(&self, key: ServiceKey) -> Option<(u16, u16)> {
         self.service_map.get(&key)
     }
 

@@ -121,10 +121,13 @@ pub fn linux_syn_options(tsval: u32) -> Vec<u8> {
     o
 }
 
-/// An untagged IPv4 Ethernet frame from `src` to `dst` around `payload`.
+/// An untagged Ethernet frame from `src` to `dst` around `payload`, IPv4 or IPv6 by its
+/// version.
 pub fn ethernet(dst: Mac, src: Mac, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; 14];
-    EthernetRepr { dst, src, vlan: None, ethertype: ETHERTYPE_IPV4 }.emit(&mut b);
+    let v6 = payload.first().is_some_and(|v| v >> 4 == 6);
+    let ethertype = if v6 { crate::wire::ethernet::ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+    EthernetRepr { dst, src, vlan: None, ethertype }.emit(&mut b);
     b.extend_from_slice(payload);
     b
 }

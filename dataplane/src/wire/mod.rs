@@ -89,6 +89,28 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(mac)
 }
 
+/// The transport layer of the IP packet (IPv4, or IPv6 past its extension headers) at the
+/// front of `packet`: its protocol, and where it starts and the packet ends in `packet`. Errors
+/// as the headers' checks, and `Fragment` for a fragment past the first (no transport header).
+pub fn transport_of(packet: &[u8]) -> Result<(u8, core::ops::Range<usize>), WireError> {
+    match packet.first().map(|v| v >> 4) {
+        Some(6) => {
+            let upper = ipv6::upper_layer(packet)?;
+            if upper.fragment.is_some_and(|f| !f.at_offset_zero()) {
+                return Err(WireError::Fragment);
+            }
+            Ok((upper.protocol, upper.offset..Ipv6Packet::new_checked(packet)?.total_len()))
+        }
+        _ => {
+            let ip = Ipv4Packet::new_checked(packet)?;
+            if ip.frag_offset() != 0 {
+                return Err(WireError::Fragment);
+            }
+            Ok((ip.protocol(), ip.header_len()..ip.total_len()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
