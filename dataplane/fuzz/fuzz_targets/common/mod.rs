@@ -155,16 +155,18 @@ struct Inner<'a> {
     /// IPv4's identification and DF bit (IPv6: none).
     ident: u16,
     dont_frag: bool,
+    /// Whole, or the first fragment (offset 0): the transport header is there.
+    first: bool,
 }
 
 /// The IP packet at `input[l2..]`: a valid IPv4 packet (its checksum verifies) or a valid
-/// IPv6 packet whose extension headers walk to its upper layer, not a fragment.
+/// IPv6 packet whose extension headers walk to its upper layer (a fragment's: the
+/// fragment header's next header).
 fn inner_packet(input: &[u8], l2: usize, ethertype: u16) -> Inner<'_> {
     let b = &input[l2..];
     if ethertype == ethernet::ETHERTYPE_IPV6 {
         let ip = Ipv6Packet::new_checked(b).expect("tunnelled IPv6 input is valid");
         let upper = ipv6::upper_layer(b).expect("tunnelled IPv6 input's extension headers walk");
-        assert!(upper.fragment.is_none(), "tunnelled an IPv6 fragment");
         return Inner {
             bytes: &b[..ip.total_len()],
             v6: true,
@@ -174,6 +176,7 @@ fn inner_packet(input: &[u8], l2: usize, ethertype: u16) -> Inner<'_> {
             tos: ip.traffic_class(),
             ident: 0,
             dont_frag: true,
+            first: upper.fragment.is_none_or(|f| f.at_offset_zero()),
         };
     }
     assert_eq!(ethertype, ethernet::ETHERTYPE_IPV4, "tunnelled input is IPv4 or IPv6");
@@ -188,6 +191,7 @@ fn inner_packet(input: &[u8], l2: usize, ethertype: u16) -> Inner<'_> {
         tos: ip.tos(),
         ident: ip.ident(),
         dont_frag: ip.dont_frag(),
+        first: ip.frag_offset() == 0,
     }
 }
 
@@ -201,8 +205,9 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     let be = svc.backends.get(usize::from(bi)).expect("verdict names an existing backend");
     assert!(be.weight > 0, "tunnelled to a drained backend");
     assert_eq!(inner.dst, svc.vip, "inner destination is the service's VIP");
-    // Or an ICMP error about one of the service's flows, passed on to its backend (IPv4).
-    let icmp_error = !inner.v6 && inner.protocol == ipv4::PROTO_ICMP;
+    // Or an ICMP or ICMPv6 error about one of the service's flows, passed on to its backend.
+    let icmp = if inner.v6 { ipv6::NEXT_ICMPV6 } else { ipv4::PROTO_ICMP };
+    let icmp_error = inner.protocol == icmp;
     assert!(inner.protocol == svc.protocol.number() || icmp_error, "inner protocol {} not the service's", inner.protocol);
     let nh = &snap.nexthops[usize::from(be.nexthop)];
     assert_eq!(nh.port, port, "sent out of the next hop's port");
@@ -244,9 +249,9 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     };
     let carried = &payload[gre_len..];
     // The input's IP packet byte for byte (padding dropped), but for a SYN's MSS, lowered to
-    // the service's clamp.
+    // the service's clamp (a later fragment has no TCP header, whatever its data looks like).
     let mut want = inner.bytes.to_vec();
-    if let (Some(max), ipv4::PROTO_TCP) = (svc.mss_clamp, inner.protocol) {
+    if let (Some(max), ipv4::PROTO_TCP, true) = (svc.mss_clamp, inner.protocol, inner.first) {
         let _ = sluice_dataplane::wire::tcp_options::clamp_mss(&mut want[inner.l4..], max);
     }
     assert!(carried == want, "inner packet changed:\n in  {}\n out {}", hex(inner.bytes), hex(carried));
