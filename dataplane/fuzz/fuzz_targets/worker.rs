@@ -254,15 +254,29 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
                     // Tunnels over the IPv6 underlay: the tunnel right after the fixed header.
                     ipv6::NEXT_IPV4 | ipv6::NEXT_IPV6 | ipv6::NEXT_GRE => {
                         assert_eq!(ip.hop_limit(), ipv6::DEFAULT_HOP_LIMIT, "tunnel hop limit");
-                        assert_eq!(ip.total_len(), eth.payload().len(), "a tunnel ends the frame: {}", common::hex(b));
+                        assert_eq!(
+                            ip.total_len(),
+                            eth.payload().len(),
+                            "a tunnel ends the frame: {}",
+                            common::hex(b)
+                        );
                         assert!(ip.total_len() <= usize::from(port.mtu), "sent IPv6 over port {p}'s MTU");
                     }
                     // Echo replies, too-big messages and neighbor discovery: ICMPv6 right after
                     // the fixed header.
                     next => {
-                        assert_eq!(next, ipv6::NEXT_ICMPV6, "sent IPv6 is ICMPv6 or a tunnel: {}", common::hex(b));
+                        assert_eq!(
+                            next,
+                            ipv6::NEXT_ICMPV6,
+                            "sent IPv6 is ICMPv6 or a tunnel: {}",
+                            common::hex(b)
+                        );
                         let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("sent ICMPv6 is whole");
-                        assert!(icmp.verify_checksum(ip.src(), ip.dst()), "sent ICMPv6 checksum: {}", common::hex(b));
+                        assert!(
+                            icmp.verify_checksum(ip.src(), ip.dst()),
+                            "sent ICMPv6 checksum: {}",
+                            common::hex(b)
+                        );
                     }
                 }
             }

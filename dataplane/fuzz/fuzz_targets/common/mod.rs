@@ -208,7 +208,11 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     // Or an ICMP or ICMPv6 error about one of the service's flows, passed on to its backend.
     let icmp = if inner.v6 { ipv6::NEXT_ICMPV6 } else { ipv4::PROTO_ICMP };
     let icmp_error = inner.protocol == icmp;
-    assert!(inner.protocol == svc.protocol.number() || icmp_error, "inner protocol {} not the service's", inner.protocol);
+    assert!(
+        inner.protocol == svc.protocol.number() || icmp_error,
+        "inner protocol {} not the service's",
+        inner.protocol
+    );
     let nh = &snap.nexthops[usize::from(be.nexthop)];
     assert_eq!(nh.port, port, "sent out of the next hop's port");
     let out_port = snap.ports.get(usize::from(port)).expect("verdict names an existing port");
@@ -325,7 +329,8 @@ fn check_too_big(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
 /// [`check_too_big`] for an IPv6 client (RFC 4443 3.2).
 fn check_too_big6(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
     let port = &snap.ports[usize::from(rx_port)];
-    let (in_eth, eth) = (EthernetFrame::new_checked(input).unwrap(), EthernetFrame::new_checked(out).unwrap());
+    let (in_eth, eth) =
+        (EthernetFrame::new_checked(input).unwrap(), EthernetFrame::new_checked(out).unwrap());
     assert_eq!((eth.dst(), eth.src()), (in_eth.src(), port.mac), "back to the sender's MAC, from the port's");
     assert_eq!(eth.vlan(), in_eth.vlan(), "the packet's VLAN");
     assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV6);
@@ -343,9 +348,16 @@ fn check_too_big6(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
     assert!(mtu < in_ip.total_len() as u32, "the packet fitted the MTU it was told");
     let vip = IpAddr::V6(ip.src());
     let tunnels = snap.services.iter().filter(|s| s.vip == vip).flat_map(|s| &s.backends);
-    assert!(tunnels.map(|b| u32::from(b.outer.max_inner())).any(|m| m == mtu), "MTU {mtu} of no tunnel of the VIP");
+    assert!(
+        tunnels.map(|b| u32::from(b.outer.max_inner())).any(|m| m == mtu),
+        "MTU {mtu} of no tunnel of the VIP"
+    );
     let quote = &ip.payload()[icmpv6::HEADER_LEN..];
-    assert_eq!(quote.len(), in_ip.total_len().min(icmpv6_error::QUOTE_MAX), "quotes as much as fits 1280 bytes");
+    assert_eq!(
+        quote.len(),
+        in_ip.total_len().min(icmpv6_error::QUOTE_MAX),
+        "quotes as much as fits 1280 bytes"
+    );
     assert_eq!(quote, &input[l2..l2 + quote.len()], "quotes the packet as it came");
 }
 
