@@ -92,9 +92,10 @@ fn bad_address() {
 }
 
 #[test]
-fn ipv6_nat_is_refused_where_it_is_until_it_lands() {
-    // Addresses are family-neutral from the parser on; the one rule that refuses IPv6 for now
-    // is Snapshot::build's, placed by its path. A `dsr` service takes an IPv6 VIP.
+fn ipv6_nat_takes_ipv6_backends_only() {
+    // Addresses are family-neutral from the parser on; the rule on families is
+    // Snapshot::build's, placed by its path. A `dsr` service takes an IPv6 VIP, and so does a
+    // `nat` one with IPv6 backends (NAT66) on hosts of either underlay; NAT64 is refused.
     let v6 = Config::parse(&GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1), "p.yaml").unwrap();
     assert_eq!(v6.services[0].vip, "2001:db8::10".parse::<std::net::IpAddr>().unwrap());
     let nat = GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1).replacen(
@@ -103,7 +104,20 @@ fn ipv6_nat_is_refused_where_it_is_until_it_lands() {
         1,
     );
     let e = Config::parse(&nat, "p.yaml").unwrap_err().to_string();
-    assert_eq!(e, "p.yaml:15:5: services[0].vip: 2001:db8::10: IPv6 `nat` services are not supported yet");
+    assert_eq!(
+        e,
+        "p.yaml:21:11: services[0].backends[0].address: 198.18.0.10: a `nat` backend is of its VIP's \
+         family (NAT46 and NAT64 are not done)"
+    );
+    let nat66 = nat
+        .replacen(
+            "{ address: 198.18.0.10, weight: 3 }",
+            "{ address: '2001:db8:c0::10', port: 8080, host: 198.18.0.10 }",
+            1,
+        )
+        .replacen("address: 198.18.0.11\n", "address: '2001:db8:c0::11'\n        host: 198.18.0.10\n", 1);
+    let c = Config::parse(&nat66, "p.yaml").unwrap();
+    assert_eq!(c.services[0].backends[0].address, "2001:db8:c0::10".parse::<std::net::IpAddr>().unwrap());
     // An HTTP health check's Host is the VIP by default: an IPv6 literal in brackets.
     let checked = GOOD.replacen("vip: 198.18.10.1", "vip: 2001:db8::10", 1).replacen(
         "tunnel: gre\n",

@@ -179,12 +179,12 @@ fn worker_zero_announces_its_addresses_and_asks_for_its_ipv6_gateway() {
     assert!(on(0).contains(&NA_EXT6), "{frames:?}");
     assert!(on(0).contains(&NS_ROUTER6), "{frames:?}");
     assert!(on(1).contains(&NA_INT6), "{frames:?}");
-    assert_eq!(stats.nd_unsolicited.get(), 4, "the two ports' IPv6 addresses, and the IPv6 VIP on each");
+    assert_eq!(stats.nd_unsolicited.get(), 6, "the two ports' IPv6 addresses, and the two IPv6 VIPs on each");
     assert_eq!(stats.nd_solicitations.get(), 1, "the router, port 0's IPv6 gateway");
 
     // Nothing new: nothing announced again.
     w.poll(2);
-    assert_eq!(stats.nd_unsolicited.get(), 4);
+    assert_eq!(stats.nd_unsolicited.get(), 6);
     // A snapshot whose internal port has another address: that one only.
     let mut spec = golden::spec();
     let moved = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 2);
@@ -194,7 +194,7 @@ fn worker_zero_announces_its_addresses_and_asks_for_its_ipv6_gateway() {
     sent(&mut w);
     w.poll(3);
     let frames = sent(&mut w);
-    assert_eq!(stats.nd_unsolicited.get(), 5);
+    assert_eq!(stats.nd_unsolicited.get(), 7);
     let na: Vec<_> = frames.iter().filter(|(_, h)| h.starts_with("333300000001")).collect();
     assert_eq!(na.len(), 1, "{frames:?}");
     assert_eq!(na[0].0, 1);
@@ -204,12 +204,15 @@ fn worker_zero_announces_its_addresses_and_asks_for_its_ipv6_gateway() {
 #[test]
 fn an_address_with_an_exception_path_is_its_kernels_to_announce() {
     let snap = golden::snapshot();
-    let vip = golden::VIP6;
-    assert_eq!(announcements(&snap), [(0, vip), (0, EXT_ADDR6), (1, vip), (1, INT_ADDR6)]);
+    let (vip, nat) = (golden::VIP6, golden::VIP6_NAT);
+    assert_eq!(
+        announcements(&snap),
+        [(0, vip), (0, nat), (0, EXT_ADDR6), (1, vip), (1, nat), (1, INT_ADDR6)]
+    );
     let mut spec = golden::spec();
     spec.ports[0].kernel = Some(4);
     let snap = Snapshot::build(&spec, None).unwrap();
-    assert_eq!(announcements(&snap), [(0, vip), (1, vip), (1, INT_ADDR6)]);
+    assert_eq!(announcements(&snap), [(0, vip), (0, nat), (1, vip), (1, nat), (1, INT_ADDR6)]);
 }
 
 #[test]

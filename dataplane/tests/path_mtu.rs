@@ -87,7 +87,7 @@ mod fragments {
     use sluice_dataplane::testkit::spec::{nat_backend, nat_service};
     use sluice_dataplane::testkit::{EXT_ADDR, EXT_MAC, INT_ADDR, INT_MAC, ROUTER_MAC};
     use sluice_dataplane::wire::{checksum, fragment, Ipv4Repr, UdpRepr};
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const BACKEND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
@@ -274,10 +274,22 @@ mod fragments {
     /// appliance's IPv6 VIP: fixed header, fragment header (identification `ident`), data.
     fn fragment6(payload: &[u8], offset: usize, more: bool, ident: u32) -> Vec<u8> {
         use sluice_dataplane::testkit::golden::VIP6;
+        let b = ipv6_fragment(("2001:db8:18::99".parse().unwrap(), VIP6), payload, offset, more, ident);
+        ethernet(EXT_MAC, ROUTER_MAC, &b)
+    }
+
+    /// An IPv6 packet `src` -> `dst` holding the UDP fragment `payload` at `offset`.
+    fn ipv6_fragment(
+        (src, dst): (Ipv6Addr, Ipv6Addr),
+        payload: &[u8],
+        offset: usize,
+        more: bool,
+        ident: u32,
+    ) -> Vec<u8> {
         let mut b = vec![0; 40 + 8];
         let repr = sluice_dataplane::wire::Ipv6Repr {
-            src: "2001:db8:18::99".parse().unwrap(),
-            dst: VIP6,
+            src,
+            dst,
             next_header: 44,
             payload_len: 8 + payload.len(),
             traffic_class: 0,
@@ -289,7 +301,7 @@ mod fragments {
         b[42..44].copy_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
         b[44..48].copy_from_slice(&ident.to_be_bytes());
         b.extend_from_slice(payload);
-        ethernet(EXT_MAC, ROUTER_MAC, &b)
+        b
     }
 
     #[test]
@@ -309,6 +321,55 @@ mod fragments {
         let other = fragment6(&udp[104..], 104, false, 8);
         let out = run(&snap, &[(0, fragment6(&udp[..104], 0, true, 7)), (0, other)], Some(&mut table()));
         assert_eq!(out[1].0, Verdict::Drop(DropReason::FragmentNoFirst));
+    }
+
+    #[test]
+    fn a_fragmented_nat66_reply_reaches_the_client_translated_whole() {
+        use sluice_dataplane::testkit::golden::{self, CLIENT6, HOST6_10, INT_ADDR6, VIP6_NAT};
+        use sluice_dataplane::testkit::host_mac;
+        use sluice_dataplane::wire::{Ipv6Repr, UdpPacket};
+        let snap = golden::snapshot();
+        // The query makes the session: [2001:db8:10::2]:53 -> [2001:db8:c0::20]:5353.
+        let vm: Ipv6Addr = "2001:db8:c0::20".parse().unwrap();
+        let mut query = vec![0; 40 + 8 + 5];
+        let ip = |src, dst, payload_len| Ipv6Repr {
+            src,
+            dst,
+            next_header: 17,
+            payload_len,
+            traffic_class: 0,
+            flow_label: 0,
+            hop_limit: 64,
+        };
+        ip(CLIENT6, VIP6_NAT, 13).emit(&mut query);
+        UdpRepr { src_port: 41053, dst_port: 53 }.emit_v6(&mut query[40..], CLIENT6, VIP6_NAT);
+        // A 3000-byte reply from the VM, cut at 1448 and 2896 bytes of its UDP datagram.
+        let mut udp = vec![0; 8];
+        udp.extend((0..3000).map(|i| (i * 5 + 1) as u8));
+        UdpRepr { src_port: 5353, dst_port: 41053 }.emit_v6(&mut udp, vm, CLIENT6);
+        let cuts = [(0, 1448, true), (1448, 2896, true), (2896, udp.len(), false)];
+        let tunneled = |&(from, to, more): &(usize, usize, bool)| {
+            let inner = ipv6_fragment((vm, CLIENT6), &udp[from..to], from, more, 0x77);
+            let mut outer = vec![0; 40];
+            Ipv6Repr { next_header: 41, ..ip(HOST6_10, INT_ADDR6, inner.len()) }.emit(&mut outer);
+            outer.extend_from_slice(&inner);
+            (1, ethernet(INT_MAC, host_mac(10), &outer))
+        };
+        let mut frames = vec![(0, ethernet(EXT_MAC, ROUTER_MAC, &query))];
+        frames.extend(cuts.iter().map(tunneled));
+        let out = run(&snap, &frames, Some(&mut table()));
+        assert!(matches!(out[0].0, Verdict::Tunnel { port: 1, .. }), "the query: {:?}", out[0].0);
+        let mut whole = Vec::new();
+        for (v, f) in &out[1..] {
+            assert!(matches!(v, Verdict::NatReply { port: 0, .. }), "{v:?}");
+            let ip = sluice_dataplane::wire::ipv6::Ipv6Packet::new_checked(&f[14..]).unwrap();
+            assert_eq!((ip.src(), ip.dst()), (VIP6_NAT, CLIENT6));
+            whole.extend_from_slice(&f[14 + 48..]);
+        }
+        let u = UdpPacket::new_checked(&whole[..]).unwrap();
+        assert_eq!((u.src_port(), u.dst_port()), (53, 41053));
+        assert!(u.verify_checksum_v6(VIP6_NAT, CLIENT6), "the first fragment's checksum covers the VIP");
+        assert_eq!(&whole[8..], &udp[8..], "the data unchanged");
     }
 }
 

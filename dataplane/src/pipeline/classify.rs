@@ -7,17 +7,28 @@ use crate::stats::DropReason;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Header};
+use crate::wire::ipv6;
 use crate::wire::{self, TcpPacket, UdpPacket, WireError};
 use std::net::IpAddr;
 
-/// A tunneled packet to the appliance's address (a NAT reply): the outer IPv4 header at
-/// `frame[l2..]`, `ihl` long, the packet `total` long, tunnel protocol `proto`.
+/// A tunneled packet to the appliance's address (a NAT reply): the outer IPv4 or IPv6 header
+/// at `frame[l2..]`, `header_len` long (IPv6: its extension headers included), the packet
+/// `total` long, tunnel protocol `proto` (IPv4's protocol or IPv6's next header, which share
+/// their numbers: 4 IPv4 in IP, 41 IPv6 in IP, 47 GRE).
 #[derive(Debug, Clone, Copy)]
 pub struct Tunneled {
     pub l2: usize,
-    pub ihl: usize,
+    pub header_len: usize,
     pub total: usize,
     pub proto: u8,
+}
+
+impl Tunneled {
+    /// Whether `proto` is a tunnel that carries NAT replies back.
+    #[inline]
+    pub fn carries(proto: u8) -> bool {
+        matches!(proto, ipv4::PROTO_GRE | ipv4::PROTO_IPIP | ipv6::NEXT_IPV6)
+    }
 }
 
 /// What a frame is for.
@@ -142,13 +153,9 @@ fn ipv4(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
     }
 
     // A NAT reply: a backend's host tunnels it to the appliance's address.
-    if (proto == ipv4::PROTO_GRE || proto == ipv4::PROTO_IPIP)
-        && cx.snap.has_nat
-        && !ip.is_fragment()
-        && cx.snap.is_local(dst)
-    {
-        let (ihl, total) = (usize::from(ip.header_len), usize::from(ip.total_len));
-        return Class::Local(Local::NatReply(Tunneled { l2, ihl, total, proto }));
+    if Tunneled::carries(proto) && cx.snap.has_nat && !ip.is_fragment() && cx.snap.is_local(dst) {
+        let (header_len, total) = (usize::from(ip.header_len), usize::from(ip.total_len));
+        return Class::Local(Local::NatReply(Tunneled { l2, header_len, total, proto }));
     }
 
     // The port's own traffic, when it has an exception path: the kernel's.

@@ -4,11 +4,12 @@
 //! The fixed header is checked, then the extension headers walked to the upper layer
 //! (`wire::ipv6::upper_layer`, at most `MAX_EXT_HEADERS` of them). Neighbor discovery goes to
 //! `ndisc` (to a port address, a VIP, a solicited-node group or all nodes; `ndisc` checks the
-//! rest), an echo request to a VIP or an appliance address to `reply`, the port's own
+//! rest), an echo request to a VIP or an appliance address to `reply`, a tunneled NAT reply
+//! (IPv4 or IPv6 in IPv6, GRE over IPv6) to an appliance address to `nat`, the port's own
 //! traffic to its kernel when it has an exception path; TCP and UDP to a service's VIP and
 //! port on to `finish` ([`to_service`]).
 
-use super::classify::{routing, Class, Local};
+use super::classify::{routing, Class, Local, Tunneled};
 use super::context::{Ctx, Network, ToService};
 use crate::stats::DropReason;
 use crate::wire::icmpv6::{TYPE_ECHO_REQUEST, TYPE_NEIGHBOR_ADVERT, TYPE_NEIGHBOR_SOLICIT};
@@ -60,6 +61,12 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
         }
     }
     let dst = IpAddr::V6(dst);
+
+    // A NAT reply: a backend's host tunnels it to the appliance's address.
+    if whole && Tunneled::carries(upper.protocol) && cx.snap.has_nat && cx.snap.is_local(dst) {
+        let t = Tunneled { l2, header_len: upper.offset, total, proto: upper.protocol };
+        return Class::Local(Local::NatReply(t));
+    }
 
     // The port's own traffic, when it has an exception path: the kernel's.
     let port = cx.snap.ports.get(usize::from(rx_port));

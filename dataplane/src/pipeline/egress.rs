@@ -73,9 +73,9 @@ pub fn to_kernel(cx: &mut Ctx<'_>, kernel: u16, routing: bool) -> Verdict {
     Verdict::ToKernel { port: kernel }
 }
 
-/// Sends the IPv4 packet at `frame[c.at..c.at + c.len]` to the client: everything before it
-/// but room for Ethernet, and everything after it, goes; Ethernet toward the client's next hop
-/// is written.
+/// Sends the IP packet (of the client's family) at `frame[c.at..c.at + c.len]` to the client:
+/// everything before it but room for Ethernet, and everything after it, goes; Ethernet toward
+/// the client's next hop is written.
 pub fn client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, c: &ToClient) -> Verdict {
     let snap = cx.snap;
     let Some(nhi) = snap.route_to(c.client) else {
@@ -93,7 +93,8 @@ pub fn client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, c: &ToClient) -> Verdic
     if c.len > usize::from(out.mtu) {
         return Verdict::Drop(DropReason::MtuExceeded);
     }
-    let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype: ethernet::ETHERTYPE_IPV4 };
+    let ethertype = if c.client.is_ipv4() { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+    let eth = EthernetRepr { dst: mac, src: out.mac, vlan: out.vlan, ethertype };
     let l2_out = eth.header_len();
     if c.at < l2_out {
         if !frame.prepend(l2_out - c.at) {

@@ -12,7 +12,8 @@
 //!   tunneled NAT reply to `nat`; a packet to a service to `forward` (by session, or the
 //!   scheduler's choice through `choose`) and, for SYN-proxied services' handshakes, `proxy`;
 //!   then `egress` into the backend's tunnel, or `reply` to the client (RST, ICMP unreachable).
-//! - a NAT reply: `nat`, the SYN proxy's backend side `proxy_backend`, then `egress`.
+//! - a NAT reply: `nat` (an IPv6 one: `nat6`), the SYN proxy's backend side `proxy_backend`,
+//!   then `egress`.
 
 mod choose;
 mod classify;
@@ -23,6 +24,7 @@ mod forward;
 mod fragment;
 mod icmp_error;
 mod nat;
+mod nat6;
 mod ndisc;
 mod neighbor;
 mod outcome;

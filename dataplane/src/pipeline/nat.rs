@@ -1,9 +1,13 @@
 //! A backend's reply to a `nat` service's client, tunneled back to the appliance by the
 //! backend's host: out of the tunnel, matched to its session, given the VIP and service port
 //! as its source. SYN-proxied sessions' handshakes are left to the proxy stage.
+//!
+//! Either family inside either underlay (IPIP: protocol 4 for IPv4, 41 for IPv6; GRE by its
+//! protocol type): an IPv6 reply (NAT66) is read by `nat6`, this stage's IPv6 half.
 
 use super::classify::Tunneled;
 use super::context::Ctx;
+use super::nat6::{self, Reply};
 use super::outcome::{dropped, BackendSegment, FromBackend, ToClient};
 use super::segment;
 use crate::flow::Addr;
@@ -17,27 +21,9 @@ use crate::wire::endpoint::{self, End};
 use crate::wire::ethernet;
 use crate::wire::icmp_error;
 use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv6;
 use crate::wire::{tcp, GrePacket, TcpPacket, UdpPacket};
 use std::net::{IpAddr, Ipv4Addr};
-
-/// The reply inside the tunnel.
-struct Reply {
-    /// Where its IPv4 header starts in the frame, and its length.
-    at: usize,
-    len: usize,
-    vpc: Option<u32>,
-    backend: Ipv4Addr,
-    client: Ipv4Addr,
-    bport: u16,
-    cport: u16,
-    protocol: u8,
-    /// TCP flags (`None` for UDP).
-    flags: Option<u8>,
-    /// An ICMP error the backend sent about the flow (the rest is its quote's flow).
-    icmp: bool,
-    /// A fragment past the first (no transport header: its ports are its first's).
-    later_fragment: bool,
-}
 
 /// The session a reply answers: found in service `service` (an index), whose backend
 /// `backend` (an index) sent it.
@@ -57,7 +43,7 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
         Ok(r) => r,
         Err(reason) => return dropped(reason),
     };
-    let r = match fragment_ports(cx, r, frame.data()) {
+    let r = match fragment_ports(cx, r) {
         Ok(r) => r,
         Err(reason) => return dropped(reason),
     };
@@ -115,7 +101,7 @@ pub fn reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &Tunneled) -> FromBac
     if rewritten.is_err() {
         return dropped(DropReason::NatReplyMalformed);
     }
-    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
+    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client, service: f.service })
 }
 
 /// A client's packet at `frame[l2..]` that `forward` gave a backend's address and port: the
@@ -126,28 +112,44 @@ pub fn restore<F: Frame>(frame: &mut F, l2: usize, svc: &Service) -> Result<(), 
 }
 
 /// The tunnel (GRE's key is the VPC; IPIP is the physical network) and the reply in it:
-/// backend -> client, TCP or UDP, whole.
+/// backend -> client, TCP or UDP (or an ICMP error about such a flow), of either family.
 fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
     let outer = data.get(t.l2..t.l2 + t.total).ok_or(DropReason::Ipv4Truncated)?;
-    let (vpc, tunnel_len) = if t.proto == ipv4::PROTO_GRE {
-        let g = GrePacket::new_checked(&outer[t.ihl..]).map_err(|_| DropReason::TunnelMalformed)?;
-        if g.protocol() != ethernet::ETHERTYPE_IPV4 || !g.verify_checksum() {
-            return Err(DropReason::TunnelMalformed);
+    let (vpc, tunnel_len, v6) = match t.proto {
+        ipv4::PROTO_GRE => {
+            let gre = outer.get(t.header_len..).unwrap_or_default();
+            let g = GrePacket::new_checked(gre).map_err(|_| DropReason::TunnelMalformed)?;
+            let v6 = match g.protocol() {
+                ethernet::ETHERTYPE_IPV4 => false,
+                ethernet::ETHERTYPE_IPV6 => true,
+                _ => return Err(DropReason::TunnelMalformed),
+            };
+            if !g.verify_checksum() {
+                return Err(DropReason::TunnelMalformed);
+            }
+            (g.key(), t.header_len + g.header_len(), v6)
         }
-        (g.key(), t.ihl + g.header_len())
-    } else {
-        (None, t.ihl)
+        p => (None, t.header_len, p == ipv6::NEXT_IPV6),
     };
+    let (at, inner) = (t.l2 + tunnel_len, outer.get(tunnel_len..).unwrap_or_default());
+    if v6 {
+        return nat6::open(inner, at, vpc);
+    }
+    open_v4(inner, at, vpc)
+}
+
+/// An IPv4 reply at `b` (`frame[at..]`), from a tunnel of VPC `vpc`.
+fn open_v4(b: &[u8], at: usize, vpc: Option<u32>) -> Result<Reply, DropReason> {
     let bad = DropReason::NatReplyMalformed;
-    let ip = Ipv4Packet::new_checked(&outer[tunnel_len..]).map_err(|_| bad)?;
+    let ip = Ipv4Packet::new_checked(b).map_err(|_| bad)?;
     if !ip.verify_checksum() {
         return Err(bad);
     }
     if ip.protocol() == ipv4::PROTO_ICMP && !ip.is_fragment() {
-        return icmp_error(&ip, t.l2 + tunnel_len, vpc);
+        return icmp_error(&ip, at, vpc);
     }
     if ip.frag_offset() != 0 {
-        return later_fragment(&ip, t.l2 + tunnel_len, vpc);
+        return later_fragment(&ip, at, vpc);
     }
     let (bport, cport, flags) = match ip.protocol() {
         ipv4::PROTO_TCP => {
@@ -161,17 +163,18 @@ fn open(data: &[u8], t: &Tunneled) -> Result<Reply, DropReason> {
     }
     .map_err(|_| bad)?;
     Ok(Reply {
-        at: t.l2 + tunnel_len,
+        at,
         len: ip.total_len(),
         vpc,
-        backend: ip.src(),
-        client: ip.dst(),
+        backend: ip.src().into(),
+        client: ip.dst().into(),
         bport,
         cport,
         protocol: ip.protocol(),
         flags,
         icmp: false,
         later_fragment: false,
+        fragment: ip.more_frags().then(|| ip.ident().into()),
     })
 }
 
@@ -186,8 +189,8 @@ fn later_fragment(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result
         at,
         len: ip.total_len(),
         vpc,
-        backend: ip.src(),
-        client: ip.dst(),
+        backend: ip.src().into(),
+        client: ip.dst().into(),
         bport: 0,
         cport: 0,
         protocol,
@@ -195,24 +198,17 @@ fn later_fragment(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result
         flags: (protocol == ipv4::PROTO_TCP).then_some(0),
         icmp: false,
         later_fragment: true,
+        fragment: Some(ip.ident().into()),
     })
 }
 
 /// A fragmented reply: its first fragment's ports learned in the worker's fragment table, a
 /// later one's found there (`fragment_no_first` if they are not).
-fn fragment_ports(cx: &mut Ctx<'_>, mut r: Reply, data: &[u8]) -> Result<Reply, DropReason> {
-    let Some(ip) = data.get(r.at..).and_then(|b| Ipv4Packet::new_checked(b).ok()) else {
+fn fragment_ports(cx: &mut Ctx<'_>, mut r: Reply) -> Result<Reply, DropReason> {
+    let Some(ident) = r.fragment.filter(|_| !r.icmp) else {
         return Ok(r);
     };
-    if r.icmp || !ip.is_fragment() {
-        return Ok(r);
-    }
-    let key = FragKey {
-        src: Addr::v4(r.backend),
-        dst: Addr::v4(r.client),
-        protocol: r.protocol,
-        ident: ip.ident().into(),
-    };
+    let key = FragKey { src: Addr::from(r.backend), dst: Addr::from(r.client), protocol: r.protocol, ident };
     let now = cx.now_ns;
     if r.later_fragment {
         let ports =
@@ -239,33 +235,46 @@ fn icmp_error(ip: &Ipv4Packet<&[u8]>, at: usize, vpc: Option<u32>) -> Result<Rep
         at,
         len: ip.total_len(),
         vpc,
-        backend: q.dst,
-        client: q.src,
+        backend: q.dst.into(),
+        client: q.src.into(),
         bport: q.dst_port,
         cport: q.src_port,
         protocol: q.protocol,
         flags: None,
         icmp: true,
         later_fragment: false,
+        fragment: None,
     })
 }
 
 /// A backend's ICMP error about its flow `f`, to the client in the VIP's form: from the VIP,
 /// quoting the client's packet as it was sent (to VIP:port).
 fn icmp_to_client<F: Frame>(frame: &mut F, r: &Reply, f: &Found<'_>) -> FromBackend {
-    let IpAddr::V4(vip) = f.svc.vip else {
-        return dropped(DropReason::IcmpErrorUnknown);
+    let Some(b) = frame.data_mut().get_mut(r.at..) else {
+        return dropped(DropReason::IcmpErrorMalformed);
     };
+    let done = match f.svc.vip {
+        IpAddr::V4(vip) => icmp_to_client_v4(b, vip, f.svc.port),
+        IpAddr::V6(vip) => nat6::icmp_to_client(b, vip, f.svc.port),
+    };
+    match done {
+        Ok(()) => {
+            FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client, service: f.service })
+        }
+        Err(reason) => dropped(reason),
+    }
+}
+
+/// [`icmp_to_client`] for the IPv4 ICMP error at the start of `b`.
+fn icmp_to_client_v4(b: &mut [u8], vip: Ipv4Addr, port: u16) -> Result<(), DropReason> {
     let bad = DropReason::IcmpErrorMalformed;
-    let Some(Ok(mut ip)) = frame.data_mut().get_mut(r.at..).map(Ipv4Packet::new_checked) else {
-        return dropped(bad);
-    };
+    let mut ip = Ipv4Packet::new_checked(b).map_err(|_| bad)?;
+    if icmp_error::rewrite_quoted(ip.payload_mut(), End::Dst, vip.into(), port).is_err() {
+        return Err(bad);
+    }
     ip.set_src(vip);
     ip.fill_checksum();
-    if icmp_error::rewrite_quoted(ip.payload_mut(), End::Dst, f.svc.vip, f.svc.port).is_err() {
-        return dropped(bad);
-    }
-    FromBackend::Client(ToClient { at: r.at, len: r.len, client: r.client.into(), service: f.service })
+    Ok(())
 }
 
 /// The reply's session: one of the services this backend serves, keyed by the client. When
@@ -277,15 +286,15 @@ fn session_of<'a>(cx: &Ctx<'a>, r: &Reply) -> Option<Found<'a>> {
     let snap = cx.snap;
     let rank = |s: &Session| (s.created, !matches!(s.state, TcpState::Closing | TcpState::Closed));
     let mut found: Option<Found<'a>> = None;
-    for &si in snap.nat_services(r.vpc, Addr::v4(r.backend), r.bport, r.protocol) {
+    for &si in snap.nat_services(r.vpc, Addr::from(r.backend), r.bport, r.protocol) {
         let Some(svc) = snap.services.get(usize::from(si)) else { continue };
-        let key = SessionKey::flow(Addr::v4(r.client), r.cport, svc.id);
+        let key = SessionKey::flow(Addr::from(r.client), r.cport, svc.id);
         let hash = cx.sessions.hash(&key);
         let Some((slot, s)) = cx.sessions.lookup(&key, hash) else { continue };
         let owner = svc.backend_by_id(s.backend);
         let serves = owner
             .and_then(|i| svc.backends.get(usize::from(i)))
-            .is_some_and(|b| b.address == IpAddr::V4(r.backend) && b.port == r.bport);
+            .is_some_and(|b| b.address == r.backend && b.port == r.bport);
         if serves && found.as_ref().is_none_or(|f| rank(&s) > rank(&f.s)) {
             found = Some(Found { service: si, svc, backend: owner.unwrap_or(0), key, hash, slot, s });
         }

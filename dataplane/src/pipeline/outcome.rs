@@ -87,7 +87,8 @@ pub struct ToBackend {
     pub backend: u16,
 }
 
-/// An IPv4 packet at `frame[at..at + len]` to send to `client`, as service `service`.
+/// An IP packet (IPv4 or IPv6, of `client`'s family) at `frame[at..at + len]` to send to
+/// `client`, as service `service`.
 #[derive(Debug, Clone, Copy)]
 pub struct ToClient {
     pub at: usize,

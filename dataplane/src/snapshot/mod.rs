@@ -657,7 +657,8 @@ mod tests {
             (e.path.as_str(), e.message.as_str()),
             ("ports[0].neighbors[0].address", "198.19.0.5 is not inside 198.18.0.1/24")
         );
-        // An IPv6 VIP forwards `dsr` over the IPv4 underlay; `nat` waits, and never mixes.
+        // An IPv6 VIP forwards `dsr` over the IPv4 underlay, and `nat` to IPv6 backends
+        // (NAT66): never to IPv4 ones.
         let mut v6 = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10]])]);
         v6.services[0].vip = "2001:db8::1".parse().unwrap();
         let s = Snapshot::build(&v6, None).unwrap();
@@ -667,7 +668,19 @@ mod tests {
         let e = Snapshot::build(&v6, None).unwrap_err();
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
-            ("services[0].vip", "2001:db8::1: IPv6 `nat` services are not supported yet")
+            (
+                "services[0].backends[0].address",
+                "198.19.0.10: a `nat` backend is of its VIP's family (NAT46 and NAT64 are not done)"
+            )
+        );
+        let vm: IpAddr = "2001:db8:c0::10".parse().unwrap();
+        v6.services[0].backends = vec![BackendSpec::nat(vm, 8080, [198, 19, 0, 10].into(), 1)];
+        let s = Snapshot::build(&v6, None).unwrap();
+        assert_eq!(s.nat_services(None, Addr::from(vm), 8080, 6), &[0]);
+        v6.services[0].synproxy = true;
+        assert_eq!(
+            Snapshot::build(&v6, None).unwrap_err().message,
+            "2001:db8::1: the SYN proxy takes IPv4 VIPs only, so far"
         );
         assert!(rules::families(v6.services[0].vip, Forwarding::Nat, false, Some([192, 0, 2, 1].into()))
             .unwrap_err()

@@ -38,8 +38,8 @@ pub fn on_link(a: IpAddr, prefixes: &[Prefix]) -> Result<(), String> {
     }
 }
 
-/// A service's families: an IPv6 VIP forwards `dsr` (over either underlay) but not yet
-/// `nat` or through the SYN proxy; a `nat` backend (`backend`) is of its VIP's family (no
+/// A service's families: an IPv6 VIP forwards `dsr` or `nat` (over either underlay) but not
+/// yet through the SYN proxy; a `nat` backend (`backend`) is of its VIP's family (NAT66, no
 /// NAT46 or NAT64).
 pub fn families(
     vip: IpAddr,
@@ -49,7 +49,6 @@ pub fn families(
 ) -> Result<(), String> {
     let nat = forwarding == Forwarding::Nat;
     match backend {
-        None if vip.is_ipv6() && nat => Err(format!("{vip}: IPv6 `nat` services are not supported yet")),
         None if vip.is_ipv6() && synproxy => {
             Err(format!("{vip}: the SYN proxy takes IPv4 VIPs only, so far"))
         }

@@ -12,7 +12,8 @@
 //!
 //! and IPv6 on the first two (`with_ipv6`): ext 2001:db8:18::1/64 with gateway 2001:db8:18::2
 //! (the router, its MAC learned), int 2001:db8:19::1/64 with static neighbour 2001:db8:19::a ->
-//! 02:00:00:00:01:0a.
+//! 02:00:00:00:01:0a. The golden appliance (not the fuzz one) also has an IPv6 client on ext's
+//! link as a static neighbour: 2001:db8:18::98 -> 02:00:00:00:00:99 (the NAT66 replies' way).
 //!
 //! Services (Maglev, table 251), the first five shared with [`fuzz_spec`]:
 //! - 198.18.10.1:80/tcp  IPIP           -> 198.19.0.10
@@ -29,6 +30,11 @@
 //! - [2001:db8:10::1]:80/tcp  IPIP (IPv6 in IPv4)     -> 198.19.0.10
 //! - [2001:db8:10::1]:53/udp  GRE key 6 over IPv6     -> 2001:db8:19::a
 //! - 198.18.10.10:80/tcp      IPIP (IPv4 in IPv6)     -> 2001:db8:19::a
+//! - [2001:db8:10::2]:80/tcp  NAT66, GRE key 7 over IPv4 -> [2001:db8:c0::10]:8080 on 198.19.0.10
+//! - [2001:db8:10::2]:53/udp  NAT66, IPIP over IPv6   -> [2001:db8:c0::20]:5353 on 2001:db8:19::a
+//! - [2001:db8:10::2]:443/tcp NAT66, GRE key 8 over IPv6 -> [2001:db8:c0::10]:8080 on
+//!   2001:db8:19::a (another tenant's VM with the same address and port as the first's)
+//! - [2001:db8:10::2]:22/tcp  NAT66, IPIP over IPv4   -> [2001:db8:c0::30]:2222 on 198.19.0.11
 //!
 //! [`fuzz_spec`] folds it onto three ports so that one rx port index of the four a fuzz
 //! selector byte can name (3) does not exist, and keeps only DSR services (the fuzz targets'
@@ -67,6 +73,11 @@ pub const INT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1
 /// Backend host 10's IPv6 address, a static neighbour of the internal port (its MAC is
 /// [`super::host_mac`]`(10)`).
 pub const HOST6_10: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 0x0a);
+/// An IPv6 client on the external port's link, a static neighbour of the golden appliance's
+/// (its MAC the router's).
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x98);
+/// The NAT66 services' VIP (2001:db8:10::2).
+pub const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 2);
 
 /// `ports` with IPv6 on the first two (ext and int): their addresses, the external port's
 /// gateway and the internal port's static neighbour.
@@ -115,7 +126,8 @@ pub fn spec() -> SnapshotSpec {
         ),
     ]);
     services.extend(ipv6_services());
-    let ports = vec![
+    services.extend(nat66_services());
+    let mut ports = vec![
         port_spec("ext", EXT_MAC, EXT_ADDR, [(ROUTER, ROUTER_MAC)]),
         int_port(hosts([10, 11])),
         PortSpec {
@@ -124,6 +136,7 @@ pub fn spec() -> SnapshotSpec {
         },
         PortSpec { vlan: Some(100), ..port_spec("tag", mac(3), [198, 21, 0, 1], hosts([])) },
     ];
+    ports[0].neighbors.push((IpAddr::V6(CLIENT6), ROUTER_MAC));
     snapshot_spec(with_ipv6(ports), services)
 }
 
@@ -227,6 +240,31 @@ fn ipv6_services() -> Vec<ServiceSpec> {
     ]
 }
 
+/// The NAT66 services (see the module's docs): VPC 7's VM over the IPv4 underlay, a VM of the
+/// physical network and VPC 8's VM (the same address as VPC 7's) over the IPv6 underlay, and a
+/// VM of the physical network over the IPv4 underlay.
+fn nat66_services() -> Vec<ServiceSpec> {
+    let nat = |port, protocol, tunnel, b| ServiceSpec {
+        forwarding: Forwarding::Nat,
+        tunnel,
+        table_size: 251,
+        ..ServiceSpec::dsr(&format!("[{VIP6_NAT}]:{port}"), VIP6_NAT.into(), port, protocol, vec![b])
+    };
+    let vm = |last| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc0, 0, 0, 0, 0, last));
+    let (host4, host6) = (spec_addr([198, 19, 0, 10]), IpAddr::V6(HOST6_10));
+    vec![
+        nat(80, Protocol::Tcp, Tunnel::Gre { key: Some(7) }, BackendSpec::nat(vm(0x10), 8080, host4, 1)),
+        nat(53, Protocol::Udp, Tunnel::Ipip, BackendSpec::nat(vm(0x20), 5353, host6, 1)),
+        nat(443, Protocol::Tcp, Tunnel::Gre { key: Some(8) }, BackendSpec::nat(vm(0x10), 8080, host6, 1)),
+        nat(
+            22,
+            Protocol::Tcp,
+            Tunnel::Ipip,
+            BackendSpec::nat(vm(0x30), 2222, spec_addr([198, 19, 0, 11]), 1),
+        ),
+    ]
+}
+
 /// [`service`] as NAT to the one backend `b`.
 fn nat(vip: [u8; 4], port: u16, protocol: Protocol, tunnel: Tunnel, b: BackendSpec) -> ServiceSpec {
     ServiceSpec {
@@ -247,7 +285,7 @@ fn down(vip: [u8; 4], protocol: Protocol, on_no_backend: NoBackend) -> ServiceSp
 mod tests {
     #[test]
     fn both_build() {
-        assert_eq!(super::snapshot().services.len(), 16);
+        assert_eq!(super::snapshot().services.len(), 20);
         let fuzz = super::fuzz_snapshot();
         assert_eq!((fuzz.ports.len(), fuzz.services.len()), (3, 10));
     }

@@ -248,7 +248,7 @@ case("nat reply from another backend port", 1, from_host(IP(src=NAT_BE, dst=CLI_
 bad_gre = bytearray(raw(Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=47) / GRE(proto=0x0800, chksum_present=1, key_present=1, key=7) / synack))
 bad_gre[14 + 20 + 4] ^= 0xff
 case("nat reply with a bad GRE checksum", 1, bytes(bad_gre), None, "drop:tunnel_malformed", pre=pre_syn)
-case("GRE carrying something other than IPv4", 1, Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=47) / GRE(proto=0x86dd, key_present=1, key=7) / Raw(b"\0" * 40), None, "drop:tunnel_malformed")
+case("GRE carrying something other than IPv4 or IPv6", 1, Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=47) / GRE(proto=0x6558, key_present=1, key=7) / Raw(b"\0" * 40), None, "drop:tunnel_malformed")
 case("nat reply whose inner packet is truncated", 1, from_host(Raw(raw(synack)[:30])), None, "drop:nat_reply_malformed", pre=pre_syn)
 far_syn = IP(src="203.0.113.9", dst=VIP_NAT, ttl=63) / TCP(sport=41000, dport=80, flags="S")
 far_reply = IP(src=NAT_BE, dst="203.0.113.9") / TCP(sport=8080, dport=41000, flags="SA")
@@ -544,6 +544,138 @@ case("ipv6 later fragment whose first was not seen", 0, eth_in() / f2, None, "dr
 case("ipv6 first fragment to a port of the vip without a service", 0, eth_in() / frag6(IPv6(src=CLI6, dst=VIP6) / UDP(sport=1, dport=54) / Raw(b"y" * 40), 0, 24, True), None, "drop:no_service")
 past = IPv6(src=CLI6, dst=VIP6) / IPv6ExtHdrFragment(nh=17, offset=(65536 - 16) // 8, m=0, id=9) / Raw(b"z" * 24)
 case("ipv6 fragment reaching past 65535 bytes", 0, eth_in() / past, None, "drop:ipv6_malformed")
+
+# ---- NAT66: IPv6 VIPs to IPv6 backends (tenant VMs) ------------------------------------------
+# [2001:db8:10::2]:80/tcp -> [2001:db8:c0::10]:8080 in VPC 7 on 198.19.0.10 (GRE key 7 over
+# IPv4); :53/udp -> [2001:db8:c0::20]:5353 on 2001:db8:19::a (IPv6 in IPv6); :443/tcp ->
+# [2001:db8:c0::10]:8080 in VPC 8 on 2001:db8:19::a (GRE key 8 over IPv6): the same address and
+# port as VPC 7's VM; :22/tcp -> [2001:db8:c0::30]:2222 on 198.19.0.11 (IPv6 in IPv4). CLI6N is
+# a static neighbour of port 0 (so replies have a next hop).
+VIP6N, CLI6N, VM10, VM20, VM30 = "2001:db8:10::2", "2001:db8:18::98", "2001:db8:c0::10", "2001:db8:c0::20", "2001:db8:c0::30"
+SVC_NAT6_WEB, SVC_NAT6_DNS, SVC_NAT6_T8, SVC_NAT6_SSH = 16, 17, 18, 19
+
+
+def v6_over4(inner, key=None, dst="198.19.0.10", mac=B10_MAC):
+    """An IPv6 packet tunneled from port 1 over IPv4: IPIP (protocol 41) or GRE with `key`
+    (protocol type 0x86DD); the outer TOS is the inner traffic class, DF set, ID 0."""
+    b = raw(inner)
+    if key is None:
+        t = IP(src=INT_IP, dst=dst, proto=41, tos=IPv6(b).tc, id=0, flags="DF", ttl=64) / Raw(b)
+    else:
+        t = IP(src=INT_IP, dst=dst, tos=IPv6(b).tc, id=0, flags="DF", ttl=64) / GRE(proto=0x86DD, key_present=1, key=key) / Raw(b)
+    return Ether(dst=mac, src=INT_MAC) / t
+
+
+def from_host6(inner, key=None, outer6=False, gre_proto=0x86DD):
+    """`inner` tunneled back by host 10 (198.19.0.10, or 2001:db8:19::a with `outer6`) to the
+    appliance: IPIP (41 for an IPv6 inner, 4 for IPv4) or GRE with `key`."""
+    b = raw(inner)
+    outer = IPv6(src=HOST6_10, dst=INT6, hlim=64) if outer6 else IP(src="198.19.0.10", dst=INT_IP, ttl=64)
+    if key is None:
+        t = outer / Raw(b)
+        proto = 41 if b[0] >> 4 == 6 else 4
+        if outer6:
+            t.nh = proto
+        else:
+            t.proto = proto
+    else:
+        t = outer / GRE(proto=gre_proto, key_present=1, key=key) / Raw(b)
+    return Ether(dst=INT_MAC, src=B10_MAC) / t
+
+
+def to_client6(packet):
+    return Ether(dst=CLI_MAC, src=EXT_MAC) / packet
+
+
+n6_syn = IPv6(src=CLI6N, dst=VIP6N, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=41000, dport=80, flags="S", seq=1000, window=64800, options=[("MSS", 1440), ("SAckOK", b"")])
+# Port 1's MTU 1500 less keyed GRE's 28, less IPv6's and TCP's 60: 1412.
+n6_syn_dnat = IPv6(src=CLI6N, dst=VM10, tc=0x28, fl=0x12345, hlim=61) / TCP(sport=41000, dport=8080, flags="S", seq=1000, window=64800, options=[("MSS", 1412), ("SAckOK", b"")])
+case("nat66: tcp syn to an ipv6 nat vip: DNAT to the VM's address and port, in the VPC's GRE over ipv4, its MSS clamped", 0, eth_in() / n6_syn, v6_over4(n6_syn_dnat, key=7), "tunnel:1")
+n6_pre = (0, eth_in() / n6_syn)
+n6_synack = IPv6(src=VM10, dst=CLI6N, hlim=64, fl=0x54321) / TCP(sport=8080, dport=41000, flags="SA", seq=5000, ack=1001, window=65000, options=[("MSS", 8940), ("SAckOK", b"")])
+n6_synack_out = IPv6(src=VIP6N, dst=CLI6N, hlim=64, fl=0x54321) / TCP(sport=80, dport=41000, flags="SA", seq=5000, ack=1001, window=65000, options=[("MSS", 1412), ("SAckOK", b"")])
+case("nat66: a VM's syn-ack in the VPC's GRE over ipv4: from the VIP and port, MSS clamped, to the client", 1, from_host6(n6_synack, key=7), to_client6(n6_synack_out), "nat_reply:0", pre=n6_pre)
+n6_data = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / IPv6ExtHdrDestOpt() / TCP(sport=sport, dport=41000, flags="PA", seq=5001, ack=1001) / Raw(b"HTTP/1.1 200 OK\r\n\r\n")
+case("nat66: a reply after a destination options header, in GRE over the ipv6 underlay", 1, from_host6(n6_data(VM10, 8080), key=7, outer6=True), to_client6(n6_data(VIP6N, 80)), "nat_reply:0", pre=n6_pre)
+case("nat66: a reply with link padding after the tunnel", 1, raw(from_host6(n6_synack, key=7)) + b"\0" * 9, to_client6(n6_synack_out), "nat_reply:0", pre=n6_pre)
+n6_big = IPv6(src=CLI6N, dst=VIP6N, hlim=61) / TCP(sport=41001, dport=80, flags="PA", seq=9, ack=9) / Raw(b"n" * 1440)
+n6_ptb = IPv6(src=VIP6N, dst=CLI6N, hlim=64) / ICMPv6PacketTooBig(mtu=1472) / raw(n6_big)[:1232]
+case("nat66: a packet too big for the tunnel: packet too big from the VIP quoting it as sent", 0, eth_in() / n6_big, to_client6(n6_ptb), "too_big:0")
+
+n6_dns = IPv6(src=CLI6N, dst=VIP6N, hlim=61) / UDP(sport=41053, dport=53) / Raw(b"query")
+n6_dns_dnat = IPv6(src=CLI6N, dst=VM20, hlim=61) / UDP(sport=41053, dport=5353) / Raw(b"query")
+case("nat66: udp to an ipv6 nat vip on the physical network: DNAT, ipv6 in ipv6 with the flow's label", 0, eth_in() / n6_dns, over6(n6_dns_dnat, HOST6_10, label=flow_label(CLI6N, 41053, SVC_NAT6_DNS)), "tunnel:1")
+n6_dns_pre = (0, eth_in() / n6_dns)
+n6_answer = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / UDP(sport=sport, dport=41053) / Raw(b"answer")
+case("nat66: a udp reply in ipv6-in-ipv6: to the client from the VIP", 1, from_host6(n6_answer(VM20, 5353), outer6=True), to_client6(n6_answer(VIP6N, 53)), "nat_reply:0", pre=n6_dns_pre)
+case("nat66: a udp reply in ipv6-in-ipv4 (protocol 41)", 1, from_host6(n6_answer(VM20, 5353)), to_client6(n6_answer(VIP6N, 53)), "nat_reply:0", pre=n6_dns_pre)
+
+
+def udp_first_fragment(src, sport):
+    """The first 1000 bytes (UDP header included) of a 1544-byte UDP datagram from `src`:`sport`
+    to the client, its checksum over the whole datagram (computed by scapy)."""
+    whole = IPv6(src=src, dst=CLI6N, hlim=64) / UDP(sport=sport, dport=41053) / Raw(bytes(range(256)) * 6)
+    udp = raw(whole)[40:]
+    return IPv6(src=src, dst=CLI6N, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=0xabcd) / Raw(udp[:1000])
+
+
+case("nat66: a udp reply's first fragment: its ports and checksum translated", 1, from_host6(udp_first_fragment(VM20, 5353), outer6=True), to_client6(udp_first_fragment(VIP6N, 53)), "nat_reply:0", pre=n6_dns_pre)
+n6_later = IPv6(src=VM20, dst=CLI6N, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=125, m=0, id=0xabce) / Raw(b"x" * 544)
+case("nat66: a later fragment of a udp reply whose first was not seen", 1, from_host6(n6_later, outer6=True), None, "drop:fragment_no_first", pre=n6_dns_pre)
+
+# Tenants: VPC 8's VM has VPC 7's VM's address and port; its GRE key tells them apart.
+t8_syn = IPv6(src=CLI6N, dst=VIP6N, hlim=61) / TCP(sport=41000, dport=443, flags="S", seq=77, window=64800)
+t8_syn_dnat = IPv6(src=CLI6N, dst=VM10, hlim=61) / TCP(sport=41000, dport=8080, flags="S", seq=77, window=64800)
+case("nat66: tcp syn to the other tenant's VIP port: DNAT, its VPC's GRE key over the ipv6 underlay", 0, eth_in() / t8_syn, over6(t8_syn_dnat, HOST6_10, key=8, label=flow_label(CLI6N, 41000, SVC_NAT6_T8)), "tunnel:1")
+t8_synack = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41000, flags="SA", seq=9000, ack=78, window=65000)
+case("nat66: VPC 8's VM's syn-ack in its GRE over ipv6: from the VIP's port 443", 1, from_host6(t8_synack(VM10, 8080), key=8, outer6=True), to_client6(t8_synack(VIP6N, 443)), "nat_reply:0", pre=(0, eth_in() / t8_syn))
+case("nat66: VPC 8's VM answering for a session VPC 7's VM has: no session", 1, from_host6(t8_synack(VM10, 8080), key=8, outer6=True), None, "drop:nat_no_session", pre=n6_pre)
+case("nat66: a reply without a session", 1, from_host6(n6_synack, key=7), None, "drop:nat_no_session")
+
+# A VM's ICMPv6 errors about a client's packet: to the client from the VIP, quoting the packet
+# as the client sent it (to the VIP and service port), every checksum recomputed by scapy.
+n6_query = lambda dst, dport: IPv6(src=CLI6N, dst=dst, hlim=61) / UDP(sport=41053, dport=dport) / Raw(b"query")
+n6_unreach = IPv6(src=VM20, dst=CLI6N, hlim=64) / ICMPv6DestUnreach(code=4) / raw(n6_query(VM20, 5353))
+n6_unreach_out = IPv6(src=VIP6N, dst=CLI6N, hlim=64) / ICMPv6DestUnreach(code=4) / raw(n6_query(VIP6N, 53))
+case("nat66: a VM's port unreachable in ipv6-in-ipv6: to the client in the VIP's form", 1, from_host6(n6_unreach, outer6=True), to_client6(n6_unreach_out), "nat_reply:0", pre=n6_dns_pre)
+n6_seg = lambda dst, dport: IPv6(src=CLI6N, dst=dst, hlim=61) / TCP(sport=41000, dport=dport, flags="PA", seq=1001, ack=5001) / Raw(b"c" * 1300)
+n6_too_big = IPv6(src=VM10, dst=CLI6N, hlim=64) / ICMPv6PacketTooBig(mtu=1400) / raw(n6_seg(VM10, 8080))[:1232]
+n6_too_big_out = IPv6(src=VIP6N, dst=CLI6N, hlim=64) / ICMPv6PacketTooBig(mtu=1400) / raw(n6_seg(VIP6N, 80))[:1232]
+case("nat66: a VM's packet too big in the VPC's GRE: to the client in the VIP's form, the TCP checksum quoted", 1, from_host6(n6_too_big, key=7), to_client6(n6_too_big_out), "nat_reply:0", pre=n6_pre)
+n6_other = IPv6(src=VM20, dst=CLI6N, hlim=64) / ICMPv6DestUnreach(code=4) / raw(IPv6(src=CLI6N, dst=VM20) / UDP(sport=41999, dport=5353))
+case("nat66: a VM's icmpv6 error about no session", 1, from_host6(n6_other, outer6=True), None, "drop:nat_no_session", pre=n6_dns_pre)
+n6_elsewhere = IPv6(src=VM20, dst=CLI6N, hlim=64) / ICMPv6DestUnreach(code=4) / raw(n6_query("2001:db8:c0::77", 5353))
+case("nat66: a VM's icmpv6 error quoting a packet to another address", 1, from_host6(n6_elsewhere, outer6=True), None, "drop:icmp_error_unknown", pre=n6_dns_pre)
+bad_n6 = bytearray(raw(from_host6(n6_unreach, outer6=True)))
+bad_n6[14 + 40 + 40 + 2] ^= 0x01
+case("nat66: a VM's icmpv6 error with a bad checksum", 1, bytes(bad_n6), None, "drop:icmp_bad_checksum", pre=n6_dns_pre)
+case("nat66: a VM's icmpv6 echo reply (not an error)", 1, from_host6(IPv6(src=VM20, dst=CLI6N) / ICMPv6EchoReply(id=1, seq=1), outer6=True), None, "drop:icmp_error_malformed", pre=n6_dns_pre)
+
+# IPv6 in IPv4 (protocol 41) to a VM of the physical network, and its reply the same way.
+ssh_syn = lambda dst, dport: IPv6(src=CLI6N, dst=dst, hlim=61, tc=0x10) / TCP(sport=41022, dport=dport, flags="S", seq=3, window=64800)
+case("nat66: tcp syn to an ipv6 nat vip over ipip: DNAT, ipv6 in ipv4 (protocol 41) to the VM's host", 0, eth_in() / ssh_syn(VIP6N, 22), v6_over4(ssh_syn(VM30, 2222), dst="198.19.0.11", mac=B11_MAC), "tunnel:1")
+ssh_synack = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41022, flags="SA", seq=70, ack=4, window=65000)
+case("nat66: its syn-ack in ipv6-in-ipv4 from the VM's host: from the VIP's port 22", 1, from_host6(ssh_synack(VM30, 2222)), to_client6(ssh_synack(VIP6N, 22)), "nat_reply:0", pre=(0, eth_in() / ssh_syn(VIP6N, 22)))
+
+# ICMPv6 errors from the Internet about a NAT66 VIP's reply (VIP:port -> client): to the flow's
+# VM in its form (to the VM; quoting VM:port -> client), every checksum recomputed by scapy.
+n6_web_reply = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41000, flags="PA", seq=5001, ack=1001) / Raw(b"x" * 1400)
+n6_err = lambda dst, kind, quoted, n=None: IPv6(src=ROUTER6, dst=dst, hlim=63, tc=0x10) / kind / Raw(raw(quoted)[:n] if n else raw(quoted))
+case("nat66: packet too big from a router to a nat vip: to the VM in its VPC's GRE, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6PacketTooBig(mtu=1280), n6_web_reply(VIP6N, 80), 1232), v6_over4(n6_err(VM10, ICMPv6PacketTooBig(mtu=1280), n6_web_reply(VM10, 8080), 1232), key=7), "tunnel:1", pre=n6_pre)
+t8_reply = lambda src, sport: IPv6(src=src, dst=CLI6N, hlim=64) / TCP(sport=sport, dport=41000, flags="A", seq=9001, ack=78)
+case("nat66: time exceeded about VPC 8's flow: to VPC 8's VM in its GRE over ipv6, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6TimeExceeded(), t8_reply(VIP6N, 443)), over6(n6_err(VM10, ICMPv6TimeExceeded(), t8_reply(VM10, 8080)), HOST6_10, key=8), "tunnel:1", pre=(0, eth_in() / t8_syn))
+case("nat66: port unreachable about a udp flow without a session: to the VM Maglev picks, translated", 0, eth_in() / n6_err(VIP6N, ICMPv6DestUnreach(code=4), n6_answer(VIP6N, 53)), over6(n6_err(VM20, ICMPv6DestUnreach(code=4), n6_answer(VM20, 5353)), HOST6_10), "tunnel:1")
+
+# Malformed IPv6 inside a tunnel.
+case("nat66: GRE's ipv6 protocol type carrying a truncated packet", 1, from_host6(Raw(raw(n6_synack)[:30]), key=7), None, "drop:nat_reply_malformed", pre=n6_pre)
+case("nat66: ipv6-in-ipv4 (protocol 41) carrying ipv4", 1, Ether(dst=INT_MAC, src=B10_MAC) / IP(src="198.19.0.10", dst=INT_IP, proto=41, ttl=64) / raw(IP(src="192.0.2.20", dst=CLI_IP) / UDP(sport=5353, dport=5555)), None, "drop:nat_reply_malformed")
+case("nat66: a reply after nine extension headers", 1, from_host6(IPv6(src=VM10, dst=CLI6N) / eight / IPv6ExtHdrDestOpt() / TCP(sport=8080, dport=41000, flags="A"), key=7), None, "drop:nat_reply_malformed", pre=n6_pre)
+case("nat66: a reply of another upper layer", 1, from_host6(IPv6(src=VM10, dst=CLI6N, nh=132) / Raw(b"\0" * 16), key=7), None, "drop:nat_reply_malformed", pre=n6_pre)
+bad_gre6 = bytearray(raw(Ether(dst=INT_MAC, src=B10_MAC) / IPv6(src=HOST6_10, dst=INT6, hlim=64) / GRE(proto=0x86DD, chksum_present=1, key_present=1, key=7) / n6_synack))
+bad_gre6[14 + 40 + 4] ^= 0xff
+case("nat66: a reply in GRE over ipv6 with a bad GRE checksum", 1, bytes(bad_gre6), None, "drop:tunnel_malformed", pre=n6_pre)
+# And an IPv4 NAT VIP's reply over the IPv6 underlay (IPv4 in IPv6, next header 4).
+case("nat reply of an ipv4 VIP in ipv4-in-ipv6", 1, from_host6(dns_reply, outer6=True), dns_reply_out, "nat_reply:0", pre=(0, eth_in() / nat_dns))
 
 print("# Generated by gen.py (scapy); do not edit by hand. Format: blank-line separated records.")
 for name, port, inp, out, verdict, pre in cases:
