@@ -3,10 +3,14 @@
 
     bench/instructions.py                 # the table, functions of sluice's crates
     bench/instructions.py --lines finish  # what inside `finish` costs, line by line
+    bench/instructions.py --mode ipv6     # IPv6 clients to an IPv6 VIP over the IPv4 underlay
+    bench/instructions.py --new-flows     # per new-flow packet instead (session made)
 
 Runs `worker_loop` (bench/examples) under callgrind twice, for 1.1 M and 2.1 M packets. The
 example walks 1 M flows, so the second million packets are all of established flows, and the
-difference of the two runs is their cost with set-up cancelled out. callgrind counts
+difference of the two runs is their cost with set-up cancelled out. With `--new-flows` the runs
+are of 100 K and 200 K packets, all of flows not seen before (each makes its session), and
+the figure is per new-flow packet. callgrind counts
 instructions per address (`--dump-instr=yes`); `addr2line -i` gives each address's chain of
 inlined functions, so a function's figure here is inclusive: every instruction inlined into it
 counts, wherever the compiler put it. (callgrind's own per-function figures cannot say this: in
@@ -25,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "target/release/examples/worker_loop"
 SMALL, LARGE = 1_100_000, 2_100_000
+# Both under the walk's 1 M flows: every packet a new flow.
+NEW_SMALL, NEW_LARGE = 100_000, 200_000
+MODES = ["", "isolation", "too-big", "fragment", "ipv6", "ipv6-underlay", "baseline", "ipv6-baseline"]
 
 
 def callgrind(packets: int, out: Path, mode: str) -> None:
@@ -91,24 +98,32 @@ def main() -> int:
     ap.add_argument("--match", default="sluice", help="list functions whose name contains this")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--mode", default="", choices=["", "isolation", "too-big", "fragment"],
+    ap.add_argument("--mode", default="", choices=MODES,
                     help="worker_loop's scenario: established packets with limits (isolation), "
-                         "1500-byte ones too big for the tunnel with DF (too-big) or without (fragment)")
+                         "1500-byte ones too big for the tunnel with DF (too-big) or without (fragment), "
+                         "IPv6 clients to an IPv6 VIP over the IPv4 underlay (ipv6) or the IPv6 one "
+                         "(ipv6-underlay); the example's own share, packets made and moved only "
+                         "(baseline, ipv6-baseline)")
+    ap.add_argument("--new-flows", action="store_true",
+                    help="per packet of a new flow (runs of 100 K and 200 K packets) instead of an "
+                         "established one")
     a = ap.parse_args()
+    small_n, large_n = (NEW_SMALL, NEW_LARGE) if a.new_flows else (SMALL, LARGE)
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice-bench", "--example", "worker_loop"],
                        check=True, cwd=ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp, "small"), Path(tmp, "large")
-        callgrind(SMALL, small, a.mode)
-        callgrind(LARGE, large, a.mode)
+        callgrind(small_n, small, a.mode)
+        callgrind(large_n, large, a.mode)
         c_small, c_large = costs(small, EXAMPLE.name), costs(large, EXAMPLE.name)
     diff = {a: c_large[a] - c_small.get(a, 0) for a in c_large}
     diff = {a: v for a, v in diff.items() if v > 0}
     chains = inline_chains(EXAMPLE, sorted(diff))
-    scale = LARGE - SMALL  # packets in the difference, all established
+    scale = large_n - small_n  # packets in the difference, all established (or all new flows)
     total = sum(diff.values()) / scale
-    what = f"{a.mode} packet" if a.mode else "established packet"
+    kind = "new-flow" if a.new_flows else "established"
+    what = f"{a.mode} {kind} packet" if a.mode else f"{kind} packet"
     print(f"worker_loop{' ' + a.mode if a.mode else ''}, {EXAMPLE.name}: {total:.0f} instructions per {what} "
           f"(this binary's own; libc's memcpy not included)")
     if a.lines:

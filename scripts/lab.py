@@ -26,9 +26,11 @@ With `dual=True`, the lab is dual-stack (IPv6 from 2001:db8::/32): clients 2001:
 behind the router's 2001:db8:1::1; the router's link to sluiced 2001:db8::fe (sluiced's `ext`
 2001:db8::1) with the IPv6 VIPs 2001:db8:10::/64 on-link toward it (so the router asks for
 them by neighbour discovery); the backend network 2001:db8:19::/64 (sluiced's `int` ::1, its
-kernel's mgmt0 ::2, host N ::(10+N), the router ::fe). `dual_config` adds the IPv6 addresses
-and services to a config: an IPv6 VIP over the IPv4 underlay, over the IPv6 underlay, and an
-IPv4 VIP whose backends are reached over the IPv6 underlay only.
+kernel's mgmt0 ::2, host N ::(10+N), the router ::fe); the tenant VMs' IPv6 addresses
+2001:db8:c0::x beside their IPv4 ones, overlapping across the VPCs as those do (VM6).
+`dual_config` adds the IPv6 addresses and services to a config: an IPv6 VIP over the IPv4
+underlay, over the IPv6 underlay, an IPv4 VIP whose backends are reached over the IPv6
+underlay only, and NAT66: the tenants' IPv6 VIPs to their VMs' IPv6 addresses.
 
 With `narrow=True`, a third client behind a narrower path: <p>-cli3 (198.18.5.10/24, MTU 1500)
 -- <p>-mid (a router) -- a link of MTU 1400 -- <p>-rtr. Packets too big for that link get ICMP
@@ -86,8 +88,12 @@ RTR_CLI6, RTR_EXT6, RTR_INT6 = "2001:db8:1::1", "2001:db8::fe", "2001:db8:19::fe
 GW_EXT6, GW_INT6, GW_MGMT6 = "2001:db8::1", "2001:db8:19::1", "2001:db8:19::2"
 VIP6 = "2001:db8:10::1"      # DSR: web tcp/80 over the IPv4 underlay (IPIP), dns udp/53 over IPv6 (GRE)
 VIP_U6 = "198.18.10.5"       # DSR: an IPv4 VIP, web tcp/80, whose backends are reached over IPv6 only
+VIP6_A = "2001:db8:10::2"    # NAT66, tenant A (VPC 100): web tcp/80 -> :8080 (IPv4 underlay), dns udp/53 -> :5353 (IPv6)
+VIP6_B = "2001:db8:10::3"    # NAT66, tenant B (VPC 200): web tcp/80 -> :8080 (IPv6 underlay)
 # Tenant VMs: (host, vpc, address, name)
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
+# Lab(dual=True): their IPv6 addresses, by name; a1 and b1 share one as they share 192.0.2.10.
+VM6 = {"a1": "2001:db8:c0::10", "a2": "2001:db8:c0::11", "b1": "2001:db8:c0::10"}
 
 
 def backend_ip(n):
@@ -110,7 +116,12 @@ def dual_config(text):
         text = text.replace(old, new, 1)
     v4_hosts = "".join(f"      - {{ address: {backend_ip(i)} }}\n" for i in (1, 2))
     v6_hosts = "".join(f"      - {{ address: '{backend_ip6(i)}' }}\n" for i in (1, 2))
-    return text + f"""  # IPv6 (Lab(dual=True)): an IPv6 VIP over the IPv4 underlay (IPv6 in IPIP, protocol 41)...
+    return text + dual_dsr_services(v4_hosts, v6_hosts) + nat66_services()
+
+
+def dual_dsr_services(v4_hosts, v6_hosts):
+    """The dual lab's IPv6 `dsr` services (see `dual_config`)."""
+    return f"""  # IPv6 (Lab(dual=True)): an IPv6 VIP over the IPv4 underlay (IPv6 in IPIP, protocol 41)...
   - name: web6
     vip: '{VIP6}'
     port: 80
@@ -137,6 +148,40 @@ def dual_config(text):
     health: {{ type: http, host: web, interval: 0.5, timeout: 0.4, rise: 2, fall: 3 }}
     backends:
 {v6_hosts}"""
+
+
+def nat66_services():
+    """NAT66 (Lab(dual=True)): the tenants' IPv6 VIPs to their VMs' IPv6 addresses, in GRE
+    keyed by the VPC over either underlay."""
+    return f"""  # NAT66: tenant A's IPv6 VIP to its VMs in VPC 100 over the IPv4 underlay (GRE 0x86DD)...
+  - name: tenant-a-web6
+    vip: '{VIP6_A}'
+    port: 80
+    protocol: tcp
+    forwarding: nat
+    vpc: 100
+    backends:
+      - {{ address: '{VM6["a1"]}', port: 8080, host: {backend_ip(1)}, weight: 1 }}
+      - {{ address: '{VM6["a2"]}', port: 8080, host: {backend_ip(2)}, weight: 2 }}
+  # ...its UDP over the IPv6 underlay (GRE over IPv6)...
+  - name: tenant-a-dns6
+    vip: '{VIP6_A}'
+    port: 53
+    protocol: udp
+    forwarding: nat
+    vpc: 100
+    backends:
+      - {{ address: '{VM6["a1"]}', port: 5353, host: '{backend_ip6(1)}' }}
+  # ...and tenant B's VM, a1's IPv6 address on a1's host: only the GRE key tells them apart.
+  - name: tenant-b-web6
+    vip: '{VIP6_B}'
+    port: 80
+    protocol: tcp
+    forwarding: nat
+    vpc: 200
+    backends:
+      - {{ address: '{VM6["b1"]}', port: 8080, host: '{backend_ip6(1)}' }}
+"""
 
 
 def run(cmd, check=True, capture=False, timeout=60):
@@ -493,13 +538,13 @@ class Lab:
         agents = []
         appliances = [GW_INT_IP] + ([GW2_INT_IP] if self.appliances == 2 else [])
         for i in range(1, self.backends + 1):
-            vpcs = [(v, addr) for h, v, addr, _ in VMS if h == i]
+            vpcs = [(v, addr, name) for h, v, addr, name in VMS if h == i]
             cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
             for a in appliances:
                 cmd += ["--appliance", a]
             if self.dual:
                 cmd += ["--address", backend_ip6(i), "--appliance", GW_INT6]
-            for v, _ in vpcs:
+            for v, _, _ in vpcs:
                 cmd += ["--vpc", f"{v}=v{v}"]
             if reply_to:
                 cmd += ["--reply-to", reply_to]
@@ -507,12 +552,15 @@ class Lab:
             self.wait_for_log(p, "running:")
             agents.append(p)
             self.sh(f"be{i}", "ip", "link", "set", "phys0", "up")
-            for v, addr in vpcs:
+            for v, addr, name in vpcs:
                 vm = self.vm(i, v)
                 self.sh(f"be{i}", "ip", "link", "set", f"v{v}", "netns", self.ns(vm))
                 self.sh(vm, "ip", "addr", "add", f"{addr}/24", "dev", f"v{v}")
                 self.sh(vm, "ip", "link", "set", f"v{v}", "mtu", str(VM_MTU), "up")
                 self.sh(vm, "ip", "route", "add", "default", "dev", f"v{v}")
+                if self.dual:
+                    self.sh(vm, "ip", "-6", "addr", "add", f"{VM6[name]}/64", "dev", f"v{v}")
+                    self.sh(vm, "ip", "-6", "route", "add", "default", "dev", f"v{v}")
         return agents
 
     def start_servers(self):
@@ -523,7 +571,7 @@ class Lab:
         server = str(ROOT / "scripts" / "lab_server.py")
         v6 = ["--ipv6"] if self.dual else []
         places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53", *v6]) for i in range(1, self.backends + 1)]
-        places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353", "--echo", str(ECHO_PORT)])
+        places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353", "--echo", str(ECHO_PORT), *v6])
                    for h, v, _, name in VMS]
         for ns, name, ports in places:
             log = self.run_dir / f"{name}.access"

@@ -2,7 +2,7 @@
 //! Figures and method: docs/performance.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_bench::{FlowWalk, Template, Traffic};
+use sluice_bench::{FlowWalk, Template, Template6, Traffic};
 use sluice_dataplane::flow::{Addr, FlowKey, SELECT_SEED};
 use sluice_dataplane::io::{Frame, VecFrame};
 use sluice_dataplane::limit::{Isolation, Limit, LimitState, Limits};
@@ -12,7 +12,8 @@ use sluice_dataplane::sched::SchedState;
 use sluice_dataplane::session::{SessionTable, Timeouts};
 use sluice_dataplane::stats::WorkerStats;
 use sluice_dataplane::testkit::bench::{
-    dsr_snapshot as snapshot, dsr_snapshot_limited, linux_syn, synproxy_snapshot, SYNPROXY_VIP,
+    dsr6_snapshot, dsr_snapshot as snapshot, dsr_snapshot_limited, linux_syn, synproxy_snapshot, Underlay,
+    SYNPROXY_VIP, VIP6,
 };
 use sluice_dataplane::testkit::{self, vip, EXT_MAC, GEN_MAC};
 use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
@@ -114,6 +115,38 @@ fn pipeline(c: &mut Criterion) {
             black_box(v)
         })
     });
+
+    // The same for an IPv6 client of an IPv6 VIP (74-byte packets), over the IPv4 underlay
+    // (IPv6 in IPIP, 20 bytes prepended) and over the IPv6 underlay (RFC 2473, 40 bytes).
+    let t6 = Template6::new(EXT_MAC, GEN_MAC, VIP6, 80, Some(0x10));
+    let mut walk = FlowWalk::new(Traffic::Established { flows: 1_000_000 });
+    let pkts6: Vec<Vec<u8>> = (0..1024)
+        .map(|_| {
+            let mut b = vec![0u8; t6.bytes.len()];
+            t6.fill(&mut walk, &mut b);
+            b
+        })
+        .collect();
+    for (name, underlay, outer) in
+        [("dsr6_ipip_encap", Underlay::V4, 20), ("dsr6_ip6ip6_encap", Underlay::V6, 40)]
+    {
+        let snap6 = dsr6_snapshot(100, underlay);
+        let mut frames: Vec<VecFrame> = pkts6.iter().map(|p| VecFrame::new(p)).collect();
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                let f = &mut frames[i];
+                let mut cx = Ctx::new(&snap6, &table, &proxy, &mut sched, 1, &mut resolve);
+                let v = process(&mut cx, 0, f);
+                debug_assert!(matches!(v, Verdict::Tunnel { .. }));
+                // Undo the encapsulation: drop the outer header, put Ethernet back (14 bytes).
+                f.adj(outer);
+                f.data_mut()[..14].copy_from_slice(&pkts6[i][..14]);
+                black_box(v)
+            })
+        });
+    }
 
     // The same with isolation on: the service has packets/s, bytes/s, connections/s and
     // sessions limits that apply (`always`), set so high that nothing is dropped; every packet

@@ -4,7 +4,7 @@
 //! a dev-dependency here, so that sluice-gen builds without it).
 
 use sluice_dataplane::wire::checksum;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Client addresses come from 198.18.128.0/17 (inside the lab range 198.18.0.0/15).
 pub const CLIENT_BASE: u32 = u32::from_be_bytes([198, 18, 128, 0]);
@@ -136,6 +136,64 @@ impl Template {
     }
 }
 
+/// IPv6 clients: 2001:db8:c000::/96 with the walk's IPv4 client address as the last 32 bits.
+pub const CLIENT_BASE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc000, 0, 0, 0, 0, 0);
+
+/// [`Template`] for IPv6: a 74-byte Ethernet/IPv6/TCP packet (or a 62-byte UDP one with 8
+/// bytes of data) toward `[vip]:dport`, hop limit 64, no extension header; a `FlowWalk` fills
+/// the source (the last 32 bits of the address, and the port). L4 checksums are left zero.
+#[derive(Debug, Clone)]
+pub struct Template6 {
+    pub bytes: Vec<u8>,
+}
+
+pub const SRC_IP6_LOW_AT: usize = 14 + 8 + 12;
+pub const SRC_PORT6_AT: usize = 14 + 40;
+
+impl Template6 {
+    pub fn new(
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        vip: Ipv6Addr,
+        dport: u16,
+        tcp_flags: Option<u8>,
+    ) -> Template6 {
+        let l4_len: u16 = if tcp_flags.is_some() { 20 } else { 8 + 8 };
+        let mut b = vec![0u8; 14 + 40 + usize::from(l4_len)];
+        b[0..6].copy_from_slice(&dst_mac);
+        b[6..12].copy_from_slice(&src_mac);
+        b[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let ip = &mut b[14..54];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&l4_len.to_be_bytes());
+        ip[6] = if tcp_flags.is_some() { 6 } else { 17 };
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&CLIENT_BASE6.octets());
+        ip[24..40].copy_from_slice(&vip.octets());
+        b[SRC_PORT6_AT..SRC_PORT6_AT + 2].copy_from_slice(&FIRST_PORT.to_be_bytes());
+        b[56..58].copy_from_slice(&dport.to_be_bytes());
+        match tcp_flags {
+            Some(flags) => {
+                b[58..62].copy_from_slice(&1u32.to_be_bytes());
+                b[66] = 0x50;
+                b[67] = flags;
+                b[68..70].copy_from_slice(&64240u16.to_be_bytes());
+            }
+            None => b[58..60].copy_from_slice(&l4_len.to_be_bytes()),
+        }
+        Template6 { bytes: b }
+    }
+
+    /// Writes the walk's next packet into `out` (`self.bytes.len()` bytes).
+    #[inline]
+    pub fn fill(&self, walk: &mut FlowWalk, out: &mut [u8]) {
+        let (addr, port) = walk.next_flow();
+        out[..self.bytes.len()].copy_from_slice(&self.bytes);
+        out[SRC_IP6_LOW_AT..SRC_IP6_LOW_AT + 4].copy_from_slice(&addr.to_be_bytes());
+        out[SRC_PORT6_AT..SRC_PORT6_AT + 2].copy_from_slice(&port.to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +235,40 @@ mod tests {
             assert!(ip.verify_checksum(), "packet {i}");
             let (addr, port) = shadow.next_flow();
             assert_eq!((u32::from(ip.src()), u16::from_be_bytes([b[34], b[35]])), (addr, port));
+        }
+    }
+
+    #[test]
+    fn ipv6_packets_are_tunneled_over_either_underlay() {
+        use sluice_dataplane::io::{Frame, VecFrame};
+        use sluice_dataplane::pipeline::{process, Ctx, Resolve, Verdict};
+        use sluice_dataplane::sched::SchedState;
+        use sluice_dataplane::session::{SessionTable, Timeouts};
+        use sluice_dataplane::testkit::bench::{dsr6_snapshot, Underlay, VIP6};
+        use sluice_dataplane::wire::{EthernetFrame, Ipv6Packet};
+        let t = Template6::new(EXT_MAC, GEN_MAC, VIP6, 80, Some(0x10));
+        assert_eq!(t.bytes.len(), 74);
+        for (underlay, outer) in [(Underlay::V4, 20), (Underlay::V6, 40)] {
+            let snap = dsr6_snapshot(4, underlay);
+            let table = SessionTable::new(1 << 12, Timeouts::default(), 1);
+            let proxy = sluice_dataplane::testkit::synproxy();
+            let (mut resolve, mut sched) = (Resolve::new(), SchedState::new(0, 1));
+            let mut walk = FlowWalk::new(Traffic::Established { flows: 100 });
+            let mut b = vec![0u8; t.bytes.len()];
+            for i in 0..300 {
+                t.fill(&mut walk, &mut b);
+                let ip = Ipv6Packet::new_checked(&b[14..]).unwrap();
+                assert_eq!((ip.dst(), ip.total_len()), (VIP6, 60));
+                let mut f = VecFrame::new(&b);
+                let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
+                let v = process(&mut cx, 0, &mut f);
+                assert!(matches!(v, Verdict::Tunnel { port: 1, .. }), "{underlay:?} packet {i}: {v:?}");
+                assert_eq!(f.data().len(), b.len() + outer);
+                assert_eq!(&f.data()[14 + outer..], &b[14..], "carried unchanged");
+                let eth = EthernetFrame::new_checked(f.data()).unwrap();
+                assert_eq!(eth.ethertype(), if outer == 40 { 0x86dd } else { 0x0800 });
+            }
+            assert_eq!(table.len(), 100, "{underlay:?}: a session per flow");
         }
     }
 

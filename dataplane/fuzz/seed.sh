@@ -71,12 +71,25 @@ unhex "00$syn5" >"$here/corpus/pipeline/golden-syn-tagged-gre-egress"
 unhex "00$ping0" >"$here/corpus/pipeline/golden-ping-all-zero-body"
 unhex "$syn5" >"$here/corpus/wire/golden-syn-tagged-gre-egress"
 
+# Two IPv6 frames for the fuzz appliance's [2001:db8:10::1]:443/tcp (IPv6 in GRE key 7 out of
+# the tagged, 556-byte-tunnel port), checksums precomputed: a SYN (MSS 1440, clamped to 496),
+# and a 600-byte segment (540 bytes of data 00 01 02 ...), too big for the tunnel.
+syn6="02000000000102000000009986dd62812345001c063d20010db800180000000000000000009920010db8"
+syn6+="0010000000000000000000019c4001bb000003e8000000007002fd2088fc0000020405a004020000"
+big6="02000000000102000000009986dd600000000230063d20010db800180000000000000000009920010db8"
+big6+="0010000000000000000000019c4301bb0000000900000009501820005c280000"
+for ((i = 0; i < 540; i++)); do big6+=$(printf '%02x' $((i % 256))); done
+unhex "00$syn6" >"$here/corpus/pipeline/golden-ipv6-syn-tagged-gre-egress"
+unhex "00$big6" >"$here/corpus/pipeline/golden-ipv6-too-big-tagged"
+unhex "$syn6" >"$here/corpus/wire/golden-ipv6-syn-tagged-gre-egress"
+
 # setup byte: 00 = worker 0, unlimited TX; 13 = worker 1, TX limit 1, republish halfway.
 unhex "00$all" >"$here/corpus/worker/golden-all"
 unhex "00$arp" >"$here/corpus/worker/golden-arp"
 unhex "00$icmp" >"$here/corpus/worker/golden-icmp"
 unhex "00$tunnel" >"$here/corpus/worker/golden-tunnel"
 unhex "13$tunnel$drops" >"$here/corpus/worker/golden-tx-limit-republish"
+unhex "00$(record 0 "$syn6")$(record 0 "$big6")" >"$here/corpus/worker/golden-ipv6-tagged"
 unhex "00$(record 0 "$syn_unres")$(record 1 "$learn")$(printf '%02x' $((0x80 | 4)))$(printf '%04x' $((${#syn_unres} / 2)))$syn_unres" \
     >"$here/corpus/worker/golden-learn-then-forward"
 

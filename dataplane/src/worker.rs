@@ -200,7 +200,7 @@ impl<I: Io> Worker<I> {
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
             for frame in rx.iter_mut() {
                 bytes += frame.data().len();
-                stages.push(classify(&mut cx, p, frame));
+                stages.push(classify(&cx, p, frame));
             }
             // Then prefetch every session slot of the burst, back to back, so that pass 2 finds
             // them in cache. Back to back measured faster here than one prefetch per packet,
@@ -217,10 +217,7 @@ impl<I: Io> Worker<I> {
             // Pass 2: finish and dispatch.
             let mut tally = Tally::default();
             for (mut frame, stage) in rx.drain(..).zip(stages.iter()) {
-                let verdict = match stage {
-                    Stage::Done(v) => *v,
-                    Stage::Service(t) => finish(&mut cx, &mut frame, t),
-                };
+                let verdict = finish(&mut cx, p, &mut frame, stage);
                 if let Verdict::Fragment { service, backend, at, .. } = verdict {
                     self.fragment(&mut cx, snap, &frame, (service, backend, at), &mut tally);
                     continue;

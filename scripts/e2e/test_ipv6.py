@@ -8,11 +8,14 @@
   addresses;
 - a UDP service of the same VIP goes over the IPv6 underlay (GRE over IPv6);
 - an IPv4 VIP is served by backends reached over IPv6 only (IPv4 in IPv6), health-checked over
-  IPv6.
+  IPv6;
+- sluicectl shows IPv6 services as [VIP]:port, drains and restores an IPv6 backend by its
+  address, and lists an IPv6 client's sessions.
 """
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,16 +86,18 @@ def test_ipv6_vip_over_the_ipv4_underlay(dual_lab):
     assert reqs > 100 and errors == 0, wrk
 
 
+# A UDP question to port 53 of the IPv6 address argv[1], asked up to three times as a resolver
+# does (the first datagram may find the backend host's MAC not yet resolved).
+UDP_ASK = ("import socket,sys\n"
+           "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.settimeout(1)\n"
+           "for _ in range(3):\n"
+           " s.sendto(b'q6',(sys.argv[1],53))\n"
+           " try:\n  print(s.recv(65535).decode());break\n except TimeoutError:\n  pass\n")
+
+
 def test_ipv6_underlay_both_ways(dual_lab):
     lab = dual_lab
-    # Asked up to three times, as a resolver does (the first datagram may find the backend
-    # host's MAC not yet resolved).
-    code = ("import socket,sys\n"
-            "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.settimeout(1)\n"
-            "for _ in range(3):\n"
-            " s.sendto(b'q6',(sys.argv[1],53))\n"
-            " try:\n  print(s.recv(65535).decode());break\n except TimeoutError:\n  pass\n")
-    r = run_in(lab, "cli1", ["python3", "-c", code, VIP6])
+    r = run_in(lab, "cli1", ["python3", "-c", UDP_ASK, VIP6])
     assert r.returncode == 0 and r.stdout.strip() in ("be1:q6", "be2:q6"), (r.stdout, r.stderr)
     r = run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"])
     assert r.returncode == 0 and r.stdout.strip() in ("be1", "be2"), r.stderr
@@ -106,3 +111,37 @@ def test_ipv6_underlay_both_ways(dual_lab):
         time.sleep(0.5)
     assert healthy == [1.0, 1.0], (healthy, {k: v for k, v in labmod.metrics(lab).items() if "health" in k})
     print(f"UDP over GRE/IPv6 answered; IPv4 VIP over IPv6 answered by {r.stdout.strip()}")
+
+
+def test_sluicectl_names_ipv6_backends_and_clients(dual_lab, sluiced):
+    lab = dual_lab
+    sluicectl = Path(sluiced).parent / "sluicectl"
+
+    def ctl(*args):
+        r = subprocess.run([str(sluicectl), "--socket", str(lab.admin_socket), *args], text=True,
+                           capture_output=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    code, out, _ = ctl("services")
+    assert code == 0 and f"service web6 [{VIP6}]:80" in out, out
+    assert f"backend {backend_ip6(2)}" in out, out
+    # Drain an IPv6 backend by its address: new flows to the IPv4-over-IPv6 service all go to
+    # the other one; restored, it takes flows again.
+    code, _, err = ctl("drain", "web-u6", backend_ip6(1))
+    assert code == 0, err
+    answered = {run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
+                for _ in range(30)}
+    assert answered == {"be2"}, answered
+    code, _, err = ctl("restore", "web-u6", backend_ip6(1))
+    assert code == 0, err
+    answered = {run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
+                for _ in range(40)}
+    assert answered == {"be1", "be2"}, answered
+    # Sessions of an IPv6 client, filtered by it (a UDP flow's, which outlives its exchange).
+    r = run_in(lab, "cli1", ["python3", "-c", UDP_ASK, VIP6])
+    assert r.returncode == 0 and r.stdout.strip() in ("be1:q6", "be2:q6"), (r.stdout, r.stderr)
+    code, out, _ = ctl("sessions", "--service", "dns6", "--client", CLIENT6_IPS[0], "--limit", "5")
+    lines = out.strip().splitlines()
+    assert code == 0 and int(lines[-1].split()[0]) > 0, out
+    assert all(line.startswith(f"dns6 [{CLIENT6_IPS[0]}]:") for line in lines[:-1]), out
+    print(f"sluicectl drained and restored {backend_ip6(1)}; sessions of {CLIENT6_IPS[0]}: {lines[-1]}")

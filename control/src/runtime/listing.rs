@@ -32,10 +32,9 @@ pub(super) fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &
     for s in &snap.services {
         let _ = writeln!(
             out,
-            "service {} {}:{} {:?} {:?} scheduler {:?} tunnel {:?}{}",
+            "service {} {} {:?} {:?} scheduler {:?} tunnel {:?}{}",
             s.name,
-            s.vip,
-            s.port,
+            std::net::SocketAddr::new(s.vip, s.port),
             s.protocol,
             s.forwarding,
             s.scheduler,

@@ -15,7 +15,8 @@
 //! every received frame is counted once; what was sent plus what the TX queue refused equals
 //! what the verdicts, the neighbour resolver and the announcements produced; every sent frame
 //! is a well-formed Ethernet frame for its port carrying a valid ARP packet, an IPv4 packet
-//! whose checksum verifies, or an ICMPv6 message whose checksum verifies.
+//! whose checksum verifies, an ICMPv6 message whose checksum verifies, or a tunnel over IPv6
+//! (IPv4, IPv6 or GRE right after the fixed header, hop limit 64, within the port's MTU).
 //!
 //! State: one session table, SYN proxy, stats and worker of each id per process (a SYN proxy
 //! per input zeroed its 6 MB hold pool, a worker its isolation shares: ~700 µs per input).
@@ -248,11 +249,36 @@ fn run(st: &mut State, setup: u8, mut rest: &[u8], fresh: bool) -> Outcome {
                 assert!(ip.verify_checksum(), "sent IPv4 checksum does not verify: {}", common::hex(b));
             }
             ethernet::ETHERTYPE_IPV6 => {
-                // Echo replies and neighbor discovery: ICMPv6 right after the fixed header.
                 let ip = Ipv6Packet::new_checked(eth.payload()).expect("sent IPv6 is valid");
-                assert_eq!(ip.next_header(), ipv6::NEXT_ICMPV6, "sent IPv6 is ICMPv6: {}", common::hex(b));
-                let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("sent ICMPv6 is whole");
-                assert!(icmp.verify_checksum(ip.src(), ip.dst()), "sent ICMPv6 checksum: {}", common::hex(b));
+                match ip.next_header() {
+                    // Tunnels over the IPv6 underlay: the tunnel right after the fixed header.
+                    ipv6::NEXT_IPV4 | ipv6::NEXT_IPV6 | ipv6::NEXT_GRE => {
+                        assert_eq!(ip.hop_limit(), ipv6::DEFAULT_HOP_LIMIT, "tunnel hop limit");
+                        assert_eq!(
+                            ip.total_len(),
+                            eth.payload().len(),
+                            "a tunnel ends the frame: {}",
+                            common::hex(b)
+                        );
+                        assert!(ip.total_len() <= usize::from(port.mtu), "sent IPv6 over port {p}'s MTU");
+                    }
+                    // Echo replies, too-big messages and neighbor discovery: ICMPv6 right after
+                    // the fixed header.
+                    next => {
+                        assert_eq!(
+                            next,
+                            ipv6::NEXT_ICMPV6,
+                            "sent IPv6 is ICMPv6 or a tunnel: {}",
+                            common::hex(b)
+                        );
+                        let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("sent ICMPv6 is whole");
+                        assert!(
+                            icmp.verify_checksum(ip.src(), ip.dst()),
+                            "sent ICMPv6 checksum: {}",
+                            common::hex(b)
+                        );
+                    }
+                }
             }
             t => panic!("sent EtherType {t:#06x}"),
         }

@@ -6,13 +6,12 @@
 //! Each stage is a file and returns what it leaves to the next one; only this file sequences
 //! them, so data flows one way (docs/architecture.md draws it):
 //!
-//! - [`classify`]: Ethernet checks and what the packet is for (IPv6: `classify6`). ARP goes to
-//!   `neighbor`, neighbor discovery to `ndisc`, ICMP and ICMPv6 echo to `reply` (an ICMP
-//!   error about a flow of a VIP to `icmp_error`, then `egress`), a tunneled NAT reply to
-//!   `nat`, a packet to a service on to [`finish`].
-//! - [`finish`]: `forward` (by session, or the scheduler's choice through `choose`) and, for
-//!   SYN-proxied services' handshakes, `proxy`; then `egress` into the backend's tunnel, or
-//!   `reply` to the client (RST, ICMP unreachable).
+//! - [`classify`]: Ethernet checks and what the packet is for (IPv6: `classify6`), read only.
+//! - [`finish`]: ARP goes to `neighbor`, neighbor discovery to `ndisc`, ICMP and ICMPv6 echo
+//!   to `reply` (an ICMP error about a flow of a VIP to `icmp_error`, then `egress`), a
+//!   tunneled NAT reply to `nat`; a packet to a service to `forward` (by session, or the
+//!   scheduler's choice through `choose`) and, for SYN-proxied services' handshakes, `proxy`;
+//!   then `egress` into the backend's tunnel, or `reply` to the client (RST, ICMP unreachable).
 //! - a NAT reply: `nat` (an IPv6 one: `nat6`), the SYN proxy's backend side `proxy_backend`,
 //!   then `egress`.
 
@@ -53,45 +52,46 @@ use outcome::{FromBackend, FromClient, ToBackend};
 /// tables can make a packet go round.
 const MAX_STEPS: usize = 6;
 
-/// The outcome of the first pass over a packet.
-#[derive(Debug, Clone, Copy)]
-pub enum Stage {
-    /// Decided (and rewritten, if it is sent).
-    Done(Verdict),
-    /// For a service: the backend choice and encapsulation are left to [`finish`], so a worker
-    /// can classify a whole burst, prefetch every packet's table entries, then finish them.
-    Service(ToService),
-}
+/// The outcome of the first pass over a packet: what it is for, read without changing
+/// anything, so a worker can classify a whole burst, prefetch every packet's table entries,
+/// then finish them in order.
+pub type Stage = Class;
 
 /// Decides the fate of one frame received on `rx_port`, rewriting it in place when it is sent:
 /// [`classify`] then [`finish`].
 pub fn process<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Verdict {
-    match classify(cx, rx_port, frame) {
-        Stage::Done(v) => v,
-        Stage::Service(p) => finish(cx, frame, &p),
-    }
+    let stage = classify(cx, rx_port, frame);
+    finish(cx, rx_port, frame, &stage)
 }
 
-/// The first pass: parse and classify; answer ARP, neighbor discovery and echo; take NAT
-/// replies back to their clients; find the service and the flow's hash for traffic to a
-/// service.
+/// The first pass: parse and classify; find the service and the flow's hash for traffic to
+/// a service.
 #[inline(always)]
-pub fn classify<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F) -> Stage {
+pub fn classify<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Stage {
     match classify::frame(cx, rx_port, frame) {
-        Class::Service(p) => Stage::Service(p),
-        Class::Local(l) => Stage::Done(local(cx, rx_port, frame, l)),
-        Class::Ipv6 { l2 } => ipv6(cx, rx_port, frame, l2),
+        Class::Ipv6 { l2 } => ipv6(cx, rx_port, frame.data(), l2),
+        c => c,
     }
 }
 
-/// The first pass's IPv6 half, for an IPv6 packet at `frame[l2..]`.
+/// The first pass's IPv6 half, for an IPv6 packet at `data[l2..]`.
 #[inline(never)]
-fn ipv6<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l2: usize) -> Stage {
-    match classify6::packet(cx, rx_port, frame.data(), l2) {
-        Class::Service(p) => Stage::Service(p),
-        Class::Local(l) => Stage::Done(local(cx, rx_port, frame, l)),
+fn ipv6(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Stage {
+    match classify6::packet(cx, rx_port, data, l2) {
         // classify6 hands nothing back to be read as IPv6 again.
-        Class::Ipv6 { .. } => Stage::Done(Verdict::Drop(DropReason::Ipv6Malformed)),
+        Class::Ipv6 { .. } => Class::from(DropReason::Ipv6Malformed),
+        c => c,
+    }
+}
+
+/// The second pass: a packet to a service to [`serve`]; answer ARP, neighbor discovery and
+/// echo; take NAT replies back to their clients; the rest of the first pass's verdicts.
+#[inline(always)]
+pub fn finish<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, stage: &Stage) -> Verdict {
+    match stage {
+        Class::Service(p) => serve(cx, frame, p),
+        Class::Local(l) => local(cx, rx_port, frame, *l),
+        Class::Ipv6 { .. } => Verdict::Drop(DropReason::Ipv6Malformed),
     }
 }
 
@@ -110,7 +110,7 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
         },
         Local::NatReply(t) => from_backend(cx, frame, &t),
         Local::Fragment { l2 } => match fragment::to_service(cx, rx_port, frame.data(), l2) {
-            Ok(p) => finish(cx, frame, &p),
+            Ok(p) => serve(cx, frame, &p),
             Err(reason) => Verdict::Drop(reason),
         },
         Local::ToKernel { kernel, routing } => egress::to_kernel(cx, kernel, routing),
@@ -118,9 +118,9 @@ fn local<F: Frame>(cx: &mut Ctx<'_>, rx_port: u16, frame: &mut F, l: Local) -> V
     }
 }
 
-/// The second pass for a packet to a service: its session or a new backend, then its tunnel.
+/// A packet to a service: its session or a new backend, then its tunnel.
 #[inline(always)]
-pub fn finish<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
+fn serve<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> Verdict {
     match forward::by_session(cx, frame, p) {
         FromClient::Tunnel(t) => to_backend(cx, frame, p, &t),
         next => from_client(cx, frame, p, next),

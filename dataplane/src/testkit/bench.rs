@@ -3,15 +3,21 @@
 //! Two ports: `ext` ([`EXT_MAC`](super::EXT_MAC), 198.18.0.1/24) and `int` ([`INT_MAC`], 198.19.0.1/16), whose
 //! static neighbours are the backends' hosts at 198.19.1.0 and up (MAC 02:00:00:01:00:`i`):
 //! unlike the other fixtures' /24 with hosts at 198.19.0.`n`, room for hundreds of backends.
+//! [`dsr6_snapshot`] adds IPv6 to both ports (the golden appliance's 2001:db8:18::1/64 and
+//! 2001:db8:19::1/64, the hosts also at [`bench_host6`] with the same MACs) for an IPv6 VIP.
 
 use super::frame::{linux_syn_options, tcp, Packet};
+use super::golden::{EXT_ADDR6, INT_ADDR6};
 use super::spec::{backend, dsr_service, ext_port, nat_backend, nat_service, port_spec, snapshot};
 use super::{GEN_MAC, INT_ADDR, INT_MAC};
+use crate::flow::Prefix;
 use crate::limit::Limits;
-use crate::snapshot::{PortSpec, Protocol, ServiceSpec, Snapshot, Tunnel};
+use crate::snapshot::{BackendSpec, PortSpec, Protocol, ServiceSpec, Snapshot, Tunnel};
 use crate::wire::tcp::SYN;
 use crate::wire::TcpRepr;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use super::golden::VIP6;
 
 /// The VIP of the SYN-proxied service in [`synproxy_snapshot`] (as in bench/rate.py's config).
 pub const SYNPROXY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
@@ -21,12 +27,53 @@ pub fn bench_host(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_be_bytes([198, 19, 1, 0]) + i)
 }
 
+/// Backend host `i` on the IPv6 underlay: 2001:db8:19::1:0 + `i` (the MAC of [`bench_host`]
+/// `i`).
+pub fn bench_host6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 1, 0)) + u128::from(i))
+}
+
+/// Backend host `i`'s MAC: 02:00:00:01:00:`i`.
+fn bench_host_mac(i: u32) -> [u8; 6] {
+    [2, 0, 0, 1, 0, i as u8]
+}
+
 /// The two ports, with `hosts` static neighbours on `int` ([`bench_host`] 0 and up).
 fn ports(hosts: u32) -> Vec<PortSpec> {
-    let neighbors = (0..hosts).map(|i| (bench_host(i), [2, 0, 0, 1, 0, i as u8]));
+    let neighbors = (0..hosts).map(|i| (bench_host(i), bench_host_mac(i)));
     let mut int = port_spec("int", INT_MAC, INT_ADDR, neighbors);
     int.addresses[0].len = 16;
     vec![ext_port(), int]
+}
+
+/// [`ports`] with IPv6 on both, and `hosts` also at [`bench_host6`] 0 and up.
+fn dual_stack_ports(hosts: u32) -> Vec<PortSpec> {
+    let mut ports = ports(hosts);
+    ports[0].addresses.push(Prefix::new(EXT_ADDR6, 64));
+    ports[1].addresses.push(Prefix::new(INT_ADDR6, 64));
+    ports[1].neighbors.extend((0..hosts).map(|i| (IpAddr::V6(bench_host6(i)), bench_host_mac(i))));
+    ports
+}
+
+/// The underlay of a benchmark's tunnels toward the backends' hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// [`bench_host`]: IPv4 (an IPv6 VIP's packets in IPIP, protocol 41).
+    V4,
+    /// [`bench_host6`]: IPv6 (RFC 2473).
+    V6,
+}
+
+/// One DSR service ([`VIP6`]:80 TCP, IPIP) over `backends` backends on `underlay`, each a
+/// static neighbour of port `int`.
+pub fn dsr6_snapshot(backends: u32, underlay: Underlay) -> Snapshot {
+    let host = |i| match underlay {
+        Underlay::V4 => IpAddr::V4(bench_host(i)),
+        Underlay::V6 => IpAddr::V6(bench_host6(i)),
+    };
+    let list = (0..backends).map(|i| BackendSpec::new(host(i), 1)).collect();
+    let svc = ServiceSpec::dsr("web6", IpAddr::V6(VIP6), 80, Protocol::Tcp, list);
+    snapshot(dual_stack_ports(backends), vec![svc])
 }
 
 /// One DSR service (198.18.10.1:80 TCP, IPIP) over `backends` backends, [`bench_host`] 0 and

@@ -51,7 +51,10 @@
 //! with the same IPv6 on ext and int.
 //!
 //! Its services are the five shared ones, then 198.18.10.5:80/tcp over GRE key 7 to
-//! 198.21.0.10 on the tagged, small-MTU port.
+//! 198.21.0.10 on the tagged, small-MTU port, then the golden appliance's three over IPv6
+//! (so the golden IPv6 frames are seeds for them too), then [2001:db8:10::1]:443/tcp over GRE
+//! key 7 (IPv6 in GRE over IPv4) to 198.21.0.10 on the tagged, small-MTU port: an IPv6
+//! client's packets tagged on egress, and too big for the tunnel (556 bytes) from 557 bytes.
 
 use super::spec::{backend, int_port, nat_backend, port_spec, snapshot_spec, spec_addr};
 use super::{hosts, EXT_ADDR, EXT_MAC, ROUTER, ROUTER_MAC};
@@ -154,6 +157,18 @@ pub fn fuzz_spec() -> SnapshotSpec {
         Tunnel::Gre { key: Some(7) },
         &[([198, 21, 0, 10], 1)],
     ));
+    services.extend(ipv6_services());
+    services.push(ServiceSpec {
+        tunnel: Tunnel::Gre { key: Some(7) },
+        table_size: 251,
+        ..ServiceSpec::dsr(
+            "[2001:db8:10::1]:443",
+            VIP6.into(),
+            443,
+            Protocol::Tcp,
+            vec![backend([198, 21, 0, 10], 1)],
+        )
+    });
     let ports = vec![
         port_spec("ext", EXT_MAC, EXT_ADDR, hosts([])),
         int_port(hosts([10, 11])),
@@ -282,6 +297,7 @@ mod tests {
     #[test]
     fn both_build() {
         assert_eq!(super::snapshot().services.len(), 21);
-        assert_eq!(super::fuzz_snapshot().ports.len(), 3);
+        let fuzz = super::fuzz_snapshot();
+        assert_eq!((fuzz.ports.len(), fuzz.services.len()), (3, 10));
     }
 }

@@ -14,18 +14,20 @@
 
 use sluice_dataplane::pipeline::Verdict;
 use sluice_dataplane::session::SessionTable;
-use sluice_dataplane::snapshot::{Snapshot, SnapshotSpec, Tunnel};
+use sluice_dataplane::snapshot::{Backend, Snapshot, SnapshotSpec, Tunnel};
 use sluice_dataplane::testkit::golden;
 use sluice_dataplane::wire::ethernet::{self, EthernetFrame};
 use sluice_dataplane::wire::icmpv6::{self, Icmpv6Packet};
-use sluice_dataplane::wire::{ipv4, ipv6, ndisc, GrePacket, Ipv4Packet, Ipv6Packet};
+use sluice_dataplane::wire::{icmpv6_error, ipv4, ipv6, ndisc, GrePacket, Ipv4Packet, Ipv6Packet};
 use std::net::IpAddr;
 
 /// Number of ports in the snapshot; rx port indexes at or past it do not exist.
 pub const N_PORTS: u16 = 3;
 
-/// The most a frame may grow: untagged in, tagged out (4), outer IPv4 (20), GRE with a key (8).
-pub const MAX_GROWTH: usize = (ethernet::VLAN_HEADER_LEN - ethernet::HEADER_LEN) + ipv4::HEADER_LEN + 8;
+/// The most a frame may grow: untagged in, tagged out (4), outer IPv6 (40), GRE with a key
+/// (8). (An IPv4 underlay's tunnel is 20 bytes shorter; `check_tunnel` checks the exact
+/// length.)
+pub const MAX_GROWTH: usize = (ethernet::VLAN_HEADER_LEN - ethernet::HEADER_LEN) + ipv6::HEADER_LEN + 8;
 
 /// `VecFrame::new` holds at most this many bytes (it asserts; a harness limit, not a bug).
 pub const MAX_FRAME: usize = 2048;
@@ -116,7 +118,7 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
         }
         Verdict::TooBig { port } => {
             assert_eq!(port, rx_port, "a too-big message goes back the way the packet came");
-            check_too_big(snap, input, out);
+            check_too_big(snap, rx_port, input, out);
         }
         Verdict::Fragment { service, backend, at, .. } => {
             assert!(out.len() <= input.len(), "a packet left to fragment is not grown ({v:?})");
@@ -138,18 +140,79 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
     }
 }
 
+/// A tunnelled input's IP packet, of either family, and what the outer header copies of it.
+struct Inner<'a> {
+    /// The packet, link padding cut.
+    bytes: &'a [u8],
+    v6: bool,
+    dst: IpAddr,
+    /// The transport protocol, and where its header starts in `bytes` (past IPv6 extension
+    /// headers).
+    protocol: u8,
+    l4: usize,
+    /// TOS or traffic class.
+    tos: u8,
+    /// IPv4's identification and DF bit (IPv6: none).
+    ident: u16,
+    dont_frag: bool,
+    /// Whole, or the first fragment (offset 0): the transport header is there.
+    first: bool,
+}
+
+/// The IP packet at `input[l2..]`: a valid IPv4 packet (its checksum verifies) or a valid
+/// IPv6 packet whose extension headers walk to its upper layer (a fragment's: the
+/// fragment header's next header).
+fn inner_packet(input: &[u8], l2: usize, ethertype: u16) -> Inner<'_> {
+    let b = &input[l2..];
+    if ethertype == ethernet::ETHERTYPE_IPV6 {
+        let ip = Ipv6Packet::new_checked(b).expect("tunnelled IPv6 input is valid");
+        let upper = ipv6::upper_layer(b).expect("tunnelled IPv6 input's extension headers walk");
+        return Inner {
+            bytes: &b[..ip.total_len()],
+            v6: true,
+            dst: ip.dst().into(),
+            protocol: upper.protocol,
+            l4: upper.offset,
+            tos: ip.traffic_class(),
+            ident: 0,
+            dont_frag: true,
+            first: upper.fragment.is_none_or(|f| f.at_offset_zero()),
+        };
+    }
+    assert_eq!(ethertype, ethernet::ETHERTYPE_IPV4, "tunnelled input is IPv4 or IPv6");
+    let ip = Ipv4Packet::new_checked(b).expect("tunnelled IPv4 input is valid");
+    assert!(ip.verify_checksum(), "tunnelled an inner packet with a bad checksum");
+    Inner {
+        bytes: &b[..ip.total_len()],
+        v6: false,
+        dst: ip.dst().into(),
+        protocol: ip.protocol(),
+        l4: ip.header_len(),
+        tos: ip.tos(),
+        ident: ip.ident(),
+        dont_frag: ip.dont_frag(),
+        first: ip.frag_offset() == 0,
+    }
+}
+
 fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, bi: u16) {
-    // The input: Ethernet (tagged or not) and a valid IPv4 packet to the service's VIP.
+    // The input: Ethernet (tagged or not) and a valid IPv4 or IPv6 packet to the service.
     let in_eth = EthernetFrame::new_checked(input).expect("tunnelled input has an Ethernet header");
     let l2_in = in_eth.header_len();
-    let in_ip = Ipv4Packet::new_checked(&input[l2_in..]).expect("tunnelled input is IPv4");
-    assert!(in_ip.verify_checksum(), "tunnelled an inner packet with a bad checksum");
-    let inner = &input[l2_in..l2_in + in_ip.total_len()];
+    let inner = inner_packet(input, l2_in, in_eth.ethertype());
 
     let svc = snap.services.get(usize::from(si)).expect("verdict names an existing service");
     let be = svc.backends.get(usize::from(bi)).expect("verdict names an existing backend");
     assert!(be.weight > 0, "tunnelled to a drained backend");
-    assert_eq!(in_ip.dst(), svc.vip, "inner destination is the service's VIP");
+    assert_eq!(inner.dst, svc.vip, "inner destination is the service's VIP");
+    // Or an ICMP or ICMPv6 error about one of the service's flows, passed on to its backend.
+    let icmp = if inner.v6 { ipv6::NEXT_ICMPV6 } else { ipv4::PROTO_ICMP };
+    let icmp_error = inner.protocol == icmp;
+    assert!(
+        inner.protocol == svc.protocol.number() || icmp_error,
+        "inner protocol {} not the service's",
+        inner.protocol
+    );
     let nh = &snap.nexthops[usize::from(be.nexthop)];
     assert_eq!(nh.port, port, "sent out of the next hop's port");
     let out_port = snap.ports.get(usize::from(port)).expect("verdict names an existing port");
@@ -157,59 +220,99 @@ fn check_tunnel(snap: &Snapshot, input: &[u8], out: &[u8], port: u16, si: u16, b
     // Outer Ethernet.
     let eth = EthernetFrame::new_checked(out).expect("tunnel output has an Ethernet header");
     assert_eq!(eth.vlan(), out_port.vlan, "egress VLAN tag");
-    assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV4);
+    let outer_v6 = be.tunnel_source.is_ipv6();
+    let ethertype = if outer_v6 { ethernet::ETHERTYPE_IPV6 } else { ethernet::ETHERTYPE_IPV4 };
+    assert_eq!(eth.ethertype(), ethertype, "the underlay's ethertype");
     assert_eq!(Some(eth.dst()), nh.mac(), "destination MAC is the next hop's");
     assert_eq!(eth.src(), out_port.mac, "source MAC is the egress port's");
     let l2_out = eth.header_len();
 
-    // Outer IPv4: valid, checksum verifies, no options, exactly the rest of the frame.
-    let outer = Ipv4Packet::new_checked(&out[l2_out..]).expect("tunnel output is a valid IPv4 packet");
-    assert!(
-        outer.verify_checksum(),
-        "outer IPv4 checksum does not verify: {}",
-        hex(&out[l2_out..l2_out + 20])
-    );
-    assert_eq!(outer.header_len(), ipv4::HEADER_LEN);
-    assert_eq!(outer.total_len(), out.len() - l2_out, "outer total length covers the frame, no padding");
-    assert!(outer.total_len() <= usize::from(out_port.mtu), "outer packet over the egress MTU");
-    assert!(!outer.is_fragment());
-    assert_eq!(outer.ttl(), sluice_dataplane::wire::ipv4::DEFAULT_TTL);
-    assert_eq!(outer.src(), be.tunnel_source);
-    assert_eq!(outer.dst(), be.address);
-    assert_eq!(outer.tos(), in_ip.tos(), "tos copied");
-    assert_eq!(outer.ident(), in_ip.ident(), "ident copied");
-    assert_eq!(outer.dont_frag(), in_ip.dont_frag(), "DF copied");
+    // The outer IP header: valid, exactly the rest of the frame, within the egress MTU.
+    let (protocol, ip_len, payload) = if outer_v6 {
+        outer_v6_header(&out[l2_out..], be, &inner, out_port.mtu)
+    } else {
+        outer_v4_header(&out[l2_out..], be, &inner, out_port.mtu)
+    };
 
-    // The carried packet: the input's IP packet, byte for byte (padding dropped).
+    // IPIP or GRE as the service says; then the carried packet.
+    let inner_type = if inner.v6 { ethernet::ETHERTYPE_IPV6 } else { ethernet::ETHERTYPE_IPV4 };
     let gre_len = match svc.tunnel {
         Tunnel::Ipip => {
-            assert_eq!(outer.protocol(), ipv4::PROTO_IPIP);
+            let ipip = if inner.v6 { ipv6::NEXT_IPV6 } else { ipv4::PROTO_IPIP };
+            assert_eq!(protocol, ipip, "IP in IP of the inner packet's family");
             0
         }
         Tunnel::Gre { key } => {
-            assert_eq!(outer.protocol(), ipv4::PROTO_GRE);
-            let g = GrePacket::new_checked(outer.payload()).expect("a valid GRE header");
-            assert_eq!(g.protocol(), ethernet::ETHERTYPE_IPV4);
+            assert_eq!(protocol, ipv4::PROTO_GRE);
+            let g = GrePacket::new_checked(payload).expect("a valid GRE header");
+            assert_eq!(g.protocol(), inner_type, "GRE carries the inner packet's ethertype");
             assert_eq!(g.key(), key, "GRE key is the service's");
             assert!(!g.has_checksum() && g.sequence().is_none());
             g.header_len()
         }
     };
-    let tunnel_len = ipv4::HEADER_LEN + gre_len;
-    let carried = &outer.payload()[gre_len..];
-    // Unchanged but for a SYN's MSS, lowered to the service's clamp.
-    let mut want = inner.to_vec();
-    if let (Some(max), ipv4::PROTO_TCP) = (svc.mss_clamp, in_ip.protocol()) {
-        let _ = sluice_dataplane::wire::tcp_options::clamp_mss(&mut want[in_ip.header_len()..], max);
+    let carried = &payload[gre_len..];
+    // The input's IP packet byte for byte (padding dropped), but for a SYN's MSS, lowered to
+    // the service's clamp (a later fragment has no TCP header, whatever its data looks like).
+    let mut want = inner.bytes.to_vec();
+    if let (Some(max), ipv4::PROTO_TCP, true) = (svc.mss_clamp, inner.protocol, inner.first) {
+        let _ = sluice_dataplane::wire::tcp_options::clamp_mss(&mut want[inner.l4..], max);
     }
-    assert!(carried == want, "inner packet changed:\n in  {}\n out {}", hex(inner), hex(carried));
-    assert_eq!(out.len(), l2_out + tunnel_len + inner.len());
-    assert!(out.len() - inner.len() - l2_in <= MAX_GROWTH);
+    assert!(carried == want, "inner packet changed:\n in  {}\n out {}", hex(inner.bytes), hex(carried));
+    assert_eq!(out.len(), l2_out + ip_len + gre_len + inner.bytes.len());
+    assert!(out.len() - inner.bytes.len() - l2_in <= MAX_GROWTH);
 }
 
-/// A fragmentation-needed message: from a VIP to the packet's sender, every checksum right,
-/// quoting the start of the packet.
-fn check_too_big(snap: &Snapshot, input: &[u8], out: &[u8]) {
+/// The outer IPv4 header at the front of `b` toward backend `be`, carrying `inner`, out of a
+/// port of `mtu`: checked; its protocol, header length and payload.
+fn outer_v4_header<'a>(b: &'a [u8], be: &Backend, inner: &Inner<'_>, mtu: u16) -> (u8, usize, &'a [u8]) {
+    let outer = Ipv4Packet::new_checked(b).expect("tunnel output is a valid IPv4 packet");
+    assert!(outer.verify_checksum(), "outer IPv4 checksum does not verify: {}", hex(&b[..20]));
+    assert_eq!(outer.header_len(), ipv4::HEADER_LEN);
+    assert_eq!(outer.total_len(), b.len(), "outer total length covers the frame, no padding");
+    assert!(outer.total_len() <= usize::from(mtu), "outer packet over the egress MTU");
+    assert!(!outer.is_fragment());
+    assert_eq!(outer.ttl(), ipv4::DEFAULT_TTL);
+    assert_eq!(IpAddr::from(outer.src()), be.tunnel_source);
+    assert_eq!(IpAddr::from(outer.dst()), be.host);
+    assert_eq!(outer.tos(), inner.tos, "tos copied");
+    if inner.v6 {
+        // RFC 4213 3.3: IPv6 is never fragmented on the way, so neither is its tunnel.
+        assert_eq!((outer.ident(), outer.dont_frag()), (0, true), "IPv6 in IPv4: ident 0, DF");
+    } else {
+        assert_eq!(outer.ident(), inner.ident, "ident copied");
+        assert_eq!(outer.dont_frag(), inner.dont_frag, "DF copied");
+    }
+    (outer.protocol(), ipv4::HEADER_LEN, &b[ipv4::HEADER_LEN..])
+}
+
+/// [`outer_v4_header`] for an IPv6 underlay (RFC 2473). The flow label is the flow's, the
+/// same for all its packets: not checkable from one.
+fn outer_v6_header<'a>(b: &'a [u8], be: &Backend, inner: &Inner<'_>, mtu: u16) -> (u8, usize, &'a [u8]) {
+    let outer = Ipv6Packet::new_checked(b).expect("tunnel output is a valid IPv6 packet");
+    assert_eq!(b[0] >> 4, 6, "version 6");
+    assert_eq!(outer.total_len(), b.len(), "outer payload length covers the frame, no padding");
+    assert!(outer.total_len() <= usize::from(mtu), "outer packet over the egress MTU");
+    assert_eq!(outer.hop_limit(), ipv6::DEFAULT_HOP_LIMIT);
+    assert_eq!(IpAddr::from(outer.src()), be.tunnel_source);
+    assert_eq!(IpAddr::from(outer.dst()), be.host);
+    assert_eq!(outer.traffic_class(), inner.tos, "traffic class is the inner TOS or class");
+    let next = outer.next_header();
+    assert!(
+        [ipv6::NEXT_IPV4, ipv6::NEXT_IPV6, ipv6::NEXT_GRE].contains(&next),
+        "no extension header after the outer IPv6 header: {next}"
+    );
+    (next, ipv6::HEADER_LEN, &b[ipv6::HEADER_LEN..])
+}
+
+/// A too-big message answering `input` (received on `rx_port`): from a VIP to the packet's
+/// sender, every checksum right, quoting the start of the packet. IPv4: fragmentation needed;
+/// IPv6: packet too big, with the MTU of a tunnel toward one of the VIP's backends.
+fn check_too_big(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
+    let in_eth = EthernetFrame::new_checked(input).expect("the packet had an Ethernet header");
+    if in_eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+        return check_too_big6(snap, rx_port, input, out);
+    }
     let l2 = EthernetFrame::new_checked(out).expect("an Ethernet header").header_len();
     let ip = Ipv4Packet::new_checked(&out[l2..]).expect("a valid IPv4 header");
     assert!(ip.verify_checksum(), "too-big IPv4 checksum");
@@ -220,6 +323,41 @@ fn check_too_big(snap: &Snapshot, input: &[u8], out: &[u8]) {
     assert!(icmp.verify_checksum(), "too-big ICMP checksum");
     assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
     let quote = &ip.payload()[8..];
+    assert_eq!(quote, &input[l2..l2 + quote.len()], "quotes the packet as it came");
+}
+
+/// [`check_too_big`] for an IPv6 client (RFC 4443 3.2).
+fn check_too_big6(snap: &Snapshot, rx_port: u16, input: &[u8], out: &[u8]) {
+    let port = &snap.ports[usize::from(rx_port)];
+    let (in_eth, eth) =
+        (EthernetFrame::new_checked(input).unwrap(), EthernetFrame::new_checked(out).unwrap());
+    assert_eq!((eth.dst(), eth.src()), (in_eth.src(), port.mac), "back to the sender's MAC, from the port's");
+    assert_eq!(eth.vlan(), in_eth.vlan(), "the packet's VLAN");
+    assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV6);
+    let l2 = eth.header_len();
+    let ip = Ipv6Packet::new_checked(&out[l2..]).expect("a valid IPv6 header");
+    let in_ip = Ipv6Packet::new_checked(&input[l2..]).expect("the packet was IPv6");
+    assert_eq!(out.len(), l2 + ip.total_len(), "the frame ends with the message");
+    assert_eq!((ip.src(), ip.dst()), (in_ip.dst(), in_ip.src()), "from the VIP to the packet's sender");
+    assert!(snap.is_vip(ip.src().into()), "from a VIP");
+    assert_eq!((ip.next_header(), ip.hop_limit()), (ipv6::NEXT_ICMPV6, ipv6::DEFAULT_HOP_LIMIT));
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("an ICMPv6 message");
+    assert!(icmp.verify_checksum(ip.src(), ip.dst()), "too-big ICMPv6 checksum: {}", hex(ip.payload()));
+    assert_eq!((icmp.msg_type(), icmp.code()), (icmpv6::TYPE_PACKET_TOO_BIG, 0));
+    let mtu = icmp.mtu().expect("packet too big has an MTU");
+    assert!(mtu < in_ip.total_len() as u32, "the packet fitted the MTU it was told");
+    let vip = IpAddr::V6(ip.src());
+    let tunnels = snap.services.iter().filter(|s| s.vip == vip).flat_map(|s| &s.backends);
+    assert!(
+        tunnels.map(|b| u32::from(b.outer.max_inner())).any(|m| m == mtu),
+        "MTU {mtu} of no tunnel of the VIP"
+    );
+    let quote = &ip.payload()[icmpv6::HEADER_LEN..];
+    assert_eq!(
+        quote.len(),
+        in_ip.total_len().min(icmpv6_error::QUOTE_MAX),
+        "quotes as much as fits 1280 bytes"
+    );
     assert_eq!(quote, &input[l2..l2 + quote.len()], "quotes the packet as it came");
 }
 
