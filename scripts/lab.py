@@ -150,6 +150,9 @@ def dual_dsr_services(v4_hosts, v6_hosts):
 {v6_hosts}"""
 
 
+SHOP6_PORT = 81   # tenant A's SYN-proxied NAT66 service, on VIP6_A
+
+
 def nat66_services():
     """NAT66 (Lab(dual=True)): the tenants' IPv6 VIPs to their VMs' IPv6 addresses, in GRE
     keyed by the VPC over either underlay."""
@@ -172,6 +175,18 @@ def nat66_services():
     vpc: 100
     backends:
       - {{ address: '{VM6["a1"]}', port: 5353, host: '{backend_ip6(1)}' }}
+  # ...its shop through the SYN proxy (cookies for IPv6 SYNs; the VM's handshake opened by
+  # the client's ACK)...
+  - name: tenant-a-shop6
+    vip: '{VIP6_A}'
+    port: {SHOP6_PORT}
+    protocol: tcp
+    forwarding: nat
+    vpc: 100
+    synproxy: true
+    backends:
+      - {{ address: '{VM6["a1"]}', port: 8080, host: {backend_ip(1)} }}
+      - {{ address: '{VM6["a2"]}', port: 8080, host: '{backend_ip6(2)}' }}
   # ...and tenant B's VM, a1's IPv6 address on a1's host: only the GRE key tells them apart.
   - name: tenant-b-web6
     vip: '{VIP6_B}'
