@@ -445,6 +445,23 @@ class Lab:
         self.wait_for_log(p, "running:")
         return p
 
+    def start_dual(self, sluiced, file_prefix, extra=()):
+        """The dual-stack lab's sluiced (lab.yaml made dual by `dual_config`, with DPDK file
+        prefix `file_prefix` of its own), the host agents and the servers; returns the servers'
+        logs."""
+        text = dual_config(CONFIG.read_text()).replace("--file-prefix, sluice-lab,", f"--file-prefix, {file_prefix},")
+        assert file_prefix in text
+        config = self.run_dir / f"{file_prefix}.yaml"
+        config.write_text(text)
+        self.gw = self.start_sluiced(sluiced, config, extra)
+        self.start_agents(sluiced.parent / "sluice-agent")
+        return self.start_servers()
+
+    def run_in(self, name, cmd, timeout=30):
+        """`cmd` in namespace `name`: the finished process, its output as text."""
+        return subprocess.run(["ip", "netns", "exec", self.ns(name), *cmd], capture_output=True, text=True,
+                              timeout=timeout)
+
     def start_bird(self, name, conf=None):
         """BIRD 2 in namespace `name` with config text `conf` (None: the file run_dir/bird-NAME.conf
         that sluiced wrote from its `routing.bgp`), in the foreground (so the lab holds its

@@ -198,7 +198,7 @@ impl<I: Io> Worker<I> {
             }
             // Pass 1: classify the burst.
             let mut stages: ArrayVec<Stage, BURST> = ArrayVec::new();
-            for frame in rx.iter_mut() {
+            for frame in rx.iter() {
                 bytes += frame.data().len();
                 stages.push(classify(&cx, p, frame));
             }

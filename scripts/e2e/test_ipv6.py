@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import lab as labmod
-from lab import CLIENT6_IPS, CONFIG, GW_EXT6, VIP6, VIP_U6, backend_ip6, dual_config
+from lab import CLIENT6_IPS, GW_EXT6, VIP6, VIP_U6, backend_ip6
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +28,11 @@ def dual_lab(sluiced):
     lab = labmod.Lab(prefix="sl6", dual=True)
     lab.up()
     try:
-        # A DPDK file prefix of its own (lab.yaml's is every other test's).
-        text = dual_config(CONFIG.read_text()).replace("--file-prefix, sluice-lab,", "--file-prefix, sluice-lab-6,")
-        assert "sluice-lab-6" in text
-        config = lab.run_dir / "dual.yaml"
-        config.write_text(text)
-        lab.gw = lab.start_sluiced(sluiced, config)
-        lab.start_agents(sluiced.parent / "sluice-agent")
-        lab.logs = lab.start_servers()
+        lab.logs = lab.start_dual(sluiced, "sluice-lab-6")
         yield lab
     finally:
         lab.down()
 
-
-def run_in(lab, cli, cmd, timeout=30):
-    return subprocess.run(["ip", "netns", "exec", lab.ns(cli), *cmd], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def blob():
@@ -54,7 +43,7 @@ def blob():
 def test_neighbour_discovery_and_echo(dual_lab):
     lab = dual_lab
     for target in (VIP6, GW_EXT6):
-        r = run_in(lab, "cli1", ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", target])
+        r = lab.run_in("cli1", ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", target])
         assert "3 received" in r.stdout, (target, r.stdout, r.stderr)
     for target in (VIP6, GW_EXT6):
         neigh = lab.sh("rtr", "ip", "-6", "neigh", "show", target, capture=True)
@@ -69,14 +58,14 @@ def test_ipv6_vip_over_the_ipv4_underlay(dual_lab):
     seen = set()
     for i, cli in enumerate(("cli1", "cli2")):
         for _ in range(6):
-            r = run_in(lab, cli, ["curl", "-6", "-sS", "-g", "--max-time", "10", url])
+            r = lab.run_in(cli, ["curl", "-6", "-sS", "-g", "--max-time", "10", url])
             assert r.returncode == 0, r.stderr
             seen.add(r.stdout.strip())
         access = "".join(lab.logs[f"be{n}"].read_text() for n in (1, 2))
         assert f"tcp {CLIENT6_IPS[i]} " in access, "the backends saw the client's own IPv6 address"
     assert seen <= {"be1", "be2"} and seen, seen
     out = lab.run_dir / "download6"
-    r = run_in(lab, "cli1", ["curl", "-6", "-sS", "-g", "--max-time", "60", "-o", str(out), f"http://[{VIP6}]/blob"],
+    r = lab.run_in("cli1", ["curl", "-6", "-sS", "-g", "--max-time", "60", "-o", str(out), f"http://[{VIP6}]/blob"],
                90)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == blob(), "the 10 MB download arrived byte-identical"
@@ -97,9 +86,9 @@ UDP_ASK = ("import socket,sys\n"
 
 def test_ipv6_underlay_both_ways(dual_lab):
     lab = dual_lab
-    r = run_in(lab, "cli1", ["python3", "-c", UDP_ASK, VIP6])
+    r = lab.run_in("cli1", ["python3", "-c", UDP_ASK, VIP6])
     assert r.returncode == 0 and r.stdout.strip() in ("be1:q6", "be2:q6"), (r.stdout, r.stderr)
-    r = run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"])
+    r = lab.run_in("cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"])
     assert r.returncode == 0 and r.stdout.strip() in ("be1", "be2"), r.stderr
     # Its backends are health-checked over IPv6 (HTTP from the appliance's kernel). One whose
     # server came up after sluiced is down until it rises (2 checks), so that is awaited.
@@ -129,16 +118,16 @@ def test_sluicectl_names_ipv6_backends_and_clients(dual_lab, sluiced):
     # the other one; restored, it takes flows again.
     code, _, err = ctl("drain", "web-u6", backend_ip6(1))
     assert code == 0, err
-    answered = {run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
+    answered = {lab.run_in("cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
                 for _ in range(30)}
     assert answered == {"be2"}, answered
     code, _, err = ctl("restore", "web-u6", backend_ip6(1))
     assert code == 0, err
-    answered = {run_in(lab, "cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
+    answered = {lab.run_in("cli1", ["curl", "-sS", "--max-time", "10", f"http://{VIP_U6}/"]).stdout.strip()
                 for _ in range(40)}
     assert answered == {"be1", "be2"}, answered
     # Sessions of an IPv6 client, filtered by it (a UDP flow's, which outlives its exchange).
-    r = run_in(lab, "cli1", ["python3", "-c", UDP_ASK, VIP6])
+    r = lab.run_in("cli1", ["python3", "-c", UDP_ASK, VIP6])
     assert r.returncode == 0 and r.stdout.strip() in ("be1:q6", "be2:q6"), (r.stdout, r.stderr)
     code, out, _ = ctl("sessions", "--service", "dns6", "--client", CLIENT6_IPS[0], "--limit", "5")
     lines = out.strip().splitlines()

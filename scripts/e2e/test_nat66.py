@@ -18,7 +18,6 @@ the VPC's TUN and tunnels the VM's replies back, which sluiced sends on from the
 import hashlib
 import ipaddress
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import lab as labmod
-from lab import CLIENT6_IPS, CONFIG, SHOP6_PORT, VIP6_A, VIP6_B, VM6, access, dual_config
+from lab import CLIENT6_IPS, SHOP6_PORT, VIP6_A, VIP6_B, VM6, access
 
 TENANT_A, TENANT_B = {"a1", "a2"}, {"b1"}
 
@@ -36,27 +35,16 @@ def nat66_lab(sluiced):
     lab = labmod.Lab(prefix="sn6", dual=True)
     lab.up()
     try:
-        # A DPDK file prefix of its own (lab.yaml's is every other test's).
-        text = dual_config(CONFIG.read_text()).replace("--file-prefix, sluice-lab,", "--file-prefix, sluice-lab-n6,")
-        assert "sluice-lab-n6" in text
-        config = lab.run_dir / "nat66.yaml"
-        config.write_text(text)
-        lab.gw = lab.start_sluiced(sluiced, config, ["--print-stats"])
-        lab.start_agents(sluiced.parent / "sluice-agent")
-        lab.logs = lab.start_servers()
+        lab.logs = lab.start_dual(sluiced, "sluice-lab-n6", ["--print-stats"])
         yield lab
     finally:
         lab.down()
 
 
-def run_in(lab, cli, cmd, timeout=30):
-    return subprocess.run(["ip", "netns", "exec", lab.ns(cli), *cmd], capture_output=True, text=True,
-                          timeout=timeout)
-
 
 def curl6(lab, cli, url, out="-", timeout=10):
     """curl -6 from `cli`: (ok, body or error, the address and port that answered)."""
-    r = run_in(lab, cli, ["curl", "-6", "-sS", "-g", "--max-time", str(timeout), "-o", out,
+    r = lab.run_in(cli, ["curl", "-6", "-sS", "-g", "--max-time", str(timeout), "-o", out,
                           "-w", "\n%{remote_ip} %{remote_port}", url], timeout + 5)
     body, _, peer = r.stdout.rpartition("\n")
     return r.returncode == 0, body if r.returncode == 0 else r.stderr, peer
@@ -127,7 +115,7 @@ def test_udp_over_the_ipv6_underlay(nat66_lab):
             " try:\n  d,a=s.recvfrom(65535);print(d.decode(),a[0],a[1]);break\n"
             " except TimeoutError:\n  pass\n")
     for i in range(10):
-        r = run_in(lab, "cli1", ["python3", "-c", code, VIP6_A, f"q66-{i}"])
+        r = lab.run_in("cli1", ["python3", "-c", code, VIP6_A, f"q66-{i}"])
         assert r.returncode == 0 and r.stdout.split() == [f"a1:q66-{i}", VIP6_A, "53"], (r.stdout, r.stderr)
     assert clients_seen(lab, {"a1"}, "udp") == {CLIENT6_IPS[0]}
 
