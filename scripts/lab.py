@@ -30,7 +30,10 @@ kernel's mgmt0 ::2, host N ::(10+N), the router ::fe); the tenant VMs' IPv6 addr
 2001:db8:c0::x beside their IPv4 ones, overlapping across the VPCs as those do (VM6).
 `dual_config` adds the IPv6 addresses and services to a config: an IPv6 VIP over the IPv4
 underlay, over the IPv6 underlay, an IPv4 VIP whose backends are reached over the IPv6
-underlay only, and NAT66: the tenants' IPv6 VIPs to their VMs' IPv6 addresses.
+underlay only, and NAT66: the tenants' IPv6 VIPs to their VMs' IPv6 addresses. With two
+appliances too, gw2 has 2001:db8:2::1 toward the router (2001:db8:2::fe), ::3 and ::4 on the
+backend network; with `bgp`, each appliance's BIRD peers with the router's over IPv6 as well,
+for the IPv6 VIPs (ECMP hashed on the 5-tuple as for IPv4).
 
 With `narrow=True`, a third client behind a narrower path: <p>-cli3 (198.18.5.10/24, MTU 1500)
 -- <p>-mid (a router) -- a link of MTU 1400 -- <p>-rtr. Packets too big for that link get ICMP
@@ -94,6 +97,11 @@ VIP6_B = "2001:db8:10::3"    # NAT66, tenant B (VPC 200): web tcp/80 -> :8080 (I
 VMS = [(1, 100, "192.0.2.10", "a1"), (2, 100, "192.0.2.11", "a2"), (1, 200, "192.0.2.10", "b1")]
 # Lab(dual=True): their IPv6 addresses, by name; a1 and b1 share one as they share 192.0.2.10.
 VM6 = {"a1": "2001:db8:c0::10", "a2": "2001:db8:c0::11", "b1": "2001:db8:c0::10"}
+# Lab(dual=True, appliances=2): gw2's IPv6 beside its IPv4 (its link to the router is
+# 2001:db8:2::/64); each appliance's IPv6 link to the router as APPLIANCE_LINKS has its IPv4 one.
+GW2_EXT6, RTR_EXT2_6 = "2001:db8:2::1", "2001:db8:2::fe"
+GW2_INT6, GW2_MGMT6 = "2001:db8:19::3", "2001:db8:19::4"
+APPLIANCE_LINKS6 = {"gw": (GW_EXT6, RTR_EXT6, "r-gw"), "gw2": (GW2_EXT6, RTR_EXT2_6, "r-gw2")}
 
 
 def backend_ip(n):
@@ -148,6 +156,22 @@ def dual_dsr_services(v4_hosts, v6_hosts):
     health: {{ type: http, host: web, interval: 0.5, timeout: 0.4, rise: 2, fall: 3 }}
     backends:
 {v6_hosts}"""
+
+
+def second_appliance(text, file_prefix):
+    """Appliance A's config `text` (lab.yaml's, dual-stack or not) made gw2's: its ports'
+    addresses and gateways of each family there, and DPDK's file prefix `file_prefix`."""
+    swaps = [("198.18.0.1/24", f"{GW2_EXT_IP}/24"), ("198.18.0.254", RTR_EXT2_IP),
+             ("198.19.0.1/24", f"{GW2_INT_IP}/24")]
+    if f"'{GW_EXT6}/64'" in text:
+        swaps += [(f"'{GW_EXT6}/64'", f"'{GW2_EXT6}/64'"), (f"'{RTR_EXT6}'", f"'{RTR_EXT2_6}'"),
+                  (f"'{GW_INT6}/64'", f"'{GW2_INT6}/64'")]
+    for old, new in swaps:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    text, n = re.subn(r"--file-prefix, [\w-]+,", f"--file-prefix, {file_prefix},", text, count=1)
+    assert n == 1, "a DPDK file prefix"
+    return text
 
 
 SHOP6_PORT = 81   # tenant A's SYN-proxied NAT66 service, on VIP6_A
@@ -318,6 +342,8 @@ class Lab:
             self._narrow_client()
         if self.dual:
             self._dual()
+        if self.appliances == 2 and not self.bgp:
+            self.route_vips(["gw", "gw2"])
 
     def _dual(self):
         """The IPv6 half of a dual-stack lab (see the module's docs)."""
@@ -327,10 +353,14 @@ class Lab:
             self.sh(f"cli{i}", "ip", "-6", "route", "add", "default", "via", RTR_CLI6)
         self.sysctl("rtr", "net.ipv6.conf.all.forwarding=1")
         self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_EXT6}/64", "dev", "r-gw")
-        if not self.bgp:
+        if not self.bgp and self.appliances == 1:
             self.sh("rtr", "ip", "-6", "route", "add", "2001:db8:10::/64", "dev", "r-gw")
         self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_INT6}/64", "dev", "r-sw")
         self.sh("gw", "ip", "-6", "addr", "add", f"{GW_MGMT6}/64", "dev", "mgmt0")
+        if self.appliances == 2:
+            self.sh("rtr", "ip", "-6", "addr", "add", f"{RTR_EXT2_6}/64", "dev", "r-gw2")
+            self.sh("gw2", "ip", "-6", "addr", "add", f"{GW2_MGMT6}/64", "dev", "mgmt0")
+            self.sysctl("rtr", "net.ipv6.fib_multipath_hash_policy=1")
         for i in range(1, self.backends + 1):
             be = f"be{i}"
             self.sh(be, "ip", "-6", "addr", "add", f"{backend_ip6(i)}/64", "dev", "be0")
@@ -377,17 +407,18 @@ class Lab:
         self.sh("sw", "ip", "link", "set", "sw-mgmt2", "master", "br0")
         self.sh("gw2", "ip", "addr", "add", f"{GW2_MGMT_IP}/24", "dev", "mgmt0")
         self.sysctl("rtr", "net.ipv4.fib_multipath_hash_policy=1")
-        if not self.bgp:
-            self.route_vips(["gw", "gw2"])
 
     def route_vips(self, appliances):
-        """The router's route to the VIPs: through each of `appliances` (multipath)."""
-        via = {"gw": (GW_EXT_IP, "r-gw"), "gw2": (GW2_EXT_IP, "r-gw2")}
-        hops = []
-        for a in appliances:
-            hops += ["nexthop", "via", via[a][0], "dev", via[a][1]]
-        self.sh("rtr", "ip", "route", "replace", "198.18.10.0/24", *hops)
-        self.sh("rtr", "ip", "route", "flush", "cache", check=False)
+        """The router's static route to the VIPs (IPv6 ones too in a dual lab): through each of
+        `appliances` (multipath)."""
+        families = [("-4", "198.18.10.0/24", APPLIANCE_LINKS)]
+        families += [("-6", "2001:db8:10::/64", APPLIANCE_LINKS6)] if self.dual else []
+        for family, vips, links in families:
+            hops = []
+            for a in appliances:
+                hops += ["nexthop", "via", links[a][0], "dev", links[a][2]]
+            self.sh("rtr", "ip", family, "route", "replace", vips, *hops)
+            self.sh("rtr", "ip", family, "route", "flush", "cache", check=False)
 
     def down(self):
         for p in reversed(self.procs):
@@ -488,8 +519,12 @@ class Lab:
     def routing_config(self, text, gw="gw"):
         """A pipeline `text` (for appliance `gw`) with the exception path on `ext` and
         `routing`: BGP with BFD (100 ms x 3) to the router, each VIP tagged with the community
-        APPLIANCE_AS:100, in the BIRD configuration that sluiced writes for its BIRD."""
+        APPLIANCE_AS:100, in the BIRD configuration that sluiced writes for its BIRD. In a dual
+        lab, a second neighbour: the router's IPv6 address, for the IPv6 VIPs."""
         address, router, _ = APPLIANCE_LINKS[gw]
+        neighbors = f"{{ address: {router}, as: {ROUTER_AS} }}"
+        if self.dual:
+            neighbors += f", {{ address: '{APPLIANCE_LINKS6[gw][1]}', as: {ROUTER_AS} }}"
         old = "    device: net_af_packet0\n"
         assert old in text
         text = text.replace(old, old + f"    kernel: {KERNEL_IF}\n", 1)
@@ -497,7 +532,7 @@ class Lab:
                 f"config: {self.run_dir / f'bird-{gw}.conf'} }}")
         return text + (f"routing:\n  bird: {bird}\n"
                        f"  bgp:\n    as: {APPLIANCE_AS}\n    router_id: {address}\n"
-                       f"    neighbors: [{{ address: {router}, as: {ROUTER_AS} }}]\n"
+                       f"    neighbors: [{neighbors}]\n"
                        "    bfd: { interval: 0.1, multiplier: 3 }\n"
                        f"    communities: [\"{APPLIANCE_AS}:100\"]\n"
                        "  heartbeat: 0.5\n")
@@ -508,7 +543,7 @@ class Lab:
         false (it runs already). An appliance's BIRD runs the configuration its sluiced wrote
         (`routing_config`), or with `static` VIPs a hand-written one announcing only those.
         Returns {name: BIRD process}."""
-        birds = {"rtr": self.start_bird("rtr", router_bird(gws))} if router else {}
+        birds = {"rtr": self.start_bird("rtr", router_bird(gws, self.dual))} if router else {}
         for gw in gws:
             address = APPLIANCE_LINKS[gw][0]
             self.kernel_port(gw, KERNEL_IF, f"{address}/24")
@@ -516,12 +551,13 @@ class Lab:
         return birds
 
     def learned(self, vip):
-        """The router's next hops toward `vip` that its routing daemon installed (empty: no
-        route)."""
-        out = self.sh("rtr", "ip", "route", "show", f"{vip}/32", capture=True)
+        """The router's next hops toward `vip` (either family) that its routing daemon
+        installed (empty: no route)."""
+        family, length = ("-6", 128) if ":" in vip else ("-4", 32)
+        out = self.sh("rtr", "ip", family, "route", "show", f"{vip}/{length}", capture=True)
         if "proto bird" not in out and "proto bgp" not in out:   # BIRD's, or FRR's
             return []
-        return sorted(set(re.findall(r"via (\d+\.\d+\.\d+\.\d+)", out)))
+        return sorted(set(re.findall(r"via (?:inet6 )?([0-9a-f.:]+)", out)))
 
     def start_frr(self, gws):
         """FRR 8 as the router instead of BIRD: zebra, bfdd and bgpd in the foreground with
@@ -565,21 +601,23 @@ class Lab:
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
         and gets the VM's address and a default route through it. The agents take tunnels only
         from the appliances: their `int` port addresses (the lab sets no `tunnel.source`).
-        `reply_to`: the appliances' cluster tunnel address, for NAT replies of flows past
-        session sync's delay."""
+        `reply_to`: the appliances' cluster tunnel address (or a list, one of each family), for
+        NAT replies of flows past session sync's delay."""
         agents = []
-        appliances = [GW_INT_IP] + ([GW2_INT_IP] if self.appliances == 2 else [])
+        two = self.appliances == 2
+        appliances = [GW_INT_IP] + ([GW2_INT_IP] if two else [])
+        appliances += ([GW_INT6] + ([GW2_INT6] if two else [])) if self.dual else []
         for i in range(1, self.backends + 1):
             vpcs = [(v, addr, name) for h, v, addr, name in VMS if h == i]
             cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
+            if self.dual:
+                cmd += ["--address", backend_ip6(i)]
             for a in appliances:
                 cmd += ["--appliance", a]
-            if self.dual:
-                cmd += ["--address", backend_ip6(i), "--appliance", GW_INT6]
             for v, _, _ in vpcs:
                 cmd += ["--vpc", f"{v}=v{v}"]
-            if reply_to:
-                cmd += ["--reply-to", reply_to]
+            for c in [reply_to] if isinstance(reply_to, str) else reply_to or []:
+                cmd += ["--reply-to", c]
             p = self.spawn(f"be{i}", cmd, f"agent-be{i}.log")
             self.wait_for_log(p, "running:")
             agents.append(p)
@@ -651,25 +689,29 @@ protocol bgp upstream {{
 """
 
 
-def router_bird(gws):
-    """BIRD 2 on the router: a BGP session with BFD to each appliance of `gws`; what they
-    announce goes to the kernel, equal paths merged (ECMP, hashed on the 5-tuple)."""
+def router_bird(gws, dual=False):
+    """BIRD 2 on the router: a BGP session with BFD to each appliance of `gws` (with `dual`,
+    a second one over IPv6 for the IPv6 VIPs); what they announce goes to the kernel, equal
+    paths merged (ECMP, hashed on the 5-tuple)."""
+    families = [("ipv4", "", APPLIANCE_LINKS)] + ([("ipv6", "6", APPLIANCE_LINKS6)] if dual else [])
     out = f"""router id {RTR_EXT_IP};
 log stderr all;
 debug protocols {{ states }};
 protocol device {{ scan time 10; }}
-protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
 """
+    for channel, _, _ in families:
+        out += f"protocol kernel {{ {channel} {{ import none; export all; }}; merge paths on; }}\n"
     links = "".join(f' interface "{APPLIANCE_LINKS[gw][2]}" {{ interval 100 ms; multiplier 3; }};' for gw in gws)
     out += f"protocol bfd {{{links} }}\n"
     for gw in gws:
-        address, router, dev = APPLIANCE_LINKS[gw]
-        out += f"""protocol bgp appliance_{gw} {{
+        for channel, suffix, table in families:
+            address, router, _ = table[gw]
+            out += f"""protocol bgp appliance_{gw}{suffix} {{
   local {router} as {ROUTER_AS};
   neighbor {address} as {APPLIANCE_AS};
   bfd on;
   error wait time 2, 30;
-  ipv4 {{ import all; export none; }};
+  {channel} {{ import all; export none; }};
 }}
 """
     return out

@@ -147,8 +147,16 @@ def main():
             daemon_threads = True
             allow_reuse_address = True
 
-        echo = EchoServer(("0.0.0.0", args.echo), Echo)
-        threads.append(threading.Thread(target=echo.serve_forever, daemon=True))
+        class EchoServer6(EchoServer):
+            address_family = socket.AF_INET6
+
+            def server_bind(self):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                super().server_bind()
+
+        for _, any_addr, _ in families:
+            echo = (EchoServer6 if ":" in any_addr else EchoServer)((any_addr, args.echo), Echo)
+            threads.append(threading.Thread(target=echo.serve_forever, daemon=True))
     for t in threads:
         t.start()
     print(f"{args.name} serving: http {args.http} udp {args.udp} echo {args.echo}", flush=True)
