@@ -265,11 +265,11 @@ CHECKED = f"""  - name: checked
 @pytest.fixture(scope="module")
 def pair(sluiced):
     """Two appliances (the sync test's pair, plus `checked`), both on every VIP's route."""
-    from test_sync import configs
+    from failover import V4, configs
     lab = labmod.Lab(prefix="sld", appliances=2, bgp=True)
     lab.up()
     try:
-        a, b = (c.replace("\ntunnel:\n", "\n" + CHECKED + "tunnel:\n", 1) for c in configs())
+        a, b = (c.replace("\ntunnel:\n", "\n" + CHECKED + "tunnel:\n", 1) for c in configs(V4))
         assert CHECKED in a and CHECKED in b
         (lab.run_dir / "a.yaml").write_text(lab.routing_config(a, "gw"))
         (lab.run_dir / "b.yaml").write_text(lab.routing_config(b, "gw2"))
