@@ -312,6 +312,42 @@ fn the_ports_own_neighbor_discovery_and_ipv6_go_to_its_kernel() {
 }
 
 #[test]
+fn the_kernels_link_local_address_is_its_own_so_a_router_can_use_it_as_next_hop() {
+    // The routing daemon's BGP announcements name the kernel interface's link-local address
+    // as a next hop beside the global one; a router that takes it solicits it, probes it
+    // and sends to it.
+    let (kernel_ll, router_ll) =
+        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x4), Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe));
+    let snap = with_kernel();
+    // Neighbor unreachability detection: a solicitation sent to the address itself.
+    let probe = {
+        let ns = NeighborSolicit { target: kernel_ll, source_mac: Some(ROUTER_MAC) };
+        let mut p = [0u8; ndisc::PACKET_LEN];
+        assert_eq!(ns.emit_packet(&mut p, router_ll, kernel_ll), p.len());
+        frame6(EXT_MAC, ROUTER_MAC, &p)
+    };
+    let frames = [
+        ("a solicitation for it", solicitation(router_ll, ROUTER_MAC, kernel_ll)),
+        ("a probe of it", probe),
+        (
+            "an answer to the kernel's solicitation",
+            advertisement(router_ll, ROUTER_MAC, (kernel_ll, EXT_MAC), true),
+        ),
+        ("BGP to it", tcp6(router_ll, kernel_ll, (40000, 179), EXT_MAC)),
+    ];
+    for (what, f) in frames {
+        let (v, out) = one(&snap, 0, &f);
+        assert_eq!(v, Verdict::ToKernel { port: 4 }, "{what}");
+        assert_eq!(out, f, "{what}: the kernel gets the frame as it came");
+    }
+    // The other port has no exception path: nobody there has a link-local address.
+    let (v, _) = one(&snap, 1, &solicitation(HOST6_10, INT_MAC, kernel_ll));
+    assert_eq!(v, Verdict::Drop(DropReason::NdNotForUs));
+    let (v, _) = one(&snap, 1, &tcp6(HOST6_10, kernel_ll, (40000, 179), INT_MAC));
+    assert_eq!(v, Verdict::Drop(DropReason::NotForUs));
+}
+
+#[test]
 fn a_flood_at_the_ports_ipv6_address_is_held_and_routing_and_nd_still_pass() {
     let snap = with_kernel();
     let n = 10 * KERNEL_RATE as usize / 20 + 1;

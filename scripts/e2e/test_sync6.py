@@ -10,6 +10,10 @@ killed (SIGKILL) once the streams are older than sync's 5 s; the router drops it
 every stream and download that went through A ends whole through B: the agents send the
 replies of old flows to the cluster address of their underlay's family, IPv4 or IPv6, which
 both appliances announce.
+
+Each appliance's BIRD also names its kernel interface's link-local address as a next hop
+beside the global one; a router may take that one (FRR does for a directly connected peer),
+so the router must reach it through the data port: checked by pinging it before the failover.
 """
 import pytest
 
@@ -38,4 +42,11 @@ def test_ipv6_streams_survive_the_death_of_their_appliance(pair6, sluiced):
     print(sessions)
     for gw in ("gw", "gw2"):
         assert any(line.split()[0] == f"appliance_{gw}6" and "Established" in line for line in sessions.splitlines())
+    # The kernel interface's link-local address answers through the data port (sluiced passes
+    # its neighbor discovery and its traffic to the kernel), so it can serve as a next hop.
+    for gw in ("gw", "gw2"):
+        shown = lab.run_in(gw, ["ip", "-6", "-o", "addr", "show", "dev", labmod.KERNEL_IF, "scope", "link"])
+        link_local = shown.stdout.split()[3].split("/")[0]
+        ping = lab.run_in("rtr", ["ping", "-6", "-c", "2", "-W", "2", f"{link_local}%{labmod.APPLIANCE_LINKS6[gw][2]}"])
+        assert ping.returncode == 0, (gw, link_local, ping.stdout, ping.stderr)
     failover.fail_over(lab, sluiced, V6)

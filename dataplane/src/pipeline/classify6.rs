@@ -44,7 +44,7 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
     let whole = upper.fragment.is_none();
     if whole && upper.protocol == ipv6::NEXT_ICMPV6 {
         if let Some(&(TYPE_NEIGHBOR_SOLICIT | TYPE_NEIGHBOR_ADVERT)) = message.first() {
-            return ndisc_to(cx, dst, Local::Ndisc { l2, at, end });
+            return ndisc_to(cx, rx_port, dst, Local::Ndisc { l2, at, end });
         }
     }
     // The unspecified source is for neighbor discovery (and multicast listener reports) only.
@@ -70,7 +70,7 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
 
     // The port's own traffic, when it has an exception path: the kernel's.
     let port = cx.snap.ports.get(usize::from(rx_port));
-    if let Some(kernel) = port.and_then(|p| p.kernel.filter(|_| p.has_address(dst))) {
+    if let Some(kernel) = port.and_then(|p| p.kernel_for(dst)) {
         let routing = whole && routing(upper.protocol, Some(message));
         return Class::Local(Local::ToKernel { kernel, routing });
     }
@@ -103,13 +103,16 @@ pub fn packet(cx: &Ctx<'_>, rx_port: u16, data: &[u8], l2: usize) -> Class {
     })
 }
 
-/// Neighbor discovery to `dst`: on to `ndisc` if `dst` is a VIP, an appliance address, a
-/// solicited-node group or all nodes (which target the message names is `ndisc`'s to check).
-fn ndisc_to(cx: &Ctx<'_>, dst: Ipv6Addr, nd: Local) -> Class {
+/// Neighbor discovery to `dst` received on `rx_port`: on to `ndisc` if `dst` is a VIP, an
+/// appliance address, the port's kernel's (link-local), a solicited-node group or all nodes
+/// (which target the message names is `ndisc`'s to check).
+fn ndisc_to(cx: &Ctx<'_>, rx_port: u16, dst: Ipv6Addr, nd: Local) -> Class {
+    let kernel = |a| cx.snap.ports.get(usize::from(rx_port)).and_then(|p| p.kernel_for(a)).is_some();
     let to_us = if dst.is_multicast() {
         dst == ALL_NODES || ndisc::is_solicited_node(dst)
     } else {
-        cx.snap.is_vip(IpAddr::V6(dst)) || cx.snap.is_local(IpAddr::V6(dst))
+        let dst = IpAddr::V6(dst);
+        cx.snap.is_vip(dst) || cx.snap.is_local(dst) || kernel(dst)
     };
     if to_us {
         Class::Local(nd)

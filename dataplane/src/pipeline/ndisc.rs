@@ -42,8 +42,9 @@ pub fn message<F: Frame>(
     }
 }
 
-/// A valid solicitation `ns` from `src`: answered if its target is a VIP or the port's address
-/// (the kernel's, with an exception path); the sender's MAC learned if it is a next hop.
+/// A valid solicitation `ns` from `src`: answered if its target is a VIP or the port's address;
+/// to the kernel if the port has an exception path and the target is the port's address or
+/// link-local (the kernel's); the sender's MAC learned if it is a next hop.
 fn solicit<F: Frame>(
     cx: &mut Ctx<'_>,
     rx_port: u16,
@@ -55,7 +56,8 @@ fn solicit<F: Frame>(
     let Some(port) = snap.ports.get(usize::from(rx_port)) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
-    let own = port.has_address(IpAddr::V6(ns.target));
+    let kernel = port.kernel_for(IpAddr::V6(ns.target));
+    let own = kernel.is_some() || port.has_address(IpAddr::V6(ns.target));
     if !own && !snap.is_vip(IpAddr::V6(ns.target)) {
         return Verdict::Drop(DropReason::NdNotForUs);
     }
@@ -64,7 +66,7 @@ fn solicit<F: Frame>(
     if let Some(mac) = ns.source_mac {
         learn(cx, rx_port, src, mac, true);
     }
-    if let Some(kernel) = port.kernel.filter(|_| own) {
+    if let Some(kernel) = kernel {
         return Verdict::ToKernel { port: kernel };
     }
     answer(port, rx_port, frame, (l2, src), ns)
@@ -106,15 +108,15 @@ fn answer<F: Frame>(
 
 /// A valid advertisement `na` to `dst`: the target's MAC learned if it is a next hop (an
 /// advertisement without the override flag does not replace a MAC already known, RFC 4861
-/// 7.2.5); to the kernel if it is addressed to the port's own address with an exception path
-/// (an answer to the kernel's solicitation).
+/// 7.2.5); to the kernel if it is addressed to the port's own address or a link-local one with
+/// an exception path (an answer to the kernel's solicitation).
 fn advert(cx: &mut Ctx<'_>, rx_port: u16, dst: Ipv6Addr, na: &NeighborAdvert) -> Verdict {
     let snap = cx.snap;
     let Some(port) = snap.ports.get(usize::from(rx_port)) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
     let learned = na.target_mac.is_some_and(|mac| learn(cx, rx_port, na.target, mac, na.override_flag));
-    if let Some(kernel) = port.kernel.filter(|_| port.has_address(IpAddr::V6(dst))) {
+    if let Some(kernel) = port.kernel_for(IpAddr::V6(dst)) {
         return Verdict::ToKernel { port: kernel };
     }
     if learned {

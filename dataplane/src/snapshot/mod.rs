@@ -249,6 +249,16 @@ impl Port {
         self.addresses.iter().any(|p| p.addr == a)
     }
 
+    /// The exception path (kernel interface) that traffic to `a` arriving on this port goes
+    /// to: the port's own addresses, and every unicast link-local IPv6 address (fe80::/10),
+    /// which only the kernel interface has: the routing daemon's BGP next hop may be one, and
+    /// a router then resolves and probes it.
+    #[inline]
+    pub fn kernel_for(&self, a: IpAddr) -> Option<u16> {
+        let link_local = matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        self.kernel.filter(|_| link_local || self.has_address(a))
+    }
+
     /// The port's address of `a`'s family, if it has one.
     pub fn address_like(&self, a: IpAddr) -> Option<IpAddr> {
         self.addresses.iter().map(|p| p.addr).find(|x| x.is_ipv4() == a.is_ipv4())
