@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets with libFuzzer for a while each: the dataplane's (wire, pipeline,
-# worker; this directory) and the config parser's (config; control/fuzz, which links DPDK).
+# worker, region; this directory) and the config parser's (config; control/fuzz, which links
+# DPDK).
 #
-#   dataplane/fuzz/run.sh [seconds] [target...]  (default: 60 s each; wire pipeline worker config)
+#   dataplane/fuzz/run.sh [seconds] [target...]  (default: 60 s each; wire pipeline worker
+#                                                region config)
 #
 # Works with only a stable Rust toolchain: cargo-fuzz's nightly flags (-Zsanitizer=...) are
 # accepted through RUSTC_BOOTSTRAP=1. Installs what it lacks (cargo-fuzz from crates.io, a C++
@@ -25,7 +27,7 @@ cd "$here"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(wire pipeline worker config)
+[[ ${#targets[@]} -gt 0 ]] || targets=(wire pipeline worker region config)
 sanitizer=${SANITIZER:-none}
 export CARGO_BUILD_JOBS=${JOBS:-2}
 export RUSTC_BOOTSTRAP=1

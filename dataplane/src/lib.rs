@@ -15,6 +15,8 @@ pub mod limit;
 pub mod maglev;
 pub mod pipeline;
 pub mod prefetch;
+#[cfg(not(loom))]
+pub mod region;
 pub mod sched;
 pub mod session;
 pub mod snapshot;

@@ -391,8 +391,17 @@ impl Slot {
 struct Slots {
     ptr: std::ptr::NonNull<Slot>,
     len: usize,
-    /// `Some(bytes)` when mapped (munmap on drop), `None` when from the heap.
-    mapped: Option<usize>,
+    backing: Backing,
+}
+
+/// Where a table's slots are.
+#[cfg(not(loom))]
+enum Backing {
+    Heap,
+    /// An anonymous mapping of this many bytes (munmap on drop).
+    Anonymous(usize),
+    /// A shared-memory region that outlives the process ([`crate::region`]).
+    Region(std::sync::Arc<crate::region::Region>),
 }
 
 #[cfg(not(loom))]
@@ -409,7 +418,7 @@ impl Slots {
             let Some(ptr) = std::ptr::NonNull::new(raw.cast::<Slot>()) else {
                 std::alloc::handle_alloc_error(layout);
             };
-            return Slots { ptr, len: n, mapped: None };
+            return Slots { ptr, len: n, backing: Backing::Heap };
         }
         // Map one huge page more than needed, then give back the ends to leave an aligned run.
         let len = size + HUGE_PAGE;
@@ -445,7 +454,7 @@ impl Slots {
         populate(aligned, size);
         let ptr = std::ptr::NonNull::new(aligned as *mut Slot)
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Slots { ptr, len: n, mapped: Some(size) }
+        Slots { ptr, len: n, backing: Backing::Anonymous(size) }
     }
 }
 
@@ -470,9 +479,10 @@ fn populate(at: usize, size: usize) {
 impl std::ops::Deref for Slots {
     type Target = [Slot];
     fn deref(&self) -> &[Slot] {
-        // SAFETY: `ptr` points to `len` zeroed Slots (anonymous mappings and alloc_zeroed are
-        // all-zero; an all-zero Slot is eight AtomicU64 of value 0, an EMPTY slot), owned by
-        // this value until `drop`.
+        // SAFETY: `ptr` points to `len` Slots, owned by this value until `drop` (a region's
+        // mapping lives as long as the Arc held here). Anonymous mappings and alloc_zeroed are
+        // all-zero, an EMPTY slot; a region's slots hold any words, and every bit pattern is a
+        // valid AtomicU64 (states that mean nothing read as neither LIVE nor EMPTY).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -480,13 +490,15 @@ impl std::ops::Deref for Slots {
 #[cfg(not(loom))]
 impl Drop for Slots {
     fn drop(&mut self) {
-        // SAFETY: releases exactly what `zeroed` made, once. AtomicU64 needs no drop.
+        // SAFETY: releases exactly what `zeroed` made, once (a region's mapping is the
+        // region's to release). AtomicU64 needs no drop.
         unsafe {
-            match self.mapped {
-                Some(size) => {
+            match self.backing {
+                Backing::Anonymous(size) => {
                     libc::munmap(self.ptr.as_ptr().cast(), size);
                 }
-                None => std::alloc::dealloc(
+                Backing::Region(_) => {}
+                Backing::Heap => std::alloc::dealloc(
                     self.ptr.as_ptr().cast(),
                     std::alloc::Layout::array::<Slot>(self.len).unwrap_or(std::alloc::Layout::new::<Slot>()),
                 ),
@@ -505,6 +517,16 @@ unsafe impl Sync for Slots {}
 #[cfg(not(loom))]
 fn zeroed_slots(n: usize) -> Slots {
     Slots::zeroed(n)
+}
+
+/// The slots of a session region.
+#[cfg(not(loom))]
+fn region_slots(region: std::sync::Arc<crate::region::Region>) -> Slots {
+    let (at, n) = region.slot_words();
+    // The region puts its slots on a 2 MiB boundary of a page-aligned mapping: 64-byte
+    // aligned as a Slot must be.
+    let ptr = at.cast::<Slot>();
+    Slots { ptr, len: n, backing: Backing::Region(region) }
 }
 
 /// `n` atomic words at zero.
@@ -548,6 +570,15 @@ pub enum Insert {
     Exists(usize, Session),
     /// No free slot within `MAX_PROBE` of its home.
     Full,
+}
+
+/// What [`SessionTable::recover`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sessions taken over.
+    pub live: usize,
+    /// Slots a killed writer left half written: discarded.
+    pub torn: usize,
 }
 
 /// What one sweep step did.
@@ -616,18 +647,50 @@ impl SessionTable {
     /// A table for `capacity` sessions (rounded up: slots = next power of two >= 2 x capacity).
     /// `seed` keys the hash (use a random one: clients must not be able to aim collisions).
     pub fn new(capacity: usize, timeouts: Timeouts, seed: u64) -> SessionTable {
-        let n = (capacity.max(1) * 2).next_power_of_two().max(64);
+        let n = Self::slots_for(capacity);
+        Self::with_slots(zeroed_slots(n), capacity, timeouts, Self::seeds_of(seed))
+    }
+
+    /// Slots of a table for `capacity` sessions: the next power of two at or above twice it.
+    pub fn slots_for(capacity: usize) -> usize {
+        (capacity.max(1) * 2).next_power_of_two().max(64)
+    }
+
+    /// The hash seeds a table keyed by `seed` uses (a session region keeps them).
+    pub fn seeds_of(seed: u64) -> [u64; 3] {
+        [mix64(seed ^ 1), mix64(seed ^ 2), mix64(seed ^ 3)]
+    }
+
+    /// The table in a session region, keyed by the region's seeds, with whatever sessions it
+    /// holds: [`SessionTable::recover`] them before any worker runs.
+    #[cfg(not(loom))]
+    pub fn in_region(region: std::sync::Arc<crate::region::Region>, timeouts: Timeouts) -> SessionTable {
+        let h = region.header();
+        Self::with_slots(region_slots(region), h.capacity as usize, timeouts, h.seeds)
+    }
+
+    fn with_slots(slots: Slots, capacity: usize, timeouts: Timeouts, seeds: [u64; 3]) -> SessionTable {
+        let n = slots.len();
         SessionTable {
-            slots: zeroed_slots(n),
+            slots,
             used: zeroed_words(n / 64),
             mask: n - 1,
             capacity,
-            seeds: [mix64(seed ^ 1), mix64(seed ^ 2), mix64(seed ^ 3)],
+            seeds,
             timeouts: TimeoutTicks::new(&timeouts),
             full: AtomicBool::new(false),
             active: zeroed_counts(MAX_BACKEND_IDS),
             created: counters(MAX_BACKEND_IDS),
             per_service: zeroed_counts(MAX_SERVICE_IDS),
+        }
+    }
+
+    /// The session region the table's slots live in, if they do.
+    #[cfg(not(loom))]
+    pub fn region(&self) -> Option<&crate::region::Region> {
+        match &self.slots.backing {
+            Backing::Region(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -918,6 +981,38 @@ impl SessionTable {
         ok
     }
 
+    /// Takes over the slots another process left (a session region attached at start): reads
+    /// every slot once; a slot its writer was killed in the middle of (BUSY, or a state that
+    /// means nothing) becomes a tombstone, so the probe sequences through it stay whole and the
+    /// sweep clears it; every slot in use is marked for the sweep, and the per-backend and
+    /// per-service counts are counted again. Call before any worker or sweep runs.
+    pub fn recover(&self) -> Recovered {
+        let mut out = Recovered::default();
+        for i in 0..self.slots.len() {
+            let m = self.slot(i).w[0].load(Ordering::Acquire);
+            match state_of(m) {
+                EMPTY => continue,
+                LIVE => match self.read(i) {
+                    Ok(r) => {
+                        out.live += 1;
+                        if let Some(k) = SessionKey::from_words(r.key).filter(|k| k.kind == KeyKind::Flow) {
+                            self.count(Session::from_words(r.value).backend, true);
+                            self.count_service(&k, true);
+                        }
+                    }
+                    Err(_) => continue,
+                },
+                TOMB => {}
+                _ => {
+                    self.slot(i).w[0].store(meta(seq_of(m).wrapping_add(1), TOMB, 0), Ordering::Release);
+                    out.torn += 1;
+                }
+            }
+            self.mark_used(i);
+        }
+        out
+    }
+
     /// Expires idle sessions in slots `start..start + count` (wrapping), scanning backwards so
     /// that clearing tombstones cascades. `expired` is told of each session removed.
     pub fn sweep(
@@ -1113,7 +1208,8 @@ mod tests {
     #[test]
     fn a_large_table_is_resident_when_made() {
         let t = SessionTable::new(1 << 16, Timeouts::default(), 1); // 128 K slots, 8 MiB
-        let (at, size) = (t.slots.ptr.as_ptr() as usize, t.slots.mapped.expect("mapped"));
+        let Backing::Anonymous(size) = t.slots.backing else { panic!("not mapped") };
+        let at = t.slots.ptr.as_ptr() as usize;
         let pages = size / 4096;
         let mut resident = vec![0u8; pages];
         // SAFETY: [at, at + size) is the table's mapping, alive while `t` is; `resident` has one
@@ -1549,6 +1645,36 @@ mod loom_tests {
                 loom::thread::yield_now();
             }
             w.join().unwrap();
+        });
+    }
+
+    /// A table attached after its writer was killed mid-insert (a slot left BUSY): once
+    /// `recover` has run, a worker's insert of a key homed on that slot and the sweep racing it
+    /// both finish (no spin on the dead writer's slot), and a session past it stays found.
+    #[test]
+    fn a_torn_slot_recovered_takes_an_insert_while_the_sweep_runs() {
+        loom::model(|| {
+            let t = Arc::new(small());
+            let (torn, past) = (key(1), key(2));
+            let home = t.hash(&torn) as usize & t.mask;
+            // The dead writer's slot at `torn`'s home, and a session one slot on.
+            t.slot(home).w[0].store(meta(7, BUSY, 0), Ordering::Relaxed);
+            let s = Session::new(2, TcpState::Established, 5);
+            let hp = (t.hash(&past) & !(t.mask as u64)) | ((home as u64 + 1) & t.mask as u64);
+            assert!(matches!(t.insert(&past, hp, &s), Insert::Inserted(_)));
+            assert_eq!(t.recover(), Recovered { live: 1, torn: 1 });
+            let t2 = Arc::clone(&t);
+            let sweeper = loom::thread::spawn(move || {
+                t2.sweep(6, 0, 4, |_, _| {});
+            });
+            let h = t.hash(&torn);
+            assert!(matches!(
+                t.insert(&torn, h, &Session::new(1, TcpState::SynSent, 6)),
+                Insert::Inserted(_)
+            ));
+            sweeper.join().unwrap();
+            assert_eq!(t.lookup(&torn, h).map(|(_, s)| s.backend), Some(1));
+            assert_eq!(t.lookup(&past, hp).map(|(_, s)| s.backend), Some(2));
         });
     }
 
