@@ -158,15 +158,19 @@ def test_always_limits_hold_a_flood_and_the_other_service_is_served(iso_lab):
 
 def test_on_overload_limits_wait_for_the_high_water_mark(iso_lab):
     lab = iso_lab
+    before, _ = scrape(lab)
     lab.apply(ON_OVERLOAD)
-    # Let checks pass with the new marks in force, until one finds the appliance calm: the
-    # previous test's flood may still be in the window of the first (CI saw it on a loaded
-    # machine: active 4.5 s after the apply), and one calm check turns isolation off.
+    # Let checks pass with the new marks in force, until one whose whole interval came after
+    # the apply finds the appliance calm: the previous test's flood may still be in the window
+    # of the first (CI saw isolation active 4.5 s after the apply, and once off at the first
+    # scrape, then on at the next check, whose interval held the flood's tail).
+    checks = "sluice_isolation_checks_total"
     deadline = time.monotonic() + 15
     while True:
         time.sleep(0.5)
         m0, _ = scrape(lab)
-        if m0["sluice_isolation_active"] == 0 or time.monotonic() > deadline:
+        calm = m0["sluice_isolation_active"] == 0 and m0.get(checks, 0) >= before.get(checks, 0) + 2
+        if calm or time.monotonic() > deadline:
             break
     assert m0["sluice_isolation_active"] == 0
     assert m0['sluice_service_limit{service="dns",limit="packets",when="on_overload"}'] == DNS_PPS
