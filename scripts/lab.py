@@ -635,12 +635,14 @@ class Lab:
 
     def start_servers(self):
         """HTTP and UDP servers: DSR ones in the backend hosts (ports 80, 53), NAT ones in the
-        tenant VMs (8080, 5353). Returns {name: access log path}."""
+        tenant VMs (8080, 5353); echo servers for long-lived streams in both (ECHO_PORT).
+        Returns {name: access log path}."""
         logs = {}
         self.servers = {}
         server = str(ROOT / "scripts" / "lab_server.py")
         v6 = ["--ipv6"] if self.dual else []
-        places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53", *v6]) for i in range(1, self.backends + 1)]
+        places = [(f"be{i}", f"be{i}", ["--http", "80", "--udp", "53", "--echo", str(ECHO_PORT), *v6])
+                  for i in range(1, self.backends + 1)]
         places += [(self.vm(h, v), name, ["--http", "8080", "--udp", "5353", "--echo", str(ECHO_PORT), *v6])
                    for h, v, _, name in VMS]
         for ns, name, ports in places:

@@ -2,7 +2,8 @@
 """A long-lived TCP stream for the session-sync test: connects to HOST:PORT (a lab echo
 server behind a VIP), sends a deterministic byte stream in chunks at a steady pace for the
 given time, checks that every byte comes back in order, then closes. Prints one JSON line:
-{"local_port", "sent", "received", "ok", "error"}; exits 0 only if every byte came back.
+{"local_port", "sent", "received", "ok", "error", "max_gap_ms"} (max_gap_ms: the longest wait
+between two reads of the echo); exits 0 only if every byte came back.
 
     stream_client.py --host 198.18.10.2 --port 9000 --seconds 20
 """
@@ -42,6 +43,7 @@ def main():
         state = {"received": 0, "error": ""}
 
         def reader():
+            last = time.monotonic()
             try:
                 while True:
                     b = s.recv(65536)
@@ -51,6 +53,9 @@ def main():
                         state["error"] = f"wrong bytes at offset {state['received']}"
                         return
                     state["received"] += len(b)
+                    now = time.monotonic()
+                    state["max_gap_ms"] = max(state.get("max_gap_ms", 0), round((now - last) * 1000))
+                    last = now
             except OSError as e:
                 state["error"] = f"receive: {e}"
 
@@ -69,6 +74,7 @@ def main():
         t.join(timeout=30)
         s.close()
         result["received"] = state["received"]
+        result["max_gap_ms"] = state.get("max_gap_ms", 0)
         result["error"] = state["error"]
         result["ok"] = not state["error"] and state["received"] == result["sent"]
         if not result["ok"] and not result["error"]:

@@ -251,6 +251,14 @@ struct RawSessions {
     capacity: Option<u64>,
     #[serde(default)]
     timeouts: RawTimeouts,
+    region: Option<RawRegion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    path: String,
+    on_mismatch: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -499,6 +507,15 @@ struct RawBackend {
 
 // ---- errors ------------------------------------------------------------------------------------
 
+/// `sessions.region`: where the session table's region is, and what to do with one there
+/// that this binary cannot use (another layout or size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSpec {
+    pub path: std::path::PathBuf,
+    /// `on_mismatch: refuse`: do not start (else start with no sessions, replacing it).
+    pub refuse_mismatch: bool,
+}
+
 /// One refusal: where, which field, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -590,6 +607,9 @@ pub struct Config {
     /// Most sessions the table holds (it has twice as many slots).
     pub session_capacity: usize,
     pub timeouts: Timeouts,
+    /// The shared-memory file the session table lives in, so that a restart keeps it
+    /// (`sessions.region`; `None`: the table is the process's own).
+    pub session_region: Option<RegionSpec>,
     /// Health checks per service (by index into `services`; `None`: not checked).
     pub health: Vec<Option<crate::health::HealthSpec>>,
     /// Where the Prometheus endpoint listens (`None`: no endpoint).

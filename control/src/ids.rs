@@ -4,6 +4,8 @@
 //! process: an id freed by a removed backend and given to a new one would send the removed
 //! backend's sessions to the newcomer.
 
+use sluice_dataplane::flow::Addr;
+use sluice_dataplane::region::IdMap;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::snapshot::{BackendSpec, Protocol, ServiceSpec, SnapshotSpec};
 use std::collections::HashMap;
@@ -28,6 +30,42 @@ fn backend_key(service: u16, b: &BackendSpec) -> (u16, IpAddr, u16) {
 }
 
 impl Registry {
+    /// The registry a session region kept (the ids a previous process gave), so that its
+    /// sessions name the same services and backends in this one.
+    pub fn from_ids(m: &IdMap) -> Registry {
+        Registry {
+            services: m
+                .services
+                .iter()
+                .map(|&(vip, port, proto, id)| ((vip.to_ip(), port, proto), id))
+                .collect(),
+            backends: m.backends.iter().map(|&(s, addr, port, id)| ((s, addr.to_ip(), port), id)).collect(),
+            next_service: m.next_service,
+            next_backend: m.next_backend,
+        }
+    }
+
+    /// The registry as a session region keeps it.
+    pub fn to_ids(&self) -> IdMap {
+        let mut m = IdMap {
+            services: self
+                .services
+                .iter()
+                .map(|(&(vip, port, proto), &id)| (Addr::from(vip), port, proto, id))
+                .collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|(&(s, addr, port), &id)| (s, Addr::from(addr), port, id))
+                .collect(),
+            next_service: self.next_service,
+            next_backend: self.next_backend,
+        };
+        m.services.sort_by_key(|e| e.3);
+        m.backends.sort_by_key(|e| e.3);
+        m
+    }
+
     /// Gives every service and backend in `spec` its id, the one it had before if it existed.
     pub fn assign(&mut self, spec: &mut SnapshotSpec) -> Result<(), String> {
         for s in spec.services.iter_mut() {
@@ -137,5 +175,23 @@ mod tests {
         assert_eq!(ids, [Some(0), Some(1), Some(2)]);
         let other = spec(vec![(443, vec![1])]);
         assert_eq!(r.backend_id(&other.services[0], &other.services[0].backends[0]), None);
+    }
+
+    #[test]
+    fn a_registry_kept_in_a_region_gives_a_new_process_the_same_ids_by_identity() {
+        let mut old = Registry::default();
+        old.assign(&mut spec(vec![(80, vec![1, 2, 3]), (81, vec![1])])).unwrap();
+        // The next process reads what the region kept, through its bytes.
+        let kept = IdMap::decode(&old.to_ids().encode().unwrap()).unwrap();
+        let mut new = Registry::from_ids(&kept);
+        // Its config: the services reordered, backend .2 of port 80 removed, one added.
+        let mut b = spec(vec![(81, vec![1]), (80, vec![3, 1, 4])]);
+        new.assign(&mut b).unwrap();
+        assert_eq!(
+            ids(&b),
+            [(1, vec![3]), (0, vec![2, 0, 4])],
+            "unchanged ones keep their ids; new ones get fresh ones"
+        );
+        assert_eq!(new.to_ids().next_backend, 5);
     }
 }

@@ -10,6 +10,7 @@ mod control;
 mod control_loop;
 mod endpoints;
 mod listing;
+mod persist;
 mod sweeper;
 mod workers;
 
@@ -64,8 +65,10 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let cores = bringup::check_cores(config)?;
     bringup::start_eal(config, &cores)?;
     let nic = bringup::start_ports(config)?;
-    let control = Control::start(config, opts.config_path.clone(), &nic.macs)?;
-    let shared = Shared::new(config)?;
+    let seed = workers::secret_seed();
+    let region = persist::open(config, seed)?;
+    let control = Control::start(config, opts.config_path.clone(), &nic.macs, region.clone())?;
+    let shared = Shared::new(config, seed, region)?;
     let chores = Chores::new(config)?;
     let workers = Workers::spawn(config, &nic, control.0.cell(), &shared)?;
     info!(

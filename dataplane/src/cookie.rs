@@ -110,6 +110,12 @@ impl CookieKeys {
         CookieKeys { base, slots: seeds.map(|k| k.map(AtomicU64::new)) }
     }
 
+    /// The keys as words: the fixed one, then one per slot (what a session region keeps, for
+    /// [`CookieKeys::new`] in the next process).
+    pub fn words(&self) -> ([u64; 2], [[u64; 2]; 2]) {
+        (self.base, [0, 1].map(|i| [self.slots[i][0].load(Relaxed), self.slots[i][1].load(Relaxed)]))
+    }
+
     fn slot(t: u32) -> usize {
         ((u64::from(t) / KEY_PERIODS) % 2) as usize
     }

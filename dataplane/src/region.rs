@@ -166,9 +166,11 @@ impl Header {
         Ok(h)
     }
 
-    /// The size of a region file for this many slots.
+    /// The size of a region file for this many slots: whole 2 MiB pages (hugetlbfs sizes
+    /// files only so).
     pub fn file_bytes(slots: u64) -> u64 {
-        SLOTS_AT as u64 + slots * SLOT_BYTES as u64
+        const HUGE: u64 = 2 << 20;
+        (SLOTS_AT as u64).saturating_add(slots.saturating_mul(SLOT_BYTES as u64)).div_ceil(HUGE) * HUGE
     }
 }
 
@@ -467,7 +469,8 @@ impl Region {
 
     /// The slot words: `slots x 8` atomic words from [`SLOTS_AT`], for the session table.
     pub(crate) fn slot_words(&self) -> (std::ptr::NonNull<u8>, usize) {
-        // SAFETY: SLOTS_AT + slots x 64 = len, so the offset lies inside the mapping.
+        // SAFETY: SLOTS_AT + slots x 64 <= len (`file_bytes`), so the offset lies inside the
+        // mapping.
         let at = unsafe { self.base.as_ptr().add(SLOTS_AT) };
         (std::ptr::NonNull::new(at).unwrap_or(self.base), self.header.slots as usize)
     }

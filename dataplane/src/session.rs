@@ -661,12 +661,19 @@ impl SessionTable {
         [mix64(seed ^ 1), mix64(seed ^ 2), mix64(seed ^ 3)]
     }
 
-    /// The table in a session region, keyed by the region's seeds, with whatever sessions it
-    /// holds: [`SessionTable::recover`] them before any worker runs.
+    /// The table in a session region, for `capacity` sessions (at most half its slots),
+    /// keyed by the region's seeds, with whatever sessions it holds: [`SessionTable::recover`]
+    /// them before any worker runs.
     #[cfg(not(loom))]
-    pub fn in_region(region: std::sync::Arc<crate::region::Region>, timeouts: Timeouts) -> SessionTable {
-        let h = region.header();
-        Self::with_slots(region_slots(region), h.capacity as usize, timeouts, h.seeds)
+    pub fn in_region(
+        region: std::sync::Arc<crate::region::Region>,
+        capacity: usize,
+        timeouts: Timeouts,
+    ) -> SessionTable {
+        let seeds = region.header().seeds;
+        let slots = region_slots(region);
+        let capacity = capacity.min(slots.len() / 2);
+        Self::with_slots(slots, capacity, timeouts, seeds)
     }
 
     fn with_slots(slots: Slots, capacity: usize, timeouts: Timeouts, seeds: [u64; 3]) -> SessionTable {

@@ -40,7 +40,7 @@ fn open(path: &Path, seed: u64) -> (SessionTable, Opened) {
         epoch_ns: 1,
     };
     let (region, opened) = Region::open(path, header, true).unwrap();
-    (SessionTable::in_region(Arc::new(region), Timeouts::default()), opened)
+    (SessionTable::in_region(Arc::new(region), CAPACITY, Timeouts::default()), opened)
 }
 
 fn key(i: u32) -> SessionKey {
@@ -138,7 +138,7 @@ fn a_table_of_another_size_starts_fresh() {
         other => panic!("{other:?}"),
     };
     assert_eq!(why, "64 slots, the configured capacity makes 256");
-    let t = SessionTable::in_region(Arc::new(region), Timeouts::default());
+    let t = SessionTable::in_region(Arc::new(region), 4 * CAPACITY, Timeouts::default());
     assert_eq!(t.recover(), Recovered::default());
     assert_eq!(t.lookup(&key(0), t.hash(&key(0))), None);
 }

@@ -2,7 +2,10 @@
 //! table, the metrics endpoint, isolation (the overload check) and session sync with peers.
 
 use super::validate::Validator;
-use super::{RawIsolation, RawLoad, RawMetrics, RawSessions, RawSync, DEFAULT_SESSIONS, MAX_SESSIONS};
+use super::{
+    RawIsolation, RawLoad, RawMetrics, RawRegion, RawSessions, RawSync, RegionSpec, DEFAULT_SESSIONS,
+    MAX_SESSIONS,
+};
 use sluice_dataplane::session::Timeouts;
 use std::path::Path;
 
@@ -39,6 +42,25 @@ impl Validator<'_> {
             }
         }
         (capacity, timeouts)
+    }
+
+    /// `sessions.region`: an absolute path (the file need not exist: sluiced makes it), and
+    /// what a file there that this binary cannot use means.
+    pub(super) fn region(&mut self, raw: Option<&RawRegion>) -> Option<RegionSpec> {
+        let raw = raw?;
+        let path = std::path::PathBuf::from(&raw.path);
+        if !path.is_absolute() || path.file_name().is_none() || raw.path.len() > 4096 {
+            self.refuse("sessions.region.path", format!("{:?} is not an absolute path to a file", raw.path));
+        }
+        let refuse_mismatch = match raw.on_mismatch.as_deref() {
+            None | Some("fresh") => false,
+            Some("refuse") => true,
+            Some(other) => {
+                self.refuse("sessions.region.on_mismatch", format!("{other:?} is not fresh or refuse"));
+                false
+            }
+        };
+        Some(RegionSpec { path, refuse_mismatch })
     }
 
     /// Where the metrics endpoint listens, if anywhere.

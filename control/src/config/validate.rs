@@ -49,6 +49,7 @@ impl Validator<'_> {
         let (services, health) = self.services(&raw.services, &ports);
         let metrics_listen = self.metrics(raw.metrics.as_ref());
         let (capacity, timeouts) = self.sessions(&raw.sessions);
+        let session_region = self.region(raw.sessions.region.as_ref());
         let isolation = self.isolation(raw.isolation.as_ref());
         let sync = raw.sync.as_ref().and_then(|r| self.sync(r, &timeouts));
         let routing = raw.routing.as_ref().map(|r| self.routing(r));
@@ -73,6 +74,7 @@ impl Validator<'_> {
             services,
             session_capacity: capacity as usize,
             timeouts,
+            session_region,
             health,
             metrics_listen,
         }
@@ -239,6 +241,9 @@ impl Validator<'_> {
         }
         if new.timeouts != old.timeouts {
             self.refuse("sessions.timeouts", WHY);
+        }
+        if new.session_region != old.session_region {
+            self.refuse("sessions.region", WHY);
         }
         if new.sync != old.sync {
             self.refuse("sync", WHY);

@@ -9,6 +9,7 @@ use crate::labels::spec_label;
 use crate::metrics;
 use arc_swap::ArcSwap;
 use log::{info, warn};
+use sluice_dataplane::region::Region;
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::wire::Mac;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -37,6 +38,8 @@ pub(super) struct Control {
     pub(super) config: Config,
     pub(super) config_path: Option<PathBuf>,
     registry: Registry,
+    /// The session region, which keeps the registry's ids for the next process.
+    region: Option<Arc<Region>>,
     pub(super) generation: u64,
     macs: Vec<Mac>,
     /// Backends (by id) given weight 0 by `drain`.
@@ -62,16 +65,22 @@ impl Control {
         config: &Config,
         config_path: Option<PathBuf>,
         macs: &[Mac],
+        region: Option<Arc<Region>>,
     ) -> Result<(Control, mpsc::Receiver<health::Report>), String> {
-        let mut registry = Registry::default();
+        // The ids a previous process gave, if the session region kept them: its sessions name
+        // services and backends by them.
+        let mut registry =
+            region.as_ref().and_then(|r| r.ids()).map(|m| Registry::from_ids(&m)).unwrap_or_default();
         let mut spec = config.snapshot_spec(1, Some(macs));
         registry.assign(&mut spec)?;
+        keep_ids(region.as_deref(), &registry)?;
         let snapshot = Snapshot::build(&spec, None).map_err(|e| e.to_string())?;
         let (health_tx, health_rx) = mpsc::channel::<health::Report>();
         let mut control = Control {
             config: config.clone(),
             config_path,
             registry,
+            region,
             generation: 1,
             macs: macs.to_vec(),
             drained: BTreeSet::new(),
@@ -110,6 +119,7 @@ impl Control {
     fn publish(&mut self, config: Config) -> Result<(), String> {
         let mut spec = config.snapshot_spec(self.generation + 1, Some(&self.macs));
         self.registry.assign(&mut spec)?;
+        keep_ids(self.region.as_deref(), &self.registry)?;
         for b in spec.services.iter_mut().flat_map(|s| s.backends.iter_mut()) {
             let Some(id) = b.id else { continue };
             if self.drained.contains(&id) {
@@ -317,5 +327,14 @@ impl Control {
                 Response::Refused { text: e }
             }
         }
+    }
+}
+
+/// Keeps the registry's ids in the session region, if there is one: before any snapshot that
+/// gives a new id is published, so no session names an id the region does not know.
+fn keep_ids(region: Option<&Region>, registry: &Registry) -> Result<(), String> {
+    match region {
+        Some(r) => r.store_ids(&registry.to_ids()).map_err(|e| format!("session region: ids: {e:?}")),
+        None => Ok(()),
     }
 }

@@ -84,7 +84,11 @@ impl Chores {
         if shared.proxy.keys.rotation_due(period, self.last_rotated) {
             match random_words() {
                 Ok(fresh) => {
-                    shared.proxy.keys.rotate(period, fresh, &mut self.last_rotated);
+                    if shared.proxy.keys.rotate(period, fresh, &mut self.last_rotated) {
+                        if let Some(r) = shared.sessions.region() {
+                            r.store_cookie(shared.proxy.keys.words());
+                        }
+                    }
                 }
                 Err(e) => warn!("SYN cookie keys not rotated: {e}"),
             }

@@ -7,6 +7,7 @@ use dpdk_sys::Eal;
 use log::info;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::limit::Isolation;
+use sluice_dataplane::region::Region;
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
@@ -37,20 +38,41 @@ pub(super) struct Shared {
     pub(super) proxy: Arc<SynProxy>,
     /// Resource isolation: the overload flag and the workers' shares of each rate limit.
     pub(super) isolation: Arc<Isolation>,
+    /// When the sessions' clock started (a session region's epoch, which outlives processes).
+    pub(super) epoch: Instant,
 }
 
 impl Shared {
-    /// The session table (with a secret, per-process hash seed), the SYN proxy with fresh
-    /// cookie keys, and the isolation state.
-    pub(super) fn new(config: &Config) -> Result<Shared, String> {
-        // The hash seed is secret and per process: clients must not be able to aim collisions.
-        let seed = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            std::process::id(),
-        );
-        let sessions = Arc::new(SessionTable::new(config.session_capacity, config.timeouts, seed));
-        // SYN cookie keys: from the kernel's random source, rotated by the control loop.
-        let proxy = Arc::new(SynProxy::new(random_words()?, [random_words()?, random_words()?]));
+    /// The session table (with a secret hash seed: `seed`, or the region's), the SYN proxy
+    /// with cookie keys (fresh, or the region's), and the isolation state. In a session region
+    /// the table takes over the sessions there.
+    pub(super) fn new(config: &Config, seed: u64, region: Option<Arc<Region>>) -> Result<Shared, String> {
+        let epoch = super::persist::epoch(region.as_deref())?;
+        let (sessions, cookie) = match region {
+            Some(r) => {
+                let cookie = r.cookie();
+                let t = SessionTable::in_region(Arc::clone(&r), config.session_capacity, config.timeouts);
+                let found = t.recover();
+                info!(
+                    "session region {}: {} session(s) taken over, {} torn one(s) discarded",
+                    r.path().display(),
+                    found.live,
+                    found.torn
+                );
+                (t, cookie)
+            }
+            None => (SessionTable::new(config.session_capacity, config.timeouts, seed), None),
+        };
+        // SYN cookie keys: the region's, so that cookies sent before a restart still answer,
+        // or from the kernel's random source; rotated by the control loop.
+        let (base, slots) = match cookie {
+            Some(keys) => keys,
+            None => (random_words()?, [random_words()?, random_words()?]),
+        };
+        let proxy = Arc::new(SynProxy::new(base, slots));
+        if let Some(r) = sessions.region() {
+            r.store_cookie(proxy.keys.words());
+        }
         info!(
             "session table: {} sessions, {} slots, {} MiB",
             config.session_capacity,
@@ -58,8 +80,13 @@ impl Shared {
             sessions.memory_bytes() >> 20
         );
         let isolation = Arc::new(Isolation::new(config.worker_cores.len()));
-        Ok(Shared { sessions, proxy, isolation })
+        Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch })
     }
+}
+
+/// A secret, per-process seed (clients must not be able to aim hash collisions).
+pub(super) fn secret_seed() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id())
 }
 
 /// The running workers: their threads, counters and clock.
@@ -92,7 +119,7 @@ impl Workers {
             }
         }
 
-        let epoch = Instant::now();
+        let epoch = shared.epoch;
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut handles = Vec::new();
