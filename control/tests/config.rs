@@ -229,6 +229,13 @@ fn other_refusals() {
         ("services:", "sessions: { capacity: 0 }\nservices:", "sessions.capacity"),
         ("services:", "sessions: { timeouts: { udp: 0 } }\nservices:", "sessions.timeouts.udp"),
         ("services:", "sessions: { timeouts: { tcp_fin: 5 } }\nservices:", "sessions.timeouts"),
+        ("services:", "sessions: { region: { path: sessions } }\nservices:", "sessions.region.path"),
+        ("services:", "sessions: { region: { path: / } }\nservices:", "sessions.region.path"),
+        (
+            "services:",
+            "sessions: { region: { path: /dev/shm/s, on_mismatch: keep } }\nservices:",
+            "sessions.region.on_mismatch",
+        ),
         ("tunnel: gre", "tunnel: gre\n    vpc: 9", "services[0].vpc"),
         ("services:", "metrics: { listen: nowhere }\nservices:", "metrics.listen"),
         ("tunnel: gre", "tunnel: gre\n    health: { type: tcp, path: /x }", "services[0].health.path"),
