@@ -184,6 +184,7 @@ pub fn install(table: &SessionTable, ix: &ServiceIndex<'_>, r: &Record, now: u32
         timeout: r.timeout_ticks,
         client_isn: r.client_isn,
         client_window: r.client_window,
+        end_synced: false,
     };
     match table.insert(&key, hash, &s) {
         Insert::Inserted(_) => Outcome::Installed,
