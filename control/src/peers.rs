@@ -418,8 +418,10 @@ impl Syncer {
     /// sweep expires it a closing timeout later (the session stays here until then, for late
     /// ACKs and retransmissions). Once: the table's `end_synced` mark says it went, set before
     /// the record is sent; a writer racing the mark makes it fail, and the next pass tries
-    /// again. A lost datagram is not sent again: the peer's copy then expires by its own
-    /// timeout, as before.
+    /// again. (A worker's touch is no writer: one during the mark can be lost, a last-seen a
+    /// moment older or `Closed` read as `Finished`, harmless to a connection that is over; or
+    /// can lose the mark, and the delete goes again.) A lost datagram is not sent again: the
+    /// peer's copy then expires by its own timeout, as before.
     fn ended(
         &mut self,
         table: &SessionTable,
