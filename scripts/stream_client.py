@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A long-lived TCP stream for the session-sync test: connects to HOST:PORT (a lab echo
 server behind a VIP), sends a deterministic byte stream in chunks at a steady pace for the
-given time, checks that every byte comes back in order, then closes. Prints one JSON line:
-{"local_port", "sent", "received", "ok", "error", "max_gap_ms"} (max_gap_ms: the longest wait
-between two reads of the echo); exits 0 only if every byte came back.
+given time, checks that every byte comes back in order, then closes (a FIN each way; with
+--reset, a RST once every byte came back). Prints one JSON line: {"local_port", "sent",
+"received", "ok", "error", "max_gap_ms"} (max_gap_ms: the longest wait between two reads of the
+echo); exits 0 only if every byte came back.
 
     stream_client.py --host 198.18.10.2 --port 9000 --seconds 20
 """
@@ -11,6 +12,7 @@ import argparse
 import hashlib
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--reset", action="store_true", help="end with a RST (SO_LINGER 0), not FINs")
     args = ap.parse_args()
     result = {"local_port": None, "sent": 0, "received": 0, "ok": False, "error": ""}
     try:
@@ -70,15 +73,22 @@ def main():
         deadline = time.monotonic() + 30
         while state["received"] < result["sent"] and time.monotonic() < deadline and not state["error"]:
             time.sleep(0.05)
-        s.shutdown(socket.SHUT_WR)
-        t.join(timeout=30)
-        s.close()
-        result["received"] = state["received"]
+        if args.reset:
+            # Read before the abort: the reader then fails on the closed socket.
+            got, error = state["received"], state["error"]
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        else:
+            s.shutdown(socket.SHUT_WR)
+            t.join(timeout=30)
+            s.close()
+            got, error = state["received"], state["error"]
+        result["received"] = got
         result["max_gap_ms"] = state.get("max_gap_ms", 0)
-        result["error"] = state["error"]
-        result["ok"] = not state["error"] and state["received"] == result["sent"]
+        result["error"] = error
+        result["ok"] = not error and got == result["sent"]
         if not result["ok"] and not result["error"]:
-            result["error"] = f"{state['received']} of {result['sent']} bytes came back"
+            result["error"] = f"{got} of {result['sent']} bytes came back"
     except OSError as e:
         result["error"] = f"{type(e).__name__}: {e}"
     print(json.dumps(result), flush=True)

@@ -243,6 +243,8 @@ families! {
         "Session-sync messages sent (one per peer) and accepted.";
     SYNC_RECORDS: Counter "sluice_sync_records_total" ["direction"]
         "Session records sent (counted once per peer) and received in accepted messages.";
+    SYNC_DELETES: Counter "sluice_sync_deletes_sent_total" ["reason"]
+        "Delete records sent (counted once per peer): for connections that ended (FINs both ways, or a RST), and for sessions the sweep expired.";
     SYNC_BYTES: Counter "sluice_sync_bytes_total" ["direction"]
         "UDP payload bytes of session-sync messages sent and accepted.";
     SYNC_SEND_ERRORS: Counter "sluice_sync_send_errors_total" []
@@ -695,6 +697,11 @@ impl SluiceCollector {
             f.add(&["received"], get(received));
             f.push_to(out);
         }
+        let mut f = Family::new(&SYNC_DELETES);
+        for (r, n) in crate::peers::DeleteReason::ALL.iter().zip(&c.deletes_sent) {
+            f.add(&[r.label()], get(n));
+        }
+        f.push_to(out);
         single(&SYNC_SEND_ERRORS, get(&c.send_errors), out);
         let mut f = Family::new(&SYNC_REJECTED);
         for (r, n) in crate::sync::Reject::ALL.iter().zip(&c.rejected) {

@@ -5,10 +5,12 @@
 //! flow session made here (not one a peer sent) is sent to every peer at the first pass after
 //! it has been up `after` (5 s): connections shorter than that cost nothing and are not
 //! protected. It is sent again every `refresh`, before a peer's copy could expire (a copy ages
-//! from the origin's last-seen time, as the original), and a delete goes out when the sweep
-//! expires it. Whether a session is due is a function of its age at this pass and at the
-//! previous one ([`due`]), so nothing is kept per session. Sessions that came from a peer are
-//! not sent on (no echoes); a session's second failover is not protected.
+//! from the origin's last-seen time, as the original). A connection that is over (FINs both
+//! ways, or a RST) goes as a delete at the first pass that sees it so, once (the session's
+//! `end_synced` mark), and is never sent again; any other session goes as a delete when the
+//! sweep expires it. Whether a session is due is a function of its age at this pass and at the
+//! previous one ([`due`]), so nothing else is kept per session. Sessions that came from a peer
+//! are not sent on (no echoes); a session's second failover is not protected.
 //!
 //! **Receiving.** Only from configured peers, only messages whose tag verifies under the shared
 //! key, within the time window and not replayed (`sync::decode`). Services and backends are
@@ -184,6 +186,7 @@ pub fn install(table: &SessionTable, ix: &ServiceIndex<'_>, r: &Record, now: u32
         timeout: r.timeout_ticks,
         client_isn: r.client_isn,
         client_window: r.client_window,
+        end_synced: false,
     };
     match table.insert(&key, hash, &s) {
         Insert::Inserted(_) => Outcome::Installed,
@@ -201,11 +204,33 @@ pub fn install(table: &SessionTable, ix: &ServiceIndex<'_>, r: &Record, now: u32
     }
 }
 
+/// Why a delete record went to the peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// The connection ended (FINs both ways, or a RST).
+    Ended = 0,
+    /// The sweep expired the session.
+    Expired = 1,
+}
+
+impl DeleteReason {
+    pub const ALL: [DeleteReason; 2] = [DeleteReason::Ended, DeleteReason::Expired];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeleteReason::Ended => "ended",
+            DeleteReason::Expired => "expired",
+        }
+    }
+}
+
 /// Sync's counters, for metrics and `sluicectl`.
 #[derive(Debug, Default)]
 pub struct SyncCounters {
     pub messages_sent: AtomicU64,
     pub records_sent: AtomicU64,
+    /// Of those, deletes by `DeleteReason` (counted once per peer, as `records_sent`).
+    pub deletes_sent: [AtomicU64; 2],
     pub bytes_sent: AtomicU64,
     pub send_errors: AtomicU64,
     pub messages_received: AtomicU64,
@@ -354,9 +379,22 @@ impl Syncer {
         self.socket.local_addr()
     }
 
-    /// A live session seen by the sweep in slice `slice` at tick `now`.
-    pub fn live(&mut self, ix: &ServiceIndex<'_>, slice: usize, key: &SessionKey, s: &Session, now: u32) {
+    /// A live session of `table` seen by the sweep in slice `slice` at tick `now`.
+    pub fn live(
+        &mut self,
+        table: &SessionTable,
+        ix: &ServiceIndex<'_>,
+        slice: usize,
+        key: &SessionKey,
+        s: &Session,
+        now: u32,
+    ) {
         if s.state == TcpState::Connecting || key.kind != KeyKind::Flow {
+            return;
+        }
+        if s.state.has_ended() {
+            // Over: never sent again, not even to a rejoining peer.
+            self.ended(table, ix, key, s, now);
             return;
         }
         if self.full_pass.is_some() {
@@ -375,12 +413,48 @@ impl Syncer {
         }
     }
 
-    /// A session the sweep expired: peers holding it are told.
+    /// A connection of ours that is over (FINs both ways, or a RST) and old enough that peers
+    /// may hold it: they are told now, at the first pass that sees it so, rather than when the
+    /// sweep expires it a closing timeout later (the session stays here until then, for late
+    /// ACKs and retransmissions). Once: the table's `end_synced` mark says it went, set before
+    /// the record is sent; a writer racing the mark makes it fail, and the next pass tries
+    /// again. (A worker's touch is no writer: one during the mark can be lost, a last-seen a
+    /// moment older or `Closed` read as `Finished`, harmless to a connection that is over; or
+    /// can lose the mark, and the delete goes again.) A lost datagram is not sent again: the
+    /// peer's copy then expires by its own timeout, as before.
+    fn ended(
+        &mut self,
+        table: &SessionTable,
+        ix: &ServiceIndex<'_>,
+        key: &SessionKey,
+        s: &Session,
+        now: u32,
+    ) {
+        if s.flags & flags::SYNCED != 0 || s.end_synced || idle(now, s.created) < self.after {
+            return;
+        }
+        let Some((slot, _)) = table.lookup(key, table.hash(key)) else { return };
+        let mark = |cur: &Session| {
+            // The same connection (not a new one on its 4-tuple), still unmarked.
+            (cur.created == s.created && cur.state.has_ended() && !cur.end_synced)
+                .then_some(Session { end_synced: true, ..*cur })
+        };
+        if table.replace(slot, key, mark).is_some() {
+            self.delete(ix, key, s, now, DeleteReason::Ended);
+        }
+    }
+
+    /// A session the sweep expired: peers holding it are told (unless they were at its end).
     pub fn expired(&mut self, ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32) {
-        if s.flags & flags::SYNCED == 0 && idle(now, s.created) >= self.after {
-            if let Some(r) = record_of(ix, key, s, now, Op::Delete) {
-                self.pending.push(r);
-            }
+        if s.flags & flags::SYNCED == 0 && !s.end_synced && idle(now, s.created) >= self.after {
+            self.delete(ix, key, s, now, DeleteReason::Expired);
+        }
+    }
+
+    fn delete(&mut self, ix: &ServiceIndex<'_>, key: &SessionKey, s: &Session, now: u32, why: DeleteReason) {
+        if let Some(r) = record_of(ix, key, s, now, Op::Delete) {
+            self.pending.push(r);
+            self.counters.deletes_sent[why as usize].fetch_add(self.spec.peers.len() as u64, Relaxed);
         }
     }
 
@@ -667,7 +741,7 @@ mod tests {
         let mut seen = Vec::new();
         ta.sweep_with(now, 0, slots, |_, _| {}, |k, s| seen.push((*k, *s)));
         for (k, s) in &seen {
-            a.live(&ia, 0, k, s, now);
+            a.live(&ta, &ia, 0, k, s, now);
         }
         a.slice_done(0, now, unix_ms());
         std::thread::sleep(Duration::from_millis(50));
@@ -677,7 +751,7 @@ mod tests {
         assert_eq!(tb.len(), 60);
         assert!(a.counters.messages_sent.load(Relaxed) >= 3);
         // The next pass a second later sends nothing new.
-        ta.sweep_with(now + 15, 0, slots, |_, _| {}, |k, s| a.live(&ia, 0, k, s, now + 15));
+        ta.sweep_with(now + 15, 0, slots, |_, _| {}, |k, s| a.live(&ta, &ia, 0, k, s, now + 15));
         a.slice_done(0, now + 15, unix_ms());
         assert_eq!(a.counters.records_sent.load(Relaxed), 61, "60 sessions and A's Resync at its start");
         // A stranger's datagram (not a peer's address) and a forged one from the peer.
@@ -689,6 +763,164 @@ mod tests {
         assert_eq!(c.rejected[Reject::ALL.len()].load(Relaxed), 1, "not a peer");
         assert_eq!(c.rejected.iter().map(|x| x.load(Relaxed)).sum::<u64>(), 2);
         assert_eq!(tb.len(), 60, "nothing changed");
+    }
+
+    /// A (numbering as `snapshot(3)`) syncing to B (as `snapshot(7)`) over loopback.
+    struct Pair {
+        a: Syncer,
+        b: Syncer,
+        ta: SessionTable,
+        tb: SessionTable,
+        sa: Snapshot,
+        sb: Snapshot,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let key = SyncKey::new([5u8; 32]);
+            let spec = |peer: SocketAddr| SyncSpec {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                peers: vec![peer],
+                key: key.clone(),
+                after: Duration::from_secs(5),
+                refresh: Duration::from_secs(30),
+                window: Duration::from_secs(30),
+            };
+            let mut b = Syncer::new(&spec("127.0.0.1:9".parse().unwrap()), 2, 1, 1000).unwrap();
+            let a = Syncer::new(&spec(b.local_addr().unwrap()), 1, 1, 1000).unwrap();
+            b.spec.peers = vec![a.local_addr().unwrap()];
+            Pair {
+                a,
+                b,
+                ta: SessionTable::new(1000, Timeouts::default(), 1),
+                tb: SessionTable::new(1000, Timeouts::default(), 2),
+                sa: snapshot(3),
+                sb: snapshot(7),
+            }
+        }
+
+        /// A's session for `client` (port 40000), made at `created`, last seen at `now`.
+        fn add(&self, client: u32, created: u32, now: u32) -> SessionKey {
+            let k = SessionKey::flow(Addr::v4(Ipv4Addr::from(client)), 40000, 3);
+            let s = Session { created, ..Session::new(13, TcpState::Established, now) };
+            assert!(matches!(self.ta.insert(&k, self.ta.hash(&k), &s), Insert::Inserted(_)));
+            k
+        }
+
+        /// Packets with TCP flags `flags` on A's session `k` at `now`, from the client
+        /// (`reply` false) or the server, as the workers record them.
+        fn packet(&self, k: &SessionKey, now: u32, flags: u8, reply: bool) {
+            let (slot, s) = self.ta.lookup(k, self.ta.hash(k)).expect("A has it");
+            let state = if reply {
+                TcpState::after_reply(s.state, Some(flags))
+            } else {
+                TcpState::next(Some(s.state), Some(flags))
+            };
+            self.ta.touch(slot, &s, now, state);
+        }
+
+        /// One whole sweep pass of A's table at tick `now` (a slice), and B taking what it sent.
+        fn pass(&mut self, now: u32) {
+            let (ia, ib) = (ServiceIndex::new(&self.sa), ServiceIndex::new(&self.sb));
+            let cell = std::cell::RefCell::new(&mut self.a);
+            let ta = &self.ta;
+            ta.sweep_with(
+                now,
+                0,
+                ta.slot_count(),
+                |k, s| cell.borrow_mut().expired(&ia, k, s, now),
+                |k, s| cell.borrow_mut().live(ta, &ia, 0, k, s, now),
+            );
+            self.a.slice_done(0, now, unix_ms());
+            std::thread::sleep(Duration::from_millis(50));
+            self.b.receive(&self.tb, &ib, now + 4000, unix_ms());
+        }
+
+        /// B's copy of A's session `k` (B numbers the service 7).
+        fn on_b(&self, k: &SessionKey) -> Option<Session> {
+            let kb = SessionKey::flow(k.addr, k.port, 7);
+            self.tb.lookup(&kb, self.tb.hash(&kb)).map(|(_, s)| s)
+        }
+
+        fn sent(&self) -> u64 {
+            self.a.counters.records_sent.load(Relaxed)
+        }
+
+        fn outcome(&self, o: Outcome) -> u64 {
+            let i = Outcome::ALL.iter().position(|x| *x == o).unwrap();
+            self.b.counters.outcomes[i].load(Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_connection_that_ends_is_deleted_on_the_peer_at_the_next_pass_once() {
+        use sluice_dataplane::wire::tcp::{ACK, FIN, RST};
+        let mut p = Pair::new();
+        let now = 1000;
+        // Up 10 s: one ends with FINs both ways, one with a RST, one is half-closed (the
+        // client's FIN; the server may send for hours yet), one goes on.
+        let (fins, rst, half, open) = (
+            p.add(0xc612_0101, now - 150, now),
+            p.add(0xc612_0102, now - 150, now),
+            p.add(0xc612_0103, now - 150, now),
+            p.add(0xc612_0104, now - 150, now),
+        );
+        p.pass(now);
+        assert_eq!(p.outcome(Outcome::Installed), 4);
+        for k in [&fins, &rst, &half, &open] {
+            assert_eq!(p.on_b(k).map(|s| s.state), Some(TcpState::Established));
+        }
+        let sent = p.sent();
+        p.packet(&fins, now + 3, FIN | ACK, false);
+        p.packet(&fins, now + 4, FIN | ACK, true);
+        p.packet(&fins, now + 5, ACK, false);
+        p.packet(&rst, now + 3, RST, true);
+        p.packet(&half, now + 3, FIN | ACK, false);
+        // The next pass (a second on): B's copies of the two ended connections are gone; A
+        // keeps its own until the closing timeouts.
+        p.pass(now + 15);
+        assert_eq!(p.sent(), sent + 2, "two deletes");
+        assert_eq!(p.a.counters.deletes_sent[DeleteReason::Ended as usize].load(Relaxed), 2);
+        assert_eq!(p.outcome(Outcome::Removed), 2);
+        assert!(p.on_b(&fins).is_none() && p.on_b(&rst).is_none());
+        assert!(p.on_b(&half).is_some() && p.on_b(&open).is_some());
+        assert_eq!(p.ta.len(), 4);
+        // Later passes send no second delete, nor an upsert (the refresh at 30 s included).
+        for t in (now + 30..now + 400).step_by(15) {
+            p.pass(t);
+        }
+        assert_eq!(p.sent(), sent + 2 + 2, "the half-closed and the open one's refresh");
+        assert_eq!(p.outcome(Outcome::Installed), 4, "the ended ones are not sent again");
+        // Nor when the sweep expires them (10 s after the RST, 30 s after the last FIN).
+        assert_eq!(p.ta.len(), 3, "the RST one expired");
+        p.pass(now + 5 + session::ticks(31));
+        assert!(p.ta.lookup(&fins, p.ta.hash(&fins)).is_none(), "the FIN one expired");
+        assert_eq!(
+            p.a.counters.deletes_sent[DeleteReason::Expired as usize].load(Relaxed),
+            1,
+            "the half-closed one"
+        );
+        assert_eq!(p.a.counters.deletes_sent[DeleteReason::Ended as usize].load(Relaxed), 2);
+    }
+
+    #[test]
+    fn a_delete_at_the_end_leaves_the_peers_own_session_alone() {
+        use sluice_dataplane::wire::tcp::RST;
+        let mut p = Pair::new();
+        let now = 1000;
+        let k = p.add(0xc612_0201, now - 150, now);
+        // B has a session of its own for the same client and port (made there, live).
+        let kb = SessionKey::flow(k.addr, k.port, 7);
+        let own = Session::new(17, TcpState::Established, 4990);
+        assert!(matches!(p.tb.insert(&kb, p.tb.hash(&kb), &own), Insert::Inserted(_)));
+        p.pass(now);
+        assert_eq!(p.outcome(Outcome::KeptLocal), 1);
+        p.packet(&k, now + 3, RST, false);
+        p.pass(now + 15);
+        assert_eq!(p.a.counters.deletes_sent[DeleteReason::Ended as usize].load(Relaxed), 1);
+        assert_eq!(p.outcome(Outcome::KeptLocal), 2, "the delete kept it too");
+        assert_eq!(p.outcome(Outcome::Removed), 0);
+        assert_eq!(p.on_b(&k), Some(own));
     }
 
     #[test]
@@ -731,7 +963,7 @@ mod tests {
         let mut seen = Vec::new();
         tb.sweep_with(now, 0, tb.slot_count(), |_, _| {}, |k, s| seen.push((*k, *s)));
         for (k, s) in &seen {
-            b.live(&ix, 0, k, s, now);
+            b.live(&tb, &ix, 0, k, s, now);
         }
         for slice in 0..20 {
             b.slice_done(slice, now, unix_ms());
@@ -746,7 +978,7 @@ mod tests {
         // Without a full pass, synced and young sessions stay where they are.
         let sent = b.counters.records_sent.load(Relaxed);
         for (k, s) in &seen {
-            b.live(&ix, 0, k, s, now);
+            b.live(&tb, &ix, 0, k, s, now);
         }
         b.slice_done(1, now, unix_ms());
         assert_eq!(b.counters.records_sent.load(Relaxed), sent);

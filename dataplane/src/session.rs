@@ -9,7 +9,7 @@
 //! w2  key: client address, high 64 bits
 //! w3  key: client port (16) | kind (8) | ident (32: service id)
 //! w4  backend id (32) | created tick (32)
-//! w5  activity: last-seen tick (32) | TCP state (8) | flags (8) | client window (16)
+//! w5  activity: last-seen tick (32) | end synced (1) | TCP state (7) | flags (8) | client window (16)
 //! w6  SYN-proxy deltas: sequence (32) | timestamp (32)
 //! w7  timeout override in ticks (32; 0: by state) | SYN proxy: the client's ISN (32)
 //! ```
@@ -163,13 +163,19 @@ pub enum TcpState {
     NotTcp = 0,
     SynSent = 1,
     Established = 2,
-    /// A FIN was seen.
+    /// The client sent a FIN (all of a close that a `dsr` service's appliance sees).
     Closing = 3,
-    /// A RST was seen.
+    /// A RST was seen (either way).
     Closed = 4,
     /// SYN proxy: the client finished its handshake with the appliance (a valid cookie); the
     /// backend's is under way. Times out as `SynSent`.
     Connecting = 5,
+    /// The server sent a FIN, the client not yet (only where replies pass: `nat`). Times out as
+    /// `Closing`.
+    ServerClosing = 6,
+    /// FINs both ways: the connection is over. Times out as `Closing` (late ACKs and
+    /// retransmissions still reach the backend).
+    Finished = 7,
 }
 
 impl TcpState {
@@ -181,8 +187,20 @@ impl TcpState {
             3 => TcpState::Closing,
             4 => TcpState::Closed,
             5 => TcpState::Connecting,
+            6 => TcpState::ServerClosing,
+            7 => TcpState::Finished,
             _ => TcpState::NotTcp,
         }
+    }
+
+    /// A FIN or a RST was seen, either way.
+    pub fn is_closing(self) -> bool {
+        matches!(self, TcpState::Closing | TcpState::ServerClosing | TcpState::Finished | TcpState::Closed)
+    }
+
+    /// The connection is over: FINs both ways, or a RST.
+    pub fn has_ended(self) -> bool {
+        matches!(self, TcpState::Finished | TcpState::Closed)
     }
 
     /// The state after a packet with `flags` (TCP flag bits; `None` for UDP).
@@ -192,7 +210,11 @@ impl TcpState {
         if f & RST != 0 {
             TcpState::Closed
         } else if f & FIN != 0 {
-            TcpState::Closing
+            match current {
+                Some(TcpState::Closed) => TcpState::Closed,
+                Some(TcpState::ServerClosing | TcpState::Finished) => TcpState::Finished,
+                _ => TcpState::Closing,
+            }
         } else if f & SYN != 0 && f & ACK == 0 {
             match current {
                 Some(TcpState::Established) => TcpState::Established,
@@ -200,7 +222,7 @@ impl TcpState {
             }
         } else {
             match current {
-                Some(s @ (TcpState::Closing | TcpState::Closed)) => s,
+                Some(s) if s.is_closing() => s,
                 _ => TcpState::Established,
             }
         }
@@ -209,13 +231,18 @@ impl TcpState {
 
 impl TcpState {
     /// The state after a packet from the server (NAT sees replies): a RST closes, a FIN starts
-    /// closing, anything else leaves the state as the client's packets made it.
+    /// closing (or finishes, after the client's), anything else leaves the state as the
+    /// client's packets made it.
     pub fn after_reply(current: TcpState, flags: Option<u8>) -> TcpState {
         use crate::wire::tcp::{FIN, RST};
         match flags {
             None => current,
             Some(f) if f & RST != 0 => TcpState::Closed,
-            Some(f) if f & FIN != 0 && current != TcpState::Closed => TcpState::Closing,
+            Some(f) if f & FIN != 0 => match current {
+                TcpState::Closed => TcpState::Closed,
+                TcpState::Closing | TcpState::Finished => TcpState::Finished,
+                _ => TcpState::ServerClosing,
+            },
             Some(_) => current,
         }
     }
@@ -268,6 +295,10 @@ pub struct Session {
     /// SYN proxy: the window field of the client's handshake ACK (for ACKs the appliance
     /// sends the backend on the client's behalf).
     pub client_window: u16,
+    /// Session sync: the connection's end has been sent to the peers (a delete record), so it
+    /// goes once. Set by the control thread (`replace`), kept by the workers' `touch`; a
+    /// touch racing that replace can lose it, and the delete goes again at the next pass.
+    pub end_synced: bool,
 }
 
 impl Session {
@@ -283,6 +314,7 @@ impl Session {
             timeout: 0,
             client_isn: 0,
             client_window: 0,
+            end_synced: false,
         }
     }
 
@@ -300,16 +332,20 @@ impl Session {
             backend: w[0] as u32,
             created: (w[0] >> 32) as u32,
             last_seen: w[1] as u32,
-            state: TcpState::from_u8((w[1] >> 32) as u8),
+            state: TcpState::from_u8((w[1] >> 32) as u8 & !END_SYNCED),
             flags: (w[1] >> 40) as u8,
             seq_delta: w[2] as u32,
             ts_delta: (w[2] >> 32) as u32,
             timeout: w[3] as u32,
             client_isn: (w[3] >> 32) as u32,
             client_window: (w[1] >> 48) as u16,
+            end_synced: (w[1] >> 32) as u8 & END_SYNCED != 0,
         }
     }
 }
+
+/// The bit of the activity word's state byte that holds [`Session::end_synced`].
+const END_SYNCED: u8 = 0x80;
 
 /// Whether two keys' words are equal, compared in registers. (`==` on the arrays compiled to
 /// 16-byte loads of words just stored one by one, which the CPU cannot forward from the
@@ -319,11 +355,13 @@ fn same_key(a: &[u64; 3], b: &[u64; 3]) -> bool {
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) == 0
 }
 
-/// The activity word: last-seen and state as given, flags and client window as in `s`.
+/// The activity word: last-seen and state as given, flags, client window and end-synced as in
+/// `s`.
 #[inline]
 fn activity(last_seen: u32, state: TcpState, s: &Session) -> u64 {
+    let end = if s.end_synced { END_SYNCED } else { 0 };
     u64::from(last_seen)
-        | u64::from(state as u8) << 32
+        | u64::from(state as u8 | end) << 32
         | u64::from(s.flags) << 40
         | u64::from(s.client_window) << 48
 }
@@ -345,7 +383,7 @@ impl Default for Timeouts {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct TimeoutTicks([u32; 6]);
+struct TimeoutTicks([u32; 8]);
 
 impl TimeoutTicks {
     fn new(t: &Timeouts) -> TimeoutTicks {
@@ -356,6 +394,8 @@ impl TimeoutTicks {
             ticks(t.tcp_closing),
             ticks(t.tcp_closed),
             ticks(t.tcp_syn),
+            ticks(t.tcp_closing),
+            ticks(t.tcp_closing),
         ])
     }
 
@@ -1253,10 +1293,15 @@ mod tests {
             timeout: 44,
             client_isn: 0xfedc_ba98,
             client_window: 0xfffe,
+            end_synced: false,
         };
         assert_eq!(Session::from_words(s.words()), s);
         let p = Session { state: TcpState::Connecting, flags: 0xff, ..s };
         assert_eq!(Session::from_words(p.words()), p);
+        for state in [TcpState::Finished, TcpState::NotTcp] {
+            let e = Session { state, end_synced: true, ..s };
+            assert_eq!(Session::from_words(e.words()), e);
+        }
     }
 
     #[test]
@@ -1350,6 +1395,60 @@ mod tests {
         assert_eq!(TcpState::next(Some(Established), Some(RST)), Closed);
         assert_eq!(TcpState::next(None, Some(ACK)), Established, "mid-flow: established");
         assert_eq!(TcpState::next(None, None), TcpState::NotTcp);
+    }
+
+    /// A FIN each way ends a connection, in either order; one FIN (twice) does not; a RST ends
+    /// it from any state and stays; the last ACK changes nothing.
+    #[test]
+    fn fins_both_ways_or_a_rst_end_a_connection() {
+        use crate::wire::tcp::{ACK, FIN, RST};
+        use TcpState::*;
+        let (client, server) = (|s, f| TcpState::next(Some(s), Some(f)), TcpState::after_reply);
+        assert_eq!(server(Established, Some(FIN | ACK)), ServerClosing);
+        assert_eq!(server(ServerClosing, Some(FIN | ACK)), ServerClosing, "the server's FIN again");
+        assert_eq!(client(ServerClosing, ACK), ServerClosing, "the client still sends");
+        assert_eq!(client(ServerClosing, FIN | ACK), Finished);
+        assert_eq!(client(Closing, FIN | ACK), Closing, "the client's FIN again");
+        assert_eq!(server(Closing, Some(ACK)), Closing, "the server still sends");
+        assert_eq!(server(Closing, Some(FIN | ACK)), Finished);
+        assert_eq!(client(Finished, ACK), Finished);
+        assert_eq!(server(Finished, Some(ACK)), Finished);
+        assert_eq!(client(Finished, RST), Closed);
+        assert_eq!(server(Established, Some(RST)), Closed);
+        assert_eq!(client(Closed, FIN | ACK), Closed);
+        assert_eq!(server(Closed, Some(FIN | ACK)), Closed);
+        let ended: Vec<TcpState> = (0..=7).map(TcpState::from_u8).filter(|s| s.has_ended()).collect();
+        assert_eq!(ended, [Closed, Finished]);
+        let closing: Vec<TcpState> = (0..=7).map(TcpState::from_u8).filter(|s| s.is_closing()).collect();
+        assert_eq!(closing, [Closing, Closed, ServerClosing, Finished]);
+        assert_eq!((0..=7).map(|v| TcpState::from_u8(v) as u8).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// The end-synced mark lives beside the state: packets that change the state or refresh
+    /// last-seen keep it, and it never reads as a state.
+    #[test]
+    fn the_end_synced_mark_survives_touches() {
+        let t = SessionTable::new(100, Timeouts::default(), 1);
+        let (k, h) = (key(5), t.hash(&key(5)));
+        let Insert::Inserted(i) = t.insert(&k, h, &Session::new(3, TcpState::Finished, 10)) else { panic!() };
+        let marked = t.replace(i, &k, |s| Some(Session { end_synced: true, ..*s })).unwrap();
+        assert_eq!(t.lookup(&k, h).unwrap().1, marked);
+        t.touch(i, &marked, 50, TcpState::Closed);
+        let (_, s) = t.lookup(&k, h).unwrap();
+        assert_eq!((s.state, s.last_seen, s.end_synced), (TcpState::Closed, 50, true));
+        // Ended sessions time out as closing ones did: Finished as Closing, Closed as before.
+        let to = Timeouts { tcp_closing: 7, tcp_closed: 3, ..Timeouts::default() };
+        let ticks_of = TimeoutTicks::new(&to);
+        let of = |state| ticks_of.of(&Session { end_synced: true, ..Session::new(1, state, 0) });
+        assert_eq!(
+            [
+                of(TcpState::Closing),
+                of(TcpState::ServerClosing),
+                of(TcpState::Finished),
+                of(TcpState::Closed)
+            ],
+            [ticks(7), ticks(7), ticks(7), ticks(3)]
+        );
     }
 
     #[test]

@@ -315,7 +315,7 @@ fn the_whole_connection_through_the_proxy() {
     assert_eq!(a.opts.timestamps, Some((C_TS + 3, B_TS + 7)));
     assert_eq!(a.window, 501, "the client's windows are already in the backend's scale");
 
-    // FIN from the client, FIN-ACK back: translated like the rest, and the session closes.
+    // FIN from the client, FIN-ACK back: translated like the rest, and the session is over.
     let (_, out) = r.run(
         0,
         &client(C_ISN.wrapping_add(1 + sent), cookie.wrapping_add(1 + rlen), FIN | ACK, 501, &[], b""),
@@ -328,7 +328,7 @@ fn the_whole_connection_through_the_proxy() {
     );
     let f = to_client(&out);
     assert_eq!((f.flags, f.seq), (FIN | ACK, cookie.wrapping_add(1 + rlen)));
-    assert_eq!(r.session().unwrap().state, TcpState::Closing);
+    assert_eq!(r.session().unwrap().state, TcpState::Finished);
 }
 
 /// A proxied connection's 4-tuple comes round again while its session lives (the client lost

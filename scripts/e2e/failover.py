@@ -155,15 +155,16 @@ def stream_sessions(lab, sluicectl, gw):
     return sessions_of(lab, sluicectl, gw, "stream-nat") + sessions_of(lab, sluicectl, gw, "stream-proxied")
 
 
-def spawn_streams(lab, fam, count, seconds, log="stream"):
+def spawn_streams(lab, fam, count, seconds, log="stream", args=()):
     """`count` stream clients, alternating between the NAT and the SYN-proxied VIP and (by
-    twos) between the clients: [(i, vip, client namespace, process)]."""
+    twos) between the clients, with `args` for stream_client.py besides: [(i, vip, client
+    namespace, process)]."""
     streams = []
     for i in range(count):
         vip = fam.nat_vip if i % 2 == 0 else fam.proxied_vip
         cli = "cli1" if i % 4 < 2 else "cli2"
         p = lab.spawn(cli, [sys.executable, str(CLIENT), "--host", vip, "--port", str(STREAM_PORT),
-                            "--seconds", str(seconds)], f"{log}-{i}.log")
+                            "--seconds", str(seconds), *args], f"{log}-{i}.log")
         streams.append((i, vip, cli, p))
     return streams
 

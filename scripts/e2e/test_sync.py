@@ -3,16 +3,18 @@ failover.py's failover (two appliances announcing the VIPs over BGP and BFD to t
 ECMP routes; long-lived streams to a NAT VIP and a SYN-proxied VIP and silent downloads
 carry on through B when A, which carried some of them, is killed); then a forged and a
 replayed sync message change nothing on B; a restarted A rejoins with B's sessions before it
-announces, and a second failover (B killed) keeps them.
+announces, connections that end leave no copy on the other appliance, and a second failover
+(B killed) keeps them.
 """
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import failover
 import lab as labmod
-from failover import SYNC_PORT, V4, spawn_streams, stream_result
+from failover import SYNC_PORT, V4, client_ports, spawn_streams, stream_result, stream_sessions
 from lab import VIP_A
 
 
@@ -72,9 +74,9 @@ def test_a_restarted_appliance_rejoins_with_the_sessions_and_a_second_failover_k
     """After the first test A is dead and B carries everything. A restarts: it asks B for every
     session, announces its VIPs only once B's full copy is in (the router then moves part of
     the flows back to A, which knows them), and when B dies in turn, the same streams go on
-    through A."""
+    through A. Meanwhile, short streams that end while both live leave no copy behind."""
     lab = pair_lab
-    seconds = 40
+    seconds = 55
     streams = spawn_streams(lab, V4, 8, seconds, log="rejoin-stream")
     time.sleep(7)   # older than sync.after: B would sync them, but A is not there to hear it
 
@@ -97,6 +99,7 @@ def test_a_restarted_appliance_rejoins_with_the_sessions_and_a_second_failover_k
     time.sleep(3)
     hits_a = labmod.metrics(lab, "gw")["sluice_session_hits_total"]
     assert hits_a > 0, "the router moved flows back to A, which knew them"
+    ended_connections_leave_no_copy(lab, sluiced)
 
     # B dies: every stream goes on through A.
     t0 = time.time()
@@ -111,3 +114,92 @@ def test_a_restarted_appliance_rejoins_with_the_sessions_and_a_second_failover_k
         if not r["ok"]:
             failed.append(r)
     assert not failed, failed
+
+
+
+
+def ended_connections_leave_no_copy(lab, sluiced, count=12, seconds=9):
+    """Short streams through both appliances, older than sync.after, half ending with a FIN
+    each way (the client closes), half with a RST (the client aborts). Each one's session is
+    synced to the appliance that does not carry it; once it has ended, that copy is gone
+    within 3 s while the carrier keeps its own (for late packets, its closing timeout): the
+    delete came at the end, not when the carrier's sweep expired the session. Except: the
+    server's FIN of a flow older than 5 s comes back by the cluster address, which the router
+    may give to the other appliance; then neither sees both FINs, and the other's copy, having
+    seen the server's, is closing (`ServerClosing`) and times out by itself. (In the runs the
+    router sent some streams' packets to both appliances, a few of 12, for reasons not looked
+    into: one moved before sync's 5 s has a session of its own on both and is left out; one
+    moved after it ends on the other's synced copy, which tells nobody (synced sessions are
+    not sent on), so its carrier saw no end, and there is nothing to check.)"""
+    sluicectl = Path(sluiced).parent / "sluicectl"
+    other = {"gw": "gw2", "gw2": "gw"}
+    listing = lambda: {gw: stream_sessions(lab, sluicectl, gw) for gw in other}
+    deletes = lambda: sum(labmod.metrics(lab, gw).get('sluice_sync_deletes_sent_total{reason="ended"}', 0)
+                          for gw in other)
+    before, deletes_before = set().union(*(client_ports(x) for x in listing().values())), deletes()
+    streams = (spawn_streams(lab, V4, count // 2, seconds, log="fin-stream")
+               + spawn_streams(lab, V4, count // 2, seconds, log="rst-stream", args=["--reset"]))
+    t0 = time.time()
+
+    def carriers():
+        """The new streams' (client, port): those with a session of their own on one
+        appliance and a synced copy on the other, with the one that carries them; and those
+        with one of their own on both."""
+        now = listing()
+        own = {gw: client_ports(now[gw], own=True) - before for gw in other}
+        synced = {gw: client_ports(now[gw]) - own[gw] - before for gw in other}
+        return {c: gw for gw in other for c in own[gw] & synced[other[gw]]}, own["gw"] & own["gw2"], now
+
+    found, moved, now = carriers()
+    while len(found) + len(moved) < count and time.time() - t0 < seconds - 0.5:
+        time.sleep(0.2)
+        found, moved, now = carriers()
+    if len(found) + len(moved) < count or moved:
+        print(f"{time.time() - t0:.1f} s after the streams began: carried {found}, moved {moved}; sessions:")
+        for gw, x in now.items():
+            print(f"{gw}:\n{x}")
+    assert len(found) + len(moved) == count, (found, moved)
+    reset = set()
+    for n, (i, vip, cli, p) in enumerate(streams):
+        r = stream_result(p, seconds + 60)
+        assert r["ok"], (i, vip, r)
+        if n >= count // 2:
+            reset.add((V4.clients[int(cli[-1]) - 1], str(r["local_port"])))
+    reset &= set(found)
+    ended = time.time()
+    time.sleep(0.5)   # the last RSTs and ACKs reach the appliances
+
+    def states():
+        """Per ended stream: its carrier's own session's state and the other appliance's
+        copy's (None: gone)."""
+        now = listing()
+        def state(listing, c, own=False):
+            for line in listing.splitlines():
+                if client_ports(line, own) == {c}:
+                    return line.split()[4]
+            return None
+        return {c: (state(now[gw], c, own=True), state(now[other[gw]], c)) for c, gw in found.items()}, now
+
+    def settled(s):
+        """The carrier saw the end (a FIN each way, or a RST): the copy is gone. It saw the
+        client's FIN only: the server's went to the other appliance, whose copy is closing.
+        Otherwise the flow moved to the other appliance after sync, which carried it on its
+        copy: no end here, nothing to check."""
+        return all(copy is None if own in ("Finished", "Closed") else own != "Closing" or copy == "ServerClosing"
+                   for own, copy in s.values())
+
+    s, now = states()
+    while not settled(s) and time.time() - ended < 3:
+        time.sleep(0.1)
+        s, now = states()
+    seen = {c for c, (own, _) in s.items() if own in ("Finished", "Closed")}
+    split = {c for c, (own, _) in s.items() if own == "Closing"}
+    print(f"ended streams, {time.time() - ended:.1f} s after the last: {len(seen)} ended where they began, "
+          f"{len(seen & reset)} of them by a RST, and no copy of them is left on the other appliance; "
+          f"{len(split)} whose server FIN went to the other appliance (its copy closing); "
+          f"{len(found) - len(seen) - len(split)} carried on by the other after sync; {len(moved)} moved before")
+    if not settled(s):
+        print(s, now)
+    assert settled(s), s
+    assert seen & reset and seen - reset, ("no stream ended by a RST, or none by FINs, where it began", s)
+    assert deletes() - deletes_before >= len(seen), (deletes_before, deletes(), seen)

@@ -40,7 +40,7 @@ impl Sweeper {
                     self.cursor,
                     chunk,
                     |k, x| cell.borrow_mut().expired(&ix, k, x, now),
-                    |k, x| cell.borrow_mut().live(&ix, slice, k, x, now),
+                    |k, x| cell.borrow_mut().live(table, &ix, slice, k, x, now),
                 );
                 syncer.slice_done(slice, now, peers::unix_ms());
                 syncer.receive(table, &ix, now, peers::unix_ms());

@@ -86,7 +86,7 @@ fn proxy_turn<F: Frame>(
         Some((slot, s))
             if svc.synproxy_mss.is_some()
                 && fresh_syn
-                && (matches!(s.state, TcpState::Closing | TcpState::Closed)
+                && (s.state.is_closing()
                     || (s.flags & PROXIED != 0
                         && segment::read(frame.data(), p.l2()).map(|g| g.seq) != Ok(s.client_isn))) =>
         {
@@ -111,8 +111,8 @@ fn existing(
     now: u32,
 ) -> Result<Option<Chosen>, FromClient> {
     let table = cx.sessions;
-    let fresh_syn = p.tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK) == tcp::SYN)
-        && matches!(s.state, TcpState::Closing | TcpState::Closed);
+    let fresh_syn =
+        p.tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK) == tcp::SYN) && s.state.is_closing();
     if fresh_syn {
         table.remove(slot, &p.session_key());
         return Ok(None);

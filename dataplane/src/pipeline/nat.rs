@@ -284,7 +284,7 @@ fn icmp_to_client_v4(b: &mut [u8], vip: Ipv4Addr, port: u16) -> Result<(), DropR
 /// live state beats a closing one.
 fn session_of<'a>(cx: &Ctx<'a>, r: &Reply) -> Option<Found<'a>> {
     let snap = cx.snap;
-    let rank = |s: &Session| (s.created, !matches!(s.state, TcpState::Closing | TcpState::Closed));
+    let rank = |s: &Session| (s.created, !s.state.is_closing());
     let mut found: Option<Found<'a>> = None;
     for &si in snap.nat_services(r.vpc, Addr::from(r.backend), r.bport, r.protocol) {
         let Some(svc) = snap.services.get(usize::from(si)) else { continue };
