@@ -9,7 +9,9 @@ session), and `round_robin` (whose choice a new process would not repeat). sluic
 with SIGTERM and started again, then killed with SIGKILL and started again: every stream goes
 on with no reset and no lost byte. Each outage is printed: from the old process's end to the
 new one's "running" line, and the longest any stream waited for its echo (TCP retransmission
-backs off, so a stream waits longer than the outage itself).
+backs off, so a stream waits longer than the outage itself). Then a region of another layout
+is named and replaced, and a restart on a config without one of a service's backends ends that
+backend's connections only.
 """
 import json
 import signal
@@ -143,3 +145,50 @@ def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
     # And the new region works: a connection through it.
     r = lab.run_in("cli1", ["curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", f"http://{VIP_A}/"])
     assert r.stdout == "200", (r.stdout, r.stderr)
+
+
+def rr_sessions(lab, sluiced):
+    """stream-rr's sessions as the appliance lists them: {client port: VM address}."""
+    sluicectl = Path(sluiced).parent / "sluicectl"
+    r = subprocess.run([str(sluicectl), "--socket", str(lab.admin_socket), "sessions", "--service", "stream-rr",
+                        "--limit", "100"], text=True, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    on = {}
+    for line in r.stdout.splitlines():
+        words = line.split()
+        client_port = next((w.rsplit(":", 1)[1] for w in words if w.startswith("198.18.1.")), None)
+        vm = next((w.rsplit(":", 1)[0] for w in words if w.startswith("192.0.2.")), None)
+        if client_port and vm:
+            on[client_port] = vm
+    return on
+
+
+def test_a_restart_on_a_config_without_a_backend_ends_only_its_sessions(restart_lab, sluiced):
+    lab = restart_lab
+    client = Path(__file__).resolve().parent.parent / "stream_client.py"
+    before = rr_sessions(lab, sluiced)
+    # round_robin alternates: two streams on each VM.
+    streams = [lab.spawn("cli1", [sys.executable, str(client), "--host", VIP_A, "--port", str(RR_PORT),
+                                  "--seconds", "20"], f"removal-stream-{i}.log") for i in range(4)]
+    time.sleep(3)
+    # Each stream's VM, by its client port, from the sessions the appliance lists (the earlier
+    # test's, still closing, left out).
+    on = {port: vm for port, vm in rr_sessions(lab, sluiced).items() if port not in before}
+    assert sorted(on.values()) == ["192.0.2.10", "192.0.2.10", "192.0.2.11", "192.0.2.11"], on
+    # The next config: stream-rr without the VM at 192.0.2.11 (its sessions: on_backend_removed,
+    # remap by default: the next packet goes to the other VM, which resets the connection).
+    text = lab.restart_config.read_text()
+    rr = text.index("  - name: stream-rr")
+    gone = f"      - {{ address: 192.0.2.11, port: {PORT}, host: 198.19.0.12 }}\n"
+    assert gone in text[rr:]
+    lab.restart_config.write_text(text[:rr] + text[rr:].replace(gone, "", 1))
+    lab.gw.send_signal(signal.SIGTERM)
+    lab.gw.wait(timeout=30)
+    lab.gw.log_path.rename(lab.run_dir / "sluiced-before-removal.log")
+    lab.gw = lab.start_sluiced(sluiced, lab.restart_config)
+    for p in streams:
+        p.wait(timeout=90)
+        r = json.loads(p.log_path.read_text().strip().splitlines()[-1])
+        vm = on.get(str(r["local_port"]))
+        print(f"stream from port {r['local_port']} on {vm}: {'ok' if r['ok'] else r['error']}")
+        assert r["ok"] == (vm == "192.0.2.10"), (vm, r)
