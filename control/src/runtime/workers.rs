@@ -11,7 +11,7 @@ use sluice_dataplane::region::Region;
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
-use sluice_dataplane::synproxy::SynProxy;
+use sluice_dataplane::synproxy::{HoldPool, SynProxy};
 use sluice_dataplane::worker::Worker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,10 +48,10 @@ impl Shared {
     /// the table takes over the sessions there.
     pub(super) fn new(config: &Config, seed: u64, region: Option<Arc<Region>>) -> Result<Shared, String> {
         let epoch = super::persist::epoch(region.as_deref())?;
-        let (sessions, cookie) = match region {
+        let (sessions, cookie) = match &region {
             Some(r) => {
                 let cookie = r.cookie();
-                let t = SessionTable::in_region(Arc::clone(&r), config.session_capacity, config.timeouts);
+                let t = SessionTable::in_region(Arc::clone(r), config.session_capacity, config.timeouts);
                 let found = t.recover();
                 info!(
                     "session region {}: {} session(s) taken over, {} torn one(s) discarded",
@@ -69,10 +69,16 @@ impl Shared {
             Some(keys) => keys,
             None => (random_words()?, [random_words()?, random_words()?]),
         };
-        let proxy = Arc::new(SynProxy::new(base, slots));
-        if let Some(r) = sessions.region() {
-            r.store_cookie(proxy.keys.words());
-        }
+        let proxy = Arc::new(match &region {
+            Some(r) => {
+                let (hold, kept) = HoldPool::in_region(Arc::clone(r));
+                info!("session region {}: {kept} held SYN-proxy segment(s) kept", r.path().display());
+                let proxy = SynProxy::with_hold(base, slots, hold);
+                r.store_cookie(proxy.keys.words());
+                proxy
+            }
+            None => SynProxy::new(base, slots),
+        });
         info!(
             "session table: {} sessions, {} slots, {} MiB",
             config.session_capacity,
