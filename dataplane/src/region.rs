@@ -378,6 +378,16 @@ pub fn inspect(path: &Path, slots: u64) -> Result<Option<Result<Header, Mismatch
     Ok(Some(found))
 }
 
+/// The identity map in the region file at `path`, read without mapping it (a tool's look at
+/// the region of a running or stopped sluiced): `None` if neither copy is whole.
+pub fn inspect_ids(path: &Path) -> Result<Option<IdMap>, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut areas = vec![0u8; 2 * IDS_BYTES];
+    file.read_exact_at(&mut areas, HEADER_BYTES as u64).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(read_ids(&areas))
+}
+
 impl Region {
     /// Opens the region at `path` for a table of `slots` slots: attaches to the one there if
     /// [`inspect`] finds it usable, else (unless `fresh_allowed` is false, then the mismatch is

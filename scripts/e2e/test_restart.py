@@ -140,6 +140,8 @@ def test_streams_of_every_kind_survive_sigterm_and_sigkill(restart_lab, sluiced)
         outages[sig.name], _ = restart(lab, sluiced, sig)
         taken = [l for l in lab.gw.log_path.read_text().splitlines() if "taken over" in l]
         assert taken and int(taken[0].split("session region")[1].split(": ")[1].split()[0]) >= len(streams), taken
+        status = sluicectl(lab, sluiced, "status").stdout
+        assert f"session region {lab.region} (layout " in status and ": attached at start, " in status, status
         time.sleep(8)
     results = []
     for kind, p in streams:
@@ -155,6 +157,19 @@ def test_streams_of_every_kind_survive_sigterm_and_sigkill(restart_lab, sluiced)
     assert all(r["received"] > 100_000 for _, r in results), "every stream ran through both restarts"
 
 
+def sluicectl(lab, sluiced, *args):
+    r = subprocess.run([str(Path(sluiced).parent / "sluicectl"), "--socket", str(lab.admin_socket), *args],
+                       text=True, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def upgrade_check(sluiced, config):
+    """`sluiced upgrade-check CONFIG`: (exit code, what it printed)."""
+    r = subprocess.run([sluiced, "upgrade-check", str(config)], text=True, capture_output=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
 def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
     lab = restart_lab
     lab.gw.send_signal(signal.SIGTERM)
@@ -163,6 +178,9 @@ def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
     # (hugetlbfs files take no write(): through a mapping of the first page.)
     with open(lab.region, "r+b") as f, mmap.mmap(f.fileno(), 2 << 20) as m:
         m[8:12] = (999).to_bytes(4, "little")
+    code, said = upgrade_check(sluiced, lab.restart_config)
+    print(said)
+    assert code == 1 and "layout version 999, this binary's is " in said, said
     lab.gw.log_path.rename(lab.run_dir / "sluiced-before-layout.log")
     lab.gw = lab.start_sluiced(sluiced, lab.restart_config)
     lines = [l for l in lab.gw.log_path.read_text().splitlines() if "session region" in l]
@@ -176,10 +194,7 @@ def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
 
 def rr_sessions(lab, sluiced):
     """stream-rr's sessions as the appliance lists them: {client port: VM address}."""
-    sluicectl = Path(sluiced).parent / "sluicectl"
-    r = subprocess.run([str(sluicectl), "--socket", str(lab.admin_socket), "sessions", "--service", "stream-rr",
-                        "--limit", "100"], text=True, capture_output=True, timeout=30)
-    assert r.returncode == 0, r.stderr
+    r = sluicectl(lab, sluiced, "sessions", "--service", "stream-rr", "--limit", "100")
     on = {}
     for line in r.stdout.splitlines():
         words = line.split()
@@ -209,6 +224,11 @@ def test_a_restart_on_a_config_without_a_backend_ends_only_its_sessions(restart_
     gone = f"      - {{ address: 192.0.2.11, port: {PORT}, host: 198.19.0.12 }}\n"
     assert gone in text[rr:]
     lab.restart_config.write_text(text[:rr] + text[rr:].replace(gone, "", 1))
+    # What the operator checks first: the new config keeps the region, all but that backend.
+    code, said = upgrade_check(sluiced, lab.restart_config)
+    print(said)
+    assert code == 0 and "a restart keeps its connections" in said, said
+    assert f"backend 192.0.2.11:{PORT} of service tcp {VIP_A}:{RR_PORT} (its sessions follow" in said, said
     lab.gw.send_signal(signal.SIGTERM)
     lab.gw.wait(timeout=30)
     lab.gw.log_path.rename(lab.run_dir / "sluiced-before-removal.log")

@@ -6,6 +6,8 @@
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
 //!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
 //!                             the backend any appliance running FILE picks for that flow
+//!   sluiced upgrade-check FILE  with the binary about to be installed: whether a restart on
+//!                             FILE keeps the connections in its session region
 //!
 //! Built without the `dpdk` feature, sluiced checks and simulates but does not run.
 
@@ -53,6 +55,11 @@ enum Command {
         /// VIP ADDRESS:PORT
         destination: String,
     },
+    /// Run with the binary about to be installed: whether a restart of sluiced on a config
+    /// with this binary keeps the connections in the session region the config names (exit 0)
+    /// or not (1), which services and backends of the region the config no longer names, and
+    /// the upgrade procedure. Only reads the region.
+    UpgradeCheck { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
         (Some(Command::Which { file, protocol, source, destination }), _) => {
             which(&file, &protocol, &source, &destination)
         }
+        (Some(Command::UpgradeCheck { file }), _) => upgrade_check(&file),
         (None, Some(path)) => {
             let flags = RunFlags {
                 stats_interval: cli.stats_interval,
@@ -103,6 +111,28 @@ fn check(file: &Path) -> ExitCode {
         c.worker_cores.len()
     );
     ExitCode::SUCCESS
+}
+
+/// `sluiced upgrade-check FILE`.
+fn upgrade_check(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match sluice_control::upgrade::check(&config, &file.display().to_string()) {
+        Ok(v) => {
+            print!("{}", v.text);
+            if v.keeps {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sluiced upgrade-check: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `sluiced which FILE PROTOCOL SOURCE DESTINATION`.
