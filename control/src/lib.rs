@@ -16,6 +16,8 @@ pub mod labels;
 pub mod locate;
 #[cfg(feature = "dpdk")]
 pub mod metrics;
+#[cfg(feature = "dpdk")]
+pub mod metrics_server;
 pub mod peers;
 pub mod readfile;
 pub mod report;
