@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bird;
 pub mod bird_config;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod ids;
