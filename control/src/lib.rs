@@ -17,6 +17,8 @@ pub mod labels;
 pub mod locate;
 #[cfg(feature = "dpdk")]
 pub mod metrics;
+#[cfg(feature = "dpdk")]
+pub mod notify;
 pub mod peers;
 pub mod readfile;
 pub mod report;
