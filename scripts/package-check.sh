@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian package as it would be installed: builds it (scripts/package.sh), unpacks it
 # (dpkg-deb -x) and checks, from the unpacked tree:
-#   - its Depends name the DPDK libraries sluiced links;
+#   - its Depends name the packages of the DPDK libraries sluiced links and of DPDK's mempool
+#     driver;
 #   - every pipeline in pipelines/ is shipped, and the package's own sluiced checks each;
 #   - every file of control/monitoring/, if there is one, is shipped under /usr/share/sluice;
 #   - systemd-analyze verify accepts its units, with the unpacked tree as root (their ExecStart
@@ -21,6 +22,17 @@ fail() {
     exit 1
 }
 
+missing=()
+for tool in man:man-db systemd-analyze:systemd dpkg-deb:dpkg readelf:binutils; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "== apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 if [[ $# -ge 1 ]]; then
     deb=$1
 else
@@ -35,9 +47,17 @@ commands=(sluiced sluicectl sluice-agent)
 
 echo "== $deb: Depends"
 depends=$(dpkg-deb -f "$deb" Depends)
-grep -q 'librte-eal' <<<"$depends" || fail "Depends names no DPDK library: $depends"
 for c in "${commands[@]}"; do
     [[ -x $root/usr/bin/$c ]] || fail "no executable usr/bin/$c"
+done
+# The packages of the DPDK libraries sluiced links, and of the mempool driver EAL loads.
+needed=(librte-mempool-ring23)
+for lib in $(readelf -d "$root/usr/bin/sluiced" | sed -n 's/.*(NEEDED).*\[\(librte_.*\)\]/\1/p'); do
+    needed+=("$(dpkg -S "*/$lib" | head -n 1 | cut -d: -f1)")
+done
+[[ ${#needed[@]} -gt 1 ]] || fail "the package's sluiced links no DPDK library"
+for p in "${needed[@]}"; do
+    grep -qE "(^|, )$p( |,|$)" <<<"$depends" || fail "Depends does not name $p: $depends"
 done
 
 echo "== the package's sluiced checks the shipped pipelines"

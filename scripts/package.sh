@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 if ! command -v dpkg-shlibdeps >/dev/null; then
     echo "== apt-get install dpkg-dev (dpkg-shlibdeps: the package's dependencies)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
 fi
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "== cargo install cargo-deb"
