@@ -32,12 +32,24 @@ fn completion_path(out: &Path, shell: Shell, name: &str) -> PathBuf {
     out.join("completions").join(shell.to_string()).join(file)
 }
 
+/// Writes the man page of `cmd` (built) and of each of its subcommands into `dir`, each footed
+/// with the package's name and version (clap_mangen's own would give a subcommand's name only).
+fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(sub, dir)?;
+    }
+    let source = concat!("sluice ", env!("CARGO_PKG_VERSION"));
+    clap_mangen::Man::new(cmd.clone()).source(source).generate_to(dir).map(|_| ())
+}
+
 /// Writes `cmd`'s man pages (one per subcommand too) and its bash, zsh and fish completions.
 fn generate(cmd: clap::Command, out: &Path) -> Result<(), String> {
     let name = cmd.get_name().to_string();
     let man = out.join("man");
     std::fs::create_dir_all(&man).map_err(|e| format!("{}: {e}", man.display()))?;
-    clap_mangen::generate_to(cmd.clone(), &man).map_err(|e| format!("{name}'s man pages: {e}"))?;
+    let mut built = cmd.clone().disable_help_subcommand(true);
+    built.build();
+    man_pages(&built, &man).map_err(|e| format!("{name}'s man pages: {e}"))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let path = completion_path(out, shell, &name);
         let write = || -> std::io::Result<()> {
