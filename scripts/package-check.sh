@@ -4,6 +4,10 @@
 #   - its Depends name the packages of the DPDK libraries sluiced links and of DPDK's mempool
 #     driver;
 #   - every pipeline in pipelines/ is shipped, and the package's own sluiced checks each;
+#   - the package's sluiced, run on a net_null port with a socket standing for systemd's
+#     NOTIFY_SOCKET (scripts/package-ready.py), sends READY=1 once its worker runs and its admin
+#     socket answers, applies its file on `sluicectl apply` (the unit's reload) and refuses a
+#     broken one, and sends STOPPING=1 on SIGTERM;
 #   - every file of control/monitoring/, if there is one, is shipped under /usr/share/sluice;
 #   - systemd-analyze verify accepts its units, with the unpacked tree as root (their ExecStart
 #     and ExecReload binaries where the units name them, the host's systemd units and BIRD
@@ -67,6 +71,9 @@ for p in pipelines/*.yaml; do
     [[ -f $shipped ]] || fail "$p is not shipped (no ${shipped#"$root"})"
     "$root/usr/bin/sluiced" check "$shipped" || fail "sluiced check ${shipped#"$root"} failed"
 done
+
+echo "== the package's sluiced under a stand-in for systemd (READY=1, reload, STOPPING=1)"
+python3 scripts/package-ready.py "$root" "$work" || fail "sluiced's systemd protocol (above)"
 
 if [[ -d control/monitoring ]]; then
     echo "== the monitoring files"
