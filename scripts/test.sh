@@ -15,6 +15,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== DPDK-free tools (sluicectl, sluiced check/which)"
 scripts/nodpdk-check.sh
+echo "== monitoring: Prometheus rules (promtool check and test), Grafana dashboard"
+scripts/monitoring-check.sh
 echo "== fuzz targets compile (running them: dataplane/fuzz/run.sh)"
 cargo check --quiet --manifest-path dataplane/fuzz/Cargo.toml --bins
 cargo check --quiet --manifest-path control/fuzz/Cargo.toml --bins

@@ -8,8 +8,19 @@ use sluice_dataplane::flow::Addr;
 use sluice_dataplane::region::IdMap;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::snapshot::{BackendSpec, Protocol, ServiceSpec, SnapshotSpec};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+
+/// What [`Registry::not_in`] finds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub services: Vec<(IpAddr, u16, u8)>,
+    pub backends: Vec<((IpAddr, u16, u8), IpAddr, u16)>,
+    /// Of the registry's (services, backends), how many the spec names.
+    pub named: (usize, usize),
+    /// The registry's (services, backends).
+    pub of: (usize, usize),
+}
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -99,6 +110,39 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The services and backends this registry has ids for that `spec` does not name (as
+    /// `sluiced upgrade-check` reports them): a removed service's (VIP, port, protocol
+    /// number); a removed backend's service identity, address and NAT port (0: none), for
+    /// the services `spec` keeps (a removed service's backends go with it).
+    pub fn not_in(&self, spec: &SnapshotSpec) -> Removed {
+        let services: HashSet<_> = spec.services.iter().map(service_key).collect();
+        let by_id: HashMap<u16, (IpAddr, u16, u8)> = self.services.iter().map(|(k, &id)| (id, *k)).collect();
+        let backends: HashSet<_> = spec
+            .services
+            .iter()
+            .filter_map(|s| self.services.get(&service_key(s)).map(|&id| (id, s)))
+            .flat_map(|(id, s)| s.backends.iter().map(move |b| backend_key(id, b)))
+            .collect();
+        let mut out = Removed {
+            named: (
+                self.services.keys().filter(|k| services.contains(k)).count(),
+                self.backends.keys().filter(|k| backends.contains(k)).count(),
+            ),
+            of: (self.services.len(), self.backends.len()),
+            services: self.services.keys().filter(|k| !services.contains(k)).copied().collect(),
+            backends: self
+                .backends
+                .keys()
+                .filter(|k| !backends.contains(k))
+                .filter_map(|&(s, addr, port)| by_id.get(&s).map(|&service| (service, addr, port)))
+                .filter(|(service, _, _)| services.contains(service))
+                .collect(),
+        };
+        out.services.sort();
+        out.backends.sort();
+        out
     }
 
     /// The id [`Registry::assign`] gave backend `b` of service `s` (as the config has them,
@@ -193,5 +237,21 @@ mod tests {
             "unchanged ones keep their ids; new ones get fresh ones"
         );
         assert_eq!(new.to_ids().next_backend, 5);
+    }
+
+    #[test]
+    fn not_in_names_what_a_config_no_longer_has() {
+        let mut r = Registry::default();
+        r.assign(&mut spec(vec![(80, vec![1, 2, 3]), (81, vec![1])])).unwrap();
+        let all = r.not_in(&spec(vec![(80, vec![3, 1, 2]), (81, vec![1])]));
+        assert_eq!((all.services.len(), all.backends.len(), all.named), (0, 0, (2, 4)));
+        let vip: IpAddr = std::net::Ipv4Addr::new(198, 18, 10, 1).into();
+        let b = |n| IpAddr::from(std::net::Ipv4Addr::new(198, 19, 0, n));
+        // Port 81 gone (its backend with it: a removed service's backends are not listed
+        // apart), backend .2 of port 80 gone, .9 new (not the registry's business).
+        let removed = r.not_in(&spec(vec![(80, vec![3, 9, 1])]));
+        assert_eq!(removed.services, [(vip, 81, 6)]);
+        assert_eq!(removed.backends, [((vip, 80, 6), b(2), 0)]);
+        assert_eq!((removed.named, removed.of), ((1, 2), (2, 4)));
     }
 }

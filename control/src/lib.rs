@@ -27,3 +27,4 @@ pub mod runtime;
 pub mod serving;
 pub mod simulate;
 pub mod sync;
+pub mod upgrade;

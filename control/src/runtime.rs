@@ -67,7 +67,12 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     let nic = bringup::start_ports(config)?;
     let seed = workers::secret_seed();
     let region = persist::open(config, seed)?;
-    let control = Control::start(config, opts.config_path.clone(), &nic.macs, region.clone())?;
+    let control = Control::start(
+        config,
+        opts.config_path.clone(),
+        &nic.macs,
+        region.as_ref().map(|f| Arc::clone(&f.region)),
+    )?;
     let shared = Shared::new(config, seed, region)?;
     let chores = Chores::new(config)?;
     let workers = Workers::spawn(config, &nic, control.0.cell(), &shared)?;

@@ -140,3 +140,85 @@ fn without_the_dpdk_feature_nothing_links_dpdk() {
         assert!(!tree.lines().any(|l| l.starts_with(crate_name)), "{crate_name}in:\n{tree}");
     }
 }
+
+/// `sluiced upgrade-check`: says whether a restart on a config keeps the connections in its
+/// session region, from what the region holds (made here as a running sluiced makes it).
+#[test]
+fn upgrade_check_reads_the_region_a_restart_would_attach_to() {
+    use sluice_control::config::Config;
+    use sluice_control::ids::Registry;
+    use sluice_dataplane::region::{Header, Region, LAYOUT_VERSION};
+    use sluice_dataplane::session::SessionTable;
+    use std::os::unix::fs::FileExt;
+
+    let dir = std::env::temp_dir().join(format!("sluice-cli-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let region = dir.join("sessions");
+    let config = |region_line: &str, backends: &[&str]| {
+        let file = dir.join("pipeline.yaml");
+        let bs: String = backends.iter().map(|b| format!("      - {{ address: {b} }}\n")).collect();
+        std::fs::write(
+            &file,
+            format!(
+                "ports:\n  - {{ name: ext, device: net_null0, address: 198.18.0.1/24 }}\n\
+                 sessions:\n  capacity: 1024\n{region_line}\
+                 services:\n  - name: web\n    vip: 198.18.10.1\n    port: 80\n    protocol: tcp\n    backends:\n{bs}"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let with_region = format!("  region: {{ path: {} }}\n", region.display());
+    let run = |file: &Path| sluiced(&["upgrade-check", file.to_str().unwrap()]);
+
+    let (code, out, err) = run(&config("", &["198.18.0.11"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("names no session region (`sessions.region`)"), "{out}");
+
+    let file = config(&with_region, &["198.18.0.11"]);
+    let (code, out, _) = run(&file);
+    assert_eq!(code, 1);
+    assert!(out.contains("none yet"), "{out}");
+
+    // The region a sluiced running with backends .11 and .12 left.
+    let running = Config::load(&config(&with_region, &["198.18.0.11", "198.18.0.12"])).unwrap();
+    let header = Header {
+        layout: LAYOUT_VERSION,
+        slots: SessionTable::slots_for(running.session_capacity) as u64,
+        capacity: running.session_capacity as u64,
+        seeds: [1, 2, 3],
+        epoch_ns: 1,
+    };
+    let (r, _) = Region::open(&region, header, true).unwrap();
+    let mut ids = Registry::default();
+    ids.assign(&mut running.snapshot_spec(1, None)).unwrap();
+    r.store_ids(&ids.to_ids()).unwrap();
+    drop(r);
+
+    // The new config drops .12.
+    let file = config(&with_region, &["198.18.0.11"]);
+    let (code, out, _) = run(&file);
+    assert_eq!(code, 0, "{out}");
+    let f = file.display();
+    assert!(out.contains("this binary attaches to it; a restart keeps its connections"), "{out}");
+    assert!(
+        out.contains(&format!("{f} names 1 of the region's 1 services and 1 of its 2 backends")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "not in {f}: backend 198.18.0.12 of service tcp 198.18.10.1:80 (its sessions follow the service's on_backend_removed)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("to upgrade: install the new binary, then restart sluiced"), "{out}");
+
+    // A region another layout left.
+    let f = std::fs::OpenOptions::new().write(true).open(&region).unwrap();
+    f.write_all_at(&999u32.to_le_bytes(), 8).unwrap();
+    let (code, out, _) = run(&file);
+    assert_eq!(code, 1);
+    assert!(out.contains("layout version 999, this binary's is"), "{out}");
+    assert!(out.contains("a restart starts with no sessions and breaks every connection"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

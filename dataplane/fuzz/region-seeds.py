@@ -27,7 +27,7 @@ def checksum(b):
 
 
 def header(slots=64):
-    fixed = b"SLUICE\0R" + struct.pack("<IIQQQQQQ", 1, 0, slots, slots // 2, 1, 2, 3, 42)
+    fixed = b"SLUICE\0R" + struct.pack("<IIQQQQQQ", 2, 0, slots, slots // 2, 1, 2, 3, 42)
     page = bytearray(fixed + struct.pack("<Q", checksum(fixed)))
     keys = struct.pack("<6Q", 1, 2, 3, 4, 5, 6)
     page += keys + struct.pack("<Q", checksum(keys))

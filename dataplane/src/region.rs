@@ -10,6 +10,8 @@
 //! [4 KiB, +2 x IDS_BYTES) the service and backend identity map, two copies, each with a
 //!                         sequence number, length and checksum: the newer valid one counts
 //! [SLOTS_AT, +slots x 64) the session table's slots (session.rs), 2 MiB aligned
+//! [hold, +HOLD_AREA)      the SYN proxy's held segments (synproxy.rs), at the next 2 MiB
+//!                         boundary past the slots
 //! ```
 //!
 //! All integers are little-endian. A region is used only if its magic, layout version,
@@ -33,7 +35,7 @@ pub const MAGIC: [u8; 8] = *b"SLUICE\0R";
 /// The layout of everything in the region: the header, the identity map's encoding and the
 /// session slots' words (session.rs's table of them). A binary that changes any of them bumps
 /// it; a region of another layout is never read.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The header page.
 pub const HEADER_BYTES: usize = 4096;
@@ -46,6 +48,11 @@ pub const IDS_BYTES: usize = 4 << 20;
 pub const SLOTS_AT: usize = 10 << 20;
 
 const SLOT_BYTES: usize = 64;
+
+/// Room for the SYN proxy's held segments (its pool's entries, `repr(C)`).
+pub const HOLD_AREA: usize = 8 << 20;
+
+const HUGE: u64 = 2 << 20;
 
 /// Offsets in the header page.
 const FIXED_END: usize = 64;
@@ -166,11 +173,16 @@ impl Header {
         Ok(h)
     }
 
+    /// Where the held segments start in a region of this many slots: the first 2 MiB
+    /// boundary past the slots.
+    pub fn hold_at(slots: u64) -> u64 {
+        (SLOTS_AT as u64).saturating_add(slots.saturating_mul(SLOT_BYTES as u64)).div_ceil(HUGE) * HUGE
+    }
+
     /// The size of a region file for this many slots: whole 2 MiB pages (hugetlbfs sizes
     /// files only so).
     pub fn file_bytes(slots: u64) -> u64 {
-        const HUGE: u64 = 2 << 20;
-        (SLOTS_AT as u64).saturating_add(slots.saturating_mul(SLOT_BYTES as u64)).div_ceil(HUGE) * HUGE
+        Self::hold_at(slots).saturating_add(HOLD_AREA as u64)
     }
 }
 
@@ -366,6 +378,16 @@ pub fn inspect(path: &Path, slots: u64) -> Result<Option<Result<Header, Mismatch
     Ok(Some(found))
 }
 
+/// The identity map in the region file at `path`, read without mapping it (a tool's look at
+/// the region of a running or stopped sluiced): `None` if neither copy is whole.
+pub fn inspect_ids(path: &Path) -> Result<Option<IdMap>, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut areas = vec![0u8; 2 * IDS_BYTES];
+    file.read_exact_at(&mut areas, HEADER_BYTES as u64).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(read_ids(&areas))
+}
+
 impl Region {
     /// Opens the region at `path` for a table of `slots` slots: attaches to the one there if
     /// [`inspect`] finds it usable, else (unless `fresh_allowed` is false, then the mismatch is
@@ -473,6 +495,14 @@ impl Region {
         // mapping.
         let at = unsafe { self.base.as_ptr().add(SLOTS_AT) };
         (std::ptr::NonNull::new(at).unwrap_or(self.base), self.header.slots as usize)
+    }
+
+    /// Where the SYN proxy's held segments are: [`HOLD_AREA`] bytes, 2 MiB aligned.
+    pub(crate) fn hold_area(&self) -> std::ptr::NonNull<u8> {
+        // SAFETY: hold_at(slots) + HOLD_AREA = len (`file_bytes`), so the offset lies inside
+        // the mapping.
+        let at = unsafe { self.base.as_ptr().add(Header::hold_at(self.header.slots) as usize) };
+        std::ptr::NonNull::new(at).unwrap_or(self.base)
     }
 }
 

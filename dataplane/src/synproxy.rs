@@ -55,7 +55,12 @@ pub struct SynProxy {
 impl SynProxy {
     /// With the cookie keys made of these random values (see [`CookieKeys::new`]).
     pub fn new(base: [u64; 2], seeds: [[u64; 2]; 2]) -> SynProxy {
-        SynProxy { keys: CookieKeys::new(base, seeds), hold: HoldPool::new(HOLD_ENTRIES) }
+        Self::with_hold(base, seeds, HoldPool::new(HOLD_ENTRIES))
+    }
+
+    /// With these cookie keys and this pool (a session region's: [`HoldPool::in_region`]).
+    pub fn with_hold(base: [u64; 2], seeds: [[u64; 2]; 2], hold: HoldPool) -> SynProxy {
+        SynProxy { keys: CookieKeys::new(base, seeds), hold }
     }
 }
 
@@ -90,8 +95,10 @@ fn word(state: u64, len: usize, tick: u32) -> u64 {
 }
 
 /// One held segment. The data are atomic words (copied with relaxed loads and stores,
-/// published by the state word's release store), so the pool needs no `unsafe`.
+/// published by the state word's release store). `repr(C)`: a session region keeps entries
+/// across processes, so their layout is part of the region's.
 #[derive(Debug)]
+#[repr(C)]
 struct Entry {
     state: AtomicU64,
     /// The session's hash: whose segment this is.
@@ -137,17 +144,70 @@ fn free_entries(n: usize) -> Box<[Entry]> {
 /// entry apart. States: FREE -> WRITING -> FULL (holder), FULL -> TAKING -> FREE (taker).
 #[derive(Debug)]
 pub struct HoldPool {
-    entries: Box<[Entry]>,
+    entries: Entries,
 }
+
+/// Where a pool's entries are.
+#[derive(Debug)]
+enum Entries {
+    Heap(Box<[Entry]>),
+    /// `len` entries at `at` in a session region's mapping, which the Arc keeps.
+    #[cfg(not(loom))]
+    Region {
+        at: std::ptr::NonNull<Entry>,
+        len: usize,
+        _region: std::sync::Arc<crate::region::Region>,
+    },
+}
+
+// SAFETY: the region's entries are atomics in a mapping that the Arc keeps alive; shared
+// access hands out only &Entry, which is Sync.
+#[cfg(not(loom))]
+unsafe impl Send for Entries {}
+// SAFETY: as above.
+#[cfg(not(loom))]
+unsafe impl Sync for Entries {}
 
 impl HoldPool {
     pub fn new(n: usize) -> HoldPool {
         let n = n.max(1).next_power_of_two();
-        HoldPool { entries: free_entries(n) }
+        HoldPool { entries: Entries::Heap(free_entries(n)) }
+    }
+
+    /// The pool of a session region ([`HOLD_ENTRIES`] entries), with the segments the last
+    /// process held: entries it was writing or taking when it stopped are freed (their
+    /// clients retransmit). Returns the pool and how many segments it kept.
+    #[cfg(not(loom))]
+    pub fn in_region(region: std::sync::Arc<crate::region::Region>) -> (HoldPool, usize) {
+        const { assert!(HOLD_ENTRIES * std::mem::size_of::<Entry>() <= crate::region::HOLD_AREA) };
+        let at = region.hold_area().cast::<Entry>();
+        let pool = HoldPool { entries: Entries::Region { at, len: HOLD_ENTRIES, _region: region } };
+        let mut kept = 0;
+        for e in pool.all() {
+            match e.state.load(Ordering::Relaxed) & 0xff {
+                FREE => {}
+                FULL => kept += 1,
+                _ => e.state.store(FREE, Ordering::Relaxed),
+            }
+        }
+        (pool, kept)
+    }
+
+    fn all(&self) -> &[Entry] {
+        match &self.entries {
+            Entries::Heap(b) => b,
+            // SAFETY: `at` is HOLD_ENTRIES entries inside the region's mapping (HOLD_AREA
+            // bytes at a 2 MiB boundary, checked above), alive while the Arc is; every bit
+            // pattern is a valid Entry (atomic words; a state that means nothing reads as
+            // neither FREE nor FULL and is freed on attach).
+            #[cfg(not(loom))]
+            Entries::Region { at, len, .. } => unsafe { std::slice::from_raw_parts(at.as_ptr(), *len) },
+        }
     }
 
     fn entry(&self, slot: usize) -> &Entry {
-        &self.entries[slot & (self.entries.len() - 1)]
+        let all = self.all();
+        &all[slot & (all.len() - 1)]
     }
 
     /// Keeps `bytes` for the session at `slot` with hash `owner`.

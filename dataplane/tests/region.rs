@@ -30,7 +30,7 @@ impl Drop for Dir {
 
 const CAPACITY: usize = 32;
 
-fn open(path: &Path, seed: u64) -> (SessionTable, Opened) {
+fn open_region(path: &Path, seed: u64) -> (Arc<Region>, Opened) {
     let slots = SessionTable::slots_for(CAPACITY) as u64;
     let header = Header {
         layout: LAYOUT_VERSION,
@@ -40,7 +40,12 @@ fn open(path: &Path, seed: u64) -> (SessionTable, Opened) {
         epoch_ns: 1,
     };
     let (region, opened) = Region::open(path, header, true).unwrap();
-    (SessionTable::in_region(Arc::new(region), CAPACITY, Timeouts::default()), opened)
+    (Arc::new(region), opened)
+}
+
+fn open(path: &Path, seed: u64) -> (SessionTable, Opened) {
+    let (region, opened) = open_region(path, seed);
+    (SessionTable::in_region(region, CAPACITY, Timeouts::default()), opened)
 }
 
 fn key(i: u32) -> SessionKey {
@@ -141,4 +146,33 @@ fn a_table_of_another_size_starts_fresh() {
     let t = SessionTable::in_region(Arc::new(region), 4 * CAPACITY, Timeouts::default());
     assert_eq!(t.recover(), Recovered::default());
     assert_eq!(t.lookup(&key(0), t.hash(&key(0))), None);
+}
+
+#[test]
+fn held_syn_proxy_segments_outlive_the_process_and_torn_ones_are_freed() {
+    use sluice_dataplane::synproxy::{HoldPool, HOLD_BYTES};
+    let dir = Dir::new("region-hold");
+    let path = dir.0.join("sessions");
+    let region = |seed| open_region(&path, seed).0;
+    let segment: Vec<u8> = (0..1400u32).map(|i| (i * 7) as u8).collect();
+    {
+        let (pool, kept) = HoldPool::in_region(region(1));
+        assert_eq!(kept, 0, "a new region holds nothing");
+        pool.hold(7, 0xabc, &segment, 100).unwrap();
+        pool.hold(9, 0xdef, &segment[..60], 100).unwrap();
+    }
+    // The process was killed while writing slot 9's entry again: its state word says WRITING.
+    let entry_bytes = (16 + HOLD_BYTES) as u64;
+    let at = Header::hold_at(SessionTable::slots_for(CAPACITY) as u64) + 9 * entry_bytes;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    file.write_all_at(&1u64.to_le_bytes(), at).unwrap();
+    drop(file);
+
+    let (pool, kept) = HoldPool::in_region(region(2));
+    assert_eq!(kept, 1, "slot 7's segment kept, slot 9's torn one freed");
+    let mut out = vec![0u8; HOLD_BYTES];
+    assert_eq!(pool.take(7, 0xabc, Some(&mut out)), Some(segment.len()));
+    assert_eq!(&out[..segment.len()], &segment[..]);
+    assert_eq!(pool.take(9, 0xdef, None), None);
+    pool.hold(9, 0xdef, &segment[..60], 101).expect("the freed entry takes a segment again");
 }

@@ -1,6 +1,8 @@
 """Restarts that keep connections (issue 24): sluiced's session table lives in a session
-region (`sessions.region`, a file in /dev/shm), so a new sluiced attaches to the old one's
-sessions and forwards its connections from its first packet.
+region (`sessions.region`, a file that outlives the process), so a new sluiced attaches to the old one's
+sessions and forwards its connections from its first packet. The region is on a hugetlbfs
+mount of 2 MiB pages that the test makes (as on a bare-metal appliance; the unit tests and
+bench/examples/region_attach.rs cover /dev/shm): files there cannot be written, only mapped.
 
 Long-lived TCP streams (a client sends a deterministic byte stream, the server echoes it; each
 side checks every byte) run through four services: `dsr` to the backend hosts, `nat` to the
@@ -14,6 +16,7 @@ is named and replaced, and a restart on a config without one of a service's back
 backend's connections only.
 """
 import json
+import mmap
 import signal
 import subprocess
 import sys
@@ -51,11 +54,36 @@ def config(region):
     return text + services
 
 
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+# The lab's region (capacity 65536) takes 13 pages of 2 MiB.
+HUGE_PAGES = 16
+
+
 @pytest.fixture(scope="module")
-def restart_lab(sluiced):
+def huge_dir():
+    """A hugetlbfs mount of its own, with HUGE_PAGES more 2 MiB pages reserved for it; both
+    given back after."""
+    before = int(NR_HUGEPAGES.read_text())
+    mount = Path("/run/sluice-test-restart-slk-huge")
+    mount.mkdir(exist_ok=True)
+    NR_HUGEPAGES.write_text(str(before + HUGE_PAGES))
+    try:
+        got = int(NR_HUGEPAGES.read_text())
+        assert got >= before + HUGE_PAGES, f"only {got - before} of {HUGE_PAGES} huge pages could be reserved"
+        subprocess.run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", str(mount)], check=True)
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
+    finally:
+        NR_HUGEPAGES.write_text(str(before))
+        mount.rmdir()
+
+
+@pytest.fixture(scope="module")
+def restart_lab(sluiced, huge_dir):
     lab = labmod.Lab(prefix="slk")
-    region = Path(f"/dev/shm/sluice-test-restart-{lab.prefix}")
-    region.unlink(missing_ok=True)
+    region = huge_dir / "sessions"
     lab.up()
     try:
         lab.restart_config = lab.run_dir / "restart.yaml"
@@ -67,7 +95,6 @@ def restart_lab(sluiced):
         yield lab
     finally:
         lab.down()
-        region.unlink(missing_ok=True)
 
 
 def retransmitted(lab):
@@ -113,6 +140,8 @@ def test_streams_of_every_kind_survive_sigterm_and_sigkill(restart_lab, sluiced)
         outages[sig.name], _ = restart(lab, sluiced, sig)
         taken = [l for l in lab.gw.log_path.read_text().splitlines() if "taken over" in l]
         assert taken and int(taken[0].split("session region")[1].split(": ")[1].split()[0]) >= len(streams), taken
+        status = sluicectl(lab, sluiced, "status").stdout
+        assert f"session region {lab.region} (layout " in status and ": attached at start, " in status, status
         time.sleep(8)
     results = []
     for kind, p in streams:
@@ -128,19 +157,35 @@ def test_streams_of_every_kind_survive_sigterm_and_sigkill(restart_lab, sluiced)
     assert all(r["received"] > 100_000 for _, r in results), "every stream ran through both restarts"
 
 
+def sluicectl(lab, sluiced, *args):
+    r = subprocess.run([str(Path(sluiced).parent / "sluicectl"), "--socket", str(lab.admin_socket), *args],
+                       text=True, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def upgrade_check(sluiced, config):
+    """`sluiced upgrade-check CONFIG`: (exit code, what it printed)."""
+    r = subprocess.run([sluiced, "upgrade-check", str(config)], text=True, capture_output=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
 def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
     lab = restart_lab
     lab.gw.send_signal(signal.SIGTERM)
     lab.gw.wait(timeout=30)
     # What a binary of another layout left: the version field (bytes 8..12) is not ours.
-    with open(lab.region, "r+b") as f:
-        f.seek(8)
-        f.write((999).to_bytes(4, "little"))
+    # (hugetlbfs files take no write(): through a mapping of the first page.)
+    with open(lab.region, "r+b") as f, mmap.mmap(f.fileno(), 2 << 20) as m:
+        m[8:12] = (999).to_bytes(4, "little")
+    code, said = upgrade_check(sluiced, lab.restart_config)
+    print(said)
+    assert code == 1 and "layout version 999, this binary's is " in said, said
     lab.gw.log_path.rename(lab.run_dir / "sluiced-before-layout.log")
     lab.gw = lab.start_sluiced(sluiced, lab.restart_config)
     lines = [l for l in lab.gw.log_path.read_text().splitlines() if "session region" in l]
     print("\n" + "\n".join(lines))
-    assert any("layout version 999, this binary's is 1; starting with no sessions" in l for l in lines), lines
+    assert any("layout version 999, this binary's is " in l and l.endswith("; starting with no sessions") for l in lines), lines
     assert any("0 session(s) taken over" in l for l in lines), lines
     # And the new region works: a connection through it.
     r = lab.run_in("cli1", ["curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", f"http://{VIP_A}/"])
@@ -149,10 +194,7 @@ def test_a_region_of_another_layout_is_named_and_replaced(restart_lab, sluiced):
 
 def rr_sessions(lab, sluiced):
     """stream-rr's sessions as the appliance lists them: {client port: VM address}."""
-    sluicectl = Path(sluiced).parent / "sluicectl"
-    r = subprocess.run([str(sluicectl), "--socket", str(lab.admin_socket), "sessions", "--service", "stream-rr",
-                        "--limit", "100"], text=True, capture_output=True, timeout=30)
-    assert r.returncode == 0, r.stderr
+    r = sluicectl(lab, sluiced, "sessions", "--service", "stream-rr", "--limit", "100")
     on = {}
     for line in r.stdout.splitlines():
         words = line.split()
@@ -182,6 +224,11 @@ def test_a_restart_on_a_config_without_a_backend_ends_only_its_sessions(restart_
     gone = f"      - {{ address: 192.0.2.11, port: {PORT}, host: 198.19.0.12 }}\n"
     assert gone in text[rr:]
     lab.restart_config.write_text(text[:rr] + text[rr:].replace(gone, "", 1))
+    # What the operator checks first: the new config keeps the region, all but that backend.
+    code, said = upgrade_check(sluiced, lab.restart_config)
+    print(said)
+    assert code == 0 and "a restart keeps its connections" in said, said
+    assert f"backend 192.0.2.11:{PORT} of service tcp {VIP_A}:{RR_PORT} (its sessions follow" in said, said
     lab.gw.send_signal(signal.SIGTERM)
     lab.gw.wait(timeout=30)
     lab.gw.log_path.rename(lab.run_dir / "sluiced-before-removal.log")

@@ -6,6 +6,8 @@
 //!   sluiced check FILE        validate FILE; print every error with file, line and field
 //!   sluiced which FILE tcp 198.18.0.2:40000 198.18.10.1:80
 //!                             the backend any appliance running FILE picks for that flow
+//!   sluiced upgrade-check FILE  with the binary about to be installed: whether a restart on
+//!                             FILE keeps the connections in its session region
 //!
 //! Built without the `dpdk` feature, sluiced checks and simulates but does not run.
 
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         (Some(Command::Which { file, protocol, source, destination }), _) => {
             which(&file, &protocol, &source, &destination)
         }
+        (Some(Command::UpgradeCheck { file }), _) => upgrade_check(&file),
         (None, Some(path)) => {
             let flags = RunFlags {
                 stats_interval: cli.stats_interval,
@@ -64,6 +67,28 @@ fn check(file: &Path) -> ExitCode {
         c.worker_cores.len()
     );
     ExitCode::SUCCESS
+}
+
+/// `sluiced upgrade-check FILE`.
+fn upgrade_check(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match sluice_control::upgrade::check(&config, &file.display().to_string()) {
+        Ok(v) => {
+            print!("{}", v.text);
+            if v.keeps {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sluiced upgrade-check: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `sluiced which FILE PROTOCOL SOURCE DESTINATION`.

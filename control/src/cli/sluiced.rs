@@ -41,4 +41,9 @@ pub enum Command {
         /// VIP ADDRESS:PORT
         destination: String,
     },
+    /// Run with the binary about to be installed: whether a restart of sluiced on a config
+    /// with this binary keeps the connections in the session region the config names (exit 0)
+    /// or not (1), which services and backends of the region the config no longer names, and
+    /// the upgrade procedure. Only reads the region.
+    UpgradeCheck { file: PathBuf },
 }

@@ -336,7 +336,8 @@ impl ControlLoop {
             if detector.active() { "on" } else { "off" },
             detector.checks(),
             detector.spec().interval,
-        ) + &self.exception_status()
+        ) + &self.shared.region_status
+            + &self.exception_status()
             + &self.announcer.as_ref().map_or(String::new(), Announcer::status)
     }
 

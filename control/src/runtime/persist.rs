@@ -18,10 +18,17 @@ fn monotonic_ns() -> Result<u64, String> {
     Ok(Duration::from(t).as_nanos() as u64)
 }
 
+/// A session region as this process found it.
+pub(super) struct Found {
+    pub(super) region: Arc<Region>,
+    /// How it was found: "attached", "new", or "replaced (why)".
+    pub(super) how: String,
+}
+
 /// Opens the region `config` names (`None` if it names none): attached if the file there is
 /// one this binary can use, else new (or, with `on_mismatch: refuse`, the error). Says which
 /// in one line.
-pub(super) fn open(config: &Config, seed: u64) -> Result<Option<Arc<Region>>, String> {
+pub(super) fn open(config: &Config, seed: u64) -> Result<Option<Found>, String> {
     let Some(spec) = &config.session_region else { return Ok(None) };
     let header = Header {
         layout: LAYOUT_VERSION,
@@ -32,12 +39,21 @@ pub(super) fn open(config: &Config, seed: u64) -> Result<Option<Arc<Region>>, St
     };
     let (region, opened) = Region::open(&spec.path, header, !spec.refuse_mismatch)?;
     let at = spec.path.display();
-    match opened {
-        Opened::Attached => info!("session region {at}: attached (layout {LAYOUT_VERSION})"),
-        Opened::Fresh { why: None } => info!("session region {at}: new"),
-        Opened::Fresh { why: Some(why) } => warn!("session region {at}: {why}; starting with no sessions"),
-    }
-    Ok(Some(Arc::new(region)))
+    let how = match opened {
+        Opened::Attached => {
+            info!("session region {at}: attached (layout {LAYOUT_VERSION})");
+            "attached".to_string()
+        }
+        Opened::Fresh { why: None } => {
+            info!("session region {at}: new");
+            "new".to_string()
+        }
+        Opened::Fresh { why: Some(why) } => {
+            warn!("session region {at}: {why}; starting with no sessions");
+            format!("replaced ({why})")
+        }
+    };
+    Ok(Some(Found { region: Arc::new(region), how }))
 }
 
 /// The moment the sessions' clock started: the region's epoch (so ticks go on from the last

@@ -1,6 +1,7 @@
 //! The pinned packet workers and what they share with the control thread.
 
 use super::bringup::{pin, Nic};
+use super::persist::Found;
 use crate::config::Config;
 use crate::notify::Startup;
 use arc_swap::ArcSwap;
@@ -8,11 +9,11 @@ use dpdk_sys::Eal;
 use log::info;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::limit::Isolation;
-use sluice_dataplane::region::Region;
+use sluice_dataplane::region::LAYOUT_VERSION;
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
-use sluice_dataplane::synproxy::SynProxy;
+use sluice_dataplane::synproxy::{HoldPool, SynProxy};
 use sluice_dataplane::worker::Worker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,28 +42,40 @@ pub(super) struct Shared {
     pub(super) isolation: Arc<Isolation>,
     /// When the sessions' clock started (a session region's epoch, which outlives processes).
     pub(super) epoch: Instant,
+    /// `sluicectl status`'s line on the session region.
+    pub(super) region_status: String,
 }
 
 impl Shared {
     /// The session table (with a secret hash seed: `seed`, or the region's), the SYN proxy
     /// with cookie keys (fresh, or the region's), and the isolation state. In a session region
     /// the table takes over the sessions there.
-    pub(super) fn new(config: &Config, seed: u64, region: Option<Arc<Region>>) -> Result<Shared, String> {
+    pub(super) fn new(config: &Config, seed: u64, found: Option<Found>) -> Result<Shared, String> {
+        let region = found.as_ref().map(|f| Arc::clone(&f.region));
         let epoch = super::persist::epoch(region.as_deref())?;
-        let (sessions, cookie) = match region {
-            Some(r) => {
+        let mut region_status = REGION_NONE.to_string();
+        let (sessions, cookie) = match (&region, &found) {
+            (Some(r), Some(f)) => {
                 let cookie = r.cookie();
-                let t = SessionTable::in_region(Arc::clone(&r), config.session_capacity, config.timeouts);
-                let found = t.recover();
+                let t = SessionTable::in_region(Arc::clone(r), config.session_capacity, config.timeouts);
+                let got = t.recover();
                 info!(
                     "session region {}: {} session(s) taken over, {} torn one(s) discarded",
                     r.path().display(),
-                    found.live,
-                    found.torn
+                    got.live,
+                    got.torn
+                );
+                region_status = format!(
+                    "session region {} (layout {LAYOUT_VERSION}): {} at start, {} session(s) taken over, {} torn; \
+                     a restart keeps connections (`sluiced upgrade-check FILE` checks a new binary first)\n",
+                    r.path().display(),
+                    f.how,
+                    got.live,
+                    got.torn
                 );
                 (t, cookie)
             }
-            None => (SessionTable::new(config.session_capacity, config.timeouts, seed), None),
+            _ => (SessionTable::new(config.session_capacity, config.timeouts, seed), None),
         };
         // SYN cookie keys: the region's, so that cookies sent before a restart still answer,
         // or from the kernel's random source; rotated by the control loop.
@@ -70,10 +83,16 @@ impl Shared {
             Some(keys) => keys,
             None => (random_words()?, [random_words()?, random_words()?]),
         };
-        let proxy = Arc::new(SynProxy::new(base, slots));
-        if let Some(r) = sessions.region() {
-            r.store_cookie(proxy.keys.words());
-        }
+        let proxy = Arc::new(match &region {
+            Some(r) => {
+                let (hold, kept) = HoldPool::in_region(Arc::clone(r));
+                info!("session region {}: {kept} held SYN-proxy segment(s) kept", r.path().display());
+                let proxy = SynProxy::with_hold(base, slots, hold);
+                r.store_cookie(proxy.keys.words());
+                proxy
+            }
+            None => SynProxy::new(base, slots),
+        });
         info!(
             "session table: {} sessions, {} slots, {} MiB",
             config.session_capacity,
@@ -81,9 +100,13 @@ impl Shared {
             sessions.memory_bytes() >> 20
         );
         let isolation = Arc::new(Isolation::new(config.worker_cores.len()));
-        Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch })
+        Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch, region_status })
     }
 }
+
+/// `sluicectl status`'s line without a session region.
+const REGION_NONE: &str =
+    "session region: none (a restart breaks every connection; `sessions.region` keeps them)\n";
 
 /// A secret, per-process seed (clients must not be able to aim hash collisions).
 pub(super) fn secret_seed() -> u64 {
