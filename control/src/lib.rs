@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bird;
 pub mod bird_config;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod ids;
@@ -18,6 +19,8 @@ pub mod locate;
 pub mod metrics;
 #[cfg(feature = "dpdk")]
 pub mod metrics_server;
+#[cfg(feature = "dpdk")]
+pub mod notify;
 pub mod peers;
 pub mod readfile;
 pub mod report;
