@@ -16,7 +16,7 @@ use crate::hash::{hash_bytes, reduce};
 use std::sync::Arc;
 
 mod size;
-pub use size::{size_for, SIZE_STEPS};
+pub use size::{size_for, SINGLE_SIZE, SIZE_STEPS};
 
 /// Largest table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
 pub const MAX_TABLE_SIZE: u32 = 4_194_301;

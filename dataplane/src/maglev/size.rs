@@ -13,20 +13,30 @@
 //! leaves (a table of another size is another table), so the size changes only in steps:
 //! primes just below powers of two, each about twice the last, up to the default 65,537.
 //! Crossing a step (5, 9, 17, 33 backends, and back) remaps most of the service's new flows;
-//! flows with a session keep their backend either way. The size depends on the config's
+//! flows with a session keep their backend either way. One backend is the exception: its
+//! table names it in every slot, so any table of it is every other's, and a second backend
+//! (in the next step) moves only the flows it takes. It gets 101 slots (M > 100 × N). The size depends on the config's
 //! backend list alone (not on weights, drains or health), so every appliance with the same
 //! config computes the same one.
 
 use super::DEFAULT_TABLE_SIZE;
 
-/// The steps, smallest first: 2^12 - 3, 2^13 - 1, 2^14 - 3, 2^15 - 19 (primes) and the
-/// default 65,537. A service of N backends gets the first step larger than 1000 × N: up to
-/// 4, 8, 16, 32 and 65 backends; more than 65 get the default, as every service did before.
+/// The table of a service with at most one backend.
+pub const SINGLE_SIZE: u32 = 101;
+
+/// The steps above one backend, smallest first: 2^12 - 3, 2^13 - 1, 2^14 - 3, 2^15 - 19
+/// (primes) and the default 65,537. A service of N backends gets the first step larger than
+/// 1000 × N: up to 4, 8, 16, 32 and 65 backends; more than 65 get the default, as every
+/// service did before.
 pub const SIZE_STEPS: [u32; 5] = [4093, 8191, 16381, 32749, DEFAULT_TABLE_SIZE];
 
-/// The table size for a service of `backends` backends (listed in its config): the smallest
-/// step above 1000 × `backends`, or the default (the largest step) if none is.
+/// The table size for a service of `backends` backends (listed in its config): [`SINGLE_SIZE`]
+/// for at most one, else the smallest step above 1000 × `backends`, or the default (the
+/// largest step) if none is.
 pub fn size_for(backends: usize) -> u32 {
+    if backends <= 1 {
+        return SINGLE_SIZE;
+    }
     let need = backends.saturating_mul(1000);
     SIZE_STEPS.into_iter().find(|&m| m as usize > need).unwrap_or(DEFAULT_TABLE_SIZE)
 }
@@ -41,7 +51,7 @@ mod tests {
     /// step also serves 66 to 655, M > 100 × N, as the default size did before).
     fn range(i: usize) -> (usize, usize) {
         let most = |m: u32| (m as usize - 1) / 1000;
-        (if i == 0 { 1 } else { most(SIZE_STEPS[i - 1]) + 1 }, most(SIZE_STEPS[i]))
+        (if i == 0 { 2 } else { most(SIZE_STEPS[i - 1]) + 1 }, most(SIZE_STEPS[i]))
     }
 
     /// Random-looking backend identities, set `set` of `n`.
@@ -75,7 +85,7 @@ mod tests {
 
     #[test]
     fn size_follows_the_backend_count_in_steps() {
-        let cases = [(0, 4093), (1, 4093), (4, 4093), (5, 8191), (8, 8191), (9, 16381), (16, 16381)];
+        let cases = [(0, 101), (1, 101), (2, 4093), (4, 4093), (5, 8191), (8, 8191), (9, 16381), (16, 16381)];
         let more = [(17, 32749), (32, 32749), (33, 65537), (65, 65537), (66, 65537), (655, 65537)];
         for (n, m) in cases.into_iter().chain(more).chain([(70_000, 65537)]) {
             assert_eq!(size_for(n), m, "{n} backends");
@@ -89,7 +99,7 @@ mod tests {
     fn one_backend_more_or_less_moves_little_within_each_step() {
         for (i, m) in SIZE_STEPS.into_iter().enumerate() {
             let (fewest, most) = range(i);
-            for n in [(fewest + 1).max(2), most] {
+            for n in [fewest + 1, most] {
                 assert_eq!((size_for(n), size_for(n - 1)), (m, m), "N - 1 and N in one step");
                 let frac = moved(&ids(n), n / 2, m);
                 let bound = 1.0 / n as f64 + 0.01;
@@ -105,7 +115,7 @@ mod tests {
     fn one_backend_more_or_less_moves_little_on_average() {
         for (i, m) in SIZE_STEPS.into_iter().enumerate() {
             let (fewest, most) = range(i);
-            for n in [(fewest + 1).max(2), most] {
+            for n in [fewest + 1, most] {
                 let bound = 1.0 / n as f64 + 0.01;
                 let fracs: Vec<f64> =
                     (0..60).map(|set| moved(&random_ids(set, n), set as usize % n, m)).collect();
@@ -117,6 +127,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// One backend and a second (from [`SINGLE_SIZE`] to the first step): only the flows
+    /// that go to the second move, about half; and back.
+    #[test]
+    fn a_second_backend_moves_only_its_flows() {
+        let two = ids(2);
+        let one = Maglev::build(&inputs(&two[..1], &[1]), size_for(1));
+        let both = Maglev::build(&inputs(&two, &[1, 1]), size_for(2));
+        assert_eq!((one.size(), both.size()), (SINGLE_SIZE, SIZE_STEPS[0]));
+        let flows = 100_000u64;
+        let mut moved = 0;
+        for h in (0..flows).map(crate::hash::mix64) {
+            assert_eq!(one.lookup(h), Some(0));
+            moved += u64::from(both.lookup(h) == Some(1));
+        }
+        let frac = moved as f64 / flows as f64;
+        assert!((frac - 0.5).abs() < 0.01, "{frac:.4} of flows moved to the second backend");
     }
 
     /// At each step's most backends (its fewest slots per backend; the last step's 655),
