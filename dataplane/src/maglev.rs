@@ -284,6 +284,18 @@ impl Maglev {
         &self.table
     }
 
+    /// The share of slots whose backend differs from `other`'s (a table of the same size),
+    /// by identity: `ids` names this table's backends, `other_ids` the other's.
+    pub fn moved_share(&self, ids: &[Vec<u8>], other: &Maglev, other_ids: &[Vec<u8>]) -> f64 {
+        fn name(ids: &[Vec<u8>], s: u16) -> Option<&[u8]> {
+            ids.get(usize::from(s)).map(Vec::as_slice)
+        }
+        let moved = (self.table.iter().zip(other.table.iter()))
+            .filter(|&(&a, &b)| name(ids, a) != name(other_ids, b))
+            .count();
+        moved as f64 / f64::from(self.size)
+    }
+
     /// How many slots each backend holds, indexed like the input list.
     pub fn shares(&self, n_backends: usize) -> Vec<u32> {
         let mut counts = vec![0u32; n_backends];

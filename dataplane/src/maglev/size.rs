@@ -59,17 +59,13 @@ mod tests {
         (0..n as u64).map(|i| crate::hash::mix64(set << 16 | i).to_be_bytes()[..6].to_vec()).collect()
     }
 
-    /// The fraction of slots whose backend (by identity) differs from `all`'s table when
-    /// backend `k` is left out (or, read backwards, added).
+    /// The share of slots that move when backend `k` of `all` leaves (or, read backwards,
+    /// joins).
     fn moved(all: &[Vec<u8>], k: usize, m: u32) -> f64 {
-        let less: Vec<Vec<u8>> =
-            (all.iter().enumerate()).filter(|&(i, _)| i != k).map(|(_, id)| id.clone()).collect();
+        let mut less = all.to_vec();
+        less.remove(k);
         let a = Maglev::build(&inputs(all, &vec![1; all.len()]), m);
-        let b = Maglev::build(&inputs(&less, &vec![1; less.len()]), m);
-        let diff = (a.slots().iter().zip(b.slots()))
-            .filter(|(x, y)| all[usize::from(**x)] != less[usize::from(**y)])
-            .count();
-        diff as f64 / f64::from(m)
+        a.moved_share(all, &Maglev::build(&inputs(&less, &vec![1; less.len()]), m), &less)
     }
 
     #[test]
