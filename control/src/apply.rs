@@ -5,8 +5,10 @@
 
 use crate::admin::Response;
 use crate::config::Config;
+use sluice_dataplane::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 
 /// The refusal of an apply asked for while another one runs.
@@ -93,16 +95,17 @@ impl<T: Send + 'static> Applier<T> {
 }
 
 impl Applier<Config> {
-    /// Starts validating `path` to replace `running` (see [`Config::load_for_apply`]).
+    /// Starts validating `path` to replace `running`, whose snapshot is `snapshot` (see
+    /// [`Config::load_for_apply`]).
     pub fn start(
         &mut self,
         path: PathBuf,
-        running: Config,
+        (running, snapshot): (Config, Option<Arc<Snapshot>>),
         caller: Option<Sender<Response>>,
     ) -> Result<(), String> {
         let file = path.clone();
         self.start_with(path, caller, move || {
-            Config::load_for_apply(&file, &running).map_err(|e| e.to_string())
+            Config::load_for_apply(&file, &running, snapshot.as_deref()).map_err(|e| e.to_string())
         })
     }
 }
@@ -167,7 +170,7 @@ mod tests {
         let file = dir.join("new.yaml");
         std::fs::write(&file, good.replace("net_null0", "net_null1")).unwrap();
         let mut a = Applier::default();
-        a.start(file.clone(), running, None).unwrap();
+        a.start(file.clone(), (running, None), None).unwrap();
         let e = wait(&mut a).result.unwrap_err();
         assert!(e.contains("ports[0].device: cannot change while sluiced runs"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

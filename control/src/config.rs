@@ -488,6 +488,14 @@ struct RawService {
     backends: Vec<RawBackend>,
 }
 
+impl RawService {
+    /// Its Maglev table's size: `table_size`, or the step its backend count is in
+    /// ([`sluice_dataplane::maglev::size_for`]).
+    fn table_size(&self) -> u32 {
+        self.table_size.unwrap_or_else(|| sluice_dataplane::maglev::size_for(self.backends.len()))
+    }
+}
+
 /// `mss_clamp`: `auto`, `off` or a number.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -639,13 +647,22 @@ impl Config {
 
     /// Reads and validates a config file to replace `running` without a restart: on top of
     /// the usual checks, every setting that only a restart can change (DPDK, workers, ports'
-    /// devices, MACs and MTUs, the session table) must be as it runs now.
-    pub fn load_for_apply(path: &Path, running: &Config) -> Result<Config, ConfigErrors> {
+    /// devices, MACs and MTUs, the session table) must be as it runs now. The trial build
+    /// takes over the Maglev tables of `snapshot` (the running one) that it would build alike.
+    pub fn load_for_apply(
+        path: &Path,
+        running: &Config,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Config, ConfigErrors> {
         let (text, file) = read_config(path)?;
-        Config::parse_with(&text, &file, Some(running))
+        Config::parse_with(&text, &file, Some((running, snapshot)))
     }
 
-    fn parse_with(text: &str, file: &str, running: Option<&Config>) -> Result<Config, ConfigErrors> {
+    fn parse_with(
+        text: &str,
+        file: &str,
+        running: Option<(&Config, Option<&Snapshot>)>,
+    ) -> Result<Config, ConfigErrors> {
         // The nesting is bounded before serde_yaml (whose parser is quadratic in it) sees the text.
         let locations = match Locations::index_checked(text, MAX_DEPTH) {
             Ok(l) => l,
@@ -657,7 +674,7 @@ impl Config {
         };
         let mut v = Validator { file, locations: &locations, errors: Vec::new(), more: 0 };
         let config = v.config(raw);
-        if let Some(old) = running {
+        if let Some((old, _)) = running {
             v.same_as_running(&config, old);
         }
         if !v.errors.is_empty() {
@@ -665,7 +682,7 @@ impl Config {
         }
         // The dataplane's own checks (duplicates, routes, table sizes) run on a trial build,
         // whose size the budget check above has bounded.
-        if let Err(e) = Snapshot::build(&config.snapshot_spec(0, None), None) {
+        if let Err(e) = Snapshot::build(&config.snapshot_spec(0, None), running.and_then(|r| r.1)) {
             return Err(ConfigErrors(vec![v.error(&e.path, e.message)]));
         }
         Ok(config)

@@ -44,10 +44,21 @@ fn good_config_loads() {
     assert_eq!(c.ports[0].spec.neighbors.len(), 1);
     let s = &c.services[0];
     assert_eq!(s.tunnel, sluice_dataplane::snapshot::Tunnel::Gre { key: Some(7) });
-    assert_eq!(s.table_size, 65537);
+    // Two backends and no table_size: the first step (maglev::size_for).
+    assert_eq!(s.table_size, 4093);
     assert_eq!(s.backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 1]);
     assert_eq!(c.session_capacity, 4_000_000);
     assert_eq!(c.timeouts, sluice_dataplane::session::Timeouts::default());
+}
+
+#[test]
+fn table_size_follows_the_backend_count_unless_given() {
+    let size = |text: &str| Config::parse(text, "p.yaml").unwrap().services[0].table_size;
+    let more: String = (12..21).map(|i| format!("      - address: 198.18.0.{i}\n")).collect();
+    assert_eq!(size(&format!("{GOOD}{more}")), 16381, "11 backends");
+    let given = GOOD.replacen("gre_key: 7", "gre_key: 7\n    table_size: 65537", 1);
+    assert_eq!(size(&given), 65537);
+    assert_eq!(size(&format!("{given}{more}")), 65537);
 }
 
 #[test]
@@ -412,14 +423,14 @@ fn live_apply_refuses_what_needs_a_restart_with_line_and_field() {
     let file = dir.join("new.yaml");
     // Services may change live.
     std::fs::write(&file, GOOD.replace("weight: 3", "weight: 5")).unwrap();
-    assert!(Config::load_for_apply(&file, &running).is_ok());
+    assert!(Config::load_for_apply(&file, &running, None).is_ok());
     // A port's device and the worker cores may not; each is named with its line.
     std::fs::write(
         &file,
         GOOD.replace("device: net_null0", "device: net_null1").replace("cores: [1]", "cores: [2]"),
     )
     .unwrap();
-    let e = Config::load_for_apply(&file, &running).unwrap_err().to_string();
+    let e = Config::load_for_apply(&file, &running, None).unwrap_err().to_string();
     assert!(e.contains("new.yaml:8:5: ports[0].device: cannot change while sluiced runs"), "{e}");
     assert!(e.contains("workers: cannot change"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -639,7 +650,8 @@ fn a_fifo_a_device_or_a_directory_as_config_is_refused_at_once() {
         let e = within_a_minute(move || Config::load(&p)).unwrap_err().to_string();
         assert!(e.contains(&format!("{what}, not a regular file")), "{}: {e}", path.display());
         let running = Config::parse(GOOD, "p.yaml").unwrap();
-        let e = within_a_minute(move || Config::load_for_apply(&path, &running)).unwrap_err().to_string();
+        let e =
+            within_a_minute(move || Config::load_for_apply(&path, &running, None)).unwrap_err().to_string();
         assert!(e.contains(&format!("{what}, not a regular file")), "{e}");
     }
 }
@@ -815,7 +827,7 @@ fn a_refusal_never_quotes_the_file() {
     ] {
         let f = s.0.join("secret");
         std::fs::write(&f, &body).unwrap();
-        let e = Config::load_for_apply(&f, &running).unwrap_err().to_string();
+        let e = Config::load_for_apply(&f, &running, None).unwrap_err().to_string();
         assert!(!e.contains(&SECRET[..7]), "{body:?} echoed: {e}");
         assert!(e.contains("secret:"), "{e}");
     }

@@ -13,6 +13,10 @@
 //! list the same backends in a different order still agree.
 
 use crate::hash::{hash_bytes, reduce};
+use std::sync::Arc;
+
+mod size;
+pub use size::{size_for, SINGLE_SIZE, SIZE_STEPS};
 
 /// Largest table: 4,194,301 slots (8 MiB), the largest prime below 2^22.
 pub const MAX_TABLE_SIZE: u32 = 4_194_301;
@@ -36,9 +40,11 @@ pub struct MaglevInput<'a> {
 }
 
 /// A built lookup table: slot → index into the backend list given to [`Maglev::build`].
+/// Clones share the slots, so a snapshot can keep an unchanged service's table from the one
+/// before (a lookup reads through the pointer as it would through a `Box`).
 #[derive(Clone)]
 pub struct Maglev {
-    table: Box<[u16]>,
+    table: Arc<[u16]>,
     size: u32,
     has_backends: bool,
 }
@@ -221,13 +227,13 @@ impl Maglev {
         assert!(is_prime(size), "Maglev table size {size} is not prime");
         assert!(backends.len() < size as usize && backends.len() <= MAX_BACKENDS);
         let m = size as usize;
-        let mut table = vec![EMPTY; m].into_boxed_slice();
+        let mut table = vec![EMPTY; m];
 
         // Backends that take part, in identity order.
         let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
         order.sort_by(|&a, &b| backends[a].id.cmp(backends[b].id));
         if order.is_empty() {
-            return Maglev { table, size, has_backends: false };
+            return Maglev { table: table.into(), size, has_backends: false };
         }
 
         let turns: Vec<Turn> = order
@@ -245,7 +251,12 @@ impl Maglev {
         let mut rounds = Rounds { turns, next: 0, max_weight };
         let taken = walk(&mut rounds, &mut table, size);
         fill_tail(&mut rounds, &mut table, size, &taken);
-        Maglev { table, size, has_backends: true }
+        Maglev { table: table.into(), size, has_backends: true }
+    }
+
+    /// Whether `other` shares this table's slots (it is a clone of it, not a rebuild).
+    pub fn shares_slots_with(&self, other: &Maglev) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
     }
 
     /// The backend index for a flow hash, or `None` when no backend has a positive weight.
@@ -273,6 +284,18 @@ impl Maglev {
         &self.table
     }
 
+    /// The share of slots whose backend differs from `other`'s (a table of the same size),
+    /// by identity: `ids` names this table's backends, `other_ids` the other's.
+    pub fn moved_share(&self, ids: &[Vec<u8>], other: &Maglev, other_ids: &[Vec<u8>]) -> f64 {
+        fn name(ids: &[Vec<u8>], s: u16) -> Option<&[u8]> {
+            ids.get(usize::from(s)).map(Vec::as_slice)
+        }
+        let moved = (self.table.iter().zip(other.table.iter()))
+            .filter(|&(&a, &b)| name(ids, a) != name(other_ids, b))
+            .count();
+        moved as f64 / f64::from(self.size)
+    }
+
     /// How many slots each backend holds, indexed like the input list.
     pub fn shares(&self, n_backends: usize) -> Vec<u32> {
         let mut counts = vec![0u32; n_backends];
@@ -286,14 +309,14 @@ impl Maglev {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn ids(n: usize) -> Vec<Vec<u8>> {
         (0..n).map(|i| format!("198.19.{}.{}:80", i / 250, i % 250 + 1).into_bytes()).collect()
     }
 
-    fn inputs<'a>(ids: &'a [Vec<u8>], weights: &[u32]) -> Vec<MaglevInput<'a>> {
+    pub(crate) fn inputs<'a>(ids: &'a [Vec<u8>], weights: &[u32]) -> Vec<MaglevInput<'a>> {
         ids.iter().zip(weights).map(|(id, &weight)| MaglevInput { id, weight }).collect()
     }
 

@@ -8,7 +8,6 @@ use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLim
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
 use crate::health::HealthSpec;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
-use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
 use sluice_dataplane::snapshot::{
     rules, BackendSpec, Forwarding, MssClamp, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
@@ -168,7 +167,7 @@ impl Validator<'_> {
 
     /// A service's Maglev table size: a prime, well above its backends' count.
     fn table_size(&mut self, i: usize, s: &RawService) -> u32 {
-        let table_size = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+        let table_size = s.table_size();
         if let Err(m) = rules::table_size(table_size) {
             self.refuse(&format!("services[{i}].table_size"), m);
         } else if s.backends.len().saturating_mul(100) > table_size as usize {

@@ -5,7 +5,6 @@
 use super::{truncate, MAX_ERRORS, MAX_MESSAGE, MAX_NAME_LEN};
 use super::{Config, ConfigError, ConfigErrors, RawAddresses, RawConfig, RawDpdk, RawWorkers};
 use crate::locate::Locations;
-use sluice_dataplane::maglev::DEFAULT_TABLE_SIZE;
 use sluice_dataplane::maglev::MAX_TABLE_SIZE;
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::snapshot::rules;
@@ -176,7 +175,7 @@ impl Validator<'_> {
         let mut total = 0u64;
         for (i, s) in raw.services.iter().enumerate() {
             // A table size beyond the largest is refused on its own; it counts as the largest.
-            let table = s.table_size.unwrap_or(DEFAULT_TABLE_SIZE).min(MAX_TABLE_SIZE);
+            let table = s.table_size().min(MAX_TABLE_SIZE);
             let bytes = service_bytes(table, s.backends.len());
             total = total.saturating_add(bytes);
             if total > limit {

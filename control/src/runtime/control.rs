@@ -249,7 +249,8 @@ impl Control {
             }
             return;
         };
-        if let Err(e) = self.applier.start(path, self.config.clone(), caller) {
+        let running = (self.config.clone(), Some(self.cell.load_full()));
+        if let Err(e) = self.applier.start(path, running, caller) {
             warn!("apply refused: {e}");
         }
     }

@@ -1,8 +1,8 @@
 //! `Snapshot::build`: a spec checked (by [`super::rules`]) and turned into the tables workers read.
 
+use super::tables::{self, weights};
 use super::*;
 use crate::flow::of_family;
-use crate::maglev::MaglevInput;
 
 /// Which data port each exception path belongs to, by port index (each checked by
 /// [`rules::kernel_port`]).
@@ -100,6 +100,8 @@ struct Seen {
 struct Around<'a> {
     spec: &'a SnapshotSpec,
     ports: &'a [Port],
+    /// The snapshot this one replaces, whose unchanged tables it takes over.
+    previous: Option<&'a Snapshot>,
 }
 
 /// Service `si`'s spec, checked and built (next hops added to `hops`).
@@ -169,36 +171,9 @@ fn build_service(
         forwarding: s.forwarding,
         tunnel: s.tunnel,
         scheduler: s.scheduler,
-        maglev: maglev(s, &backends),
+        maglev: tables::maglev(s, &backends, at.previous),
         backends,
     })
-}
-
-/// The backends' weights as the schedulers see them (a backend that is down has none).
-fn weights(backends: &[Backend]) -> Vec<u32> {
-    backends.iter().map(|b| if b.down { 0 } else { b.weight }).collect()
-}
-
-/// The service's Maglev table. Maglev names a backend by its address (DSR) or address and
-/// port (NAT): the same on every appliance with this config.
-fn maglev(s: &ServiceSpec, backends: &[Backend]) -> Maglev {
-    let ids: Vec<Vec<u8>> = backends
-        .iter()
-        .map(|b| {
-            let mut id = match b.address {
-                IpAddr::V4(a) => a.octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            };
-            if s.forwarding == Forwarding::Nat {
-                id.extend_from_slice(&b.port.to_be_bytes());
-            }
-            id
-        })
-        .collect();
-    let weights = weights(backends);
-    let inputs: Vec<MaglevInput<'_>> =
-        ids.iter().zip(&weights).map(|(id, &weight)| MaglevInput { id, weight }).collect();
-    Maglev::build(&inputs, s.table_size)
 }
 
 /// The MSS that fits the tunnel path `path_mtu` (the longest inner packet every backend's
@@ -328,7 +303,8 @@ fn nat_groups(services: &[Service]) -> Result<(StaticMap<NatKey, u32>, Vec<u16>)
 }
 
 impl Snapshot {
-    /// Builds a snapshot. Next-hop MACs learned by `previous` carry over.
+    /// Builds a snapshot. Next-hop MACs learned by `previous` carry over, and so do the Maglev
+    /// tables of its services whose tables would come out the same (see [`tables`]).
     pub fn build(spec: &SnapshotSpec, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
         rules::port_count(spec.ports.len()).map_err(|m| refuse("ports", m))?;
         check_families(spec)?;
@@ -347,7 +323,7 @@ impl Snapshot {
         let from_kernel = kernel_ports(&ports)?;
         let mut hops = NextHops::default();
         hops.add_static(spec)?;
-        let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports });
+        let (mut seen, around) = (Seen::default(), Around { spec, ports: &ports, previous });
         let services = (spec.services.iter().enumerate())
             .map(|(si, s)| build_service(si, s, &around, &mut hops, &mut seen))
             .collect::<Result<Vec<Service>, BuildError>>()?;

@@ -520,6 +520,7 @@ pub struct Snapshot {
 
 mod build;
 pub mod rules;
+mod tables;
 
 impl Snapshot {
     /// The data port whose exception path port `rx` is, if it is one.
@@ -708,7 +709,7 @@ mod tests {
         }
     }
 
-    fn service(vip: [u8; 4], port: u16, backends: &[[u8; 4]]) -> ServiceSpec {
+    pub(super) fn service(vip: [u8; 4], port: u16, backends: &[[u8; 4]]) -> ServiceSpec {
         let backends = backends.iter().map(|&a| BackendSpec::new(a.into(), 1)).collect();
         ServiceSpec {
             table_size: 251,
@@ -716,7 +717,7 @@ mod tests {
         }
     }
 
-    fn spec(services: Vec<ServiceSpec>) -> SnapshotSpec {
+    pub(super) fn spec(services: Vec<ServiceSpec>) -> SnapshotSpec {
         SnapshotSpec {
             generation: 1,
             ports: vec![
