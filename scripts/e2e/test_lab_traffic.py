@@ -86,7 +86,8 @@ def test_http_every_request_succeeds_spread_by_weight_real_client_seen(traffic_l
     assert {ip for _, _, ip in seen} == set(CLIENT_IPS)
     # Spread: each server's share within 0.05 of its weight share. With n >= 1200 independent
     # flows the standard deviation of a share is at most sqrt(0.25 / 1200) = 0.0144, so 0.05
-    # is more than 3.4 sigma; Maglev's own imbalance at M = 65537 is under 1%.
+    # is more than 3.4 sigma; Maglev's own imbalance at the lab's table size (4093 slots for its
+    # few backends, docs/config.md) is under 1%.
     n = len(seen)
     share = collections.Counter(s for s, _, _ in seen)
     total_w = sum(weights.values())
