@@ -36,14 +36,18 @@ def make_certificates(d):
 
 
 def config(ca):
-    """lab.yaml's appliance (with a DPDK file prefix of this test's own) and two services: an
-    HTTPS one checked with verification against `ca`, and the DSR UDP one checked by UDP."""
+    """lab.yaml's appliance (with a DPDK file prefix of this test's own) and three services:
+    lab.yaml's `web` with its `http` check (HEAD /, Host: the VIP), an HTTPS one checked with
+    verification against `ca`, and the DSR UDP one checked by UDP."""
     head, sep, _ = labmod.CONFIG.read_text().partition("\nservices:\n")
     assert sep and "--file-prefix, sluice-lab," in head
     head = head.replace("--file-prefix, sluice-lab,", "--file-prefix, sluice-slw,")
     timing = f"interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}"
     backends = f"      - {{ address: {backend_ip(1)} }}\n      - {{ address: {backend_ip(2)} }}\n"
     return (head + sep
+            + f"  - name: web\n    vip: {VIP}\n    port: 80\n    protocol: tcp\n    forwarding: dsr\n"
+            + f"    tunnel: ipip\n    health: {{ type: http, {timing} }}\n"
+            + "    backends:\n" + backends
             + f"  - name: webs\n    vip: {VIP}\n    port: 443\n    protocol: tcp\n    forwarding: dsr\n"
             + "    tunnel: ipip\n"
             + "    health: { type: https, method: get, host: web.test, path: /, body: s_server,\n"
@@ -124,6 +128,13 @@ def changes(lab, service, backend):
     """sluiced's log lines of `backend` of `service` changing standing."""
     log = lab.gw.log_path.read_text(errors="replace")
     return [ln for ln in log.splitlines() if f"health: {service} {backend} is " in ln]
+
+
+def test_http_check_of_the_lab_server_passes(hc_lab):
+    for i in (1, 2):
+        _, line = wait_for(hc_lab, "web", backend_ip(i), "up")
+        assert line.endswith("check: ok"), line
+    assert changes(hc_lab, "web", BE1) == []
 
 
 def test_https_check_follows_its_tls_server(hc_lab):
