@@ -29,6 +29,11 @@ SYN came in on. Port 0 can transmit in both modes: `net_pcap` with an `rx_pcap` 
 `net_null` does), and memif carries the replies back to the generator, which receives and frees
 them. sluiced's `tx_pps` counts the packets of every port, so it counts the replies.
 
+DPDK's memory (the device under test's: testpmd's and sluiced's) is on ordinary 4 KiB pages
+(`--no-huge`, `--memory small`, the default) or on 2 MiB huge pages (`--memory huge`: the
+harness reserves the pages, mounts a hugetlbfs of its own for them, and gives both back at the
+end), as bare-metal appliances run.
+
     bench/rate.sh                      # setup, build, all scenarios, both modes
     bench/rate.py --scenarios established --runs 5 --measure 8
 
@@ -58,6 +63,10 @@ NEAR_NS = 150
 LOCAL_PACKETS = 1 << 20
 MBUFS = {"memif": 32767, "local": LOCAL_PACKETS + 65536}
 MEMORY = {"memif": 1024, "local": 6144}
+# DPDK's memory arguments for the devices under test: `--no-huge`, or a hugetlbfs (set by
+# `huge_pages`).
+EAL_MEMORY = ["--no-huge"]
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 # Packets per receive and transmit burst, for testpmd as for sluiced: read from `io::BURST`
 # in dataplane/src/io.rs, so that both devices under test amortise their per-burst costs alike.
 BURST = int(re.search(r"pub const BURST: usize = (\d+);",
@@ -135,7 +144,7 @@ def sluiced_config(vdev, mode, n_workers=1):
                              for i in range(4))
     return f"""\
 dpdk:
-  args: [--no-huge, -m, "{MEMORY[mode]}", --no-pci, --no-telemetry, --file-prefix, sluice-bench-dut,
+  args: [{", ".join(EAL_MEMORY)}, -m, "{MEMORY[mode]}", --no-pci, --no-telemetry, --file-prefix, sluice-bench-dut,
          --log-level, "lib.eal:warning"]
   vdevs: ["{vdev}", "net_null0,no-rx=1"]
   mbufs: {MBUFS[mode]}
@@ -200,7 +209,7 @@ def dut_command(dut, vdev, cfg, mode, n_workers=1):
                 "--print-stats"]
     fwd = dut.split("-", 1)[1]
     lcores = f"0@{DUT_CPU},1@{DUT_CPU}" if n_workers == 1 else "0@0," + ",".join(f"{i + 1}@{i}" for i in range(n_workers))
-    return ["dpdk-testpmd", "--no-huge", "-m", str(MEMORY[mode]), "--no-pci", "--no-telemetry",
+    return ["dpdk-testpmd", *EAL_MEMORY, "-m", str(MEMORY[mode]), "--no-pci", "--no-telemetry",
             "--file-prefix", "sluice-bench-testpmd", f"--lcores={lcores}",
             "--log-level", "lib.eal:warning",
             "--vdev", vdev, "--vdev", "net_null0,no-rx=1",
@@ -314,6 +323,31 @@ def run_once(dut, scenario, args, n):
     return rate, near and steady, note, (statistics.median(b) if b else None)
 
 
+class huge_pages:
+    """Enough 2 MiB pages for one device under test's `mib` reserved, a hugetlbfs of its own
+    mounted, and EAL_MEMORY pointed at it; all given back on exit."""
+
+    def __init__(self, mib):
+        self.pages = mib // 2 + 64
+        self.dir = RUN / "huge"
+
+    def __enter__(self):
+        self.before = int(NR_HUGEPAGES.read_text())
+        NR_HUGEPAGES.write_text(str(self.before + self.pages))
+        got = int(NR_HUGEPAGES.read_text()) - self.before
+        if got < self.pages:
+            NR_HUGEPAGES.write_text(str(self.before))
+            sys.exit(f"rate.py: only {got} of {self.pages} huge pages of 2 MiB could be reserved")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", str(self.dir)], check=True)
+        EAL_MEMORY[:] = ["--huge-dir", str(self.dir)]
+        return self
+
+    def __exit__(self, *_):
+        subprocess.run(["umount", str(self.dir)], check=False)
+        NR_HUGEPAGES.write_text(str(self.before))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -322,16 +356,27 @@ def main():
     ap.add_argument("--max-rounds", type=int, default=12, help="give up on a scenario after this many rounds")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--measure", type=int, default=4)
-    ap.add_argument("--out", default=None, help="default: bench/results/rate-<mode>.md")
+    ap.add_argument("--memory", choices=["small", "huge"], default="small",
+                    help="DPDK's memory: ordinary pages (--no-huge) or 2 MiB huge pages")
+    ap.add_argument("--out", default=None, help="default: bench/results/rate-<mode>[-huge].md")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("rate.py needs root (DPDK)")
     RUN.mkdir(parents=True, exist_ok=True)
+    if args.memory == "huge":
+        with huge_pages(MEMORY[args.mode]):
+            measure(args)
+    else:
+        measure(args)
 
+
+def measure(args):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         f"Mode {args.mode}. Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {cpu}, "
-        f"{os.cpu_count()} CPUs; "
+        f"{os.cpu_count()} CPUs; DPDK memory of the devices under test on "
+        + ("2 MiB huge pages (hugetlbfs); " if args.memory == "huge" else "4 KiB pages (--no-huge); ")
+        + 
         f"each device {args.measure} s measured after {args.warmup} s warm-up; medians of accepted runs "
         + (f"(vCPUs near: cache-line round trip < {NEAR_NS} ns before and after; rates steady within 20%)."
            if args.mode == "memif" else "(rates steady within 20%)."),
@@ -375,7 +420,8 @@ def main():
     report = "\n".join(lines + summary + ["", "Every round:", ""] + detail)
     print()
     print(report)
-    out = Path(args.out or ROOT / "bench" / "results" / f"rate-{args.mode}.md")
+    suffix = "-huge" if args.memory == "huge" else ""
+    out = Path(args.out or ROOT / "bench" / "results" / f"rate-{args.mode}{suffix}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report + "\n")
 

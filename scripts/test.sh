@@ -24,6 +24,8 @@ echo "== loom model checks (session table, SYN proxy hold pool)"
 scripts/loom.sh
 echo "== host agent smoke test (namespaces, GRE/IPIP from python raw sockets)"
 SLUICE_AGENT="$PWD/target/release/sluice-agent" control/agent/tests/smoke.sh
+echo "== Debian package: build, unpack, sluiced check, systemd-analyze verify, man pages"
+scripts/package-check.sh
 echo "== end-to-end tests (namespace lab)"
 SLUICED="$PWD/target/release/sluiced" /usr/bin/python3 -m pytest -q -p no:cacheprovider scripts/e2e
 echo "== all tests passed"

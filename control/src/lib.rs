@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bird;
 pub mod bird_config;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod ids;
@@ -16,6 +17,10 @@ pub mod labels;
 pub mod locate;
 #[cfg(feature = "dpdk")]
 pub mod metrics;
+#[cfg(feature = "dpdk")]
+pub mod metrics_server;
+#[cfg(feature = "dpdk")]
+pub mod notify;
 pub mod peers;
 pub mod readfile;
 pub mod report;

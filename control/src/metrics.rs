@@ -8,8 +8,8 @@
 //! changes and nothing is cached between scrapes except each worker's poll counts (for the
 //! busy ratio).
 //!
-//! [`serve`] answers `GET /metrics` on a TCP address with the text exposition format, each
-//! connection on its own thread within [`LIMITS`] (see `serving`).
+//! `metrics_server` answers `GET /metrics` on a TCP address with the text exposition format
+//! (re-exported here: [`serve`], [`LIMITS`]).
 //!
 //! Adding a worker counter is one line in one of `sluice_dataplane::stats`'s tables (its
 //! field, family name and help): the worker stats, the totals, `--print-stats` and the family
@@ -24,13 +24,14 @@
 //! self.per_backend(&backends, &BACKEND_WEIGHT, |_, b| Some(f64::from(b.weight))).push_to(out);
 //! ```
 
+pub use crate::metrics_server::{serve, LIMITS, MAX_REQUEST_HEAD};
 use crate::report::{self, Totals};
-use crate::serving::{self, Endpoint, Input, Limits, Refusal, Refusals};
+use crate::serving::{Refusal, Refusals};
 use arc_swap::ArcSwap;
-use log::{debug, warn};
+use log::debug;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
-use prometheus::{Registry, TextEncoder, TEXT_FORMAT};
+use prometheus::Registry;
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::{Backend, Service, Snapshot};
 use sluice_dataplane::stats::{
@@ -38,12 +39,9 @@ use sluice_dataplane::stats::{
     MAX_PORTS,
 };
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 // ---- what the control thread shares ---------------------------------------------------------
 
@@ -817,189 +815,6 @@ pub fn registry(source: MetricsSource) -> prometheus::Result<Registry> {
     Ok(r)
 }
 
-// ---- the HTTP endpoint -----------------------------------------------------------------------
-
-/// Longest request head (request line and headers) read; longer gets 431.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// The endpoint's limits: 32 connections at once (a few Prometheus servers and people with
-/// curl; over it, 503); 5 s to send the request head from connecting (a scraper sends it at
-/// once; over it, 408) and 5 s to take the answer (the text format is a few hundred KiB at
-/// most). A client that trickles or idles holds one slot, for 5 s at most.
-pub const LIMITS: Limits = Limits {
-    max_connections: 32,
-    request_deadline: Duration::from_secs(5),
-    write_deadline: Duration::from_secs(5),
-};
-/// How long, and how much, to read after answering before closing (see `linger`).
-const LINGER: Duration = Duration::from_millis(200);
-const MAX_LINGER_BYTES: usize = 64 * 1024;
-
-/// Serves `registry` at `http://LISTEN/metrics` until `stop` is set, each connection on a
-/// thread of its own within `limits` (refused ones counted in `refusals`), each closed after
-/// its answer (`GET` and `HEAD /metrics`: the text exposition format; other paths 404, other
-/// methods 405, malformed requests 400, a request head over [`MAX_REQUEST_HEAD`] 431, not
-/// sent by the deadline 408, over the connection cap 503). Returns the bound address
-/// (`listen` may have port 0) and the accepting thread, which ends within 20 ms of `stop`
-/// (connections in hand finish within their deadlines).
-pub fn serve(
-    listen: SocketAddr,
-    registry: Registry,
-    limits: Limits,
-    refusals: Arc<Refusals>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(listen)?;
-    let bound = listener.local_addr()?;
-    let handle = serving::spawn("sluice-metrics", listener, Http { registry }, limits, refusals, stop)?;
-    Ok((bound, handle))
-}
-
-/// The HTTP/1.1 endpoint: one request head in, one answer out, then close.
-struct Http {
-    registry: Registry,
-}
-
-impl Endpoint for Http {
-    type Conn = TcpStream;
-    const END: &'static [u8] = b"\r\n\r\n";
-    const MAX_REQUEST: usize = MAX_REQUEST_HEAD;
-
-    fn answer(&self, input: Input) -> Option<Vec<u8>> {
-        let response = match input {
-            Input::Complete(head) => route(&head, &self.registry),
-            Input::TooLarge => Response::text(431, "request head too large"),
-            Input::Closed(sent) if sent.is_empty() => return None,
-            Input::Closed(_) => Response::text(400, "incomplete request"),
-            Input::TimedOut => Response::text(408, "request head not sent in time"),
-        };
-        Some(response.to_bytes())
-    }
-
-    fn busy(&self) -> Vec<u8> {
-        let mut r = Response::text(503, "too many connections; try again");
-        r.headers.push(("Retry-After", "1".into()));
-        r.to_bytes()
-    }
-
-    fn finish(&self, stream: &mut TcpStream) {
-        // Tell the client we are done; it may already have gone.
-        let _ = stream.shutdown(Shutdown::Write);
-        linger(stream);
-    }
-}
-
-/// An HTTP response, ready to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    /// HEAD: the headers of the GET answer, without its body.
-    head_only: bool,
-}
-
-impl Response {
-    fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
-            body: format!("{body}\n").into_bytes(),
-            head_only: false,
-        }
-    }
-
-    fn reason(&self) -> &'static str {
-        match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            431 => "Request Header Fields Too Large",
-            503 => "Service Unavailable",
-            _ => "Internal Server Error",
-        }
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, self.reason());
-        for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
-        let mut bytes = head.into_bytes();
-        if !self.head_only {
-            bytes.extend_from_slice(&self.body);
-        }
-        bytes
-    }
-}
-
-/// Reads (and drops) what the client still sends, until it closes or for a short while:
-/// closing a socket with unread input resets the connection, and the client may then lose
-/// the answer (a 431 to a client still sending its head, a request with a body).
-fn linger(stream: &mut TcpStream) {
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut left = MAX_LINGER_BYTES;
-    while left > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
-            return;
-        }
-        match stream.read(&mut sink) {
-            Ok(0) => return,
-            Ok(n) => left = left.saturating_sub(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// The method and path (without query) of a request head's request line.
-fn request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let line = head.split(|&b| b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || method.is_empty() || !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    if !method.bytes().all(|b| b.is_ascii_uppercase()) || !target.starts_with('/') {
-        return None;
-    }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    Some((method, path))
-}
-
-/// The answer to one request.
-fn route(head: &[u8], registry: &Registry) -> Response {
-    let Some((method, path)) = request_line(head) else {
-        return Response::text(400, "malformed request line");
-    };
-    if path != "/metrics" {
-        return Response::text(404, "not found; metrics are at /metrics");
-    }
-    if method != "GET" && method != "HEAD" {
-        let mut r = Response::text(405, "only GET and HEAD");
-        r.headers.push(("Allow", "GET, HEAD".into()));
-        return r;
-    }
-    let mut body = String::new();
-    match TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
-        Ok(()) => Response {
-            status: 200,
-            headers: vec![("Content-Type", TEXT_FORMAT.to_string())],
-            body: body.into_bytes(),
-            head_only: method == "HEAD",
-        },
-        Err(e) => {
-            warn!("metrics: encoding: {e}");
-            Response::text(500, "cannot encode the metrics")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1233,34 +1048,15 @@ mod tests {
     fn apply_state_records_attempts() {
         let a = ApplyState::new();
         assert_eq!((a.generation(), a.last_success(), a.last_time()), (0, None, None));
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500);
         a.record_applied_at(3, t);
         assert_eq!((a.generation(), a.last_success(), a.last_time()), (3, Some(true), Some(1_700_000_000.5)));
-        a.record_refused_at(t + Duration::from_secs(2));
+        a.record_refused_at(t + std::time::Duration::from_secs(2));
         assert_eq!(
             (a.generation(), a.last_success(), a.last_time()),
             (3, Some(false), Some(1_700_000_002.5))
         );
         assert_eq!((a.applied_count(), a.refused_count()), (1, 1));
-    }
-
-    #[test]
-    fn request_lines() {
-        assert_eq!(request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(("GET", "/metrics")));
-        assert_eq!(request_line(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Some(("GET", "/metrics")));
-        assert_eq!(request_line(b"POST /x HTTP/1.1\r\n\r\n"), Some(("POST", "/x")));
-        for bad in [
-            &b"GET /metrics\r\n\r\n"[..],
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/1.1 x\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\n",
-            b"get /metrics HTTP/1.1\r\n\r\n",
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
-            b"",
-        ] {
-            assert_eq!(request_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
     }
 
     #[test]
@@ -1278,28 +1074,5 @@ mod tests {
         assert_eq!(gauge(&mfs, name, &["admin", "timed_out"]), Some(0.0));
         assert_eq!(gauge(&mfs, name, &["metrics", "over_cap"]), Some(0.0));
         assert_eq!(gauge(&mfs, name, &["metrics", "timed_out"]), Some(2.0));
-    }
-
-    #[test]
-    fn routes() {
-        let r = Registry::new();
-        let c = SluiceCollector::new(source(snapshot(vec![web()]), 1)).expect("collector");
-        r.register(Box::new(c)).expect("register");
-        let get = route(b"GET /metrics HTTP/1.1\r\n\r\n", &r);
-        assert_eq!(get.status, 200);
-        assert_eq!(get.headers, vec![("Content-Type", "text/plain; version=0.0.4".to_string())]);
-        let body = String::from_utf8(get.body.clone()).expect("utf-8");
-        assert!(body.contains("\nsluice_drops_total{reason=\"no_backend\"} 0\n"), "{body}");
-        let head = route(b"HEAD /metrics HTTP/1.1\r\n\r\n", &r);
-        assert_eq!(head.status, 200);
-        let bytes = String::from_utf8(head.to_bytes()).expect("utf-8");
-        assert!(bytes.ends_with("\r\n\r\n"), "{bytes}");
-        assert!(bytes.contains(&format!("Content-Length: {}\r\n", get.body.len())));
-        let post = route(b"POST /metrics HTTP/1.1\r\n\r\n", &r);
-        assert_eq!(post.status, 405);
-        assert!(post.headers.contains(&("Allow", "GET, HEAD".into())));
-        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n", &r).status, 404);
-        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n", &r).status, 404);
-        assert_eq!(route(b"nonsense\r\n\r\n", &r).status, 400);
     }
 }

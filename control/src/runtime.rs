@@ -100,6 +100,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     }
 
     info!("stopping");
+    crate::notify::stopping();
     admin.stop();
     if let Some(m) = metrics {
         m.stop();

@@ -4,6 +4,9 @@
 //! service's key), the client's packet unchanged inside (valid checksums), the backend Maglev
 //! picks for the flow, and one backend per flow. The counters sluiced prints on SIGTERM must
 //! account for every packet, including each malformed one under its drop reason.
+//!
+//! It runs twice: with DPDK's memory on ordinary pages (`--no-huge`, as the lab runs), and on
+//! 2 MiB huge pages from a hugetlbfs mount of the test's own (as bare-metal appliances run).
 
 #![cfg(feature = "dpdk")] // Runs sluiced on DPDK: only with the `dpdk` feature.
 
@@ -26,11 +29,31 @@ const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
 
-fn config_yaml(dir: &Path, core: usize) -> String {
+/// Where DPDK's memory comes from.
+enum Memory<'a> {
+    /// Ordinary pages (`--no-huge`).
+    Small,
+    /// Huge pages of the hugetlbfs mounted here.
+    Huge(&'a Path),
+}
+
+/// DPDK's memory arguments and the file prefix for `memory`.
+fn eal(memory: &Memory) -> (String, String) {
+    match memory {
+        Memory::Small => ("--no-huge, -m, '256'".into(), format!("sluice-pcap-{}", std::process::id())),
+        Memory::Huge(dir) => (
+            format!("--huge-dir, '{}', -m, '256'", dir.display()),
+            format!("sluice-pcap-huge-{}", std::process::id()),
+        ),
+    }
+}
+
+fn config_yaml(dir: &Path, core: usize, memory: &Memory) -> String {
+    let (mem, prefix) = eal(memory);
     format!(
         "\
 dpdk:
-  args: [--no-huge, -m, '256', --no-pci, --file-prefix, sluice-pcap-{pid}, --log-level, 'lib.eal:notice']
+  args: [{mem}, --no-pci, --file-prefix, {prefix}, --log-level, 'lib.eal:notice']
   vdevs: ['net_pcap0,rx_pcap={dir}/in.pcap,tx_pcap={dir}/out.pcap']
 workers:
   cores: [{core}]
@@ -67,9 +90,44 @@ services:
       - {{ address: 198.18.0.20 }}
       - {{ address: 198.18.0.21 }}
 ",
-        pid = std::process::id(),
         dir = dir.display(),
     )
+}
+
+/// `pages` more 2 MiB huge pages reserved and a hugetlbfs of its own mounted at a new
+/// directory; both given back on drop. Needs root (as every DPDK test here).
+struct HugeMount {
+    dir: std::path::PathBuf,
+    before: u64,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+impl HugeMount {
+    fn new(pages: u64) -> HugeMount {
+        let read = || std::fs::read_to_string(NR_HUGEPAGES).unwrap().trim().parse::<u64>().unwrap();
+        let before = read();
+        let dir = std::env::temp_dir().join(format!("sluice-pcap-huge-mnt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = HugeMount { dir, before };
+        std::fs::write(NR_HUGEPAGES, (before + pages).to_string()).unwrap();
+        assert!(read() >= before + pages, "only {} of {pages} huge pages reserved", read() - before);
+        let ok = Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev"])
+            .arg(&mount.dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount hugetlbfs");
+        mount
+    }
+}
+
+impl Drop for HugeMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::write(NR_HUGEPAGES, self.before.to_string());
+    }
 }
 
 fn eth(frame: &mut Vec<u8>, ethertype: u16) {
@@ -263,13 +321,27 @@ fn counters(stdout: &str) -> HashMap<String, u64> {
 
 #[test]
 fn sluiced_tunnels_a_capture_of_many_flows() {
-    let dir = std::env::temp_dir().join(format!("sluice-pcap-{}", std::process::id()));
+    run_capture("sluice-pcap", &Memory::Small);
+}
+
+#[test]
+fn sluiced_tunnels_a_capture_of_many_flows_on_huge_pages() {
+    // DPDK's 256 MiB and room to spare.
+    let huge = HugeMount::new(160);
+    let used = run_capture("sluice-pcap-huge", &Memory::Huge(&huge.dir));
+    assert!(used > 0, "no huge page file of sluiced's in {}", huge.dir.display());
+}
+
+/// Runs sluiced on the capture with DPDK's memory from `memory` and checks every packet and
+/// counter; returns how many of sluiced's files the huge page mount held while it ran.
+fn run_capture(name: &str, memory: &Memory) -> usize {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let input = build_input();
     pcap::write(&dir.join("in.pcap"), &input.frames);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let yaml = config_yaml(&dir, cores - 1);
+    let yaml = config_yaml(&dir, cores - 1, memory);
     let cfg_path = dir.join("pipeline.yaml");
     std::fs::write(&cfg_path, &yaml).unwrap();
 
@@ -290,6 +362,13 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let huge_files = match memory {
+        Memory::Huge(mount) => std::fs::read_dir(mount)
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&eal(memory).1)))
+            .count(),
+        Memory::Small => 0,
+    };
     // Give late packets a moment to show up as extras, then stop sluiced with SIGTERM.
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -409,4 +488,5 @@ fn sluiced_tunnels_a_capture_of_many_flows() {
         assert_eq!(*v, input.drops.get(reason).copied().unwrap_or(0), "drops for {reason}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    huge_files
 }

@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod allow;
+pub mod cli;
 pub mod flows;
 pub mod replies;
 pub mod stats;

@@ -11,56 +11,12 @@
 //!
 //! Built without the `dpdk` feature, sluiced checks and simulates but does not run.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sluice_control::cli::sluiced::{Cli, Command};
 use sluice_control::config::Config;
 use sluice_control::simulate;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(name = "sluiced", version, about = "Sluice L4 gateway appliance")]
-struct Cli {
-    /// The pipeline config to run.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Log a counter summary every N seconds (0: never).
-    #[arg(long, default_value_t = 10)]
-    stats_interval: u64,
-    /// Print every counter to standard output when stopping.
-    #[arg(long)]
-    print_stats: bool,
-    /// The admin API's Unix socket (`sluicectl --socket`); "none" for no admin API.
-    #[arg(long, default_value = sluice_control::admin::DEFAULT_SOCKET)]
-    admin_socket: PathBuf,
-    /// A group whose members may use the admin socket too (mode 0660); without it the socket
-    /// is sluiced's user's only (0600).
-    #[arg(long, value_name = "NAME")]
-    admin_group: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate a pipeline config and exit: 0 if valid, 1 with the errors if not.
-    Check { file: PathBuf },
-    /// Print the service and backend a flow gets under a config (what every appliance running
-    /// it would pick for a new flow).
-    Which {
-        file: PathBuf,
-        /// tcp or udp
-        protocol: String,
-        /// Client ADDRESS:PORT
-        source: String,
-        /// VIP ADDRESS:PORT
-        destination: String,
-    },
-    /// Run with the binary about to be installed: whether a restart of sluiced on a config
-    /// with this binary keeps the connections in the session region the config names (exit 0)
-    /// or not (1), which services and backends of the region the config no longer names, and
-    /// the upgrade procedure. Only reads the region.
-    UpgradeCheck { file: PathBuf },
-}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -191,8 +191,10 @@ impl ControlLoop {
         }
     }
 
-    /// Ticks every 50 ms until `stop` is set (`Ok`) or a worker stops (`Err`).
+    /// Once every worker forwards (systemd is told so), ticks every 50 ms until `stop` is set
+    /// (`Ok`) or a worker stops (`Err`).
     pub(super) fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<(), String> {
+        self.workers.ready_when_up()?;
         while !stop.load(Ordering::Relaxed) && !self.leaving {
             thread::sleep(Duration::from_millis(50));
             self.tick(reload)?;

@@ -3,6 +3,7 @@
 use super::bringup::{pin, Nic};
 use super::persist::Found;
 use crate::config::Config;
+use crate::notify::Startup;
 use arc_swap::ArcSwap;
 use dpdk_sys::Eal;
 use log::info;
@@ -119,6 +120,8 @@ pub(super) struct Workers {
     /// The workers' clock starts here; the control loop's ticks count from it too.
     pub(super) epoch: Instant,
     stop: Arc<AtomicBool>,
+    /// The workers' word that they forward, until it has been waited for.
+    startup: Option<Startup>,
 }
 
 impl Workers {
@@ -144,6 +147,7 @@ impl Workers {
 
         let epoch = shared.epoch;
         let stop = Arc::new(AtomicBool::new(false));
+        let (startup, up) = Startup::new(per_worker.len());
         let mut stats = Vec::new();
         let mut handles = Vec::new();
         for (w, (rx, tx)) in per_worker.into_iter().enumerate() {
@@ -156,6 +160,7 @@ impl Workers {
             let worker_isolation = Arc::clone(&shared.isolation);
             let stop_flag = Arc::clone(&stop);
             let n_ports = nic.ports.len() as u16;
+            let up = up.clone();
             let h = thread::Builder::new()
                 .name(format!("sluice-w{w}"))
                 .spawn(move || -> Result<(), String> {
@@ -164,6 +169,9 @@ impl Workers {
                     info!("worker {w} on core {core} (lcore {lcore})");
                     let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, tables, st);
                     worker.set_isolation(worker_isolation);
+                    // Its queues are started and it polls them from here on.
+                    let _ = up.send(());
+                    drop(up);
                     worker.run(&stop_flag, || epoch.elapsed().as_nanos() as u64);
                     Eal::unregister_thread();
                     Ok(())
@@ -171,7 +179,13 @@ impl Workers {
                 .map_err(|e| format!("spawning worker {w}: {e}"))?;
             handles.push(h);
         }
-        Ok(Workers { handles, stats, epoch, stop })
+        Ok(Workers { handles, stats, epoch, stop, startup: Some(startup) })
+    }
+
+    /// Waits until every worker forwards, then tells systemd sluiced is ready (once).
+    pub(super) fn ready_when_up(&mut self) -> Result<(), String> {
+        let status = format!("forwarding: {} worker(s)", self.stats.len());
+        self.startup.take().map_or(Ok(()), |s| s.ready_when_up(&status))
     }
 
     /// Nanoseconds on the workers' clock.
