@@ -429,7 +429,9 @@ enum RawNoBackend {
 enum RawCheckType {
     #[default]
     Http,
+    Https,
     Tcp,
+    Udp,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
@@ -446,11 +448,17 @@ struct RawHealth {
     #[serde(rename = "type", default)]
     kind: RawCheckType,
     port: Option<u16>,
-    #[serde(default)]
-    method: RawMethod,
+    method: Option<RawMethod>,
     path: Option<String>,
     host: Option<String>,
     status: Option<u16>,
+    body: Option<String>,
+    verify: Option<bool>,
+    ca: Option<String>,
+    send: Option<String>,
+    send_hex: Option<String>,
+    expect: Option<String>,
+    expect_hex: Option<String>,
     interval: Option<f64>,
     timeout: Option<f64>,
     rise: Option<u32>,

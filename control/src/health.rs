@@ -1,7 +1,8 @@
 //! Health checks: each checked backend gets a thread that probes it every `interval` (a TCP
-//! connect, or an HTTP/1.1 HEAD or GET with a Host header, expecting one status) and reports
-//! each result to the control thread, which counts `rise` passes in a row to call a backend up
-//! and `fall` failures in a row to call it down, then publishes a snapshot without it.
+//! connect; an HTTP or HTTPS request, see [`http`]; a UDP datagram and its reply, see [`udp`])
+//! and reports each result to the control thread, which counts `rise` passes in a row to call
+//! a backend up and `fall` failures in a row to call it down, then publishes a snapshot
+//! without it.
 //!
 //! Probes leave through the appliance's own kernel stack (the management path), not through
 //! DPDK: sluiced's process opens ordinary sockets, routed by the host or namespace it runs in.
@@ -9,7 +10,9 @@
 //! NAT backend's own address and port (so VPC backends need a management route or are left
 //! unchecked).
 
-use std::io::{Read, Write};
+pub mod http;
+pub mod udp;
+
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -22,8 +25,10 @@ use std::time::{Duration, Instant};
 pub enum Check {
     /// Passes when a TCP connection opens.
     Tcp,
-    /// Passes when the answer's status is `status`.
-    Http { get: bool, path: String, host: String, status: u16 },
+    /// `http` or `https`: passes on the expected status (and body).
+    Http(http::HttpCheck),
+    /// Passes when a reply to a datagram comes (and holds the expected bytes).
+    Udp(udp::UdpCheck),
 }
 
 /// A service's health check settings.
@@ -40,53 +45,37 @@ pub struct HealthSpec {
     pub fall: u32,
 }
 
-/// One probe: `Ok` or why it failed.
-pub fn probe(addr: SocketAddr, check: &Check, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    let Check::Http { get, path, host, status } = check else {
-        return Ok(());
-    };
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    let method = if *get { "GET" } else { "HEAD" };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
-    // The status line is all that is needed: read until its end (or 1 KiB).
-    let mut buf = [0u8; 1024];
-    let mut have = 0;
-    while !buf[..have].contains(&b'\n') && have < buf.len() {
-        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-        match s.read(&mut buf[have..]) {
-            Ok(0) => break,
-            Ok(n) => have += n,
-            Err(e) => return Err(format!("read: {e}")),
+/// What probes one backend, again and again: set up once (an HTTP client's TLS settings).
+pub enum Prober {
+    Tcp(SocketAddr, Duration),
+    Http(Box<http::Prober>),
+    Udp(SocketAddr, udp::UdpCheck, Duration),
+}
+
+impl Prober {
+    pub fn new(addr: SocketAddr, check: &Check, timeout: Duration) -> Prober {
+        match check {
+            Check::Tcp => Prober::Tcp(addr, timeout),
+            Check::Http(c) => Prober::Http(Box::new(http::Prober::new(addr, c, timeout))),
+            Check::Udp(c) => Prober::Udp(addr, c.clone(), timeout),
         }
     }
-    let line = String::from_utf8_lossy(&buf[..have]);
-    let line = line.lines().next().unwrap_or("");
-    let got = parse_status(line).ok_or_else(|| format!("not an HTTP status line: {line:?}"))?;
-    if got == *status {
-        Ok(())
-    } else {
-        Err(format!("status {got}, want {status}"))
+
+    /// One probe: `Ok` or why it failed (a short reason, for the log and `sluicectl`).
+    pub fn probe(&self) -> Result<(), String> {
+        match self {
+            Prober::Tcp(addr, timeout) => {
+                TcpStream::connect_timeout(addr, *timeout).map(drop).map_err(|e| format!("connect: {e}"))
+            }
+            Prober::Http(p) => p.probe(),
+            Prober::Udp(addr, c, timeout) => udp::probe(*addr, c, *timeout),
+        }
     }
 }
 
-/// The status code of an `HTTP/1.x NNN reason` line.
-fn parse_status(line: &str) -> Option<u16> {
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 {
-        return None;
-    }
-    code.parse().ok()
+/// One probe of `addr` by `check`: `Ok` or why it failed.
+pub fn probe(addr: SocketAddr, check: &Check, timeout: Duration) -> Result<(), String> {
+    Prober::new(addr, check, timeout).probe()
 }
 
 /// A backend's standing from its probes' results.
@@ -150,9 +139,10 @@ pub fn start(targets: Vec<Target>, to_control: Sender<Report>, stop: Arc<AtomicB
             thread::Builder::new()
                 .name("sluice-health".into())
                 .spawn(move || {
+                    let prober = Prober::new(addr, &spec.check, spec.timeout);
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
-                        let result = probe(addr, &spec.check, spec.timeout);
+                        let result = prober.probe();
                         if tx.send(Report { backend, result }).is_err() {
                             return;
                         }
@@ -166,6 +156,9 @@ pub fn start(targets: Vec<Target>, to_control: Sender<Report>, stop: Arc<AtomicB
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {
@@ -185,57 +178,6 @@ mod tests {
         assert_eq!(s.observe(true, 2, 3), None);
         assert_eq!(s.observe(true, 2, 3), Some(true), "second pass in a row");
         assert_eq!(s.observe(true, 2, 3), None);
-    }
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status("HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status("HTTP/1.0 503 Service Unavailable"), Some(503));
-        assert_eq!(parse_status("HTTP/2 200"), None);
-        assert_eq!(parse_status("SSH-2.0-OpenSSH"), None);
-        assert_eq!(parse_status("HTTP/1.1 20 OK"), None);
-    }
-
-    /// A one-shot HTTP server on loopback answering `answer`; returns its address and the
-    /// request it received.
-    fn server(answer: &'static str) -> (SocketAddr, JoinHandle<String>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 512];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = c.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            c.write_all(answer.as_bytes()).unwrap();
-            String::from_utf8(req).unwrap()
-        });
-        (addr, h)
-    }
-
-    #[test]
-    fn http_head_with_host_and_expected_status() {
-        let (addr, h) = server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        let check =
-            Check::Http { get: false, path: "/healthz".into(), host: "web.example".into(), status: 200 };
-        assert_eq!(probe(addr, &check, Duration::from_secs(5)), Ok(()));
-        let req = h.join().unwrap();
-        assert!(req.starts_with("HEAD /healthz HTTP/1.1\r\n"), "{req}");
-        assert!(req.contains("\r\nHost: web.example\r\n"), "{req}");
-    }
-
-    #[test]
-    fn http_get_with_another_status_fails() {
-        let (addr, h) = server("HTTP/1.1 503 Unavailable\r\n\r\n");
-        let check = Check::Http { get: true, path: "/".into(), host: "h".into(), status: 200 };
-        let e = probe(addr, &check, Duration::from_secs(5)).unwrap_err();
-        assert!(e.contains("status 503"), "{e}");
-        assert!(h.join().unwrap().starts_with("GET / HTTP/1.1\r\n"));
     }
 
     #[test]

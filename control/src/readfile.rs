@@ -14,6 +14,10 @@ use std::path::Path;
 /// 3 MiB of YAML; the cap keeps a wrong path (a log, a disk image) from filling memory.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
+/// Largest CA file read (an `https` health check's `ca`): 1 MiB, room for a few hundred
+/// certificates.
+pub const MAX_CA_BYTES: u64 = 1 << 20;
+
 /// Largest key file read: 4 KiB. A sync key is 64 hex digits and a newline.
 pub const MAX_KEY_BYTES: u64 = 4 << 10;
 

@@ -138,7 +138,7 @@ fn ipv6_nat_takes_ipv6_backends_only() {
     let c = Config::parse(&checked, "p.yaml").unwrap();
     let check = &c.health[0].as_ref().unwrap().check;
     assert!(
-        matches!(check, sluice_control::health::Check::Http { host, .. } if host == "[2001:db8::10]"),
+        matches!(check, sluice_control::health::Check::Http(c) if c.host == "[2001:db8::10]"),
         "{check:?}"
     );
 }
@@ -253,6 +253,49 @@ fn other_refusals() {
         ("tunnel: gre", "tunnel: gre\n    health: { fall: 0 }", "services[0].health.fall"),
         ("tunnel: gre", "tunnel: gre\n    health: { interval: 1, timeout: 2 }", "services[0].health.timeout"),
         ("tunnel: gre", "tunnel: gre\n    health: { status: 42 }", "services[0].health.status"),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: tcp, body: x }", "services[0].health.body"),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: http, verify: false }",
+            "services[0].health.verify",
+        ),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: https, send: x }", "services[0].health.send"),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: udp, path: / }", "services[0].health.path"),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: tls }", "services[0].health.type"),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: http, body: ok }", "services[0].health.body"),
+        ("tunnel: gre", "tunnel: gre\n    health: { method: get, body: '' }", "services[0].health.body"),
+        ("tunnel: gre", "tunnel: gre\n    health: { host: 'me@web' }", "services[0].health.host"),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: https, host: web..test }",
+            "services[0].health.host",
+        ),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: https, verify: false, ca: /x }",
+            "services[0].health.ca",
+        ),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: https, ca: /nonexistent/ca.pem }",
+            "services[0].health.ca",
+        ),
+        ("tunnel: gre", "tunnel: gre\n    health: { type: udp }", "services[0].health.send"),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: udp, send: a, send_hex: '61' }",
+            "services[0].health.send",
+        ),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: udp, send_hex: abc }",
+            "services[0].health.send_hex",
+        ),
+        (
+            "tunnel: gre",
+            "tunnel: gre\n    health: { type: udp, send: a, expect_hex: '' }",
+            "services[0].health.expect_hex",
+        ),
         ("tunnel: gre", "tunnel: gre\n    on_no_backend: explode", "services[0].on_no_backend"),
         ("tunnel: gre", "forwarding: nat\n    vpc: 9", "services[0].gre_key"),
         (
@@ -991,4 +1034,78 @@ fn buffer_size_is_2048_by_default_and_bounded() {
         assert!(e.starts_with("p.yaml:4:3: dpdk.buffer_size: "), "{e}");
         assert!(e.contains("outside 2048..=16384"), "{e}");
     }
+}
+
+/// A CA certificate (EC P-256, self-signed, valid for a century) for `ca:` fields.
+const CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBlzCCAT2gAwIBAgIUP0xdlSLqZ/2OANmVZenh5G7KRfAwCgYIKoZIzj0EAwIw
+IDEeMBwGA1UEAwwVc2x1aWNlIGNvbmZpZyB0ZXN0IENBMCAXDTI2MTIwNzE3MzE1
+MFoYDzIxMjYxMTEzMTczMTUwWjAgMR4wHAYDVQQDDBVzbHVpY2UgY29uZmlnIHRl
+c3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQPk8VF9zShrWAmEK4wpQYc
+mrIfpB14dXbjJZRadn7vObX1S2Yhr+Wt5L2OcJXfkI2iqw2EnsmO+L9jiIa8iZpS
+o1MwUTAdBgNVHQ4EFgQUCem6a2vCkHrhRDTNDCn3KwWzhxIwHwYDVR0jBBgwFoAU
+Cem6a2vCkHrhRDTNDCn3KwWzhxIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQD
+AgNIADBFAiAj9jKO1JNBg7qAGdtBi7OnB7G2AMPoBWSExjv7ZAEfjwIhALy/+jOp
++16xo3qeHvBIxHck1jOht/O5eV4vBZRFIaO5
+-----END CERTIFICATE-----
+";
+
+/// GOOD with `health` on its service.
+fn with_health(health: &str) -> String {
+    GOOD.replacen("tunnel: gre\n", &format!("tunnel: gre\n    health: {health}\n"), 1)
+}
+
+#[test]
+fn health_check_types_load() {
+    use sluice_control::health::http::{HttpCheck, Tls};
+    use sluice_control::health::udp::UdpCheck;
+    use sluice_control::health::Check;
+    let check = |health: &str| {
+        Config::parse(&with_health(health), "p.yaml").unwrap().health[0].clone().unwrap().check
+    };
+    let https = check("{ type: https, method: get, host: web.test, path: /ready, body: ok, verify: false }");
+    let tls = Some(Tls { verify: false, ca: None });
+    let want = HttpCheck {
+        get: true,
+        path: "/ready".into(),
+        host: "web.test".into(),
+        status: 200,
+        body: Some("ok".into()),
+        tls,
+    };
+    assert_eq!(https, Check::Http(want));
+    // verify is on by default, against the built-in roots.
+    assert!(
+        matches!(check("{ type: https }"), Check::Http(c) if c.tls == Some(Tls { verify: true, ca: None }))
+    );
+    assert_eq!(
+        check("{ type: udp, send_hex: '00 01', expect: be }"),
+        Check::Udp(UdpCheck { send: vec![0, 1], expect: Some(b"be".to_vec()) })
+    );
+    assert_eq!(
+        check("{ type: udp, send: ping }"),
+        Check::Udp(UdpCheck { send: b"ping".to_vec(), expect: None })
+    );
+
+    let dir = std::env::temp_dir().join(format!("sluice-config-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+    std::fs::write(&ca, CA_PEM).unwrap();
+    std::fs::write(&junk, CA_PEM.replace("MIIBlzCCAT2g", "MIIBlzCCAT2h")).unwrap();
+    let c = check(&format!("{{ type: https, ca: {} }}", ca.display()));
+    assert!(
+        matches!(&c, Check::Http(h) if h.tls.as_ref().is_some_and(|t| t.verify && t.ca.as_ref().is_some_and(|c| c.len() == 1))),
+        "{c:?}"
+    );
+    let e = Config::parse(&with_health(&format!("{{ type: https, ca: {} }}", junk.display())), "p.yaml")
+        .unwrap_err();
+    let e = e.to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        e.starts_with("p.yaml:19:")
+            && e.contains("services[0].health.ca: ")
+            && e.contains("certificate 1 is not"),
+        "{e}"
+    );
 }

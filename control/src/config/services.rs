@@ -6,6 +6,8 @@ use super::RawMssClamp;
 use super::{PortConfig, MAX_SESSIONS};
 use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
+use crate::health::http::{HttpCheck, Tls};
+use crate::health::udp::UdpCheck;
 use crate::health::HealthSpec;
 use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::snapshot::{
@@ -13,6 +15,7 @@ use sluice_dataplane::snapshot::{
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 
 const MAX_WEIGHT: u32 = 1000;
 
@@ -281,38 +284,140 @@ impl Validator<'_> {
         if h.port == Some(0) {
             self.refuse(&f("port"), "port 0");
         }
+        for (k, types) in misplaced_health_fields(h) {
+            self.refuse(&f(k), format!("is for type: {types}"));
+        }
         let check = match h.kind {
-            RawCheckType::Tcp => {
-                for (k, given) in [
-                    ("path", h.path.is_some()),
-                    ("host", h.host.is_some()),
-                    ("status", h.status.is_some()),
-                    ("method", h.method != RawMethod::Head),
-                ] {
-                    if given {
-                        self.refuse(&f(k), "is for type: http");
-                    }
-                }
-                Check::Tcp
+            RawCheckType::Tcp => Check::Tcp,
+            RawCheckType::Http => Check::Http(self.http_check(i, h, vip, None)),
+            RawCheckType::Https => {
+                let tls = self.tls_check(i, h);
+                Check::Http(self.http_check(i, h, vip, Some(tls)))
             }
-            RawCheckType::Http => {
-                let path = h.path.clone().unwrap_or_else(|| "/".into());
-                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                    self.refuse(&f("path"), format!("{path:?}: an absolute path without spaces or controls"));
-                }
-                // The VIP as a Host header has it (RFC 9110 7.2: an IPv6 literal in brackets).
-                let literal = |v: IpAddr| if v.is_ipv6() { format!("[{v}]") } else { v.to_string() };
-                let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, literal));
-                if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                    self.refuse(&f("host"), format!("{host:?}: no spaces or controls"));
-                }
-                let status = h.status.unwrap_or(200);
-                if !(100..=599).contains(&status) {
-                    self.refuse(&f("status"), format!("{status} is not an HTTP status"));
-                }
-                Check::Http { get: h.method == RawMethod::Get, path, host, status }
-            }
+            RawCheckType::Udp => Check::Udp(self.udp_check(i, h)),
         };
         Some(HealthSpec { check, port: h.port, interval, timeout, rise, fall })
     }
+
+    /// An `http` or `https` check's request and what passes.
+    fn http_check(&mut self, i: usize, h: &RawHealth, vip: Option<IpAddr>, tls: Option<Tls>) -> HttpCheck {
+        let f = |k: &str| format!("services[{i}].health.{k}");
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            self.refuse(&f("path"), format!("{path:?}: an absolute path without spaces or controls"));
+        } else if let Err(e) = crate::health::http::path(&path) {
+            self.refuse(&f("path"), e);
+        }
+        // The VIP as a Host header has it (RFC 9110 7.2: an IPv6 literal in brackets).
+        let literal = |v: IpAddr| if v.is_ipv6() { format!("[{v}]") } else { v.to_string() };
+        let host = h.host.clone().unwrap_or_else(|| vip.map_or_else(String::new, literal));
+        if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            self.refuse(&f("host"), format!("{host:?}: no spaces or controls"));
+        } else if !host.is_empty() {
+            let named = match tls {
+                Some(_) => crate::health::http::server_name(&host),
+                None => crate::health::http::authority(&host).map(drop),
+            };
+            if let Err(e) = named {
+                self.refuse(&f("host"), e);
+            }
+        }
+        let status = h.status.unwrap_or(200);
+        if !(100..=599).contains(&status) {
+            self.refuse(&f("status"), format!("{status} is not an HTTP status"));
+        }
+        let get = h.method == Some(RawMethod::Get);
+        match &h.body {
+            Some(b) if b.is_empty() => self.refuse(&f("body"), "empty (leave it out to pass on any body)"),
+            Some(_) if !get => self.refuse(&f("body"), "needs method: get (an answer to HEAD has no body)"),
+            _ => {}
+        }
+        HttpCheck { get, path, host, status, body: h.body.clone(), tls }
+    }
+
+    /// An `https` check's certificate verification: on unless `verify: false`, against the
+    /// CA certificates of `ca` (a PEM file) or else the Mozilla roots built in.
+    fn tls_check(&mut self, i: usize, h: &RawHealth) -> Tls {
+        let field = format!("services[{i}].health.ca");
+        let verify = h.verify.unwrap_or(true);
+        let ca = h.ca.as_ref().and_then(|path| {
+            if !verify {
+                self.refuse(&field, "is for verify: true");
+                return None;
+            }
+            let certs = crate::readfile::read_text(Path::new(path), crate::readfile::MAX_CA_BYTES)
+                .and_then(|pem| crate::health::http::ca_certs(&pem));
+            certs.map_err(|e| self.refuse(&field, format!("{path}: {e}"))).ok()
+        });
+        Tls { verify, ca }
+    }
+
+    /// A `udp` check's payload (`send` or `send_hex`) and the bytes its reply must hold
+    /// (`expect` or `expect_hex`, optional).
+    fn udp_check(&mut self, i: usize, h: &RawHealth) -> UdpCheck {
+        let f = |k: &str| format!("services[{i}].health.{k}");
+        if h.send.is_none() && h.send_hex.is_none() {
+            self.refuse(&f("send"), "type: udp sends a datagram: give it as send (text) or send_hex");
+        }
+        let send = self.payload(&f("send"), h.send.as_deref(), h.send_hex.as_deref());
+        let expect = self.payload(&f("expect"), h.expect.as_deref(), h.expect_hex.as_deref());
+        UdpCheck { send: send.unwrap_or_default(), expect }
+    }
+
+    /// Bytes given as text (`field`) or as hex digits (`field` + `_hex`), not both, neither
+    /// empty nor more than a datagram holds.
+    fn payload(&mut self, field: &str, text: Option<&str>, hex: Option<&str>) -> Option<Vec<u8>> {
+        let hex_field = format!("{field}_hex");
+        let (bytes, at) = match (text, hex) {
+            (None, None) => return None,
+            (Some(_), Some(_)) => {
+                self.refuse(field, format!("give it as text or as hex ({hex_field}), not both"));
+                return None;
+            }
+            (Some(t), None) => (t.as_bytes().to_vec(), field),
+            (None, Some(x)) => match crate::health::udp::hex(x) {
+                Ok(b) => (b, hex_field.as_str()),
+                Err(e) => {
+                    self.refuse(&hex_field, e);
+                    return None;
+                }
+            },
+        };
+        if bytes.is_empty() {
+            self.refuse(at, "empty");
+            return None;
+        }
+        if bytes.len() > crate::health::udp::MAX_PAYLOAD {
+            self.refuse(at, format!("{} bytes, more than a datagram holds", bytes.len()));
+            return None;
+        }
+        Some(bytes)
+    }
+}
+
+/// The type-specific fields of a `health` section given for a type they are not for, each
+/// with the types it is for.
+fn misplaced_health_fields(h: &RawHealth) -> Vec<(&'static str, &'static str)> {
+    use RawCheckType::{Http, Https, Udp};
+    const HTTP: (&[RawCheckType], &str) = (&[Http, Https], "http or https");
+    const TLS: (&[RawCheckType], &str) = (&[Https], "https");
+    const UDP: (&[RawCheckType], &str) = (&[Udp], "udp");
+    let fields = [
+        ("method", h.method.is_some(), HTTP),
+        ("path", h.path.is_some(), HTTP),
+        ("host", h.host.is_some(), HTTP),
+        ("status", h.status.is_some(), HTTP),
+        ("body", h.body.is_some(), HTTP),
+        ("verify", h.verify.is_some(), TLS),
+        ("ca", h.ca.is_some(), TLS),
+        ("send", h.send.is_some(), UDP),
+        ("send_hex", h.send_hex.is_some(), UDP),
+        ("expect", h.expect.is_some(), UDP),
+        ("expect_hex", h.expect_hex.is_some(), UDP),
+    ];
+    fields
+        .into_iter()
+        .filter(|&(_, given, (types, _))| given && !types.contains(&h.kind))
+        .map(|(k, _, (_, names))| (k, names))
+        .collect()
 }
