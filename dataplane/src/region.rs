@@ -557,8 +557,9 @@ mod tests {
         assert_eq!(Header::parse(&page, 256), Err(Mismatch::Slots { found: 128, want: 256 }));
         assert_eq!(Header::parse(&page[..100], 128), Err(Mismatch::TooShort(100)));
         let mut other = page.clone();
-        other[8] = 2;
-        assert_eq!(Header::parse(&other, 128), Err(Mismatch::Layout { found: 2, want: LAYOUT_VERSION }));
+        other[8] = LAYOUT_VERSION as u8 + 1;
+        let found = LAYOUT_VERSION + 1;
+        assert_eq!(Header::parse(&other, 128), Err(Mismatch::Layout { found, want: LAYOUT_VERSION }));
         let mut torn = page.clone();
         torn[24] ^= 1;
         assert_eq!(Header::parse(&torn, 128), Err(Mismatch::Checksum));
