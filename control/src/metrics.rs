@@ -128,8 +128,8 @@ fn unix_seconds(t: SystemTime) -> f64 {
 /// Reads the NICs' own counters (`rte_eth_stats`), one entry per port in `port_names` order.
 pub type NicStatsFn = Box<dyn Fn() -> Vec<dpdk_sys::PortStats> + Send + Sync>;
 
-/// The health hook: a backend's health by its stable id, `None` if it is not checked. There
-/// are no health checks yet; when they land, this is where `sluice_backend_healthy` comes from.
+/// The health hook: a backend's health by its stable id, `None` if it is not checked; where
+/// `sluice_backend_healthy` comes from.
 pub type HealthFn = Box<dyn Fn(u32) -> Option<bool> + Send + Sync>;
 
 /// Everything a scrape reads. All of it is shared with the running appliance.
