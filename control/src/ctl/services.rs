@@ -142,6 +142,9 @@ pub(crate) mod tests {
         assert_eq!(b["label"], "198.19.0.12");
         assert_eq!(b["state"], "drained");
         assert_eq!(b["check"], serde_json::Value::Null);
+        // Every field is there, null or not: scripts can rely on the names.
+        let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["check", "host", "id", "label", "sessions", "state", "weight"]);
         assert_eq!(v["services"][0]["vip"], "198.18.0.10:80");
         assert_eq!(serde_json::from_value::<Services>(v).unwrap(), services());
     }
