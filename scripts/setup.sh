@@ -15,6 +15,8 @@ PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config libpcap-dev
     # the namespace lab and the end-to-end tests
     iproute2 ethtool iputils-ping tcpdump hping3 curl wrk python3 python3-pytest prometheus
+    # sluicectl watch's test runs it in a detached terminal
+    tmux
     # routing daemons: BIRD 2 on the appliances and the lab's router (exception path, BGP,
     # BFD); FRR as the router in one test
     bird2 frr
