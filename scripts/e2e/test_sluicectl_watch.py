@@ -48,10 +48,12 @@ def watch_lab(sluiced):
 
 
 class Tmux:
-    """A detached tmux session on a server of this test's own (`tmux -L`), killed by its name."""
+    """A detached tmux session on a server of this test's own (its socket `socket`), killed by
+    its name; the socket file is removed after."""
 
-    def __init__(self, name, width=160, height=50):
-        self.base = ["tmux", "-L", name]
+    def __init__(self, name, socket, width=160, height=50):
+        self.socket = socket
+        self.base = ["tmux", "-S", str(socket)]
         self.name = name
         self.size = ["-x", str(width), "-y", str(height)]
 
@@ -68,6 +70,7 @@ class Tmux:
 
     def kill(self):
         subprocess.run([*self.base, "kill-session", "-t", self.name], capture_output=True, timeout=10)
+        self.socket.unlink(missing_ok=True)
 
 
 def shown_rate(screen):
@@ -84,7 +87,7 @@ def test_watch_shows_the_rate_rise_under_wrk(watch_lab):
     lab = watch_lab
     rc = lab.run_dir / "watch.rc"
     rc.unlink(missing_ok=True)
-    tmux = Tmux(f"slv-watch-{id(lab)}")
+    tmux = Tmux("slv-watch", lab.run_dir / "tmux.sock")
     tmux.start(f"{lab.sluicectl} --socket {lab.admin_socket} watch; echo $? > {rc}; sleep 60")
     try:
         # Quiet first: the service is on screen with a rate near 0.
