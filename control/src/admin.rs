@@ -77,7 +77,7 @@ pub enum Request {
 
 /// An answer: `text` as `sluicectl` prints it, and for views (status, services, sessions,
 /// counters, stats, upgrade) `data`, the same view as a JSON object (`sluicectl -o json`),
-/// from which the text was rendered (see [`crate::ctl`]). Without `data` the field is left out,
+/// from which the text was rendered (the `ctl` module). Without `data` the field is left out,
 /// so clients that know only `text` read every answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -96,14 +96,6 @@ impl Response {
     /// A plain answer: text only.
     pub fn ok(text: impl Into<String>) -> Response {
         Response::Ok { text: text.into(), data: None }
-    }
-
-    /// A view's answer: its text and itself as JSON.
-    pub fn view<V: crate::ctl::View>(view: &V) -> Response {
-        match serde_json::to_value(view) {
-            Ok(data) => Response::Ok { text: view.text(), data: Some(data) },
-            Err(e) => Response::Refused { text: format!("the view could not be encoded: {e}") },
-        }
     }
 }
 

@@ -27,7 +27,7 @@ pub fn rates(socket: &Path, interval: Duration) -> Result<Response, String> {
     };
     std::thread::sleep(interval);
     match read() {
-        Ok(second) => Ok(Response::view(&second.rate_since(&first))),
+        Ok(second) => Ok(super::answer(&second.rate_since(&first))),
         Err(f) => f,
     }
 }

@@ -12,8 +12,18 @@ pub mod stats;
 pub mod status;
 pub mod watch;
 
+use crate::admin::Response;
+
 /// A view: JSON through serde, text through [`View::text`].
 pub trait View: serde::Serialize {
     /// The view as `sluicectl` prints it by default, ending with a newline.
     fn text(&self) -> String;
+}
+
+/// A view's admin answer: its text and itself as JSON.
+pub fn answer<V: View>(view: &V) -> Response {
+    match serde_json::to_value(view) {
+        Ok(data) => Response::Ok { text: view.text(), data: Some(data) },
+        Err(e) => Response::Refused { text: format!("the view could not be encoded: {e}") },
+    }
 }

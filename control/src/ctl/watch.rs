@@ -62,7 +62,7 @@ fn json_lines(socket: &Path, mut screen: Screen, interval: Duration) -> u8 {
             return print(Format::Json, &failure);
         }
         if let Some(rates) = &screen.rates {
-            print(Format::Json, &Ok(Response::view(rates)));
+            print(Format::Json, &Ok(super::answer(rates)));
         }
     }
 }

@@ -261,12 +261,10 @@ impl ControlLoop {
             Request::Apply { file } => return self.control.start_apply(file.as_deref(), Some(back)),
             Request::Drain { service, backend } => self.control.drain(&service, &backend, true),
             Request::Restore { service, backend } => self.control.drain(&service, &backend, false),
-            Request::Status => Response::view(&self.status()),
-            Request::Services => Response::view(&list_services(
-                &self.control.cell().load(),
-                &self.shared.sessions,
-                &self.control,
-            )),
+            Request::Status => ctl::answer(&self.status()),
+            Request::Services => {
+                ctl::answer(&list_services(&self.control.cell().load(), &self.shared.sessions, &self.control))
+            }
             Request::Sessions { service, backend, client, limit } => list_sessions(
                 &self.control.cell().load(),
                 &self.shared.sessions,
@@ -276,14 +274,14 @@ impl ControlLoop {
                 limit,
                 self.workers.epoch,
             ),
-            Request::Counters => Response::view(&self.totals().counters(&self.names)),
-            Request::Stats => Response::view(&stats::read(
+            Request::Counters => ctl::answer(&self.totals().counters(&self.names)),
+            Request::Stats => ctl::answer(&stats::read(
                 &self.control.cell().load(),
                 &self.workers.stats,
                 &self.shared.sessions,
                 (&self.totals(), self.started.elapsed()),
             )),
-            Request::Upgrade => Response::view(&ctl::status::Upgrade::new(&self.shared.region_status)),
+            Request::Upgrade => ctl::answer(&ctl::status::Upgrade::new(&self.shared.region_status)),
             Request::DrainAppliance => self.leave(),
         };
         let _ = back.send(answer);

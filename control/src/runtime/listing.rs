@@ -113,5 +113,5 @@ pub(super) fn list_sessions(
             });
         }
     });
-    Response::view(&ctl::sessions::Sessions { sessions: out, matched, shown })
+    ctl::answer(&ctl::sessions::Sessions { sessions: out, matched, shown })
 }
