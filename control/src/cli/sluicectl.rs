@@ -41,8 +41,9 @@ pub enum Command {
     },
     /// Every counter.
     Counters,
-    /// Packets, bytes and connections made per service and backend since sluiced started, and
-    /// drops by reason (as `ipvsadm -Ln --stats`).
+    /// Packets, bytes and connections per service and backend; drops by reason.
+    ///
+    /// Totals since sluiced started (as `ipvsadm -Ln --stats`), or per second with `--rate`.
     Stats {
         /// Per second instead (as `ipvsadm -Ln --rate`): two readings `--interval` apart.
         #[arg(long)]
@@ -51,16 +52,20 @@ pub enum Command {
         #[arg(long, default_value = "1", value_parser = seconds, requires = "rate")]
         interval: Duration,
     },
-    /// A live view, refreshed every `--interval`: services, backends (state, weight, health
-    /// check, sessions), rates and drops. `q` quits. With `-o json`: a line of rates per
-    /// refresh instead.
+    /// A live view of services, backends, health, rates and drops; `q` quits.
+    ///
+    /// Full screen, refreshed every `--interval`: services, backends (state, weight, health
+    /// check, sessions), packets, bytes and connections per second, drops by reason. `q`, Esc
+    /// or Ctrl-C quits. With `-o json`: a line of rates per refresh instead.
     Watch {
         /// Seconds between refreshes.
         #[arg(long, default_value = "1", value_parser = seconds)]
         interval: Duration,
     },
-    /// The session region the running sluiced uses, and how to upgrade it without breaking
-    /// connections (check the new binary with `sluiced upgrade-check CONFIG` first).
+    /// The running session region and the upgrade procedure.
+    ///
+    /// How to upgrade sluiced without breaking connections: check the new binary with
+    /// `sluiced upgrade-check CONFIG` first, then restart.
     Upgrade,
     /// Stop sending new flows to a backend; its sessions stay.
     Drain { service: String, backend: String },
