@@ -17,6 +17,8 @@ PACKAGES=(
     iproute2 ethtool iputils-ping tcpdump hping3 curl wrk python3 python3-pytest prometheus
     # TLS servers and certificates for the https health check's tests (openssl s_server)
     openssl
+    # sluicectl watch's test runs it in a detached terminal
+    tmux
     # routing daemons: BIRD 2 on the appliances and the lab's router (exception path, BGP,
     # BFD); FRR as the router in one test
     bird2 frr

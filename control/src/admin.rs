@@ -69,13 +69,34 @@ pub enum Request {
     /// Withdraw every VIP, wait until traffic has moved to the other appliances (bounded by
     /// `routing.drain`), then stop: the graceful way out of a cluster.
     DrainAppliance,
+    /// Packets, bytes and connections made so far per service and backend, and drops by reason.
+    Stats,
+    /// The session region the running sluiced uses and the upgrade procedure.
+    Upgrade,
 }
 
+/// An answer: `text` as `sluicectl` prints it, and for views (status, services, sessions,
+/// counters, stats, upgrade) `data`, the same view as a JSON object (`sluicectl -o json`),
+/// from which the text was rendered (the `ctl` module). Without `data` the field is left out,
+/// so clients that know only `text` read every answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Ok { text: String },
-    Refused { text: String },
+    Ok {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
+    },
+    Refused {
+        text: String,
+    },
+}
+
+impl Response {
+    /// A plain answer: text only.
+    pub fn ok(text: impl Into<String>) -> Response {
+        Response::Ok { text: text.into(), data: None }
+    }
 }
 
 /// A request waiting for the control thread, with the way back to its caller.
@@ -308,7 +329,7 @@ mod tests {
         let (tx, rx) = mpsc::channel::<Pending>();
         let h = thread::spawn(move || {
             for (req, back) in rx {
-                let _ = back.send(Response::Ok { text: format!("{req:?}") });
+                let _ = back.send(Response::ok(format!("{req:?}")));
             }
         });
         (tx, h)
@@ -384,10 +405,10 @@ mod tests {
         let h = serve(&path, &SocketOptions::new(None), tx, Arc::clone(&stop)).unwrap();
         let control = thread::spawn(move || {
             let (req, back) = rx.recv().unwrap();
-            back.send(Response::Ok { text: format!("{req:?}") }).unwrap();
+            back.send(Response::ok(format!("{req:?}"))).unwrap();
         });
         let got = call(&path, &Request::Status).unwrap();
-        assert_eq!(got, Response::Ok { text: "Status".into() });
+        assert_eq!(got, Response::ok("Status"));
         control.join().unwrap();
         // A second server on the same live path is refused.
         let (tx2, _rx2) = mpsc::channel::<Pending>();
@@ -414,7 +435,7 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(opts.refusals.get(serving::Refusal::TimedOut), 1);
-        assert_eq!(call(&path, &Request::Status).unwrap(), Response::Ok { text: "Status".into() });
+        assert_eq!(call(&path, &Request::Status).unwrap(), Response::ok("Status"));
         stop();
     }
 
@@ -451,7 +472,7 @@ mod tests {
         // Their slots come back once their threads see them gone.
         let mut answered = false;
         for _ in 0..500 {
-            if call(&path, &Request::Status) == Ok(Response::Ok { text: "Status".into() }) {
+            if call(&path, &Request::Status) == Ok(Response::ok("Status")) {
                 answered = true;
                 break;
             }
@@ -500,7 +521,7 @@ mod tests {
             start(&path, &SocketOptions::new(Some(gid)))
         };
         assert_eq!(mode_and_group(&path), (MODE_GROUP, gid));
-        assert_eq!(call(&path, &Request::Status).unwrap(), Response::Ok { text: "Status".into() });
+        assert_eq!(call(&path, &Request::Status).unwrap(), Response::ok("Status"));
         stop();
     }
 

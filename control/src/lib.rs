@@ -10,6 +10,7 @@ pub mod bird_config;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod health;
 pub mod ids;
 pub mod isolation;

@@ -1,5 +1,6 @@
 //! Sums the workers' counters (at read time, never on the packet path) and renders them.
 
+use crate::ctl::counters::{Counters, Sample};
 pub use sluice_dataplane::stats::PortTotals;
 use sluice_dataplane::stats::{DropReason, EventTotals, Metric, SynProxyTotals, WorkerStats};
 use std::fmt::Write;
@@ -104,27 +105,31 @@ impl Totals {
 
     /// Every counter, one `name{labels} value` line each (Prometheus text style).
     pub fn render(&self, port_names: &[String]) -> String {
-        let mut s = String::new();
+        use crate::ctl::View;
+        self.counters(port_names).text()
+    }
+
+    /// Every counter with its labels: `sluicectl counters`.
+    pub fn counters(&self, port_names: &[String]) -> Counters {
+        let mut c = Vec::new();
         for (p, name) in self.ports.iter().zip(port_names) {
             for (m, n) in p.each() {
-                let _ = writeln!(s, "{}{{port=\"{name}\"}} {n}", m.port.name);
+                c.push(Sample::new(m.port.name, Some(("port", name)), n));
             }
         }
         for (m, n) in self.events.each().chain(self.synproxy.each()) {
-            let _ = writeln!(s, "{} {n}", m.name);
+            c.push(Sample::new(m.name, None, n));
         }
-        let _ = writeln!(s, "{} {}", SESSIONS_EXPIRED.name, self.sessions_expired);
-        let _ = writeln!(s, "{} {}", SESSIONS_LIVE.name, self.sessions_live);
+        c.push(Sample::new(SESSIONS_EXPIRED.name, None, self.sessions_expired));
+        c.push(Sample::new(SESSIONS_LIVE.name, None, self.sessions_live));
         for r in DropReason::ALL {
-            let _ = writeln!(
-                s,
-                "{}{{reason=\"{}\"}} {}",
+            c.push(Sample::new(
                 DropReason::METRIC.name,
-                r.label(),
-                self.drops[*r as usize]
-            );
+                Some(("reason", r.label())),
+                self.drops[*r as usize],
+            ));
         }
-        s
+        Counters { counters: c }
     }
 }
 

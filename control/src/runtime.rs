@@ -11,6 +11,7 @@ mod control_loop;
 mod endpoints;
 mod listing;
 mod persist;
+mod stats;
 mod sweeper;
 mod workers;
 

@@ -269,7 +269,7 @@ impl Control {
                 self.last_apply =
                     format!("applied {} as generation {} at {when}", path.display(), self.generation);
                 info!("{}", self.last_apply);
-                Response::Ok { text: self.last_apply.clone() }
+                Response::ok(self.last_apply.clone())
             }
             Err(e) => {
                 self.apply_state.record_refused();
@@ -306,19 +306,18 @@ impl Control {
         };
         let changed = if on { self.drained.insert(id) } else { self.drained.remove(&id) };
         if !changed {
-            return Response::Ok {
-                text: format!("{service} {backend}: already {}", if on { "drained" } else { "in service" }),
-            };
+            return Response::ok(format!(
+                "{service} {backend}: already {}",
+                if on { "drained" } else { "in service" }
+            ));
         }
         let config = self.config.clone();
         match self.publish(config) {
-            Ok(()) => Response::Ok {
-                text: format!(
-                    "{service} {backend}: {} (generation {})",
-                    if on { "drained: no new flows, its sessions stay" } else { "restored" },
-                    self.generation
-                ),
-            },
+            Ok(()) => Response::ok(format!(
+                "{service} {backend}: {} (generation {})",
+                if on { "drained: no new flows, its sessions stay" } else { "restored" },
+                self.generation
+            )),
             Err(e) => {
                 if on {
                     self.drained.remove(&id)

@@ -5,10 +5,12 @@
 use super::announcer::Announcer;
 use super::control::Control;
 use super::listing::{list_services, list_sessions};
+use super::stats;
 use super::sweeper::{Sweeper, SWEEP_SLICES};
 use super::workers::{random_words, Shared, Workers};
 use crate::admin::{self, Pending, Request, Response};
 use crate::config::Config;
+use crate::ctl;
 use crate::health;
 use crate::isolation::{Monitor, Rebalancer};
 use crate::metrics::MetricsSource;
@@ -259,10 +261,10 @@ impl ControlLoop {
             Request::Apply { file } => return self.control.start_apply(file.as_deref(), Some(back)),
             Request::Drain { service, backend } => self.control.drain(&service, &backend, true),
             Request::Restore { service, backend } => self.control.drain(&service, &backend, false),
-            Request::Status => Response::Ok { text: self.status() },
-            Request::Services => Response::Ok {
-                text: list_services(&self.control.cell().load(), &self.shared.sessions, &self.control),
-            },
+            Request::Status => ctl::answer(&self.status()),
+            Request::Services => {
+                ctl::answer(&list_services(&self.control.cell().load(), &self.shared.sessions, &self.control))
+            }
             Request::Sessions { service, backend, client, limit } => list_sessions(
                 &self.control.cell().load(),
                 &self.shared.sessions,
@@ -272,7 +274,14 @@ impl ControlLoop {
                 limit,
                 self.workers.epoch,
             ),
-            Request::Counters => Response::Ok { text: self.totals().render(&self.names) },
+            Request::Counters => ctl::answer(&self.totals().counters(&self.names)),
+            Request::Stats => ctl::answer(&stats::read(
+                &self.control.cell().load(),
+                &self.workers.stats,
+                &self.shared.sessions,
+                (&self.totals(), self.started.elapsed()),
+            )),
+            Request::Upgrade => ctl::answer(&ctl::status::Upgrade::new(&self.shared.region_status)),
             Request::DrainAppliance => self.leave(),
         };
         let _ = back.send(answer);
@@ -289,12 +298,10 @@ impl ControlLoop {
         };
         self.leaving = true;
         info!("drain-appliance: withdrawing every VIP, then stopping (at most {:?} later)", spec.drain);
-        Response::Ok {
-            text: format!(
-                "draining: every VIP withdrawn; sluiced stops once traffic has moved (at most {:?})",
-                spec.drain
-            ),
-        }
+        Response::ok(format!(
+            "draining: every VIP withdrawn; sluiced stops once traffic has moved (at most {:?})",
+            spec.drain
+        ))
     }
 
     /// After the VIPs are withdrawn: waits until no packet has been forwarded for a moment
@@ -321,39 +328,37 @@ impl ControlLoop {
     }
 
     /// `sluicectl status`.
-    fn status(&self) -> String {
+    fn status(&self) -> ctl::status::Status {
         let (c, detector) = (&self.control, &self.chores.monitor.detector);
-        format!(
-            "config {}\ngeneration {}\nlast apply: {}\nworkers {}\nuptime {} s\nsessions {} of {}\n\
-             isolation {} ({} checks, every {:?})\n",
-            c.config_path.as_ref().map_or("-".into(), |p| p.display().to_string()),
-            c.generation,
-            c.last_apply,
-            self.workers.stats.len(),
-            self.started.elapsed().as_secs(),
-            self.chores.sweeper.live,
-            self.shared.sessions.capacity(),
-            if detector.active() { "on" } else { "off" },
-            detector.checks(),
-            detector.spec().interval,
-        ) + &self.shared.region_status
-            + &self.exception_status()
-            + &self.announcer.as_ref().map_or(String::new(), Announcer::status)
+        ctl::status::Status {
+            config: c.config_path.as_ref().map(|p| p.display().to_string()),
+            generation: c.generation,
+            last_apply: c.last_apply.clone(),
+            workers: self.workers.stats.len(),
+            uptime_s: self.started.elapsed().as_secs(),
+            sessions: self.chores.sweeper.live as u64,
+            capacity: self.shared.sessions.capacity(),
+            isolation: ctl::status::Isolation {
+                active: detector.active(),
+                checks: detector.checks(),
+                interval_ms: detector.spec().interval.as_millis() as u64,
+            },
+            region: self.shared.region_status.trim_end().to_string(),
+            exception: self.exception_status(),
+            routing: self.announcer.as_ref().map(Announcer::status).filter(|s| !s.is_empty()),
+        }
     }
 
-    /// `sluicectl status`'s exception path line, if there is one.
-    fn exception_status(&self) -> String {
-        if self.kernel_lost.is_none() {
-            return String::new();
-        }
+    /// `sluicectl status`'s exception path figures, if there is one.
+    fn exception_status(&self) -> Option<ctl::status::Exception> {
+        self.kernel_lost?;
         let t = self.totals();
-        format!(
-            "exception path: {} frame(s) to the kernel, {} from it; lost: {} (not taken by the kernel), {} (over its rate)\n",
-            t.events.to_kernel,
-            t.events.from_kernel,
-            t.drops[DropReason::KernelRefused as usize],
-            t.drops[DropReason::KernelLimited as usize],
-        )
+        Some(ctl::status::Exception {
+            to_kernel: t.events.to_kernel,
+            from_kernel: t.events.from_kernel,
+            kernel_refused: t.drops[DropReason::KernelRefused as usize],
+            kernel_limited: t.drops[DropReason::KernelLimited as usize],
+        })
     }
 
     /// Every counter now, with the sweep's session figures.

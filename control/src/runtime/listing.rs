@@ -2,6 +2,7 @@
 
 use super::control::Control;
 use crate::admin::Response;
+use crate::ctl::{self, services::Services};
 use crate::labels::backend_label;
 use sluice_dataplane::session::{tick, SessionTable};
 use sluice_dataplane::snapshot::Snapshot;
@@ -24,55 +25,33 @@ fn limits_text(l: &sluice_dataplane::limit::Limits) -> String {
     parts.join(", ")
 }
 
-/// `sluicectl services`: one line per service, then one per backend.
-pub(super) fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "generation {}", snap.generation);
-    for s in &snap.services {
-        let _ = writeln!(
-            out,
-            "service {} {} {:?} {:?} scheduler {:?} tunnel {:?}{}",
-            s.name,
-            std::net::SocketAddr::new(s.vip, s.port),
-            s.protocol,
-            s.forwarding,
-            s.scheduler,
-            s.tunnel,
-            s.synproxy_mss.map_or_else(String::new, |mss| format!(" synproxy mss {mss}"))
-        );
-        if !s.limits.is_empty() {
-            let _ = writeln!(
-                out,
-                "  limits {} (sessions now {})",
-                limits_text(&s.limits),
-                sessions.service_active(s.id)
-            );
+/// `sluicectl services`: each service and its backends.
+pub(super) fn list_services(snap: &Snapshot, sessions: &SessionTable, control: &Control) -> Services {
+    let services = snap.services.iter().map(|s| {
+        let backends = s.backends.iter().map(|b| ctl::services::Backend {
+            id: b.id,
+            label: backend_label(s.forwarding, b.address, b.port),
+            host: b.host.to_string(),
+            weight: b.weight,
+            state: ctl::services::state(b.down, control.is_drained(b.id), b.weight).to_string(),
+            sessions: sessions.active(b.id),
+            check: control.last_check(b.id).map(str::to_string),
+        });
+        ctl::services::Service {
+            id: s.id,
+            name: s.name.clone(),
+            vip: std::net::SocketAddr::new(s.vip, s.port).to_string(),
+            protocol: format!("{:?}", s.protocol),
+            forwarding: format!("{:?}", s.forwarding),
+            scheduler: format!("{:?}", s.scheduler),
+            tunnel: format!("{:?}", s.tunnel),
+            synproxy_mss: s.synproxy_mss,
+            limits: (!s.limits.is_empty()).then(|| limits_text(&s.limits)),
+            sessions: sessions.service_active(s.id),
+            backends: backends.collect(),
         }
-        for b in &s.backends {
-            let label = backend_label(s.forwarding, b.address, b.port);
-            let state = if b.down {
-                "down"
-            } else if control.is_drained(b.id) {
-                "drained"
-            } else if b.weight == 0 {
-                "weight-0"
-            } else {
-                "up"
-            };
-            let check = control
-                .last_check(b.id)
-                .map_or_else(|| "unchecked".to_string(), |last| format!("check: {last}"));
-            let _ = writeln!(
-                out,
-                "  backend {label} host {} weight {} {state} sessions {} {check}",
-                b.host,
-                b.weight,
-                sessions.active(b.id)
-            );
-        }
-    }
-    out
+    });
+    Services { generation: snap.generation, services: services.collect() }
 }
 
 /// `sluicectl sessions`: live flow sessions, filtered.
@@ -86,7 +65,6 @@ pub(super) fn list_sessions(
     epoch: Instant,
 ) -> Response {
     use sluice_dataplane::session::KeyKind;
-    use std::fmt::Write;
     let client = match client.as_deref().map(str::parse::<std::net::IpAddr>) {
         Some(Ok(a)) => Some(a),
         Some(Err(_)) => {
@@ -99,7 +77,7 @@ pub(super) fn list_sessions(
     let limit = limit.unwrap_or(100);
     let now = tick(epoch.elapsed().as_nanos() as u64);
     let (mut shown, mut matched) = (0usize, 0usize);
-    let mut out = String::new();
+    let mut out = Vec::new();
     sessions.for_each(|k, s| {
         if k.kind != KeyKind::Flow {
             return;
@@ -124,17 +102,16 @@ pub(super) fn list_sessions(
                 * (1u64 << sluice_dataplane::session::TICK_SHIFT)
                 / 1_000_000_000;
             use sluice_dataplane::session::flags::{PROXIED, SYNCED};
-            let _ = writeln!(
-                out,
-                "{} {} -> {label} {:?}{}{} idle {idle}s",
-                svc.name,
-                std::net::SocketAddr::new(addr, k.port),
-                s.state,
-                if s.flags & PROXIED != 0 { " proxied" } else { "" },
-                if s.flags & SYNCED != 0 { " synced" } else { "" }
-            );
+            out.push(ctl::sessions::Session {
+                service: svc.name.clone(),
+                client: std::net::SocketAddr::new(addr, k.port).to_string(),
+                backend: label,
+                state: format!("{:?}", s.state),
+                proxied: s.flags & PROXIED != 0,
+                synced: s.flags & SYNCED != 0,
+                idle_s: idle,
+            });
         }
     });
-    let _ = writeln!(out, "{matched} sessions matched, {shown} shown");
-    Response::Ok { text: out }
+    ctl::answer(&ctl::sessions::Sessions { sessions: out, matched, shown })
 }
