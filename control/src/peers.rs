@@ -775,17 +775,22 @@ mod tests {
         sb: Snapshot,
     }
 
+    /// A sync spec on loopback (any port) with one peer and the default timings.
+    fn loopback_spec(key: &SyncKey, peer: SocketAddr) -> SyncSpec {
+        SyncSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec![peer],
+            key: key.clone(),
+            after: Duration::from_secs(5),
+            refresh: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        }
+    }
+
     impl Pair {
         fn new() -> Pair {
             let key = SyncKey::new([5u8; 32]);
-            let spec = |peer: SocketAddr| SyncSpec {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                peers: vec![peer],
-                key: key.clone(),
-                after: Duration::from_secs(5),
-                refresh: Duration::from_secs(30),
-                window: Duration::from_secs(30),
-            };
+            let spec = |peer: SocketAddr| loopback_spec(&key, peer);
             let mut b = Syncer::new(&spec("127.0.0.1:9".parse().unwrap()), 2, 1, 1000).unwrap();
             let a = Syncer::new(&spec(b.local_addr().unwrap()), 1, 1, 1000).unwrap();
             b.spec.peers = vec![a.local_addr().unwrap()];
@@ -927,14 +932,7 @@ mod tests {
     fn a_restarted_peer_gets_everything_then_knows_it_has_joined() {
         let snap = snapshot(3);
         let key = SyncKey::new([7u8; 32]);
-        let spec = |peer: SocketAddr| SyncSpec {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            peers: vec![peer],
-            key: key.clone(),
-            after: Duration::from_secs(5),
-            refresh: Duration::from_secs(30),
-            window: Duration::from_secs(30),
-        };
+        let spec = |peer: SocketAddr| loopback_spec(&key, peer);
         let mut b = Syncer::new(&spec("127.0.0.1:9".parse().unwrap()), 2, 20, 10_000).unwrap();
         b.joining = None;
         b.pending.clear();

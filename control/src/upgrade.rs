@@ -8,7 +8,7 @@ use crate::ids::Registry;
 use sluice_dataplane::region::{self, LAYOUT_VERSION};
 use sluice_dataplane::session::SessionTable;
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// What the check found: `keeps` if a restart keeps the region's connections; `text` says
 /// what and why, one finding per line.
@@ -99,10 +99,10 @@ fn service((vip, port, proto): (IpAddr, u16, u8)) -> String {
     format!("{proto} {}", endpoint(vip, port))
 }
 
+/// An address, with its port unless that is 0 (a DSR backend's identity has none).
 fn endpoint(addr: IpAddr, port: u16) -> String {
-    match (addr, port) {
-        (a, 0) => a.to_string(),
-        (IpAddr::V6(a), p) => format!("[{a}]:{p}"),
-        (a, p) => format!("{a}:{p}"),
+    match port {
+        0 => addr.to_string(),
+        p => SocketAddr::new(addr, p).to_string(),
     }
 }

@@ -9,7 +9,7 @@ use dpdk_sys::Eal;
 use log::info;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::limit::Isolation;
-use sluice_dataplane::region::LAYOUT_VERSION;
+use sluice_dataplane::region::{CookieWords, LAYOUT_VERSION};
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::Snapshot;
 use sluice_dataplane::stats::WorkerStats;
@@ -53,29 +53,12 @@ impl Shared {
     pub(super) fn new(config: &Config, seed: u64, found: Option<Found>) -> Result<Shared, String> {
         let region = found.as_ref().map(|f| Arc::clone(&f.region));
         let epoch = super::persist::epoch(region.as_deref())?;
-        let mut region_status = REGION_NONE.to_string();
-        let (sessions, cookie) = match (&region, &found) {
-            (Some(r), Some(f)) => {
-                let cookie = r.cookie();
-                let t = SessionTable::in_region(Arc::clone(r), config.session_capacity, config.timeouts);
-                let got = t.recover();
-                info!(
-                    "session region {}: {} session(s) taken over, {} torn one(s) discarded",
-                    r.path().display(),
-                    got.live,
-                    got.torn
-                );
-                region_status = format!(
-                    "session region {} (layout {LAYOUT_VERSION}): {} at start, {} session(s) taken over, {} torn; \
-                     a restart keeps connections (`sluiced upgrade-check FILE` checks a new binary first)\n",
-                    r.path().display(),
-                    f.how,
-                    got.live,
-                    got.torn
-                );
-                (t, cookie)
+        let (sessions, cookie, region_status) = match &found {
+            Some(f) => take_over(config, f),
+            None => {
+                let t = SessionTable::new(config.session_capacity, config.timeouts, seed);
+                (t, None, REGION_NONE.to_string())
             }
-            _ => (SessionTable::new(config.session_capacity, config.timeouts, seed), None),
         };
         // SYN cookie keys: the region's, so that cookies sent before a restart still answer,
         // or from the kernel's random source; rotated by the control loop.
@@ -102,6 +85,21 @@ impl Shared {
         let isolation = Arc::new(Isolation::new(config.worker_cores.len()));
         Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch, region_status })
     }
+}
+
+/// The session table in the region `f` found, with the sessions it holds taken over; the
+/// region's cookie keys; `sluicectl status`'s line on it.
+fn take_over(config: &Config, f: &Found) -> (SessionTable, Option<CookieWords>, String) {
+    let (r, at) = (&f.region, f.region.path().display());
+    let t = SessionTable::in_region(Arc::clone(r), config.session_capacity, config.timeouts);
+    let got = t.recover();
+    info!("session region {at}: {} session(s) taken over, {} torn one(s) discarded", got.live, got.torn);
+    let status = format!(
+        "session region {at} (layout {LAYOUT_VERSION}): {} at start, {} session(s) taken over, {} torn; \
+         a restart keeps connections (`sluiced upgrade-check FILE` checks a new binary first)\n",
+        f.how, got.live, got.torn
+    );
+    (t, r.cookie(), status)
 }
 
 /// `sluicectl status`'s line without a session region.
