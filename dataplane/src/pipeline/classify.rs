@@ -113,7 +113,7 @@ pub fn frame<F: Frame>(cx: &Ctx<'_>, rx_port: u16, frame: &F) -> Class {
         };
         let dst = eth.dst();
         // Unicast must be ours; broadcast and multicast go on (ARP, then not_for_us).
-        if dst != port.mac && !wire::is_group(&dst) {
+        if !wire::same_mac(&dst, &port.mac) && !wire::is_group(&dst) {
             return Class::from(DropReason::ForeignMac);
         }
         if eth.vlan() != port.vlan {

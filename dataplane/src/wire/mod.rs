@@ -51,6 +51,13 @@ pub fn is_group(m: &Mac) -> bool {
     m[0] & 1 != 0
 }
 
+/// Whether two MAC addresses are the same, compared as one 32-bit and one 16-bit word.
+#[inline(always)]
+pub fn same_mac(a: &Mac, b: &Mac) -> bool {
+    let word = |m: &Mac| (u32::from_ne_bytes([m[0], m[1], m[2], m[3]]), u16::from_ne_bytes([m[4], m[5]]));
+    word(a) == word(b)
+}
+
 /// The broadcast MAC address.
 pub const BROADCAST_MAC: Mac = [0xff; 6];
 
@@ -114,6 +121,17 @@ pub fn transport_of(packet: &[u8]) -> Result<(u8, core::ops::Range<usize>), Wire
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_mac_compares_all_six_bytes() {
+        let a: Mac = [2, 0, 0, 0, 1, 10];
+        assert!(same_mac(&a, &a));
+        for i in 0..6 {
+            let mut b = a;
+            b[i] ^= 0x80;
+            assert!(!same_mac(&a, &b), "byte {i}");
+        }
+    }
 
     #[test]
     fn mac_round_trip() {

@@ -28,6 +28,23 @@ pub struct TcpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// The source and destination ports and the flags of the segment at the start of `b`, with
+/// the checks of [`TcpPacket::new_checked`]: the first pass's one read of the fixed header.
+#[inline(always)]
+pub fn ports_and_flags(b: &[u8]) -> Result<(u16, u16, u8), WireError> {
+    let Some(h) = b.first_chunk::<HEADER_LEN>() else {
+        return Err(WireError::Truncated);
+    };
+    let off = usize::from(h[field::OFFSET] >> 4) * 4;
+    if off < HEADER_LEN {
+        return Err(WireError::Malformed);
+    }
+    if off > b.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok((u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]), h[field::FLAGS]))
+}
+
 impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// Checks that the fixed header fits and that 20 <= data offset <= segment length.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
@@ -214,6 +231,19 @@ mod tests {
         0x9c, 0x40, 0x00, 0x50, 0x01, 0x02, 0x03, 0x04, 0x0a, 0x0b, 0x0c, 0x0d, 0x70, 0x12, 0x72, 0x10, 0x5c,
         0xb6, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07, 0x68, 0x69,
     ];
+
+    #[test]
+    fn ports_and_flags_reads_and_refuses_as_the_view_does() {
+        assert_eq!(ports_and_flags(&SYNACK), Ok((40000, 80, 0x12)));
+        for len in 0..=SYNACK.len() {
+            for offset_byte in [0x00, 0x40, 0x50, 0x70, 0x80, 0xf0] {
+                let mut b = SYNACK;
+                b[field::OFFSET] = offset_byte;
+                let view = TcpPacket::new_checked(&b[..len]).map(|t| (t.src_port(), t.dst_port(), t.flags()));
+                assert_eq!(ports_and_flags(&b[..len]), view, "{len} bytes, offset byte {offset_byte:#x}");
+            }
+        }
+    }
 
     #[test]
     fn emit_matches_scapy() {

@@ -18,6 +18,26 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// The source and destination ports of the datagram at the start of `b`, with the checks of
+/// [`UdpPacket::new_checked`] if `whole`, else of [`UdpPacket::first_fragment`]: the first
+/// pass's one read of the header.
+#[inline(always)]
+pub fn ports(b: &[u8], whole: bool) -> Result<(u16, u16), WireError> {
+    let Some(h) = b.first_chunk::<HEADER_LEN>() else {
+        return Err(WireError::Truncated);
+    };
+    if whole {
+        let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        if len < HEADER_LEN {
+            return Err(WireError::Malformed);
+        }
+        if len > b.len() {
+            return Err(WireError::Truncated);
+        }
+    }
+    Ok((u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]])))
+}
+
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Checks that 8 <= length field <= buffer length.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
@@ -132,6 +152,21 @@ impl UdpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_reads_and_refuses_as_the_view_does() {
+        let mut b = [0x14, 0xe9, 0x00, 0x35, 0x00, 0x0d, 0x04, 0xa6, 0x71, 0x75, 0x65, 0x72, 0x79];
+        assert_eq!(ports(&b, true), Ok((5353, 53)));
+        for field_len in [0u8, 7, 8, 13, 14, 255] {
+            b[5] = field_len;
+            for len in 0..=b.len() {
+                let whole = UdpPacket::new_checked(&b[..len]).map(|u| (u.src_port(), u.dst_port()));
+                assert_eq!(ports(&b[..len], true), whole, "{len} bytes, length field {field_len}");
+                let first = UdpPacket::first_fragment(&b[..len]).map(|u| (u.src_port(), u.dst_port()));
+                assert_eq!(ports(&b[..len], false), first, "{len} bytes, length field {field_len}");
+            }
+        }
+    }
 
     #[test]
     fn emit_matches_scapy() {
