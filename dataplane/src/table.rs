@@ -32,6 +32,9 @@ impl MapKey for u128 {
 pub struct StaticMap<K: MapKey, V: Copy> {
     slots: Box<[Option<(K, V)>]>,
     mask: usize,
+    /// 64 less the table's size in bits: a key's home is the top bits of its hash, the ones
+    /// that a multiplication mixes every bit of the key into.
+    shift: u32,
     len: usize,
 }
 
@@ -42,7 +45,8 @@ impl<K: MapKey, V: Copy> StaticMap<K, V> {
         let pairs: Vec<(K, V)> = pairs.into_iter().collect();
         // Load factor at most 1/2 keeps probes short.
         let cap = (pairs.len() * 2).max(8).next_power_of_two();
-        let mut map = StaticMap { slots: vec![None; cap].into_boxed_slice(), mask: cap - 1, len: 0 };
+        let slots = vec![None; cap].into_boxed_slice();
+        let mut map = StaticMap { slots, mask: cap - 1, shift: 64 - cap.trailing_zeros(), len: 0 };
         for (k, v) in pairs {
             map.insert(k, v);
         }
@@ -51,7 +55,7 @@ impl<K: MapKey, V: Copy> StaticMap<K, V> {
 
     #[inline(always)]
     fn home(&self, k: &K) -> usize {
-        (k.key_hash() >> 32) as usize & self.mask
+        (k.key_hash() >> self.shift) as usize
     }
 
     fn insert(&mut self, k: K, v: V) {
@@ -87,6 +91,14 @@ impl<K: MapKey, V: Copy> StaticMap<K, V> {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Places a lookup of `k` reads (1: its home place).
+    #[cfg(test)]
+    fn probes(&self, k: &K) -> usize {
+        let home = self.home(k);
+        let at = |d: usize| self.slots[(home + d) & self.mask].is_some_and(|(sk, _)| sk == *k);
+        (0..self.slots.len()).find(|&d| at(d)).map_or(0, |d| d + 1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,6 +158,15 @@ mod tests {
         assert_eq!(IdIndex::build([(5, 1), (5, 2)]).get(5), Some(2));
         let empty = IdIndex::build([]);
         assert_eq!((empty.get(0), empty.get(u32::MAX)), (None, None));
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_high_bits_spread() {
+        // (VIP, port, protocol) keys of one VIP differ only above bit 40 of their word.
+        let keys: Vec<u64> = (0..64u64).map(|i| i << 48).collect();
+        let m = StaticMap::build(keys.iter().map(|&k| (k, ())));
+        let worst = keys.iter().map(|k| m.probes(k)).max();
+        assert!(worst.is_some_and(|w| w <= 8), "longest probe {worst:?} of 64 keys in 128 places");
     }
 
     #[test]
