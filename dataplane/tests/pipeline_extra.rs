@@ -198,7 +198,10 @@ fn flows_spread_over_backends_by_weight_and_stick() {
         // The outer destination is the chosen backend, and the same flow picks it again.
         assert_eq!(&f.data()[30..34], &backends[usize::from(backend)].0);
         let mut again = VecFrame::new(&syn(sport));
-        assert_eq!(run(&snap, 0, &mut again), Verdict::Tunnel { port: 1, service: 0, backend });
+        let (service_id, backend_id) =
+            (snap.services[0].id, snap.services[0].backends[usize::from(backend)].id);
+        let want = Verdict::Tunnel { port: 1, service: 0, backend, service_id, backend_id };
+        assert_eq!(run(&snap, 0, &mut again), want);
         let key = FlowKey {
             src: Addr::v4(ROUTER),
             dst: Addr::v4(vip(1)),

@@ -11,9 +11,9 @@ use crate::snapshot::{Scheduler, Service};
 /// session tick `now`. For `ip_hash` with persistence, the client's remembered backend is
 /// kept as a `Persist` session, refreshed by each new flow of the client.
 pub fn backend(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u32) -> Option<u16> {
-    let table = cx.sessions;
+    let (table, flow) = (cx.sessions, p.flow(svc));
     if svc.scheduler == Scheduler::IpHash && svc.persistence_ticks > 0 {
-        let key = SessionKey::persist(p.flow.src, svc.id);
+        let key = SessionKey::persist(p.src, svc.id);
         let hash = table.hash(&key);
         if let Some((slot, s)) = table.lookup(&key, hash) {
             match svc.backend_by_id(s.backend) {
@@ -26,11 +26,11 @@ pub fn backend(cx: &mut Ctx<'_>, svc: &Service, si: usize, p: &ToService, now: u
                 }
             }
         }
-        let bi = sched::choose(svc, si, &p.flow, p.flow.hash(SELECT_SEED), cx.sched, table)?;
+        let bi = sched::choose(svc, si, &flow, flow.hash(SELECT_SEED), cx.sched, table)?;
         let id = svc.backends.get(usize::from(bi))?.id;
         let s = Session { timeout: svc.persistence_ticks, ..Session::new(id, TcpState::NotTcp, now) };
         table.insert(&key, hash, &s);
         return Some(bi);
     }
-    sched::choose(svc, si, &p.flow, p.flow.hash(SELECT_SEED), cx.sched, table)
+    sched::choose(svc, si, &flow, flow.hash(SELECT_SEED), cx.sched, table)
 }

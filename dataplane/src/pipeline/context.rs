@@ -2,6 +2,7 @@
 //! first pass left it ([`ToService`]), and the isolation limits checked against both.
 
 use crate::counter::Counter;
+use crate::encap::Inner;
 use crate::flow::{Addr, FlowKey};
 use crate::fragments::FragmentTable;
 use crate::limit::{self, Bucket, Isolation, LimitState, Rate, Which};
@@ -12,7 +13,7 @@ use crate::stats::DropReason;
 use crate::synproxy::SynProxy;
 use crate::wire::ipv4::{self, Ipv4Header};
 use crate::wire::ipv6::Ipv6Packet;
-use crate::wire::{TcpPacket, UdpPacket, WireError};
+use crate::wire::{tcp, udp, WireError};
 use arrayvec::ArrayVec;
 
 /// Next hops whose MAC a worker should ask for after the burst (ARP requests).
@@ -136,7 +137,11 @@ impl<'a> Ctx<'a> {
 /// parsing again.
 #[derive(Debug, Clone, Copy)]
 pub struct ToService {
-    pub flow: FlowKey,
+    /// The client's address and port, and the destination port. The destination address and
+    /// protocol are the service's own (with the port, what found it): [`ToService::flow`].
+    pub src: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
     pub service: u16,
     /// The stable id of the service (half of the session key).
     pub service_id: u16,
@@ -167,11 +172,9 @@ pub(crate) fn transport(
     whole: bool,
 ) -> Result<(u16, u16, Option<u8>), WireError> {
     if protocol == ipv4::PROTO_TCP {
-        TcpPacket::new_checked(payload).map(|t| (t.src_port(), t.dst_port(), Some(t.flags())))
-    } else if whole {
-        UdpPacket::new_checked(payload).map(|u| (u.src_port(), u.dst_port(), None))
+        tcp::ports_and_flags(payload).map(|(s, d, f)| (s, d, Some(f)))
     } else {
-        UdpPacket::first_fragment(payload).map(|u| (u.src_port(), u.dst_port(), None))
+        udp::ports(payload, whole).map(|(s, d)| (s, d, None))
     }
 }
 
@@ -236,10 +239,11 @@ impl ToService {
     ) -> Option<ToService> {
         let snap = cx.snap;
         let (service, service_id) = snap.service_and_id(ServiceKey::new(ip.dst, dst_port, ip.protocol))?;
-        let flow = FlowKey { src: ip.src, dst: ip.dst, src_port, dst_port, protocol: ip.protocol };
-        let session = SessionKey::flow(flow.src, src_port, service_id);
+        let session = SessionKey::flow(ip.src, src_port, service_id);
         Some(ToService {
-            flow,
+            src: ip.src,
+            src_port,
+            dst_port,
             service,
             service_id,
             session_hash: cx.sessions.hash(&session),
@@ -257,13 +261,37 @@ impl ToService {
     /// The key of the flow's session.
     #[inline]
     pub fn session_key(&self) -> SessionKey {
-        SessionKey::flow(self.flow.src, self.flow.src_port, self.service_id)
+        SessionKey::flow(self.src, self.src_port, self.service_id)
+    }
+
+    /// The packet's 5-tuple, `svc` being its service (`self.service` in the snapshot).
+    #[inline]
+    pub fn flow(&self, svc: &Service) -> FlowKey {
+        svc.flow_from(self.src, self.src_port)
+    }
+
+    /// The packet's 5-tuple, its service found in `snap` (`None` if it is not there).
+    #[inline]
+    pub fn flow_in(&self, snap: &Snapshot) -> Option<FlowKey> {
+        snap.services.get(usize::from(self.service)).map(|svc| self.flow(svc))
     }
 
     /// Where the IP header starts in the frame.
     #[inline(always)]
     pub(crate) fn l2(&self) -> usize {
         usize::from(self.l2)
+    }
+
+    /// The packet's fields that its tunnel's outer header copies.
+    #[inline(always)]
+    pub(crate) fn inner(&self) -> Inner {
+        Inner {
+            len: self.inner_len,
+            tos: self.tos,
+            ident: self.ident,
+            dont_frag: self.dont_frag,
+            label: self.flow_label(),
+        }
     }
 
     /// The outer IPv6 flow label of the packet's tunnel: the same for every packet of a flow.

@@ -34,9 +34,10 @@ fn next_hop_mac(cx: &mut Ctx<'_>, nhi: u16) -> Option<(Mac, u16)> {
 #[inline(always)]
 pub fn tunnel<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &ToBackend) -> Verdict {
     let snap = cx.snap;
-    let Some(backend) =
-        snap.services.get(usize::from(t.service)).and_then(|s| s.backends.get(usize::from(t.backend)))
-    else {
+    let Some(svc) = snap.services.get(usize::from(t.service)) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    let Some(backend) = svc.backends.get(usize::from(t.backend)) else {
         return Verdict::Drop(DropReason::NoBackend);
     };
     let Some((mac, port)) = next_hop_mac(cx, backend.nexthop) else {
@@ -59,7 +60,8 @@ pub fn tunnel<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, t: &ToBackend) -> Verdi
     if !outer.write(frame.data_mut(), mac, t.inner) {
         return Verdict::Drop(DropReason::Ipv4Truncated);
     }
-    Verdict::Tunnel { port, service: t.service, backend: t.backend }
+    let (service_id, backend_id) = (svc.id, backend.id);
+    Verdict::Tunnel { port, service: t.service, backend: t.backend, service_id, backend_id }
 }
 
 /// Exception path: the frame to the kernel through port `kernel`; unless it is routing (ARP,

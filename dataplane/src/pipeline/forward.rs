@@ -4,10 +4,8 @@
 
 use super::choose;
 use super::context::{over_new, over_rate, Ctx, ToService};
-use super::egress::inner;
 use super::outcome::{dropped, FromClient, ProxyTurn, ToBackend};
 use super::segment;
-use crate::encap::Inner;
 use crate::io::Frame;
 use crate::session::{self, flags::PROXIED, Insert, Session, TcpState};
 use crate::snapshot::{Forwarding, OnRemoved, Service};
@@ -61,9 +59,7 @@ pub fn by_session<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService) -> F
             return dropped(reason);
         }
     }
-    let inner =
-        Inner { label: p.flow_label(), ..inner(usize::from(p.inner_len), p.tos, p.ident, p.dont_frag) };
-    FromClient::Tunnel(ToBackend { at: p.l2(), inner, service: p.service, backend: bi })
+    FromClient::Tunnel(ToBackend { at: p.l2(), inner: p.inner(), service: p.service, backend: bi })
 }
 
 /// Whether the SYN proxy takes a TCP segment (flags `flags`) of a SYN-proxied service: while

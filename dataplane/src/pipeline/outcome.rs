@@ -21,11 +21,14 @@ pub enum Verdict {
     EchoReply {
         port: u16,
     },
-    /// Encapsulated toward a backend of a service; send it out of `port`.
+    /// Encapsulated toward a backend of a service (indexes in the snapshot, and their stable
+    /// ids, which the traffic counters go by); send it out of `port`.
     Tunnel {
         port: u16,
         service: u16,
         backend: u16,
+        service_id: u16,
+        backend_id: u32,
     },
     /// A NAT reply from a backend, out of its tunnel and translated back to VIP:port; send it
     /// out of `port` toward the client.

@@ -51,7 +51,7 @@ fn first<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &Service
     let Ok(seg) = segment::read(frame.data(), p.l2()) else {
         return dropped(DropReason::SynproxyMalformed);
     };
-    let opts = match cx.proxy.keys.check(&p.flow, seg.seq, seg.ack, cookie_period(cx.now_ns)) {
+    let opts = match cx.proxy.keys.check(&p.flow(svc), seg.seq, seg.ack, cookie_period(cx.now_ns)) {
         Ok(o) => o,
         Err(CookieError::Stale) => return dropped(DropReason::SynCookieStale),
         Err(CookieError::Invalid) => return dropped(DropReason::SynCookieInvalid),
@@ -117,12 +117,12 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     let Ok(seg) = segment::read(frame.data(), p.l2()) else {
         return Verdict::Drop(DropReason::SynproxyMalformed);
     };
-    let o = &seg.opts;
+    let (o, flow) = (&seg.opts, p.flow(svc));
     let opts = SynOptions::from_syn(o.mss, o.wscale, o.sack_perm, o.timestamps.is_some());
-    let cookie = cx.proxy.keys.make(&p.flow, seg.seq, cookie_period(cx.now_ns), opts);
+    let cookie = cx.proxy.keys.make(&flow, seg.seq, cookie_period(cx.now_ns), opts);
     // What the client's link takes: its port's MTU less IP and TCP headers (40 for IPv4, 60
     // for IPv6), at least the family's minimum (536, 1220).
-    let (headers, least) = if p.flow.src.as_v4().is_some() { (40, 536) } else { (60, 1220) };
+    let (headers, least) = if p.src.as_v4().is_some() { (40, 536) } else { (60, 1220) };
     let mss = svc.synproxy_mss.unwrap_or(least).min(port.mtu.saturating_sub(headers)).max(least);
     let offer = SynOffer {
         mss,
@@ -133,8 +133,8 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     let mut options = [0u8; SYN_OPTIONS_MAX];
     let n = tcp_options::emit_syn(&offer, &mut options);
     let synack = TcpRepr {
-        src_port: p.flow.dst_port,
-        dst_port: p.flow.src_port,
+        src_port: flow.dst_port,
+        dst_port: flow.src_port,
         seq: cookie,
         ack: seg.seq.wrapping_add(1),
         flags: tcp::SYN | tcp::ACK,
@@ -144,7 +144,7 @@ fn cookie_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &ToService, svc: &
     if let Ok(mut eth) = EthernetFrame::new_checked(frame.data_mut()) {
         eth.reply_to_sender(port.mac);
     }
-    if segment::write(frame, p.l2(), (p.flow.dst.to_ip(), p.flow.src.to_ip()), (0, 0), &synack).is_none() {
+    if segment::write(frame, p.l2(), (flow.dst.to_ip(), flow.src.to_ip()), (0, 0), &synack).is_none() {
         return Verdict::Drop(DropReason::NoHeadroom);
     }
     cx.events.cookies += 1;
@@ -175,7 +175,7 @@ fn backend_syn<F: Frame>(
     let mut options = [0u8; SYN_OPTIONS_MAX];
     let n = tcp_options::emit_syn(&offer, &mut options);
     let syn = TcpRepr {
-        src_port: p.flow.src_port,
+        src_port: p.src_port,
         dst_port: backend.port,
         seq: s.client_isn,
         ack: 0,
@@ -194,7 +194,7 @@ fn to_backend<F: Frame>(
     (dst, bi): (IpAddr, u16),
     t: &TcpRepr<'_>,
 ) -> FromClient {
-    let Some(len) = segment::write(frame, p.l2(), (p.flow.src.to_ip(), dst), (p.tos, p.ident), t) else {
+    let Some(len) = segment::write(frame, p.l2(), (p.src.to_ip(), dst), (p.tos, p.ident), t) else {
         return dropped(DropReason::NoHeadroom);
     };
     FromClient::Tunnel(ToBackend {
@@ -256,7 +256,7 @@ fn connecting<F: Frame>(
     // The backend has not answered: send its SYN again.
     let period = cookie_period(cx.now_ns);
     let check =
-        cx.proxy.keys.check(&p.flow, s.client_isn.wrapping_add(1), s.seq_delta.wrapping_add(1), period);
+        cx.proxy.keys.check(&p.flow(svc), s.client_isn.wrapping_add(1), s.seq_delta.wrapping_add(1), period);
     let Ok(opts) = check else {
         return dropped(DropReason::SynCookieStale);
     };
@@ -296,7 +296,7 @@ fn reset_backend<F: Frame>(frame: &mut F, p: &ToService, svc: &Service, bi: u16,
         return dropped(DropReason::BackendRemoved);
     };
     let rst = TcpRepr {
-        src_port: p.flow.src_port,
+        src_port: p.src_port,
         dst_port: b.port,
         seq,
         ack: 0,

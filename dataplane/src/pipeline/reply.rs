@@ -65,18 +65,19 @@ pub fn no_backend<F: Frame>(snap: &Snapshot, svc: &Service, frame: &mut F, p: &T
 }
 
 /// The client and the VIP of a packet to a service (IPv4 only, so far).
-fn ends(p: &ToService) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    Some((p.flow.src.as_v4()?, p.flow.dst.as_v4()?))
+fn ends(snap: &Snapshot, p: &ToService) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let flow = p.flow_in(snap)?;
+    Some((flow.src.as_v4()?, flow.dst.as_v4()?))
 }
 
 /// Turns a client's packet into ICMP destination unreachable, port unreachable (RFC 792),
 /// from the VIP: the original IP header and the first 8 bytes after it are quoted.
 pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict {
-    if reply6::ends(p).is_some() {
+    if reply6::ends(snap, p).is_some() {
         return reply6::unreachable(snap, frame, p);
     }
     let fail = Verdict::Drop(DropReason::NoBackend);
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(snap, p)) else {
         return fail;
     };
     let l2 = p.l2();
@@ -110,11 +111,11 @@ pub fn unreachable<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> V
 /// unreachable, fragmentation needed (RFC 1191), from the VIP, with the largest packet the
 /// tunnel takes (`mtu`) and as much of the packet as ICMP quotes (548 bytes).
 pub fn frag_needed<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu: u16) -> Verdict {
-    if reply6::ends(p).is_some() {
+    if reply6::ends(snap, p).is_some() {
         return reply6::too_big(snap, frame, p, mtu);
     }
     let fail = Verdict::Drop(DropReason::MtuExceeded);
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(snap, p)) else {
         return fail;
     };
     let (l2, head) = (p.l2(), ipv4::HEADER_LEN + icmp::HEADER_LEN);
@@ -192,10 +193,10 @@ pub fn reset<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict
     } else {
         (0, seq.wrapping_add(seg_len), tcp::RST | tcp::ACK)
     };
-    if reply6::ends(p).is_some() {
+    if reply6::ends(snap, p).is_some() {
         return reply6::reset(snap, frame, p, (rst_seq, rst_ack, rst_flags));
     }
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(snap, p)) else {
         return fail;
     };
     // Keep Ethernet, a 20-byte IP header and a 20-byte TCP header (both written whole); drop
@@ -215,8 +216,8 @@ pub fn reset<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService) -> Verdict
     };
     ip_hdr.emit(&mut b[l2..l2 + ipv4::HEADER_LEN]);
     let rst = TcpRepr {
-        src_port: p.flow.dst_port,
-        dst_port: p.flow.src_port,
+        src_port: p.dst_port,
+        dst_port: p.src_port,
         seq: rst_seq,
         ack: rst_ack,
         flags: rst_flags,

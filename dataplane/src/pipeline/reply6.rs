@@ -68,11 +68,12 @@ pub fn echo6<F: Frame>(snap: &Snapshot, rx_port: u16, frame: &mut F, (l2, at): (
 }
 
 /// The client and the VIP of an IPv6 packet to a service; `None` for IPv4.
-pub fn ends(p: &ToService) -> Option<(Ipv6Addr, Ipv6Addr)> {
-    if p.flow.src.as_v4().is_some() || p.flow.dst.as_v4().is_some() {
+pub fn ends(snap: &Snapshot, p: &ToService) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let flow = p.flow_in(snap)?;
+    if flow.src.as_v4().is_some() || flow.dst.as_v4().is_some() {
         return None;
     }
-    Some((Ipv6Addr::from(p.flow.src.0), Ipv6Addr::from(p.flow.dst.0)))
+    Some((Ipv6Addr::from(flow.src.0), Ipv6Addr::from(flow.dst.0)))
 }
 
 /// The IPv6 header of a reply from `vip` to `client` carrying `payload_len` bytes of
@@ -93,7 +94,7 @@ fn header(vip: Ipv6Addr, client: Ipv6Addr, next_header: u8, payload_len: usize) 
 /// as much of the packet as keeps the error within the minimum MTU. False if the frame
 /// cannot hold it.
 fn error<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, kind: (u8, u8, [u8; 4])) -> bool {
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(snap, p)) else {
         return false;
     };
     let (l2, head) = (p.l2(), ipv6::HEADER_LEN + icmpv6::HEADER_LEN);
@@ -138,7 +139,7 @@ pub fn too_big<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, mtu: u16
 /// TCP header are written, the rest of the packet goes.
 pub fn reset<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, rst: (u32, u32, u8)) -> Verdict {
     let fail = Verdict::Drop(DropReason::BackendRemoved);
-    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(p)) else {
+    let (Some(port), Some((client, vip))) = (snap.ports.get(usize::from(p.rx_port)), ends(snap, p)) else {
         return fail;
     };
     let l2 = p.l2();
@@ -150,15 +151,8 @@ pub fn reset<F: Frame>(snap: &Snapshot, frame: &mut F, p: &ToService, rst: (u32,
     turn_around(b, port.mac);
     header(vip, client, ipv6::NEXT_TCP, tcp::HEADER_LEN).emit(&mut b[l2..]);
     let (seq, ack, flags) = rst;
-    let seg = TcpRepr {
-        src_port: p.flow.dst_port,
-        dst_port: p.flow.src_port,
-        seq,
-        ack,
-        flags,
-        window: 0,
-        options: &[],
-    };
+    let seg =
+        TcpRepr { src_port: p.dst_port, dst_port: p.src_port, seq, ack, flags, window: 0, options: &[] };
     seg.emit_v6(&mut b[l2 + ipv6::HEADER_LEN..keep], vip, client);
     let len = frame.data().len();
     if !frame.trim(len - keep) {

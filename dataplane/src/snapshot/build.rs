@@ -166,6 +166,7 @@ fn build_service(
         backend_ids: IdIndex::build(backends.iter().enumerate().map(|(i, b)| (b.id, i as u16))),
         name: s.name.clone(),
         vip: s.vip,
+        vip_addr: Addr::from(s.vip),
         port: s.port,
         protocol: s.protocol,
         forwarding: s.forwarding,

@@ -403,6 +403,8 @@ pub struct Service {
     pub id: u16,
     pub name: String,
     pub vip: IpAddr,
+    /// `vip` as the flow key holds it.
+    pub vip_addr: Addr,
     pub port: u16,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
@@ -443,6 +445,12 @@ impl Service {
     #[inline]
     pub fn maglev_choice(&self, hash: u64) -> Option<u16> {
         self.maglev.lookup(hash)
+    }
+
+    /// The flow from client `src`:`src_port` to this service (its VIP, port and protocol).
+    #[inline]
+    pub fn flow_from(&self, src: Addr, src_port: u16) -> FlowKey {
+        FlowKey { src, dst: self.vip_addr, src_port, dst_port: self.port, protocol: self.protocol.number() }
     }
 
     /// The Maglev choice for a flow, computing the hash (tools, tests).

@@ -89,7 +89,12 @@ pub fn check_contract(snap: &Snapshot, rx_port: u16, input: &[u8], v: Verdict, o
     }
     assert!(out.len() <= input.len() + MAX_GROWTH, "frame grew {} -> {} ({v:?})", input.len(), out.len());
     match v {
-        Verdict::Tunnel { port, service, backend } => check_tunnel(snap, input, out, port, service, backend),
+        Verdict::Tunnel { port, service, backend, service_id, backend_id } => {
+            let svc = &snap.services[usize::from(service)];
+            let ids = (svc.id, svc.backends[usize::from(backend)].id);
+            assert_eq!((service_id, backend_id), ids, "the counters' ids are the indexes' ({v:?})");
+            check_tunnel(snap, input, out, port, service, backend)
+        }
         Verdict::ArpReply { port } | Verdict::EchoReply { port } => {
             assert_eq!(port, rx_port, "a reply leaves by the port it came in ({v:?})");
             // In place; an ICMPv6 echo reply without the request's extension headers.
