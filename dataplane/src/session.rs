@@ -181,16 +181,11 @@ pub enum TcpState {
 impl TcpState {
     /// The state a byte names (what `as u8` gives; anything else is `NotTcp`).
     pub fn from_u8(v: u8) -> TcpState {
-        match v {
-            1 => TcpState::SynSent,
-            2 => TcpState::Established,
-            3 => TcpState::Closing,
-            4 => TcpState::Closed,
-            5 => TcpState::Connecting,
-            6 => TcpState::ServerClosing,
-            7 => TcpState::Finished,
-            _ => TcpState::NotTcp,
-        }
+        use TcpState::*;
+        // A table rather than a match: one load on the per-packet path.
+        const BY_VALUE: [TcpState; 8] =
+            [NotTcp, SynSent, Established, Closing, Closed, Connecting, ServerClosing, Finished];
+        BY_VALUE.get(usize::from(v)).copied().unwrap_or(NotTcp)
     }
 
     /// A FIN or a RST was seen, either way.
@@ -207,6 +202,10 @@ impl TcpState {
     pub fn next(current: Option<TcpState>, flags: Option<u8>) -> TcpState {
         use crate::wire::tcp::{ACK, FIN, RST, SYN};
         let Some(f) = flags else { return TcpState::NotTcp };
+        // Most segments: an established connection's, with none of the flags that change it.
+        if current == Some(TcpState::Established) && f & (RST | FIN | SYN) == 0 {
+            return TcpState::Established;
+        }
         if f & RST != 0 {
             TcpState::Closed
         } else if f & FIN != 0 {

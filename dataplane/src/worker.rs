@@ -59,6 +59,9 @@ pub struct Worker<I: Io> {
     sched: SchedState,
     stats: Arc<WorkerStats>,
     tx: [Burst<I::Frame>; MAX_PORTS],
+    /// The bytes of the frames in each `tx` burst (added as they are queued, not summed again
+    /// at the flush).
+    tx_bytes: [usize; MAX_PORTS],
     next_scan_ns: u64,
     isolation: Arc<Isolation>,
     limits: LimitState,
@@ -98,6 +101,7 @@ impl<I: Io> Worker<I> {
             sched: SchedState::new(id, workers),
             stats,
             tx: std::array::from_fn(|_| Burst::new()),
+            tx_bytes: [0; MAX_PORTS],
             next_scan_ns: 0,
             isolation: Arc::new(Isolation::new(workers)),
             limits: LimitState::default(),
@@ -118,6 +122,7 @@ impl<I: Io> Worker<I> {
         self.sched.reset();
         self.limits = LimitState::default();
         self.tx.iter_mut().for_each(|b| b.clear());
+        self.tx_bytes = [0; MAX_PORTS];
         self.next_scan_ns = 0;
         self.announced_for = None;
         self.announced.clear();
@@ -222,7 +227,7 @@ impl<I: Io> Worker<I> {
                     self.fragment(&mut cx, snap, &frame, (service, backend, at), &mut tally);
                     continue;
                 }
-                self.dispatch(snap, frame, verdict, &mut tally);
+                self.dispatch(frame, verdict, &mut tally);
             }
             self.stats.neighbors_learned.add(u64::from(cx.learned));
             self.count_burst(&cx.events, &tally);
@@ -245,7 +250,8 @@ impl<I: Io> Worker<I> {
 
     /// Sends or drops one packet by its verdict, tallying what it was.
     #[inline(always)]
-    fn dispatch(&mut self, snap: &Snapshot, frame: I::Frame, verdict: Verdict, tally: &mut Tally) {
+    fn dispatch(&mut self, frame: I::Frame, verdict: Verdict, tally: &mut Tally) {
+        let len = frame.data().len();
         let out = match verdict {
             Verdict::ArpReply { port } => {
                 tally.arp += 1;
@@ -259,12 +265,9 @@ impl<I: Io> Worker<I> {
                 tally.echo += 1;
                 port
             }
-            Verdict::Tunnel { port, service, backend } => {
+            Verdict::Tunnel { port, service_id, backend_id, .. } => {
                 tally.tunneled += 1;
-                if let Some(s) = snap.services.get(usize::from(service)) {
-                    let b = s.backends.get(usize::from(backend)).map_or(u32::MAX, |b| b.id);
-                    self.stats.count_forward(s.id, b, frame.data().len() as u64);
-                }
+                self.stats.count_forward(service_id, backend_id, len as u64);
                 port
             }
             Verdict::Reset { port } => {
@@ -303,7 +306,7 @@ impl<I: Io> Worker<I> {
                 return;
             }
         };
-        self.enqueue(out, frame);
+        self.enqueue(out, frame, len);
     }
 
     /// A packet too big for its tunnel with DF clear (a [`Verdict::Fragment`]): each of its
@@ -334,7 +337,7 @@ impl<I: Io> Worker<I> {
                 return self.stats.count_drop(DropReason::FragmentFailed, 1);
             };
             let v = fragment_to_backend(cx, packet, &f, (service, backend), &mut out);
-            self.dispatch(snap, out, v, tally);
+            self.dispatch(out, v, tally);
         }
     }
 
@@ -390,7 +393,7 @@ impl<I: Io> Worker<I> {
                     Some(IpAddr::V6(_)) => self.stats.nd_solicitations.add(1),
                     _ => self.stats.arp_requests.add(1),
                 }
-                self.enqueue(port, frame);
+                self.enqueue_frame(port, frame);
             }
         }
     }
@@ -413,13 +416,19 @@ impl<I: Io> Worker<I> {
             let Some(mut frame) = self.io.alloc() else { break };
             if let Some(port) = build_announcement(snap, (port, addr), &mut frame) {
                 self.stats.nd_unsolicited.add(1);
-                self.enqueue(port, frame);
+                self.enqueue_frame(port, frame);
             }
         }
         self.announced = now;
     }
 
-    fn enqueue(&mut self, port: u16, frame: I::Frame) {
+    fn enqueue_frame(&mut self, port: u16, frame: I::Frame) {
+        let len = frame.data().len();
+        self.enqueue(port, frame, len);
+    }
+
+    /// Queues `frame`, `len` bytes long, to be sent out of `port`.
+    fn enqueue(&mut self, port: u16, frame: I::Frame, len: usize) {
         let p = usize::from(port);
         if p >= usize::from(self.n_ports) {
             self.stats.count_drop(DropReason::NotForUs, 1);
@@ -428,6 +437,7 @@ impl<I: Io> Worker<I> {
         if self.tx[p].is_full() {
             self.flush(port);
         }
+        self.tx_bytes[p] += len;
         // After a flush the buffer is empty, so this push cannot fail.
         let _ = self.tx[p].try_push(frame);
     }
@@ -441,11 +451,12 @@ impl<I: Io> Worker<I> {
     }
 
     fn flush(&mut self, port: u16) {
-        let buf = &mut self.tx[usize::from(port)];
-        let bytes: usize = buf.iter().map(|f| f.data().len()).sum();
+        let p = usize::from(port);
+        let buf = &mut self.tx[p];
+        let bytes = std::mem::take(&mut self.tx_bytes[p]);
         let offered = buf.len();
         let sent = self.io.tx_burst(port, buf);
-        let unsent_bytes: usize = buf.iter().map(|f| f.data().len()).sum();
+        let unsent_bytes: usize = if sent < offered { buf.iter().map(|f| f.data().len()).sum() } else { 0 };
         let pc = &self.stats.ports[usize::from(port)];
         pc.tx_packets.add(sent as u64);
         pc.tx_bytes.add((bytes - unsent_bytes) as u64);
