@@ -242,9 +242,13 @@ impl Ipv4Header {
         // (RFC 1071), and all-ones swapped is all-ones: so the fixed header's words are summed
         // as they lie in memory, without byte swaps, for the check below.
         let sum = if ihl == HEADER_LEN {
-            let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-            let acc =
-                u64::from(w(0)) + u64::from(w(4)) + u64::from(w(8)) + u64::from(w(12)) + u64::from(w(16));
+            // Two 64-bit words and one 32-bit one, added with end-around carry.
+            let w8 = |i: usize| h[i..i + 8].try_into().map_or(0, u64::from_ne_bytes);
+            let (a, b) = (w8(0), w8(8));
+            let c = u64::from(u32::from_ne_bytes([h[16], h[17], h[18], h[19]]));
+            let (ab, carry) = a.overflowing_add(b);
+            let (acc, carry2) = ab.overflowing_add(c + u64::from(carry));
+            let acc = acc + u64::from(carry2);
             let acc = (acc & 0xffff_ffff) + (acc >> 32);
             ((acc & 0xffff_ffff) + (acc >> 32)) as u32
         } else {
