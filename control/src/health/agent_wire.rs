@@ -33,7 +33,7 @@ pub const HEADER_LEN: usize = 32;
 /// Flag, check or result, port, VPC id, address.
 pub const BACKEND_LEN: usize = 1 + 1 + 2 + 4 + 16;
 pub const ASSIGN_LEN: usize = BACKEND_LEN + 4 + 4;
-pub const REASON_LEN: usize = 40;
+pub const REASON_LEN: usize = 64;
 pub const REPORT_LEN: usize = BACKEND_LEN + REASON_LEN;
 /// Largest message: one unfragmented UDP datagram over IPv4 at MTU 1500.
 pub const MAX_MESSAGE: usize = 1472;

@@ -6,7 +6,7 @@
 //!
 //! The rule that combines them: every `interval` each agent-checked backend gets one result:
 //! the last one its agent reported since the previous interval, or, if none came, a failure
-//! "no report from agent X". So a backend is up while its agent keeps saying it is up; a
+//! "agent X: no report". So a backend is up while its agent keeps saying it is up; a
 //! backend its agent calls down, or whose agent falls silent (dead, or its path cut), goes
 //! down after `fall` intervals, and comes back after `rise` good reports.
 //!
@@ -144,7 +144,7 @@ impl Channel {
             }
             s.due = now + s.target.assign.interval;
             let agent = s.target.agent;
-            let result = s.last.take().unwrap_or_else(|| Err(format!("no report from agent {agent}")));
+            let result = s.last.take().unwrap_or_else(|| Err("no report".to_string()));
             let result = result.map_err(|e| format!("agent {agent}: {e}"));
             out.push(Report { backend: s.target.id, result, reporter: Some(agent) });
             again.push(agent);
@@ -262,9 +262,7 @@ mod tests {
             "192.0.2.10 of VPC 100 and of VPC 200 are two backends"
         );
         let got = c.step(t0 + Duration::from_millis(200));
-        assert!(got
-            .iter()
-            .all(|r| r.result == Err("agent 127.0.0.1: no report from agent 127.0.0.1".into())));
+        assert!(got.iter().all(|r| r.result == Err("agent 127.0.0.1: no report".into())));
         assert_eq!(got.len(), 2);
     }
 
