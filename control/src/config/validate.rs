@@ -252,6 +252,9 @@ impl Validator<'_> {
         if new.sync != old.sync {
             self.refuse("sync", WHY);
         }
+        if new.agents != old.agents {
+            self.refuse("agents", WHY);
+        }
     }
 
     pub(super) fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {

@@ -21,8 +21,7 @@ use sluice_agent::flows::Limits;
 use sluice_agent::health::{self, HealthConfig};
 use sluice_control::sync::SyncKey;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,25 +42,27 @@ fn warn_if_shares_overlap(config: &Config) {
     }
 }
 
-/// The health channel's settings from (--health-listen, --health-key-file, --vpc-netns,
-/// --health-window); `None` without --health-listen.
-fn health_config(
-    (listen, key_file, netns, window): &(Option<SocketAddr>, Option<PathBuf>, Vec<(u32, PathBuf)>, u64),
-) -> Result<Option<HealthConfig>, String> {
-    let (Some(listen), Some(key_file)) = (listen, key_file) else { return Ok(None) };
-    let text = std::fs::read_to_string(key_file)
-        .map_err(|e| format!("--health-key-file {}: {e}", key_file.display()))?;
-    let key = SyncKey::from_hex(text.trim())
-        .map_err(|e| format!("--health-key-file {}: {e}", key_file.display()))?;
-    let window = Duration::from_secs(*window);
-    Ok(Some(HealthConfig { listen: *listen, key, netns: netns.clone(), window }))
+/// The health channel's settings from --health-listen, --health-key-file, --vpc-netns and
+/// --health-window; `None` without --health-listen.
+fn health_config(cli: &Cli) -> Result<Option<HealthConfig>, String> {
+    let (Some(listen), Some(key_file)) = (cli.health_listen, &cli.health_key_file) else { return Ok(None) };
+    let named = |e: String| format!("--health-key-file {}: {e}", key_file.display());
+    let text = std::fs::read_to_string(key_file).map_err(|e| named(e.to_string()))?;
+    let key = SyncKey::from_hex(text.trim()).map_err(named)?;
+    let window = Duration::from_secs(cli.health_window);
+    Ok(Some(HealthConfig { listen, key, netns: cli.vpc_netns.clone(), window }))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let cli_health =
-        (cli.health_listen, cli.health_key_file.clone(), cli.vpc_netns.clone(), cli.health_window);
+    let health_config = match health_config(&cli) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         addresses: cli.addresses,
         physical: cli.physical,
@@ -85,13 +86,6 @@ fn main() -> ExitCode {
         }
     }
 
-    let health = match health_config(&cli_health) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("sluice-agent: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let agent = match Agent::start(&config) {
         Ok(a) => a,
         Err(e) => {
@@ -114,7 +108,7 @@ fn main() -> ExitCode {
         config.max_flows.total,
     );
     warn_if_shares_overlap(&config);
-    let health_counters = match health.map(health::start).transpose() {
+    let health_counters = match health_config.map(health::start).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice-agent: {e}");
