@@ -963,6 +963,9 @@ mod tests {
         let mut src = source(snapshot(vec![limited_web()]), 2);
         src.isolation = Some(Default::default());
         src.sync = Some(Default::default());
+        let agents = crate::health::agents::AgentCounters::default();
+        agents.reports.lock().unwrap().insert("198.19.0.11".parse().unwrap(), 1);
+        src.agents = Some(Arc::new(agents));
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
         src.connections = vec![("admin", Arc::default())];

@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(msg.len(), HEADER_LEN + 3 * ASSIGN_LEN + TAG_LEN);
         let (_, got) = decode(&key(1), &msg, 1_000_000, 1000, &mut guard).unwrap();
         assert_eq!(got, Message::Assign(assigns));
-        let long = "é".repeat(30);
+        let long = "é".repeat(40);
         let results = vec![
             Result { backend: a, result: Err("connect: Connection refused".into()) },
             Result { backend: b, result: Ok(()) },
