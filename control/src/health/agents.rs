@@ -18,7 +18,6 @@
 use super::agent_wire::{self as wire, Assign, Message};
 use super::Report;
 use crate::sync::{Header, Reject, ReplayGuard, SyncKey};
-use log::warn;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,11 +202,6 @@ impl Channel {
 
 fn reject_index(r: Reject) -> usize {
     Reject::ALL.iter().position(|x| *x == r).unwrap_or(0)
-}
-
-/// Logs a channel that could not start; its backends then fall for want of reports.
-pub fn start(spec: &AgentsSpec, epoch: u64) -> Option<Channel> {
-    Channel::new(spec, epoch).map_err(|e| warn!("agents.listen {}: {e}", spec.listen)).ok()
 }
 
 #[cfg(test)]

@@ -63,14 +63,10 @@ impl Chores {
         };
         let agents = match &config.agents {
             Some(spec) => {
-                let channel = crate::health::agents::start(spec, random_words()?[0]);
-                if channel.is_some() {
-                    info!(
-                        "host agents' health reports on {}, assignments to port {}",
-                        spec.listen, spec.port
-                    );
-                }
-                channel
+                let channel = crate::health::agents::Channel::new(spec, random_words()?[0])
+                    .map_err(|e| format!("{}: agents.listen: {}: {e}", config.file, spec.listen))?;
+                info!("host agents' health reports on {}, assignments to port {}", spec.listen, spec.port);
+                Some(channel)
             }
             None => None,
         };
