@@ -597,41 +597,48 @@ class Lab:
                 raise RuntimeError(f"{ifname} in {gw} never came up with {address}: {out!r} {link!r}")
             time.sleep(0.1)
 
-    def start_agents(self, agent, reply_to=None):
+    def start_agents(self, agent, reply_to=None, health=None):
         """sluice-agent on every backend host; then each VPC's TUN goes into its VM namespace
         and gets the VM's address and a default route through it. The agents take tunnels only
         from the appliances: their `int` port addresses (the lab sets no `tunnel.source`).
         `reply_to`: the appliances' cluster tunnel address (or a list, one of each family), for
-        NAT replies of flows past session sync's delay."""
-        agents = []
+        NAT replies of flows past session sync's delay. `health`: (key file, port): each agent
+        also takes health-check assignments on its address and that port, and probes each
+        VPC's backends inside that VPC's VM namespace."""
+        return [self.start_agent(agent, i, reply_to, health) for i in range(1, self.backends + 1)]
+
+    def start_agent(self, agent, i, reply_to=None, health=None):
+        """The agent of backend host i (as start_agents starts each)."""
         two = self.appliances == 2
         appliances = [GW_INT_IP] + ([GW2_INT_IP] if two else [])
         appliances += ([GW_INT6] + ([GW2_INT6] if two else [])) if self.dual else []
-        for i in range(1, self.backends + 1):
-            vpcs = [(v, addr, name) for h, v, addr, name in VMS if h == i]
-            cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
+        vpcs = [(v, addr, name) for h, v, addr, name in VMS if h == i]
+        cmd = [str(agent), "--address", backend_ip(i), "--physical", "phys0"]
+        if self.dual:
+            cmd += ["--address", backend_ip6(i)]
+        for a in appliances:
+            cmd += ["--appliance", a]
+        for v, _, _ in vpcs:
+            cmd += ["--vpc", f"{v}=v{v}"]
+        for c in [reply_to] if isinstance(reply_to, str) else reply_to or []:
+            cmd += ["--reply-to", c]
+        if health:
+            key_file, port = health
+            cmd += ["--health-listen", f"{backend_ip(i)}:{port}", "--health-key-file", str(key_file)]
+            cmd += [arg for v, _, _ in vpcs for arg in ("--vpc-netns", f"{v}=/run/netns/{self.ns(self.vm(i, v))}")]
+        p = self.spawn(f"be{i}", cmd, f"agent-be{i}.log")
+        self.wait_for_log(p, "running:")
+        self.sh(f"be{i}", "ip", "link", "set", "phys0", "up")
+        for v, addr, name in vpcs:
+            vm = self.vm(i, v)
+            self.sh(f"be{i}", "ip", "link", "set", f"v{v}", "netns", self.ns(vm))
+            self.sh(vm, "ip", "addr", "add", f"{addr}/24", "dev", f"v{v}")
+            self.sh(vm, "ip", "link", "set", f"v{v}", "mtu", str(VM_MTU), "up")
+            self.sh(vm, "ip", "route", "add", "default", "dev", f"v{v}")
             if self.dual:
-                cmd += ["--address", backend_ip6(i)]
-            for a in appliances:
-                cmd += ["--appliance", a]
-            for v, _, _ in vpcs:
-                cmd += ["--vpc", f"{v}=v{v}"]
-            for c in [reply_to] if isinstance(reply_to, str) else reply_to or []:
-                cmd += ["--reply-to", c]
-            p = self.spawn(f"be{i}", cmd, f"agent-be{i}.log")
-            self.wait_for_log(p, "running:")
-            agents.append(p)
-            self.sh(f"be{i}", "ip", "link", "set", "phys0", "up")
-            for v, addr, name in vpcs:
-                vm = self.vm(i, v)
-                self.sh(f"be{i}", "ip", "link", "set", f"v{v}", "netns", self.ns(vm))
-                self.sh(vm, "ip", "addr", "add", f"{addr}/24", "dev", f"v{v}")
-                self.sh(vm, "ip", "link", "set", f"v{v}", "mtu", str(VM_MTU), "up")
-                self.sh(vm, "ip", "route", "add", "default", "dev", f"v{v}")
-                if self.dual:
-                    self.sh(vm, "ip", "-6", "addr", "add", f"{VM6[name]}/64", "dev", f"v{v}")
-                    self.sh(vm, "ip", "-6", "route", "add", "default", "dev", f"v{v}")
-        return agents
+                self.sh(vm, "ip", "-6", "addr", "add", f"{VM6[name]}/64", "dev", f"v{v}")
+                self.sh(vm, "ip", "-6", "route", "add", "default", "dev", f"v{v}")
+        return p
 
     def start_servers(self):
         """HTTP and UDP servers: DSR ones in the backend hosts (ports 80, 53), NAT ones in the

@@ -41,6 +41,7 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     isolation: Option<RawIsolation>,
     sync: Option<RawSync>,
+    agents: Option<RawAgents>,
     budget: Option<RawBudget>,
     routing: Option<RawRouting>,
 }
@@ -160,6 +161,20 @@ struct RawSync {
     refresh: Option<u32>,
     window: Option<u32>,
 }
+
+/// Health checks by the host agents: where their reports come in, their port, the key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    listen: String,
+    port: Option<u16>,
+    key: Option<String>,
+    key_file: Option<String>,
+    window: Option<u32>,
+}
+
+/// The UDP port host agents take assignments on by default (`agents.port`).
+pub const DEFAULT_AGENT_PORT: u16 = 7947;
 
 /// When isolation is on: the overload check.
 #[derive(Debug, Deserialize, Default)]
@@ -434,6 +449,15 @@ enum RawCheckType {
     Udp,
 }
 
+/// `health.by`: who probes.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawBy {
+    #[default]
+    Appliance,
+    Agent,
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum RawMethod {
@@ -447,6 +471,8 @@ enum RawMethod {
 struct RawHealth {
     #[serde(rename = "type", default)]
     kind: RawCheckType,
+    #[serde(default)]
+    by: RawBy,
     port: Option<u16>,
     method: Option<RawMethod>,
     path: Option<String>,
@@ -634,6 +660,8 @@ pub struct Config {
     pub isolation: crate::isolation::IsolationSpec,
     /// Session sync with peer appliances (`None`: no sync).
     pub sync: Option<crate::peers::SyncSpec>,
+    /// Health checks by the host agents (`None`: no `agents` section).
+    pub agents: Option<crate::health::agents::AgentsSpec>,
     /// The routing daemon that announces the VIPs, if any; each service's announce policy by
     /// name.
     pub routing: Option<RoutingSpec>,

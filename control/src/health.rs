@@ -10,6 +10,8 @@
 //! NAT backend's own address and port (so VPC backends need a management route or are left
 //! unchecked).
 
+pub mod agent_wire;
+pub mod agents;
 pub mod http;
 pub mod udp;
 
@@ -31,10 +33,21 @@ pub enum Check {
     Udp(udp::UdpCheck),
 }
 
+/// Who probes a service's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum By {
+    /// The appliance itself, from its kernel (the management path).
+    #[default]
+    Appliance,
+    /// The host agent on each backend's host ([`agents`]).
+    Agent,
+}
+
 /// A service's health check settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSpec {
     pub check: Check,
+    pub by: By,
     /// Port to probe (`None`: the backend's port).
     pub port: Option<u16>,
     pub interval: Duration,
@@ -122,11 +135,13 @@ pub struct Target {
     pub spec: HealthSpec,
 }
 
-/// What a checker thread reports: which backend (by id), the result.
+/// What a checker thread (or the agents' channel) reports: which backend (by id), the result,
+/// and the agent that gave it (`None`: the appliance's own probe).
 #[derive(Debug, Clone)]
 pub struct Report {
     pub backend: u32,
     pub result: Result<(), String>,
+    pub reporter: Option<std::net::IpAddr>,
 }
 
 /// Starts one probing thread per target; they stop when `stop` is set.
@@ -143,7 +158,7 @@ pub fn start(targets: Vec<Target>, to_control: Sender<Report>, stop: Arc<AtomicB
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
                         let result = prober.probe();
-                        if tx.send(Report { backend, result }).is_err() {
+                        if tx.send(Report { backend, result, reporter: None }).is_err() {
                             return;
                         }
                         // Sleep out the interval in short steps, so a stop is quick.

@@ -155,6 +155,8 @@ pub struct MetricsSource {
     pub isolation: Option<Arc<crate::isolation::IsolationState>>,
     /// Session sync (`sluice_sync_*`); `None`: no sync configured.
     pub sync: Option<Arc<crate::peers::SyncCounters>>,
+    /// Health checks by the host agents (`sluice_agent_*`); `None`: no `agents` configured.
+    pub agents: Option<Arc<crate::health::agents::AgentCounters>>,
     /// Routing (`sluice_vip_*`, `sluice_bgp_*`); `None`: no `routing` configured.
     pub routing: Option<Arc<crate::announce::RoutingState>>,
     /// The local endpoints' refused connections (`sluice_control_connections_refused_total`),
@@ -245,6 +247,14 @@ families! {
         "Delete records sent (counted once per peer): for connections that ended (FINs both ways, or a RST), and for sessions the sweep expired.";
     SYNC_BYTES: Counter "sluice_sync_bytes_total" ["direction"]
         "UDP payload bytes of session-sync messages sent and accepted.";
+    AGENT_ASSIGNS: Counter "sluice_agent_assignments_sent_total" []
+        "Health-check assignments sent to the host agents.";
+    AGENT_SEND_ERRORS: Counter "sluice_agent_send_errors_total" []
+        "Health-check assignments the socket refused to send.";
+    AGENT_REPORTS: Counter "sluice_agent_reports_total" ["agent"]
+        "Health reports accepted, by agent (its host address).";
+    AGENT_REFUSED: Counter "sluice_agent_reports_refused_total" ["reason"]
+        "Health reports refused: bad tag, replayed, stale, malformed, from no agent, or for a backend its sender does not check.";
     SYNC_SEND_ERRORS: Counter "sluice_sync_send_errors_total" []
         "Session-sync messages the socket refused to send.";
     SYNC_REJECTED: Counter "sluice_sync_rejected_total" ["reason"]
@@ -717,6 +727,26 @@ impl SluiceCollector {
         single(&SYNC_LAG, get(&c.lag_ms) / 1000.0, out);
     }
 
+    fn agents(&self, out: &mut Vec<MetricFamily>) {
+        use crate::health::agents::MORE_REFUSALS;
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(c) = &self.source.agents else { return };
+        let get = |a: &AtomicU64| a.load(Relaxed) as f64;
+        single(&AGENT_ASSIGNS, get(&c.assigns_sent), out);
+        single(&AGENT_SEND_ERRORS, get(&c.send_errors), out);
+        let mut f = Family::new(&AGENT_REPORTS);
+        for (agent, n) in c.reports.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            f.add(&[&agent.to_string()], *n as f64);
+        }
+        f.push_to(out);
+        let mut f = Family::new(&AGENT_REFUSED);
+        let labels = crate::sync::Reject::ALL.iter().map(|r| r.label()).chain(MORE_REFUSALS);
+        for (label, n) in labels.zip(&c.refused) {
+            f.add(&[label], get(n));
+        }
+        f.push_to(out);
+    }
+
     fn routing(&self, out: &mut Vec<MetricFamily>) {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(r) = &self.source.routing else { return };
@@ -800,6 +830,7 @@ impl Collector for SluiceCollector {
         self.services(&snap, &mut out);
         self.limits(&snap, &mut out);
         self.sync(&mut out);
+        self.agents(&mut out);
         self.routing(&mut out);
         self.config(&mut out);
         connections(&src.connections, &mut out);
@@ -855,6 +886,7 @@ mod tests {
             health: None,
             isolation: None,
             sync: None,
+            agents: None,
             routing: None,
             connections: vec![],
         }
@@ -931,6 +963,9 @@ mod tests {
         let mut src = source(snapshot(vec![limited_web()]), 2);
         src.isolation = Some(Default::default());
         src.sync = Some(Default::default());
+        let agents = crate::health::agents::AgentCounters::default();
+        agents.reports.lock().unwrap().insert("198.19.0.11".parse().unwrap(), 1);
+        src.agents = Some(Arc::new(agents));
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));
         src.connections = vec![("admin", Arc::default())];

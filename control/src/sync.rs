@@ -169,6 +169,19 @@ impl SyncKey {
         Ok(SyncKey(key))
     }
 
+    /// The [`TAG_LEN`]-byte tag of `body` under this key (health reports seal with it too).
+    pub fn tag(&self, body: &[u8]) -> [u8; TAG_LEN] {
+        let full = self.mac().chain_update(body).finalize().into_bytes();
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&full[..TAG_LEN]);
+        tag
+    }
+
+    /// Whether `tag` is `body`'s tag under this key, compared in constant time.
+    pub fn verify(&self, body: &[u8], tag: &[u8]) -> bool {
+        self.mac().chain_update(body).verify_truncated_left(tag).is_ok()
+    }
+
     /// A fresh MAC under this key. HMAC zero-pads a key shorter than the hash's 64-byte block,
     /// so padding it here is the same MAC as `new_from_slice`, with no error path.
     fn mac(&self) -> Hmac<Sha256> {

@@ -476,6 +476,11 @@ fn live_apply_refuses_what_needs_a_restart_with_line_and_field() {
     let e = Config::load_for_apply(&file, &running, None).unwrap_err().to_string();
     assert!(e.contains("new.yaml:8:5: ports[0].device: cannot change while sluiced runs"), "{e}");
     assert!(e.contains("workers: cannot change"), "{e}");
+    // The host agents' channel is made at start.
+    let agents = format!("agents:\n  listen: 198.19.0.2:7946\n  key: {}\n", "cd".repeat(32));
+    std::fs::write(&file, format!("{GOOD}{agents}")).unwrap();
+    let e = Config::load_for_apply(&file, &running, None).unwrap_err().to_string();
+    assert!(e.contains("agents: cannot change while sluiced runs"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1108,4 +1113,34 @@ fn health_check_types_load() {
             && e.contains("certificate 1 is not"),
         "{e}"
     );
+}
+
+#[test]
+fn agent_health_checks_load_and_bad_ones_are_refused() {
+    use sluice_control::health::By;
+    let key = "cd".repeat(32);
+    let agents = format!("agents:\n  listen: 198.19.0.2:7946\n  key: {key}\n");
+    let by_agent = |h: &str| GOOD.replacen("tunnel: gre", &format!("tunnel: gre\n    health: {h}"), 1);
+    let text = by_agent("{ type: tcp, by: agent }") + &agents;
+    let c = Config::parse(&text, "p.yaml").unwrap();
+    let a = c.agents.expect("agents");
+    assert_eq!((a.listen, a.port, a.window.as_secs()), ("198.19.0.2:7946".parse().unwrap(), 7947, 30));
+    assert!(a.key == sluice_control::sync::SyncKey::new([0xcd; 32]));
+    assert_eq!(c.health[0].as_ref().unwrap().by, By::Agent);
+    let plain = Config::parse(&by_agent("{ type: tcp }"), "p.yaml").unwrap();
+    assert_eq!(plain.health[0].as_ref().unwrap().by, By::Appliance, "the appliance probes by default");
+    for (text, field) in [
+        (by_agent("{ type: tcp, by: agent }"), "services[0].health.by"),
+        (by_agent("{ type: http, by: agent }") + &agents, "services[0].health.by"),
+        (by_agent("{ type: tcp, by: router }") + &agents, "services[0].health.by"),
+        (format!("{GOOD}agents:\n  listen: nowhere\n  key: {key}\n"), "agents.listen"),
+        (format!("{GOOD}agents:\n  listen: 198.19.0.2:7946\n  port: 0\n  key: {key}\n"), "agents.port"),
+        (format!("{GOOD}agents:\n  listen: 198.19.0.2:7946\n  key: abcd\n"), "agents.key"),
+        (format!("{GOOD}agents:\n  listen: 198.19.0.2:7946\n"), "agents"),
+        (format!("{GOOD}agents:\n  listen: 198.19.0.2:7946\n  key: {key}\n  window: 0\n"), "agents.window"),
+    ] {
+        let e = Config::parse(&text, "p.yaml").expect_err(&text).to_string();
+        assert!(e.contains(&format!(": {field}:")) || e.contains(&format!(" {field}: ")), "{text}: {e}");
+        assert!(e.starts_with("p.yaml:"), "{e}");
+    }
 }

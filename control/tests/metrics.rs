@@ -152,6 +152,7 @@ fn appliance() -> (MetricsSource, Handles) {
         health: None,
         isolation: None,
         sync: None,
+        agents: None,
         routing: None,
         connections: vec![],
     };
@@ -233,6 +234,30 @@ fn sums_the_workers_per_port_queue_and_reason() {
     assert_eq!(v("sluice_worker_busy_ratio", &[("worker", "0")]), Some(0.25));
     assert_eq!(v("sluice_worker_busy_ratio", &[("worker", "1")]), Some(1.0));
     assert_eq!(v("sluice_worker_polls_total", &[("worker", "0")]), Some(1000.0));
+}
+
+#[test]
+fn agent_reports_by_agent_and_refusals_by_reason() {
+    use sluice_control::health::agents::AgentCounters;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (without, _h0) = appliance();
+    assert!(registry(without).gather().iter().all(|m| !m.name().starts_with("sluice_agent_")));
+    let (mut src, _h) = appliance();
+    let c = Arc::new(AgentCounters::default());
+    c.assigns_sent.store(5, Relaxed);
+    c.refused[4].store(2, Relaxed); // Reject::ALL[4]: bad_tag
+    c.refused[9].store(3, Relaxed); // unknown_backend
+    c.reports.lock().unwrap().insert("198.19.0.11".parse().unwrap(), 7);
+    src.agents = Some(c);
+    let mfs = registry(src).gather();
+    assert_eq!(value(&mfs, "sluice_agent_assignments_sent_total", &[]), Some(5.0));
+    assert_eq!(value(&mfs, "sluice_agent_reports_total", &[("agent", "198.19.0.11")]), Some(7.0));
+    assert_eq!(value(&mfs, "sluice_agent_reports_refused_total", &[("reason", "bad_tag")]), Some(2.0));
+    assert_eq!(
+        value(&mfs, "sluice_agent_reports_refused_total", &[("reason", "unknown_backend")]),
+        Some(3.0)
+    );
+    assert_eq!(value(&mfs, "sluice_agent_reports_refused_total", &[("reason", "unknown_agent")]), Some(0.0));
 }
 
 #[test]

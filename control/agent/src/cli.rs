@@ -3,7 +3,8 @@
 
 use crate::allow::Prefix;
 use clap::Parser;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,27 @@ pub struct Cli {
     /// `after`: from then on every appliance has the flow's session).
     #[arg(long, default_value_t = 5)]
     pub reply_to_after: u64,
+    /// ADDRESS:PORT: take the appliances' health-check assignments here (UDP; their
+    /// `agents.port`, 7947 by default) and answer each with a sealed report of the results.
+    #[arg(long, value_name = "ADDRESS:PORT", requires = "health_key_file")]
+    pub health_listen: Option<SocketAddr>,
+    /// File holding the health channel's shared key, 64 hex digits (the appliances'
+    /// `agents.key`).
+    #[arg(long, value_name = "PATH", requires = "health_listen")]
+    pub health_key_file: Option<PathBuf>,
+    /// KEY=PATH: the network namespace of VPC KEY (such as /run/netns/NAME): its backends are
+    /// probed from inside it. Repeatable.
+    #[arg(long = "vpc-netns", value_name = "KEY=PATH", value_parser = parse_netns, requires = "health_listen")]
+    pub vpc_netns: Vec<(u32, PathBuf)>,
+    /// Health messages whose sender clock is further than this many seconds from ours are
+    /// refused.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub health_window: u64,
+}
+
+fn parse_netns(s: &str) -> Result<(u32, PathBuf), String> {
+    let (key, path) = parse_vpc(s)?;
+    Ok((key, PathBuf::from(path)))
 }
 
 /// Default `--max-flows`: 1,000,000 flows per appliance, as many as one appliance's NAT
@@ -113,6 +135,25 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["sluice-agent"]).is_err());
         assert!(Cli::try_parse_from(["sluice-agent", "--appliance", "198.19.0.1"]).is_err(), "no --address");
+    }
+
+    #[test]
+    fn health_arguments_come_together() {
+        let base = ["sluice-agent", "--address", "198.19.0.11"];
+        let with = |more: &[&str]| Cli::try_parse_from(base.iter().chain(more));
+        let c = with(&[
+            "--health-listen",
+            "198.19.0.11:7947",
+            "--health-key-file",
+            "k",
+            "--vpc-netns",
+            "100=/run/netns/a",
+        ])
+        .unwrap();
+        assert_eq!(c.health_listen, Some("198.19.0.11:7947".parse().unwrap()));
+        assert_eq!(c.vpc_netns, [(100, PathBuf::from("/run/netns/a"))]);
+        assert!(with(&["--health-listen", "198.19.0.11:7947"]).is_err(), "no key");
+        assert!(with(&["--vpc-netns", "100=/run/netns/a"]).is_err(), "no listen");
     }
 
     #[test]

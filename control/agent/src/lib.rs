@@ -24,6 +24,7 @@ pub mod agent;
 pub mod allow;
 pub mod cli;
 pub mod flows;
+pub mod health;
 pub mod replies;
 pub mod stats;
 #[cfg(test)]

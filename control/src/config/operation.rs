@@ -3,8 +3,8 @@
 
 use super::validate::Validator;
 use super::{
-    RawIsolation, RawLoad, RawMetrics, RawRegion, RawSessions, RawSync, RegionSpec, DEFAULT_SESSIONS,
-    MAX_SESSIONS,
+    RawAgents, RawIsolation, RawLoad, RawMetrics, RawRegion, RawSessions, RawSync, RegionSpec,
+    DEFAULT_AGENT_PORT, DEFAULT_SESSIONS, MAX_SESSIONS,
 };
 use sluice_dataplane::session::Timeouts;
 use std::path::Path;
@@ -94,28 +94,7 @@ impl Validator<'_> {
         for (i, p) in r.peers.iter().enumerate() {
             peers.extend(addr(self, &format!("sync.peers[{i}]"), p));
         }
-        let hex = match (&r.key, &r.key_file) {
-            (Some(k), None) => Some(("sync.key", k.trim().to_string())),
-            (None, Some(f)) => match crate::readfile::read_text(Path::new(f), crate::readfile::MAX_KEY_BYTES)
-            {
-                Ok(t) => Some(("sync.key_file", t.trim().to_string())),
-                Err(e) => {
-                    self.refuse("sync.key_file", format!("{f}: {e}"));
-                    None
-                }
-            },
-            _ => {
-                self.refuse("sync", "give the shared key as key (64 hex digits) or key_file, one of them");
-                None
-            }
-        };
-        let key = hex.and_then(|(field, h)| match crate::sync::SyncKey::from_hex(&h) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                self.refuse(field, e);
-                None
-            }
-        });
+        let key = self.shared_key("sync", r.key.as_deref(), r.key_file.as_deref());
         let after = r.after.unwrap_or(5);
         if !(1..=3600).contains(&after) {
             self.refuse("sync.after", format!("{after} s is outside 1..=3600"));
@@ -138,6 +117,65 @@ impl Validator<'_> {
             key: key?,
             after: std::time::Duration::from_secs(after.into()),
             refresh: std::time::Duration::from_secs(refresh.into()),
+            window: std::time::Duration::from_secs(window.into()),
+        })
+    }
+
+    /// A section's shared key: `key` (64 hex digits) or `key_file` (a file holding them), one
+    /// of them.
+    fn shared_key(
+        &mut self,
+        section: &str,
+        key: Option<&str>,
+        key_file: Option<&str>,
+    ) -> Option<crate::sync::SyncKey> {
+        let hex = match (key, key_file) {
+            (Some(k), None) => Some((format!("{section}.key"), k.trim().to_string())),
+            (None, Some(f)) => match crate::readfile::read_text(Path::new(f), crate::readfile::MAX_KEY_BYTES)
+            {
+                Ok(t) => Some((format!("{section}.key_file"), t.trim().to_string())),
+                Err(e) => {
+                    self.refuse(&format!("{section}.key_file"), format!("{f}: {e}"));
+                    None
+                }
+            },
+            _ => {
+                self.refuse(section, "give the shared key as key (64 hex digits) or key_file, one of them");
+                None
+            }
+        };
+        hex.and_then(|(field, h)| match crate::sync::SyncKey::from_hex(&h) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.refuse(&field, e);
+                None
+            }
+        })
+    }
+
+    /// The `agents` section: where reports from the host agents come in, the agents' port,
+    /// the key, the clock window.
+    pub(super) fn agents(&mut self, r: &RawAgents) -> Option<crate::health::agents::AgentsSpec> {
+        let listen = match r.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => Some(a),
+            _ => {
+                self.refuse("agents.listen", format!("{:?} is not ADDRESS:PORT", r.listen));
+                None
+            }
+        };
+        let port = r.port.unwrap_or(DEFAULT_AGENT_PORT);
+        if port == 0 {
+            self.refuse("agents.port", "port 0");
+        }
+        let key = self.shared_key("agents", r.key.as_deref(), r.key_file.as_deref());
+        let window = r.window.unwrap_or(30);
+        if !(1..=3600).contains(&window) {
+            self.refuse("agents.window", format!("{window} s is outside 1..=3600"));
+        }
+        Some(crate::health::agents::AgentsSpec {
+            listen: listen?,
+            port,
+            key: key?,
             window: std::time::Duration::from_secs(window.into()),
         })
     }

@@ -4,7 +4,7 @@
 use super::validate::Validator;
 use super::RawMssClamp;
 use super::{PortConfig, MAX_SESSIONS};
-use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
+use super::{RawBackend, RawBy, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
 use crate::health::http::{HttpCheck, Tls};
 use crate::health::udp::UdpCheck;
@@ -296,7 +296,28 @@ impl Validator<'_> {
             }
             RawCheckType::Udp => Check::Udp(self.udp_check(i, h)),
         };
-        Some(HealthSpec { check, port: h.port, interval, timeout, rise, fall })
+        let by = match h.by {
+            RawBy::Appliance => crate::health::By::Appliance,
+            RawBy::Agent => {
+                if h.kind != RawCheckType::Tcp {
+                    self.refuse(&f("by"), "host agents run tcp checks only: give type: tcp");
+                }
+                crate::health::By::Agent
+            }
+        };
+        Some(HealthSpec { check, by, port: h.port, interval, timeout, rise, fall })
+    }
+
+    /// Without an `agents` section, no service may be checked `by: agent`.
+    pub(super) fn agents_needed(&mut self, health: &[Option<HealthSpec>]) {
+        for (i, h) in health.iter().enumerate() {
+            if h.as_ref().is_some_and(|h| h.by == crate::health::By::Agent) {
+                self.refuse(
+                    &format!("services[{i}].health.by"),
+                    "agent: the host agents' channel needs an `agents` section (listen, key)",
+                );
+            }
+        }
     }
 
     /// An `http` or `https` check's request and what passes.

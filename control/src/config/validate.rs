@@ -51,12 +51,17 @@ impl Validator<'_> {
         let session_region = self.region(raw.sessions.region.as_ref());
         let isolation = self.isolation(raw.isolation.as_ref());
         let sync = raw.sync.as_ref().and_then(|r| self.sync(r, &timeouts));
+        let agents = raw.agents.as_ref().and_then(|r| self.agents(r));
+        if raw.agents.is_none() {
+            self.agents_needed(&health);
+        }
         let routing = raw.routing.as_ref().map(|r| self.routing(r));
         let announce = raw.services.iter().map(|s| (s.name.clone(), s.announce.into())).collect();
 
         Config {
             isolation,
             sync,
+            agents,
             routing,
             announce,
             file: self.file.to_string(),
@@ -246,6 +251,9 @@ impl Validator<'_> {
         }
         if new.sync != old.sync {
             self.refuse("sync", WHY);
+        }
+        if new.agents != old.agents {
+            self.refuse("agents", WHY);
         }
     }
 

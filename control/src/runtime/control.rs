@@ -4,6 +4,9 @@
 use crate::admin::Response;
 use crate::config::Config;
 use crate::health;
+use crate::health::agent_wire::{Assign, Backend};
+use crate::health::agents::AgentTarget;
+use crate::health::By;
 use crate::ids::Registry;
 use crate::labels::spec_label;
 use crate::metrics;
@@ -49,6 +52,9 @@ pub(super) struct Control {
     health_stop: Arc<AtomicBool>,
     health_threads: Vec<thread::JoinHandle<()>>,
     health_tx: mpsc::Sender<health::Report>,
+    /// The backends the host agents check, when they changed (the control loop hands them to
+    /// the agents' channel).
+    pub(super) agent_targets: Option<Vec<AgentTarget>>,
     cell: Arc<ArcSwap<Snapshot>>,
     pub(super) last_apply: String,
     /// For the metrics endpoint: apply results, and each checked backend's standing by id.
@@ -88,6 +94,7 @@ impl Control {
             health_stop: Arc::new(AtomicBool::new(false)),
             health_threads: Vec::new(),
             health_tx,
+            agent_targets: None,
             cell: Arc::new(ArcSwap::from_pointee(snapshot)),
             last_apply: "started with generation 1".into(),
             apply_state: Arc::new(metrics::ApplyState::new()),
@@ -166,7 +173,7 @@ impl Control {
     }
 
     /// What the running config checks: each backend to probe, with its service's name and its
-    /// label for the log; sorted by id.
+    /// label for the log; sorted by id. Backends checked `by: agent` are among them.
     fn check_targets(&self) -> Vec<(health::Target, (String, String))> {
         let mut targets = Vec::new();
         for (s, spec) in self.config.services.iter().zip(&self.config.health) {
@@ -183,13 +190,35 @@ impl Control {
         targets
     }
 
-    /// (Re)starts the probing threads for `targets` (the running config's). Standings of
-    /// backends that are still checked carry over.
+    /// What the host agents check of `targets`: each backend's agent is its host's (a NAT
+    /// backend's `host`, a DSR backend's own address), its VPC the NAT service's.
+    fn agent_targets(&self, targets: &[(health::Target, (String, String))]) -> Vec<AgentTarget> {
+        let mut out = Vec::new();
+        for s in &self.config.services {
+            let nat = s.forwarding == sluice_dataplane::snapshot::Forwarding::Nat;
+            for b in &s.backends {
+                let Some(id) = self.registry.backend_id(s, b) else { continue };
+                let Some((t, _)) = targets.iter().find(|(t, _)| t.backend == id && t.spec.by == By::Agent)
+                else {
+                    continue;
+                };
+                let vpc = if nat { s.tunnel.vpc() } else { None };
+                let backend = Backend { vpc, addr: t.addr.ip(), port: t.addr.port() };
+                let assign = Assign { backend, interval: t.spec.interval, timeout: t.spec.timeout };
+                out.push(AgentTarget { id, agent: b.host.unwrap_or(b.address), assign });
+            }
+        }
+        out
+    }
+
+    /// (Re)starts the probing threads for `targets` (the running config's) and hands the
+    /// agents theirs. Standings of backends that are still checked carry over.
     fn restart_checks(&mut self, targets: Vec<(health::Target, (String, String))>) {
         self.stop_checks();
         self.health_stop = Arc::new(AtomicBool::new(false));
         let keep: BTreeSet<u32> = targets.iter().map(|(t, _)| t.backend).collect();
         self.health.retain(|id, _| keep.contains(id));
+        self.agent_targets = Some(self.agent_targets(&targets));
         let mut probes = Vec::with_capacity(targets.len());
         for (t, (service, label)) in targets {
             let c = self.health.entry(t.backend).or_insert_with(|| Checked {
@@ -201,7 +230,9 @@ impl Control {
                 label: String::new(),
             });
             (c.rise, c.fall, c.service, c.label) = (t.spec.rise, t.spec.fall, service, label);
-            probes.push(t);
+            if t.spec.by == By::Appliance {
+                probes.push(t);
+            }
         }
         if !probes.is_empty() {
             info!("health checks: {} backend(s)", probes.len());
@@ -212,9 +243,10 @@ impl Control {
     /// One probe result: counts it, and when a backend's standing changes, publishes.
     pub(super) fn health_report(&mut self, r: health::Report) {
         let Some(c) = self.health.get_mut(&r.backend) else { return };
-        c.last = match &r.result {
-            Ok(()) => "ok".into(),
-            Err(e) => e.clone(),
+        c.last = match (&r.result, r.reporter) {
+            (Ok(()), None) => "ok".into(),
+            (Ok(()), Some(agent)) => format!("agent {agent}: ok"),
+            (Err(e), _) => e.clone(),
         };
         if let Some(up) = c.state.observe(r.result.is_ok(), c.rise, c.fall) {
             if up {

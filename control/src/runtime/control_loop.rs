@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 /// isolation checks, the SYN cookie keys.
 pub(super) struct Chores {
     sweeper: Sweeper,
+    /// The host agents' health reports, if the config has `agents`.
+    agents: Option<crate::health::agents::Channel>,
     syncer: Option<Syncer>,
     monitor: Monitor,
     rebalancer: Rebalancer,
@@ -59,7 +61,17 @@ impl Chores {
             }
             None => None,
         };
+        let agents = match &config.agents {
+            Some(spec) => {
+                let channel = crate::health::agents::Channel::new(spec, random_words()?[0])
+                    .map_err(|e| format!("{}: agents.listen: {}: {e}", config.file, spec.listen))?;
+                info!("host agents' health reports on {}, assignments to port {}", spec.listen, spec.port);
+                Some(channel)
+            }
+            None => None,
+        };
         Ok(Chores {
+            agents,
             sweeper: Sweeper::default(),
             syncer,
             monitor,
@@ -185,6 +197,7 @@ impl ControlLoop {
             })),
             isolation: Some(Arc::clone(&self.chores.monitor.state)),
             sync: self.chores.syncer.as_ref().map(|s| Arc::clone(&s.counters)),
+            agents: self.chores.agents.as_ref().map(|a| Arc::clone(&a.counters)),
             routing: self.announcer.as_ref().map(Announcer::state),
             connections: [admin_refusals.map(|r| ("admin", r)), Some(("metrics", metrics_refusals))]
                 .into_iter()
@@ -216,6 +229,7 @@ impl ControlLoop {
         for r in self.health_rx.try_iter().collect::<Vec<_>>() {
             self.control.health_report(r);
         }
+        self.agent_reports();
         for (req, back) in admin::pending(&self.admin_rx) {
             self.dispatch(req, back);
         }
@@ -235,6 +249,20 @@ impl ControlLoop {
             self.last = now;
         }
         Ok(())
+    }
+
+    /// The host agents' channel: the running config's targets when they changed, then the
+    /// results due.
+    fn agent_reports(&mut self) {
+        let targets = self.control.agent_targets.take();
+        let Some(channel) = &mut self.chores.agents else { return };
+        let now = Instant::now();
+        if let Some(t) = targets {
+            channel.set_targets(t, now);
+        }
+        for r in channel.step(now) {
+            self.control.health_report(r);
+        }
     }
 
     /// Logs frames the kernel did not take since the last look (its interface down, or a

@@ -5,6 +5,7 @@
 //!                [--physical sl-phys] [--vpc 100=sl-v100 ...]
 //!                [--flow-timeout 300] [--max-flows 1000000] [--max-flows-total 4000000]
 //!                [--reply-to 198.18.9.1 [--reply-to 2001:db8:9::1]] [--reply-to-after 5]
+//!                [--health-listen 198.19.0.11:7947 --health-key-file KEY [--vpc-netns 100=/run/netns/NAME ...]]
 //!
 //! Creates the TUNs (it does not configure or bring them up), binds raw sockets for protocols
 //! 4 (IPv4 in IP), 41 (IPv6 in IP) and 47 (GRE) to each address (one IPv4, one IPv6 at most),
@@ -17,6 +18,8 @@ use sluice_agent::agent::{Agent, Config};
 use sluice_agent::allow::{AllowList, Prefix};
 use sluice_agent::cli::Cli;
 use sluice_agent::flows::Limits;
+use sluice_agent::health::{self, HealthConfig};
+use sluice_control::sync::SyncKey;
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -39,9 +42,27 @@ fn warn_if_shares_overlap(config: &Config) {
     }
 }
 
+/// The health channel's settings from --health-listen, --health-key-file, --vpc-netns and
+/// --health-window; `None` without --health-listen.
+fn health_config(cli: &Cli) -> Result<Option<HealthConfig>, String> {
+    let (Some(listen), Some(key_file)) = (cli.health_listen, &cli.health_key_file) else { return Ok(None) };
+    let named = |e: String| format!("--health-key-file {}: {e}", key_file.display());
+    let text = std::fs::read_to_string(key_file).map_err(|e| named(e.to_string()))?;
+    let key = SyncKey::from_hex(text.trim()).map_err(named)?;
+    let window = Duration::from_secs(cli.health_window);
+    Ok(Some(HealthConfig { listen, key, netns: cli.vpc_netns.clone(), window }))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let health_config = match health_config(&cli) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         addresses: cli.addresses,
         physical: cli.physical,
@@ -87,6 +108,13 @@ fn main() -> ExitCode {
         config.max_flows.total,
     );
     warn_if_shares_overlap(&config);
+    let health_counters = match health_config.map(health::start).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let _ = std::io::stdout().flush();
 
     // Sweep often enough that a flow outlives its timeout by at most a tenth of it (10 s).
@@ -106,6 +134,9 @@ fn main() -> ExitCode {
     log::info!("stopping");
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(agent.render_stats().as_bytes());
+    if let Some(c) = &health_counters {
+        let _ = out.write_all(c.render().as_bytes());
+    }
     let _ = out.flush();
     drop(out);
     // The packet threads block in reads forever; exiting the process ends them and closes
