@@ -29,5 +29,6 @@ pub mod report;
 pub mod runtime;
 pub mod serving;
 pub mod simulate;
+pub mod stage;
 pub mod sync;
 pub mod upgrade;
