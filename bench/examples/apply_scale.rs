@@ -7,8 +7,9 @@
 //! cargo run --release -p sluice-bench --example apply_scale -- /tmp/s.yaml /tmp/s-b.yaml [ROUNDS]
 //! ```
 //!
-//! - `full build`: `Config::load` and `Snapshot::build` without a previous snapshot (what
-//!   `sluiced check` and a start do).
+//! - `full build`: what a start does: `Config::load_built` (read, parse, validate, and the
+//!   build that is the dataplane's check: all `sluiced check` does), then the first snapshot
+//!   with ids, built over the check's (its tables taken over).
 //! - `apply`: from the request to the swapped snapshot, as `sluicectl apply` runs it: the
 //!   validation and the build of the snapshot over the running one (`Staged::load`, on the
 //!   apply thread), then the publish (the ids kept, what the running snapshot learned since,
@@ -68,16 +69,17 @@ fn main() {
     let files = [PathBuf::from(a), PathBuf::from(b)];
 
     let t = Instant::now();
-    let config = Config::load(&files[0]).expect("config");
+    let (config, checked) = Config::load_built(&files[0]).expect("config");
     let loaded = t.elapsed();
     let t = Instant::now();
     let mut basis = Basis { generation: 1, ..Basis::default() };
     let spec = basis.spec(&config).expect("ids");
-    let first = Snapshot::build(&spec, None).expect("build");
+    let first = Snapshot::build(&spec, Some(&checked)).expect("build");
+    drop(checked);
     let built = t.elapsed();
     let backends: usize = first.services.iter().map(|s| s.backends.len()).sum();
     println!(
-        "{} services, {backends} backends: full build {} (load and check {}, snapshot {})",
+        "{} services, {backends} backends: full build {} (load and check {}, first snapshot {})",
         first.services.len(),
         ms(loaded + built),
         ms(loaded),

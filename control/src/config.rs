@@ -645,14 +645,20 @@ impl Config {
     /// Reads and validates a config file (a regular file of at most
     /// [`MAX_CONFIG_BYTES`](crate::readfile::MAX_CONFIG_BYTES)).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_built(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the snapshot its check built (without ids or device MACs): a
+    /// start builds its first snapshot over it, taking over its tables.
+    pub fn load_built(path: &Path) -> Result<(Config, Snapshot), ConfigErrors> {
         let (text, file) = read_config(path)?;
-        Config::parse(&text, &file)
+        Config::parse_with(&text, &file, None, (|c: &Config| Ok(c.snapshot_spec(0, None)), None))
     }
 
     /// Validates config text; `file` is only used in messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-        let trial = |c: &Config| Ok(c.snapshot_spec(0, None));
-        Config::parse_with(text, file, None, (trial, None)).map(|(config, _)| config)
+        let check = |c: &Config| Ok(c.snapshot_spec(0, None));
+        Config::parse_with(text, file, None, (check, None)).map(|(config, _)| config)
     }
 
     /// Reads and validates a config file to replace `running` without a restart: on top of

@@ -145,6 +145,21 @@ services:
     }
 
     #[test]
+    fn a_first_snapshot_with_ids_takes_over_every_table_of_the_checks_build() {
+        let dir = std::env::temp_dir().join(format!("sluice-stage-start-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("run.yaml"), RUNNING).unwrap();
+        let (config, checked) = Config::load_built(&dir.join("run.yaml")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut basis = Basis { generation: 1, macs: vec![[2, 0, 0, 0, 0, 1]], ..Basis::default() };
+        let first = Snapshot::build(&basis.spec(&config).unwrap(), Some(&checked)).unwrap();
+        assert_eq!(first.services.len(), 2);
+        for (new, old) in first.services.iter().zip(&checked.services) {
+            assert!(new.maglev.shares_slots_with(&old.maglev), "{}", new.name);
+        }
+    }
+
+    #[test]
     fn a_staged_snapshot_is_current_until_its_basis_moves() {
         let (config, basis, previous) = running();
         let s = staged("current", RUNNING, (&config, &basis, &previous));

@@ -59,9 +59,10 @@ pub(super) struct Control {
 
 impl Control {
     /// Builds and publishes the first snapshot (generation 1) of `config` for ports with MACs
-    /// `macs`, and starts the health checks; the receiver hears their results.
+    /// `macs` (over `checked`, the snapshot its check built, if any), and starts the health
+    /// checks; the receiver hears their results.
     pub(super) fn start(
-        config: &Config,
+        (config, checked): (&Config, Option<Snapshot>),
         config_path: Option<PathBuf>,
         macs: &[Mac],
         region: Option<Arc<Region>>,
@@ -74,7 +75,8 @@ impl Control {
         let spec = basis.spec(config)?;
         let mut kept_ids = KeptIds::new(region);
         kept_ids.keep(&basis.registry)?;
-        let snapshot = Snapshot::build(&spec, None).map_err(|e| e.to_string())?;
+        let snapshot = Snapshot::build(&spec, checked.as_ref()).map_err(|e| e.to_string())?;
+        drop(checked);
         let (health_tx, health_rx) = mpsc::channel::<health::Report>();
         let mut control = Control {
             config: config.clone(),
