@@ -166,8 +166,12 @@ services:
         assert!(s.current(&basis));
         type Move = fn(&mut Basis);
         let moves: [(&str, Move); 5] = [
-            ("a drain", |b| drop(b.drained.insert(0))),
-            ("a backend down", |b| drop(b.down.insert(3))),
+            ("a drain", |b| {
+                b.drained.insert(0);
+            }),
+            ("a backend down", |b| {
+                b.down.insert(3);
+            }),
             ("a publish", |b| b.generation += 1),
             ("a device's MAC", |b| b.macs = vec![[2, 0, 0, 0, 0, 1]]),
             ("a new id", |b| {
