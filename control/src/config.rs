@@ -682,15 +682,8 @@ impl Config {
         running: Option<&Config>,
         (spec, previous): (impl FnOnce(&Config) -> Result<SnapshotSpec, String>, Option<&Snapshot>),
     ) -> Result<(Config, Snapshot), ConfigErrors> {
-        // The nesting is bounded before serde_yaml (whose parser is quadratic in it) sees the text.
-        let locations = match Locations::index_checked(text, MAX_DEPTH) {
-            Ok(l) => l,
-            Err(e) => return Err(ConfigErrors(vec![index_error(file, e)])),
-        };
-        let raw: RawConfig = match serde_yaml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => return Err(ConfigErrors(vec![serde_error(file, &e)])),
-        };
+        let raw = deserialize(text, file)?;
+        let locations = Locations::index(text);
         let mut v = Validator { file, locations: &locations, errors: Vec::new(), more: 0 };
         let config = v.config(raw);
         if let Some(old) = running {
@@ -724,6 +717,27 @@ impl Config {
             services: self.services.clone(),
         }
     }
+}
+
+/// The document as written. serde_yaml's parser is quadratic in the nesting, so the nesting is
+/// bounded before it sees the text: by a scan that parses nothing when the text is plainly
+/// shallow, else by the locator's parser. When serde_yaml refuses a text that only the scan
+/// has seen, the locator's parser reads it too: its refusal (a second document, the depth, a
+/// syntax error) comes first, with where it is.
+fn deserialize(text: &str, file: &str) -> Result<RawConfig, ConfigErrors> {
+    let refuse = |e| ConfigErrors(vec![index_error(file, e)]);
+    let shallow = Locations::plainly_shallow(text, MAX_DEPTH).map_err(refuse)?;
+    if !shallow {
+        Locations::index_checked(text, MAX_DEPTH).map_err(refuse)?;
+    }
+    serde_yaml::from_str(text).map_err(|e| {
+        if shallow {
+            if let Err(i) = Locations::index_checked(text, MAX_DEPTH) {
+                return refuse(i);
+            }
+        }
+        ConfigErrors(vec![serde_error(file, &e)])
+    })
 }
 
 /// Reads a config file, bounded (see [`crate::readfile`]); also returns its name for messages.

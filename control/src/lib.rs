@@ -20,6 +20,7 @@ pub mod locate;
 pub mod metrics;
 #[cfg(feature = "dpdk")]
 pub mod metrics_server;
+pub mod nesting;
 #[cfg(feature = "dpdk")]
 pub mod notify;
 pub mod peers;

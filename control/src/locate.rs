@@ -65,6 +65,17 @@ impl<'t> Locations<'t> {
         Ok(Locations::index(text))
     }
 
+    /// Whether `text` is plainly nested no deeper than `max_depth` ([`crate::nesting::bound`],
+    /// which parses nothing), so that serde_yaml may read it before [`Locations::index_checked`]
+    /// (which is needed only when serde_yaml refuses it, to say where a second document or the
+    /// depth is). Refused at once at a line break that the two parsers read differently.
+    pub fn plainly_shallow(text: &str, max_depth: usize) -> Result<bool, IndexError> {
+        if let Some(pos) = odd_line_break(text) {
+            return Err(odd_line_break_error(pos));
+        }
+        Ok(crate::nesting::bound(text).is_some_and(|d| d <= max_depth))
+    }
+
     /// The position of `path`, or of its nearest ancestor that exists (a missing field points
     /// at the mapping that lacks it).
     pub fn find(&self, path: &str) -> Option<Pos> {
@@ -91,8 +102,7 @@ impl<'t> Locations<'t> {
 /// first syntax error.
 fn walk(text: &str, max_depth: usize, mut on_event: impl FnMut(Event, Marker)) -> Result<(), IndexError> {
     if let Some(pos) = odd_line_break(text) {
-        let what = "a line break other than LF or CR LF (U+0085, U+2028, U+2029)";
-        return Err(IndexError::Syntax(pos, what.to_string()));
+        return Err(odd_line_break_error(pos));
     }
     let mut parser = Parser::new_from_str(text);
     let (mut documents, mut depth) = (0, 0usize);
@@ -112,6 +122,11 @@ fn walk(text: &str, max_depth: usize, mut on_event: impl FnMut(Event, Marker)) -
         }
         on_event(ev, mark);
     }
+}
+
+fn odd_line_break_error(pos: Pos) -> IndexError {
+    let what = "a line break other than LF or CR LF (U+0085, U+2028, U+2029)";
+    IndexError::Syntax(pos, what.to_string())
 }
 
 /// A parser error as an [`IndexError`].
