@@ -283,6 +283,17 @@ services:
     }
 
     #[test]
+    fn a_plainly_shallow_document_needs_no_parse_before_serde_yaml() {
+        assert_eq!(Locations::plainly_shallow(DOC, MAX_DEPTH), Ok(true));
+        // Deeper than the bound allows, or what the scan cannot tell: the parser checks it.
+        assert_eq!(Locations::plainly_shallow("a: [[[[1]]]]\n", 5), Ok(false));
+        assert_eq!(Locations::plainly_shallow("a: \"two\n  lines\"\n", MAX_DEPTH), Ok(false));
+        // A line break that the parsers read differently is refused at once, where it is.
+        let nel = Locations::plainly_shallow("a: 1\nb: 2\u{85}\n", MAX_DEPTH).unwrap_err();
+        assert!(matches!(nel, IndexError::Syntax(Pos { line: 2, col: 5 }, _)), "{nel:?}");
+    }
+
+    #[test]
     fn missing_paths_fall_back_to_the_parent() {
         let l = Locations::index(DOC);
         assert_eq!(l.find("services[0].backends[1].port").map(|p| p.line), Some(8));
