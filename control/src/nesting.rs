@@ -19,8 +19,9 @@
 /// cannot tell (see the module's notes): the caller then asks a parser.
 pub fn bound(text: &str) -> Option<usize> {
     let mut scan = Scan::default();
-    for line in text.split('\n') {
-        scan.line(line.strip_suffix('\r').unwrap_or(line).as_bytes())?;
+    // Both parsers break lines at CR alone too (CR LF reads here as a line and an empty one).
+    for line in text.split(['\n', '\r']) {
+        scan.line(line.as_bytes())?;
     }
     Some(scan.max)
 }
@@ -156,6 +157,10 @@ mod tests {
         assert_eq!(bound("- - - x\n"), Some(2 * 4));
         let deep = format!("services:\n  {}x\n", "- ".repeat(10_000));
         assert!(bound(&deep).unwrap() > 10_000);
+        // Lines end at CR LF and at CR alone as well.
+        assert_eq!(bound("a:\r\n  b:\r\n    c: 1\r\n"), Some(2 * 3));
+        let deep = format!("a:\r  {}x\r", "- ".repeat(100));
+        assert!(bound(&deep).unwrap() > 100);
     }
 
     #[test]
