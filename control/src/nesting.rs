@@ -169,6 +169,109 @@ mod tests {
         assert_eq!(bound("a:\n  b:\n    c: [\n1]\n    d: [[1]]\n"), Some(2 * 3 + 2));
     }
 
+    /// The deepest nesting yaml-rust2 reads in `text`, or `None` if it refuses it.
+    fn parsed_depth(text: &str) -> Option<usize> {
+        use yaml_rust2::parser::{Event, Parser};
+        let mut parser = Parser::new_from_str(text);
+        let (mut depth, mut max) = (0usize, 0);
+        loop {
+            match parser.next_token().ok()?.0 {
+                Event::StreamEnd => return Some(max),
+                Event::MappingStart(..) | Event::SequenceStart(..) => depth += 1,
+                Event::MappingEnd | Event::SequenceEnd => depth -= 1,
+                _ => {}
+            }
+            max = max.max(depth);
+        }
+    }
+
+    /// A YAML node: a scalar, or a flow or block collection of nodes.
+    #[derive(Debug, Clone)]
+    enum Node {
+        Scalar(&'static str),
+        Flow(bool, Vec<Node>),
+        Block(bool, Vec<Node>),
+    }
+
+    impl Node {
+        fn depth(&self) -> usize {
+            match self {
+                Node::Scalar(_) => 0,
+                Node::Flow(_, items) | Node::Block(_, items) => {
+                    1 + items.iter().map(Node::depth).max().unwrap_or(0)
+                }
+            }
+        }
+
+        /// The node as its lines start at column `indent` (a block collection), or inline.
+        fn render(&self, indent: usize) -> String {
+            let pad = " ".repeat(indent);
+            match self {
+                Node::Scalar(s) => s.to_string(),
+                Node::Flow(map, items) => {
+                    let items: Vec<String> = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| if *map { format!("k{i}: {}", n.render(0)) } else { n.render(0) })
+                        .collect();
+                    let (open, close) = if *map { ("{", "}") } else { ("[", "]") };
+                    format!("{open}{}{close}", items.join(", "))
+                }
+                Node::Block(map, items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        match (map, n) {
+                            // A sequence in a mapping at the mapping's column, as YAML allows.
+                            (true, Node::Block(false, _)) => format!("{pad}k{i}:\n{}", n.render(indent)),
+                            (true, Node::Block(..)) => format!("{pad}k{i}:\n{}", n.render(indent + 2)),
+                            (true, _) => format!("{pad}k{i}: {}\n", n.render(0)),
+                            // A block item starts on the `- ` line (compact).
+                            (false, Node::Block(..)) => {
+                                format!("{pad}- {}", &n.render(indent + 2)[indent + 2..])
+                            }
+                            (false, _) => format!("{pad}- {}\n", n.render(0)),
+                        }
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    fn scalar() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        prop_oneof![Just("x"), Just("'a ] b'"), Just("\"c } \\\" d\""), Just("e#f")].prop_map(Node::Scalar)
+    }
+
+    fn flow() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        scalar().prop_recursive(6, 24, 3, |inner| {
+            (any::<bool>(), prop::collection::vec(inner, 1..3)).prop_map(|(m, v)| Node::Flow(m, v))
+        })
+    }
+
+    fn block() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![scalar(), flow()];
+        let tree = leaf.prop_recursive(6, 24, 3, |inner| {
+            (any::<bool>(), prop::collection::vec(inner, 1..3)).prop_map(|(m, v)| Node::Block(m, v))
+        });
+        (any::<bool>(), prop::collection::vec(tree, 1..3)).prop_map(|(m, v)| Node::Block(m, v))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// Over documents of block and flow collections, the bound is never below the depth
+        /// that the parser reads.
+        #[test]
+        fn the_bound_is_never_below_the_parsed_depth(doc in block()) {
+            let text = doc.render(0);
+            proptest::prop_assert_eq!(parsed_depth(&text), Some(doc.depth()), "{}", text);
+            let b = bound(&text);
+            proptest::prop_assert!(b.is_some_and(|b| b >= doc.depth()), "{:?} < {}: {}", b, doc.depth(), text);
+        }
+    }
+
     #[test]
     fn what_the_scan_cannot_tell_has_no_bound() {
         assert_eq!(bound("a: \"two\n  lines\"\n"), None);
