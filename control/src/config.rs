@@ -104,7 +104,7 @@ struct RawBfd {
     multiplier: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "snake_case")]
 enum RawAnnounce {
     #[default]
@@ -189,7 +189,7 @@ enum RawWhen {
 }
 
 /// A limit: a number, or `{ value: N, when: on_overload }`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 enum RawLimit {
     Plain(u64),
     Full { value: u64, when: Option<RawWhen> },
@@ -228,7 +228,7 @@ impl<'de> Deserialize<'de> for RawLimit {
     }
 }
 
-#[derive(Debug, Deserialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     /// The default for every limit of the service that does not say.
@@ -376,14 +376,14 @@ impl<'de> Deserialize<'de> for RawAddresses {
     }
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum RawProtocol {
     Tcp,
     Udp,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "lowercase")]
 enum RawForwarding {
     #[default]
@@ -391,14 +391,14 @@ enum RawForwarding {
     Nat,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum RawTunnel {
     Ipip,
     Gre,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "snake_case")]
 enum RawScheduler {
     #[default]
@@ -408,7 +408,7 @@ enum RawScheduler {
     LeastConn,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "snake_case")]
 enum RawOnRemoved {
     #[default]
@@ -416,7 +416,7 @@ enum RawOnRemoved {
     Reset,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "snake_case")]
 enum RawNoBackend {
     #[default]
@@ -443,7 +443,7 @@ enum RawMethod {
     Get,
 }
 
-#[derive(Debug, Deserialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     #[serde(rename = "type", default)]
@@ -466,7 +466,7 @@ struct RawHealth {
     fall: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
     name: String,
@@ -506,14 +506,14 @@ impl RawService {
 }
 
 /// `mss_clamp`: `auto`, `off` or a number.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawMssClamp {
     Value(u64),
     Word(String),
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: String,
@@ -629,9 +629,6 @@ pub struct Config {
     pub session_region: Option<RegionSpec>,
     /// Health checks per service (by index into `services`; `None`: not checked).
     pub health: Vec<Option<crate::health::HealthSpec>>,
-    /// The services as written, each validated into `services` and `health` at its index:
-    /// an apply takes over those of the services it finds written alike.
-    validated: std::sync::Arc<Vec<RawService>>,
     /// Where the Prometheus endpoint listens (`None`: no endpoint).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The overload check that switches `on_overload` limits on and off.
@@ -687,8 +684,7 @@ impl Config {
     ) -> Result<(Config, Snapshot), ConfigErrors> {
         let raw = deserialize(text, file)?;
         let locations = Locations::index(text);
-        let mut v =
-            Validator { file, locations: &locations, errors: Vec::new(), more: 0, running, reused: 0 };
+        let mut v = Validator { file, locations: &locations, errors: Vec::new(), more: 0 };
         let config = v.config(raw);
         if let Some(old) = running {
             v.same_as_running(&config, old);

@@ -1114,17 +1114,3 @@ fn health_check_types_load() {
         "{e}"
     );
 }
-
-#[test]
-fn an_apply_reads_a_ca_file_again_for_a_service_written_alike() {
-    let s = Scratch::new("apply-ca");
-    let (ca, file) = (s.0.join("ca.pem"), s.0.join("c.yaml"));
-    std::fs::write(&ca, CA_PEM).unwrap();
-    let text = with_health(&format!("{{ type: https, ca: {} }}", ca.display()));
-    let running = Config::parse(&text, "c.yaml").unwrap();
-    std::fs::write(&file, &text).unwrap();
-    std::fs::write(&ca, "not a certificate\n").unwrap();
-    let spec = |c: &Config| Ok(c.snapshot_spec(0, None));
-    let e = Config::load_for_apply(&file, &running, (spec, None)).unwrap_err().to_string();
-    assert!(e.contains("services[0].health.ca: "), "{e}");
-}

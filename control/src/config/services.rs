@@ -3,7 +3,7 @@
 
 use super::validate::Validator;
 use super::RawMssClamp;
-use super::{Config, PortConfig, MAX_SESSIONS};
+use super::{PortConfig, MAX_SESSIONS};
 use super::{RawBackend, RawCheckType, RawForwarding, RawHealth, RawLimit, RawLimits, RawMethod};
 use super::{RawNoBackend, RawOnRemoved, RawProtocol, RawScheduler, RawService, RawTunnel, RawWhen};
 use crate::health::http::{HttpCheck, Tls};
@@ -13,7 +13,7 @@ use sluice_dataplane::limit::{Limit, Limits, Rate};
 use sluice_dataplane::snapshot::{
     rules, BackendSpec, Forwarding, MssClamp, NoBackend, OnRemoved, Protocol, Scheduler, ServiceSpec, Tunnel,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -30,7 +30,6 @@ impl Validator<'_> {
         let mut services = Vec::new();
         let mut health = Vec::new();
         let mut service_names = HashSet::new();
-        let before = Validated::of(self.running, ports);
         for (i, s) in raw.iter().enumerate() {
             if s.name.is_empty() || !service_names.insert(s.name.clone()) {
                 self.refuse(
@@ -38,11 +37,7 @@ impl Validator<'_> {
                     format!("service name {:?} is empty or used twice", s.name),
                 );
             }
-            if let Some((spec, check)) = before.get(s) {
-                self.reused += 1;
-                health.push(check);
-                services.push(spec);
-            } else if let Some((spec, check)) = self.service(i, s, ports) {
+            if let Some((spec, check)) = self.service(i, s, ports) {
                 health.push(check);
                 services.push(spec);
             }
@@ -400,35 +395,6 @@ impl Validator<'_> {
     }
 }
 
-/// The services that the running config validated, by name: an apply takes over what
-/// validating one gave when it is written alike. None when the ports' addresses changed (a
-/// VIP must not be one of them).
-struct Validated<'a> {
-    config: Option<&'a Config>,
-    by_name: HashMap<&'a str, usize>,
-}
-
-impl<'a> Validated<'a> {
-    fn of(running: Option<&'a Config>, ports: &[PortConfig]) -> Validated<'a> {
-        let addresses = |p: &'a [PortConfig]| {
-            p.iter().map(|p| &p.spec.addresses).eq(ports.iter().map(|p| &p.spec.addresses))
-        };
-        let config = running.filter(|r| addresses(&r.ports));
-        let by_name =
-            config.map(|r| r.validated.iter().enumerate().map(|(j, s)| (s.name.as_str(), j)).collect());
-        Validated { config, by_name: by_name.unwrap_or_default() }
-    }
-
-    /// What validating `s` gave before, if it was written alike and validating it reads no
-    /// file (an HTTPS check's CA may have changed since).
-    fn get(&self, s: &RawService) -> Option<(ServiceSpec, Option<HealthSpec>)> {
-        let (config, &j) = (self.config?, self.by_name.get(s.name.as_str())?);
-        let reads_file = s.health.as_ref().is_some_and(|h| h.ca.is_some());
-        (config.validated[j] == *s && !reads_file)
-            .then(|| (config.services[j].clone(), config.health[j].clone()))
-    }
-}
-
 /// The type-specific fields of a `health` section given for a type they are not for, each
 /// with the types it is for.
 fn misplaced_health_fields(h: &RawHealth) -> Vec<(&'static str, &'static str)> {
@@ -454,56 +420,4 @@ fn misplaced_health_fields(h: &RawHealth) -> Vec<(&'static str, &'static str)> {
         .filter(|&(_, given, (types, _))| given && !types.contains(&h.kind))
         .map(|(k, _, (_, names))| (k, names))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{Config, RawConfig};
-    use super::Validator;
-    use crate::locate::Locations;
-
-    /// Three services; the first one's backend has weight `weight`; the `int` port at `int`.
-    fn text(weight: u32, int: &str) -> String {
-        let mut t = format!(
-            "ports:\n  - {{ name: ext, device: net_null0, address: 198.18.0.1/24 }}\n  \
-             - {{ name: int, device: net_null1, address: {int} }}\nservices:\n"
-        );
-        for i in 1..=3 {
-            let w = if i == 1 { weight } else { 1 };
-            t += &format!(
-                "  - {{ name: s{i}, vip: 198.18.10.{i}, port: 80, protocol: tcp, \
-                 health: {{ type: tcp }}, backends: [{{ address: 198.19.1.{i}, weight: {w} }}] }}\n"
-            );
-        }
-        t
-    }
-
-    /// The config of `text` and how many services it took over from `running`.
-    fn validate(text: &str, running: Option<&Config>) -> (Config, usize) {
-        let raw: RawConfig = serde_yaml::from_str(text).unwrap();
-        let locations = Locations::index(text);
-        let mut v = Validator {
-            file: "t.yaml",
-            locations: &locations,
-            errors: Vec::new(),
-            more: 0,
-            running,
-            reused: 0,
-        };
-        let config = v.config(raw);
-        assert!(v.errors.is_empty(), "{:?}", v.errors);
-        (config, v.reused)
-    }
-
-    #[test]
-    fn an_apply_takes_over_the_services_written_alike() {
-        let (running, _) = validate(&text(1, "198.19.0.1/16"), None);
-        let (next, reused) = validate(&text(2, "198.19.0.1/16"), Some(&running));
-        assert_eq!(reused, 2, "all but the changed one");
-        let (fresh, _) = validate(&text(2, "198.19.0.1/16"), None);
-        assert_eq!(format!("{:?}", next.services), format!("{:?}", fresh.services));
-        assert_eq!(format!("{:?}", next.health), format!("{:?}", fresh.health));
-        // The ports' addresses moved: a VIP might be one of them now, so all are checked.
-        assert_eq!(validate(&text(2, "198.19.0.2/16"), Some(&running)).1, 0);
-    }
 }

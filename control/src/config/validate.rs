@@ -33,10 +33,6 @@ pub(super) struct Validator<'a> {
     pub(super) errors: Vec<ConfigError>,
     /// Refusals past the first [`MAX_ERRORS`], counted only.
     pub(super) more: usize,
-    /// The config that runs (an apply): its services validated alike are taken over.
-    pub(super) running: Option<&'a Config>,
-    /// Services taken over from `running`.
-    pub(super) reused: usize,
 }
 
 impl Validator<'_> {
@@ -80,7 +76,6 @@ impl Validator<'_> {
             session_region,
             health,
             metrics_listen,
-            validated: std::sync::Arc::new(raw.services),
         }
     }
 
