@@ -7,20 +7,21 @@
 //! cargo run --release -p sluice-bench --example apply_scale -- /tmp/s.yaml /tmp/s-b.yaml [ROUNDS]
 //! ```
 //!
-//! - `full build`: `Config::load` and `Snapshot::build` without a previous snapshot (what
-//!   `sluiced check` and a start do).
+//! - `full build`: what a start does: `Config::load_built` (read, parse, validate, and the
+//!   build that is the dataplane's check: all `sluiced check` does), then the first snapshot
+//!   with ids, built over the check's (its tables taken over).
 //! - `apply`: from the request to the swapped snapshot, as `sluicectl apply` runs it: the
-//!   validation with its trial build (`Config::load_for_apply`, on the apply thread), then
-//!   the publish (ids, `Snapshot::build` over the running snapshot, the swap; on the control
-//!   loop). Applies alternate between the two files, so each changes one service.
+//!   validation and the build of the snapshot over the running one (`Staged::load`, on the
+//!   apply thread), then the publish (the ids kept, what the running snapshot learned since,
+//!   the swap; on the control loop). Applies alternate between the two files, so each
+//!   changes one service.
 //! - `snapshot`: the bytes of its Maglev tables (each counted once however many snapshots
 //!   share it), and the process's peak resident memory after the full build (the config,
-//!   the validation's trial snapshot, freed, and the snapshot: what `sluiced check` peaks at,
-//!   with one more snapshot).
+//!   the validation's snapshot, freed, and the snapshot: what a start peaks at).
 
 use arc_swap::ArcSwap;
 use sluice_control::config::Config;
-use sluice_control::ids::Registry;
+use sluice_control::stage::{Basis, Staged};
 use sluice_dataplane::snapshot::Snapshot;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -44,12 +45,14 @@ fn table_bytes(s: &Snapshot) -> u64 {
     unique.map(|v| v.maglev.slots().len() as u64 * 2).sum()
 }
 
-/// The control thread's publish: ids, the build over the running snapshot, the swap.
-fn publish(config: &Config, registry: &mut Registry, cell: &ArcSwap<Snapshot>, generation: u64) {
-    let mut spec = config.snapshot_spec(generation, None);
-    registry.assign(&mut spec).expect("ids");
-    let snap = Snapshot::build(&spec, Some(&cell.load())).expect("build");
-    cell.store(Arc::new(snap));
+/// The control thread's publish of an apply's snapshot: what the running snapshot learned,
+/// the swap; the basis of the next one.
+fn publish(staged: Staged, cell: &ArcSwap<Snapshot>) -> (Config, Basis) {
+    let Staged { config, snapshot, mut basis, .. } = staged;
+    snapshot.learn_from(&cell.load());
+    cell.store(Arc::new(snapshot));
+    basis.generation += 1;
+    (config, basis)
 }
 
 fn ms(d: Duration) -> String {
@@ -66,17 +69,17 @@ fn main() {
     let files = [PathBuf::from(a), PathBuf::from(b)];
 
     let t = Instant::now();
-    let config = Config::load(&files[0]).expect("config");
+    let (config, checked) = Config::load_built(&files[0]).expect("config");
     let loaded = t.elapsed();
     let t = Instant::now();
-    let mut registry = Registry::default();
-    let mut spec = config.snapshot_spec(1, None);
-    registry.assign(&mut spec).expect("ids");
-    let first = Snapshot::build(&spec, None).expect("build");
+    let mut basis = Basis { generation: 1, ..Basis::default() };
+    let spec = basis.spec(&config).expect("ids");
+    let first = Snapshot::build(&spec, Some(&checked)).expect("build");
+    drop(checked);
     let built = t.elapsed();
     let backends: usize = first.services.iter().map(|s| s.backends.len()).sum();
     println!(
-        "{} services, {backends} backends: full build {} (load and check {}, snapshot {})",
+        "{} services, {backends} backends: full build {} (load and check {}, first snapshot {})",
         first.services.len(),
         ms(loaded + built),
         ms(loaded),
@@ -89,17 +92,19 @@ fn main() {
     );
 
     let cell = ArcSwap::from_pointee(first);
+    basis.generation += 1;
     let mut running = config;
     let mut times = Vec::new();
     for round in 0..rounds {
         let file: &Path = &files[(round + 1) % 2];
         let t = Instant::now();
-        let next = Config::load_for_apply(file, &running, Some(&cell.load_full())).expect("apply");
+        let staged = Staged::load(file, &running, basis, Some(&cell.load_full())).expect("apply");
         let validated = t.elapsed();
-        publish(&next, &mut registry, &cell, round as u64 + 2);
+        let next;
+        (next, basis) = publish(staged, &cell);
         let total = t.elapsed();
         println!(
-            "apply {}: {} (validation {}, publish {})",
+            "apply {}: {} (validation and build {}, publish {})",
             round + 1,
             ms(total),
             ms(validated),

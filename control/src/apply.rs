@@ -1,10 +1,10 @@
-//! A config apply off the control loop: the file is read, validated and trial-built on a
-//! thread of its own, one apply at a time, while the loop keeps its cadence (sweeping
+//! A config apply off the control loop: the file is read, validated and its snapshot built on
+//! a thread of its own, one apply at a time, while the loop keeps its cadence (sweeping
 //! sessions, answering the admin API). The loop collects the result with [`Applier::poll`]
 //! and publishes it; the caller waiting for the answer gets it then.
 
 use crate::admin::Response;
-use crate::config::Config;
+use crate::stage::{Basis, Staged};
 use sluice_dataplane::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -29,9 +29,10 @@ pub struct Finished<T> {
     pub result: Result<T, String>,
 }
 
-/// At most one apply at a time; `T` is what the validation yields (a [`Config`]).
+/// At most one apply at a time; `T` is what the validation yields (a [`Staged`] config and
+/// snapshot).
 #[derive(Debug)]
-pub struct Applier<T = Config> {
+pub struct Applier<T = Staged> {
     job: Option<Job<T>>,
 }
 
@@ -94,18 +95,18 @@ impl<T: Send + 'static> Applier<T> {
     }
 }
 
-impl Applier<Config> {
-    /// Starts validating `path` to replace `running`, whose snapshot is `snapshot` (see
-    /// [`Config::load_for_apply`]).
+impl Applier<Staged> {
+    /// Starts validating `path` to replace `running`, and building its snapshot over `basis`
+    /// and the running snapshot (see [`Staged::load`]).
     pub fn start(
         &mut self,
         path: PathBuf,
-        (running, snapshot): (Config, Option<Arc<Snapshot>>),
+        (running, basis, snapshot): (crate::config::Config, Basis, Option<Arc<Snapshot>>),
         caller: Option<Sender<Response>>,
     ) -> Result<(), String> {
         let file = path.clone();
         self.start_with(path, caller, move || {
-            Config::load_for_apply(&file, &running, snapshot.as_deref()).map_err(|e| e.to_string())
+            Staged::load(&file, &running, basis, snapshot.as_deref()).map_err(|e| e.to_string())
         })
     }
 }
@@ -166,11 +167,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-applier-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = "ports: [{ name: a, device: net_null0, address: 198.18.0.1/24 }]\n";
-        let running = Config::parse(good, "run.yaml").unwrap();
+        let running = crate::config::Config::parse(good, "run.yaml").unwrap();
         let file = dir.join("new.yaml");
         std::fs::write(&file, good.replace("net_null0", "net_null1")).unwrap();
         let mut a = Applier::default();
-        a.start(file.clone(), (running, None), None).unwrap();
+        a.start(file.clone(), (running, Basis::default(), None), None).unwrap();
         let e = wait(&mut a).result.unwrap_err();
         assert!(e.contains("ports[0].device: cannot change while sluiced runs"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

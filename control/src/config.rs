@@ -3,7 +3,8 @@
 //! Every refusal names the file, line, column and field. Unknown keys are refused.
 //! See docs/config.md for the reference. This file parses and locates; the rules are checked
 //! section by section in `validate` (the whole, DPDK, workers), `ports`, `services` and
-//! `operation` (sessions, metrics, isolation, sync), and by the dataplane's trial build.
+//! `operation` (sessions, metrics, isolation, sync), and by the dataplane's build of the
+//! snapshot.
 
 mod operation;
 mod ports;
@@ -672,56 +673,60 @@ impl Config {
     /// Reads and validates a config file (a regular file of at most
     /// [`MAX_CONFIG_BYTES`](crate::readfile::MAX_CONFIG_BYTES)).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_built(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the snapshot its check built (without ids or device MACs): a
+    /// start builds its first snapshot over it, taking over its tables.
+    pub fn load_built(path: &Path) -> Result<(Config, Snapshot), ConfigErrors> {
         let (text, file) = read_config(path)?;
-        Config::parse(&text, &file)
+        Config::parse_with(&text, &file, None, (|c: &Config| Ok(c.snapshot_spec(0, None)), None))
     }
 
     /// Validates config text; `file` is only used in messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-        Config::parse_with(text, file, None)
+        let check = |c: &Config| Ok(c.snapshot_spec(0, None));
+        Config::parse_with(text, file, None, (check, None)).map(|(config, _)| config)
     }
 
     /// Reads and validates a config file to replace `running` without a restart: on top of
     /// the usual checks, every setting that only a restart can change (DPDK, workers, ports'
-    /// devices, MACs and MTUs, the session table) must be as it runs now. The trial build
-    /// takes over the Maglev tables of `snapshot` (the running one) that it would build alike.
+    /// devices, MACs and MTUs, the session table) must be as it runs now. The dataplane's
+    /// checks are the build of the snapshot to publish, from the spec that `spec` makes of
+    /// the config (with ids); it takes over the Maglev tables of `previous` (the running
+    /// snapshot) that it would build alike.
     pub fn load_for_apply(
         path: &Path,
         running: &Config,
-        snapshot: Option<&Snapshot>,
-    ) -> Result<Config, ConfigErrors> {
+        (spec, previous): (impl FnOnce(&Config) -> Result<SnapshotSpec, String>, Option<&Snapshot>),
+    ) -> Result<(Config, Snapshot), ConfigErrors> {
         let (text, file) = read_config(path)?;
-        Config::parse_with(&text, &file, Some((running, snapshot)))
+        Config::parse_with(&text, &file, Some(running), (spec, previous))
     }
 
     fn parse_with(
         text: &str,
         file: &str,
-        running: Option<(&Config, Option<&Snapshot>)>,
-    ) -> Result<Config, ConfigErrors> {
-        // The nesting is bounded before serde_yaml (whose parser is quadratic in it) sees the text.
-        let locations = match Locations::index_checked(text, MAX_DEPTH) {
-            Ok(l) => l,
-            Err(e) => return Err(ConfigErrors(vec![index_error(file, e)])),
-        };
-        let raw: RawConfig = match serde_yaml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => return Err(ConfigErrors(vec![serde_error(file, &e)])),
-        };
+        running: Option<&Config>,
+        (spec, previous): (impl FnOnce(&Config) -> Result<SnapshotSpec, String>, Option<&Snapshot>),
+    ) -> Result<(Config, Snapshot), ConfigErrors> {
+        let raw = deserialize(text, file)?;
+        let locations = Locations::index(text);
         let mut v = Validator { file, locations: &locations, errors: Vec::new(), more: 0 };
         let config = v.config(raw);
-        if let Some((old, _)) = running {
+        if let Some(old) = running {
             v.same_as_running(&config, old);
         }
         if !v.errors.is_empty() {
             return Err(v.finish());
         }
-        // The dataplane's own checks (duplicates, routes, table sizes) run on a trial build,
+        // The dataplane's own checks (duplicates, routes, table sizes) run on its build,
         // whose size the budget check above has bounded.
-        if let Err(e) = Snapshot::build(&config.snapshot_spec(0, None), running.and_then(|r| r.1)) {
-            return Err(ConfigErrors(vec![v.error(&e.path, e.message)]));
+        let spec = spec(&config).map_err(|m| ConfigErrors(vec![v.error("", m)]))?;
+        match Snapshot::build(&spec, previous) {
+            Ok(snapshot) => Ok((config, snapshot)),
+            Err(e) => Err(ConfigErrors(vec![v.error(&e.path, e.message)])),
         }
-        Ok(config)
     }
 
     /// The dataplane spec, with port MACs from the devices where the config sets none.
@@ -740,6 +745,27 @@ impl Config {
             services: self.services.clone(),
         }
     }
+}
+
+/// The document as written. serde_yaml's parser is quadratic in the nesting, so the nesting is
+/// bounded before it sees the text: by a scan that parses nothing when the text is plainly
+/// shallow, else by the locator's parser. When serde_yaml refuses a text that only the scan
+/// has seen, the locator's parser reads it too: its refusal (a second document, the depth, a
+/// syntax error) comes first, with where it is.
+fn deserialize(text: &str, file: &str) -> Result<RawConfig, ConfigErrors> {
+    let refuse = |e| ConfigErrors(vec![index_error(file, e)]);
+    let shallow = Locations::plainly_shallow(text, MAX_DEPTH).map_err(refuse)?;
+    if !shallow {
+        Locations::index_checked(text, MAX_DEPTH).map_err(refuse)?;
+    }
+    serde_yaml::from_str(text).map_err(|e| {
+        if shallow {
+            if let Err(i) = Locations::index_checked(text, MAX_DEPTH) {
+                return refuse(i);
+            }
+        }
+        ConfigErrors(vec![serde_error(file, &e)])
+    })
 }
 
 /// Reads a config file, bounded (see [`crate::readfile`]); also returns its name for messages.

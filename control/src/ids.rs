@@ -5,11 +5,12 @@
 //! backend's sessions to the newcomer.
 
 use sluice_dataplane::flow::Addr;
-use sluice_dataplane::region::IdMap;
+use sluice_dataplane::region::{IdMap, Region};
 use sluice_dataplane::session::MAX_BACKEND_IDS;
 use sluice_dataplane::snapshot::{BackendSpec, Protocol, ServiceSpec, SnapshotSpec};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What [`Registry::not_in`] finds.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub struct Removed {
     pub of: (usize, usize),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     services: HashMap<(IpAddr, u16, u8), u16>,
     backends: HashMap<(u16, IpAddr, u16), u32>,
@@ -145,11 +146,46 @@ impl Registry {
         out
     }
 
+    /// How many service and backend ids it has given: ids are never taken back, so the
+    /// registry holds what it held before exactly when these counts are the same.
+    pub fn issued(&self) -> (u32, u32) {
+        (self.next_service, self.next_backend)
+    }
+
     /// The id [`Registry::assign`] gave backend `b` of service `s` (as the config has them,
     /// ids unset), if it gave one.
     pub fn backend_id(&self, s: &ServiceSpec, b: &BackendSpec) -> Option<u32> {
         let service = self.services.get(&service_key(s))?;
         self.backends.get(&backend_key(*service, b)).copied()
+    }
+}
+
+/// The session region's copy of the registry's ids, rewritten only when the registry has
+/// given new ones (an apply that changes weights gives none, and a map of 50,000 backends is
+/// about 1 MiB to encode, checksum and write).
+#[derive(Debug, Default)]
+pub struct KeptIds {
+    region: Option<Arc<Region>>,
+    /// [`Registry::issued`] when the region last took the map.
+    stored: Option<(u32, u32)>,
+}
+
+impl KeptIds {
+    pub fn new(region: Option<Arc<Region>>) -> KeptIds {
+        KeptIds { region, stored: None }
+    }
+
+    /// Keeps `registry`'s ids in the region, if there is one and they are not there yet:
+    /// before any snapshot that gives a new id is published, so no session names an id the
+    /// region does not know.
+    pub fn keep(&mut self, registry: &Registry) -> Result<(), String> {
+        let Some(region) = &self.region else { return Ok(()) };
+        if self.stored == Some(registry.issued()) {
+            return Ok(());
+        }
+        region.store_ids(&registry.to_ids()).map_err(|e| format!("session region: ids: {e:?}"))?;
+        self.stored = Some(registry.issued());
+        Ok(())
     }
 }
 
@@ -253,5 +289,33 @@ mod tests {
         assert_eq!(removed.services, [(vip, 81, 6)]);
         assert_eq!(removed.backends, [((vip, 80, 6), b(2), 0)]);
         assert_eq!((removed.named, removed.of), ((1, 2), (2, 4)));
+    }
+
+    #[test]
+    fn the_region_takes_the_ids_again_only_when_new_ones_were_given() {
+        use sluice_dataplane::region::{Header, LAYOUT_VERSION};
+        let dir = std::env::temp_dir().join(format!("sluice-kept-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header =
+            Header { layout: LAYOUT_VERSION, slots: 64, capacity: 32, seeds: [1, 2, 3], epoch_ns: 1 };
+        let region = Arc::new(Region::open(&dir.join("region"), header, true).unwrap().0);
+        let mut kept = KeptIds::new(Some(Arc::clone(&region)));
+        let mut r = Registry::default();
+        r.assign(&mut spec(vec![(80, vec![1, 2])])).unwrap();
+        kept.keep(&r).unwrap();
+        assert_eq!(region.ids(), Some(r.to_ids()));
+        // A map the region holds that is not the registry's shows whether `keep` writes.
+        let marker = Registry::default().to_ids();
+        region.store_ids(&marker).unwrap();
+        // The same services, other weights: no new id, nothing written.
+        r.assign(&mut spec(vec![(80, vec![2, 1])])).unwrap();
+        kept.keep(&r).unwrap();
+        assert_eq!(region.ids(), Some(marker), "unchanged ids are not written again");
+        // A new backend: written.
+        r.assign(&mut spec(vec![(80, vec![1, 2, 3])])).unwrap();
+        kept.keep(&r).unwrap();
+        assert_eq!(region.ids(), Some(r.to_ids()));
+        drop(region);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

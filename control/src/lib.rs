@@ -20,6 +20,7 @@ pub mod locate;
 pub mod metrics;
 #[cfg(feature = "dpdk")]
 pub mod metrics_server;
+pub mod nesting;
 #[cfg(feature = "dpdk")]
 pub mod notify;
 pub mod peers;
@@ -29,5 +30,6 @@ pub mod report;
 pub mod runtime;
 pub mod serving;
 pub mod simulate;
+pub mod stage;
 pub mod sync;
 pub mod upgrade;

@@ -2,6 +2,7 @@
 //! the same form serde_yaml uses in its messages) mapped to line and column, so that a refusal
 //! found after deserialization can still point into the file.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -13,9 +14,12 @@ pub struct Pos {
     pub col: usize,
 }
 
+/// The positions of a document's values, found when first asked for: a config that is valid
+/// needs none of them, and indexing a large one (10,000 services) costs more than parsing it.
 #[derive(Debug, Default)]
-pub struct Locations {
-    values: HashMap<String, Pos>,
+pub struct Locations<'t> {
+    text: &'t str,
+    values: OnceCell<HashMap<String, Pos>>,
 }
 
 /// Deepest nesting of mappings and sequences in a config: 16. The schema itself goes 5 deep
@@ -46,66 +50,96 @@ fn odd_line_break(text: &str) -> Option<Pos> {
     Some(Pos { line, col })
 }
 
-impl Locations {
-    /// Indexes `text`. Text that does not parse yields an empty index (serde_yaml reports the
-    /// syntax error with its own position).
-    pub fn index(text: &str) -> Locations {
-        Locations::index_checked(text, usize::MAX).unwrap_or_default()
+impl<'t> Locations<'t> {
+    /// The index of `text`. Text that does not parse yields an empty index (serde_yaml reports
+    /// the syntax error with its own position).
+    pub fn index(text: &'t str) -> Locations<'t> {
+        Locations { text, values: OnceCell::new() }
     }
 
-    /// Indexes `text`, refusing it at the first mapping or sequence nested deeper than
-    /// `max_depth` (the parse stops there) or at its first syntax error.
-    pub fn index_checked(text: &str, max_depth: usize) -> Result<Locations, IndexError> {
+    /// The index of `text` after checking it: refused at the first mapping or sequence nested
+    /// deeper than `max_depth` (the parse stops there) or at its first syntax error. This pass
+    /// records nothing; the positions come from a second one, on the first [`Locations::find`].
+    pub fn index_checked(text: &'t str, max_depth: usize) -> Result<Locations<'t>, IndexError> {
+        walk(text, max_depth, |_, _| {})?;
+        Ok(Locations::index(text))
+    }
+
+    /// Whether `text` is plainly nested no deeper than `max_depth` ([`crate::nesting::bound`],
+    /// which parses nothing), so that serde_yaml may read it before [`Locations::index_checked`]
+    /// (which is needed only when serde_yaml refuses it, to say where a second document or the
+    /// depth is). Refused at once at a line break that the two parsers read differently.
+    pub fn plainly_shallow(text: &str, max_depth: usize) -> Result<bool, IndexError> {
         if let Some(pos) = odd_line_break(text) {
-            let what = "a line break other than LF or CR LF (U+0085, U+2028, U+2029)";
-            return Err(IndexError::Syntax(pos, what.to_string()));
+            return Err(odd_line_break_error(pos));
         }
-        let mut rx = Receiver::default();
-        let mut parser = Parser::new_from_str(text);
-        let mut documents = 0;
-        loop {
-            let (ev, mark) = parser.next_token().map_err(|e| {
-                let m = e.marker();
-                let pos = Pos { line: m.line(), col: m.col() + 1 };
-                // The scanner looks ahead, and has a depth limit of its own.
-                if e.info() == "recursion limit exceeded" {
-                    return IndexError::TooDeep(pos);
-                }
-                // The scanner's one message that quotes the text names a single character.
-                let info = if e.info().starts_with("unexpected character") {
-                    "unexpected character"
-                } else {
-                    e.info()
-                };
-                IndexError::Syntax(pos, info.to_string())
-            })?;
-            match ev {
-                Event::StreamEnd => break,
-                Event::DocumentStart if documents > 0 => {
-                    return Err(IndexError::SecondDocument(Pos { line: mark.line(), col: mark.col() + 1 }));
-                }
-                Event::DocumentStart => documents += 1,
-                Event::MappingStart(..) | Event::SequenceStart(..) if rx.stack.len() >= max_depth => {
-                    return Err(IndexError::TooDeep(Pos { line: mark.line(), col: mark.col() + 1 }));
-                }
-                _ => rx.on_event(ev, mark),
-            }
-        }
-        Ok(Locations { values: rx.values })
+        Ok(crate::nesting::bound(text).is_some_and(|d| d <= max_depth))
     }
 
     /// The position of `path`, or of its nearest ancestor that exists (a missing field points
     /// at the mapping that lacks it).
     pub fn find(&self, path: &str) -> Option<Pos> {
+        let values = self.values.get_or_init(|| {
+            let mut rx = Receiver::default();
+            match walk(self.text, usize::MAX, |ev, mark| rx.on_event(ev, mark)) {
+                Ok(()) => rx.values,
+                Err(_) => HashMap::new(),
+            }
+        });
         let mut p = path;
         loop {
-            if let Some(pos) = self.values.get(p) {
+            if let Some(pos) = values.get(p) {
                 return Some(*pos);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
         }
     }
+}
+
+/// Parses `text`, handing each event inside its one document to `on_event`; refuses it at the
+/// first mapping or sequence nested deeper than `max_depth`, at a second document or at its
+/// first syntax error.
+fn walk(text: &str, max_depth: usize, mut on_event: impl FnMut(Event, Marker)) -> Result<(), IndexError> {
+    if let Some(pos) = odd_line_break(text) {
+        return Err(odd_line_break_error(pos));
+    }
+    let mut parser = Parser::new_from_str(text);
+    let (mut documents, mut depth) = (0, 0usize);
+    loop {
+        let (ev, mark) = parser.next_token().map_err(scan_error)?;
+        let at = || Pos { line: mark.line(), col: mark.col() + 1 };
+        match ev {
+            Event::StreamEnd => return Ok(()),
+            Event::DocumentStart if documents > 0 => return Err(IndexError::SecondDocument(at())),
+            Event::DocumentStart => documents += 1,
+            Event::MappingStart(..) | Event::SequenceStart(..) if depth >= max_depth => {
+                return Err(IndexError::TooDeep(at()));
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => depth += 1,
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        on_event(ev, mark);
+    }
+}
+
+fn odd_line_break_error(pos: Pos) -> IndexError {
+    let what = "a line break other than LF or CR LF (U+0085, U+2028, U+2029)";
+    IndexError::Syntax(pos, what.to_string())
+}
+
+/// A parser error as an [`IndexError`].
+fn scan_error(e: yaml_rust2::ScanError) -> IndexError {
+    let m = e.marker();
+    let pos = Pos { line: m.line(), col: m.col() + 1 };
+    // The scanner looks ahead, and has a depth limit of its own.
+    if e.info() == "recursion limit exceeded" {
+        return IndexError::TooDeep(pos);
+    }
+    // The scanner's one message that quotes the text names a single character.
+    let info = if e.info().starts_with("unexpected character") { "unexpected character" } else { e.info() };
+    IndexError::Syntax(pos, info.to_string())
 }
 
 enum Container {
@@ -226,6 +260,37 @@ services:
         assert_eq!(l.find("services[0].backends[0].weight"), Some(Pos { line: 7, col: 33 }));
         assert_eq!(l.find("services[0].backends[1].weight"), Some(Pos { line: 9, col: 9 }));
         assert_eq!(l.find("services[0].backends[1]").map(|p| p.line), Some(8));
+    }
+
+    #[test]
+    fn a_checked_document_is_indexed_on_the_first_lookup_only() {
+        let l = Locations::index_checked(DOC, MAX_DEPTH).unwrap();
+        assert!(l.values.get().is_none(), "checking records no positions");
+        assert_eq!(l.find("ports[0].address"), Some(Pos { line: 3, col: 5 }));
+        let first = l.values.get().map(|v| v as *const _);
+        assert!(first.is_some());
+        assert_eq!(l.find("services[0].backends[1].weight"), Some(Pos { line: 9, col: 9 }));
+        assert_eq!(l.values.get().map(|v| v as *const _), first, "indexed once");
+        // The check refuses what the index would not read, where it is.
+        let deep = "a: [[[[1]]]]\n";
+        assert_eq!(
+            Locations::index_checked(deep, 3).unwrap_err(),
+            IndexError::TooDeep(Pos { line: 1, col: 6 })
+        );
+        assert_eq!(Locations::index_checked(deep, 5).unwrap().find("a[0][0][0][0]").map(|p| p.col), Some(8));
+        let two = "a: 1\n---\nb: 2\n";
+        assert!(matches!(Locations::index_checked(two, MAX_DEPTH), Err(IndexError::SecondDocument(_))));
+    }
+
+    #[test]
+    fn a_plainly_shallow_document_needs_no_parse_before_serde_yaml() {
+        assert_eq!(Locations::plainly_shallow(DOC, MAX_DEPTH), Ok(true));
+        // Deeper than the bound allows, or what the scan cannot tell: the parser checks it.
+        assert_eq!(Locations::plainly_shallow("a: [[[[1]]]]\n", 5), Ok(false));
+        assert_eq!(Locations::plainly_shallow("a: \"two\n  lines\"\n", MAX_DEPTH), Ok(false));
+        // A line break that the parsers read differently is refused at once, where it is.
+        let nel = Locations::plainly_shallow("a: 1\nb: 2\u{85}\n", MAX_DEPTH).unwrap_err();
+        assert!(matches!(nel, IndexError::Syntax(Pos { line: 2, col: 5 }, _)), "{nel:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::report::Totals;
 use control::Control;
 use control_loop::{Chores, ControlLoop};
 use log::info;
+use sluice_dataplane::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -61,15 +62,21 @@ pub struct RunReport {
     pub port_names: Vec<String>,
 }
 
-/// Runs the appliance until `stop` becomes true.
-pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunReport, String> {
+/// Runs the appliance until `stop` becomes true. `checked` is the snapshot the config's check
+/// built ([`Config::load_built`]), if at hand: the first snapshot takes over its tables, and
+/// it is dropped then.
+pub fn run(
+    (config, checked): (&Config, Option<Snapshot>),
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, String> {
     let cores = bringup::check_cores(config)?;
     bringup::start_eal(config, &cores)?;
     let nic = bringup::start_ports(config)?;
     let seed = workers::secret_seed();
     let region = persist::open(config, seed)?;
     let control = Control::start(
-        config,
+        (config, checked),
         opts.config_path.clone(),
         &nic.macs,
         region.as_ref().map(|f| Arc::clone(&f.region)),

@@ -322,7 +322,12 @@ pub fn read_ids(areas: &[u8]) -> Option<IdMap> {
 /// Which copy a new map goes to (the older or broken one) and its sequence number.
 pub fn next_copy(areas: &[u8]) -> (usize, u64) {
     let seq = |i: usize| areas.get(i * IDS_BYTES..(i + 1) * IDS_BYTES).and_then(read_copy).map(|(s, _)| s);
-    match (seq(0), seq(1)) {
+    next_of(seq(0), seq(1))
+}
+
+/// Which copy a new map goes to, given the sequence numbers of the whole ones.
+fn next_of(a: Option<u64>, b: Option<u64>) -> (usize, u64) {
+    match (a, b) {
         (Some(a), Some(b)) if a >= b => (1, a + 1),
         (Some(_), Some(b)) => (0, b + 1),
         (Some(a), None) => (1, a + 1),
@@ -465,8 +470,8 @@ impl Region {
     /// that a process killed meanwhile leaves the newer copy whole.
     pub fn store_ids(&self, map: &IdMap) -> Result<(), IdsError> {
         let payload = map.encode()?;
-        let areas = self.read_at(HEADER_BYTES, 2 * IDS_BYTES);
-        let (copy, seq) = next_copy(&areas);
+        let seq = |i: usize| read_copy(&self.ids_copy(i)).map(|(s, _)| s);
+        let (copy, seq) = next_of(seq(0), seq(1));
         let at = HEADER_BYTES + copy * IDS_BYTES;
         self.write_at(at, &0u64.to_le_bytes());
         self.write_at(at + COPY_PREFIX, &payload);
@@ -475,6 +480,15 @@ impl Region {
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         self.write_at(at, &seq.to_le_bytes());
         Ok(())
+    }
+
+    /// Copy `i` of the identity map as far as its length says (its prefix alone if that is
+    /// out of range): all [`read_copy`] reads of its 4 MiB.
+    fn ids_copy(&self, i: usize) -> Vec<u8> {
+        let at = HEADER_BYTES + i * IDS_BYTES;
+        let len = le64(&self.read_at(at, COPY_PREFIX), 8);
+        let used = usize::try_from(len).ok().filter(|&l| l <= IDS_BYTES - COPY_PREFIX);
+        self.read_at(at, used.map_or(COPY_PREFIX, |l| COPY_PREFIX + l))
     }
 
     /// The SYN proxy's cookie keys the region holds, if whole (control thread only).
@@ -663,6 +677,16 @@ mod tests {
         let path = dir.join("r");
         let (r, opened) = Region::open(&path, header(64), true).unwrap();
         assert!(matches!(opened, Opened::Fresh { why: None }), "{opened:?}");
+        // Stores go to each copy in turn, the newest whole one read back.
+        let mut bigger = map();
+        for n in 0..3 {
+            bigger.next_service += 1;
+            r.store_ids(&bigger).unwrap();
+            assert_eq!(r.ids().as_ref(), Some(&bigger), "store {n}");
+        }
+        let areas = r.read_at(HEADER_BYTES, 2 * IDS_BYTES);
+        let seqs = [0, 1].map(|i| read_copy(&areas[i * IDS_BYTES..(i + 1) * IDS_BYTES]).map(|c| c.0));
+        assert_eq!(seqs, [Some(3), Some(2)]);
         r.store_ids(&map()).unwrap();
         r.store_cookie(([7, 8], [[9, 10], [11, 12]]));
         drop(r);

@@ -136,9 +136,12 @@ fn run_config(path: PathBuf, flags: RunFlags) -> ExitCode {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
-    let config = match load(&path) {
+    let (config, checked) = match Config::load_built(&path) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -167,7 +170,7 @@ fn run_config(path: PathBuf, flags: RunFlags) -> ExitCode {
         admin_group,
         reload,
     };
-    match run(&config, &opts, stop) {
+    match run((&config, Some(checked)), &opts, stop) {
         Ok(report) => {
             if flags.print_stats {
                 print!("{}", report.totals.render(&report.port_names));

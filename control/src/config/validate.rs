@@ -29,7 +29,7 @@ const MAX_SERVICES: usize = u16::MAX as usize;
 /// Checks a parsed file section by section, collecting every refusal with its position.
 pub(super) struct Validator<'a> {
     pub(super) file: &'a str,
-    pub(super) locations: &'a Locations,
+    pub(super) locations: &'a Locations<'a>,
     pub(super) errors: Vec<ConfigError>,
     /// Refusals past the first [`MAX_ERRORS`], counted only.
     pub(super) more: usize,

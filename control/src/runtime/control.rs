@@ -7,9 +7,10 @@ use crate::health;
 use crate::health::agent_wire::{Assign, Backend};
 use crate::health::agents::AgentTarget;
 use crate::health::By;
-use crate::ids::Registry;
+use crate::ids::{KeptIds, Registry};
 use crate::labels::spec_label;
 use crate::metrics;
+use crate::stage::{Basis, Staged};
 use arc_swap::ArcSwap;
 use log::{info, warn};
 use sluice_dataplane::region::Region;
@@ -40,13 +41,11 @@ struct Checked {
 pub(super) struct Control {
     pub(super) config: Config,
     pub(super) config_path: Option<PathBuf>,
-    registry: Registry,
-    /// The session region, which keeps the registry's ids for the next process.
-    region: Option<Arc<Region>>,
+    /// The ids, MACs and drains the config's snapshots are built with.
+    basis: Basis,
+    /// The session region's copy of the ids, for the next process.
+    kept_ids: KeptIds,
     pub(super) generation: u64,
-    macs: Vec<Mac>,
-    /// Backends (by id) given weight 0 by `drain`.
-    drained: BTreeSet<u32>,
     /// Health: each checked backend's standing (by id); the probing threads.
     health: BTreeMap<u32, Checked>,
     health_stop: Arc<AtomicBool>,
@@ -61,35 +60,36 @@ pub(super) struct Control {
     pub(super) apply_state: Arc<metrics::ApplyState>,
     pub(super) health_by_id: Arc<std::sync::Mutex<HashMap<u32, bool>>>,
     /// The apply being validated on its own thread, if any.
-    applier: crate::apply::Applier,
+    applier: crate::apply::Applier<Staged>,
 }
 
 impl Control {
     /// Builds and publishes the first snapshot (generation 1) of `config` for ports with MACs
-    /// `macs`, and starts the health checks; the receiver hears their results.
+    /// `macs` (over `checked`, the snapshot its check built, if any), and starts the health
+    /// checks; the receiver hears their results.
     pub(super) fn start(
-        config: &Config,
+        (config, checked): (&Config, Option<Snapshot>),
         config_path: Option<PathBuf>,
         macs: &[Mac],
         region: Option<Arc<Region>>,
     ) -> Result<(Control, mpsc::Receiver<health::Report>), String> {
         // The ids a previous process gave, if the session region kept them: its sessions name
         // services and backends by them.
-        let mut registry =
+        let registry =
             region.as_ref().and_then(|r| r.ids()).map(|m| Registry::from_ids(&m)).unwrap_or_default();
-        let mut spec = config.snapshot_spec(1, Some(macs));
-        registry.assign(&mut spec)?;
-        keep_ids(region.as_deref(), &registry)?;
-        let snapshot = Snapshot::build(&spec, None).map_err(|e| e.to_string())?;
+        let mut basis = Basis { registry, macs: macs.to_vec(), generation: 1, ..Basis::default() };
+        let spec = basis.spec(config)?;
+        let mut kept_ids = KeptIds::new(region);
+        kept_ids.keep(&basis.registry)?;
+        let snapshot = Snapshot::build(&spec, checked.as_ref()).map_err(|e| e.to_string())?;
+        drop(checked);
         let (health_tx, health_rx) = mpsc::channel::<health::Report>();
         let mut control = Control {
             config: config.clone(),
             config_path,
-            registry,
-            region,
+            basis,
+            kept_ids,
             generation: 1,
-            macs: macs.to_vec(),
-            drained: BTreeSet::new(),
             health: Default::default(),
             health_stop: Arc::new(AtomicBool::new(false)),
             health_threads: Vec::new(),
@@ -121,23 +121,43 @@ impl Control {
         }
     }
 
+    /// The basis of the next snapshot: the running ids, MACs and drains, the backends found
+    /// down now, the next generation.
+    fn basis_now(&mut self) -> &mut Basis {
+        let down = self.health.iter().filter(|(_, c)| !c.state.up).map(|(&id, _)| id);
+        self.basis.down = down.collect();
+        self.basis.generation = self.generation + 1;
+        &mut self.basis
+    }
+
     /// Builds a snapshot of `config` with the drains applied, off the workers, and publishes
     /// it. On error nothing changes.
     fn publish(&mut self, config: Config) -> Result<(), String> {
-        let mut spec = config.snapshot_spec(self.generation + 1, Some(&self.macs));
-        self.registry.assign(&mut spec)?;
-        keep_ids(self.region.as_deref(), &self.registry)?;
-        for b in spec.services.iter_mut().flat_map(|s| s.backends.iter_mut()) {
-            let Some(id) = b.id else { continue };
-            if self.drained.contains(&id) {
-                b.weight = 0;
-            }
-            if self.health.get(&id).is_some_and(|c| !c.state.up) {
-                b.down = true;
-            }
-        }
+        let spec = self.basis_now().spec(&config)?;
+        self.kept_ids.keep(&self.basis.registry)?;
         let snap =
             Snapshot::build(&spec, Some(&self.cell.load())).map_err(|e| format!("{}: {e}", config.file))?;
+        self.swap(config, snap);
+        Ok(())
+    }
+
+    /// Publishes an apply's snapshot as it was built if nothing it was built from has changed
+    /// since (else builds it again, as [`Control::publish`]).
+    fn adopt(&mut self, staged: Staged) -> Result<(), String> {
+        if !staged.current(self.basis_now()) {
+            info!("apply: drains, health or ids changed while it was validated; building again");
+            return self.publish(staged.config);
+        }
+        self.basis = staged.basis;
+        self.kept_ids.keep(&self.basis.registry)?;
+        staged.snapshot.learn_from(&self.cell.load());
+        self.swap(staged.config, staged.snapshot);
+        Ok(())
+    }
+
+    /// Publishes `snap`, the snapshot of `config`, and (re)starts the health checks if the
+    /// backends they check changed.
+    fn swap(&mut self, config: Config, snap: Snapshot) {
         self.cell.store(Arc::new(snap));
         self.generation += 1;
         self.apply_state.record_applied(self.generation);
@@ -155,7 +175,6 @@ impl Control {
             self.restart_checks(targets);
         }
         self.share_standings();
-        Ok(())
     }
 
     /// Shares each checked backend's standing (for the metrics), after a (re)start of the
@@ -179,7 +198,7 @@ impl Control {
         for (s, spec) in self.config.services.iter().zip(&self.config.health) {
             let Some(spec) = spec else { continue };
             for b in &s.backends {
-                let Some(backend) = self.registry.backend_id(s, b) else { continue };
+                let Some(backend) = self.basis.registry.backend_id(s, b) else { continue };
                 let port = spec.port.or(b.port).unwrap_or(s.port);
                 let addr = std::net::SocketAddr::new(b.address, port);
                 let target = health::Target { backend, addr, spec: spec.clone() };
@@ -197,7 +216,7 @@ impl Control {
         for s in &self.config.services {
             let nat = s.forwarding == sluice_dataplane::snapshot::Forwarding::Nat;
             for b in &s.backends {
-                let Some(id) = self.registry.backend_id(s, b) else { continue };
+                let Some(id) = self.basis.registry.backend_id(s, b) else { continue };
                 let Some((t, _)) = targets.iter().find(|(t, _)| t.backend == id && t.spec.by == By::Agent)
                 else {
                     continue;
@@ -263,7 +282,7 @@ impl Control {
 
     /// Whether backend `id` is drained.
     pub(super) fn is_drained(&self, id: u32) -> bool {
-        self.drained.contains(&id)
+        self.basis.drained.contains(&id)
     }
 
     /// Backend `id`'s last probe result, if it is checked.
@@ -281,7 +300,7 @@ impl Control {
             }
             return;
         };
-        let running = (self.config.clone(), Some(self.cell.load_full()));
+        let running = (self.config.clone(), self.basis_now().clone(), Some(self.cell.load_full()));
         if let Err(e) = self.applier.start(path, running, caller) {
             warn!("apply refused: {e}");
         }
@@ -292,7 +311,7 @@ impl Control {
     pub(super) fn finish_apply(&mut self) {
         let Some(done) = self.applier.poll() else { return };
         let path = done.path;
-        let result = done.result.and_then(|c| self.publish(c));
+        let result = done.result.and_then(|staged| self.adopt(staged));
         let when =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let answer = match result {
@@ -327,7 +346,7 @@ impl Control {
             return Err(format!("no service {service:?}"));
         };
         let b = svc.backends.iter().find(|b| spec_label(svc, b) == backend).ok_or_else(no_backend)?;
-        self.registry.backend_id(svc, b).ok_or_else(no_backend)
+        self.basis.registry.backend_id(svc, b).ok_or_else(no_backend)
     }
 
     /// `sluicectl drain` (`on`) and `sluicectl restore`.
@@ -336,7 +355,7 @@ impl Control {
             Ok(id) => id,
             Err(text) => return Response::Refused { text },
         };
-        let changed = if on { self.drained.insert(id) } else { self.drained.remove(&id) };
+        let changed = if on { self.basis.drained.insert(id) } else { self.basis.drained.remove(&id) };
         if !changed {
             return Response::ok(format!(
                 "{service} {backend}: already {}",
@@ -352,21 +371,12 @@ impl Control {
             )),
             Err(e) => {
                 if on {
-                    self.drained.remove(&id)
+                    self.basis.drained.remove(&id)
                 } else {
-                    self.drained.insert(id)
+                    self.basis.drained.insert(id)
                 };
                 Response::Refused { text: e }
             }
         }
-    }
-}
-
-/// Keeps the registry's ids in the session region, if there is one: before any snapshot that
-/// gives a new id is published, so no session names an id the region does not know.
-fn keep_ids(region: Option<&Region>, registry: &Registry) -> Result<(), String> {
-    match region {
-        Some(r) => r.store_ids(&registry.to_ids()).map_err(|e| format!("session region: ids: {e:?}")),
-        None => Ok(()),
     }
 }

@@ -342,15 +342,8 @@ impl Snapshot {
         if nexthops.len() > usize::from(u16::MAX) {
             return Err(refuse("services", "more than 65535 next hops"));
         }
-        if let Some(prev) = previous {
-            for nh in nexthops.iter().filter(|n| !n.is_static) {
-                if let Some(old) = prev.nexthop(nh.port, nh.ip) {
-                    nh.carry_over(old);
-                }
-            }
-        }
         let key = |s: &Service| ServiceKey::new(Addr::from(s.vip), s.port, s.protocol.number());
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             generation: spec.generation,
             service_map: StaticMap::build(
                 services.iter().enumerate().map(|(i, s)| (key(s), (i as u16, s.id))),
@@ -371,7 +364,22 @@ impl Snapshot {
             nat_services,
             from_kernel,
             clusters: spec.clusters.clone(),
-        })
+        };
+        if let Some(prev) = previous {
+            snapshot.learn_from(prev);
+        }
+        Ok(snapshot)
+    }
+
+    /// Takes over what the dynamic next hops of `previous` learned (a MAC and when) for
+    /// each one this snapshot has too: at its build, and again just before it is published
+    /// when it was built a while before (an apply's), so nothing learned meanwhile is lost.
+    pub fn learn_from(&self, previous: &Snapshot) {
+        for nh in self.nexthops.iter().filter(|n| !n.is_static) {
+            if let Some(old) = previous.nexthop(nh.port, nh.ip) {
+                nh.carry_over(old);
+            }
+        }
     }
 }
 

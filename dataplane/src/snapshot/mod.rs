@@ -805,6 +805,21 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_built_earlier_learns_what_the_running_one_learned_since() {
+        let sp = spec(vec![service([198, 18, 10, 1], 80, &[[198, 19, 0, 10], [198, 19, 0, 11]])]);
+        let running = Snapshot::build(&sp, None).unwrap();
+        let ip = |n| IpAddr::from(Ipv4Addr::new(198, 19, 0, n));
+        running.nexthop(1, ip(10)).unwrap().learn([2, 0, 0, 0, 0, 10], 5);
+        let staged = Snapshot::build(&sp, Some(&running)).unwrap();
+        // The workers go on with the running snapshot: they learn another neighbour.
+        running.nexthop(1, ip(11)).unwrap().learn([2, 0, 0, 0, 0, 11], 7);
+        assert_eq!(staged.nexthop(1, ip(11)).unwrap().mac(), None);
+        staged.learn_from(&running);
+        assert_eq!(staged.nexthop(1, ip(10)).unwrap().mac(), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(staged.nexthop(1, ip(11)).unwrap().mac(), Some([2, 0, 0, 0, 0, 11]));
+    }
+
+    #[test]
     fn ids_are_numbered_or_given_and_must_be_unique() {
         let mut sp = spec(vec![
             service([198, 18, 10, 1], 80, &[[198, 19, 0, 10], [198, 19, 0, 11]]),
