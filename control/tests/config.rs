@@ -480,7 +480,7 @@ fn live_apply_refuses_what_needs_a_restart_with_line_and_field() {
     // The host agents' channel is made at start.
     let agents = format!("agents:\n  listen: 198.19.0.2:7946\n  key: {}\n", "cd".repeat(32));
     std::fs::write(&file, format!("{GOOD}{agents}")).unwrap();
-    let e = Config::load_for_apply(&file, &running, None).unwrap_err().to_string();
+    let e = Staged::load(&file, &running, Basis::default(), None).unwrap_err().to_string();
     assert!(e.contains("agents: cannot change while sluiced runs"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
