@@ -186,7 +186,7 @@ impl Channel {
         }
         let window = u64::try_from(self.spec.window.as_millis()).unwrap_or(u64::MAX);
         let results = match wire::decode(&self.spec.key, bytes, wire::unix_ms(), window, &mut self.guard) {
-            Ok((_, Message::Report(r))) => r,
+            Ok((_, Message::Report(r, _))) => r,
             Ok((_, Message::Assign(_))) => return self.counters.refuse(reject_index(Reject::BadRecord)),
             Err(r) => return self.counters.refuse(reject_index(r)),
         };
@@ -233,7 +233,7 @@ mod tests {
         let backend = wire::Backend { vpc: Some(vpc), addr: "192.0.2.10".parse().unwrap(), port: 8080 };
         let result = if up { Ok(()) } else { Err("connect: refused".to_string()) };
         let header = Header { epoch: 9, sequence, unix_ms: wire::unix_ms() };
-        wire::encode_report(&SyncKey::new([key; 32]), &header, &[wire::Result { backend, result }])
+        wire::encode_report(&SyncKey::new([key; 32]), &header, &[wire::Result { backend, result }], &[])
     }
 
     fn refused(c: &Channel) -> Vec<u64> {
