@@ -155,8 +155,13 @@ impl Registry {
     /// The id [`Registry::assign`] gave backend `b` of service `s` (as the config has them,
     /// ids unset), if it gave one.
     pub fn backend_id(&self, s: &ServiceSpec, b: &BackendSpec) -> Option<u32> {
-        let service = self.services.get(&service_key(s))?;
-        self.backends.get(&backend_key(*service, b)).copied()
+        let service = self.service_id(s)?;
+        self.backends.get(&backend_key(service, b)).copied()
+    }
+
+    /// The id [`Registry::assign`] gave service `s` (as the config has it), if it gave one.
+    pub fn service_id(&self, s: &ServiceSpec) -> Option<u16> {
+        self.services.get(&service_key(s)).copied()
     }
 }
 

@@ -253,6 +253,12 @@ families! {
         "Health-check assignments the socket refused to send.";
     AGENT_REPORTS: Counter "sluice_agent_reports_total" ["agent"]
         "Health reports accepted, by agent (its host address).";
+    AGENT_PROBES: Counter "sluice_agent_tunnel_probes_total" ["agent"]
+        "Tunnel-path probes queued for worker 0 to send through one of the agent's backends' tunnels, by agent.";
+    AGENT_ECHOES: Counter "sluice_agent_tunnel_echoes_total" ["agent"]
+        "Health reports that echoed the nonce of a tunnel-path probe sent to the agent, by agent.";
+    AGENT_PROBES_NOT_QUEUED: Counter "sluice_agent_tunnel_probes_not_queued_total" []
+        "Tunnel-path probes not queued: the queue to worker 0 was full.";
     AGENT_REFUSED: Counter "sluice_agent_reports_refused_total" ["reason"]
         "Health reports refused: bad tag, replayed, stale, malformed, from no agent, or for a backend its sender does not check.";
     SYNC_SEND_ERRORS: Counter "sluice_sync_send_errors_total" []
@@ -739,6 +745,14 @@ impl SluiceCollector {
             f.add(&[&agent.to_string()], *n as f64);
         }
         f.push_to(out);
+        let (mut probes, mut echoes) = (Family::new(&AGENT_PROBES), Family::new(&AGENT_ECHOES));
+        for (agent, (sent, echoed)) in c.tunnel.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            probes.add(&[&agent.to_string()], *sent as f64);
+            echoes.add(&[&agent.to_string()], *echoed as f64);
+        }
+        probes.push_to(out);
+        echoes.push_to(out);
+        single(&AGENT_PROBES_NOT_QUEUED, get(&c.probes_not_queued), out);
         let mut f = Family::new(&AGENT_REFUSED);
         let labels = crate::sync::Reject::ALL.iter().map(|r| r.label()).chain(MORE_REFUSALS);
         for (label, n) in labels.zip(&c.refused) {
@@ -965,6 +979,7 @@ mod tests {
         src.sync = Some(Default::default());
         let agents = crate::health::agents::AgentCounters::default();
         agents.reports.lock().unwrap().insert("198.19.0.11".parse().unwrap(), 1);
+        agents.tunnel.lock().unwrap().insert("198.19.0.11".parse().unwrap(), (3, 2));
         src.agents = Some(Arc::new(agents));
         src.nic_stats = Some(Box::new(|| vec![dpdk_sys::PortStats::default()]));
         src.health = Some(Box::new(|_| Some(true)));

@@ -371,6 +371,16 @@ counter_table! {
                 "sluice_exception_from_kernel_total",
                 "Frames the kernel sent out of a port through its exception interface.",
             ),
+            /// Tunnel-path probes (`pipeline::probe`): sent into a backend's tunnel, and those
+            /// that could not be (backend gone, next hop unresolved, no buffer).
+            probes_sent: metric(
+                "sluice_tunnel_probes_sent_total",
+                "Tunnel-path probes sent into a backend's tunnel for its host agent to echo.",
+            ),
+            probes_failed: metric(
+                "sluice_tunnel_probes_failed_total",
+                "Tunnel-path probes not sent: backend not in the config, next hop unresolved, or no buffer.",
+            ),
         }
         /// SYN proxy: SYN-ACKs with cookies sent; ACKs with a valid cookie (invalid ones are
         /// drops); backend handshakes completed; backends that refused (RST) or could not be
@@ -527,15 +537,15 @@ mod tests {
         w.synproxy.cookies_sent.add(3);
         w.synproxy.backend_resets.add(4);
         w.ports[0].rx_bytes.add(5);
-        w.from_kernel.add(7);
+        w.probes_failed.add(7);
         assert_eq!(w.counters().len(), WorkerStats::METRICS.len());
         let (first, last) = (w.each().next().unwrap(), w.each().last().unwrap());
         assert_eq!((first.0.name, first.1.get()), ("sluice_tunneled_packets_total", 1));
-        assert_eq!((last.0.name, last.1.get()), ("sluice_exception_from_kernel_total", 7));
+        assert_eq!((last.0.name, last.1.get()), ("sluice_tunnel_probes_failed_total", 7));
         let mut t = EventTotals::default();
         t.add(&w);
         t.add(&w);
-        assert_eq!((t.tunneled, t.unreachables_sent, t.arp_replies, t.from_kernel), (2, 4, 0, 14));
+        assert_eq!((t.tunneled, t.unreachables_sent, t.arp_replies, t.probes_failed), (2, 4, 0, 14));
         assert_eq!(t.each().map(|(_, n)| n).sum::<u64>(), 20);
         let mut sp = SynProxyTotals::default();
         sp.add(&w.synproxy);

@@ -7,7 +7,8 @@ use crate::io::{Burst, Frame, Io, BURST};
 use crate::limit::{Isolation, LimitState};
 use crate::pipeline::{
     announcements, build_announcement, build_neighbor_request, classify, finish, fragment_to_backend,
-    Budgets, Ctx, Fragments, Limiter, Resolve, SessionEvents, Stage, Verdict, FRAGMENT_ENTRIES,
+    probe_to_backend, probes, Budgets, Ctx, Fragments, Limiter, ProbeQueue, Resolve, SessionEvents, Stage,
+    Verdict, FRAGMENT_ENTRIES,
 };
 use crate::sched::SchedState;
 use crate::session::SessionTable;
@@ -75,6 +76,8 @@ pub struct Worker<I: Io> {
     /// announced, and what was announced (`pipeline::announcements`).
     announced_for: Option<(usize, u64)>,
     announced: Vec<(u16, Ipv6Addr)>,
+    /// Worker 0: the control thread's tunnel-path probes to send (`pipeline::probe`).
+    probes: Option<Arc<ProbeQueue>>,
 }
 
 impl<I: Io> Worker<I> {
@@ -110,6 +113,7 @@ impl<I: Io> Worker<I> {
             kernel_ports,
             announced_for: None,
             announced: Vec::new(),
+            probes: None,
         }
     }
 
@@ -135,6 +139,11 @@ impl<I: Io> Worker<I> {
     /// a worker enforces limits on its own, with an equal part of each rate.
     pub fn set_isolation(&mut self, isolation: Arc<Isolation>) {
         self.isolation = isolation;
+    }
+
+    /// Takes tunnel-path probes from `queue` (worker 0's, whose poll sends them).
+    pub fn set_probes(&mut self, queue: Arc<ProbeQueue>) {
+        self.probes = Some(queue);
     }
 
     pub fn io(&mut self) -> &mut I {
@@ -231,6 +240,10 @@ impl<I: Io> Worker<I> {
             }
             self.stats.neighbors_learned.add(u64::from(cx.learned));
             self.count_burst(&cx.events, &tally);
+        }
+        if let Some(q) = self.probes.as_ref().filter(|q| !q.is_empty()).map(Arc::clone) {
+            let mut cx = Ctx::new(snap, &sessions, &proxy, &mut sched, now_ns, &mut resolve);
+            self.send_probes(&q, &mut cx);
         }
         self.resolve_neighbors(snap, &mut resolve, now_ns);
         if self.id == 0 {
@@ -338,6 +351,25 @@ impl<I: Io> Worker<I> {
             };
             let v = fragment_to_backend(cx, packet, &f, (service, backend), &mut out);
             self.dispatch(out, v, tally);
+        }
+    }
+
+    /// Up to [`probes::PER_POLL`] probes from `queue`, each in a frame of its own, into their
+    /// backends' tunnels.
+    fn send_probes(&mut self, queue: &ProbeQueue, cx: &mut Ctx<'_>) {
+        for _ in 0..probes::PER_POLL {
+            let Some(req) = queue.pop() else { break };
+            let Some(mut frame) = self.io.alloc() else {
+                self.stats.probes_failed.add(1);
+                continue;
+            };
+            match probe_to_backend(cx, &req, &mut frame) {
+                Verdict::Tunnel { port, .. } => {
+                    self.stats.probes_sent.add(1);
+                    self.enqueue_frame(port, frame);
+                }
+                _ => self.stats.probes_failed.add(1),
+            }
         }
     }
 

@@ -11,6 +11,12 @@ backends from inside that tenant's VM namespace, and report back, sealed.
    for want of reports ("agent 198.19.0.12: no report"); restarted, they come back up.
 3. A forged report (wrong key) and a replayed genuine one (captured from the wire while a1
    was down) change nothing, and are counted by reason.
+4. Host 1's tunnel path is cut while its management path works (the backend network's bridge
+   isolates sluiced's DPDK port from host 1's: neither tunneled packets nor the tunnel-path
+   probes reach the agent, while sluiced's kernel, on another bridge port, still exchanges
+   assignments and reports with it): all three of host 1's backends go down as "tunnel probe
+   unanswered" although the agent keeps reporting its VMs up; host 2's stay up. Repaired,
+   they come back up.
 """
 import hashlib
 import hmac
@@ -167,8 +173,8 @@ def report_message(key, sequence, up):
     """A report of A1 in VPC 100 (as the agents send them), sealed with `key`."""
     addr = socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.10")
     record = bytes([1, 1 if up else 0]) + struct.pack("!HI", 8080, 100) + addr + b"forged".ljust(64, b"\0")
-    header = b"SLHC" + bytes([1, 2]) + struct.pack("!HQQQ", 1, 0xF00D, sequence, int(time.time() * 1000))
-    body = header + record
+    header = b"SLHC" + bytes([2, 2]) + struct.pack("!HQQQ", 1, 0xF00D, sequence, int(time.time() * 1000))
+    body = header + record + bytes([0])  # no tunnel-path echoes
     return body + hmac.new(bytes.fromhex(key), body, hashlib.sha256).digest()[:16]
 
 
@@ -224,3 +230,36 @@ def test_a_killed_agent_takes_its_hosts_backends_down(ah_lab):
     for service, backend in [("web", be2), ("tenant-a-web", a2)]:
         _, line = wait_for(lab, service, backend, "up")
         assert f"agent {be2}" in line, line
+
+
+def isolate(lab, on):
+    """Bridge port isolation on the backend network between sluiced's DPDK port (sw-gw) and
+    host 1 (sw-be1): isolated ports forward nothing to each other, and everything to the rest
+    (sluiced's kernel on sw-mgmt, host 2, the router)."""
+    for port in ("sw-gw", "sw-be1"):
+        lab.sh("sw", "bridge", "link", "set", "dev", port, "isolated", "on" if on else "off")
+
+
+def test_a_broken_tunnel_takes_its_hosts_backends_down_while_its_agent_reports(ah_lab):
+    lab = ah_lab
+    be1, be2 = backend_ip(1), backend_ip(2)
+    host1 = [("web", be1), ("tenant-a-web", A1), ("tenant-b-web", A1)]
+    for service, backend in host1 + [("web", be2)]:
+        wait_for(lab, service, backend, "up")
+    key = f'sluice_agent_reports_total{{agent="{be1}"}}'
+    reports = metrics(lab)[key]
+    isolate(lab, True)
+    try:
+        for service, backend in host1:
+            took, line = wait_for(lab, service, backend, "down", watch=[("web", be2)])
+            print(f"{service} {backend} down after {took:.2f} s: {line}")
+            assert f"agent {be1}: tunnel probe unanswered" in line, line
+        assert metrics(lab)[key] > reports, "the agent kept reporting over the management path"
+    finally:
+        isolate(lab, False)
+    for service, backend in host1:
+        _, line = wait_for(lab, service, backend, "up")
+    m = metrics(lab)
+    for agent in (be1, be2):
+        assert m[f'sluice_agent_tunnel_echoes_total{{agent="{agent}"}}'] > 0, m
+        assert m[f'sluice_agent_tunnel_probes_total{{agent="{agent}"}}'] > 0, m

@@ -22,11 +22,12 @@
 //! [`Receiver`], which does no I/O and is tested here.
 
 use crate::allow::AllowList;
+use crate::echoes::Echoes;
 use crate::flows::{FlowMemory, Limits, Remembered, ReturnPath};
 use crate::replies::{Carried, Replies, Verdict};
 use crate::stats::{add, bump, Stats};
 use crate::tunnel::{
-    decap, decap_v6, encap_gre, Decap, DropReason, Encap, Family, FiveTuple, TunMap, PROTOCOLS,
+    decap, decap_v6, encap_gre, probe_nonce, Decap, DropReason, Encap, Family, FiveTuple, TunMap, PROTOCOLS,
 };
 use sluice_host_sys::Tun;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -166,6 +167,8 @@ struct Receiver {
     appliances: AllowList,
     map: TunMap,
     flows: Mutex<FlowMemory>,
+    /// The tunnel-path probes' nonces, for the health channel's reports.
+    echoes: Arc<Echoes>,
     stats: Stats,
 }
 
@@ -175,6 +178,7 @@ impl Receiver {
             appliances: config.appliances.clone(),
             map: config.tun_map(),
             flows: Mutex::new(FlowMemory::new(config.flow_timeout, config.max_flows)),
+            echoes: Arc::default(),
             stats: Stats::new(&config.tun_names()),
         }
     }
@@ -186,10 +190,11 @@ impl Receiver {
     }
 
     /// Decapsulates one tunneled IPv4 packet (outer header included) received at `now`: from
-    /// an appliance, its flow remembered and (its TUN, the inner packet) returned; otherwise
+    /// an appliance, its flow remembered and (its TUN, the inner packet) returned; a
+    /// tunnel-path probe's nonce kept for the health channel (nothing to deliver); otherwise
     /// dropped and counted.
     fn receive<'a>(&self, packet: &'a [u8], now: u64) -> Option<(usize, &'a [u8])> {
-        self.counted(decap(packet).and_then(|d| self.admit(d, now)))
+        self.counted(decap(packet).and_then(|d| self.admit(d, now))).flatten()
     }
 
     /// The same for what an IPv6 raw socket of `protocol` read from `from`.
@@ -200,19 +205,25 @@ impl Receiver {
         payload: &'a [u8],
         now: u64,
     ) -> Option<(usize, &'a [u8])> {
-        self.counted(decap_v6(from, protocol, payload).and_then(|d| self.admit(d, now)))
+        self.counted(decap_v6(from, protocol, payload).and_then(|d| self.admit(d, now))).flatten()
     }
 
     fn counted<T>(&self, r: Result<T, DropReason>) -> Option<T> {
         r.map_err(|reason| self.stats.count_drop(reason)).ok()
     }
 
-    fn admit<'a>(&self, d: Decap<'a>, now: u64) -> Result<(usize, &'a [u8]), DropReason> {
+    fn admit<'a>(&self, d: Decap<'a>, now: u64) -> Result<Option<(usize, &'a [u8])>, DropReason> {
         // Before anything else: a packet from any other sender must not touch a flow.
         if !self.appliances.contains(d.appliance) {
             return Err(DropReason::NotAppliance);
         }
         let tun = self.map.select(d.encap)?;
+        // A probe through a tunnel this host serves: consumed, its nonce kept to echo.
+        if let Some(nonce) = probe_nonce(&d) {
+            let kept = self.echoes.take(d.appliance, d.encap, nonce);
+            bump(if kept { &self.stats.probes_echoed } else { &self.stats.probes_not_kept });
+            return Ok(None);
+        }
         if let Some(t) = d.tuple {
             let path = ReturnPath { appliance: d.appliance, encap: d.encap };
             match self.flows().remember(tun, &t, path, now) {
@@ -221,7 +232,7 @@ impl Receiver {
                 Remembered::Full => bump(&self.stats.flows_not_remembered),
             }
         }
-        Ok((tun, d.inner))
+        Ok(Some((tun, d.inner)))
     }
 
     /// Decides where `packet`, read out of TUN `tun` at `now` (seconds, nanoseconds), goes
@@ -371,6 +382,11 @@ impl Agent {
         n
     }
 
+    /// The tunnel-path probes' nonces, which the health channel echoes.
+    pub fn echoes(&self) -> Arc<Echoes> {
+        Arc::clone(&self.shared.rx.echoes)
+    }
+
     /// Every counter, one per line.
     pub fn render_stats(&self) -> String {
         let flows = self.shared.rx.flows().len();
@@ -405,7 +421,7 @@ fn tunnel_loop(sh: &Shared, u: usize, i: usize) {
             (Family::V4, _) => sh.rx.receive(packet, sh.now()),
             (Family::V6, IpAddr::V6(a)) => sh.rx.receive_v6(a, protocol, packet, sh.now()),
             // Not expected of an IPv6 socket; a v4-mapped sender would be IpAddr::V6 anyway.
-            (Family::V6, IpAddr::V4(_)) => sh.rx.counted::<(usize, &[u8])>(Err(DropReason::OuterMalformed)),
+            (Family::V6, IpAddr::V4(_)) => sh.rx.counted::<()>(Err(DropReason::OuterMalformed)).and(None),
         };
         if let Some((tun, inner)) = inner {
             deliver(sh, tun, inner, &mut write_errors);
@@ -513,7 +529,7 @@ mod tests {
     use crate::allow::Prefix;
     use crate::testpkt;
     use crate::tunnel::PROTO_IPV6;
-    use sluice_dataplane::wire::{ipv4, Ipv4Repr, UdpRepr};
+    use sluice_dataplane::wire::{ipv4, Ipv4Packet, Ipv4Repr, UdpRepr};
     use std::net::Ipv4Addr;
 
     const APPLIANCE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
@@ -609,6 +625,75 @@ mod tests {
         assert_eq!(rx.receive(&gre_from(SPOOFER, 40001), 0), None);
         assert_eq!((rx.stats.drops(DropReason::NotAppliance), rx.flows().len()), (2, 1));
         assert_eq!(rx.stats.flows_remembered.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// The probe that the dataplane's own builder writes toward the first backend of
+    /// `vip:port` in its golden appliance (whose tunnel source is APPLIANCE, or APPLIANCE6):
+    /// the frame without its Ethernet header.
+    fn dataplane_probe(vip: IpAddr, port: u16, nonce: u64) -> Vec<u8> {
+        use sluice_dataplane::io::{Frame, VecFrame};
+        use sluice_dataplane::pipeline::{probe_to_backend, Ctx, ProbeRequest, Resolve, Verdict};
+        use sluice_dataplane::{sched::SchedState, session, testkit};
+        let snap = testkit::golden::snapshot();
+        let svc = snap.services.iter().find(|s| s.vip == vip && s.port == port).unwrap();
+        let req = ProbeRequest { service: svc.id, backend: svc.backends[0].id, nonce };
+        let (table, proxy) = (session::SessionTable::new(64, Default::default(), 1), testkit::synproxy());
+        let (mut resolve, mut sched) = (Resolve::new(), SchedState::new(0, 1));
+        let mut cx = Ctx::new(&snap, &table, &proxy, &mut sched, 1, &mut resolve);
+        let mut f = VecFrame::new(&[]);
+        assert!(matches!(probe_to_backend(&mut cx, &req, &mut f), Verdict::Tunnel { .. }));
+        f.data()[14..].to_vec()
+    }
+
+    #[test]
+    fn a_probe_through_a_served_tunnel_is_consumed_and_its_nonce_kept_per_tunnel() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(7, "sl-v7"), (8, "sl-v8")]));
+        // NAT over GRE key 7 and DSR over IPIP from APPLIANCE; NAT66 over GRE key 8, IPv6.
+        let gre7 = dataplane_probe(Ipv4Addr::new(198, 18, 10, 6).into(), 80, 70);
+        let ipip = dataplane_probe(Ipv4Addr::new(198, 18, 10, 1).into(), 80, 10);
+        let gre8 = dataplane_probe("2001:db8:10::2".parse().unwrap(), 443, 80);
+        assert_eq!(rx.receive(&gre7, 0), None, "consumed, not delivered");
+        assert_eq!(rx.receive(&ipip, 0), None);
+        assert_eq!(rx.receive_v6(APPLIANCE6, ipv4::PROTO_GRE, &gre8[40..], 0), None);
+        assert_eq!(rx.echoes.nonces(), [10, 70, 80], "one per tunnel");
+        let newer = dataplane_probe(Ipv4Addr::new(198, 18, 10, 6).into(), 80, 71);
+        assert_eq!(rx.receive(&newer, 0), None);
+        assert_eq!(rx.echoes.nonces(), [10, 71, 80], "the newest per tunnel");
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((get(&rx.stats.probes_echoed), rx.flows().len()), (4, 0), "no flow remembered");
+        assert!(DropReason::ALL.iter().all(|r| rx.stats.drops(*r) == 0));
+
+        // A tunnel this host does not serve (no TUN for key 7) proves nothing: dropped as ever.
+        let other = Receiver::new(&config(Some("sl-phys"), &[(8, "sl-v8")]));
+        assert_eq!(other.receive(&gre7, 0), None);
+        assert!(other.echoes.nonces().is_empty());
+        assert_eq!(other.stats.drops(DropReason::UnknownVpc), 1);
+        // From outside the appliances: dropped before anything.
+        let mut spoofed = gre7.clone();
+        Ipv4Packet::new_checked(&mut spoofed[..])
+            .map(|mut p| {
+                p.set_src(SPOOFER);
+                p.fill_checksum();
+            })
+            .unwrap();
+        assert_eq!(rx.receive(&spoofed, 0), None);
+        assert_eq!((rx.stats.drops(DropReason::NotAppliance), rx.echoes.nonces()), (1, vec![10, 71, 80]));
+    }
+
+    #[test]
+    fn a_datagram_to_the_probe_port_without_the_magic_is_delivered() {
+        let rx = Receiver::new(&config(Some("sl-phys"), &[(100, "sl-v100")]));
+        let mut inner = vec![0u8; 28 + 16];
+        let port = sluice_dataplane::wire::probe::PORT;
+        UdpRepr { src_port: port, dst_port: port }.emit_v4(&mut inner[20..], CLIENT, VM);
+        ip(CLIENT, VM, ipv4::PROTO_UDP, 8 + 16).emit(&mut inner);
+        let mut gre = Vec::new();
+        encap_gre(Some(100), Family::V4, &inner, &mut gre);
+        let mut p = vec![0u8; 20];
+        ip(APPLIANCE, HOST, ipv4::PROTO_GRE, gre.len()).emit(&mut p);
+        p.extend_from_slice(&gre);
+        assert_eq!(rx.receive(&p, 0).map(|(tun, b)| (tun, b.len())), Some((1, inner.len())));
+        assert!(rx.echoes.nonces().is_empty());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! check, sealed: [`sluice_control::health::agent_wire`]) every check interval to
 //! `--health-listen`; the agent probes each backend by TCP connect from where it lives, and
 //! answers every assignment with a sealed report of its last result for each backend in it.
+//! Each report also echoes the newest tunnel-path probe nonce of each tunnel
+//! ([`crate::echoes`]), which proves to the appliance that its tunnel toward this host works.
 //!
 //! Where a backend lives: a VPC backend (an assignment with a VPC id) in the network namespace
 //! given for that VPC (`--vpc-netns KEY=PATH`), which its prober thread enters once before it
@@ -13,6 +15,7 @@
 //! reason, as the appliances count theirs. A backend that no assignment has named for
 //! [`RETIRE_AFTER`] intervals stops being probed.
 
+use crate::echoes::Echoes;
 use sluice_control::health::agent_wire::{self as wire, Assign, Backend, Message};
 use sluice_control::health::{probe, Check};
 use sluice_control::sync::{Header, Reject, ReplayGuard, SyncKey};
@@ -80,14 +83,17 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Binds `--health-listen` and starts the thread that answers assignments.
-pub fn start(config: HealthConfig) -> io::Result<Arc<HealthCounters>> {
+/// Binds `--health-listen` and starts the thread that answers assignments, echoing the
+/// tunnel-path nonces in `echoes`.
+pub fn start(config: HealthConfig, echoes: Arc<Echoes>) -> io::Result<Arc<HealthCounters>> {
     let socket = UdpSocket::bind(config.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("--health-listen {}: {e}", config.listen)))?;
     socket.set_read_timeout(Some(Duration::from_secs(1)))?;
     let counters = Arc::new(HealthCounters::default());
     let c = Arc::clone(&counters);
-    thread::Builder::new().name("health".into()).spawn(move || Channel::new(config, socket, c).run())?;
+    thread::Builder::new()
+        .name("health".into())
+        .spawn(move || Channel::new(config, socket, c, echoes).run())?;
     Ok(counters)
 }
 
@@ -95,6 +101,7 @@ struct Channel {
     config: HealthConfig,
     socket: UdpSocket,
     counters: Arc<HealthCounters>,
+    echoes: Arc<Echoes>,
     guard: ReplayGuard,
     probers: HashMap<Backend, Arc<Prober>>,
     epoch: u64,
@@ -102,13 +109,18 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(config: HealthConfig, socket: UdpSocket, counters: Arc<HealthCounters>) -> Channel {
+    fn new(
+        config: HealthConfig,
+        socket: UdpSocket,
+        counters: Arc<HealthCounters>,
+        echoes: Arc<Echoes>,
+    ) -> Channel {
         let epoch = {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         };
         let (guard, probers) = (ReplayGuard::new(), HashMap::new());
-        Channel { config, socket, counters, guard, probers, epoch, sequence: 0 }
+        Channel { config, socket, counters, echoes, guard, probers, epoch, sequence: 0 }
     }
 
     fn run(mut self) {
@@ -126,15 +138,16 @@ impl Channel {
         let window = u64::try_from(self.config.window.as_millis()).unwrap_or(u64::MAX);
         let assigns = match wire::decode(&self.config.key, bytes, wire::unix_ms(), window, &mut self.guard) {
             Ok((_, Message::Assign(a))) => a,
-            Ok((_, Message::Report(_))) => return self.refuse(Reject::BadRecord),
+            Ok((_, Message::Report(..))) => return self.refuse(Reject::BadRecord),
             Err(r) => return self.refuse(r),
         };
         self.counters.assignments.fetch_add(1, Ordering::Relaxed);
         let results: Vec<wire::Result> = assigns.iter().filter_map(|a| self.assigned(*a)).collect();
+        let echoes = self.echoes.nonces();
         for chunk in results.chunks(wire::MAX_REPORTS) {
             let header = Header { epoch: self.epoch, sequence: self.sequence, unix_ms: wire::unix_ms() };
             self.sequence += 1;
-            let msg = wire::encode_report(&self.config.key, &header, chunk);
+            let msg = wire::encode_report(&self.config.key, &header, chunk, &echoes);
             let counter = match self.socket.send_to(&msg, from) {
                 Ok(_) => &self.counters.reports_sent,
                 Err(_) => &self.counters.send_errors,
@@ -249,7 +262,7 @@ mod tests {
             netns: vec![],
             window: Duration::from_secs(5),
         };
-        (Channel::new(config, socket, Arc::default()), appliance)
+        (Channel::new(config, socket, Arc::default(), Arc::default()), appliance)
     }
 
     fn assignment(key: u8, sequence: u64, backends: &[Backend]) -> Vec<u8> {
@@ -267,6 +280,16 @@ mod tests {
         backends: &[Backend],
         seq: &mut u64,
     ) -> Vec<wire::Result> {
+        report(c, appliance, backends, seq).0
+    }
+
+    /// Assigns until the report holds a result for every backend; the results and the echoes.
+    fn report(
+        c: &mut Channel,
+        appliance: &UdpSocket,
+        backends: &[Backend],
+        seq: &mut u64,
+    ) -> (Vec<wire::Result>, Vec<u64>) {
         let from = appliance.local_addr().unwrap();
         for _ in 0..100 {
             *seq += 1;
@@ -281,9 +304,9 @@ mod tests {
                 &mut ReplayGuard::new(),
             )
             .unwrap();
-            let Message::Report(r) = msg else { panic!("{msg:?}") };
+            let Message::Report(r, echoes) = msg else { panic!("{msg:?}") };
             if r.len() == backends.len() {
-                return r;
+                return (r, echoes);
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -310,6 +333,21 @@ mod tests {
         while results(&mut c, &appliance, &[up], &mut seq)[0].result.is_ok() {
             assert!(Instant::now() < deadline, "a closed port stays up");
         }
+    }
+
+    #[test]
+    fn reports_echo_the_newest_tunnel_nonces() {
+        let (mut c, appliance) = channel(1);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up =
+            Backend { vpc: None, addr: "127.0.0.1".parse().unwrap(), port: l.local_addr().unwrap().port() };
+        let mut seq = 0;
+        assert_eq!(report(&mut c, &appliance, &[up], &mut seq).1, Vec::<u64>::new(), "no probe yet");
+        let from: std::net::IpAddr = "198.19.0.1".parse().unwrap();
+        c.echoes.take(from, crate::tunnel::Encap::Gre { key: Some(7) }, 0xfeed);
+        assert_eq!(report(&mut c, &appliance, &[up], &mut seq).1, [0xfeed]);
+        c.echoes.take(from, crate::tunnel::Encap::Gre { key: Some(7) }, 0xbeef);
+        assert_eq!(report(&mut c, &appliance, &[up], &mut seq).1, [0xbeef], "the newest");
     }
 
     #[test]

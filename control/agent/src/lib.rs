@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod allow;
 pub mod cli;
+pub mod echoes;
 pub mod flows;
 pub mod health;
 pub mod replies;

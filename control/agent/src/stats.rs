@@ -39,6 +39,10 @@ pub struct Stats {
     /// New flows not remembered because the flow memory was full.
     pub flows_not_remembered: AtomicU64,
     pub flows_expired: AtomicU64,
+    /// Tunnel-path probes taken out of a tunnel (consumed, their nonce kept to echo), and
+    /// those whose nonce was not kept (too many tunnels).
+    pub probes_echoed: AtomicU64,
+    pub probes_not_kept: AtomicU64,
     /// Socket or TUN read errors.
     pub read_errors: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -62,6 +66,8 @@ impl Stats {
             flows_remembered: AtomicU64::new(0),
             flows_not_remembered: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
+            probes_echoed: AtomicU64::new(0),
+            probes_not_kept: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -118,6 +124,8 @@ impl Stats {
         let _ = writeln!(s, "sluice_agent_flows_remembered_total {}", get(&self.flows_remembered));
         let _ = writeln!(s, "sluice_agent_flows_not_remembered_total {}", get(&self.flows_not_remembered));
         let _ = writeln!(s, "sluice_agent_flows_expired_total {}", get(&self.flows_expired));
+        let _ = writeln!(s, "sluice_agent_tunnel_probes_echoed_total {}", get(&self.probes_echoed));
+        let _ = writeln!(s, "sluice_agent_tunnel_probes_not_kept_total {}", get(&self.probes_not_kept));
         let _ = writeln!(s, "sluice_agent_read_errors_total {}", get(&self.read_errors));
         for r in DropReason::ALL {
             let _ = writeln!(s, "sluice_agent_drops_total{{reason=\"{}\"}} {}", r.label(), self.drops(r));
@@ -147,6 +155,7 @@ mod tests {
         assert!(text.contains("sluice_agent_reply_fragments_held_total{tun=\"sl-phys\"} 0\n"));
         assert!(text.contains("sluice_agent_drops_total{reason=\"no_flow\"} 2\n"));
         assert!(text.contains("sluice_agent_flows 3\n"));
+        assert!(text.contains("sluice_agent_tunnel_probes_echoed_total 0\n"));
         bump(s.received(Family::V6, 1));
         let text = s.render(3);
         assert!(text.contains("sluice_agent_received_packets_total{underlay=\"ipv6\",proto=\"ipv6\"} 1\n"));

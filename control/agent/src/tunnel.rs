@@ -19,7 +19,7 @@
 use sluice_dataplane::flow::Addr;
 use sluice_dataplane::fragments::{FragKey, Ports};
 use sluice_dataplane::wire::ipv6::{self, UpperLayer};
-use sluice_dataplane::wire::{icmp_error, icmpv6, icmpv6_error, ipv4, GrePacket, GreRepr, IcmpPacket};
+use sluice_dataplane::wire::{icmp_error, icmpv6, icmpv6_error, ipv4, probe, GrePacket, GreRepr, IcmpPacket};
 use sluice_dataplane::wire::{Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, WireError};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -420,6 +420,33 @@ fn ports(protocol: u8, l4: &[u8], first: bool) -> Result<Option<(u16, u16)>, Wir
         }
         _ => return Ok(None),
     }))
+}
+
+/// The nonce of a tunnel-path probe (`sluice_dataplane::wire::probe`): a whole UDP datagram
+/// to the probe port whose payload is the probe's. Such a packet is the appliance's, not a
+/// client's: the agent consumes it rather than delivering it.
+pub fn probe_nonce(d: &Decap<'_>) -> Option<u64> {
+    let t = d.tuple?;
+    if t.protocol != ipv4::PROTO_UDP || t.dst_port != probe::PORT {
+        return None;
+    }
+    let l4 = match Family::of_packet(d.inner)? {
+        Family::V4 => {
+            let ip = Ipv4Packet::new_checked(d.inner).ok()?;
+            if ip.is_fragment() {
+                return None;
+            }
+            d.inner.get(ip.header_len()..ip.total_len())?
+        }
+        Family::V6 => {
+            let u = ipv6::upper_layer(d.inner).ok()?;
+            if u.fragment.is_some() {
+                return None;
+            }
+            d.inner.get(u.offset..)?
+        }
+    };
+    probe::parse(UdpPacket::new_checked(l4).ok()?.payload())
 }
 
 /// A datagram whose fragments come out of a TUN: what its fragments share (RFC 791 3.2,

@@ -10,7 +10,7 @@
 //! | offset | size | header field                          |
 //! |-------:|-----:|---------------------------------------|
 //! |      0 |    4 | magic `SLHC`                          |
-//! |      4 |    1 | version (1)                           |
+//! |      4 |    1 | version (2)                           |
 //! |      5 |    1 | kind: 1 assignment, 2 report          |
 //! |      6 |    2 | record count                          |
 //! |      8 |    8 | sender epoch                          |
@@ -22,13 +22,18 @@
 //! address (16 bytes, IPv4 mapped). An assignment's record adds the interval and the timeout in
 //! milliseconds; a report's adds the reason, [`REASON_LEN`] bytes of UTF-8 padded with zeros.
 //! A backend is its (VPC, address, port): 192.0.2.10 in VPC 100 and in VPC 200 are two.
+//!
+//! A report ends, after its records, with the tunnel-path echoes: a count byte (at most
+//! [`MAX_ECHOES`]) and that many 8-byte nonces, the newest probe nonce the agent took out of
+//! each tunnel from each appliance (`sluice_dataplane::wire::probe`). Version 1 had no echoes;
+//! a message of the other version is refused (`BadVersion`) and counted, never misread.
 
 use crate::sync::{Header, Reject, ReplayGuard, SyncKey, TAG_LEN};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 pub const MAGIC: [u8; 4] = *b"SLHC";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 32;
 /// Flag, check or result, port, VPC id, address.
 pub const BACKEND_LEN: usize = 1 + 1 + 2 + 4 + 16;
@@ -38,7 +43,12 @@ pub const REPORT_LEN: usize = BACKEND_LEN + REASON_LEN;
 /// Largest message: one unfragmented UDP datagram over IPv4 at MTU 1500.
 pub const MAX_MESSAGE: usize = 1472;
 pub const MAX_ASSIGNS: usize = (MAX_MESSAGE - HEADER_LEN - TAG_LEN) / ASSIGN_LEN;
-pub const MAX_REPORTS: usize = (MAX_MESSAGE - HEADER_LEN - TAG_LEN) / REPORT_LEN;
+/// Most tunnel-path nonces one report echoes.
+pub const MAX_ECHOES: usize = 16;
+/// The echoes' room at the end of a report: the count and the nonces.
+const ECHOES_ROOM: usize = 1 + 8 * MAX_ECHOES;
+pub const MAX_REPORTS: usize = (MAX_MESSAGE - HEADER_LEN - TAG_LEN - ECHOES_ROOM) / REPORT_LEN;
+const _: () = assert!(HEADER_LEN + MAX_REPORTS * REPORT_LEN + ECHOES_ROOM + TAG_LEN <= MAX_MESSAGE);
 
 const KIND_ASSIGN: u8 = 1;
 const KIND_REPORT: u8 = 2;
@@ -72,7 +82,8 @@ pub struct Result {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Assign(Vec<Assign>),
-    Report(Vec<Result>),
+    /// Results, and the tunnel-path nonces echoed.
+    Report(Vec<Result>, Vec<u64>),
 }
 
 fn put_backend(out: &mut Vec<u8>, b: &Backend, second: u8) {
@@ -126,13 +137,19 @@ pub fn encode_assign(key: &SyncKey, header: &Header, assigns: &[Assign]) -> Vec<
     seal(key, header, KIND_ASSIGN, assigns.len(), &body)
 }
 
-/// One report message; the caller keeps to [`MAX_REPORTS`] (more are cut off).
-pub fn encode_report(key: &SyncKey, header: &Header, results: &[Result]) -> Vec<u8> {
+/// One report message echoing `echoes`; the caller keeps to [`MAX_REPORTS`] results and
+/// [`MAX_ECHOES`] nonces (more are cut off).
+pub fn encode_report(key: &SyncKey, header: &Header, results: &[Result], echoes: &[u64]) -> Vec<u8> {
     let results = &results[..results.len().min(MAX_REPORTS)];
-    let mut body = Vec::with_capacity(results.len() * REPORT_LEN);
+    let echoes = &echoes[..echoes.len().min(MAX_ECHOES)];
+    let mut body = Vec::with_capacity(results.len() * REPORT_LEN + ECHOES_ROOM);
     for r in results {
         put_backend(&mut body, &r.backend, u8::from(r.result.is_ok()));
         put_reason(&mut body, r.result.as_ref().err().map_or("", String::as_str));
+    }
+    body.push(echoes.len() as u8);
+    for n in echoes {
+        body.extend_from_slice(&n.to_be_bytes());
     }
     seal(key, header, KIND_REPORT, results.len(), &body)
 }
@@ -201,7 +218,17 @@ pub fn decode(
         KIND_REPORT => REPORT_LEN,
         _ => return Err(Reject::BadLength),
     };
-    if bytes.len() != HEADER_LEN + count * len + TAG_LEN {
+    let records_end = HEADER_LEN + count * len;
+    // A report's echoes: the count byte after the records, then the nonces.
+    let echoes = match kind {
+        KIND_REPORT => match bytes.get(records_end) {
+            Some(&n) if usize::from(n) <= MAX_ECHOES => usize::from(n),
+            _ => return Err(Reject::BadLength),
+        },
+        _ => 0,
+    };
+    let trailer = if kind == KIND_REPORT { 1 + 8 * echoes } else { 0 };
+    if bytes.len() != records_end + trailer + TAG_LEN {
         return Err(Reject::BadLength);
     }
     let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
@@ -213,11 +240,12 @@ pub fn decode(
     if header.unix_ms.abs_diff(now_unix_ms) > window_ms {
         return Err(Reject::Stale);
     }
-    let records = body[HEADER_LEN..].chunks_exact(len);
+    let records = body[HEADER_LEN..records_end].chunks_exact(len);
     let message = if kind == KIND_ASSIGN {
         Message::Assign(records.map(get_assign).collect::<Option<_>>().ok_or(Reject::BadRecord)?)
     } else {
-        Message::Report(records.map(get_result).collect::<Option<_>>().ok_or(Reject::BadRecord)?)
+        let nonces = body[records_end + 1..].chunks_exact(8).map(|c| u64::from_be_bytes(be(c, 0))).collect();
+        Message::Report(records.map(get_result).collect::<Option<_>>().ok_or(Reject::BadRecord)?, nonces)
     };
     if !replay.check_and_record(header.epoch, header.sequence) {
         return Err(Reject::Replayed);
@@ -270,10 +298,10 @@ mod tests {
             Result { backend: b, result: Ok(()) },
             Result { backend: c, result: Err(long.clone()) },
         ];
-        let msg = encode_report(&key(1), &header(2), &results);
+        let msg = encode_report(&key(1), &header(2), &results, &[]);
         let (_, got) = decode(&key(1), &msg, 1_000_500, 1000, &mut guard).unwrap();
-        let Message::Report(got) = got else { panic!("{got:?}") };
-        assert_eq!(got[..2], results[..2]);
+        let Message::Report(got, echoes) = got else { panic!("{got:?}") };
+        assert_eq!((&got[..2], echoes), (&results[..2], vec![]));
         assert_eq!(got[2].result, Err("é".repeat(REASON_LEN / 2)), "cut on a character boundary");
     }
 
@@ -281,7 +309,7 @@ mod tests {
     fn forged_replayed_stale_and_malformed_messages_are_refused() {
         let results = vec![Result { backend: backend(Some(100), "192.0.2.10"), result: Ok(()) }];
         let mut guard = ReplayGuard::new();
-        let msg = encode_report(&key(1), &header(5), &results);
+        let msg = encode_report(&key(1), &header(5), &results, &[42]);
         assert_eq!(decode(&key(2), &msg, 1_000_000, 1000, &mut guard), Err(Reject::BadTag), "wrong key");
         for i in 0..msg.len() {
             let mut m = msg.clone();
@@ -292,12 +320,43 @@ mod tests {
         assert!(decode(&key(1), &msg, 1_000_000, 1000, &mut guard).is_ok(), "the forgeries moved nothing");
         assert_eq!(decode(&key(1), &msg, 1_000_000, 1000, &mut guard), Err(Reject::Replayed));
         assert_eq!(decode(&key(1), &msg[..20], 0, 1000, &mut guard), Err(Reject::Truncated));
-        let mut bad_flag = encode_report(&key(1), &header(6), &results);
+        let mut bad_flag = encode_report(&key(1), &header(6), &results, &[]);
         bad_flag[HEADER_LEN] = 9;
         let body_len = bad_flag.len() - TAG_LEN;
         let tag = key(1).tag(&bad_flag[..body_len]);
         bad_flag[body_len..].copy_from_slice(&tag);
         assert_eq!(decode(&key(1), &bad_flag, 1_000_000, 1000, &mut guard), Err(Reject::BadRecord));
+    }
+
+    #[test]
+    fn reports_echo_tunnel_nonces_and_the_other_version_or_a_bad_count_is_refused() {
+        let results = vec![Result { backend: backend(None, "198.19.0.10"), result: Ok(()) }];
+        let mut guard = ReplayGuard::new();
+        let nonces: Vec<u64> = (0..MAX_ECHOES as u64 + 3).map(|i| i << 40 | 7).collect();
+        let msg = encode_report(&key(1), &header(1), &results, &nonces);
+        assert_eq!(msg.len(), HEADER_LEN + REPORT_LEN + 1 + 8 * MAX_ECHOES + TAG_LEN, "cut at MAX_ECHOES");
+        let (_, got) = decode(&key(1), &msg, 1_000_000, 1000, &mut guard).unwrap();
+        assert_eq!(got, Message::Report(results.clone(), nonces[..MAX_ECHOES].to_vec()));
+        let reseal = |mut m: Vec<u8>| {
+            let end = m.len() - TAG_LEN;
+            let tag = key(1).tag(&m[..end]);
+            m[end..].copy_from_slice(&tag);
+            m
+        };
+        // A version 1 report (no echoes) from an old agent: refused by version, not misread.
+        let mut old = encode_report(&key(1), &header(2), &results, &[]);
+        old[4] = 1;
+        old.remove(HEADER_LEN + REPORT_LEN);
+        let old = reseal(old);
+        assert_eq!(decode(&key(1), &old, 1_000_000, 1000, &mut guard), Err(Reject::BadVersion));
+        // An echo count the length does not hold, or above the most.
+        let mut lying = encode_report(&key(1), &header(3), &results, &[1, 2]);
+        lying[HEADER_LEN + REPORT_LEN] = 3;
+        assert_eq!(decode(&key(1), &reseal(lying), 1_000_000, 1000, &mut guard), Err(Reject::BadLength));
+        let mut many = encode_report(&key(1), &header(4), &results, &[]);
+        many[HEADER_LEN + REPORT_LEN] = MAX_ECHOES as u8 + 1;
+        many.splice(HEADER_LEN + REPORT_LEN + 1..HEADER_LEN + REPORT_LEN + 1, vec![0; 8 * (MAX_ECHOES + 1)]);
+        assert_eq!(decode(&key(1), &reseal(many), 1_000_000, 1000, &mut guard), Err(Reject::BadLength));
     }
 
     proptest::proptest! {

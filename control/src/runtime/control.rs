@@ -216,7 +216,10 @@ impl Control {
         for s in &self.config.services {
             let nat = s.forwarding == sluice_dataplane::snapshot::Forwarding::Nat;
             for b in &s.backends {
-                let Some(id) = self.basis.registry.backend_id(s, b) else { continue };
+                let registry = &self.basis.registry;
+                let (Some(id), Some(service)) = (registry.backend_id(s, b), registry.service_id(s)) else {
+                    continue;
+                };
                 let Some((t, _)) = targets.iter().find(|(t, _)| t.backend == id && t.spec.by == By::Agent)
                 else {
                     continue;
@@ -224,7 +227,7 @@ impl Control {
                 let vpc = if nat { s.tunnel.vpc() } else { None };
                 let backend = Backend { vpc, addr: t.addr.ip(), port: t.addr.port() };
                 let assign = Assign { backend, interval: t.spec.interval, timeout: t.spec.timeout };
-                out.push(AgentTarget { id, agent: b.host.unwrap_or(b.address), assign });
+                out.push(AgentTarget { id, service, agent: b.host.unwrap_or(b.address), assign });
             }
         }
         out

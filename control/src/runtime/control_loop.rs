@@ -260,7 +260,7 @@ impl ControlLoop {
         if let Some(t) = targets {
             channel.set_targets(t, now);
         }
-        for r in channel.step(now) {
+        for r in channel.step(now, &self.shared.probes) {
             self.control.health_report(r);
         }
     }

@@ -9,6 +9,7 @@ use dpdk_sys::Eal;
 use log::info;
 use sluice_dataplane::dpdk::DpdkIo;
 use sluice_dataplane::limit::Isolation;
+use sluice_dataplane::pipeline::{probes, ProbeQueue};
 use sluice_dataplane::region::{CookieWords, LAYOUT_VERSION};
 use sluice_dataplane::session::SessionTable;
 use sluice_dataplane::snapshot::Snapshot;
@@ -44,6 +45,8 @@ pub(super) struct Shared {
     pub(super) epoch: Instant,
     /// `sluicectl status`'s line on the session region.
     pub(super) region_status: String,
+    /// The host agents' tunnel-path probes, from the control thread to worker 0.
+    pub(super) probes: Arc<ProbeQueue>,
 }
 
 impl Shared {
@@ -83,7 +86,8 @@ impl Shared {
             sessions.memory_bytes() >> 20
         );
         let isolation = Arc::new(Isolation::new(config.worker_cores.len()));
-        Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch, region_status })
+        let probes = Arc::new(ProbeQueue::new(probes::QUEUE_LEN));
+        Ok(Shared { sessions: Arc::new(sessions), proxy, isolation, epoch, region_status, probes })
     }
 }
 
@@ -156,6 +160,7 @@ impl Workers {
             let cell = Arc::clone(cell);
             let tables = (Arc::clone(&shared.sessions), Arc::clone(&shared.proxy));
             let worker_isolation = Arc::clone(&shared.isolation);
+            let worker_probes = (w == 0).then(|| Arc::clone(&shared.probes));
             let stop_flag = Arc::clone(&stop);
             let n_ports = nic.ports.len() as u16;
             let up = up.clone();
@@ -167,6 +172,9 @@ impl Workers {
                     info!("worker {w} on core {core} (lcore {lcore})");
                     let mut worker = Worker::new((w, usize::from(n_workers)), io, n_ports, cell, tables, st);
                     worker.set_isolation(worker_isolation);
+                    if let Some(q) = worker_probes {
+                        worker.set_probes(q);
+                    }
                     // Its queues are started and it polls them from here on.
                     let _ = up.send(());
                     drop(up);

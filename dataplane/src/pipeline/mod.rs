@@ -14,6 +14,8 @@
 //!   then `egress` into the backend's tunnel, or `reply` to the client (RST, ICMP unreachable).
 //! - a NAT reply: `nat` (an IPv6 one: `nat6`), the SYN proxy's backend side `proxy_backend`,
 //!   then `egress`.
+//! - not a received packet: `probe` writes a tunnel-path probe into an empty frame, then
+//!   `egress`.
 
 mod choose;
 mod classify;
@@ -28,6 +30,7 @@ mod nat6;
 mod ndisc;
 mod neighbor;
 mod outcome;
+mod probe;
 mod proxy;
 mod proxy_backend;
 mod reply;
@@ -40,6 +43,11 @@ pub use context::{
 };
 pub use neighbor::{announcements, build_announcement, build_neighbor_request, nexthop_ip};
 pub use outcome::Verdict;
+pub use probe::{to_backend as probe_to_backend, ProbeQueue, ProbeRequest};
+/// The tunnel-path probe's queue length and per-poll batch.
+pub mod probes {
+    pub use super::probe::{PER_POLL, QUEUE_LEN};
+}
 
 use crate::io::Frame;
 use crate::snapshot::Forwarding;

@@ -550,7 +550,12 @@ impl Snapshot {
 
     /// The service with stable id `id`.
     pub fn service_by_id(&self, id: u16) -> Option<&Service> {
-        self.service_ids.get(&u64::from(id)).and_then(|i| self.services.get(usize::from(i)))
+        self.service_index(id).and_then(|i| self.services.get(usize::from(i)))
+    }
+
+    /// The index of the service with stable id `id`.
+    pub fn service_index(&self, id: u16) -> Option<u16> {
+        self.service_ids.get(&u64::from(id))
     }
 
     #[inline]

@@ -17,6 +17,7 @@ pub mod icmpv6_error;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ndisc;
+pub mod probe;
 pub mod tcp;
 pub mod tcp_options;
 pub mod udp;

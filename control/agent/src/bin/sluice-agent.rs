@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         config.max_flows.total,
     );
     warn_if_shares_overlap(&config);
-    let health_counters = match health_config.map(health::start).transpose() {
+    let health_counters = match health_config.map(|h| health::start(h, agent.echoes())).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice-agent: {e}");
