@@ -15,6 +15,8 @@ PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config libpcap-dev
     # the namespace lab and the end-to-end tests
     iproute2 ethtool iputils-ping tcpdump hping3 curl wrk python3 python3-pytest prometheus
+    # test_nat66.py floods with IPv6 SYNs it builds with scapy (hping3 has no IPv6)
+    python3-scapy
     # TLS servers and certificates for the https health check's tests (openssl s_server)
     openssl
     # sluicectl watch's test runs it in a detached terminal
